@@ -1,0 +1,5 @@
+"""Machine backends: where a job attempt's machine comes from."""
+
+from .base import Backend, BackendContext
+
+__all__ = ["Backend", "BackendContext"]

@@ -1,0 +1,61 @@
+"""The machine backend contract.
+
+A *machine* runs exactly one worker process, which runs one job attempt (or, with warm reuse,
+several in a row) and then exits. A backend must:
+
+* ``launch(spec)``: start a machine that runs ``python -m balloons.worker`` with
+  ``spec.env`` (the handoff variable ``BALLOONS_JOB`` plus allow-listed names) and gives
+  the worker a way to reach Redis and the signing key that does not pass through ``spec``;
+  return at once with the machine's id. It must not wait for the job.
+* ``inspect(id)``: what is known of the machine, including how it exited (exit code, signal,
+  out-of-memory, requested stop) once it has; ``None`` if the backend has no such machine.
+* ``stop(id)``: ask the machine to stop (``SIGTERM``, then ``SIGKILL`` after a grace period).
+* ``destroy(id)``: remove the machine, stopping it by force if it still runs.
+* ``list(**metadata)``: the machines balloons launched, filtered by metadata
+  (``job``, ``pool``, ``attempt``).
+
+The app calls ``bind(ctx)`` once, before anything else, to hand over settings the backend may
+need (the Redis URL and secret for a backend that must pass them on, the namespace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..status import MachineInfo, MachineSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+@dataclass(frozen=True, repr=False)
+class BackendContext:
+    """What the app hands a backend. ``repr`` never shows the URL or the secret."""
+
+    redis_url: str
+    secret: str
+    namespace: str
+    state_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"BackendContext(namespace={self.namespace!r}, state_dir={str(self.state_dir)!r})"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def bind(self, ctx: BackendContext) -> None: ...
+
+    def launch(self, spec: MachineSpec) -> MachineInfo: ...
+
+    def inspect(self, machine_id: str) -> MachineInfo | None: ...
+
+    def stop(self, machine_id: str) -> None: ...
+
+    def destroy(self, machine_id: str) -> None: ...
+
+    def list(self, **metadata: str) -> list[MachineInfo]: ...

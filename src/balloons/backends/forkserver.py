@@ -1,0 +1,378 @@
+"""The local fork server: a clean, pre-imported parent that forks one isolated child per machine.
+
+Starting a fresh interpreter and importing a Redis client costs more than a whole small job, so
+``LocalBackend`` keeps one long-lived parent per state directory and balloons version. The
+parent imports ``balloons.worker`` once, runs no user code, and for each launch forks a child
+that starts a new session, drops to the machine's allow-listed environment, applies its memory
+limit, and runs the worker (``mode="fork"``) or execs a fresh interpreter (``mode="exec"``).
+
+The parent also *notices* for its children, which is what makes local crash detection
+immediate: it writes each machine's record on launch and on exit (exit code, signal,
+out-of-memory), fails the job's attempt with a reason when a child dies without recording an
+outcome, kills children that outlive their run timeout by a grace period, and stops children
+on request. With no children and no requests for ``idle`` seconds it exits.
+
+Protocol: one JSON object per connection on a unix socket, answered with one JSON object.
+``{"op": "ping"}``, ``{"op": "launch", ...}``, ``{"op": "stop", "machine": ID, "grace": S}``,
+``{"op": "shutdown"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import keys, lua
+from .. import worker as worker_mod
+from ..errors import StoreError
+from ..resp import RespClient
+from ..status import Reason, exit_reason
+
+TIMEOUT_GRACE = 5.0  # seconds past a job's run timeout before its machine is killed
+STOP_GRACE = 10.0
+
+
+@dataclass
+class Child:
+    machine: str
+    pid: int
+    redis_url: str
+    namespace: str
+    job_id: str
+    attempt: int
+    log: str
+    kill_at: float | None  # hard deadline (run timeout + grace)
+    started: float = field(default_factory=time.time)
+    stop_requested: bool = False
+    timed_out: bool = False
+    stop_deadline: float | None = None
+
+
+class ForkServer:
+    def __init__(self, path: str, idle: float) -> None:
+        self.path = path
+        self.idle = idle
+        self.children: dict[int, Child] = {}
+        self.by_machine: dict[str, Child] = {}
+        self.clients: dict[str, RespClient] = {}
+        self.last_activity = time.monotonic()
+        self.draining = False
+        self.sel = selectors.DefaultSelector()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.wake_r, self.wake_w = os.pipe()
+
+    # ----------------------------------------------------------------- loop
+    def serve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.listener.bind(self.path)
+        os.chmod(self.path, 0o600)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self._begin_drain())
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        while True:
+            for key, _ in self.sel.select(self._next_timeout()):
+                if key.data == "accept":
+                    self._accept()
+                else:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 4096)
+            self._reap()
+            self._enforce_deadlines()
+            if not self.children:
+                if self.draining:
+                    return
+                if time.monotonic() - self.last_activity > self.idle:
+                    self._begin_drain()
+
+    def _next_timeout(self) -> float:
+        now = time.time()
+        waits = [self.idle - (time.monotonic() - self.last_activity) + 0.01]
+        for c in self.children.values():
+            for t in (c.kill_at, c.stop_deadline):
+                if t is not None:
+                    waits.append(t - now)
+        return max(0.01, min(min(waits), 1.0))
+
+    def _begin_drain(self) -> None:
+        """Stop accepting: unlink the socket (a new server may take the path) and finish."""
+        if self.draining:
+            return
+        self.draining = True
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                os.unlink(self.path)
+        # Serve anything already in the backlog, then close.
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, OSError):
+                break
+            self._handle(conn)
+        self.sel.unregister(self.listener)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        self.last_activity = time.monotonic()
+        with conn:
+            conn.setblocking(True)
+            conn.settimeout(5.0)
+            try:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                req = json.loads(data)
+                reply = self._dispatch(req)
+            except Exception as exc:
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "children": len(self.children)}
+        if op == "launch":
+            return self._launch(req)
+        if op == "stop":
+            return self._stop(str(req["machine"]), float(req.get("grace", STOP_GRACE)))
+        if op == "shutdown":
+            self._begin_drain()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    # --------------------------------------------------------------- launch
+    def _launch(self, req: dict[str, Any]) -> dict[str, Any]:
+        machine = str(req["machine"])
+        env = {str(k): str(v) for k, v in req["env"].items()}
+        log = str(req.get("log") or os.devnull)
+        timeout = float(req.get("timeout") or 0)
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            self._child(env, req, log)
+        child = Child(
+            machine=machine,
+            pid=pid,
+            redis_url=env.get("BALLOONS_REDIS_URL", ""),
+            namespace=env.get("BALLOONS_NAMESPACE", keys.DEFAULT_NAMESPACE),
+            job_id=str(req.get("job_id", "")),
+            attempt=int(req.get("attempt", 0)),
+            log=log,
+            kill_at=time.time() + timeout + TIMEOUT_GRACE if timeout > 0 else None,
+        )
+        self.children[pid] = child
+        self.by_machine[machine] = child
+        self._record(
+            child,
+            {
+                "state": "started",
+                "pid": pid,
+                "host": socket.gethostname(),
+                "job": child.job_id,
+                "attempt": child.attempt,
+                "pool": req.get("pool", ""),
+                "created": child.started,
+                "memory_mb": req.get("memory_mb", 0),
+                "cpus": req.get("cpus", 1),
+                "backend": "local",
+            },
+            ttl=int(req.get("ttl", 86400)),
+            new=True,
+        )
+        return {"ok": True, "pid": pid}
+
+    def _child(self, env: dict[str, str], req: dict[str, Any], log: str) -> None:
+        code = 70
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.listener.close()
+            for client in self.clients.values():
+                client.close()
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+            os.close(null)
+            memory_mb = int(req.get("memory_mb") or 0)
+            if memory_mb > 0:
+                _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+                resource.setrlimit(resource.RLIMIT_DATA, (memory_mb * 1024 * 1024, hard))
+            cwd = req.get("cwd")
+            if cwd:
+                with contextlib.suppress(OSError):
+                    os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(env)
+            if req.get("mode") == "exec":
+                os.execve(sys.executable, [sys.executable, "-m", "balloons.worker"], env)
+            sys.argv = ["balloons-worker"]
+            code = worker_mod.main(env)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            with contextlib.suppress(Exception):
+                import traceback
+
+                traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    # ----------------------------------------------------------- stop/kill
+    def _stop(self, machine: str, grace: float) -> dict[str, Any]:
+        child = self.by_machine.get(machine)
+        if child is None:
+            return {"ok": True, "found": False}
+        child.stop_requested = True
+        child.stop_deadline = time.time() + grace
+        _signal_group(child.pid, signal.SIGTERM)
+        return {"ok": True, "found": True}
+
+    def _enforce_deadlines(self) -> None:
+        now = time.time()
+        for child in list(self.children.values()):
+            if child.kill_at is not None and now >= child.kill_at:
+                child.timed_out = True
+                child.kill_at = None
+                _signal_group(child.pid, signal.SIGKILL)
+            if child.stop_deadline is not None and now >= child.stop_deadline:
+                child.stop_deadline = None
+                _signal_group(child.pid, signal.SIGKILL)
+
+    # ---------------------------------------------------------------- reap
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self.by_machine.pop(child.machine, None)
+            self.last_activity = time.monotonic()
+            with contextlib.suppress(StoreError, OSError):
+                self._exited(child, status)
+            # Workers kill their own process group on exit, so grandchildren die with them.
+            _signal_group(pid, signal.SIGKILL)
+
+    def _exited(self, child: Child, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        sig = -code if code < 0 else None
+        fields: dict[str, Any] = {"state": "stopped", "exited": time.time()}
+        if sig is not None:
+            fields["signal"] = sig
+        else:
+            fields["exit_code"] = code
+        if child.stop_requested:
+            fields["requested_stop"] = 1
+        self._record(child, fields)
+        if code in worker_mod.RECORDED_EXITS:
+            with contextlib.suppress(OSError):
+                os.unlink(child.log) if code == 0 and child.log != os.devnull else None
+            return
+        if child.timed_out:
+            reason, msg = (
+                Reason.TIMEOUT.value,
+                "the machine outlived its run timeout and was killed",
+            )
+        elif child.stop_requested:
+            reason, msg = Reason.CANCELLED.value, "the machine was stopped on request"
+        elif sig is not None:
+            reason, msg = Reason.KILLED.value, f"the machine was killed by signal {sig}"
+        else:
+            reason, msg = (
+                exit_reason(code),
+                f"the machine exited with code {code} before recording a result",
+            )
+        self._fail_attempt(child, reason, msg)
+
+    def _fail_attempt(self, child: Child, reason: str, message: str) -> None:
+        if not child.job_id or not child.redis_url:
+            return
+        jk = keys.JobKeys.of(child.namespace, child.job_id)
+        error = json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
+        self._client(child.redis_url).eval(
+            lua.FINISH,
+            [jk.job, jk.attempts, jk.done],
+            [child.attempt, child.machine, "FAILED", "", error, reason, time.time()],
+        )
+
+    def _record(
+        self, child: Child, fields: dict[str, Any], ttl: int = 0, new: bool = False
+    ) -> None:
+        if not child.redis_url:
+            return
+        mk = keys.machine_key(child.namespace, child.machine)
+        cmds: list[list[Any]] = [["HSET", mk, *[x for kv in fields.items() for x in kv]]]
+        if new:
+            zk = keys.machines_key(child.namespace)
+            cmds += [
+                ["EXPIRE", mk, ttl],
+                ["ZADD", zk, child.started, child.machine],
+                ["ZREMRANGEBYSCORE", zk, "-inf", child.started - ttl],
+            ]
+        with contextlib.suppress(StoreError):
+            self._client(child.redis_url).pipeline(cmds)
+
+    def _client(self, url: str) -> RespClient:
+        client = self.clients.get(url)
+        if client is None:
+            client = self.clients[url] = RespClient(url, timeout=5.0)
+        return client
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m balloons.backends.forkserver")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--idle", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    ForkServer(args.socket, args.idle).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""``LocalBackend``: each machine is a fresh OS process on this host.
+
+Machines are forked by a per-user fork server (see :mod:`balloons.backends.forkserver`) that
+is started on first use with ``sys.executable`` (never a ``python3`` shim on PATH), lives in
+its own session, and exits when idle. Each machine runs in a session of its own with an
+allow-listed environment (what a worker needs plus the names the app lists: never the
+parent's other variables) and its ``memory_mb`` as a hard data-segment limit.
+
+``isolation="fork"`` (default) forks from the pre-imported parent: a cold job costs a fork,
+not an interpreter start. ``isolation="exec"`` execs a fresh interpreter per machine, which
+is what a Fly Machine does, at the price of interpreter start-up.
+
+Machine records live in Redis (``NS:machine:ID``), so any process can list, inspect and stop
+machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import keys
+from ..errors import BackendError, ConfigError
+from ..status import MachineInfo, MachineSpec
+from .base import BackendContext
+
+# Variables every local machine gets from the parent, when set. Everything else is dropped
+# unless the app allow-lists it.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+ISOLATIONS = ("fork", "exec")
+DEFAULT_IDLE = 30.0
+
+
+def _package_fingerprint() -> str:
+    """Changes whenever balloons' code changes, so a stale fork server is never reused."""
+    pkg = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(sys.executable.encode())
+    for path in sorted(pkg.rglob("*.py")):
+        st = path.stat()
+        h.update(f"{path.relative_to(pkg)}:{st.st_mtime_ns}:{st.st_size};".encode())
+    return h.hexdigest()[:12]
+
+
+class LocalBackend:
+    """Machines as local processes. ``isolation``: ``"fork"`` (default) or ``"exec"``."""
+
+    name = "local"
+
+    def __init__(self, isolation: str = "fork", idle_timeout: float | None = None) -> None:
+        if isolation not in ISOLATIONS:
+            raise ConfigError(f"unknown isolation {isolation!r}: expected one of {ISOLATIONS}")
+        self.isolation = isolation
+        self.idle_timeout = idle_timeout
+        self._ctx: BackendContext | None = None
+        self._sock: str | None = None
+        self._client: Any = None  # redis.Redis, made on first use
+
+    def __repr__(self) -> str:
+        return f"LocalBackend(isolation={self.isolation!r})"
+
+    # -------------------------------------------------------------- contract
+    def bind(self, ctx: BackendContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def ctx(self) -> BackendContext:
+        if self._ctx is None:
+            raise BackendError("LocalBackend is not bound to an app: use App(backend=...)")
+        return self._ctx
+
+    def launch(self, spec: MachineSpec) -> MachineInfo:
+        ctx = self.ctx
+        machine = secrets.token_hex(7)
+        env = {k: ctx.env[k] for k in BASE_ENV if k in ctx.env}
+        env.update(spec.env)
+        env.update(
+            {
+                "BALLOONS_REDIS_URL": ctx.redis_url,
+                "BALLOONS_SECRET": ctx.secret,
+                "BALLOONS_NAMESPACE": ctx.namespace,
+                "BALLOONS_MACHINE_ID": machine,
+            }
+        )
+        if spec.python_path:
+            env["BALLOONS_PYTHONPATH"] = os.pathsep.join(spec.python_path)
+        logs = ctx.state_dir / "machines"
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        req = {
+            "op": "launch",
+            "machine": machine,
+            "mode": self.isolation,
+            "env": env,
+            "cwd": spec.cwd,
+            "memory_mb": spec.memory_mb,
+            "cpus": spec.cpus,
+            "timeout": spec.timeout,
+            "job_id": spec.job_id,
+            "attempt": spec.attempt,
+            "pool": spec.pool,
+            "log": str(logs / f"{machine}.log"),
+        }
+        reply = self._request(req)
+        return MachineInfo(
+            id=machine,
+            backend=self.name,
+            state="started",
+            job_id=spec.job_id,
+            attempt=spec.attempt,
+            pool=spec.pool,
+            created_at=time.time(),
+            detail={"pid": str(reply.get("pid", ""))},
+        )
+
+    @property
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.ctx.redis_url, socket_connect_timeout=5)
+        return self._client
+
+    def inspect(self, machine_id: str) -> MachineInfo | None:
+        raw = self._redis.hgetall(keys.machine_key(self.ctx.namespace, machine_id))
+        return _info(machine_id, raw) if raw else None
+
+    def stop(self, machine_id: str, grace: float = 10.0) -> None:
+        reply = self._request({"op": "stop", "machine": machine_id, "grace": grace}, start=False)
+        if reply.get("found"):
+            return
+        # The fork server that started it is gone: signal the process group ourselves, if the
+        # record says it runs on this host.
+        info = self.inspect(machine_id)
+        if info is None or not info.running or info.detail.get("host") != socket.gethostname():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+            os.killpg(int(info.detail.get("pid", "0")), 15)
+
+    def destroy(self, machine_id: str) -> None:
+        self.stop(machine_id, grace=0.0)
+
+    def list(self, **metadata: str) -> list[MachineInfo]:
+        r = self._redis
+        ids = [m.decode() for m in r.zrevrange(keys.machines_key(self.ctx.namespace), 0, 999)]
+        pipe = r.pipeline(transaction=False)
+        for mid in ids:
+            pipe.hgetall(keys.machine_key(self.ctx.namespace, mid))
+        raws = pipe.execute()
+        out = [_info(mid, raw) for mid, raw in zip(ids, raws, strict=True) if raw]
+        want = {k: str(v) for k, v in metadata.items()}
+        field_of = {"job": "job_id", "pool": "pool", "attempt": "attempt"}
+        for k in want:
+            if k not in field_of:
+                raise BackendError(f"cannot filter machines by {k!r}: use job, pool or attempt")
+        return [m for m in out if all(str(getattr(m, field_of[k])) == v for k, v in want.items())]
+
+    # ----------------------------------------------------------- fork server
+    def socket_path(self) -> str:
+        if self._sock is None:
+            state = self.ctx.state_dir.resolve()
+            name = f"forkserver-{_package_fingerprint()}.sock"
+            path = state / name
+            if len(str(path)) > 100:
+                digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+                path = Path(tempfile.gettempdir()) / f"balloons-{os.getuid()}-fs-{digest}.sock"
+            self._sock = str(path)
+        return self._sock
+
+    def _request(self, req: dict[str, Any], start: bool = True) -> dict[str, Any]:
+        path = self.socket_path()
+        try:
+            reply = _send(path, req)
+        except (FileNotFoundError, ConnectionRefusedError, EOFError):
+            if not start:
+                return {"ok": True, "found": False}
+            self._start_server()
+            reply = _send(path, req)
+        if not reply.get("ok"):
+            raise BackendError(f"local fork server refused {req.get('op')}: {reply.get('error')}")
+        return reply
+
+    def _start_server(self) -> None:
+        """Start the fork server unless another process just did (flock: one, never two)."""
+        state = self.ctx.state_dir
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.socket_path()
+        with open(state / "forkserver.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError, EOFError):
+                if _send(path, {"op": "ping"}).get("ok"):
+                    return
+            pkg_root = str(Path(__file__).resolve().parent.parent.parent)
+            env = {k: self.ctx.env[k] for k in BASE_ENV if k in self.ctx.env}
+            env["PYTHONPATH"] = pkg_root
+            idle = self.idle_timeout
+            if idle is None:
+                idle = float(self.ctx.env.get("BALLOONS_FORKSERVER_IDLE") or DEFAULT_IDLE)
+            with open(state / "forkserver.log", "ab") as log:
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "balloons.backends.forkserver",
+                        "--socket",
+                        path,
+                        "--idle",
+                        str(idle),
+                    ],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError, EOFError):
+                    if _send(path, {"op": "ping"}).get("ok"):
+                        return
+                time.sleep(0.01)
+        raise BackendError(f"the local fork server did not start; see {state / 'forkserver.log'}")
+
+    def shutdown(self) -> bool:
+        """Ask the fork server to exit once its machines have; False if none was running."""
+        try:
+            _send(self.socket_path(), {"op": "shutdown"})
+        except (OSError, EOFError):
+            return False
+        return True
+
+
+def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(path)
+        s.sendall(json.dumps(req).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError("fork server closed the connection")
+            data += chunk
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
+    d = {k.decode(): v.decode() for k, v in raw.items()}
+
+    def num(name: str) -> int | None:
+        return int(d[name]) if d.get(name, "") != "" else None
+
+    return MachineInfo(
+        id=machine_id,
+        backend="local",
+        state=d.get("state", "unknown"),
+        job_id=d.get("job") or None,
+        attempt=num("attempt"),
+        pool=d.get("pool") or None,
+        created_at=float(d["created"]) if d.get("created") else None,
+        exit_code=num("exit_code"),
+        signal=num("signal"),
+        oom_killed=d.get("oom") == "1",
+        requested_stop=d.get("requested_stop") == "1",
+        detail={k: d[k] for k in ("pid", "host", "memory_mb", "cpus", "exited") if k in d},
+    )

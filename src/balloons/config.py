@@ -1,0 +1,159 @@
+"""Settings, and the one place where balloons reads its environment.
+
+Precedence is always: explicit constructor argument > environment variable > default.
+:func:`Settings.resolve` is called by the app factory (``App()``), the CLI and the worker
+entrypoint; nothing else in balloons reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .keys import DEFAULT_NAMESPACE
+from .resp import mask_url
+
+__all__ = ["ENV_VARS", "Settings", "default_state_dir", "mask_url"]
+
+DEFAULT_RECORD_TTL = 24 * 3600  # seconds a job record and its result are kept
+DEFAULT_MAX_ARG_BYTES = 1024 * 1024  # serialized arguments larger than this are refused
+BACKENDS = ("local", "fly")
+
+# Every environment variable balloons understands, with what it sets. Unknown BALLOONS_*
+# names are refused, so a typo never silently falls back to a default.
+ENV_VARS: dict[str, str] = {
+    "BALLOONS_REDIS_URL": "Redis URL (falls back to REDIS_URL); unset: embedded Valkey",
+    "BALLOONS_BACKEND": "machine backend: local (default) or fly",
+    "BALLOONS_SECRET": "job signing key; required with an external Redis",
+    "BALLOONS_NAMESPACE": f"prefix of every Redis key (default {DEFAULT_NAMESPACE})",
+    "BALLOONS_HOME": "state directory (default ~/.local/state/balloons)",
+    "BALLOONS_RECORD_TTL": f"seconds records and results are kept (default {DEFAULT_RECORD_TTL})",
+    "BALLOONS_SERIALIZER": "json (default) or pickle",
+    "BALLOONS_ENV_ALLOWLIST": "comma-separated names of variables passed on to machines",
+    "BALLOONS_MAX_ARG_BYTES": f"largest serialized arguments (default {DEFAULT_MAX_ARG_BYTES})",
+    # Set by balloons for machines; read by the worker entrypoint.
+    "BALLOONS_JOB": "worker handoff: JOB_ID/ATTEMPT (set by balloons on each machine)",
+    "BALLOONS_MACHINE_ID": "the machine's id (set by the local backend; FLY_MACHINE_ID on Fly)",
+    "BALLOONS_PYTHONPATH": "import path entries of the submitting process (local backend)",
+    "BALLOONS_FORKSERVER_IDLE": "seconds an idle local fork server lingers (default 30)",
+    # Fly backend
+    "BALLOONS_FLY_APP": "Fly app the job machines belong to (default FLY_APP_NAME)",
+    "BALLOONS_FLY_API_URL": "Machines API base URL (default https://api.machines.dev)",
+    "BALLOONS_FLY_IMAGE": "image for job machines (default FLY_IMAGE_REF)",
+    "BALLOONS_FLY_REGION": "primary region for job machines",
+    "BALLOONS_FLY_FALLBACK_REGIONS": "comma-separated regions tried on capacity refusals",
+    "BALLOONS_FLY_CPU_KIND": "shared (default) or performance",
+    "BALLOONS_DASHBOARD_TOKEN": "token required by the dashboard and /metrics",
+}
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    if env.get("BALLOONS_HOME"):
+        return Path(env["BALLOONS_HOME"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "balloons"
+
+
+def check_env_names(env: Mapping[str, str]) -> None:
+    """Refuse ``BALLOONS_*`` variables balloons does not know, suggesting the closest name."""
+    for name in env:
+        if name.startswith("BALLOONS_") and name not in ENV_VARS:
+            close = difflib.get_close_matches(name, list(ENV_VARS), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(
+                f"unknown environment variable {name}{hint} "
+                f"(known: {', '.join(sorted(k for k in ENV_VARS if k.startswith('BALLOONS_')))})"
+            )
+
+
+def _int(name: str, raw: str | int | None, default: int, minimum: int = 1) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Resolved settings of one app. ``repr`` masks the Redis password and the secret."""
+
+    redis_url: str | None
+    backend: str
+    secret: str | None
+    namespace: str
+    state_dir: Path
+    record_ttl: int
+    serializer: str
+    env_allowlist: tuple[str, ...]
+    max_arg_bytes: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        url = mask_url(self.redis_url) if self.redis_url else "embedded"
+        return (
+            f"Settings(redis_url={url!r}, backend={self.backend!r}, "
+            f"secret={'***' if self.secret else None}, namespace={self.namespace!r}, "
+            f"state_dir={str(self.state_dir)!r}, record_ttl={self.record_ttl})"
+        )
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @classmethod
+    def resolve(
+        cls,
+        env: Mapping[str, str],
+        *,
+        redis_url: str | None = None,
+        backend: str | None = None,
+        secret: str | None = None,
+        namespace: str | None = None,
+        state_dir: str | Path | None = None,
+        record_ttl: int | None = None,
+        serializer: str | None = None,
+        env_allowlist: tuple[str, ...] | list[str] | None = None,
+        max_arg_bytes: int | None = None,
+    ) -> Settings:
+        check_env_names(env)
+        url = redis_url or env.get("BALLOONS_REDIS_URL") or env.get("REDIS_URL") or None
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"Redis URL {mask_url(url)!r} must start with redis://, rediss:// or unix://"
+            )
+        be = backend or env.get("BALLOONS_BACKEND") or "local"
+        if be not in BACKENDS:
+            raise ConfigError(f"unknown backend {be!r}: expected one of {', '.join(BACKENDS)}")
+        ns = namespace or env.get("BALLOONS_NAMESPACE") or DEFAULT_NAMESPACE
+        if not ns or any(c in ns for c in "{} \t\n"):
+            raise ConfigError(f"namespace {ns!r} must be non-empty, without braces or spaces")
+        allow = env_allowlist
+        if allow is None:
+            raw = env.get("BALLOONS_ENV_ALLOWLIST", "")
+            allow = [n.strip() for n in raw.split(",") if n.strip()]
+        return cls(
+            redis_url=url,
+            backend=be,
+            secret=secret or env.get("BALLOONS_SECRET") or None,
+            namespace=ns,
+            state_dir=Path(state_dir) if state_dir is not None else default_state_dir(env),
+            record_ttl=_int(
+                "record_ttl", record_ttl or env.get("BALLOONS_RECORD_TTL"), DEFAULT_RECORD_TTL
+            ),
+            serializer=serializer or env.get("BALLOONS_SERIALIZER") or "json",
+            env_allowlist=tuple(allow),
+            max_arg_bytes=_int(
+                "max_arg_bytes",
+                max_arg_bytes or env.get("BALLOONS_MAX_ARG_BYTES"),
+                DEFAULT_MAX_ARG_BYTES,
+            ),
+            env=dict(env),
+        )

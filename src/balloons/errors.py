@@ -1,0 +1,106 @@
+"""The one error hierarchy of balloons.
+
+::
+
+    BalloonsError
+    ├── ConfigError            a setting is missing, unknown or malformed
+    ├── SerializationError     an argument or result cannot be encoded or decoded
+    ├── StoreError             Redis cannot be reached or answered wrongly (URL shown masked)
+    ├── JobNotFound            no record for that job id (never existed, expired or forgotten)
+    ├── JobFailed              the job ended FAILED or CANCELLED; carries the remote error
+    ├── ResultTimeout          also a ``TimeoutError``: ``result(timeout=...)`` ran out of time
+    ├── BackendError           a machine backend refused or failed an operation
+    └── WorkerError            a worker cannot run its job (bad handoff, bad record, bad signature)
+
+No message, repr or attribute of these errors ever carries a token, a password or the
+signing key: URLs are masked with :func:`balloons.config.mask_url` before they are quoted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BalloonsError(Exception):
+    """Base class of every error balloons raises on purpose."""
+
+
+class ConfigError(BalloonsError):
+    """A setting is missing, unknown or malformed."""
+
+
+class SerializationError(BalloonsError):
+    """An argument or a result cannot be serialized or deserialized."""
+
+
+class StoreError(BalloonsError):
+    """Redis could not be reached or gave an unexpected answer."""
+
+
+class JobNotFound(BalloonsError):
+    """No record exists for a job id."""
+
+    def __init__(self, job_id: str, detail: str = "") -> None:
+        self.job_id = job_id
+        msg = f"job {job_id!r} not found"
+        msg += f": {detail}" if detail else " (it never existed, expired, or was forgotten)"
+        super().__init__(msg)
+
+
+class JobFailed(BalloonsError):
+    """The job ended without a result.
+
+    ``status`` is ``FAILED`` or ``CANCELLED``; ``reason`` is a short machine-readable cause
+    (``task_error``, ``oom``, ``timeout``, ``signature_invalid``, ``exit_code=N``, ...);
+    ``error_type``, ``error_message`` and ``remote_traceback`` describe the remote exception
+    when the task itself raised.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        status: str,
+        reason: str,
+        error_type: str = "",
+        error_message: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.reason = reason
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+        what = f"{error_type}: {error_message}" if error_type else error_message
+        super().__init__(
+            f"job {job_id} {status.lower()} ({reason})" + (f": {what}" if what else "")
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (
+                self.job_id,
+                self.status,
+                self.reason,
+                self.error_type,
+                self.error_message,
+                self.remote_traceback,
+            ),
+        )
+
+
+class ResultTimeout(BalloonsError, TimeoutError):
+    """``Job.result(timeout=...)`` ran out of time before the job finished."""
+
+
+class BackendError(BalloonsError):
+    """A machine backend could not launch, inspect, stop or destroy a machine."""
+
+
+class WorkerError(BalloonsError):
+    """A worker cannot run its job: missing handoff, malformed record, bad signature."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

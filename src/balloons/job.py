@@ -1,0 +1,118 @@
+"""``Job``: a handle on one submitted job, rebuildable in any process from its id."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .errors import JobFailed, JobNotFound, ResultTimeout
+from .keys import JobKeys
+from .status import JobInfo, JobStatus
+
+if TYPE_CHECKING:
+    from .app import App
+
+R = TypeVar("R")
+
+# Each blocking wait is capped so that a lost wake-up (a Redis restart, say) costs at most
+# this long before the record is read again; it is not a polling interval.
+_MAX_BLOCK = 5.0
+
+
+class Job(Generic[R]):
+    """A submitted job. ``app.job(id)`` rebuilds the same handle in any other process."""
+
+    def __init__(self, app: App, job_id: str) -> None:
+        self.app = app
+        self.id = job_id
+        self._keys = JobKeys.of(app.settings.namespace, job_id)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id and other.app is self.app
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def status(self) -> JobStatus:
+        st = self.app.store.status(self._keys)
+        if st is None:
+            raise JobNotFound(self.id)
+        return st
+
+    def info(self) -> JobInfo:
+        """Status, attempts (machine, start, end, outcome, reason), timestamps and error."""
+        info = self.app.store.info(self._keys)
+        if info is None:
+            raise JobNotFound(self.id)
+        return info
+
+    def result(self, timeout: float | None = None) -> R:
+        """Block (without polling) until the job ends; return its result.
+
+        Raises :class:`~balloons.JobFailed` if it failed or was cancelled, carrying the remote
+        exception's type, message and traceback, and :class:`~balloons.ResultTimeout` (a
+        ``TimeoutError``) if ``timeout`` seconds pass first.
+        """
+        store = self.app.store
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rec = store.record(self._keys)
+            done = self._outcome(rec)
+            if done is not None:
+                return self._unwrap(rec)
+            left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
+            if left <= 0:
+                raise ResultTimeout(
+                    f"job {self.id} still {rec['status'].decode()} after {timeout}s"
+                )
+            store.wait_done(self._keys, max(left, 0.01))
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        store = self.app.store
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rec = await store.record_async(self._keys)
+            if self._outcome(rec) is not None:
+                return self._unwrap(rec)
+            left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
+            if left <= 0:
+                raise ResultTimeout(
+                    f"job {self.id} still {rec['status'].decode()} after {timeout}s"
+                )
+            await store.wait_done_async(self._keys, max(left, 0.01))
+
+    def forget(self) -> None:
+        """Delete the job's record and result now instead of at the end of their TTL."""
+        self.app.store.forget(self._keys)
+
+    def _outcome(self, rec: dict[str, bytes]) -> JobStatus | None:
+        if not rec:
+            raise JobNotFound(self.id)
+        st = JobStatus(rec["status"].decode())
+        return st if st.terminal else None
+
+    def _unwrap(self, rec: dict[str, bytes]) -> R:
+        st = JobStatus(rec["status"].decode())
+        if st is JobStatus.SUCCEEDED:
+            value: R = self.app.decode_result(
+                self.id, rec.get("result", b""), rec.get("payload", b"")
+            )
+            return value
+        err: dict[str, Any] = {}
+        if rec.get("error"):
+            try:
+                err = json.loads(rec["error"])
+            except ValueError:
+                err = {"message": rec["error"].decode("utf-8", "replace")}
+        raise JobFailed(
+            self.id,
+            st.value,
+            (rec.get("reason") or b"").decode() or str(err.get("reason", "")),
+            str(err.get("type", "")),
+            str(err.get("message", "")),
+            str(err.get("traceback", "")),
+        )

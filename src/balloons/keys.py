@@ -1,0 +1,113 @@
+"""Every Redis key balloons uses, in one place.
+
+A job id is ``POOL.ULID`` (``default.01jd3x9k2m8v...``), so any process can find every key of
+a job from its id alone. All keys of one pool share the hash tag ``{POOL}``, so each atomic
+script touches a single hash slot and balloons runs unchanged on Redis Cluster and on hosted
+Redis. ``NS`` is the app's namespace (default ``balloons``).
+
+=======================================  ======  ==========  =================================
+key                                      type    TTL         written by
+=======================================  ======  ==========  =================================
+``NS:pools``                             set     none        client at submit (pool names)
+``NS:{POOL}:job:ULID``                   hash    record TTL  client (submit), worker (claim,
+                                                             finish), reaper (lost)
+``NS:{POOL}:attempts:ULID``              hash    record TTL  same scripts: attempt n -> JSON
+``NS:{POOL}:done:ULID``                  list    record TTL  finish script: one token, rotated
+                                                             by waiters with ``BLMOVE``
+``NS:{POOL}:jobs``                       zset    trimmed     submit: job ULID by created time
+``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
+``NS:machines``                          zset    trimmed     local fork server: MID by launch time
+=======================================  ======  ==========  =================================
+
+Job hash fields: ``payload`` (signed JSON: task, module, options), ``args`` (serialized
+arguments), ``sig`` (HMAC-SHA256 hex of payload and args), ``status``, ``attempt``,
+``machine``, ``created``, ``started``, ``finished``, ``result``, ``error`` (JSON: type,
+message, traceback), ``reason``, ``ttl``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "balloons"
+DEFAULT_POOL = "default"
+
+POOL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+ULID_RE = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+MACHINE_RE = re.compile(r"^[0-9a-f]{14}$")
+
+
+def split_job_id(job_id: str) -> tuple[str, str]:
+    """``"default.01jd..."`` -> ``("default", "01jd...")``; ``ValueError`` if malformed."""
+    pool, sep, ulid = job_id.rpartition(".")
+    if not sep or not POOL_RE.match(pool) or not ULID_RE.match(ulid):
+        raise ValueError(
+            f"{job_id!r} is not a balloons job id: expected POOL.ULID, "
+            "for example 'default.01jd3x9k2m8vq4t7w0c5r6y1zh'"
+        )
+    return pool, ulid
+
+
+@dataclass(frozen=True)
+class PoolKeys:
+    """Key names of one pool in one namespace."""
+
+    ns: str
+    pool: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.ns}:{{{self.pool}}}"
+
+    def job(self, ulid: str) -> str:
+        return f"{self.tag}:job:{ulid}"
+
+    def attempts(self, ulid: str) -> str:
+        return f"{self.tag}:attempts:{ulid}"
+
+    def done(self, ulid: str) -> str:
+        return f"{self.tag}:done:{ulid}"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.tag}:jobs"
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The keys of one job, derived from its id."""
+
+    job_id: str
+    pool: PoolKeys
+    ulid: str
+
+    @classmethod
+    def of(cls, ns: str, job_id: str) -> JobKeys:
+        pool, ulid = split_job_id(job_id)
+        return cls(job_id, PoolKeys(ns, pool), ulid)
+
+    @property
+    def job(self) -> str:
+        return self.pool.job(self.ulid)
+
+    @property
+    def attempts(self) -> str:
+        return self.pool.attempts(self.ulid)
+
+    @property
+    def done(self) -> str:
+        return self.pool.done(self.ulid)
+
+
+def pools_key(ns: str) -> str:
+    return f"{ns}:pools"
+
+
+def machine_key(ns: str, machine_id: str) -> str:
+    """Local machine records are not pool-tagged: a machine id alone must find them."""
+    return f"{ns}:machine:{machine_id}"
+
+
+def machines_key(ns: str) -> str:
+    return f"{ns}:machines"

@@ -1,0 +1,191 @@
+"""A small synchronous RESP2 client for the worker's hot path.
+
+Machines pay for every import: redis-py costs ~100 ms to import on small machines, which is
+more than a whole job should take. A worker needs a handful of commands (``EVALSHA``,
+``HGETALL``, ``HSET``, ``EXPIRE``), one connection and no pooling, so it speaks RESP itself.
+Client-side code (the app, the CLI, the supervisor) uses redis-py.
+
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS),
+``unix:///path/to.sock[?db=N]`` (``password`` as a query parameter too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .errors import ConfigError, StoreError
+
+Reply = Any
+
+
+class RespError(StoreError):
+    """The server answered a command with an error."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        netloc = f"{user}:***@{host}" if user else f"***@{host}"
+    query = parts.query
+    if "password=" in query:
+        query = "&".join(
+            "password=***" if q.startswith("password=") else q for q in query.split("&")
+        )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+class RespClient:
+    """One connection to one server; reconnects on the next command after a failure."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._shas: dict[str, str] = {}
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self._scheme = parts.scheme
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"unsupported Redis URL scheme {parts.scheme!r} in {mask_url(url)}: "
+                "expected redis://, rediss:// or unix://"
+            )
+        self._path = unquote(parts.path) if parts.scheme == "unix" else ""
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        self._username = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password) if parts.password else None
+        if "password" in query:
+            self._password = query["password"][0]
+        db = query.get("db", [""])[0] or (parts.path.strip("/") if parts.scheme != "unix" else "")
+        self._db = int(db) if db else 0
+
+    def __repr__(self) -> str:
+        return f"RespClient({mask_url(self.url)!r})"
+
+    def _connect(self) -> socket.socket:
+        try:
+            if self._scheme == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                sock.connect(self._path)
+            else:
+                sock = socket.create_connection((self._host, self._port), timeout=self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._scheme == "rediss":
+                    import ssl
+
+                    ctx = ssl.create_default_context()
+                    sock = ctx.wrap_socket(sock, server_hostname=self._host)
+        except OSError as exc:
+            raise StoreError(f"cannot connect to Redis at {mask_url(self.url)}: {exc}") from None
+        self._sock = sock
+        self._buf = b""
+        if self._password is not None:
+            auth = (
+                ["AUTH", self._username, self._password]
+                if self._username
+                else [
+                    "AUTH",
+                    self._password,
+                ]
+            )
+            self._roundtrip([auth])
+        if self._db:
+            self._roundtrip([["SELECT", str(self._db)]])
+        return sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def execute(self, *args: Any) -> Reply:
+        """Send one command and return its reply; server errors raise :class:`RespError`."""
+        reply = self.pipeline([list(args)])[0]
+        if isinstance(reply, RespError):
+            raise reply
+        return reply
+
+    def pipeline(self, commands: list[list[Any]]) -> list[Reply]:
+        """Send several commands in one write; replies (errors as values) in order."""
+        try:
+            return self._roundtrip(commands)
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise StoreError(f"lost connection to Redis at {mask_url(self.url)}: {exc}") from None
+
+    def _roundtrip(self, commands: list[list[Any]]) -> list[Reply]:
+        sock = self._sock or self._connect()
+        out = bytearray()
+        for cmd in commands:
+            out += b"*%d\r\n" % len(cmd)
+            for arg in cmd:
+                b = arg if isinstance(arg, bytes) else str(arg).encode()
+                out += b"$%d\r\n%s\r\n" % (len(b), b)
+        sock.sendall(out)
+        return [self._read() for _ in commands]
+
+    def eval(self, script: str, keys: list[str], args: list[Any]) -> Reply:
+        """``EVALSHA`` with a one-time ``EVAL`` fallback when the server lacks the script."""
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
+        try:
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return self.execute("EVAL", script, len(keys), *keys, *args)
+
+    def _line(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\r\n")
+            if i >= 0:
+                line, self._buf = self._buf[:i], self._buf[i + 2 :]
+                return line
+            self._fill()
+
+    def _fill(self) -> None:
+        assert self._sock is not None
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by server")
+        self._buf += chunk
+
+    def _read(self) -> Reply:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return RespError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self._buf) < n + 2:
+                self._fill()
+            data, self._buf = self._buf[:n], self._buf[n + 2 :]
+            return data
+        if kind == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            return [self._read() for _ in range(n)]
+        raise EOFError(f"unexpected reply from server: {line[:40]!r}")

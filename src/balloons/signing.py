@@ -1,0 +1,23 @@
+"""HMAC-SHA256 signatures over job records: a worker runs only what the app's secret signed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+_DOMAIN = b"balloons/job/v1\n"
+
+
+def sign(secret: bytes, payload: bytes, args: bytes) -> str:
+    """Hex signature binding a job's payload (which names its id) to its arguments."""
+    mac = hmac.new(secret, _DOMAIN, hashlib.sha256)
+    mac.update(len(payload).to_bytes(8, "big"))
+    mac.update(payload)
+    mac.update(args)
+    return mac.hexdigest()
+
+
+def verify(secret: bytes, payload: bytes, args: bytes, signature: bytes | str) -> bool:
+    """Constant-time check of :func:`sign`'s output."""
+    sig = signature.decode("ascii", "replace") if isinstance(signature, bytes) else signature
+    return hmac.compare_digest(sign(secret, payload, args), sig)
