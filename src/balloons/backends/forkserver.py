@@ -71,12 +71,14 @@ class ForkServer:
         self.wake_r, self.wake_w = os.pipe()
 
     # ----------------------------------------------------------------- loop
-    def serve(self) -> None:
+    def bind(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.listener.bind(self.path)
         os.chmod(self.path, 0o600)
         self.listener.listen(128)
+
+    def serve(self) -> None:
         self.listener.setblocking(False)
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -369,8 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m balloons.backends.forkserver")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument(
+        "--daemonize", action="store_true", help="detach once listening; exit 0 when ready"
+    )
     args = parser.parse_args(argv)
-    ForkServer(args.socket, args.idle).serve()
+    server = ForkServer(args.socket, args.idle)
+    server.bind()
+    if args.daemonize and os.fork() != 0:
+        # The launcher's child returns as soon as the socket listens; the server lives on,
+        # re-parented to init, in its own session.
+        os._exit(0)
+    os.setsid() if args.daemonize else None
+    server.serve()
     return 0
 
 

@@ -206,29 +206,24 @@ class LocalBackend:
             if idle is None:
                 idle = float(self.ctx.env.get("BALLOONS_FORKSERVER_IDLE") or DEFAULT_IDLE)
             with open(state / "forkserver.log", "ab") as log:
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "balloons.backends.forkserver",
-                        "--socket",
-                        path,
-                        "--idle",
-                        str(idle),
-                    ],
+                # --daemonize: the process we start exits once the server listens, and the
+                # server is re-parented to init, so no zombie or Popen is left with us.
+                argv = [sys.executable, "-m", "balloons.backends.forkserver"]
+                argv += ["--socket", path, "--idle", str(idle), "--daemonize"]
+                subprocess.run(
+                    argv,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
                     start_new_session=True,
                     close_fds=True,
+                    timeout=30,
+                    check=False,
                 )
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError, EOFError):
-                    if _send(path, {"op": "ping"}).get("ok"):
-                        return
-                time.sleep(0.01)
+            with contextlib.suppress(OSError, EOFError):
+                if _send(path, {"op": "ping"}).get("ok"):
+                    return
         raise BackendError(f"the local fork server did not start; see {state / 'forkserver.log'}")
 
     def shutdown(self) -> bool:

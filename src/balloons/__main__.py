@@ -1,0 +1,5 @@
+"""``python -m balloons``: the same CLI as the ``balloons`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,302 @@
+"""The ``balloons`` command line (also ``python -m balloons``)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import embedded
+from .app import App
+from .config import default_state_dir
+from .errors import BalloonsError, JobFailed, ResultTimeout
+from .job import Job
+from .status import JobInfo, JobStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+_STYLE = {
+    JobStatus.QUEUED: "yellow",
+    JobStatus.STARTING: "cyan",
+    JobStatus.RUNNING: "blue",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "magenta",
+}
+
+
+def _app() -> App:
+    return App()
+
+
+def _ts(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
+
+
+def _parse_value(raw: str) -> Any:
+    """CLI arguments are JSON when they parse as JSON, plain strings otherwise."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _info_dict(info: JobInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "task": info.task,
+        "pool": info.pool,
+        "status": info.status.value,
+        "attempt": info.attempt,
+        "machine": info.machine_id,
+        "created": info.created_at,
+        "started": info.started_at,
+        "finished": info.finished_at,
+        "reason": info.reason,
+        "error": info.error_message,
+    }
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BalloonsError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+        except ValueError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="balloons")
+def main() -> None:
+    """balloons: run each background job on its own ephemeral machine."""
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:FUNCTION")
+@click.argument("args", nargs=-1)
+@click.option(
+    "--kwarg",
+    "-k",
+    "kwargs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument (JSON or string).",
+)
+@click.option("--wait", is_flag=True, help="Wait for the result, showing live status.")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait with --wait.")
+def submit(
+    target: str, args: tuple[str, ...], kwargs: tuple[str, ...], wait: bool, timeout: float | None
+) -> None:
+    """Submit a job: run MODULE:FUNCTION (a registered task) on a fresh machine.
+
+    ARGS and --kwarg values are parsed as JSON when they are valid JSON, else taken as strings.
+    """
+    module, sep, func = target.partition(":")
+    if not sep or not module or not func:
+        raise click.BadParameter(
+            f"{target!r}: expected MODULE:FUNCTION", param_hint="MODULE:FUNCTION"
+        )
+    sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module!r}: {exc}", param_hint="MODULE:FUNCTION"
+        ) from exc
+    task = getattr(mod, func, None)
+    from .task import Task
+
+    if not isinstance(task, Task):
+        raise click.BadParameter(
+            f"{target} is not a task registered with @app.task", param_hint="MODULE:FUNCTION"
+        )
+    kw: dict[str, Any] = {}
+    for item in kwargs:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--kwarg")
+        kw[key] = _parse_value(value)
+    job = task.submit(*[_parse_value(a) for a in args], **kw)
+    if not wait:
+        click.echo(job.id)
+        return
+    _wait(job, timeout)
+
+
+def _wait(job: Job[Any], timeout: float | None) -> None:
+    start = time.monotonic()
+    last = None
+    with Live(console=err_console, transient=False, auto_refresh=False) as live:
+        while True:
+            st = job.status()
+            if st != last:
+                last = st
+                live.update(
+                    f"[bold]{job.id}[/bold] [{_STYLE[st]}]{st.value}[/{_STYLE[st]}] "
+                    f"({time.monotonic() - start:.2f}s)",
+                    refresh=True,
+                )
+            if st.terminal:
+                break
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                raise ResultTimeout(f"job {job.id} still {st.value} after {timeout}s")
+            # Wake on the job's done token, with a short cap so status changes show live.
+            job.app.store.wait_done(job._keys, 0.2 if left is None else max(0.01, min(0.2, left)))
+    try:
+        value = job.result(timeout=0.01)
+    except JobFailed as exc:
+        err_console.print(f"[red]{exc}[/red]", highlight=False)
+        if exc.remote_traceback:
+            err_console.print(exc.remote_traceback, highlight=False, markup=False)
+        sys.exit(1)
+    click.echo(json.dumps(value, default=repr))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's status, attempts and error."""
+    info = _app().job(job_id).info()
+    if as_json:
+        d = _info_dict(info)
+        d["attempts"] = [a.__dict__ for a in info.attempts]
+        click.echo(json.dumps(d))
+        return
+    console.print(
+        f"[bold]{info.id}[/bold]  {info.task}  [{_STYLE[info.status]}]{info.status.value}[/]"
+    )
+    for a in info.attempts:
+        console.print(
+            f"  attempt {a.number}: machine {a.machine_id or '-'}  "
+            f"started {_ts(a.started_at)}  ended {_ts(a.ended_at)}  "
+            f"{a.outcome or 'running'}{f' ({a.reason})' if a.reason else ''}"
+        )
+    if info.error_message:
+        console.print(f"  error: {info.error_type or ''} {info.error_message}", highlight=False)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the job to end.")
+def result(job_id: str, timeout: float | None) -> None:
+    """Print a job's result as JSON (waiting for it), or its error."""
+    try:
+        value = _app().job(job_id).result(timeout=timeout)
+    except JobFailed as exc:
+        err_console.print(f"[red]{exc}[/red]", highlight=False)
+        if exc.remote_traceback:
+            err_console.print(exc.remote_traceback, highlight=False, markup=False)
+        sys.exit(1)
+    click.echo(json.dumps(value, default=repr))
+
+
+@main.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--pool", default=None)
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice([s.value for s in JobStatus], case_sensitive=False),
+    default=None,
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def jobs(limit: int, pool: str | None, status_: str | None, as_json: bool) -> None:
+    """A table of recent jobs, newest first."""
+    rows = _app().jobs(limit=limit, pool=pool)
+    if status_:
+        rows = [r for r in rows if r.status.value == status_.upper()]
+    if as_json:
+        click.echo(json.dumps([_info_dict(r) for r in rows]))
+        return
+    table = Table(show_edge=False)
+    table.add_column("id", no_wrap=True)
+    for name in ("task", "status", "attempt", "machine", "created", "took", "reason"):
+        table.add_column(name, no_wrap=name in ("status", "created"))
+    for r in rows:
+        took = f"{r.duration:.3f}s" if r.duration is not None else "-"
+        table.add_row(
+            r.id,
+            r.task,
+            f"[{_STYLE[r.status]}]{r.status.value}[/]",
+            str(r.attempt),
+            r.machine_id or "-",
+            _ts(r.created_at),
+            took,
+            r.reason or "",
+        )
+    console.print(table)
+
+
+@main.command()
+def worker() -> None:
+    """Run the job named by BALLOONS_JOB: what a machine runs (python -m balloons.worker)."""
+    from .worker import main as worker_main
+
+    sys.exit(worker_main())
+
+
+@main.group()
+def dev() -> None:
+    """Manage the embedded Valkey server of the embedded default."""
+
+
+def _state_dir() -> Path:
+    return default_state_dir(os.environ)
+
+
+@dev.command("start")
+def dev_start() -> None:
+    """Start the embedded server (no-op if it runs)."""
+    url = embedded.ensure(_state_dir())
+    console.print(f"embedded Valkey running at {url}")
+
+
+@dev.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def dev_status(as_json: bool) -> None:
+    """Is the embedded server running, where, and with what data directory."""
+    st = embedded.status(_state_dir())
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "running": st.running,
+                    "url": st.url,
+                    "pid": st.pid,
+                    "state_dir": str(st.state_dir),
+                }
+            )
+        )
+        return
+    if st.running:
+        console.print(f"[green]running[/green] pid {st.pid} at {st.url}\n  data: {st.data_dir}")
+    else:
+        console.print(f"[yellow]stopped[/yellow] (state dir {st.state_dir})")
+
+
+@dev.command("stop")
+def dev_stop() -> None:
+    """Stop the embedded server cleanly (its append-only file keeps every job)."""
+    stopped = embedded.stop(_state_dir())
+    console.print("stopped" if stopped else "not running")
+
+
+if __name__ == "__main__":
+    main()
