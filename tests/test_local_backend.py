@@ -1,0 +1,170 @@
+"""LocalBackend: fresh isolated processes, allow-listed env, memory limits, records, stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import balloons
+from balloons import JobFailed, JobStatus, LocalBackend
+from tests import tasks
+from tests.conftest import processes_mentioning
+
+ROOT = Path(__file__).parent.parent
+
+
+def _wait_for(path: Path, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_VAR", "yes")
+    monkeypatch.setenv("PARENT_SECRET_TOKEN", "hunter2")
+    app = balloons.App(env_allowlist=["ALLOWED_VAR"])
+    t = balloons.Task(app, tasks.environment.fn, tasks.environment.name, tasks.environment.opts)
+    out = t.submit().result(timeout=30)
+    env = out["env"]
+    assert env["ALLOWED_VAR"] == "yes"
+    assert "PARENT_SECRET_TOKEN" not in env
+    assert env["BALLOONS_JOB"].endswith("/1")
+    assert set(env) <= {
+        "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+        "ALLOWED_VAR", "BALLOONS_JOB", "BALLOONS_REDIS_URL", "BALLOONS_SECRET",
+        "BALLOONS_NAMESPACE", "BALLOONS_MACHINE_ID", "BALLOONS_PYTHONPATH",
+    }
+
+
+def test_each_machine_is_a_fresh_process_in_its_own_session() -> None:
+    a = tasks.environment.submit().result(timeout=30)
+    b = tasks.environment.submit().result(timeout=30)
+    assert a["pid"] != b["pid"] != os.getpid()
+    assert a["sid"] == a["pid"] and b["sid"] == b["pid"]
+    assert a["sid"] != os.getsid(0)
+
+
+def test_exec_isolation_runs_a_fresh_interpreter() -> None:
+    app = balloons.App(backend=LocalBackend(isolation="exec"))
+    t = balloons.Task(app, tasks.environment.fn, tasks.environment.name, tasks.environment.opts)
+    out = t.submit().result(timeout=60)
+    assert out["sid"] == out["pid"]
+    with pytest.raises(balloons.ConfigError, match="isolation"):
+        LocalBackend(isolation="thread")
+
+
+def test_memory_limit_fails_the_job_with_oom() -> None:
+    job = tasks.hog.submit(400)  # 400 MiB against a 128 MiB limit
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=60)
+    assert info.value.reason == "oom"
+    assert tasks.hog.options(memory_mb=512).submit(50).result(timeout=60) == 50
+
+
+def test_machine_records_are_in_redis_and_shared() -> None:
+    job = tasks.add.submit(1, 1)
+    job.result(timeout=30)
+    machine_id = job.info().machine_id
+    assert machine_id
+    # Another backend object (as in another process) sees the same record.
+    other = balloons.App().backend
+    deadline = time.monotonic() + 10
+    while True:
+        info = other.inspect(machine_id)
+        if info is not None and info.state == "stopped" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert info is not None
+    assert info.state == "stopped" and info.exit_code == 0
+    assert info.job_id == job.id and info.attempt == 1 and info.pool == "default"
+    assert [m.id for m in other.list(job=job.id)] == [machine_id]
+    assert other.inspect("ffffffffffffff") is None
+
+
+def test_killed_machine_fails_its_job_with_reason(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    job = tasks.pid_then_sleep.submit(str(pidfile), 20)
+    pid = int(_wait_for(pidfile))
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "killed"
+    machine = tasks.app.backend.inspect(job.info().machine_id or "")
+    assert machine is not None and machine.signal == signal.SIGKILL
+
+
+def test_machine_exiting_without_a_result_is_noticed() -> None:
+    job = tasks.exit_hard.submit(7)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "exit_code=7"
+
+
+def test_stopping_a_machine_ends_its_job(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    job = tasks.pid_then_sleep.submit(str(pidfile), 20)
+    _wait_for(pidfile)
+    machine_id = job.info().machine_id
+    assert machine_id
+    tasks.app.backend.stop(machine_id)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    # SIGTERM ends the sleep; the worker records it as the task failing, or the fork server
+    # records the stop: either way the job ends, with a reason, and the machine is gone.
+    assert info.value.reason in ("cancelled", "task_error")
+    assert job.status() is JobStatus.FAILED
+
+
+def test_run_timeout_is_enforced_cooperatively() -> None:
+    job = tasks.sleep_past_timeout.submit(20)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "timeout"
+    assert "timeout of 1s" in info.value.error_message
+
+
+def test_run_timeout_is_enforced_even_when_the_task_ignores_it() -> None:
+    job = tasks.ignore_timeout.submit(60)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=40)
+    assert info.value.reason == "timeout"
+    assert "killed" in info.value.error_message
+
+
+def test_job_survives_the_submitting_process_exiting(tmp_path: Path) -> None:
+    code = (
+        "from tests import tasks; "
+        f"print(tasks.touch.submit({str(tmp_path / 'ran')!r}).id)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    assert tasks.app.job(job_id).result(timeout=30) == str(tmp_path / "ran")
+    machine = tasks.app.job(job_id).info().machine_id or ""
+    deadline = time.monotonic() + 10
+    while processes_mentioning(f"BALLOONS_MACHINE_ID={machine}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_mentioning(f"BALLOONS_MACHINE_ID={machine}") == []
+
+
+def test_launch_failure_fails_the_job_instead_of_losing_it() -> None:
+    class Broken(LocalBackend):
+        def launch(self, spec: balloons.MachineSpec) -> balloons.MachineInfo:
+            raise balloons.BackendError("no capacity in region xyz")
+
+    app = balloons.App(backend=Broken())
+    t = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts)
+    job = t.submit(1, 2)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=5)
+    assert info.value.reason == "launch_failed"
+    assert "no capacity in region xyz" in info.value.error_message

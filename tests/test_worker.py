@@ -1,0 +1,211 @@
+"""The worker against hostile and broken input: it records a failure and never runs the task."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import balloons
+from balloons import JobFailed, JobStatus, MachineInfo, MachineSpec
+from balloons.backends.base import BackendContext
+from balloons.signing import sign
+from balloons.worker import EXIT_OK, EXIT_REFUSED, EXIT_SKIPPED, EXIT_USAGE
+from tests import tasks
+
+ROOT = Path(__file__).parent.parent
+
+
+class HoldBackend:
+    """Launches nothing: the test runs the real worker itself, after tampering if it likes."""
+
+    name = "hold"
+
+    def __init__(self) -> None:
+        self.specs: list[MachineSpec] = []
+        self.ctx: BackendContext | None = None
+
+    def bind(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
+
+    def launch(self, spec: MachineSpec) -> MachineInfo:
+        self.specs.append(spec)
+        return MachineInfo(id="0" * 14, backend="hold", state="created", job_id=spec.job_id)
+
+    def inspect(self, machine_id: str) -> MachineInfo | None:
+        return None
+
+    def stop(self, machine_id: str) -> None:
+        return None
+
+    def destroy(self, machine_id: str) -> None:
+        return None
+
+    def list(self, **metadata: str) -> list[MachineInfo]:
+        return []
+
+
+@pytest.fixture
+def held() -> tuple[balloons.App, HoldBackend]:
+    backend = HoldBackend()
+    return balloons.App(backend=backend), backend
+
+
+def bound(app: balloons.App, task: balloons.Task[Any, Any]) -> balloons.Task[Any, Any]:
+    return balloons.Task(app, task.fn, task.name, task.opts)
+
+
+def run_worker(env_extra: dict[str, str], redis_url: str, secret: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "BALLOONS_REDIS_URL": redis_url,
+        "BALLOONS_SECRET": secret,
+        "BALLOONS_PYTHONPATH": str(ROOT),
+        "BALLOONS_MACHINE_ID": "abcdefabcdef01",
+    }
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "balloons.worker"], env=env, capture_output=True, text=True,
+        timeout=60, cwd=ROOT,
+    )
+
+
+def job_key(job_id: str) -> str:
+    pool, ulid = job_id.split(".")
+    return f"balloons:{{{pool}}}:job:{ulid}"
+
+
+def test_held_job_runs_when_the_worker_is_started_by_hand(held, redis_url, secret, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    marker = tmp_path / "ran"
+    job = bound(app, tasks.touch).submit(str(marker))
+    assert job.status() is JobStatus.STARTING
+    (spec,) = backend.specs
+    assert spec.env == {"BALLOONS_JOB": f"{job.id}/1"}
+    out = run_worker(spec.env, redis_url, secret)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert marker.read_text() == "ran"
+    assert job.result(timeout=5) == str(marker)
+    # A second worker for the same attempt finds it already done and runs nothing.
+    marker.unlink()
+    assert run_worker(spec.env, redis_url, secret).returncode == EXIT_SKIPPED
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("field", ["args", "payload", "sig"])
+def test_altered_record_fails_with_signature_invalid(held, redis_url, secret, tmp_path, r, field) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    marker = tmp_path / "ran"
+    job = bound(app, tasks.touch).submit(str(marker))
+    key = job_key(job.id)
+    original = r.hget(key, field)
+    altered = {
+        "args": json.dumps({"args": [str(tmp_path / "other")], "kwargs": {}}).encode(),
+        "payload": original.replace(b"tests.tasks:touch", b"tests.tasks:add"),
+        "sig": b"0" * 64,
+    }[field]
+    r.hset(key, field, altered)
+    out = run_worker(backend.specs[0].env, redis_url, secret)
+    assert out.returncode == EXIT_REFUSED
+    assert not marker.exists() and not (tmp_path / "other").exists()
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=5)
+    assert info.value.reason == "signature_invalid"
+    assert "task was not run" in info.value.error_message
+
+
+def test_a_worker_with_another_secret_refuses(held, redis_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    job = bound(app, tasks.touch).submit(str(tmp_path / "ran"))
+    out = run_worker(backend.specs[0].env, redis_url, "not-the-secret")
+    assert out.returncode == EXIT_REFUSED
+    assert not (tmp_path / "ran").exists()
+    assert job.info().reason == "signature_invalid"
+
+
+def _forge(r: redis.Redis, job_id: str, secret: str, **changes: Any) -> None:
+    """Rewrite a job's payload and re-sign it with the real secret (an insider's forgery)."""
+    key = job_key(job_id)
+    spec = json.loads(r.hget(key, "payload"))
+    spec.update(changes)
+    payload = json.dumps(spec).encode()
+    args = r.hget(key, "args")
+    r.hset(key, mapping={"payload": payload, "sig": sign(secret.encode(), payload, args)})
+
+
+@pytest.mark.parametrize(
+    ("task_name", "reason"),
+    [
+        ("os:system", "task_not_found"),
+        ("tests.tasks:not_a_task", "task_not_found"),
+        ("tests.tasks:__class__", "task_not_found"),
+        ("../etc:passwd", "task_not_found"),
+        ("no_such_module_xyz:f", "task_not_found"),
+    ],
+)
+def test_unregistered_or_tricky_task_names_are_refused(held, redis_url, secret, r, task_name, reason) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    job = bound(app, tasks.add).submit(1, 2)
+    _forge(r, job.id, secret, task=task_name)
+    out = run_worker(backend.specs[0].env, redis_url, secret)
+    assert out.returncode == EXIT_REFUSED
+    info = job.info()
+    assert info.status is JobStatus.FAILED and info.reason == reason
+    assert task_name.split(":")[0] in (info.error_message or "")
+
+
+def test_payload_naming_another_job_is_refused(held, redis_url, secret, r) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    job = bound(app, tasks.add).submit(1, 2)
+    _forge(r, job.id, secret, id="default.01jd3x9k2m8vq4t7w0c5r6y1zh")
+    assert run_worker(backend.specs[0].env, redis_url, secret).returncode == EXIT_REFUSED
+    assert job.info().reason == "record_invalid"
+
+
+def test_malformed_arguments_are_refused(held, redis_url, secret, r) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    job = bound(app, tasks.add).submit(1, 2)
+    key = job_key(job.id)
+    payload = r.hget(key, "payload")
+    r.hset(key, mapping={"args": b"[1,2", "sig": sign(secret.encode(), payload, b"[1,2")})
+    assert run_worker(backend.specs[0].env, redis_url, secret).returncode == EXIT_REFUSED
+    assert job.info().reason == "serialization"
+
+
+def test_missing_record_is_skipped(held, redis_url, secret, r) -> None:  # type: ignore[no-untyped-def]
+    app, backend = held
+    job = bound(app, tasks.add).submit(1, 2)
+    r.delete(job_key(job.id))
+    out = run_worker(backend.specs[0].env, redis_url, secret)
+    assert out.returncode == EXIT_SKIPPED
+    assert "record is gone" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "BALLOONS_JOB is not set"),
+        ({"BALLOONS_JOB": "nonsense"}, "malformed"),
+        ({"BALLOONS_JOB": "default.01jd3x9k2m8vq4t7w0c5r6y1zh/0"}, "malformed"),
+    ],
+)
+def test_worker_started_wrongly_says_why(redis_url, secret, env, message) -> None:  # type: ignore[no-untyped-def]
+    out = run_worker(env, redis_url, secret)
+    assert out.returncode == EXIT_USAGE
+    assert message in out.stderr
+    assert secret not in out.stderr
+
+
+def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-untyped-def]
+    env = {"PATH": os.environ["PATH"], "BALLOONS_JOB": "default.01jd3x9k2m8vq4t7w0c5r6y1zh/1"}
+    out = subprocess.run([sys.executable, "-m", "balloons.worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == EXIT_USAGE and "no Redis URL" in out.stderr
+    env["REDIS_URL"] = redis_url
+    out = subprocess.run([sys.executable, "-m", "balloons", "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == EXIT_USAGE and "BALLOONS_SECRET is not set" in out.stderr
