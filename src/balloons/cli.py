@@ -265,7 +265,7 @@ def _state_dir() -> Path:
 def dev_start() -> None:
     """Start the embedded server (no-op if it runs)."""
     url = embedded.ensure(_state_dir())
-    console.print(f"embedded Valkey running at {url}")
+    click.echo(f"embedded Valkey running at {url}")
 
 
 @dev.command("status")
@@ -286,16 +286,16 @@ def dev_status(as_json: bool) -> None:
         )
         return
     if st.running:
-        console.print(f"[green]running[/green] pid {st.pid} at {st.url}\n  data: {st.data_dir}")
+        click.echo(f"running: pid {st.pid} at {st.url}\n  data: {st.data_dir}")
     else:
-        console.print(f"[yellow]stopped[/yellow] (state dir {st.state_dir})")
+        click.echo(f"stopped (state dir {st.state_dir})")
 
 
 @dev.command("stop")
 def dev_stop() -> None:
     """Stop the embedded server cleanly (its append-only file keeps every job)."""
     stopped = embedded.stop(_state_dir())
-    console.print("stopped" if stopped else "not running")
+    click.echo("stopped" if stopped else "not running")
 
 
 if __name__ == "__main__":

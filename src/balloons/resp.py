@@ -92,18 +92,16 @@ class RespClient:
             raise StoreError(f"cannot connect to Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
         self._buf = b""
+        setup: list[list[Any]] = []
         if self._password is not None:
-            auth = (
-                ["AUTH", self._username, self._password]
-                if self._username
-                else [
-                    "AUTH",
-                    self._password,
-                ]
-            )
-            self._roundtrip([auth])
+            user = [self._username] if self._username else []
+            setup.append(["AUTH", *user, self._password])
         if self._db:
-            self._roundtrip([["SELECT", str(self._db)]])
+            setup.append(["SELECT", str(self._db)])
+        for reply in self._roundtrip(setup) if setup else []:
+            if isinstance(reply, RespError):
+                self.close()
+                raise StoreError(f"Redis at {mask_url(self.url)} refused the connection: {reply}")
         return sock
 
     def close(self) -> None:

@@ -1,0 +1,179 @@
+"""Running a machine as a local process.
+
+A machine's command comes from its config, first match wins: ``init.exec``; ``init.entrypoint``
++ ``init.cmd``; ``processes[0]`` (``exec``, or ``entrypoint`` + ``cmd``); the image's default
+command from ``image_commands`` (exact reference, then without tag/digest); the emulator's
+``default_command``. A bare ``python``/``python3`` becomes :data:`sys.executable`, so machines
+run the emulator's own interpreter rather than whatever shim is first on ``PATH``.
+
+The process starts in a clean environment: ``PATH``, ``HOME`` and ``LANG`` from the emulator,
+then ``base_env``, then Fly's runtime variables (NOTES §6), then the app's secrets, then the
+config's ``env``, then ``FLY_EMULATOR_ROOT``. Config ``files`` are written under that root
+(``/job/x.json`` becomes ``$FLY_EMULATOR_ROOT/job/x.json``), which is also the working directory.
+
+Memory: ``guest.memory_mb`` caps the process's data segment with ``RLIMIT_DATA`` (a program
+over it sees allocation failures itself, e.g. ``MemoryError``, and exits as it chooses), and
+the supervisor's watchdog SIGKILLs a machine whose group leader's resident set (``VmRSS``)
+exceeds it, which is what reports ``oom_killed: true``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import bad_request
+
+MIB = 1024 * 1024
+_PYTHON_NAMES = frozenset({"python", "python3"})
+
+
+def command_for(
+    config: Mapping[str, Any],
+    image_commands: Mapping[str, Sequence[str]],
+    default_command: Sequence[str] | None,
+) -> list[str]:
+    """The argv a machine with ``config`` runs; 400 when there is none."""
+    init = config.get("init") or {}
+    argv = _from_section(init)
+    if argv is None:
+        processes = config.get("processes") or []
+        if processes:
+            argv = _from_section(processes[0])
+    if argv is None:
+        image = str(config.get("image", ""))
+        found = image_commands.get(image) or image_commands.get(_strip_tag(image))
+        argv = list(found) if found else (list(default_command) if default_command else None)
+    if not argv:
+        raise bad_request(
+            f"emulator has no command for image {config.get('image')!r}: set init.exec or "
+            "init.cmd, or configure image_commands / a default command"
+        )
+    if argv[0] in _PYTHON_NAMES:
+        argv[0] = sys.executable
+    return argv
+
+
+def _from_section(section: Mapping[str, Any]) -> list[str] | None:
+    if section.get("exec"):
+        return [str(a) for a in section["exec"]]
+    entrypoint = [str(a) for a in section.get("entrypoint") or []]
+    cmd = [str(a) for a in section.get("cmd") or []]
+    return entrypoint + cmd or None
+
+
+def _strip_tag(image: str) -> str:
+    image = image.partition("@")[0]
+    head, sep, tail = image.rpartition(":")
+    return head if sep and "/" not in tail else image
+
+
+def machine_env(
+    *,
+    base_env: Mapping[str, str],
+    fly_env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    config_env: Mapping[str, str],
+    root: Path,
+) -> dict[str, str]:
+    """The environment of a machine process, layered as the module docstring says."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.environ.get("HOME", str(root)),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+    env.update(base_env)
+    env.update(fly_env)
+    env.update(secrets)
+    env.update({str(k): str(v) for k, v in config_env.items()})
+    env["FLY_EMULATOR_ROOT"] = str(root)
+    return env
+
+
+def check_files(files: Sequence[Mapping[str, Any]]) -> None:
+    """400 for a ``files`` entry the emulator cannot write (checked at create/update)."""
+    for entry in files:
+        path = entry.get("guest_path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise bad_request(f"invalid files[].guest_path {path!r}: must be an absolute path")
+        if ".." in Path(path).parts:
+            raise bad_request(f"invalid files[].guest_path {path!r}: must not contain '..'")
+        if "raw_value" in entry:
+            try:
+                base64.b64decode(str(entry["raw_value"]), validate=True)
+            except binascii.Error:
+                raise bad_request(f"invalid files[].raw_value for {path}: not base64") from None
+        elif "secret_name" not in entry:
+            raise bad_request(
+                f"unsupported files[] entry for {path}: the emulator writes raw_value or "
+                "secret_name files only"
+            )
+
+
+def write_files(root: Path, files: Sequence[Mapping[str, Any]], secrets: Mapping[str, str]) -> None:
+    """Write config ``files`` under ``root``; a missing ``secret_name`` writes nothing."""
+    for entry in files:
+        if "raw_value" in entry:
+            encoded = str(entry["raw_value"])
+        elif str(entry.get("secret_name")) in secrets:
+            encoded = secrets[str(entry["secret_name"])]
+        else:
+            continue
+        target = root / str(entry["guest_path"]).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(base64.b64decode(encoded))
+        if isinstance(entry.get("mode"), int):
+            target.chmod(entry["mode"])
+
+
+def _limit_memory(limit_bytes: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path, memory_mb: int
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the leader of a new session, output appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_limit_memory(memory_mb * MIB),  # rlimit applies in the child only
+        )
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of ``pid`` from ``/proc/PID/status``, ``None`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None  # a zombie has no VmRSS line
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to the process group; a group already gone is fine."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
