@@ -158,6 +158,8 @@ def _wait(job: Job[Any], timeout: float | None) -> None:
                 raise ResultTimeout(f"job {job.id} still {st.value} after {timeout}s")
             # Wake on the job's done token, with a short cap so status changes show live.
             job.app.store.wait_done(job._keys, 0.2 if left is None else max(0.01, min(0.2, left)))
+    if not err_console.is_terminal:
+        err_console.print()  # Live leaves its last frame without a newline off a terminal
     try:
         value = job.result(timeout=0.01)
     except JobFailed as exc:
