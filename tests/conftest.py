@@ -24,7 +24,9 @@ SESSION_DIR = Path(tempfile.mkdtemp(prefix="balloons-tests-"))
 STATE_DIR = SESSION_DIR / "state"
 SECRET = "test-secret-" + os.urandom(8).hex()
 
-_server = ValkeyServer(port=0, unix_socket_path=SESSION_DIR / "valkey.sock", data_dir=SESSION_DIR / "valkey")
+_server = ValkeyServer(
+    port=0, unix_socket_path=SESSION_DIR / "valkey.sock", data_dir=SESSION_DIR / "valkey"
+)
 _server.start()
 REDIS_URL = f"unix://{SESSION_DIR / 'valkey.sock'}"
 
@@ -41,8 +43,8 @@ os.environ.update(BASE_ENV)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from balloons.backends.local import LocalBackend
     from balloons.backends.base import BackendContext
+    from balloons.backends.local import LocalBackend
 
     for sock in list(STATE_DIR.glob("forkserver-*.sock")):
         backend = LocalBackend()

@@ -36,7 +36,9 @@ def test_submit_then_status_result_and_jobs() -> None:
 
 def test_submit_wait_with_kwargs_and_failure() -> None:
     runner = CliRunner()
-    out = runner.invoke(cli, ["submit", "tests.tasks:echo", "1", "x", "-k", 'opt={"a": 1}', "--wait"])
+    out = runner.invoke(
+        cli, ["submit", "tests.tasks:echo", "1", "x", "-k", 'opt={"a": 1}', "--wait"]
+    )
     assert out.exit_code == 0, out.output
     assert "SUCCEEDED" in out.stderr
     assert json.loads(out.stdout) == {"args": [1, "x"], "kwargs": {"opt": {"a": 1}}}
@@ -61,6 +63,12 @@ def test_bad_input_is_explained() -> None:
 
 def test_python_dash_m_balloons_runs_the_same_cli() -> None:
     for args in (["--help"], ["submit", "--help"], ["dev", "--help"], ["worker", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "balloons", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-m", "balloons", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert out.returncode == 0, out.stderr
         assert "Usage:" in out.stdout

@@ -48,7 +48,9 @@ def test_concurrent_starts_share_one_server(home: Path) -> None:
     code = "import balloons; app = balloons.App(); app.store.redis.ping(); print(app.store.url)"
     env = {**os.environ, "BALLOONS_HOME": str(home)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
         for _ in range(6)
     ]
     urls = {p.communicate(timeout=60)[0].strip() for p in procs}
@@ -57,7 +59,8 @@ def test_concurrent_starts_share_one_server(home: Path) -> None:
     pid = embedded.status(home).pid
     assert pid is not None
     servers = [
-        e for e in os.listdir("/proc")
+        e
+        for e in os.listdir("/proc")
         if e.isdigit() and b"valkey-server" in _cmdline(e) and _cwd(e) == str(home / "valkey")
     ]
     assert servers == [str(pid)]

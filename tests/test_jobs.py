@@ -95,11 +95,13 @@ def test_many_waiters_are_all_woken_by_one_finish() -> None:
 def test_handle_rebuilt_in_another_process(redis_url: str) -> None:
     job = tasks.add.submit(20, 22)
     code = (
-        "import sys; from tests import tasks; "
-        f"print(tasks.app.job({job.id!r}).result(timeout=30))"
+        f"import sys; from tests import tasks; print(tasks.app.job({job.id!r}).result(timeout=30))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
         cwd=Path(__file__).parent.parent,
     )
     assert out.returncode == 0, out.stderr

@@ -39,9 +39,22 @@ def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "PARENT_SECRET_TOKEN" not in env
     assert env["BALLOONS_JOB"].endswith("/1")
     assert set(env) <= {
-        "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
-        "ALLOWED_VAR", "BALLOONS_JOB", "BALLOONS_REDIS_URL", "BALLOONS_SECRET",
-        "BALLOONS_NAMESPACE", "BALLOONS_MACHINE_ID", "BALLOONS_PYTHONPATH",
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "TMPDIR",
+        "USER",
+        "LOGNAME",
+        "ALLOWED_VAR",
+        "BALLOONS_JOB",
+        "BALLOONS_REDIS_URL",
+        "BALLOONS_SECRET",
+        "BALLOONS_NAMESPACE",
+        "BALLOONS_MACHINE_ID",
+        "BALLOONS_PYTHONPATH",
     }
 
 
@@ -80,7 +93,7 @@ def test_machine_records_are_in_redis_and_shared() -> None:
     deadline = time.monotonic() + 10
     while True:
         info = other.inspect(machine_id)
-        if info is not None and info.state == "stopped" or time.monotonic() > deadline:
+        if (info is not None and info.state == "stopped") or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert info is not None
@@ -141,11 +154,10 @@ def test_run_timeout_is_enforced_even_when_the_task_ignores_it() -> None:
 
 
 def test_job_survives_the_submitting_process_exiting(tmp_path: Path) -> None:
-    code = (
-        "from tests import tasks; "
-        f"print(tasks.touch.submit({str(tmp_path / 'ran')!r}).id)"
+    code = f"from tests import tasks; print(tasks.touch.submit({str(tmp_path / 'ran')!r}).id)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip()
     assert tasks.app.job(job_id).result(timeout=30) == str(tmp_path / "ran")

@@ -13,8 +13,12 @@ SCRIPT = Path(__file__).parent / "scripts" / "ten_lines.py"
 def test_ten_line_script_runs_its_task_on_a_machine(tmp_path: Path) -> None:
     # Run from elsewhere, as a user would: the script's own directory is what matters.
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), "hello"], capture_output=True, text=True, timeout=60,
-        cwd=tmp_path, env=dict(os.environ),
+        [sys.executable, str(SCRIPT), "hello"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=dict(os.environ),
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "HELLO!"
@@ -35,11 +39,22 @@ def test_typing_checks_submit_arguments_and_results(tmp_path: Path) -> None:
         "reveal_type(add)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / "c"), str(sample)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            str(sample),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     lines = out.stdout.splitlines()
     assert any(":8:" in ln and "arg-type" in ln for ln in lines), out.stdout
     assert any(":9:" in ln and "assignment" in ln for ln in lines), out.stdout
-    assert any('Task[[a: int, b: int], int]' in ln for ln in lines), out.stdout
+    assert any("Task[[a: int, b: int], int]" in ln for ln in lines), out.stdout
     assert not any(":7:" in ln for ln in lines), out.stdout

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from balloons.errors import SerializationError
-from balloons.serialize import JSONSerializer, PickleSerializer, dumps_call, get_serializer, loads_call
+from balloons.serialize import (
+    JSONSerializer,
+    PickleSerializer,
+    dumps_call,
+    get_serializer,
+    loads_call,
+)
 from balloons.signing import sign, verify
 
 

@@ -61,7 +61,9 @@ def bound(app: balloons.App, task: balloons.Task[Any, Any]) -> balloons.Task[Any
     return balloons.Task(app, task.fn, task.name, task.opts)
 
 
-def run_worker(env_extra: dict[str, str], redis_url: str, secret: str) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    env_extra: dict[str, str], redis_url: str, secret: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"],
         "BALLOONS_REDIS_URL": redis_url,
@@ -71,8 +73,12 @@ def run_worker(env_extra: dict[str, str], redis_url: str, secret: str) -> subpro
     }
     env.update(env_extra)
     return subprocess.run(
-        [sys.executable, "-m", "balloons.worker"], env=env, capture_output=True, text=True,
-        timeout=60, cwd=ROOT,
+        [sys.executable, "-m", "balloons.worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 
@@ -81,7 +87,9 @@ def job_key(job_id: str) -> str:
     return f"balloons:{{{pool}}}:job:{ulid}"
 
 
-def test_held_job_runs_when_the_worker_is_started_by_hand(held, redis_url, secret, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_held_job_runs_when_the_worker_is_started_by_hand(
+    held, redis_url, secret, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     app, backend = held
     marker = tmp_path / "ran"
     job = bound(app, tasks.touch).submit(str(marker))
@@ -99,7 +107,9 @@ def test_held_job_runs_when_the_worker_is_started_by_hand(held, redis_url, secre
 
 
 @pytest.mark.parametrize("field", ["args", "payload", "sig"])
-def test_altered_record_fails_with_signature_invalid(held, redis_url, secret, tmp_path, r, field) -> None:  # type: ignore[no-untyped-def]
+def test_altered_record_fails_with_signature_invalid(
+    held, redis_url, secret, tmp_path, r, field
+) -> None:  # type: ignore[no-untyped-def]
     app, backend = held
     marker = tmp_path / "ran"
     job = bound(app, tasks.touch).submit(str(marker))
@@ -149,7 +159,9 @@ def _forge(r: redis.Redis, job_id: str, secret: str, **changes: Any) -> None:
         ("no_such_module_xyz:f", "task_not_found"),
     ],
 )
-def test_unregistered_or_tricky_task_names_are_refused(held, redis_url, secret, r, task_name, reason) -> None:  # type: ignore[no-untyped-def]
+def test_unregistered_or_tricky_task_names_are_refused(
+    held, redis_url, secret, r, task_name, reason
+) -> None:  # type: ignore[no-untyped-def]
     app, backend = held
     job = bound(app, tasks.add).submit(1, 2)
     _forge(r, job.id, secret, task=task_name)
@@ -204,8 +216,20 @@ def test_worker_started_wrongly_says_why(redis_url, secret, env, message) -> Non
 
 def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-untyped-def]
     env = {"PATH": os.environ["PATH"], "BALLOONS_JOB": "default.01jd3x9k2m8vq4t7w0c5r6y1zh/1"}
-    out = subprocess.run([sys.executable, "-m", "balloons.worker"], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "balloons.worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == EXIT_USAGE and "no Redis URL" in out.stderr
     env["REDIS_URL"] = redis_url
-    out = subprocess.run([sys.executable, "-m", "balloons", "worker"], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "balloons", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == EXIT_USAGE and "BALLOONS_SECRET is not set" in out.stderr

@@ -298,18 +298,20 @@ def _make_backend(name: str, env: Any) -> Backend:
     raise ConfigError(f"backend {name!r} is not available in this version (expected 'local')")
 
 
-_IMPORT_PATH: tuple[str, ...] | None = None
+_IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _import_path() -> tuple[str, ...]:
-    """This process's import path minus the interpreter's own entries, for local machines."""
-    global _IMPORT_PATH
-    if _IMPORT_PATH is None:
+    """This process's import path minus the interpreter's own entries, for local machines.
+    Cached per value of ``sys.path``, so entries added later still reach machines."""
+    key = (os.getcwd(), *sys.path)
+    found = _IMPORT_PATHS.get(key)
+    if found is None:
         prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
         out: list[str] = []
         for entry in sys.path:
             path = os.path.abspath(entry or os.getcwd())
             if not path.startswith(prefixes) and path not in out:
                 out.append(path)
-        _IMPORT_PATH = tuple(out)
-    return _IMPORT_PATH
+        found = _IMPORT_PATHS[key] = tuple(out)
+    return found
