@@ -5,7 +5,8 @@ more than a whole job should take. A worker needs a handful of commands (``EVALS
 ``HGETALL``, ``HSET``, ``EXPIRE``), one connection and no pooling, so it speaks RESP itself.
 Client-side code (the app, the CLI, the supervisor) uses redis-py.
 
-URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS),
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS; ``?ssl_ca_certs=PATH``
+and ``?ssl_cert_reqs=none`` as in redis-py),
 ``unix:///path/to.sock[?db=N]`` (``password`` as a query parameter too).
 """
 
@@ -54,7 +55,7 @@ class RespClient:
         self._buf = b""
         self._shas: dict[str, str] = {}
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
+        query = self._query = parse_qs(parts.query)
         self._scheme = parts.scheme
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(
@@ -84,10 +85,7 @@ class RespClient:
                 sock = socket.create_connection((self._host, self._port), timeout=self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._scheme == "rediss":
-                    import ssl
-
-                    ctx = ssl.create_default_context()
-                    sock = ctx.wrap_socket(sock, server_hostname=self._host)
+                    sock = self._tls().wrap_socket(sock, server_hostname=self._host)
         except OSError as exc:
             raise StoreError(f"cannot connect to Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
@@ -103,6 +101,16 @@ class RespClient:
                 self.close()
                 raise StoreError(f"Redis at {mask_url(self.url)} refused the connection: {reply}")
         return sock
+
+    def _tls(self) -> Any:
+        """TLS context; ``ssl_ca_certs`` and ``ssl_cert_reqs`` query parameters as in redis-py."""
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=self._query.get("ssl_ca_certs", [None])[0])
+        if self._query.get("ssl_cert_reqs", ["required"])[0] in ("none", "CERT_NONE"):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
     def close(self) -> None:
         if self._sock is not None:
