@@ -96,7 +96,9 @@ def test_redis_unreachable_at_submit_writes_nothing() -> None:
 
     app = balloons.App(redis_url="redis://:pw@127.0.0.1:1", secret="k")
     t = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts)
-    with pytest.raises(StoreError, match=re.escape("cannot reach Redis at redis://***@127.0.0.1:1")):
+    with pytest.raises(
+        StoreError, match=re.escape("cannot reach Redis at redis://***@127.0.0.1:1")
+    ):
         t.submit(1, 2)
 
 

@@ -92,5 +92,7 @@ def test_resp_client_verifies_the_server_certificate(tls_url: str) -> None:
     assert good.execute("PING") == b"PONG"
     good.close()
     untrusted = RespClient(tls_url.split("?")[0])
-    with pytest.raises(balloons.StoreError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+    with pytest.raises(
+        balloons.StoreError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"
+    ):
         untrusted.execute("PING")
