@@ -211,13 +211,23 @@ class Store:
         """Block until the job's done token exists (no polling): True if it does."""
         # BLMOVE from the list to itself rotates the single token and leaves it in place, so
         # every waiter, now or later, is woken by the one LPUSH of the finish script.
+        import redis as redis_mod
+
         with self.errors():
-            got = self.redis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
+            try:
+                got = self.redis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
+            except redis_mod.TimeoutError:
+                return False  # a read timeout at the edge of the block: the caller re-reads
         return got is not None
 
     async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
+        import redis as redis_mod
+
         with self.errors():
-            got = await self.aredis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
+            try:
+                got = await self.aredis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
+            except redis_mod.TimeoutError:
+                return False
         return got is not None
 
     def pools(self) -> list[str]:
