@@ -14,9 +14,9 @@
     job.result(timeout=30)               # 5, computed on a fresh machine
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .app import App
-from .backends.base import Backend, BackendContext
-from .backends.local import LocalBackend
 from .errors import (
     BackendError,
     BalloonsError,
@@ -32,6 +32,28 @@ from .job import Job
 from .serialize import JSONSerializer, PickleSerializer, Serializer
 from .status import AttemptInfo, JobInfo, JobStatus, MachineInfo, MachineSpec
 from .task import Task, TaskOptions
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, BackendContext
+    from .backends.local import LocalBackend
+
+# Machines import this package on start-up: what the worker never needs loads on first use.
+_LAZY = {
+    "Backend": "balloons.backends.base",
+    "BackendContext": "balloons.backends.base",
+    "LocalBackend": "balloons.backends.local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'balloons' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -7,9 +7,7 @@ precedence argument > environment > default (see :mod:`balloons.config`).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -17,8 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import embedded, registry
-from .backends.base import Backend, BackendContext
+from . import registry
 from .config import Settings
 from .errors import ConfigError, SerializationError
 from .ids import ulid
@@ -33,12 +30,14 @@ from .task import DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Task, TaskOp
 if TYPE_CHECKING:
     from typing import ParamSpec
 
+    from .backends.base import Backend
     from .store import Store
 
     P = ParamSpec("P")
 
 R = TypeVar("R")
-log = logging.getLogger("balloons")
+# Importing this module is on every machine's start-up path (a task module imports App), so
+# asyncio, logging, the embedded server and the backends are imported where they are used.
 
 
 class App:
@@ -136,6 +135,7 @@ class App:
     def store(self) -> Store:
         """The Redis store, connecting (and starting the embedded server) on first use."""
         if self._store is None:
+            from . import embedded
             from .store import Store
 
             url = self.settings.redis_url or embedded.ensure(self.settings.state_dir)
@@ -148,6 +148,8 @@ class App:
             if self.settings.secret:
                 self._secret = self.settings.secret
             elif self.settings.embedded:
+                from . import embedded
+
                 self._secret = embedded.load_secret(self.settings.state_dir)
             else:
                 raise ConfigError(
@@ -163,6 +165,8 @@ class App:
             backend = self._backend_obj
             if backend is None:
                 backend = _make_backend(self.settings.backend, self.settings.env)
+            from .backends.base import BackendContext
+
             backend.bind(
                 BackendContext(
                     redis_url=self.store.url,
@@ -264,14 +268,15 @@ class App:
     def _launch(self, jk: JobKeys, opts: TaskOptions, attempt: int) -> None:
         store = self.store
         try:
-            machine = self.backend.launch(self._spec(jk, opts, attempt))
+            # The machine's id reaches the record when its worker claims the attempt (or when
+            # the local fork server reports its exit), so the happy path costs no extra write.
+            self.backend.launch(self._spec(jk, opts, attempt))
         except Exception as exc:
+            import logging
+
             msg = f"could not launch a machine: {exc}"
-            log.error("job %s launch failed: %s", jk.job_id, msg)
+            logging.getLogger("balloons").error("job %s launch failed: %s", jk.job_id, msg)
             store.fail(jk, attempt, Reason.LAUNCH_FAILED.value, msg)
-            return
-        store.launched(jk, attempt, machine.id)
-        log.debug("job %s attempt %d launched on machine %s", jk.job_id, attempt, machine.id)
 
     def _submit(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -286,6 +291,8 @@ class App:
     ) -> Job[R]:
         jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
         await self.store.submit_async(jk, payload, data, sig, now, self.settings.record_ttl)
+        import asyncio
+
         await asyncio.to_thread(self._launch, jk, opts, 1)
         return Job(self, jk.job_id)
 

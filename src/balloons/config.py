@@ -7,7 +7,6 @@ entrypoint; nothing else in balloons reads ``os.environ``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,8 @@ def check_env_names(env: Mapping[str, str]) -> None:
     """Refuse ``BALLOONS_*`` variables balloons does not know, suggesting the closest name."""
     for name in env:
         if name.startswith("BALLOONS_") and name not in ENV_VARS:
+            import difflib
+
             close = difflib.get_close_matches(name, list(ENV_VARS), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(

@@ -25,20 +25,6 @@ return 1
 """
 
 # KEYS: job, attempts
-# ARGV: attempt, machine
-LAUNCHED = """
-local st = redis.call('HMGET', KEYS[1], 'attempt', 'machine')
-if not st[1] then return -1 end
-if tonumber(st[1]) ~= tonumber(ARGV[1]) then return -2 end
-if not st[2] or st[2] == '' then redis.call('HSET', KEYS[1], 'machine', ARGV[2]) end
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-local a = raw and cjson.decode(raw) or {n=tonumber(ARGV[1])}
-if not a.machine then a.machine = ARGV[2] end
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(a))
-return 1
-"""
-
-# KEYS: job, attempts
 # ARGV: attempt, machine, now
 # Returns {1, payload, args, sig} or {code, status}.
 CLAIM = """

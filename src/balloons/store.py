@@ -154,10 +154,6 @@ class Store:
         if ok != 1:
             raise StoreError(f"job id {jk.job_id} already exists")
 
-    def launched(self, jk: JobKeys, attempt: int, machine_id: str) -> None:
-        with self.errors():
-            self.redis.eval(lua.LAUNCHED, 2, jk.job, jk.attempts, attempt, machine_id)
-
     def fail(self, jk: JobKeys, attempt: int, reason: str, message: str) -> bool:
         """Fail an attempt that never ran (e.g. its machine could not be launched)."""
         error = json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
@@ -105,6 +104,8 @@ def _log(msg: str) -> None:
 def _error_json(reason: str, exc: BaseException | None, message: str = "") -> str:
     if exc is None:
         return json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
+    import traceback
+
     cls = type(exc)
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

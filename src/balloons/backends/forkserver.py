@@ -66,6 +66,9 @@ class ForkServer:
         self.clients: dict[str, RespClient] = {}
         self.last_activity = time.monotonic()
         self.draining = False
+        self.deferred: list[
+            tuple[Child, dict[str, Any], int]
+        ] = []  # records written after replying
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
@@ -154,6 +157,11 @@ class ForkServer:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode() + b"\n")
+        # Launch records are written after the reply, off the submitter's critical path but
+        # before this loop can reap (and record the exit of) the same child.
+        while self.deferred:
+            child, fields, ttl = self.deferred.pop(0)
+            self._record(child, fields, ttl=ttl, new=True)
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -189,22 +197,23 @@ class ForkServer:
         )
         self.children[pid] = child
         self.by_machine[machine] = child
-        self._record(
-            child,
-            {
-                "state": "started",
-                "pid": pid,
-                "host": socket.gethostname(),
-                "job": child.job_id,
-                "attempt": child.attempt,
-                "pool": req.get("pool", ""),
-                "created": child.started,
-                "memory_mb": req.get("memory_mb", 0),
-                "cpus": req.get("cpus", 1),
-                "backend": "local",
-            },
-            ttl=int(req.get("ttl", 86400)),
-            new=True,
+        self.deferred.append(
+            (
+                child,
+                {
+                    "state": "started",
+                    "pid": pid,
+                    "host": socket.gethostname(),
+                    "job": child.job_id,
+                    "attempt": child.attempt,
+                    "pool": req.get("pool", ""),
+                    "created": child.started,
+                    "memory_mb": req.get("memory_mb", 0),
+                    "cpus": req.get("cpus", 1),
+                    "backend": "local",
+                },
+                int(req.get("ttl", 86400)),
+            )
         )
         return {"ok": True, "pid": pid}
 

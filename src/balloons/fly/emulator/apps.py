@@ -115,22 +115,19 @@ def _check_name(name: str) -> None:
 
 
 def update_secrets(emu: Emulator, app_name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Set several secrets at once; a null value unsets that secret."""
+    """Set several secrets at once (unset them one by one with ``DELETE``)."""
     values = body.get("values")
     if not isinstance(values, dict):
         raise bad_request("invalid request: values must be an object")
     for name, value in values.items():
         _check_name(str(name))
-        if value is not None and not isinstance(value, str):
+        if not isinstance(value, str):
             raise bad_request(f"invalid value for secret {name!r}: expected a string")
     with emu.lock:
         app = emu.app(app_name)
         now = time.time()
         for name, value in values.items():
-            if value is None:
-                app.secrets.pop(str(name), None)
-            else:
-                app.secrets[str(name)] = (value, now)
+            app.secrets[str(name)] = (value, now)
         app.secrets_version += 1
         described = [_describe(n, v, t) for n, (v, t) in sorted(app.secrets.items())]
         return {"version": app.secrets_version, "secrets": described}

@@ -85,7 +85,6 @@ def create(emu: Emulator, app_name: str, body: Mapping[str, Any]) -> dict[str, A
             config=config,
             created_at=now,
             updated_at=now,
-            dir=emu.machine_dir(machine_id),
         )
         emu.machines[machine.id] = machine
         emu.set_state(machine, MachineState.CREATED)

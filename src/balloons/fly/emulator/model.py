@@ -13,7 +13,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 
@@ -125,7 +124,6 @@ class Machine:
     config: dict[str, Any]
     created_at: float
     updated_at: float
-    dir: Path
     state: MachineState = MachineState.CREATED
     #: Newest last (the API shows them newest first).
     events: list[Event] = field(default_factory=list)
@@ -211,3 +209,27 @@ def image_ref(image: str) -> dict[str, Any]:
         repository, tag = path, "latest"
     return {"registry": registry, "repository": repository, "tag": tag,
             "digest": digest, "labels": {}}  # fmt: skip
+
+
+def exit_event(
+    exit_code: int,
+    sig: int,
+    *,
+    oom_killed: bool = False,
+    requested_stop: bool = False,
+    error: str = "",
+) -> dict[str, Any]:
+    """An exit event's ``exit_event`` (NOTES §4); ``restarting`` is filled in later."""
+    return {
+        "exit_code": exit_code,
+        "guest_exit_code": exit_code,
+        "signal": sig,
+        "guest_signal": sig,
+        "error": error,
+        "guest_error": error,
+        "oom_killed": oom_killed,
+        "requested_stop": requested_stop,
+        "restarting": False,
+        # ISO string, as in the 2023 fixture and fly-go's time.Time; old docs used unix ms.
+        "exited_at": rfc3339_ms(time.time()),
+    }

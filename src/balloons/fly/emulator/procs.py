@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import resource
 import signal
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import bad_request
+
+log = logging.getLogger("balloons.fly.emulator")
 
 MIB = 1024 * 1024
 _PYTHON_NAMES = frozenset({"python", "python3"})
@@ -177,3 +180,22 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def signal_leader(popen: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig`` to the main process only, as Fly's init forwards a stop signal."""
+    try:
+        popen.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def kill_all(live: dict[int, subprocess.Popen[bytes]]) -> None:
+    """SIGKILL and reap every process group in ``live`` (by leader pid), emptying it."""
+    for pid, popen in list(live.items()):
+        kill_group(pid, signal.SIGKILL)
+        try:
+            popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.error("machine process %d did not die after SIGKILL", pid)
+        live.pop(pid, None)

