@@ -1,0 +1,198 @@
+"""Fixtures for the Fly Machines API emulator tests.
+
+* ``make_client(**create_app_kwargs)``: an emulator mounted in-process through
+  ``httpx.ASGITransport``, with an ``httpx.AsyncClient`` (tests are ``anyio``-marked).
+* ``make_server(**create_app_kwargs)``: the same served by uvicorn on 127.0.0.1 in a thread,
+  with a sync ``httpx.Client`` over real HTTP.
+* Both route every exchange through :mod:`tests.fly.conformance` (Fly's OpenAPI spec).
+* Every emulator is shut down after its test, and the test fails if any process group it
+  started is still alive; a session-wide check repeats that for all of them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from balloons.fly.emulator import Emulator, create_app
+
+from .conformance import Conformance, ConformantAsyncTransport, ConformantTransport
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: Images the tests run, by the default command the emulator maps them to.
+IMAGES: dict[str, list[str]] = {
+    "emu/sleep": ["python", "-c", "import time; time.sleep(600)"],
+    "emu/true": ["python", "-c", "pass"],
+    "registry.fly.io/emu-app": ["python", "-c", "import sys; sys.exit(7)"],
+}
+#: Safety limit for anything a test waits for; never a performance threshold.
+SAFETY_TIMEOUT = 30.0
+
+_ALL_PGIDS: list[int] = []
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def assert_no_processes(pgids: list[int]) -> None:
+    alive = [pgid for pgid in pgids if group_alive(pgid)]
+    assert not alive, f"emulator machine process groups still alive: {alive}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_machine_processes() -> Iterator[None]:
+    yield
+    assert_no_processes(_ALL_PGIDS)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def openapi_spec() -> Conformance:
+    return Conformance.load()
+
+
+@pytest.fixture
+def conformance(openapi_spec: Conformance) -> Conformance:
+    """A fresh checker (own counters and traffic log) sharing the parsed spec."""
+    return Conformance(openapi_spec.openapi, openapi_spec.raw_spec)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Starlette]]:
+    """Builds emulator apps with test defaults; shuts them down and checks their processes."""
+    made: list[Emulator] = []
+
+    def make(**kwargs: Any) -> Starlette:
+        kwargs.setdefault("work_dir", tmp_path / f"emulator-{len(made)}")
+        kwargs.setdefault("image_commands", IMAGES)
+        app = create_app(**kwargs)
+        made.append(app.state.emulator)
+        return app
+
+    yield make
+    for emulator in made:
+        emulator.shutdown()
+        _ALL_PGIDS.extend(emulator.spawned_pgids)
+        assert_no_processes(emulator.spawned_pgids)
+
+
+@pytest.fixture
+async def make_client(
+    anyio_backend: str, make_app: Callable[..., Starlette], conformance: Conformance
+) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(**kwargs: Any) -> httpx.AsyncClient:
+        app = make_app(**kwargs)
+        transport = ConformantAsyncTransport(httpx.ASGITransport(app=app), conformance)
+        client = httpx.AsyncClient(
+            transport=transport, base_url="http://emulator", headers=AUTH, timeout=60
+        )
+        client.emulator = app.state.emulator  # type: ignore[attr-defined]
+        # For requests the spec forbids on purpose (to test the emulator rejects them).
+        raw = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://emulator", headers=AUTH
+        )
+        client.raw = raw  # type: ignore[attr-defined]
+        client.conformance_exceptions = lambda: conformance.exceptions_used  # type: ignore[attr-defined]
+        client.conformance_exchanges = lambda: conformance.exchanges  # type: ignore[attr-defined]
+        clients.extend((client, raw))
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Awaitable[httpx.AsyncClient]]) -> httpx.AsyncClient:
+    """An in-process emulator with default settings."""
+    return await make_client()
+
+
+def emulator_of(client: httpx.AsyncClient | httpx.Client) -> Emulator:
+    emulator: Emulator = client.emulator  # type: ignore[union-attr]
+    return emulator
+
+
+@dataclass
+class Served:
+    """A uvicorn-served emulator and a sync client for it."""
+
+    base_url: str
+    emulator: Emulator
+    client: httpx.Client
+
+
+class _ServerThread:
+    def __init__(self, app: Starlette) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while not self.server.started:
+            assert self.thread.is_alive(), "uvicorn thread died during start-up"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(SAFETY_TIMEOUT)
+        self.sock.close()
+        assert not self.thread.is_alive(), "uvicorn thread did not stop"
+
+
+@pytest.fixture
+def make_server(
+    make_app: Callable[..., Starlette], conformance: Conformance
+) -> Iterator[Callable[..., Served]]:
+    running: list[tuple[_ServerThread, httpx.Client]] = []
+
+    def make(**kwargs: Any) -> Served:
+        app = make_app(**kwargs)
+        thread = _ServerThread(app)
+        thread.start()
+        base_url = f"http://127.0.0.1:{thread.port}"
+        transport = ConformantTransport(httpx.HTTPTransport(), conformance)
+        client = httpx.Client(transport=transport, base_url=base_url, headers=AUTH, timeout=60)
+        client.emulator = app.state.emulator  # type: ignore[attr-defined]
+        running.append((thread, client))
+        return Served(base_url, app.state.emulator, client)
+
+    yield make
+    for thread, client in running:
+        client.close()
+        thread.stop()

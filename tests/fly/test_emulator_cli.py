@@ -1,0 +1,115 @@
+"""The argparse CLI: flag parsing, and ``python -m balloons.fly.emulator`` as a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from balloons.fly.emulator.server import build_parser, main, options_from
+
+from .conformance import Conformance, ConformantTransport
+from .conftest import SAFETY_TIMEOUT, group_alive
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_flags_become_create_app_options() -> None:
+    args = build_parser().parse_args([
+        "--token", "T", "--secret", "A=1", "--secret", "B=x=y",
+        "--image-command", "img=python -c 'print(1)'", "--seed", "9",
+        "--fault-error-rate", "create=0.05", "--fault-error-rate", "start=0.5", "--rate-limit",
+        "--boot-delay", "0.5", "--capacity-refusal-rate", "0.1",
+        "--capacity-refusal-rate", "ord=0.9", "--kill-rate", "0.01",
+        "--lost-response-rate", "0.2", "--destroyed-retention", "60", "--region", "ams",
+    ])  # fmt: skip
+    options = options_from(args)
+    assert options["token"] == "T"
+    assert options["secrets"] == {"A": "1", "B": "x=y"}
+    assert options["image_commands"] == {"img": ["python", "-c", "print(1)"]}
+    assert options["region"] == "ams"
+    assert options["destroyed_retention"] == 60
+    faults = options["faults"]
+    assert faults.seed == 9
+    assert faults.error_rates == {"create": 0.05, "start": 0.5}
+    assert faults.rate_limit is True
+    assert faults.boot_delay == 0.5
+    assert faults.capacity_refusal_rate == 0.1
+    assert faults.capacity_refusal_by_region == {"ord": 0.9}
+    assert faults.kill_rate == 0.01
+    assert faults.lost_response_rate == 0.2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--secret", "NOVALUE"], ["--fault-error-rate", "nosuchaction=0.1"],
+     ["--fault-error-rate", "create=2"], ["--kill-rate", "fast"]],
+)  # fmt: skip
+def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_module_entry_point_serves_and_kills_machines_on_sigterm(
+    tmp_path: Path, conformance: Conformance
+) -> None:
+    port = _free_port()
+    secret = "cli-secret-value-42"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(SRC), "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "balloons.fly.emulator", "--port", str(port), "--token", "tok",
+         "--secret", f"CLI_SECRET={secret}", "--seed", "1", "--work-dir", str(tmp_path / "w"),
+         "--image-command", "emu/pid=python -c \"import os, time; "
+         "open(os.environ['FLY_EMULATOR_ROOT'] + '/pid', 'w').write(str(os.getpid())); "
+         "time.sleep(600)\""],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        transport = ConformantTransport(httpx.HTTPTransport(), conformance)
+        with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{port}",
+                          headers={"Authorization": "Bearer tok"}, timeout=60) as client:  # fmt: skip
+            deadline = time.monotonic() + SAFETY_TIMEOUT
+            while True:
+                assert proc.poll() is None, "emulator exited during start-up"
+                assert time.monotonic() < deadline, "emulator did not start"
+                try:
+                    client.get("/_emulator/stats")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            assert client.post("/v1/apps", json={"name": "cli", "org_slug": "personal"}).is_success
+            machine = client.post("/v1/apps/cli/machines", json={"config": {"image": "emu/pid"}})
+            machine_id = machine.json()["id"]
+            started = client.get(f"/v1/apps/cli/machines/{machine_id}/wait",
+                                 params={"state": "started", "timeout": 30})  # fmt: skip
+            assert started.status_code == 200
+            pid_file = tmp_path / "w" / machine_id / "root" / "pid"
+            while not pid_file.exists() or not pid_file.read_text():
+                assert time.monotonic() < deadline, "machine did not write its pid"
+                time.sleep(0.02)
+            pid = int(pid_file.read_text())
+            assert group_alive(pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=SAFETY_TIMEOUT)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells the truth.
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert not group_alive(pid)
+    assert secret not in out.decode()
+    assert b"Fly Machines API emulator on http://127.0.0.1" in out
