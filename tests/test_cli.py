@@ -62,7 +62,13 @@ def test_bad_input_is_explained() -> None:
 
 
 def test_python_dash_m_balloons_runs_the_same_cli() -> None:
-    for args in (["--help"], ["submit", "--help"], ["dev", "--help"], ["worker", "--help"]):
+    for args in (
+        ["--help"],
+        ["submit", "--help"],
+        ["dev", "--help"],
+        ["worker", "--help"],
+        ["fly-emulator", "--help"],
+    ):
         out = subprocess.run(
             [sys.executable, "-m", "balloons", *args],
             capture_output=True,
@@ -71,4 +77,12 @@ def test_python_dash_m_balloons_runs_the_same_cli() -> None:
             cwd=ROOT,
         )
         assert out.returncode == 0, out.stderr
-        assert "Usage:" in out.stdout
+        assert "Usage:" in out.stdout or "usage:" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "balloons", "fly-emulator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert "--port" in out.stdout and "--secret" in out.stdout

@@ -254,6 +254,22 @@ def worker() -> None:
     sys.exit(worker_main())
 
 
+@main.command(
+    "fly-emulator",
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def fly_emulator(args: tuple[str, ...]) -> None:
+    """A local Fly Machines API emulator (--host, --port, --token, --secret, faults; see --help)."""
+    from .fly.emulator.server import main as emulator_main
+
+    sys.exit(emulator_main(list(args)))
+
+
 @main.group()
 def dev() -> None:
     """Manage the embedded Valkey server of the embedded default."""
