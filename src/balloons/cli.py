@@ -160,8 +160,13 @@ def _wait(job: Job[Any], timeout: float | None) -> None:
             job.app.store.wait_done(job._keys, 0.2 if left is None else max(0.01, min(0.2, left)))
     if not err_console.is_terminal:
         err_console.print()  # Live leaves its last frame without a newline off a terminal
+    _print_result(job, timeout=0.01)
+
+
+def _print_result(job: Job[Any], timeout: float | None) -> None:
+    """The result as JSON on stdout, or the failure and its remote traceback on stderr (exit 1)."""
     try:
-        value = job.result(timeout=0.01)
+        value = job.result(timeout=timeout)
     except JobFailed as exc:
         err_console.print(f"[red]{exc}[/red]", highlight=False)
         if exc.remote_traceback:
@@ -199,14 +204,7 @@ def status(job_id: str, as_json: bool) -> None:
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the job to end.")
 def result(job_id: str, timeout: float | None) -> None:
     """Print a job's result as JSON (waiting for it), or its error."""
-    try:
-        value = _app().job(job_id).result(timeout=timeout)
-    except JobFailed as exc:
-        err_console.print(f"[red]{exc}[/red]", highlight=False)
-        if exc.remote_traceback:
-            err_console.print(exc.remote_traceback, highlight=False, markup=False)
-        sys.exit(1)
-    click.echo(json.dumps(value, default=repr))
+    _print_result(_app().job(job_id), timeout)
 
 
 @main.command()
