@@ -16,11 +16,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local created = ARGV[4]
 redis.call('HSET', KEYS[1], 'payload', ARGV[1], 'args', ARGV[2], 'sig', ARGV[3],
   'status', 'STARTING', 'attempt', 1, 'created', created, 'ttl', ARGV[5])
-redis.call('HSET', KEYS[2], '1', cjson.encode({n=1, launched=tonumber(created)}))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[3], created, ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(created) - tonumber(ARGV[5]))
+-- The attempt record is written when the attempt is claimed or ends; the index is trimmed
+-- of entries older than the record TTL only once it grows, to keep submit cheap.
+if redis.call('ZCARD', KEYS[3]) > 1000 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(created) - tonumber(ARGV[5]))
+end
 return 1
 """
 
@@ -28,7 +30,8 @@ return 1
 # ARGV: attempt, machine, now
 # Returns {1, payload, args, sig} or {code, status}.
 CLAIM = """
-local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'payload', 'args', 'sig', 'started')
+local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'payload', 'args', 'sig', 'started',
+  'created', 'ttl')
 if not st[1] then return {-1, ''} end
 if tonumber(st[2]) ~= tonumber(ARGV[1]) then return {-2, st[1]} end
 if st[1] ~= 'STARTING' then return {-3, st[1]} end
@@ -38,7 +41,9 @@ local raw = redis.call('HGET', KEYS[2], ARGV[1])
 local a = raw and cjson.decode(raw) or {n=tonumber(ARGV[1])}
 a.machine = ARGV[2]
 a.started = tonumber(ARGV[3])
+if not a.launched and tonumber(ARGV[1]) == 1 then a.launched = tonumber(st[7]) end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(a))
+redis.call('EXPIRE', KEYS[2], tonumber(st[8]) or 86400)
 return {1, st[3] or '', st[4] or '', st[5] or ''}
 """
 
@@ -58,6 +63,9 @@ else
 end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 local a = raw and cjson.decode(raw) or {n=tonumber(ARGV[1])}
+if not a.launched and tonumber(ARGV[1]) == 1 then
+  a.launched = tonumber(redis.call('HGET', KEYS[1], 'created'))
+end
 a.ended = tonumber(ARGV[7])
 a.outcome = ARGV[3]
 if ARGV[6] ~= '' then a.reason = ARGV[6] end

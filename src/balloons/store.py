@@ -126,7 +126,7 @@ class Store:
         self, jk: JobKeys, payload: bytes, args: bytes, sig: str, created: float, ttl: int
     ) -> tuple[list[str], list[Any]]:
         return (
-            [jk.job, jk.attempts, jk.pool.jobs],
+            [jk.job, jk.attempts, jk.pool.jobs],  # attempts: same slot, written at claim
             [payload, args, sig, repr(created), ttl, jk.ulid],
         )
 
