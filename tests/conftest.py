@@ -36,6 +36,8 @@ BASE_ENV = {
     "BALLOONS_SECRET": SECRET,
     "BALLOONS_HOME": str(STATE_DIR),
     "BALLOONS_FORKSERVER_IDLE": "5",
+    "BALLOONS_IDLE_TIMEOUT": "1",
+    "BALLOONS_HEARTBEAT": "0.5",
 }
 for _k in [k for k in os.environ if k.startswith("BALLOONS_") or k == "REDIS_URL"]:
     del os.environ[_k]

@@ -59,8 +59,9 @@ def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_each_machine_is_a_fresh_process_in_its_own_session() -> None:
-    a = tasks.environment.submit().result(timeout=30)
-    b = tasks.environment.submit().result(timeout=30)
+    # Submitted together, the two jobs find no idle machine and get one each.
+    ja, jb = tasks.environment.submit(), tasks.environment.submit()
+    a, b = ja.result(timeout=30), jb.result(timeout=30)
     assert a["pid"] != b["pid"] != os.getpid()
     assert a["sid"] == a["pid"] and b["sid"] == b["pid"]
     assert a["sid"] != os.getsid(0)

@@ -7,6 +7,7 @@ precedence argument > environment > default (see :mod:`balloons.config`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -17,21 +18,22 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, SerializationError
+from .errors import ConfigError, SerializationError, StoreError
 from .ids import ulid
 from .job import Job
-from .keys import JobKeys
+from .keys import JobKeys, PoolKeys
+from .pools import Pool
 from .resp import mask_url
 from .serialize import Serializer, dumps_call, get_serializer
 from .signing import sign
 from .status import JobInfo, MachineSpec, Reason
-from .task import DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Task, TaskOptions
+from .task import DEFAULT_TIMEOUT, Task, TaskOptions
 
 if TYPE_CHECKING:
     from typing import ParamSpec
 
     from .backends.base import Backend
-    from .store import Store
+    from .store import Store, SubmitRequest
 
     P = ParamSpec("P")
 
@@ -79,6 +81,7 @@ class App:
         self._backend: Backend | None = None
         self._store: Store | None = None
         self._secret: str | None = None
+        self._pools: dict[str, Pool] = {}
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -95,10 +98,17 @@ class App:
         /,
         *,
         name: str | None = None,
-        cpus: int = DEFAULT_CPUS,
-        memory_mb: int = DEFAULT_MEMORY_MB,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         pool: str = "default",
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        retry_memory_factor: float = 1.0,
+        retry_memory_max: int | None = None,
+        priority: int = 0,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -107,13 +117,39 @@ class App:
         /,
         *,
         name: str | None = None,
-        cpus: int = DEFAULT_CPUS,
-        memory_mb: int = DEFAULT_MEMORY_MB,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         pool: str = "default",
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        retry_memory_factor: float = 1.0,
+        retry_memory_max: int | None = None,
+        priority: int = 0,
     ) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(memory_mb=512, ...)``."""
-        opts = TaskOptions(cpus=cpus, memory_mb=memory_mb, timeout=timeout, pool=pool)
+        """Register a function as a task: ``@app.task`` or ``@app.task(memory_mb=512, ...)``.
+
+        ``cpus`` and ``memory_mb`` default to the pool's. ``retries`` attempts more are made
+        when the task raises one of ``retry_on`` or raises :class:`balloons.Retry`, or when its
+        machine is lost, after ``retry_backoff * 2**(n-1)`` seconds (jittered, at most
+        ``retry_backoff_max``); an out-of-memory attempt retries with ``retry_memory_factor``
+        times the memory, up to ``retry_memory_max``.
+        """
+        opts = TaskOptions(
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout=timeout,
+            pool=pool,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            retry_on=tuple(retry_on),
+            retry_memory_factor=retry_memory_factor,
+            retry_memory_max=retry_memory_max,
+            priority=priority,
+        )
 
         def wrap(f: Callable[..., Any]) -> Task[..., Any]:
             qual = name or f.__qualname__
@@ -129,6 +165,49 @@ class App:
             return t
 
         return wrap(fn) if fn is not None else wrap
+
+    # ------------------------------------------------------------------ pools
+    def pool(
+        self,
+        name: str,
+        *,
+        max_machines: int | None = None,
+        idle_timeout: float | None = None,
+        min_machines: int = 0,
+        cpus: int = 1,
+        memory_mb: int = 256,
+        boot_timeout: float | None = None,
+        heartbeat: float | None = None,
+    ) -> Pool:
+        """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
+
+        Settings left out come from the environment (``BALLOONS_MAX_MACHINES``,
+        ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``, ``BALLOONS_HEARTBEAT``).
+        """
+        from .config import pool_defaults
+
+        d = pool_defaults(self.settings.env)
+        p = Pool(
+            name,
+            max_machines=max_machines if max_machines is not None else int(d["max_machines"]),
+            idle_timeout=idle_timeout if idle_timeout is not None else d["idle_timeout"],
+            min_machines=min_machines,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            boot_timeout=boot_timeout if boot_timeout is not None else d["boot_timeout"],
+            heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
+        )
+        self._pools[name] = p
+        return p
+
+    def get_pool(self, name: str) -> Pool:
+        """The pool declared under ``name``, or one with the default settings."""
+        found = self._pools.get(name)
+        return found if found is not None else self.pool(name)
+
+    @property
+    def pools(self) -> dict[str, Pool]:
+        return dict(self._pools)
 
     # ----------------------------------------------------------------- wiring
     @property
@@ -213,6 +292,7 @@ class App:
                 f"limit of {self.settings.max_arg_bytes:,} (max_arg_bytes): pass a reference "
                 "(a URL, a key) instead of the data"
             )
+        pool = self.get_pool(opts.pool)
         now = time.time()
         job_id = f"{opts.pool}.{ulid(now)}"
         main_path = None
@@ -233,8 +313,13 @@ class App:
                 "main": main_path,
                 "ser": self.serializer.name,
                 "timeout": opts.timeout,
-                "memory_mb": opts.memory_mb,
-                "cpus": opts.cpus,
+                "memory_mb": opts.memory_mb or pool.memory_mb,
+                "cpus": opts.cpus or pool.cpus,
+                "retries": opts.retries,
+                "backoff": opts.retry_backoff,
+                "backoff_max": opts.retry_backoff_max,
+                "mem_factor": opts.retry_memory_factor,
+                "mem_max": opts.retry_memory_max,
                 "created": now,
             },
             separators=(",", ":"),
@@ -242,59 +327,181 @@ class App:
         sig = sign(self.secret.encode(), payload, data)
         return JobKeys.of(self.settings.namespace, job_id), payload, data, sig, now
 
-    def _spec(self, jk: JobKeys, opts: TaskOptions, attempt: int) -> MachineSpec:
-        env = {"BALLOONS_JOB": f"{jk.job_id}/{attempt}"}
+    def _spec(
+        self, pool: str, ulid_: str, attempt: int, cpus: int, memory_mb: int, timeout: float
+    ) -> MachineSpec:
+        """The machine for slot ``ULID-ATTEMPT``: the first job it runs is that attempt of job
+        ``POOL.ULID`` (attempt 0: a warm-floor machine with no job yet)."""
+        job_id = f"{pool}.{ulid_}"
+        env = {"BALLOONS_JOB": f"{job_id}/{attempt}"}
         for name in self.settings.env_allowlist:
             if name in self.settings.env:
                 env[name] = self.settings.env[name]
         return MachineSpec(
-            job_id=jk.job_id,
+            job_id=job_id if attempt else "",
             attempt=attempt,
-            pool=opts.pool,
-            name=f"balloons-{jk.ulid}-{attempt}",
-            cpus=opts.cpus,
-            memory_mb=opts.memory_mb,
-            timeout=opts.timeout,
+            pool=pool,
+            name=f"balloons-{ulid_}-{attempt}",
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout=timeout,
             env=env,
             metadata={
-                "balloons_job": jk.job_id,
+                "balloons_job": job_id if attempt else "",
                 "balloons_attempt": str(attempt),
-                "balloons_pool": opts.pool,
+                "balloons_pool": pool,
+                "balloons_slot": f"{ulid_}-{attempt}",
             },
             cwd=os.getcwd(),
             python_path=_import_path(),
         )
 
-    def _launch(self, jk: JobKeys, opts: TaskOptions, attempt: int) -> None:
-        store = self.store
+    def launch_slot(
+        self, pool: str, ulid_: str, attempt: int, cpus: int, memory_mb: int, timeout: float
+    ) -> bool:
+        """Launch the machine of a slot the store granted. On failure the slot is freed and
+        the job's attempt fails with reason ``launch_failed``; returns whether it launched."""
         try:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
-            self.backend.launch(self._spec(jk, opts, attempt))
+            self.backend.launch(self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout))
+            return True
         except Exception as exc:
             import logging
 
             msg = f"could not launch a machine: {exc}"
-            logging.getLogger("balloons").error("job %s launch failed: %s", jk.job_id, msg)
-            store.fail(jk, attempt, Reason.LAUNCH_FAILED.value, msg)
+            logging.getLogger("balloons").error("job %s.%s launch failed: %s", pool, ulid_, msg)
+            self.store.lost(
+                PoolKeys(self.settings.namespace, pool),
+                f"{ulid_}-{attempt}",
+                ulid_ if attempt else "",
+                attempt,
+                Reason.LAUNCH_FAILED.value,
+                msg,
+                ("", ""),
+            )
+            return False
+
+    def _submit_args(
+        self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[JobKeys, SubmitRequest]:
+        from .store import SubmitRequest
+
+        extra = {k: kwargs.pop(k) for k in _SUBMIT_KWARGS if k in kwargs}
+        jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
+        pool = self.get_pool(opts.pool)
+        due = _due(extra.get("_delay"), extra.get("_at"), now)
+        key = extra.get("_key")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigError(f"_key must be a non-empty string, got {key!r}")
+        priority = extra.get("_priority", opts.priority)
+        if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+            raise ConfigError(f"_priority must be an integer in -1000..1000, got {priority!r}")
+        req = SubmitRequest(
+            payload=payload,
+            args=data,
+            sig=sig,
+            created=now,
+            ttl=self.settings.record_ttl,
+            pool_config=pool.redis_config(),
+            due=due,
+            priority=priority,
+            cpus=opts.cpus or pool.cpus,
+            memory_mb=opts.memory_mb or pool.memory_mb,
+            key_digest=hashlib.sha256(key.encode()).hexdigest()[:32] if key else "",
+        )
+        return jk, req
+
+    def _after_submit(
+        self, jk: JobKeys, opts: TaskOptions, reply: list[Any]
+    ) -> tuple[Job[Any], tuple[str, str, int, int, int, float] | None]:
+        code = reply[0]
+        if code == 2:
+            return Job(self, f"{jk.pool.pool}.{_text(reply[1])}"), None
+        if code != 1:
+            raise StoreError(f"job id {jk.job_id} already exists")
+        if _text(reply[1]) != "launch":
+            return Job(self, jk.job_id), None
+        _slot, u, n, cpus, mem = (_text(x) for x in reply[2:7])
+        return Job(self, jk.job_id), (
+            jk.pool.pool,
+            u,
+            int(n),
+            int(cpus),
+            int(mem),
+            opts.timeout if u == jk.ulid else DEFAULT_TIMEOUT,
+        )
 
     def _submit(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
-        jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
-        self.store.submit(jk, payload, data, sig, now, self.settings.record_ttl)
-        self._launch(jk, opts, 1)
-        return Job(self, jk.job_id)
+        jk, req = self._submit_args(task, opts, args, kwargs)
+        job, launch = self._after_submit(jk, opts, self.store.submit(jk, req))
+        if launch is not None:
+            self.launch_slot(*launch)
+        return job
 
     async def _submit_async(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
-        jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
-        await self.store.submit_async(jk, payload, data, sig, now, self.settings.record_ttl)
-        import asyncio
+        jk, req = self._submit_args(task, opts, args, kwargs)
+        job, launch = self._after_submit(jk, opts, await self.store.submit_async(jk, req))
+        if launch is not None:
+            import asyncio
 
-        await asyncio.to_thread(self._launch, jk, opts, 1)
-        return Job(self, jk.job_id)
+            await asyncio.to_thread(self.launch_slot, *launch)
+        return job
+
+    def cancel(self, job_id: str, grace: float = 10.0) -> bool:
+        """Cancel a job: a queued one never starts; a running one is told to stop (its worker
+        notices within a heartbeat) and its machine is stopped after ``grace`` seconds if it
+        is still on the job. Returns False if the job had already ended."""
+        jk = JobKeys.of(self.settings.namespace, job_id)
+        prev, slot, _machine = self.store.cancel(jk)
+        if prev is None:
+            return False
+        if prev in ("RUNNING", "STARTING") and slot:
+            import threading
+
+            t = threading.Timer(grace, self._stop_if_still, (jk, slot))
+            t.daemon = True
+            t.start()
+        return True
+
+    def _stop_if_still(self, jk: JobKeys, slot: str) -> None:
+        """The grace period after a cancel is over: stop the machine if it still runs the job."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            info = self.store.slot_info(jk.pool, slot)
+            if info and info.get("job") == jk.ulid and info.get("machine"):
+                self.backend.stop(str(info["machine"]))
+
+
+_SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
+
+
+def _due(delay: Any, at: Any, now: float) -> float | None:
+    if delay is not None and at is not None:
+        raise ConfigError("pass _delay or _at, not both")
+    if delay is not None:
+        if not isinstance(delay, (int, float)) or delay < 0:
+            raise ConfigError(f"_delay must be a number of seconds >= 0, got {delay!r}")
+        return now + float(delay) if delay > 0 else None
+    if at is not None:
+        import datetime as dt
+
+        if not isinstance(at, dt.datetime):
+            raise ConfigError(f"_at must be a datetime, got {at!r}")
+        if at.tzinfo is None:
+            raise ConfigError(f"_at must be timezone-aware (for example UTC), got {at!r}")
+        ts = at.timestamp()
+        return ts if ts > now else None
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _make_backend(name: str, env: Any) -> Backend:

@@ -38,6 +38,11 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_MACHINE_ID": "the machine's id (set by the local backend; FLY_MACHINE_ID on Fly)",
     "BALLOONS_PYTHONPATH": "import path entries of the submitting process (local backend)",
     "BALLOONS_FORKSERVER_IDLE": "seconds an idle local fork server lingers (default 30)",
+    # Pool defaults (each pool can override them with app.pool(...))
+    "BALLOONS_MAX_MACHINES": "default cap of machines per pool (default 10)",
+    "BALLOONS_IDLE_TIMEOUT": "default seconds a finished machine waits for more work (default 10)",
+    "BALLOONS_BOOT_TIMEOUT": "default seconds a machine may take to start its job (default 60)",
+    "BALLOONS_HEARTBEAT": "seconds between worker heartbeats; a lease is 5 of them (default 2)",
     # Fly backend
     "BALLOONS_FLY_APP": "Fly app the job machines belong to (default FLY_APP_NAME)",
     "BALLOONS_FLY_API_URL": "Machines API base URL (default https://api.machines.dev)",
@@ -158,3 +163,25 @@ class Settings:
             ),
             env=dict(env),
         )
+
+
+def _float(name: str, raw: str | None, default: float, minimum: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {value:g}")
+    return value
+
+
+def pool_defaults(env: Mapping[str, str]) -> dict[str, float]:
+    """Defaults of every pool not declared with ``app.pool(...)``, from the environment."""
+    return {
+        "max_machines": _int("BALLOONS_MAX_MACHINES", env.get("BALLOONS_MAX_MACHINES"), 10),
+        "idle_timeout": _float("BALLOONS_IDLE_TIMEOUT", env.get("BALLOONS_IDLE_TIMEOUT"), 10, 0),
+        "boot_timeout": _float("BALLOONS_BOOT_TIMEOUT", env.get("BALLOONS_BOOT_TIMEOUT"), 60, 1),
+        "heartbeat": _float("BALLOONS_HEARTBEAT", env.get("BALLOONS_HEARTBEAT"), 2, 0.1),
+    }

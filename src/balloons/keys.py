@@ -15,6 +15,21 @@ key                                      type    TTL         written by
 ``NS:{POOL}:done:ULID``                  list    record TTL  finish script: one token, rotated
                                                              by waiters with ``BLMOVE``
 ``NS:{POOL}:jobs``                       zset    trimmed     submit: job ULID by created time
+``NS:{POOL}:queue``                      zset    none        jobs waiting for a machine, by
+                                                             priority then arrival
+``NS:{POOL}:delayed``                    zset    none        jobs (and retries) by due time
+``NS:{POOL}:slots``                      zset    none        one member per machine of the pool
+                                                             (``ULID-ATTEMPT``), scored by the
+                                                             end of its lease (heartbeat)
+``NS:{POOL}:slot``                       hash    none        slot -> JSON: job, attempt,
+                                                             machine, size, state, deadline
+``NS:{POOL}:idle``                       set     none        slots waiting for work
+``NS:{POOL}:wake``                       list    none        one token per job handed to an
+                                                             idle machine (``BLPOP``)
+``NS:{POOL}:cfg``                        hash    none        cap, idle timeout, floor, boot
+                                                             timeout, heartbeat (last submit)
+``NS:{POOL}:seq``                        string  none        arrival counter for queue order
+``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID
 ``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
 ``NS:machines``                          zset    trimmed     local fork server: MID by launch time
 =======================================  ======  ==========  =================================
@@ -22,7 +37,11 @@ key                                      type    TTL         written by
 Job hash fields: ``payload`` (signed JSON: task, module, options), ``args`` (serialized
 arguments), ``sig`` (HMAC-SHA256 hex of payload and args), ``status``, ``attempt``,
 ``machine``, ``created``, ``started``, ``finished``, ``result``, ``error`` (JSON: type,
-message, traceback), ``reason``, ``ttl``.
+message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need`` (``CPUS:MB``),
+``slot`` (the slot running it), ``due`` (when delayed).
+
+The scripts in :mod:`balloons.lua` build a pool's key names from its tag (``NS:{POOL}``) with
+the same suffixes as :class:`PoolKeys`; every key they touch carries that one tag.
 """
 
 from __future__ import annotations
@@ -72,6 +91,37 @@ class PoolKeys:
     @property
     def jobs(self) -> str:
         return f"{self.tag}:jobs"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.tag}:queue"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.tag}:delayed"
+
+    @property
+    def slots(self) -> str:
+        return f"{self.tag}:slots"
+
+    @property
+    def slot(self) -> str:
+        return f"{self.tag}:slot"
+
+    @property
+    def idle(self) -> str:
+        return f"{self.tag}:idle"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.tag}:wake"
+
+    @property
+    def cfg(self) -> str:
+        return f"{self.tag}:cfg"
+
+    def idem(self, digest: str) -> str:
+        return f"{self.tag}:key:{digest}"
 
 
 @dataclass(frozen=True)

@@ -1,81 +1,387 @@
 """The Lua scripts behind every multi-key state change. Each touches the keys of one pool only.
 
 Scripts are plain strings so that both redis-py (client side) and the worker's small RESP
-client can load them. Every script returns ``1`` (or a table starting with ``1``) on success
-and a negative code when its guard refuses: ``-1`` the job record is gone, ``-2`` the job has
-moved on to another attempt, ``-3`` the job is not in a state that allows the change,
+client can load them. Every script takes the pool's queue key as ``KEYS[1]`` (so a cluster
+routes it to the pool's hash slot) and the pool's key tag ``NS:{POOL}`` as ``ARGV[1]`` and the
+current time as ``ARGV[2]``; it builds the pool's other key names from the tag with the
+suffixes of :class:`balloons.keys.PoolKeys`.
+
+Negative codes mean a guard refused: ``-1`` the job record (or the slot) is gone, ``-2`` the
+job has moved on to another attempt, ``-3`` the job is not in a state that allows the change,
 ``-4`` another machine holds the attempt.
+
+A *slot* is one machine's right to exist in its pool: ``ZCARD slots`` never exceeds the
+pool's cap, because slots are only added by :data:`SUBMIT` and :data:`FILL`, each of
+which checks the cap in the same script.
 """
 
 from __future__ import annotations
 
-# KEYS: job, attempts, jobs-index
-# ARGV: payload, args, sig, created, ttl, ulid
-SUBMIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local created = ARGV[4]
-redis.call('HSET', KEYS[1], 'payload', ARGV[1], 'args', ARGV[2], 'sig', ARGV[3],
-  'status', 'STARTING', 'attempt', 1, 'created', created, 'ttl', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[3], created, ARGV[6])
--- The attempt record is written when the attempt is claimed or ends; the index is trimmed
--- of entries older than the record TTL only once it grows, to keep submit cheap.
-if redis.call('ZCARD', KEYS[3]) > 1000 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(created) - tonumber(ARGV[5]))
+# Shared by every script: key names, the slot table, the attempt log, and the one place where
+# an attempt ends (for good, or with a retry scheduled).
+_PRELUDE = """
+local T = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local function jk(u) return T..':job:'..u end
+local function ak(u) return T..':attempts:'..u end
+local function dk(u) return T..':done:'..u end
+local QUEUE, DELAYED = T..':queue', T..':delayed'
+local SLOTS, SLOT, IDLE, WAKE, CFG = T..':slots', T..':slot', T..':idle', T..':wake', T..':cfg'
+
+local function cfg(name, default)
+  local v = redis.call('HGET', CFG, name)
+  return tonumber(v) or default
 end
-return 1
+local function slot_get(s)
+  local raw = redis.call('HGET', SLOT, s)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+local function slot_put(s, info) redis.call('HSET', SLOT, s, cjson.encode(info)) end
+local function slot_drop(s)
+  redis.call('ZREM', SLOTS, s)
+  redis.call('HDEL', SLOT, s)
+  redis.call('SREM', IDLE, s)
+end
+local function attempt_update(u, n, fields)
+  local raw = redis.call('HGET', ak(u), n)
+  local a = raw and cjson.decode(raw) or {n=tonumber(n)}
+  for k, v in pairs(fields) do a[k] = v end
+  redis.call('HSET', ak(u), n, cjson.encode(a))
+  redis.call('EXPIRE', ak(u), tonumber(redis.call('HGET', jk(u), 'ttl')) or 86400)
+end
+local function need_of(u)
+  local need = redis.call('HGET', jk(u), 'need') or '1:256'
+  local c, m = string.match(need, '(%d+):(%d+)')
+  return tonumber(c) or 1, tonumber(m) or 256
+end
+local function fits(info, u)
+  local c, m = need_of(u)
+  return (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m
+end
+local function idle_fit_count(u)
+  local n = 0
+  for _, s in ipairs(redis.call('SMEMBERS', IDLE)) do
+    local info = slot_get(s)
+    if info and fits(info, u) then n = n + 1 end
+  end
+  return n
+end
+local function enqueue(u)
+  local score = redis.call('HGET', jk(u), 'qscore') or NOW
+  redis.call('ZADD', QUEUE, score, u)
+  redis.call('HSET', jk(u), 'status', 'QUEUED')
+  redis.call('HDEL', jk(u), 'due', 'slot', 'machine')
+  if redis.call('SCARD', IDLE) > 0 then
+    redis.call('LPUSH', WAKE, u)
+    redis.call('LTRIM', WAKE, 0, 999)
+  end
+end
+-- Give job u a new slot (a machine to be launched for it). The caller checked the cap.
+-- Returns what the launcher needs: {slot, ulid, attempt, cpus, memory_mb}.
+local function take_slot(u, attempt)
+  local slot = u..'-'..attempt
+  local c, m = need_of(u)
+  redis.call('ZADD', SLOTS, NOW + cfg('boot', 60), slot)
+  slot_put(slot, {job=u, attempt=tonumber(attempt), cpus=c, mem=m, state='starting', since=NOW,
+    machine=''})
+  redis.call('HSET', jk(u), 'status', 'STARTING', 'slot', slot)
+  redis.call('HDEL', jk(u), 'due')
+  attempt_update(u, attempt, {launched=NOW, slot=slot})
+  return {slot, u, tostring(attempt), tostring(c), tostring(m)}
+end
+-- Place a job that wants a machine: a waiting warm machine, a new slot, or the queue.
+local function route(u, attempt)
+  local q = redis.call('ZCARD', QUEUE)
+  if idle_fit_count(u) > q then
+    enqueue(u)
+    return {1, 'warm', ''}
+  end
+  if redis.call('ZCARD', SLOTS) < cfg('cap', 1) and q == 0 then
+    local l = take_slot(u, attempt)
+    return {1, 'launch', l[1], l[2], l[3], l[4], l[5]}
+  end
+  enqueue(u)
+  if redis.call('ZCARD', SLOTS) < cfg('cap', 1) then
+    -- Older jobs wait ahead of this one: launch for the head of the queue instead.
+    local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+    redis.call('ZREM', QUEUE, head)
+    local l = take_slot(head, redis.call('HGET', jk(head), 'attempt'))
+    return {1, 'launch', l[1], l[2], l[3], l[4], l[5]}
+  end
+  return {1, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
+end
+-- End attempt n of job u: for good (status), or with a retry when retry_delay is not ''.
+-- Returns 1 (ended), 2 (retry scheduled) or a negative guard code.
+local function end_attempt(u, n, machine, status, result, err, reason, retry_delay, retry_mem)
+  local J = jk(u)
+  local st = redis.call('HMGET', J, 'status', 'attempt', 'machine', 'ttl', 'need')
+  if not st[1] then return -1 end
+  if tonumber(st[2]) ~= tonumber(n) then return -2 end
+  if st[1] ~= 'RUNNING' and st[1] ~= 'STARTING' then return -3 end
+  if machine ~= '' and st[3] and st[3] ~= '' and st[3] ~= machine then return -4 end
+  local a = {ended=NOW, outcome=status}
+  if reason ~= '' then a.reason = reason end
+  if machine ~= '' then a.machine = machine end
+  attempt_update(u, n, a)
+  local ttl = tonumber(st[4]) or 86400
+  if status == 'FAILED' and retry_delay ~= '' then
+    local next_n = tonumber(n) + 1
+    redis.call('HSET', J, 'attempt', next_n, 'reason', reason, 'error', err)
+    if retry_mem ~= '' then
+      -- 'FACTOR MAX': the next attempt's machine gets FACTOR times the memory, up to MAX.
+      local c, m = string.match(st[5] or '1:256', '(%d+):(%d+)')
+      local factor, cap = string.match(retry_mem, '(%S+) (%S+)')
+      local mem = math.min(tonumber(cap), math.floor(tonumber(m) * tonumber(factor)))
+      redis.call('HSET', J, 'need', c..':'..math.max(tonumber(m), mem))
+    end
+    local delay = tonumber(retry_delay) or 0
+    redis.call('HDEL', J, 'slot', 'machine')
+    if delay > 0 then
+      redis.call('HSET', J, 'status', 'QUEUED', 'due', NOW + delay)
+      redis.call('ZADD', DELAYED, NOW + delay, u)
+    else
+      enqueue(u)
+    end
+    redis.call('EXPIRE', J, ttl)
+    return 2
+  end
+  redis.call('HSET', J, 'status', status, 'finished', NOW, 'reason', reason)
+  if status == 'SUCCEEDED' then
+    redis.call('HSET', J, 'result', result)
+  else
+    redis.call('HSET', J, 'error', err)
+  end
+  redis.call('DEL', dk(u))
+  redis.call('LPUSH', dk(u), status)
+  redis.call('EXPIRE', J, ttl)
+  redis.call('EXPIRE', dk(u), ttl)
+  return 1
+end
+local function promote_due(limit)
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, u in ipairs(due) do
+    redis.call('ZREM', DELAYED, u)
+    if redis.call('HGET', jk(u), 'status') == 'QUEUED' then enqueue(u) end
+  end
+  return #due
+end
 """
 
-# KEYS: job, attempts
-# ARGV: attempt, machine, now
-# Returns {1, payload, args, sig} or {code, status}.
-CLAIM = """
-local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'payload', 'args', 'sig', 'started',
-  'created', 'ttl')
+
+def _script(body: str) -> str:
+    return _PRELUDE + body
+
+
+# ARGV: tag, now, ulid, payload, args, sig, ttl, pool config ('name value ...': cap, boot,
+#       idle, min, hb, cpus, mem), due ('' = now), priority, cpus, memory_mb,
+#       idempotency digest ('' = none)
+# Returns {1, 'launch', slot, ulid, attempt, cpus, memory_mb} (the ulid is another job's when
+#         older jobs wait) | {1, 'warm', ''} | {1, 'queued', position} | {1, 'delayed', ''} |
+#         {2, existing ulid} | {0} (id taken)
+SUBMIT = _script("""
+local u = ARGV[3]
+local J = jk(u)
+local ttl = tonumber(ARGV[7])
+if ARGV[13] ~= '' then
+  local ik = T..':key:'..ARGV[13]
+  local prev = redis.call('GET', ik)
+  if prev and redis.call('EXISTS', jk(prev)) == 1 then return {2, prev} end
+  redis.call('SET', ik, u, 'EX', ttl)
+end
+if redis.call('EXISTS', J) == 1 then return {0} end
+for name, value in string.gmatch(ARGV[8], '(%S+) (%S+)') do
+  redis.call('HSET', CFG, name, value)
+end
+local seq = redis.call('INCR', T..':seq')
+local score = seq - tonumber(ARGV[10]) * 1e12
+redis.call('HSET', J, 'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'status', 'QUEUED',
+  'attempt', 1, 'created', NOW, 'ttl', ttl, 'qscore', score, 'need', ARGV[11]..':'..ARGV[12])
+if ARGV[13] ~= '' then redis.call('HSET', J, 'key', ARGV[13]) end
+redis.call('EXPIRE', J, ttl)
+redis.call('ZADD', T..':jobs', NOW, u)
+if redis.call('ZCARD', T..':jobs') > 1000 then
+  redis.call('ZREMRANGEBYSCORE', T..':jobs', '-inf', NOW - ttl)
+end
+if ARGV[9] ~= '' and tonumber(ARGV[9]) > NOW then
+  redis.call('HSET', J, 'due', ARGV[9])
+  redis.call('ZADD', DELAYED, ARGV[9], u)
+  return {1, 'delayed', ''}
+end
+return route(u, 1)
+""")
+
+# A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine
+# Returns {1, payload, args, sig, heartbeat, idle} or {code, status}.
+CLAIM = _script("""
+local u, n, machine = ARGV[3], ARGV[4], ARGV[5]
+local slot = u..'-'..n
+local info = slot_get(slot)
+if not info or not redis.call('ZSCORE', SLOTS, slot) then return {-1, 'no slot'} end
+local J = jk(u)
+local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started', 'slot')
+info.machine = machine
+if not st[1] or tonumber(st[2]) ~= tonumber(n) or st[1] ~= 'STARTING' or st[7] ~= slot then
+  info.job = ''
+  info.state = 'idle'
+  slot_put(slot, info)
+  if not st[1] then return {-1, ''} end
+  if tonumber(st[2]) ~= tonumber(n) then return {-2, st[1]} end
+  return {-3, st[1]}
+end
+info.state = 'running'
+info.since = NOW
+slot_put(slot, info)
+redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
+redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine)
+if not st[6] then redis.call('HSET', J, 'started', NOW) end
+attempt_update(u, n, {machine=machine, started=NOW})
+return {1, st[3] or '', st[4] or '', st[5] or '', tostring(cfg('hb', 2)), tostring(cfg('idle', 10))}
+""")
+
+# A warm machine asks for its next job. ARGV: tag, now, slot, machine, mode ('take' | 'release')
+# Returns {1, ulid, attempt, payload, args, sig} | {0, idle} (wait for a wake) |
+#         {-1} (the slot is gone: exit) | {-5} (slot given back: exit)
+TAKE = _script("""
+local slot, machine, mode = ARGV[3], ARGV[4], ARGV[5]
+if not redis.call('ZSCORE', SLOTS, slot) then
+  redis.call('HDEL', SLOT, slot)
+  redis.call('SREM', IDLE, slot)
+  return {-1}
+end
+local info = slot_get(slot) or {cpus=1, mem=256}
+info.machine = machine
+promote_due(50)
+for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
+  local J = jk(u)
+  local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started')
+  if st[1] ~= 'QUEUED' then
+    redis.call('ZREM', QUEUE, u)
+  elseif fits(info, u) then
+    redis.call('ZREM', QUEUE, u)
+    redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine, 'slot', slot)
+    if not st[6] then redis.call('HSET', J, 'started', NOW) end
+    attempt_update(u, st[2], {machine=machine, slot=slot, launched=NOW, started=NOW, warm=true})
+    info.job, info.attempt, info.state, info.since = u, tonumber(st[2]), 'running', NOW
+    slot_put(slot, info)
+    redis.call('SREM', IDLE, slot)
+    redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
+    return {1, u, st[2], st[3] or '', st[4] or '', st[5] or ''}
+  end
+end
+if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', 0) then
+  slot_drop(slot)
+  return {-5}
+end
+info.job, info.attempt, info.state, info.since = '', 0, 'idle', NOW
+slot_put(slot, info)
+redis.call('SADD', IDLE, slot)
+redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
+return {0, tostring(cfg('idle', 10))}
+""")
+
+# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none)
+# Returns {1, job status | 'GONE' | 'MOVED' | ''} or {-1} when the slot is gone.
+HEARTBEAT = _script("""
+local slot, u = ARGV[3], ARGV[4]
+if not redis.call('ZSCORE', SLOTS, slot) then return {-1} end
+redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
+if ARGV[6] ~= '' then
+  local info = slot_get(slot)
+  if info then info.deadline = tonumber(ARGV[6]); slot_put(slot, info) end
+end
+if u == '' then return {1, ''} end
+local st = redis.call('HMGET', jk(u), 'status', 'attempt')
+if not st[1] then return {1, 'GONE'} end
+if tonumber(st[2]) ~= tonumber(ARGV[5]) then return {1, 'MOVED'} end
+return {1, st[1]}
+""")
+
+# The worker records the end of an attempt.
+# ARGV: tag, now, ulid, attempt, machine, status, result, error, reason, retry delay ('' = none),
+#       retry memory ('FACTOR MAX', '' = same)
+FINISH = _script("""
+return end_attempt(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
+  ARGV[11])
+""")
+
+# A slot's machine is gone (it died, or its lease ran out): free the slot and end its job's
+# attempt with the reason. ARGV: tag, now, slot, ulid, attempt, error, reason, retry delay,
+# retry memory, only-if-expired ('1' | '0')
+# Returns {1, ulid, attempt, machine, ended} | {0} (nothing to do) | {-2} (the slot moved on to
+# another job: read it again).
+LOST = _script("""
+local slot = ARGV[3]
+local lease = redis.call('ZSCORE', SLOTS, slot)
+if not lease then redis.call('HDEL', SLOT, slot); return {0} end
+if ARGV[10] == '1' and tonumber(lease) > NOW then return {0} end
+local info = slot_get(slot) or {job=''}
+local u = info.job or ''
+if u ~= ARGV[4] or (u ~= '' and tostring(info.attempt) ~= ARGV[5]) then return {-2} end
+slot_drop(slot)
+local ended = 0
+if u ~= '' then
+  ended = end_attempt(u, info.attempt, '', 'FAILED', '', ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+end
+return {1, u, tostring(info.attempt or 0), info.machine or '', ended}
+""")
+
+# ARGV: tag, now, ulid, error
+# Returns {1, previous status, slot, machine} or {code, status}.
+CANCEL = _script("""
+local u = ARGV[3]
+local J = jk(u)
+local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl')
 if not st[1] then return {-1, ''} end
-if tonumber(st[2]) ~= tonumber(ARGV[1]) then return {-2, st[1]} end
-if st[1] ~= 'STARTING' then return {-3, st[1]} end
-redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'machine', ARGV[2])
-if not st[6] then redis.call('HSET', KEYS[1], 'started', ARGV[3]) end
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-local a = raw and cjson.decode(raw) or {n=tonumber(ARGV[1])}
-a.machine = ARGV[2]
-a.started = tonumber(ARGV[3])
-if not a.launched and tonumber(ARGV[1]) == 1 then a.launched = tonumber(st[7]) end
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(a))
-redis.call('EXPIRE', KEYS[2], tonumber(st[8]) or 86400)
-return {1, st[3] or '', st[4] or '', st[5] or ''}
-"""
+if st[1] == 'SUCCEEDED' or st[1] == 'FAILED' or st[1] == 'CANCELLED' then return {-3, st[1]} end
+redis.call('ZREM', QUEUE, u)
+redis.call('ZREM', DELAYED, u)
+redis.call('HSET', J, 'status', 'CANCELLED', 'finished', NOW, 'reason', 'cancelled',
+  'error', ARGV[4])
+if st[1] == 'RUNNING' or st[1] == 'STARTING' then
+  attempt_update(u, st[2], {ended=NOW, outcome='CANCELLED', reason='cancelled'})
+  local info = st[3] and slot_get(st[3])
+  if info and info.job == u then info.cancel = NOW; slot_put(st[3], info) end
+end
+local ttl = tonumber(st[5]) or 86400
+redis.call('DEL', dk(u))
+redis.call('LPUSH', dk(u), 'CANCELLED')
+redis.call('EXPIRE', dk(u), ttl)
+redis.call('EXPIRE', J, ttl)
+return {1, st[1], st[3] or '', st[4] or ''}
+""")
 
-# KEYS: job, attempts, done
-# ARGV: attempt, machine ('' = any), status, result, error, reason, now
-FINISH = """
-local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'machine', 'ttl')
-if not st[1] then return -1 end
-if tonumber(st[2]) ~= tonumber(ARGV[1]) then return -2 end
-if st[1] ~= 'RUNNING' and st[1] ~= 'STARTING' then return -3 end
-if ARGV[2] ~= '' and st[3] and st[3] ~= '' and st[3] ~= ARGV[2] then return -4 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished', ARGV[7], 'reason', ARGV[6])
-if ARGV[3] == 'SUCCEEDED' then
-  redis.call('HSET', KEYS[1], 'result', ARGV[4])
-else
-  redis.call('HSET', KEYS[1], 'error', ARGV[5])
+# The supervisor's step for one pool: promote due jobs, then take slots for queued work under
+# the cap (beyond what idle machines will take) and for the warm floor.
+# ARGV: tag, now, fresh floor ids (ULIDs, space separated)
+# Returns a flat list of launches, five items each: slot, ulid (a fresh id and attempt 0 for a
+# floor machine), attempt, cpus, memory_mb.
+FILL = _script("""
+promote_due(1000)
+local out = {}
+local cap = cfg('cap', 1)
+local spare = redis.call('SCARD', IDLE)
+while redis.call('ZCARD', SLOTS) < cap do
+  local q = redis.call('ZRANGE', QUEUE, spare, spare)
+  local u = q[1]
+  if not u then break end
+  redis.call('ZREM', QUEUE, u)
+  if redis.call('HGET', jk(u), 'status') == 'QUEUED' then
+    for _, x in ipairs(take_slot(u, redis.call('HGET', jk(u), 'attempt'))) do
+      table.insert(out, x)
+    end
+  end
 end
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-local a = raw and cjson.decode(raw) or {n=tonumber(ARGV[1])}
-if not a.launched and tonumber(ARGV[1]) == 1 then
-  a.launched = tonumber(redis.call('HGET', KEYS[1], 'created'))
+local floor = math.min(cfg('min', 0), cap)
+for id in string.gmatch(ARGV[3], '%S+') do
+  if redis.call('ZCARD', SLOTS) >= floor then break end
+  local slot = id..'-0'
+  redis.call('ZADD', SLOTS, NOW + cfg('boot', 60), slot)
+  slot_put(slot, {job='', attempt=0, cpus=cfg('cpus', 1), mem=cfg('mem', 256), state='starting',
+    since=NOW, machine=''})
+  for _, x in ipairs({slot, id, '0', tostring(cfg('cpus', 1)), tostring(cfg('mem', 256))}) do
+    table.insert(out, x)
+  end
 end
-a.ended = tonumber(ARGV[7])
-a.outcome = ARGV[3]
-if ARGV[6] ~= '' then a.reason = ARGV[6] end
-if ARGV[2] ~= '' and not a.machine then a.machine = ARGV[2] end
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(a))
-redis.call('DEL', KEYS[3])
-redis.call('LPUSH', KEYS[3], ARGV[3])
-local ttl = tonumber(st[4]) or 86400
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
-return 1
-"""
+return out
+""")

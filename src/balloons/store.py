@@ -25,6 +25,63 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
 
 
+_SHAS: dict[str, str] = {}
+
+
+class SubmitRequest:
+    """Everything the SUBMIT script needs besides the job's keys."""
+
+    __slots__ = (
+        "args",
+        "cpus",
+        "created",
+        "due",
+        "key_digest",
+        "memory_mb",
+        "payload",
+        "pool_config",
+        "priority",
+        "sig",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        *,
+        payload: bytes,
+        args: bytes,
+        sig: str,
+        created: float,
+        ttl: int,
+        pool_config: str,
+        due: float | None,
+        priority: int,
+        cpus: int,
+        memory_mb: int,
+        key_digest: str,
+    ) -> None:
+        self.payload = payload
+        self.args = args
+        self.sig = sig
+        self.created = created
+        self.ttl = ttl
+        self.pool_config = pool_config
+        self.due = due
+        self.priority = priority
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.key_digest = key_digest
+
+
+def _sha(script: str) -> str:
+    sha = _SHAS.get(script)
+    if sha is None:
+        import hashlib
+
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
+    return sha
+
+
 def _decode(raw: dict[bytes, bytes]) -> dict[str, bytes]:
     return {k.decode(): v for k, v in raw.items()}
 
@@ -122,57 +179,156 @@ class Store:
         return JobKeys.of(self.namespace, job_id)
 
     # ----------------------------------------------------------------- writes
-    def submit_args(
-        self, jk: JobKeys, payload: bytes, args: bytes, sig: str, created: float, ttl: int
-    ) -> tuple[list[str], list[Any]]:
-        return (
-            [jk.job, jk.attempts, jk.pool.jobs],  # attempts: same slot, written at claim
-            [payload, args, sig, repr(created), ttl, jk.ulid],
-        )
+    def _tagged(self, pk: PoolKeys, *args: Any) -> list[Any]:
+        return [1, pk.queue, pk.tag, time.time(), *args]
 
-    def submit(
-        self, jk: JobKeys, payload: bytes, args: bytes, sig: str, created: float, ttl: int
-    ) -> None:
-        k, a = self.submit_args(jk, payload, args, sig, created, ttl)
+    def _submit_cmd(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
+        return [
+            1,
+            jk.pool.queue,
+            jk.pool.tag,
+            repr(req.created),
+            jk.ulid,
+            req.payload,
+            req.args,
+            req.sig,
+            req.ttl,
+            req.pool_config,
+            "" if req.due is None else repr(req.due),
+            req.priority,
+            req.cpus,
+            req.memory_mb,
+            req.key_digest,
+        ]
+
+    def submit(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
+        """Store a job and place it (a new machine's slot, a warm machine, the queue, or the
+        delayed set) in one round trip. Returns the SUBMIT script's reply."""
+        import redis as redis_mod
+
+        cmd = self._submit_cmd(jk, req)
         with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(pools_key(self.namespace), jk.pool.pool)
-            pipe.eval(lua.SUBMIT, len(k), *k, *a)
-            _, ok = pipe.execute()
-        if ok != 1:
-            raise StoreError(f"job id {jk.job_id} already exists")
+            for _ in range(2):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.sadd(pools_key(self.namespace), jk.pool.pool)
+                pipe.evalsha(_sha(lua.SUBMIT), *cmd)
+                try:
+                    _, reply = pipe.execute()
+                    break
+                except redis_mod.exceptions.NoScriptError:
+                    self.redis.script_load(lua.SUBMIT)
+        return list(reply)
 
-    async def submit_async(
-        self, jk: JobKeys, payload: bytes, args: bytes, sig: str, created: float, ttl: int
-    ) -> None:
-        k, a = self.submit_args(jk, payload, args, sig, created, ttl)
+    async def submit_async(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
+        import redis as redis_mod
+
+        cmd = self._submit_cmd(jk, req)
         with self.errors():
-            pipe = self.aredis.pipeline(transaction=False)
-            pipe.sadd(pools_key(self.namespace), jk.pool.pool)
-            pipe.eval(lua.SUBMIT, len(k), *k, *a)
-            _, ok = await pipe.execute()
-        if ok != 1:
-            raise StoreError(f"job id {jk.job_id} already exists")
+            for _ in range(2):
+                pipe = self.aredis.pipeline(transaction=False)
+                pipe.sadd(pools_key(self.namespace), jk.pool.pool)
+                pipe.evalsha(_sha(lua.SUBMIT), *cmd)
+                try:
+                    _, reply = await pipe.execute()
+                    break
+                except redis_mod.exceptions.NoScriptError:
+                    await self.aredis.script_load(lua.SUBMIT)
+        return list(reply)
 
-    def fail(self, jk: JobKeys, attempt: int, reason: str, message: str) -> bool:
-        """Fail an attempt that never ran (e.g. its machine could not be launched)."""
+    def eval(self, script: str, pk: PoolKeys, *args: Any) -> Any:
+        """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``."""
+        with self.errors():
+            return self.redis.eval(script, *self._tagged(pk, *args))
+
+    def lost(
+        self,
+        pk: PoolKeys,
+        slot: str,
+        ulid: str,
+        attempt: int,
+        reason: str,
+        message: str,
+        retry: tuple[str, str],
+        only_if_expired: bool = False,
+    ) -> list[Any]:
+        """Free a slot whose machine is gone and end its job's attempt with ``reason``."""
         error = json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
-        with self.errors():
-            ok = self.redis.eval(
-                lua.FINISH,
-                3,
-                jk.job,
-                jk.attempts,
-                jk.done,
+        return list(
+            self.eval(
+                lua.LOST,
+                pk,
+                slot,
+                ulid,
                 attempt,
-                "",
-                "FAILED",
-                "",
                 error,
                 reason,
-                time.time(),
+                *retry,
+                "1" if only_if_expired else "0",
             )
-        return bool(ok == 1)
+        )
+
+    def cancel(self, jk: JobKeys) -> tuple[str | None, str, str]:
+        """Mark a job cancelled. Returns (previous status or None if it had ended, slot,
+        machine)."""
+        error = json.dumps(
+            {"type": "", "message": "cancelled on request", "traceback": "", "reason": "cancelled"}
+        )
+        reply = self.eval(lua.CANCEL, jk.pool, jk.ulid, error)
+        if reply[0] == -1:
+            from .errors import JobNotFound
+
+            raise JobNotFound(jk.job_id)
+        if reply[0] != 1:
+            return None, "", ""
+        return tuple(x.decode() if isinstance(x, bytes) else str(x) for x in reply[1:4])  # type: ignore[return-value]
+
+    def slot_info(self, pk: PoolKeys, slot: str) -> dict[str, Any] | None:
+        with self.errors():
+            raw = self.redis.hget(pk.slot, slot)
+        return json.loads(raw) if raw else None
+
+    def slots(self, pk: PoolKeys) -> list[tuple[str, float, dict[str, Any]]]:
+        """Every slot of a pool: (slot, lease end, info)."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrange(pk.slots, 0, -1, withscores=True)
+            pipe.hgetall(pk.slot)
+            leases, infos = pipe.execute()
+        out = []
+        for member, lease in leases:
+            raw = infos.get(member)
+            out.append((member.decode(), float(lease), json.loads(raw) if raw else {}))
+        return out
+
+    def pool_stats(self, pool: str) -> dict[str, Any]:
+        """Cap, machines (starting, running, idle), queued and delayed counts of one pool."""
+        pk = PoolKeys(self.namespace, pool)
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(pk.cfg)
+            pipe.hvals(pk.slot)
+            pipe.zcard(pk.queue)
+            pipe.zcard(pk.delayed)
+            cfg, infos, queued, delayed = pipe.execute()
+        states = [json.loads(raw).get("state", "?") for raw in infos]
+        cfg_s = {k.decode(): v.decode() for k, v in cfg.items()}
+        return {
+            "pool": pool,
+            "max_machines": int(float(cfg_s.get("cap", 0))),
+            "min_machines": int(float(cfg_s.get("min", 0))),
+            "idle_timeout": float(cfg_s.get("idle", 0)),
+            "machines": len(states),
+            "starting": states.count("starting"),
+            "running": states.count("running"),
+            "idle": states.count("idle"),
+            "queued": int(queued),
+            "delayed": int(delayed),
+        }
+
+    def queue_position(self, jk: JobKeys) -> int | None:
+        with self.errors():
+            rank = self.redis.zrank(jk.pool.queue, jk.ulid)
+        return None if rank is None else int(rank) + 1
 
     def forget(self, jk: JobKeys) -> None:
         with self.errors():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .errors import ConfigError
@@ -26,20 +26,49 @@ DEFAULT_TIMEOUT = 600.0  # seconds a task may run before its attempt fails with 
 class TaskOptions:
     """How a task's machine is sized and how long it may run. Per-call: ``task.options(...)``."""
 
-    cpus: int = DEFAULT_CPUS
-    memory_mb: int = DEFAULT_MEMORY_MB
+    cpus: int | None = None  # None: the pool's
+    memory_mb: int | None = None  # None: the pool's
     timeout: float = DEFAULT_TIMEOUT
     pool: str = "default"
+    retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 300.0
+    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
+    retry_memory_factor: float = 1.0
+    retry_memory_max: int | None = None
+    priority: int = 0
 
     def __post_init__(self) -> None:
         from .keys import POOL_RE
 
-        if not isinstance(self.cpus, int) or self.cpus < 1:
+        if self.cpus is not None and (not isinstance(self.cpus, int) or self.cpus < 1):
             raise ConfigError(f"cpus must be a positive integer, got {self.cpus!r}")
-        if not isinstance(self.memory_mb, int) or self.memory_mb < 64:
+        if self.memory_mb is not None and (
+            not isinstance(self.memory_mb, int) or self.memory_mb < 64
+        ):
             raise ConfigError(
                 f"memory_mb must be an integer of at least 64, got {self.memory_mb!r}"
             )
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be an integer >= 0, got {self.retries!r}")
+        for what, value in (
+            ("retry_backoff", self.retry_backoff),
+            ("retry_backoff_max", self.retry_backoff_max),
+        ):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{what} must be a number of seconds >= 0, got {value!r}")
+        if not isinstance(self.retry_memory_factor, (int, float)) or self.retry_memory_factor < 1:
+            raise ConfigError(
+                f"retry_memory_factor must be a number >= 1, got {self.retry_memory_factor!r}"
+            )
+        if not isinstance(self.retry_on, tuple) or not all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in self.retry_on
+        ):
+            raise ConfigError(
+                f"retry_on must be a tuple of exception classes, got {self.retry_on!r}"
+            )
+        if not isinstance(self.priority, int) or not -1000 <= self.priority <= 1000:
+            raise ConfigError(f"priority must be an integer in -1000..1000, got {self.priority!r}")
         if not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         if not isinstance(self.pool, str) or not POOL_RE.match(self.pool):

@@ -11,10 +11,12 @@ balloons' own lean modules (no redis-py, no CLI, web or HTTP library).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +25,9 @@ from typing import Any
 
 from . import lua, registry
 from .errors import SerializationError, StoreError, WorkerError
-from .keys import DEFAULT_NAMESPACE, JobKeys
+from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
 from .resp import RespClient
+from .retry import Retry, decide
 from .serialize import Serializer, get_serializer, loads_call
 from .signing import verify
 from .status import Reason
@@ -37,6 +40,7 @@ EXIT_SKIPPED = 4  # nothing to do: the job was cancelled, reassigned, or its rec
 EXIT_STORE = 5  # Redis could not be reached, so nothing could be recorded
 
 RECORDED_EXITS = frozenset({EXIT_OK, EXIT_TASK_FAILED, EXIT_REFUSED, EXIT_SKIPPED})
+TIMEOUT_GRACE = 5.0  # seconds past a run timeout before the worker stops its own machine
 
 
 class TaskTimeout(BaseException):
@@ -68,12 +72,16 @@ class Handoff:
                 "BALLOONS_JOB=JOB_ID/ATTEMPT, which balloons sets on every machine it launches",
             )
         job_id, _, attempt = raw.rpartition("/")
-        if not job_id or not attempt.isdigit() or int(attempt) < 1:
+        if not job_id or not attempt.isdigit():
             raise WorkerError(
                 "usage",
                 f"BALLOONS_JOB={raw!r} is malformed: expected JOB_ID/ATTEMPT, "
                 "e.g. default.01jd3x9k2m8vq4t7w0c5r6y1zh/1",
             )
+        try:
+            split_job_id(job_id)
+        except ValueError as exc:
+            raise WorkerError("usage", f"BALLOONS_JOB={raw!r} is malformed: {exc}") from None
         url = env.get("BALLOONS_REDIS_URL") or env.get("REDIS_URL") or ""
         if not url:
             raise WorkerError(
@@ -120,41 +128,193 @@ def _error_json(reason: str, exc: BaseException | None, message: str = "") -> st
     )
 
 
-class JobRun:
-    """One attempt of one job inside this worker."""
+class _Interrupted(BaseException):
+    """Raised inside a task when its job was cancelled, reassigned or deleted meanwhile."""
+
+
+class Worker:
+    """One machine's worker: its first job, then warm reuse until its pool's idle timeout."""
 
     def __init__(self, handoff: Handoff, client: RespClient) -> None:
         self.h = handoff
         self.client = client
-        self.keys = JobKeys.of(handoff.namespace, handoff.job_id)
+        self.pool, _, first = handoff.job_id.rpartition(".")
+        self.pk = PoolKeys(handoff.namespace, self.pool)
+        self.slot = f"{first}-{handoff.attempt}"
+        self.heartbeat = 2.0
+        self.idle = 10.0
+        # The job running now, for the heartbeat thread: (ulid, attempt, deadline).
+        self.current: tuple[str, int, float | None] | None = None
+        self.in_task = False
+        self.interrupted = ""
+        self.stop = False
+        self.lock = threading.Lock()
 
-    def finish(self, status: str, result: bytes = b"", error: str = "", reason: str = "") -> int:
+    # --------------------------------------------------------------- scripts
+    def _eval(self, script: str, *args: Any, client: RespClient | None = None) -> Any:
+        return (client or self.client).eval(
+            script, [self.pk.queue], [self.pk.tag, time.time(), *args]
+        )
+
+    def finish(
+        self,
+        ulid: str,
+        attempt: int,
+        status: str,
+        result: bytes = b"",
+        error: str = "",
+        reason: str = "",
+        retry: tuple[str, str] = ("", ""),
+    ) -> int:
         return int(
-            self.client.eval(
+            self._eval(
                 lua.FINISH,
-                [self.keys.job, self.keys.attempts, self.keys.done],
-                [self.h.attempt, self.h.machine_id, status, result, error, reason, time.time()],
+                ulid,
+                attempt,
+                self.h.machine_id,
+                status,
+                result,
+                error,
+                reason,
+                *retry,
             )
         )
 
-    def fail(self, reason: str, exc: BaseException | None, message: str = "") -> None:
-        if self.finish("FAILED", error=_error_json(reason, exc, message), reason=reason) != 1:
-            _log(f"job {self.h.job_id}: could not record failure ({reason}); it moved on")
-
+    # ------------------------------------------------------------------ loop
     def run(self) -> int:
-        h = self.h
-        reply = self.client.eval(
-            lua.CLAIM, [self.keys.job, self.keys.attempts], [h.attempt, h.machine_id, time.time()]
+        code = EXIT_SKIPPED
+        beat = threading.Thread(target=self._beat, name="balloons-heartbeat", daemon=True)
+        if self.h.attempt > 0:
+            ulid = self.slot.rpartition("-")[0]
+            reply = self._eval(lua.CLAIM, ulid, self.h.attempt, self.h.machine_id)
+            if reply[0] == 1:
+                self.heartbeat, self.idle = float(reply[4]), float(reply[5])
+                beat.start()
+                code = self.run_job(ulid, self.h.attempt, reply[1], reply[2], reply[3])
+            else:
+                what = {-1: "its record is gone", -2: "it moved to another attempt"}
+                if reply[1] == b"no slot":
+                    what[-1] = "its machine's slot is gone"
+                _log(
+                    f"job {self.h.job_id} attempt {self.h.attempt} not run: "
+                    + what.get(reply[0], f"it is {reply[1].decode() if reply[1] else '?'}")
+                )
+                if reply[1] == b"no slot":
+                    return EXIT_SKIPPED
+        if not beat.is_alive() and not self.stop:
+            beat.start()
+        mode = "take"
+        idle_until = 0.0
+        while not self.stop:
+            reply = self._eval(lua.TAKE, self.slot, self.h.machine_id, mode)
+            if reply[0] == 1:
+                code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
+                mode, idle_until = "take", 0.0
+                continue
+            if reply[0] != 0:
+                break  # the slot was given back (idle timeout) or taken away: exit
+            now = time.monotonic()
+            if idle_until == 0.0 or mode == "release":
+                idle_until = now + float(reply[1])
+            left = idle_until - now
+            if left <= 0:
+                mode = "release"
+                continue
+            # Wait for a wake-up token (a job handed to an idle machine), never long, so that
+            # delayed jobs falling due are seen too.
+            self.client.execute("BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}")
+            mode = "take" if time.monotonic() < idle_until else "release"
+        self.stop = True
+        return code
+
+    def _beat(self) -> None:
+        """Heartbeat thread: renew the slot's lease, notice cancellation, enforce deadlines."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM})
+        client = RespClient(self.h.redis_url)
+        try:
+            while not self.stop:
+                with self.lock:
+                    cur = self.current
+                ulid, attempt, deadline = cur if cur else ("", 0, None)
+                try:
+                    reply = self._eval(
+                        lua.HEARTBEAT,
+                        self.slot,
+                        ulid,
+                        attempt,
+                        f"{deadline:.3f}" if deadline else "",
+                        client=client,
+                    )
+                except (StoreError, OSError) as exc:
+                    _log(f"heartbeat failed: {exc}")
+                    reply = None
+                if reply is not None:
+                    if reply[0] == -1:
+                        self.stop = True
+                        self._interrupt("its machine's slot was taken away")
+                    elif ulid and reply[1] != b"RUNNING":
+                        what = {b"CANCELLED": "it was cancelled", b"GONE": "its record vanished"}
+                        self._interrupt(what.get(reply[1], "it moved on to another attempt"))
+                if ulid and deadline and time.time() > deadline + TIMEOUT_GRACE:
+                    self._hard_timeout(client, ulid, attempt)
+                time.sleep(self.heartbeat)
+        finally:
+            client.close()
+
+    def _interrupt(self, why: str) -> None:
+        with self.lock:
+            if self.in_task and not self.interrupted:
+                self.interrupted = why
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    def _hard_timeout(self, client: RespClient, ulid: str, attempt: int) -> None:
+        """The task ignored its timeout signal: record the failure and end the machine."""
+        spec = self.spec or {}
+        retry = decide(spec, attempt, Reason.TIMEOUT)
+        error = _error_json(
+            Reason.TIMEOUT, None, "the task ignored its run timeout, so its machine was killed"
         )
-        if reply[0] != 1:
-            what = {-1: "its record is gone", -2: "it moved to another attempt"}.get(
-                reply[0], f"it is {reply[1].decode() if reply[1] else 'not claimable'}"
+        with contextlib.suppress(Exception):
+            self._eval(
+                lua.LOST,
+                self.slot,
+                ulid,
+                attempt,
+                error,
+                Reason.TIMEOUT,
+                *retry,
+                "0",
+                client=client,
             )
-            _log(f"job {h.job_id} attempt {h.attempt} not run: {what}")
-            return EXIT_SKIPPED
-        payload, args, sig = reply[1], reply[2], reply[3]
-        if not verify(h.secret, payload, args, sig):
-            self.fail(
+        _log(f"job {self.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after its run timeout")
+        os._exit(EXIT_TASK_FAILED)
+
+    # ------------------------------------------------------------------- job
+    spec: dict[str, Any] | None = None
+
+    def run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
+        job_id = f"{self.pool}.{ulid}"
+        self.spec = None
+
+        def fail(reason: str, exc: BaseException | None, message: str = "") -> int:
+            retry = ("", "")
+            if self.spec is not None:
+                delay = exc.delay if isinstance(exc, Retry) else None
+                retry = decide(self.spec, attempt, reason, requested_delay=delay)
+            ended = self.finish(
+                ulid,
+                attempt,
+                "FAILED",
+                error=_error_json(reason, exc, message),
+                reason=reason,
+                retry=retry,
+            )
+            if ended < 0:
+                _log(f"job {job_id}: could not record failure ({reason}); it moved on")
+            return EXIT_TASK_FAILED
+
+        if not verify(self.h.secret, payload, args, sig):
+            fail(
                 Reason.SIGNATURE_INVALID,
                 None,
                 "the job record's signature does not match: it was altered, or signed with "
@@ -163,7 +323,7 @@ class JobRun:
             return EXIT_REFUSED
         try:
             spec = json.loads(payload)
-            if not isinstance(spec, dict) or spec.get("id") != h.job_id:
+            if not isinstance(spec, dict) or spec.get("id") != job_id:
                 raise ValueError("payload names another job")
             name = str(spec["task"])
             task = registry.load(name, spec.get("main"))
@@ -171,54 +331,67 @@ class JobRun:
             call_args, call_kwargs = loads_call(ser, args)
             timeout = float(spec.get("timeout") or 0)
         except WorkerError as exc:
-            self.fail(exc.reason, exc)
+            fail(exc.reason, exc)
             return EXIT_REFUSED
         except SerializationError as exc:
-            self.fail(Reason.SERIALIZATION, exc)
+            fail(Reason.SERIALIZATION, exc)
             return EXIT_REFUSED
         except (ValueError, KeyError, TypeError) as exc:
-            self.fail(Reason.RECORD_INVALID, exc, f"malformed job record: {exc}")
+            fail(Reason.RECORD_INVALID, exc, f"malformed job record: {exc}")
             return EXIT_REFUSED
-        return self._execute(task.fn, ser, call_args, call_kwargs, timeout)
-
-    def _execute(
-        self,
-        fn: Any,
-        ser: Serializer,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        timeout: float,
-    ) -> int:
+        self.spec = spec
+        retry_on: tuple[type[BaseException], ...] = getattr(
+            getattr(task, "opts", None), "retry_on", (Exception,)
+        )
+        deadline = time.time() + timeout if timeout > 0 else None
+        with self.lock:
+            self.current = (ulid, attempt, deadline)
+            self.interrupted = ""
+            self.in_task = True
         if timeout > 0:
             signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            value = fn(*args, **kwargs)
+            value = task.fn(*call_args, **call_kwargs)
+        except _Interrupted:
+            _log(f"job {job_id} attempt {attempt} stopped: {self.interrupted}")
+            return EXIT_SKIPPED
         except TaskTimeout as exc:
-            self.fail(Reason.TIMEOUT, exc, f"the task ran past its timeout of {timeout:g}s")
-            return EXIT_TASK_FAILED
+            return fail(Reason.TIMEOUT, exc, f"the task ran past its timeout of {timeout:g}s")
         except MemoryError as exc:
-            self.fail(Reason.OOM, exc, "the task ran out of memory (its memory_mb limit)")
-            return EXIT_TASK_FAILED
+            return fail(Reason.OOM, exc, "the task ran out of memory (its memory_mb limit)")
+        except Retry as exc:
+            return fail(Reason.TASK_ERROR, exc)
         except BaseException as exc:
-            self.fail(Reason.TASK_ERROR, exc)
-            return EXIT_TASK_FAILED
+            if isinstance(exc, retry_on):
+                return fail(Reason.TASK_ERROR, exc)
+            saved, self.spec = self.spec, None  # not retryable: record it as final
+            try:
+                return fail(Reason.TASK_ERROR, exc)
+            finally:
+                self.spec = saved
         finally:
             if timeout > 0:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+            with self.lock:
+                self.in_task = False
+                self.current = None
         try:
             data = ser.dumps(value)
         except Exception as exc:
-            self.fail(
+            return fail(
                 Reason.SERIALIZATION,
                 exc,
                 f"the task returned {type(value).__name__}, which the {ser.name} serializer "
                 f"cannot encode: {exc}",
             )
-            return EXIT_TASK_FAILED
-        if self.finish("SUCCEEDED", result=data) != 1:
-            _log(f"job {self.h.job_id}: result not recorded, the job moved on")
+        if self.finish(ulid, attempt, "SUCCEEDED", result=data) < 0:
+            _log(f"job {job_id}: result not recorded, the job moved on")
         return EXIT_OK
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise _Interrupted
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
@@ -249,8 +422,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return EXIT_USAGE
     _extend_path(env)
     client = RespClient(handoff.redis_url)
+    signal.signal(signal.SIGUSR1, _on_interrupt)
     try:
-        return JobRun(handoff, client).run()
+        return Worker(handoff, client).run()
     except StoreError as exc:
         _log(f"job {handoff.job_id}: {exc}")
         return EXIT_STORE

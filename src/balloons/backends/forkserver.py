@@ -31,13 +31,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import keys, lua
+from .. import keys
 from .. import worker as worker_mod
 from ..errors import StoreError
+from ..reclaim import end_slot
 from ..resp import RespClient
 from ..status import Reason, exit_reason
 
-TIMEOUT_GRACE = 5.0  # seconds past a job's run timeout before its machine is killed
 STOP_GRACE = 10.0
 
 
@@ -49,11 +49,11 @@ class Child:
     namespace: str
     job_id: str
     attempt: int
+    pool: str
+    slot: str
     log: str
-    kill_at: float | None  # hard deadline (run timeout + grace)
     started: float = field(default_factory=time.time)
     stop_requested: bool = False
-    timed_out: bool = False
     stop_deadline: float | None = None
 
 
@@ -108,10 +108,7 @@ class ForkServer:
     def _next_timeout(self) -> float:
         now = time.time()
         waits = [self.idle - (time.monotonic() - self.last_activity) + 0.01]
-        for c in self.children.values():
-            for t in (c.kill_at, c.stop_deadline):
-                if t is not None:
-                    waits.append(t - now)
+        waits += [c.stop_deadline - now for c in self.children.values() if c.stop_deadline]
         return max(0.01, min(min(waits), 1.0))
 
     def _begin_drain(self) -> None:
@@ -181,7 +178,6 @@ class ForkServer:
         machine = str(req["machine"])
         env = {str(k): str(v) for k, v in req["env"].items()}
         log = str(req.get("log") or os.devnull)
-        timeout = float(req.get("timeout") or 0)
         pid = os.fork()
         if pid == 0:  # child: never returns
             self._child(env, req, log)
@@ -192,8 +188,9 @@ class ForkServer:
             namespace=env.get("BALLOONS_NAMESPACE", keys.DEFAULT_NAMESPACE),
             job_id=str(req.get("job_id", "")),
             attempt=int(req.get("attempt", 0)),
+            pool=str(req.get("pool", "")),
+            slot=str(req.get("slot", "")),
             log=log,
-            kill_at=time.time() + timeout + TIMEOUT_GRACE if timeout > 0 else None,
         )
         self.children[pid] = child
         self.by_machine[machine] = child
@@ -276,10 +273,6 @@ class ForkServer:
     def _enforce_deadlines(self) -> None:
         now = time.time()
         for child in list(self.children.values()):
-            if child.kill_at is not None and now >= child.kill_at:
-                child.timed_out = True
-                child.kill_at = None
-                _signal_group(child.pid, signal.SIGKILL)
             if child.stop_deadline is not None and now >= child.stop_deadline:
                 child.stop_deadline = None
                 _signal_group(child.pid, signal.SIGKILL)
@@ -314,16 +307,10 @@ class ForkServer:
         if child.stop_requested:
             fields["requested_stop"] = 1
         self._record(child, fields)
-        if code in worker_mod.RECORDED_EXITS:
+        if code == 0:
             with contextlib.suppress(OSError):
-                os.unlink(child.log) if code == 0 and child.log != os.devnull else None
-            return
-        if child.timed_out:
-            reason, msg = (
-                Reason.TIMEOUT.value,
-                "the machine outlived its run timeout and was killed",
-            )
-        elif child.stop_requested:
+                os.unlink(child.log) if child.log != os.devnull else None
+        if child.stop_requested:
             reason, msg = Reason.CANCELLED.value, "the machine was stopped on request"
         elif sig is not None:
             reason, msg = Reason.KILLED.value, f"the machine was killed by signal {sig}"
@@ -332,17 +319,22 @@ class ForkServer:
                 exit_reason(code),
                 f"the machine exited with code {code} before recording a result",
             )
-        self._fail_attempt(child, reason, msg)
+        # A worker that gave its slot back leaves nothing to do; otherwise the slot is freed
+        # and whatever it was running ends with the reason (or retries).
+        self._end_slot(child, reason, msg)
 
-    def _fail_attempt(self, child: Child, reason: str, message: str) -> None:
-        if not child.job_id or not child.redis_url:
+    def _end_slot(self, child: Child, reason: str, message: str) -> None:
+        if not child.slot or not child.pool or not child.redis_url:
             return
-        jk = keys.JobKeys.of(child.namespace, child.job_id)
-        error = json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
-        self._client(child.redis_url).eval(
-            lua.FINISH,
-            [jk.job, jk.attempts, jk.done],
-            [child.attempt, child.machine, "FAILED", "", error, reason, time.time()],
+        client = self._client(child.redis_url)
+        pk = keys.PoolKeys(child.namespace, child.pool)
+        end_slot(
+            client.execute,
+            lambda script, pk, *args: client.eval(script, [pk.queue], [pk.tag, time.time(), *args]),
+            pk,
+            child.slot,
+            reason,
+            message,
         )
 
     def _record(

@@ -108,6 +108,7 @@ class LocalBackend:
             "job_id": spec.job_id,
             "attempt": spec.attempt,
             "pool": spec.pool,
+            "slot": spec.metadata.get("balloons_slot", ""),
             "log": str(logs / f"{machine}.log"),
         }
         reply = self._request(req)

@@ -1,0 +1,86 @@
+"""``Pool``: a named group of machines with a cap, a warm floor and an idle timeout.
+
+``app.pool("builds", max_machines=2, idle_timeout=10, cpus=4, memory_mb=4096)`` declares one;
+tasks name it with ``@app.task(pool="builds")``. A pool never has more than ``max_machines``
+machines (starting, running or idle) at once, however many processes submit: the cap is
+checked by the same Lua script that takes a slot (:mod:`balloons.lua`). The pool's settings
+travel to Redis with every submit, so workers and supervisors read the submitter's values.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+from .keys import POOL_RE
+
+
+class Pool:
+    __slots__ = (
+        "boot_timeout",
+        "cpus",
+        "heartbeat",
+        "idle_timeout",
+        "max_machines",
+        "memory_mb",
+        "min_machines",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_machines: int,
+        idle_timeout: float,
+        min_machines: int = 0,
+        cpus: int = 1,
+        memory_mb: int = 256,
+        boot_timeout: float = 60.0,
+        heartbeat: float = 2.0,
+    ) -> None:
+        if not isinstance(name, str) or not POOL_RE.match(name):
+            raise ConfigError(
+                f"pool name {name!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
+                "letter or digit"
+            )
+        _positive_int("max_machines", max_machines, 1)
+        _positive_int("min_machines", min_machines, 0)
+        _positive_int("cpus", cpus, 1)
+        _positive_int("memory_mb", memory_mb, 64)
+        if min_machines > max_machines:
+            raise ConfigError(
+                f"pool {name!r}: min_machines ({min_machines}) exceeds max_machines "
+                f"({max_machines})"
+            )
+        for what, value, low in (
+            ("idle_timeout", idle_timeout, 0.0),
+            ("boot_timeout", boot_timeout, 1.0),
+            ("heartbeat", heartbeat, 0.1),
+        ):
+            if not isinstance(value, (int, float)) or value < low:
+                raise ConfigError(f"pool {name!r}: {what} must be at least {low:g}s, got {value!r}")
+        self.name = name
+        self.max_machines = max_machines
+        self.idle_timeout = float(idle_timeout)
+        self.min_machines = min_machines
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.boot_timeout = float(boot_timeout)
+        self.heartbeat = float(heartbeat)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pool {self.name} max_machines={self.max_machines} min={self.min_machines} "
+            f"idle_timeout={self.idle_timeout:g}s {self.cpus}cpu/{self.memory_mb}MB>"
+        )
+
+    def redis_config(self) -> str:
+        """The settings as the SUBMIT script stores them (``name value`` pairs)."""
+        return (
+            f"cap {self.max_machines} boot {self.boot_timeout:g} idle {self.idle_timeout:g} "
+            f"min {self.min_machines} hb {self.heartbeat:g} cpus {self.cpus} mem {self.memory_mb}"
+        )
+
+
+def _positive_int(what: str, value: object, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{what} must be an integer of at least {low}, got {value!r}")

@@ -1,0 +1,84 @@
+"""Retry policy: which failures retry, and after how long. Pure functions, standard library only.
+
+A task's policy travels in its signed payload (``retries``, ``backoff``, ``backoff_max``,
+``mem_factor``, ``mem_max``), so the worker, the local fork server and the supervisor all decide
+alike. The ``retry_on`` exception classes stay with the task: only the worker, which has them
+imported, judges a task error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import random
+
+# Failures of the machine, not of the task: they retry under the same budget.
+MACHINE_REASONS = frozenset({"oom", "killed", "lost", "boot_timeout", "timeout"})
+# Failures that another attempt cannot fix.
+FINAL_REASONS = frozenset(
+    {
+        "signature_invalid",
+        "record_invalid",
+        "task_not_found",
+        "serialization",
+        "launch_failed",
+        "cancelled",
+    }
+)
+
+
+class Retry(Exception):
+    """Raise inside a task to ask for another attempt: ``raise balloons.Retry(delay=30)``.
+
+    ``delay`` overrides the task's backoff for this retry; the task's ``retries`` budget still
+    applies (when it is spent, the job fails with this exception).
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
+            raise ValueError(f"Retry delay must be a number of seconds >= 0, got {delay!r}")
+        self.delay = delay
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds before attempt ``attempt + 1``: ``base * 2**(attempt-1)``, capped, with jitter
+    drawn from the upper half (so retries of a burst spread out but never come early)."""
+    delay: float = min(cap, base * (2 ** max(0, attempt - 1)))
+    if rng is None:
+        import random
+
+        rng = random.Random()
+    r: float = rng.random()
+    return delay * (0.5 + 0.5 * r)
+
+
+def decide(
+    spec: dict[str, Any],
+    attempt: int,
+    reason: str,
+    *,
+    requested_delay: float | None = None,
+) -> tuple[str, str]:
+    """``(retry delay, retry memory)`` for the end scripts: ``("", "")`` means no retry.
+
+    ``spec`` is the job's payload; ``attempt`` the number of the attempt that failed.
+    """
+    if reason in FINAL_REASONS:
+        return "", ""
+    retries = int(spec.get("retries") or 0)
+    if attempt > retries:
+        return "", ""
+    if requested_delay is not None:
+        delay = float(requested_delay)
+    else:
+        delay = backoff(
+            attempt, float(spec.get("backoff") or 1.0), float(spec.get("backoff_max") or 300.0)
+        )
+    memory = ""
+    factor = float(spec.get("mem_factor") or 1.0)
+    if reason == "oom" and factor > 1.0:
+        limit = int(spec.get("mem_max") or int(spec.get("memory_mb") or 256) * 8)
+        memory = f"{factor:g} {limit}"
+    return f"{delay:.3f}", memory
