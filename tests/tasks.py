@@ -83,3 +83,78 @@ def pid_then_sleep(path: str, seconds: float) -> None:
 
 def not_a_task() -> None:
     """Importable, but never registered."""
+
+
+# ------------------------------------------------------------------ pools and retries
+capped = app.pool("capped", max_machines=2, idle_timeout=1)
+solo = app.pool("solo", max_machines=1, idle_timeout=0.5)
+racy = app.pool("racy", max_machines=3, idle_timeout=0.02)
+
+
+@app.task(pool="capped", timeout=30)
+def stamp(seconds: float) -> dict[str, Any]:
+    """Sleep, and say where and when it ran: what the cap tests measure."""
+    start = time.time()
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "start": start, "end": time.time()}
+
+
+@app.task(pool="solo", timeout=60)
+def solo_sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(pool="solo", timeout=30)
+def solo_touch(path: str) -> str:
+    Path(path).write_text("ran")
+    return path
+
+
+@app.task(pool="racy", timeout=30)
+def racy_add(a: int, b: int) -> int:
+    return a + b
+
+
+def _count(path: str) -> int:
+    p = Path(path)
+    n = int(p.read_text()) + 1 if p.exists() else 1
+    p.write_text(str(n))
+    return n
+
+
+@app.task(timeout=30, retries=3, retry_backoff=0.05, retry_on=(ConnectionError,))
+def flaky(path: str, failures: int) -> int:
+    """Fails with ConnectionError ``failures`` times, then returns the attempt count."""
+    n = _count(path)
+    if n <= failures:
+        raise ConnectionError(f"attempt {n} fails")
+    return n
+
+
+@app.task(timeout=30, retries=3, retry_backoff=0.05, retry_on=(ConnectionError,))
+def wrong_kind(path: str) -> None:
+    _count(path)
+    raise KeyError("not retried: not a ConnectionError")
+
+
+@app.task(timeout=30, retries=1)
+def asks_retry(path: str, delay: float) -> int:
+    n = _count(path)
+    if n == 1:
+        raise balloons.Retry("not yet", delay=delay)
+    return n
+
+
+@app.task(timeout=30, memory_mb=128, retries=2, retry_memory_factor=4.0)
+def hungry(mb: int) -> int:
+    blocks = [bytearray(1024 * 1024) for _ in range(mb)]
+    return len(blocks)
+
+
+@app.task(pool="solo", timeout=60)
+def deaf_sleep(seconds: float) -> float:
+    """Ignores the worker's cancel signal, as code stuck in C would."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    time.sleep(seconds)
+    return seconds

@@ -29,6 +29,8 @@ from .errors import (
     WorkerError,
 )
 from .job import Job
+from .pools import Pool
+from .retry import Retry
 from .serialize import JSONSerializer, PickleSerializer, Serializer
 from .status import AttemptInfo, JobInfo, JobStatus, MachineInfo, MachineSpec
 from .task import Task, TaskOptions
@@ -36,12 +38,14 @@ from .task import Task, TaskOptions
 if TYPE_CHECKING:
     from .backends.base import Backend, BackendContext
     from .backends.local import LocalBackend
+    from .supervisor import Supervisor
 
 # Machines import this package on start-up: what the worker never needs loads on first use.
 _LAZY = {
     "Backend": "balloons.backends.base",
     "BackendContext": "balloons.backends.base",
     "LocalBackend": "balloons.backends.local",
+    "Supervisor": "balloons.supervisor",
 }
 
 
@@ -75,10 +79,13 @@ __all__ = [
     "MachineInfo",
     "MachineSpec",
     "PickleSerializer",
+    "Pool",
     "ResultTimeout",
+    "Retry",
     "SerializationError",
     "Serializer",
     "StoreError",
+    "Supervisor",
     "Task",
     "TaskOptions",
     "WorkerError",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .backends.base import Backend
     from .store import Store, SubmitRequest
+    from .supervisor import Supervisor
 
     P = ParamSpec("P")
 
@@ -258,6 +259,17 @@ class App:
             self._backend = backend
         return self._backend
 
+    def supervisor(self, **options: Any) -> Supervisor:
+        """A :class:`~balloons.supervisor.Supervisor` for this app (not started)."""
+        from .supervisor import Supervisor
+
+        return Supervisor(self, **options)
+
+    def start_supervisor(self, interval: float = 1.0, **options: Any) -> Supervisor:
+        """Run the supervisor in a daemon thread of this process; returns it (``.stop()``).
+        For asyncio apps: ``app.supervisor().start_async()`` inside the running loop."""
+        return self.supervisor(interval=interval, **options).start()
+
     def job(self, job_id: str) -> Job[Any]:
         """The handle of an existing job, from its id (``JobNotFound`` on use if unknown)."""
         return Job(self, job_id)
@@ -452,30 +464,42 @@ class App:
             await asyncio.to_thread(self.launch_slot, *launch)
         return job
 
-    def cancel(self, job_id: str, grace: float = 10.0) -> bool:
+    def cancel(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
         """Cancel a job: a queued one never starts; a running one is told to stop (its worker
         notices within a heartbeat) and its machine is stopped after ``grace`` seconds if it
-        is still on the job. Returns False if the job had already ended."""
+        is still on the job (from a daemon thread, or before returning with ``wait``).
+        Returns False if the job had already ended."""
         jk = JobKeys.of(self.settings.namespace, job_id)
         prev, slot, _machine = self.store.cancel(jk)
         if prev is None:
             return False
         if prev in ("RUNNING", "STARTING") and slot:
-            import threading
+            if wait:
+                self._stop_if_still(jk, slot, grace)
+            else:
+                import threading
 
-            t = threading.Timer(grace, self._stop_if_still, (jk, slot))
-            t.daemon = True
-            t.start()
+                threading.Thread(
+                    target=self._stop_if_still, args=(jk, slot, grace), daemon=True
+                ).start()
         return True
 
-    def _stop_if_still(self, jk: JobKeys, slot: str) -> None:
-        """The grace period after a cancel is over: stop the machine if it still runs the job."""
+    def _stop_if_still(self, jk: JobKeys, slot: str, grace: float) -> None:
+        """Wait up to ``grace`` for the worker to leave the cancelled job, then stop its
+        machine if it has not."""
         import contextlib
 
+        deadline = time.monotonic() + grace
         with contextlib.suppress(Exception):
-            info = self.store.slot_info(jk.pool, slot)
-            if info and info.get("job") == jk.ulid and info.get("machine"):
-                self.backend.stop(str(info["machine"]))
+            while True:
+                info = self.store.slot_info(jk.pool, slot)
+                if not info or info.get("job") != jk.ulid:
+                    return
+                if time.monotonic() >= deadline:
+                    if info.get("machine"):
+                        self.backend.stop(str(info["machine"]))
+                    return
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 _SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")

@@ -244,6 +244,105 @@ def jobs(limit: int, pool: str | None, status_: str | None, as_json: bool) -> No
     console.print(table)
 
 
+def _import_app(module: str | None) -> App:
+    """The app a module defines (``-A tasks`` imports ``tasks``, so its pools apply), or a
+    plain ``App()`` from the environment."""
+    if not module:
+        return _app()
+    sys.path.insert(0, os.getcwd())
+    mod = importlib.import_module(module)
+    found = [v for v in vars(mod).values() if isinstance(v, App)]
+    if not found:
+        raise click.BadParameter(f"module {module!r} defines no balloons.App", param_hint="-A")
+    return found[0]
+
+
+@main.command()
+@click.option("-A", "--app", "module", default=None, help="Module defining the App (and pools).")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds per step.")
+@click.option("--once", is_flag=True, help="Run one step (with orphan collection) and exit.")
+def supervise(module: str | None, interval: float, once: bool) -> None:
+    """Reclaim dead machines, promote due jobs, launch for queued work, collect orphans."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sup = _import_app(module).supervisor(interval=interval)
+    if once:
+        report = sup.step(gc=True)
+        click.echo(
+            json.dumps(
+                {
+                    "reclaimed": report.reclaimed,
+                    "stopped": report.stopped,
+                    "launched": report.launched,
+                    "destroyed": report.destroyed,
+                    "errors": report.errors,
+                }
+            )
+        )
+        return
+    err_console.print(f"supervising every {interval:g}s; Ctrl-C to stop")
+    try:
+        sup.run_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pools(as_json: bool) -> None:
+    """Each pool's cap and its starting, running, idle and queued counts."""
+    app = _app()
+    rows = [app.store.pool_stats(p) for p in app.store.pools()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(show_edge=False)
+    for name in ("pool", "cap", "floor", "starting", "running", "idle", "queued", "delayed"):
+        table.add_column(name, justify="left" if name == "pool" else "right")
+    for r in rows:
+        table.add_row(
+            r["pool"],
+            str(r["max_machines"]),
+            str(r["min_machines"]),
+            str(r["starting"]),
+            str(r["running"]),
+            str(r["idle"]),
+            str(r["queued"]),
+            str(r["delayed"]),
+        )
+    console.print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--grace", type=float, default=10.0, show_default=True)
+def cancel(job_id: str, grace: float) -> None:
+    """Cancel a job: a queued one never starts, a running one is stopped."""
+    app = _app()
+    if app.cancel(job_id, grace=grace, wait=True):
+        click.echo(f"{job_id} cancelled")
+    else:
+        click.echo(f"{job_id} had already ended ({app.job(job_id).status().value})")
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only list the orphaned machines.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Destroy machines tagged by balloons whose job is finished or unknown."""
+    sup = _app().supervisor(orphan_min_age=10.0)
+    found = sup.collect_orphans(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps([{"id": m.id, "pool": m.pool, "job": m.job_id} for m in found]))
+        return
+    verb = "would destroy" if dry_run else "destroyed"
+    for m in found:
+        click.echo(f"{verb} {m.id} (pool {m.pool}, job {m.job_id or '-'})")
+    click.echo(f"{len(found)} orphaned machine(s) {verb}")
+
+
 @main.command()
 def worker() -> None:
     """Run the job named by BALLOONS_JOB: what a machine runs (python -m balloons.worker)."""

@@ -85,11 +85,11 @@ class Job(Generic[R]):
                 )
             await store.wait_done_async(self._keys, max(left, 0.01))
 
-    def cancel(self, grace: float = 10.0) -> bool:
+    def cancel(self, grace: float = 10.0, wait: bool = False) -> bool:
         """Cancel the job. A queued or delayed one never starts; a running one is told to stop
         and its machine is stopped after ``grace`` seconds if it is still on the job. The
         status becomes CANCELLED at once. False if the job had already ended."""
-        return self.app.cancel(self.id, grace=grace)
+        return self.app.cancel(self.id, grace=grace, wait=wait)
 
     def queue_position(self) -> int | None:
         """1 for the next job of its pool to get a machine; None when not queued."""

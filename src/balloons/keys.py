@@ -32,6 +32,7 @@ key                                      type    TTL         written by
 ``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID
 ``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
 ``NS:machines``                          zset    trimmed     local fork server: MID by launch time
+``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
 =======================================  ======  ==========  =================================
 
 Job hash fields: ``payload`` (signed JSON: task, module, options), ``args`` (serialized
@@ -161,3 +162,8 @@ def machine_key(ns: str, machine_id: str) -> str:
 
 def machines_key(ns: str) -> str:
     return f"{ns}:machines"
+
+
+def gc_lock_key(ns: str) -> str:
+    """Held for a few seconds by the supervisor that sweeps orphaned machines."""
+    return f"{ns}:gc-lock"

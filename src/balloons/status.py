@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     TIMEOUT = "timeout"
     KILLED = "killed"
     LOST = "lost"
+    BOOT_TIMEOUT = "boot_timeout"
     CANCELLED = "cancelled"
     SIGNATURE_INVALID = "signature_invalid"
     RECORD_INVALID = "record_invalid"
@@ -63,6 +64,8 @@ class AttemptInfo:
     ended_at: float | None = None
     outcome: str | None = None  # SUCCEEDED / FAILED / CANCELLED, None while running
     reason: str | None = None
+    warm: bool = False  # taken by a machine that was already running (no launch)
+    slot: str | None = None  # the pool slot (machine) that ran it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttemptInfo:
@@ -74,6 +77,8 @@ class AttemptInfo:
             ended_at=_opt_float(d.get("ended")),
             outcome=d.get("outcome") or None,
             reason=d.get("reason") or None,
+            warm=bool(d.get("warm")),
+            slot=d.get("slot") or None,
         )
 
 

@@ -204,6 +204,7 @@ class ForkServer:
                     "job": child.job_id,
                     "attempt": child.attempt,
                     "pool": req.get("pool", ""),
+                    "slot": child.slot,
                     "created": child.started,
                     "memory_mb": req.get("memory_mb", 0),
                     "cpus": req.get("cpus", 1),

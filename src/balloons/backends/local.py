@@ -159,11 +159,18 @@ class LocalBackend:
         raws = pipe.execute()
         out = [_info(mid, raw) for mid, raw in zip(ids, raws, strict=True) if raw]
         want = {k: str(v) for k, v in metadata.items()}
-        field_of = {"job": "job_id", "pool": "pool", "attempt": "attempt"}
         for k in want:
-            if k not in field_of:
-                raise BackendError(f"cannot filter machines by {k!r}: use job, pool or attempt")
-        return [m for m in out if all(str(getattr(m, field_of[k])) == v for k, v in want.items())]
+            if k not in ("job", "pool", "attempt", "slot"):
+                raise BackendError(
+                    f"cannot filter machines by {k!r}: use job, pool, attempt or slot"
+                )
+
+        def value(m: MachineInfo, k: str) -> str:
+            if k == "slot":
+                return m.detail.get("slot", "")
+            return str(getattr(m, {"job": "job_id"}.get(k, k)))
+
+        return [m for m in out if all(value(m, k) == v for k, v in want.items())]
 
     # ----------------------------------------------------------- fork server
     def socket_path(self) -> str:
@@ -269,5 +276,5 @@ def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
         signal=num("signal"),
         oom_killed=d.get("oom") == "1",
         requested_stop=d.get("requested_stop") == "1",
-        detail={k: d[k] for k in ("pid", "host", "memory_mb", "cpus", "exited") if k in d},
+        detail={k: d[k] for k in ("pid", "host", "memory_mb", "cpus", "exited", "slot") if k in d},
     )

@@ -1,0 +1,292 @@
+"""The supervisor: makes sure nothing is stranded. ``balloons supervise`` or
+``app.start_supervisor()``.
+
+Each :meth:`Supervisor.step` visits every pool and
+
+1. reclaims slots whose lease ran out (no heartbeat, or a machine that never booted): it asks
+   the backend why the machine died (exit code, out of memory, requested stop) and ends the
+   slot's attempt with that reason, which retries it if the task's policy allows;
+2. stops machines still running a job cancelled more than ``cancel_grace`` seconds ago, or
+   running past their job's deadline by more than the grace (a task stuck in C code);
+3. promotes due delayed jobs and retries, and takes slots for queued work under the cap and
+   for the pool's warm floor (one Lua script), then launches those machines;
+4. every ``gc_interval`` seconds, destroys machines tagged by balloons whose slot no longer
+   exists (their job finished, was reclaimed, or is unknown), and trims old index entries.
+
+Every change is one atomic script guarded by what it expects to find, so several supervisors
+can run at once without double work, and one that dies mid-step leaves nothing half done:
+a slot taken but never launched runs out its boot lease and is reclaimed like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import lua
+from .ids import ulid
+from .keys import PoolKeys, gc_lock_key, machines_key
+from .reclaim import end_slot
+from .status import MachineInfo, Reason, exit_reason
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .app import App
+
+log = logging.getLogger("balloons.supervisor")
+
+
+@dataclass
+class StepReport:
+    """What one step did (for logs, tests and ``balloons supervise --once``)."""
+
+    reclaimed: list[tuple[str, str]] = field(default_factory=list)  # (slot, reason)
+    stopped: list[str] = field(default_factory=list)  # machine ids
+    launched: list[str] = field(default_factory=list)  # slots
+    destroyed: list[str] = field(default_factory=list)  # orphaned machine ids
+    errors: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.reclaimed or self.stopped or self.launched or self.destroyed)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        app: App,
+        *,
+        interval: float = 1.0,
+        cancel_grace: float = 10.0,
+        timeout_grace: float = 10.0,
+        gc_interval: float = 30.0,
+        orphan_min_age: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.interval = interval
+        self.cancel_grace = cancel_grace
+        self.timeout_grace = timeout_grace
+        self.gc_interval = gc_interval
+        self.orphan_min_age = orphan_min_age
+        self._last_gc = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped_machines: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<Supervisor interval={self.interval:g}s running={self.running}>"
+
+    # ------------------------------------------------------------------ step
+    def step(self, *, gc: bool | None = None) -> StepReport:
+        report = StepReport()
+        store = self.app.store
+        now = time.time()
+        for pool in store.pools():
+            pk = PoolKeys(self.app.settings.namespace, pool)
+            try:
+                self._reclaim(pk, now, report)
+                self._fill(pk, report)
+            except Exception as exc:  # one bad pool must not stop the others
+                log.exception("supervisor: pool %s: %s", pool, exc)
+                report.errors.append(f"{pool}: {exc}")
+        if gc or (gc is None and now - self._last_gc >= self.gc_interval):
+            self._last_gc = now
+            try:
+                self.collect_orphans(report)
+                self._expire(now)
+            except Exception as exc:
+                log.exception("supervisor: gc: %s", exc)
+                report.errors.append(f"gc: {exc}")
+        return report
+
+    def _reclaim(self, pk: PoolKeys, now: float, report: StepReport) -> None:
+        store = self.app.store
+        for slot, lease, info in store.slots(pk):
+            machine = str(info.get("machine") or "")
+            if lease < now:
+                reason, message = self._why(pk, slot, info)
+                reply = end_slot(
+                    lambda *cmd: store.redis.execute_command(*cmd),
+                    lambda script, pk_, *args: store.eval(script, pk_, *args),
+                    pk,
+                    slot,
+                    reason,
+                    message,
+                    only_if_expired=True,
+                )
+                if reply and reply[0] == 1:
+                    report.reclaimed.append((slot, reason))
+                    log.warning("slot %s of pool %s reclaimed: %s", slot, pk.pool, message)
+                    if machine:
+                        self._destroy(machine)
+                continue
+            if not machine or not info.get("job"):
+                continue
+            cancelled = info.get("cancel")
+            deadline = info.get("deadline")
+            if (cancelled and now - float(cancelled) > self.cancel_grace) or (
+                deadline and now - float(deadline) > self.timeout_grace
+            ):
+                last = self._stopped_machines.get(machine, 0.0)
+                if now - last > self.cancel_grace:
+                    self._stopped_machines[machine] = now
+                    with contextlib.suppress(Exception):
+                        self.app.backend.stop(machine)
+                        report.stopped.append(machine)
+
+    def _why(self, pk: PoolKeys, slot: str, info: dict[str, Any]) -> tuple[str, str]:
+        """Ask the backend why a slot's machine stopped heartbeating."""
+        machine = str(info.get("machine") or "")
+        if not machine:
+            found = self._machines_of_slot(pk, slot)
+            if not found:
+                return (
+                    Reason.BOOT_TIMEOUT.value,
+                    "no machine started for the job within its pool's boot timeout",
+                )
+            m = found[0]
+        else:
+            m2 = None
+            with contextlib.suppress(Exception):
+                m2 = self.app.backend.inspect(machine)
+            if m2 is None:
+                return Reason.LOST.value, f"machine {machine} is gone without a word"
+            m = m2
+        return _reason_of(m)
+
+    def _machines_of_slot(self, pk: PoolKeys, slot: str) -> list[MachineInfo]:
+        with contextlib.suppress(Exception):
+            return self.app.backend.list(slot=slot)
+        return []
+
+    def _destroy(self, machine: str) -> None:
+        with contextlib.suppress(Exception):
+            self.app.backend.destroy(machine)
+
+    def _fill(self, pk: PoolKeys, report: StepReport) -> None:
+        store = self.app.store
+        cfg_min = int(float((store.redis.hget(pk.cfg, "min") or b"0").decode() or 0))
+        ids = " ".join(ulid() for _ in range(cfg_min))
+        flat = store.eval(lua.FILL, pk, ids)
+        for i in range(0, len(flat), 5):
+            slot, u, n, cpus, mem = (
+                x.decode() if isinstance(x, bytes) else str(x) for x in flat[i : i + 5]
+            )
+            if self.app.launch_slot(
+                pk.pool, u, int(n), int(cpus), int(mem), _timeout_of(store, pk, u)
+            ):
+                report.launched.append(slot)
+
+    # ---------------------------------------------------------------- orphans
+    def collect_orphans(
+        self, report: StepReport | None = None, *, dry_run: bool = False
+    ) -> list[MachineInfo]:
+        """Destroy running machines tagged by balloons whose slot no longer exists (their job
+        finished or is unknown). Returns them; with ``dry_run`` only lists them."""
+        report = report if report is not None else StepReport()
+        store = self.app.store
+        ns = self.app.settings.namespace
+        if not dry_run and not store.redis.set(
+            gc_lock_key(ns), "1", nx=True, ex=max(5, int(self.gc_interval / 2))
+        ):
+            return []  # another supervisor sweeps now
+        orphans = []
+        now = time.time()
+        for m in self.app.backend.list():
+            if not m.running or not m.pool:
+                continue
+            if m.created_at is not None and now - m.created_at < self.orphan_min_age:
+                continue  # just launched: its slot may be on its way
+            slot = m.detail.get("slot") or ""
+            pk = PoolKeys(ns, m.pool)
+            if slot and store.redis.zscore(pk.slots, slot) is not None:
+                continue
+            orphans.append(m)
+            if not dry_run:
+                self._destroy(m.id)
+                report.destroyed.append(m.id)
+                log.warning("destroyed orphaned machine %s (slot %s)", m.id, slot or "?")
+        return orphans
+
+    def _expire(self, now: float) -> None:
+        store = self.app.store
+        ttl = self.app.settings.record_ttl
+        pipe = store.redis.pipeline(transaction=False)
+        for pool in store.pools():
+            pipe.zremrangebyscore(
+                PoolKeys(self.app.settings.namespace, pool).jobs, "-inf", now - ttl
+            )
+        pipe.zremrangebyscore(machines_key(self.app.settings.namespace), "-inf", now - ttl)
+        pipe.execute()
+
+    # ------------------------------------------------------------------- run
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.step()
+            except Exception as exc:  # Redis down, say: try again next interval
+                log.error("supervisor step failed: %s", exc)
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def start(self) -> Supervisor:
+        """Run in a daemon thread."""
+        if not self.running:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self.run_forever, name="balloons-supervisor", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    async def run_async(self) -> None:
+        """The asyncio variant: steps run in a worker thread between async sleeps."""
+        import asyncio
+
+        while not self._stop.is_set():
+            try:
+                await asyncio.to_thread(self.step)
+            except Exception as exc:
+                log.error("supervisor step failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    def start_async(self) -> asyncio.Task[None]:
+        import asyncio
+
+        return asyncio.get_running_loop().create_task(self.run_async())
+
+
+def _reason_of(m: MachineInfo) -> tuple[str, str]:
+    if m.oom_killed:
+        return Reason.OOM.value, f"machine {m.id} ran out of memory"
+    if m.requested_stop:
+        return Reason.CANCELLED.value, f"machine {m.id} was stopped on request"
+    if m.signal is not None:
+        return Reason.KILLED.value, f"machine {m.id} was killed by signal {m.signal}"
+    if m.exit_code is not None and not m.running:
+        return exit_reason(m.exit_code), f"machine {m.id} exited with code {m.exit_code}"
+    if m.running:
+        return Reason.LOST.value, f"machine {m.id} stopped heartbeating while still running"
+    return Reason.LOST.value, f"machine {m.id} stopped ({m.state}) without recording a result"
+
+
+def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:
+    import json
+
+    with contextlib.suppress(Exception):
+        raw = store.redis.hget(pk.job(u), "payload")
+        return float(json.loads(raw).get("timeout") or 600.0)
+    return 600.0

@@ -1,0 +1,195 @@
+"""The supervisor: reclaims dead and never-booted machines, fills pools, collects orphans, and
+several at once do no double work."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+import balloons
+from balloons import JobFailed, JobStatus
+from balloons.cli import main as cli
+from balloons.task import TaskOptions
+from tests import tasks
+from tests.test_worker import HoldBackend
+
+
+def wait_for(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def held_app(pool: str, **pool_opts: Any) -> tuple[balloons.App, balloons.Task[Any, Any]]:
+    app = balloons.App(backend=HoldBackend())
+    app.pool(pool, **pool_opts)
+    task = balloons.Task(app, tasks.add.fn, tasks.add.name, TaskOptions(pool=pool, timeout=30))
+    return app, task
+
+
+def test_a_machine_that_never_boots_is_reclaimed_with_boot_timeout() -> None:
+    app, add = held_app("boot", max_machines=2, boot_timeout=1)
+    job = add.submit(1, 2)
+    assert job.status() is JobStatus.STARTING
+    sup = app.supervisor()
+    assert not sup.step(gc=False).reclaimed  # the lease is still running
+    time.sleep(1.1)
+    report = sup.step(gc=False)
+    assert report.reclaimed == [(f"{job.id.split('.')[1]}-1", "boot_timeout")]
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=5)
+    assert info.value.reason == "boot_timeout"
+    assert app.store.pool_stats("boot")["machines"] == 0
+
+
+def test_several_supervisors_do_no_double_work() -> None:
+    app, add = held_app("many", max_machines=3, boot_timeout=1)
+    jobs = [add.submit(i, i) for i in range(10)]
+    stats = app.store.pool_stats("many")
+    assert stats["starting"] == 3 and stats["queued"] == 7
+    time.sleep(1.1)
+    sups = [app.supervisor() for _ in range(4)]
+    reports: list[Any] = []
+    barrier = threading.Barrier(len(sups))
+
+    def run(s: balloons.Supervisor) -> None:
+        barrier.wait()
+        reports.append(s.step(gc=False))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    reclaimed = [x for rep in reports for x in rep.reclaimed]
+    launched = [x for rep in reports for x in rep.launched]
+    assert len(reclaimed) == 3 and len({s for s, _ in reclaimed}) == 3
+    assert len(launched) == 3 and len(set(launched)) == 3
+    stats = app.store.pool_stats("many")
+    assert stats["machines"] == 3 and stats["queued"] == 4
+    statuses = [j.status() for j in jobs]
+    assert statuses.count(JobStatus.FAILED) == 3
+    assert statuses.count(JobStatus.STARTING) == 3
+
+
+def test_a_step_interrupted_after_taking_slots_leaves_nothing_stranded() -> None:
+    """FILL took slots, then its supervisor died before launching: the slots run out their
+    boot lease and the next supervisor reclaims them and fills the pool again."""
+    app, add = held_app("crash", max_machines=1, boot_timeout=1)
+    first = add.submit(1, 1)
+    second = add.submit(2, 2)
+    assert second.status() is JobStatus.QUEUED
+    time.sleep(1.1)
+    app.supervisor().step(gc=False)  # reclaims the first, takes a slot for the second
+    assert first.status() is JobStatus.FAILED and second.status() is JobStatus.STARTING
+    time.sleep(1.1)
+    report = app.supervisor().step(gc=False)
+    assert report.reclaimed and second.status() is JobStatus.FAILED
+    assert app.store.pool_stats("crash")["machines"] == 0
+
+
+def test_a_frozen_machine_is_reclaimed_as_lost_and_destroyed() -> None:
+    job = tasks.solo_sleep.submit(30)
+    wait_for(lambda: job.status() is JobStatus.RUNNING)
+    machine = job.info().machine_id or ""
+    pid = int((tasks.app.backend.inspect(machine) or balloons.MachineInfo("", "", "")).detail["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    sup = tasks.app.supervisor()
+    try:
+        wait_for(lambda: bool(sup.step(gc=False).reclaimed) or job.status().terminal, timeout=15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=5)
+    assert info.value.reason == "lost"
+    assert "stopped heartbeating" in info.value.error_message
+    wait_for(lambda: not _alive(pid), timeout=15)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_orphaned_machines_are_collected(r: redis.Redis) -> None:
+    job = tasks.solo_sleep.submit(30)
+    wait_for(lambda: job.status() is JobStatus.RUNNING)
+    machine = job.info().machine_id or ""
+    info = tasks.app.backend.inspect(machine)
+    assert info is not None
+    pid = int(info.detail["pid"])
+    os.kill(pid, signal.SIGSTOP)  # so that it cannot notice on its own
+    slot = info.detail["slot"]
+    pk = tasks.app.store.keys(job.id).pool
+    r.zrem(pk.slots, slot)
+    r.hdel(pk.slot, slot)
+    sup = tasks.app.supervisor(orphan_min_age=0)
+    found = sup.collect_orphans(dry_run=True)
+    assert [m.id for m in found] == [machine]
+    assert _alive(pid)
+    out = CliRunner().invoke(cli, ["gc", "--dry-run", "--json"])
+    assert out.exit_code == 0 and machine not in out.output  # younger than the CLI's 10 s
+    destroyed = sup.collect_orphans()
+    assert [m.id for m in destroyed] == [machine]
+    wait_for(lambda: not _alive(pid), timeout=15)
+    job.cancel()
+
+
+def test_warm_floor_keeps_a_machine_ready() -> None:
+    app = tasks.app
+    app.pool("floor", max_machines=2, min_machines=1, idle_timeout=0.2)
+    task = balloons.Task(app, tasks.add.fn, tasks.add.name, TaskOptions(pool="floor", timeout=30))
+    # The pool's settings reach Redis with its first job.
+    assert task.submit(1, 1).result(timeout=30) == 2
+    sup = app.supervisor()
+    try:
+        wait_for(lambda: sup.step(gc=False) is not None and _floor_idle(app), timeout=20)
+        time.sleep(0.5)  # longer than the idle timeout: the floor machine stays
+        assert app.store.pool_stats("floor")["idle"] == 1
+        job = task.submit(2, 3)
+        assert job.result(timeout=30) == 5
+        assert job.info().attempts[0].warm
+    finally:
+        app.store.redis.hset(app.store.keys(job_id_of(task)).pool.cfg, "min", 0)
+    wait_for(lambda: app.store.pool_stats("floor")["machines"] == 0, timeout=20)
+
+
+def job_id_of(task: balloons.Task[Any, Any]) -> str:
+    return f"{task.opts.pool}.01jd3x9k2m8vq4t7w0c5r6y1zh"
+
+
+def _floor_idle(app: balloons.App) -> bool:
+    return bool(app.store.pool_stats("floor")["idle"] >= 1)
+
+
+def test_cli_pools_supervise_and_cancel() -> None:
+    job = tasks.solo_sleep.submit(30)
+    wait_for(lambda: job.status() is JobStatus.RUNNING)
+    out = CliRunner().invoke(cli, ["pools", "--json"])
+    assert out.exit_code == 0, out.output
+    solo = next(p for p in json.loads(out.output) if p["pool"] == "solo")
+    assert solo["max_machines"] == 1 and solo["running"] == 1
+    table = CliRunner().invoke(cli, ["pools"])
+    assert table.exit_code == 0 and "solo" in table.output
+    out = CliRunner().invoke(cli, ["cancel", job.id, "--grace", "5"])
+    assert out.exit_code == 0 and "cancelled" in out.output
+    assert job.status() is JobStatus.CANCELLED
+    out = CliRunner().invoke(cli, ["cancel", job.id])
+    assert out.exit_code == 1 and "already ended" in out.output
+    out = CliRunner().invoke(cli, ["supervise", "--once"])
+    assert out.exit_code == 0, out.output
+    assert set(json.loads(out.output.strip().splitlines()[-1])) >= {"reclaimed", "launched"}
