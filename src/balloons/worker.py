@@ -1,9 +1,14 @@
 """The worker: what runs on a machine. ``python -m balloons.worker`` (also ``balloons worker``).
 
-It reads its handoff (``BALLOONS_JOB=JOB_ID/ATTEMPT``), claims the attempt in Redis (one
-script that also returns the record), verifies the record's HMAC signature, imports the
-module that registers the task, runs it under its deadline, and records the result or the
-error atomically, waking every waiter. The exit code says what happened (``EXIT_*``).
+Its handoff ``BALLOONS_JOB=POOL.ULID/ATTEMPT`` names its first job and its slot (``ULID-ATTEMPT``;
+attempt 0 is a warm-floor machine with no job yet). It claims that attempt in Redis (one script
+that also returns the record), verifies the record's HMAC signature, imports the module that
+registers the task, runs it under its deadline and records the result or the error (or a
+retry), waking every waiter. Then it takes the next queued job of its pool, waits on the pool's
+wake list while there is none, and gives its slot back after the pool's idle timeout. A
+heartbeat thread renews the slot's lease, interrupts a task whose job was cancelled or
+reassigned, and ends the machine if a task ignores its deadline. The exit code is that of the
+last job (``EXIT_*``).
 
 This module is the start-up path of every machine: it imports only the standard library and
 balloons' own lean modules (no redis-py, no CLI, web or HTTP library).
@@ -293,6 +298,18 @@ class Worker:
     spec: dict[str, Any] | None = None
 
     def run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
+        try:
+            return self._run_job(ulid, attempt, payload, args, sig)
+        except _Interrupted:  # delivered just as the task returned: the job moved on anyway
+            return EXIT_SKIPPED
+        except TaskTimeout as exc:  # the timer fired just as the task returned
+            error = _error_json(Reason.TIMEOUT, exc, "the task reached its run timeout")
+            self.finish(ulid, attempt, "FAILED", error=error, reason=Reason.TIMEOUT)
+            return EXIT_TASK_FAILED
+        finally:
+            self.in_task = False
+
+    def _run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
         job_id = f"{self.pool}.{ulid}"
         self.spec = None
 
@@ -371,10 +388,10 @@ class Worker:
             finally:
                 self.spec = saved
         finally:
+            self.in_task = False  # first: from here on a cancel signal is ignored
             if timeout > 0:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             with self.lock:
-                self.in_task = False
                 self.current = None
         try:
             data = ser.dumps(value)
@@ -390,8 +407,12 @@ class Worker:
         return EXIT_OK
 
 
+_WORKER: list[Worker] = []  # the worker of this process, for the signal handler
+
+
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise _Interrupted
+    if _WORKER and _WORKER[0].in_task:
+        raise _Interrupted
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
@@ -424,7 +445,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
     client = RespClient(handoff.redis_url)
     signal.signal(signal.SIGUSR1, _on_interrupt)
     try:
-        return Worker(handoff, client).run()
+        worker = Worker(handoff, client)
+        _WORKER[:] = [worker]
+        return worker.run()
     except StoreError as exc:
         _log(f"job {handoff.job_id}: {exc}")
         return EXIT_STORE
