@@ -158,3 +158,12 @@ def deaf_sleep(seconds: float) -> float:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     time.sleep(seconds)
     return seconds
+
+
+@app.task(timeout=30, retries=1, retry_backoff=0.05)
+def dies_once(path: str) -> int:
+    """The first attempt's machine is killed outright; the second succeeds."""
+    n = _count(path)
+    if n == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n

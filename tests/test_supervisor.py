@@ -193,3 +193,31 @@ def test_cli_pools_supervise_and_cancel() -> None:
     out = CliRunner().invoke(cli, ["supervise", "--once"])
     assert out.exit_code == 0, out.output
     assert set(json.loads(out.output.strip().splitlines()[-1])) >= {"reclaimed", "launched"}
+
+
+def test_machine_loss_retries_on_a_new_machine(tmp_path: Any) -> None:
+    sup = tasks.app.start_supervisor(interval=0.1)
+    try:
+        job = tasks.dies_once.submit(str(tmp_path / "n"))
+        assert job.result(timeout=60) == 2
+    finally:
+        sup.stop()
+    first, second = job.info().attempts
+    assert first.reason == "killed" and first.outcome == "FAILED"
+    assert second.outcome == "SUCCEEDED" and second.machine_id != first.machine_id
+
+
+def test_async_supervisor_runs_in_the_event_loop(tmp_path: Any) -> None:
+    import asyncio
+
+    async def main() -> str:
+        sup = tasks.app.supervisor(interval=0.1)
+        runner = sup.start_async()
+        try:
+            job = await tasks.touch.submit_async(str(tmp_path / "later"), _delay=0.3)
+            return str(await job.result_async(timeout=30))
+        finally:
+            sup.stop()
+            await asyncio.wait_for(runner, 5)
+
+    assert asyncio.run(main()) == str(tmp_path / "later")
