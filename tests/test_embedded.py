@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +113,38 @@ def test_long_state_dir_falls_back_to_a_short_socket_path(tmp_path: Path) -> Non
     path = embedded.socket_path(deep)
     assert len(str(path)) <= 100
     assert path == embedded.socket_path(deep)  # stable for the same dir
+
+
+def test_a_running_job_survives_a_redis_restart(home: Path) -> None:
+    """The worker rides out the restart: it reconnects with backoff and records its result."""
+    app = balloons.App()
+    t = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
+    job = t.submit(2.0)
+    deadline = time.monotonic() + 20
+    while job.status() is not balloons.JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    app.close()
+    assert embedded.stop(home)
+    time.sleep(1.0)
+    embedded.ensure(home)
+    again = balloons.App()
+    assert again.job(job.id).result(timeout=60) == 2.0
+    assert again.job(job.id).info().attempts[0].outcome == "SUCCEEDED"
+
+
+def test_queued_jobs_survive_a_redis_restart(home: Path) -> None:
+    from tests.test_worker import HoldBackend
+
+    app = balloons.App(backend=HoldBackend())
+    app.pool("one", max_machines=1)
+    opts = balloons.TaskOptions(pool="one", timeout=30)
+    t = balloons.Task(app, tasks.add.fn, tasks.add.name, opts)
+    first, queued = t.submit(1, 1), t.submit(2, 2)
+    assert queued.status() is balloons.JobStatus.QUEUED
+    app.close()
+    assert embedded.stop(home)
+    again = balloons.App()
+    assert again.job(queued.id).status() is balloons.JobStatus.QUEUED
+    assert again.job(queued.id).queue_position() == 1
+    assert again.job(first.id).status() is balloons.JobStatus.STARTING

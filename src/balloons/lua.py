@@ -251,6 +251,16 @@ if not redis.call('ZSCORE', SLOTS, slot) then
 end
 local info = slot_get(slot) or {cpus=1, mem=256}
 info.machine = machine
+-- A job this machine already holds (the reply to an earlier TAKE or CLAIM was lost to a
+-- dropped connection) is returned again rather than stranded.
+if info.job and info.job ~= '' then
+  local cur = redis.call('HMGET', jk(info.job), 'status', 'attempt', 'payload', 'args', 'sig',
+    'slot', 'machine')
+  if cur[1] == 'RUNNING' and cur[6] == slot and cur[7] == machine
+      and tonumber(cur[2]) == tonumber(info.attempt) then
+    return {1, info.job, cur[2], cur[3] or '', cur[4] or '', cur[5] or ''}
+  end
+end
 promote_due(50)
 for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
   local J = jk(u)

@@ -31,7 +31,7 @@ from typing import Any
 from . import lua, registry
 from .errors import SerializationError, StoreError, WorkerError
 from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
-from .resp import RespClient
+from .resp import RespClient, RespError
 from .retry import Retry, decide
 from .serialize import Serializer, get_serializer, loads_call
 from .signing import verify
@@ -46,6 +46,8 @@ EXIT_STORE = 5  # Redis could not be reached, so nothing could be recorded
 
 RECORDED_EXITS = frozenset({EXIT_OK, EXIT_TASK_FAILED, EXIT_REFUSED, EXIT_SKIPPED})
 TIMEOUT_GRACE = 5.0  # seconds past a run timeout before the worker stops its own machine
+STORE_PATIENCE = 60.0  # seconds the worker keeps retrying Redis before it gives up
+_TRANSIENT = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
 
 
 class TaskTimeout(BaseException):
@@ -161,6 +163,23 @@ class Worker:
             script, [self.pk.queue], [self.pk.tag, time.time(), *args]
         )
 
+    def _patient(self, script: str, *args: Any, until: float | None = None) -> Any:
+        """Run a script, riding out a Redis restart: reconnect with backoff until ``until``
+        (monotonic; default: STORE_PATIENCE seconds from now), then give up."""
+        give_up = until if until is not None else time.monotonic() + STORE_PATIENCE
+        delay = 0.05
+        while True:
+            try:
+                return self._eval(script, *args)
+            except (StoreError, RespError) as exc:
+                if isinstance(exc, RespError) and not str(exc).startswith(_TRANSIENT):
+                    raise
+                if time.monotonic() + delay > give_up:
+                    raise StoreError(f"gave up after Redis stayed unreachable: {exc}") from None
+                _log(f"Redis unreachable ({exc}); retrying in {delay:.2f}s")
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     def finish(
         self,
         ulid: str,
@@ -171,8 +190,9 @@ class Worker:
         reason: str = "",
         retry: tuple[str, str] = ("", ""),
     ) -> int:
+        # A result is worth waiting for: keep trying until well past the job's deadline.
         return int(
-            self._eval(
+            self._patient(
                 lua.FINISH,
                 ulid,
                 attempt,
@@ -191,7 +211,7 @@ class Worker:
         beat = threading.Thread(target=self._beat, name="balloons-heartbeat", daemon=True)
         if self.h.attempt > 0:
             ulid = self.slot.rpartition("-")[0]
-            reply = self._eval(lua.CLAIM, ulid, self.h.attempt, self.h.machine_id)
+            reply = self._patient(lua.CLAIM, ulid, self.h.attempt, self.h.machine_id)
             if reply[0] == 1:
                 self.heartbeat, self.idle = float(reply[4]), float(reply[5])
                 beat.start()
@@ -211,7 +231,7 @@ class Worker:
         mode = "take"
         idle_until = 0.0
         while not self.stop:
-            reply = self._eval(lua.TAKE, self.slot, self.h.machine_id, mode)
+            reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode)
             if reply[0] == 1:
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
                 mode, idle_until = "take", 0.0
@@ -227,7 +247,10 @@ class Worker:
                 continue
             # Wait for a wake-up token (a job handed to an idle machine), never long, so that
             # delayed jobs falling due are seen too.
-            self.client.execute("BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}")
+            try:
+                self.client.execute("BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}")
+            except (StoreError, RespError):
+                time.sleep(min(left, 0.5))  # TAKE rides out the outage
             mode = "take" if time.monotonic() < idle_until else "release"
         self.stop = True
         return code
