@@ -231,7 +231,10 @@ class Worker:
         mode = "take"
         idle_until = 0.0
         while not self.stop:
-            reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode)
+            # With no job in hand, an unreachable Redis is worth waiting for only as long as
+            # the machine would have idled anyway: its slot is reclaimed once Redis is back.
+            patience = max(idle_until or time.monotonic() + self.idle, time.monotonic() + 2.0)
+            reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode, until=patience)
             if reply[0] == 1:
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
                 mode, idle_until = "take", 0.0
@@ -279,18 +282,24 @@ class Worker:
                 if reply is not None:
                     if reply[0] == -1:
                         self.stop = True
-                        self._interrupt("its machine's slot was taken away")
+                        self._interrupt(ulid, attempt, "its machine's slot was taken away")
                     elif ulid and reply[1] != b"RUNNING":
                         what = {b"CANCELLED": "it was cancelled", b"GONE": "its record vanished"}
-                        self._interrupt(what.get(reply[1], "it moved on to another attempt"))
+                        self._interrupt(
+                            ulid, attempt, what.get(reply[1], "it moved on to another attempt")
+                        )
                 if ulid and deadline and time.time() > deadline + TIMEOUT_GRACE:
                     self._hard_timeout(client, ulid, attempt)
                 time.sleep(self.heartbeat)
         finally:
             client.close()
 
-    def _interrupt(self, why: str) -> None:
+    def _interrupt(self, ulid: str, attempt: int, why: str) -> None:
+        """Interrupt the task if it still runs the job the heartbeat looked at."""
         with self.lock:
+            cur = self.current
+            if cur is None or cur[:2] != (ulid, attempt):
+                return  # that job already ended here; the next one is not concerned
             if self.in_task and not self.interrupted:
                 self.interrupted = why
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
