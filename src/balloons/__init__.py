@@ -21,6 +21,7 @@ from .errors import (
     BackendError,
     BalloonsError,
     ConfigError,
+    FlyAPIError,
     JobFailed,
     JobNotFound,
     ResultTimeout,
@@ -35,12 +36,14 @@ from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
     from .backends.base import Backend, BackendContext
+    from .backends.fly import FlyBackend
     from .backends.local import LocalBackend
 
 # Machines import this package on start-up: what the worker never needs loads on first use.
 _LAZY = {
     "Backend": "balloons.backends.base",
     "BackendContext": "balloons.backends.base",
+    "FlyBackend": "balloons.backends.fly",
     "LocalBackend": "balloons.backends.local",
 }
 
@@ -65,6 +68,8 @@ __all__ = [
     "BackendError",
     "BalloonsError",
     "ConfigError",
+    "FlyAPIError",
+    "FlyBackend",
     "JSONSerializer",
     "Job",
     "JobFailed",

@@ -270,13 +270,16 @@ class App:
         try:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
-            self.backend.launch(self._spec(jk, opts, attempt))
+            info = self.backend.launch(self._spec(jk, opts, attempt))
         except Exception as exc:
             import logging
 
             msg = f"could not launch a machine: {exc}"
             logging.getLogger("balloons").error("job %s launch failed: %s", jk.job_id, msg)
             store.fail(jk, attempt, Reason.LAUNCH_FAILED.value, msg)
+            return
+        if info.detail.get("note"):  # e.g. capacity refusals before the machine was made
+            store.note(jk, attempt, info.detail["note"])
 
     def _submit(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -302,7 +305,11 @@ def _make_backend(name: str, env: Any) -> Backend:
         from .backends.local import LocalBackend
 
         return LocalBackend()
-    raise ConfigError(f"backend {name!r} is not available in this version (expected 'local')")
+    if name == "fly":
+        from .backends.fly import FlyBackend
+
+        return FlyBackend()  # its settings are read from the app's environment at bind
+    raise ConfigError(f"unknown backend {name!r}: expected 'local' or 'fly'")
 
 
 _IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}

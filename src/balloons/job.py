@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
 from .status import JobInfo, JobStatus
+from .watch import Watch
 
 if TYPE_CHECKING:
     from .app import App
@@ -59,6 +60,7 @@ class Job(Generic[R]):
         """
         store = self.app.store
         deadline = None if timeout is None else time.monotonic() + timeout
+        watch = Watch(self.app, self._keys)  # notices a machine that died without a word
         while True:
             rec = store.record(self._keys)
             done = self._outcome(rec)
@@ -69,11 +71,14 @@ class Job(Generic[R]):
                 raise ResultTimeout(
                     f"job {self.id} still {rec['status'].decode()} after {timeout}s"
                 )
-            store.wait_done(self._keys, max(left, 0.01))
+            if watch.check_if_due(rec):
+                continue
+            store.wait_done(self._keys, max(min(left, watch.until_due()), 0.01))
 
     async def result_async(self, timeout: float | None = None) -> R:
         store = self.app.store
         deadline = None if timeout is None else time.monotonic() + timeout
+        watch = Watch(self.app, self._keys)  # notices a machine that died without a word
         while True:
             rec = await store.record_async(self._keys)
             if self._outcome(rec) is not None:
@@ -83,7 +88,12 @@ class Job(Generic[R]):
                 raise ResultTimeout(
                     f"job {self.id} still {rec['status'].decode()} after {timeout}s"
                 )
-            await store.wait_done_async(self._keys, max(left, 0.01))
+            if watch.enabled and watch.until_due() <= 0:
+                import asyncio
+
+                await asyncio.to_thread(watch.check_if_due, rec)
+                continue
+            await store.wait_done_async(self._keys, max(min(left, watch.until_due()), 0.01))
 
     def forget(self) -> None:
         """Delete the job's record and result now instead of at the end of their TTL."""

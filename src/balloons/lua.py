@@ -79,3 +79,17 @@ redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[3], ttl)
 return 1
 """
+
+# KEYS: job, attempts
+# ARGV: attempt, note
+# Adds a note (what the backend did to launch it) to an attempt record, keeping its fields.
+NOTE = """
+local ttl = redis.call('HGET', KEYS[1], 'ttl')
+if not ttl then return -1 end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+local a = raw and cjson.decode(raw) or {n=tonumber(ARGV[1])}
+a.note = ARGV[2]
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(a))
+redis.call('EXPIRE', KEYS[2], tonumber(ttl))
+return 1
+"""

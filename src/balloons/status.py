@@ -63,6 +63,7 @@ class AttemptInfo:
     ended_at: float | None = None
     outcome: str | None = None  # SUCCEEDED / FAILED / CANCELLED, None while running
     reason: str | None = None
+    note: str | None = None  # what the backend did to launch it (regions refused, ...)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttemptInfo:
@@ -74,6 +75,7 @@ class AttemptInfo:
             ended_at=_opt_float(d.get("ended")),
             outcome=d.get("outcome") or None,
             reason=d.get("reason") or None,
+            note=d.get("note") or None,
         )
 
 

@@ -174,6 +174,11 @@ class Store:
             )
         return bool(ok == 1)
 
+    def note(self, jk: JobKeys, attempt: int, note: str) -> None:
+        """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
+        with self.errors():
+            self.redis.eval(lua.NOTE, 2, jk.job, jk.attempts, attempt, note)
+
     def forget(self, jk: JobKeys) -> None:
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)

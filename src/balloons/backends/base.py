@@ -14,6 +14,10 @@ several in a row) and then exits. A backend must:
 * ``list(**metadata)``: the machines balloons launched, filtered by metadata
   (``job``, ``pool``, ``attempt``).
 
+A backend whose machines have a parent that fails the attempt of a machine dying without a
+word (the local fork server) sets ``reports_exits = True``. Otherwise a waiter asks
+``inspect`` about the attempt's machine now and then (:mod:`balloons.watch`).
+
 The app calls ``bind(ctx)`` once, before anything else, to hand over settings the backend may
 need (the Redis URL and secret for a backend that must pass them on, the namespace).
 """

@@ -56,6 +56,7 @@ class LocalBackend:
     """Machines as local processes. ``isolation``: ``"fork"`` (default) or ``"exec"``."""
 
     name = "local"
+    reports_exits = True  # the fork server fails the attempt of a machine that dies
 
     def __init__(self, isolation: str = "fork", idle_timeout: float | None = None) -> None:
         if isolation not in ISOLATIONS:
