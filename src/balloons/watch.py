@@ -82,10 +82,19 @@ class Watch:
     def _check(self, rec: dict[str, bytes]) -> None:
         status = rec.get("status", b"").decode()
         machine = rec.get("machine", b"").decode()
-        if status != "RUNNING" or not machine:
-            return  # still booting: its worker has not claimed the attempt yet
         attempt = int(rec.get("attempt") or 1)
         backend = self.app.backend
+        if status == "STARTING":
+            # Not claimed yet: the record has no machine id. A backend that can find the
+            # attempt's machine tells whether it died before its worker got going.
+            find = getattr(backend, "find_attempt", None)
+            found = find(self.keys.job_id, attempt) if find is not None else None
+            early = machine_outcome(found) if found is not None else None
+            if early is not None:
+                self.app.store.fail(self.keys, attempt, *early)
+            return
+        if status != "RUNNING" or not machine:
+            return
         info = backend.inspect(machine)
         if info is None:
             outcome: tuple[str, str] | None = (

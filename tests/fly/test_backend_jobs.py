@@ -63,7 +63,9 @@ def test_success_costs_exactly_one_api_call(rig: FlyRig) -> None:
     rig.wait_all_destroyed()
 
 
-def test_the_create_request_is_what_the_contract_says(rig: FlyRig, redis_url: str, secret: str) -> None:
+def test_the_create_request_is_what_the_contract_says(
+    rig: FlyRig, redis_url: str, secret: str
+) -> None:
     os.environ["ALLOWED_VAR"] = "yes"
     try:
         app = rig.app(env_allowlist=["ALLOWED_VAR", "NOT_SET_VAR"])
@@ -208,3 +210,15 @@ def test_main_script_tasks_configured_from_the_environment(rig: FlyRig, tmp_path
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "FLY!"
     assert rig.stats()["calls"] == {CREATE: 1}
+
+
+def test_the_worker_import_path_stays_free_of_httpx() -> None:
+    code = (
+        "import sys, balloons, balloons.worker, tests.tasks; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', "
+        "'starlette', 'uvicorn') or m.startswith('balloons.fly')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

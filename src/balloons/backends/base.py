@@ -16,7 +16,9 @@ several in a row) and then exits. A backend must:
 
 A backend whose machines have a parent that fails the attempt of a machine dying without a
 word (the local fork server) sets ``reports_exits = True``. Otherwise a waiter asks
-``inspect`` about the attempt's machine now and then (:mod:`balloons.watch`).
+``inspect`` about the attempt's machine now and then (:mod:`balloons.watch`), and, before a
+worker has claimed the attempt, the optional ``find_attempt(job_id, attempt)``: the
+attempt's newest machine, destroyed ones included, or ``None``.
 
 The app calls ``bind(ctx)`` once, before anything else, to hand over settings the backend may
 need (the Redis URL and secret for a backend that must pass them on, the namespace).

@@ -266,6 +266,15 @@ class FlyBackend:
         )  # fmt: skip
         return [wire.machine_info(m) for m in data or []]
 
+    def find_attempt(self, job_id: str, attempt: int) -> MachineInfo | None:
+        """The newest machine made for this attempt of the job, destroyed ones included."""
+        found = self.client.request(
+            "GET", self._path("/machines"), action="list", scope=self.settings.app,
+            params=self._attempt_params(job_id, attempt),
+        )  # fmt: skip
+        infos = [wire.machine_info(m) for m in found or []]
+        return max(infos, key=lambda m: m.created_at or 0.0, default=None)
+
     def close(self) -> None:
         """Close the HTTP client this backend made (one given to it stays open)."""
         if self._client is not None:
@@ -306,8 +315,8 @@ class FlyBackend:
             params[f"metadata.{wire.FILTERS[key]}"] = str(value)
         return params
 
-    def _find_params(self, spec: MachineSpec) -> dict[str, str]:
-        params = self._list_params({"job": spec.job_id, "attempt": str(spec.attempt)})
+    def _attempt_params(self, job_id: str, attempt: int) -> dict[str, str]:
+        params = self._list_params({"job": job_id, "attempt": str(attempt)})
         params["include_deleted"] = "true"  # a quick job may already be gone
         return params
 
@@ -315,14 +324,14 @@ class FlyBackend:
         """The attempt's machine if an earlier create made it (its answer lost)."""
         found = self.client.request(
             "GET", self._path("/machines"), action="list", scope=self.settings.app,
-            params=self._find_params(spec),
+            params=self._attempt_params(spec.job_id, spec.attempt),
         )  # fmt: skip
         return _named(found, spec.name)
 
     async def _find_async(self, spec: MachineSpec) -> dict[str, Any] | None:
         found = await self.client.request_async(
             "GET", self._path("/machines"), action="list", scope=self.settings.app,
-            params=self._find_params(spec),
+            params=self._attempt_params(spec.job_id, spec.attempt),
         )  # fmt: skip
         return _named(found, spec.name)
 

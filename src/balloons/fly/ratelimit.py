@@ -8,10 +8,12 @@ to wait before sending; a bucket may go into debt, so callers queue in reservati
 none starves. The same reservation serves a thread (:meth:`RateLimiter.acquire`) and an
 asyncio task (:meth:`RateLimiter.acquire_async`).
 
-Each bucket refills a little slower than Fly's (``headroom``, 5% by default), so that the
-small jitter between when a request leaves here and when Fly counts it does not turn a
-request sent on time into a 429. Other processes have buckets of their own: the 429 retries
-in :mod:`balloons.fly.client` cover them.
+Fly counts a request when it arrives, and this side when it is reserved: between the two,
+threads, the GIL and the network add jitter, and a burst whose first request arrives late
+makes the next ones look early. So each bucket leaves ``spare`` tokens of Fly's burst unused
+(one by default: bursts of 2 for creates, 9 for gets) and refills a little slower than Fly's
+(``headroom``, 5%), which absorbs that jitter. Other processes have buckets of their own: the
+429 retries in :mod:`balloons.fly.client` cover them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ DEFAULT_LIMIT = Limit(rate=1.0, burst=3.0)
 FLY_LIMITS: Mapping[str, Limit] = {"get": Limit(rate=5.0, burst=10.0)}
 #: Fraction by which buckets refill slower than Fly's own.
 DEFAULT_HEADROOM = 0.05
+#: Tokens of Fly's burst left unused, against arrival jitter.
+DEFAULT_SPARE = 1.0
 #: Buckets kept before full (idle) ones are dropped.
 _PRUNE_AT = 1024
 
@@ -66,7 +70,8 @@ class RateLimiter:
     """Token buckets per (action, identifier); thread-safe, usable from asyncio too.
 
     ``limits`` overrides the limit of given actions (default :data:`FLY_LIMITS`), ``default``
-    applies to the others, ``clock`` and ``sleep`` are injectable for tests.
+    applies to the others; ``headroom`` and ``spare`` are the safety margins described in the
+    module docstring; ``clock`` and ``sleep`` are injectable for tests.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class RateLimiter:
         default: Limit = DEFAULT_LIMIT,
         *,
         headroom: float = DEFAULT_HEADROOM,
+        spare: float = DEFAULT_SPARE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -83,6 +89,9 @@ class RateLimiter:
         self.limits = dict(FLY_LIMITS if limits is None else limits)
         self.default = default
         self.headroom = headroom
+        if spare < 0:
+            raise ValueError(f"spare must not be negative, got {spare!r}")
+        self.spare = spare
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -104,7 +113,8 @@ class RateLimiter:
                     self._prune(now)
                 limit = self.limit(action)
                 rate = limit.rate * (1.0 - self.headroom)
-                bucket = self._buckets[(action, scope)] = _Bucket(rate, limit.burst, now)
+                burst = max(1.0, limit.burst - self.spare)
+                bucket = self._buckets[(action, scope)] = _Bucket(rate, burst, now)
             return bucket.reserve(now)
 
     def acquire(self, action: str, scope: str) -> float:
