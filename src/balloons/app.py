@@ -278,7 +278,7 @@ class App:
             logging.getLogger("balloons").error("job %s launch failed: %s", jk.job_id, msg)
             store.fail(jk, attempt, Reason.LAUNCH_FAILED.value, msg)
             return
-        if info.detail.get("note"):  # e.g. capacity refusals before the machine was made
+        if info is not None and info.detail.get("note"):  # e.g. capacity refused somewhere
             store.note(jk, attempt, info.detail["note"])
 
     def _submit(

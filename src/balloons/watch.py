@@ -76,7 +76,14 @@ class Watch:
             return False
         self.interval = min(self.interval * 2, MAX_INTERVAL)
         self.at = time.monotonic() + self.interval
-        self._check(rec)
+        try:
+            self._check(rec)
+        except Exception as exc:  # a backend that cannot answer now must not break result()
+            import logging
+
+            logging.getLogger("balloons").warning(
+                "job %s: could not check its machine: %s", self.keys.job_id, exc
+            )
         return True
 
     def _check(self, rec: dict[str, bytes]) -> None:
@@ -97,12 +104,8 @@ class Watch:
             return
         info = backend.inspect(machine)
         if info is None:
-            outcome: tuple[str, str] | None = (
-                Reason.LOST.value,
-                f"machine {machine} is gone without recording an outcome",
-            )
-        else:
-            outcome = machine_outcome(info)
+            return  # a backend that does not know the machine cannot tell how it ended
+        outcome = machine_outcome(info)
         if outcome is None:
             overdue = self._overdue_at(rec)
             if overdue is None:
