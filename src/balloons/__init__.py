@@ -21,6 +21,7 @@ from .errors import (
     BackendError,
     BalloonsError,
     ConfigError,
+    FlyAPIError,
     JobFailed,
     JobNotFound,
     ResultTimeout,
@@ -37,6 +38,7 @@ from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
     from .backends.base import Backend, BackendContext
+    from .backends.fly import FlyBackend
     from .backends.local import LocalBackend
     from .supervisor import Supervisor
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Backend": "balloons.backends.base",
     "BackendContext": "balloons.backends.base",
+    "FlyBackend": "balloons.backends.fly",
     "LocalBackend": "balloons.backends.local",
     "Supervisor": "balloons.supervisor",
 }
@@ -69,6 +72,8 @@ __all__ = [
     "BackendError",
     "BalloonsError",
     "ConfigError",
+    "FlyAPIError",
+    "FlyBackend",
     "JSONSerializer",
     "Job",
     "JobFailed",

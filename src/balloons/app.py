@@ -83,6 +83,7 @@ class App:
         self._store: Store | None = None
         self._secret: str | None = None
         self._pools: dict[str, Pool] = {}
+        self._checker: Supervisor | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -270,6 +271,17 @@ class App:
         For asyncio apps: ``app.supervisor().start_async()`` inside the running loop."""
         return self.supervisor(interval=interval, **options).start()
 
+    def check_lapsed(self, jk: JobKeys) -> bool:
+        """Reclaim the job's slot if its machine stopped heartbeating (a waiter's check: so a
+        job whose machine died is failed, or retried, even with no supervisor running)."""
+        import contextlib
+
+        if self._checker is None:
+            self._checker = self.supervisor()
+        with contextlib.suppress(Exception):
+            return self._checker.check_job(jk)
+        return False
+
     def job(self, job_id: str) -> Job[Any]:
         """The handle of an existing job, from its id (``JobNotFound`` on use if unknown)."""
         return Job(self, job_id)
@@ -376,8 +388,7 @@ class App:
         try:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
-            self.backend.launch(self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout))
-            return True
+            info = self.backend.launch(self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout))
         except Exception as exc:
             import logging
 
@@ -393,6 +404,12 @@ class App:
                 ("", ""),
             )
             return False
+        if info is not None and info.detail.get("note") and attempt:
+            # What the backend had to do (regions that refused, a lost answer recovered).
+            self.store.note(
+                PoolKeys(self.settings.namespace, pool), ulid_, attempt, info.detail["note"]
+            )
+        return True
 
     def _submit_args(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -533,7 +550,11 @@ def _make_backend(name: str, env: Any) -> Backend:
         from .backends.local import LocalBackend
 
         return LocalBackend()
-    raise ConfigError(f"backend {name!r} is not available in this version (expected 'local')")
+    if name == "fly":
+        from .backends.fly import FlyBackend
+
+        return FlyBackend()  # its settings are read from the app's environment at bind
+    raise ConfigError(f"unknown backend {name!r}: expected 'local' or 'fly'")
 
 
 _IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}

@@ -195,6 +195,8 @@ def status(job_id: str, as_json: bool) -> None:
             f"started {_ts(a.started_at)}  ended {_ts(a.ended_at)}  "
             f"{a.outcome or 'running'}{f' ({a.reason})' if a.reason else ''}"
         )
+        if a.note:
+            console.print(f"    launch: {a.note}", highlight=False)
     if info.error_message:
         console.print(f"  error: {info.error_type or ''} {info.error_message}", highlight=False)
 

@@ -10,6 +10,7 @@
     ├── JobFailed              the job ended FAILED or CANCELLED; carries the remote error
     ├── ResultTimeout          also a ``TimeoutError``: ``result(timeout=...)`` ran out of time
     ├── BackendError           a machine backend refused or failed an operation
+    │   └── FlyAPIError        the Fly Machines API refused a request or could not be reached
     └── WorkerError            a worker cannot run its job (bad handoff, bad record, bad signature)
 
 No message, repr or attribute of these errors ever carries a token, a password or the
@@ -96,6 +97,33 @@ class ResultTimeout(BalloonsError, TimeoutError):
 
 class BackendError(BalloonsError):
     """A machine backend could not launch, inspect, stop or destroy a machine."""
+
+
+class FlyAPIError(BackendError):
+    """The Fly Machines API answered an error, or could not be reached.
+
+    ``status`` is the HTTP status (``None`` when no answer came), ``error`` Fly's own error
+    text, ``request_id`` the ``fly-request-id`` header (quote it to Fly support), ``method`` and
+    ``path`` the request. The message says what to fix; it never carries the API token.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str = "",
+        request_id: str | None = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        detail = f" [fly-request-id {request_id}]" if request_id else ""
+        super().__init__(message + detail)
 
 
 class WorkerError(BalloonsError):

@@ -69,7 +69,9 @@ class Job(Generic[R]):
                 raise ResultTimeout(
                     f"job {self.id} still {rec['status'].decode()} after {timeout}s"
                 )
-            store.wait_done(self._keys, max(left, 0.01))
+            if not store.wait_done(self._keys, max(left, 0.01)):
+                # Nothing for a while: make sure the job's machine is not dead without a word.
+                self.app.check_lapsed(self._keys)
 
     async def result_async(self, timeout: float | None = None) -> R:
         store = self.app.store
@@ -83,7 +85,10 @@ class Job(Generic[R]):
                 raise ResultTimeout(
                     f"job {self.id} still {rec['status'].decode()} after {timeout}s"
                 )
-            await store.wait_done_async(self._keys, max(left, 0.01))
+            if not await store.wait_done_async(self._keys, max(left, 0.01)):
+                import asyncio
+
+                await asyncio.to_thread(self.app.check_lapsed, self._keys)
 
     def cancel(self, grace: float = 10.0, wait: bool = False) -> bool:
         """Cancel the job. A queued or delayed one never starts; a running one is told to stop

@@ -395,3 +395,11 @@ for id in string.gmatch(ARGV[3], '%S+') do
 end
 return out
 """)
+
+# Adds a note (what the backend did to launch it) to an attempt record, keeping its fields.
+# ARGV: tag, now, ulid, attempt, note
+NOTE = _script("""
+if not redis.call('HGET', jk(ARGV[3]), 'ttl') then return -1 end
+attempt_update(ARGV[3], ARGV[4], {note=ARGV[5]})
+return 1
+""")

@@ -15,6 +15,7 @@ from typing import Any
 from . import lua
 from .keys import PoolKeys
 from .retry import decide
+from .status import MachineInfo, Reason, exit_reason
 
 Execute = Callable[..., Any]  # (command, *args) -> reply
 Eval = Callable[..., Any]  # (script, pool keys, *args) -> reply
@@ -71,3 +72,21 @@ def end_slot(
         if reply[0] != -2:
             return reply
     return reply
+
+
+def machine_outcome(info: MachineInfo) -> tuple[str, str] | None:
+    """``(reason, message)`` for a machine that no longer runs; ``None`` while it runs."""
+    if info.running or info.state == "stopping":
+        return None
+    what = f"machine {info.id} {info.state}"
+    if info.oom_killed:
+        return Reason.OOM.value, f"{what}: it ran out of memory (oom_killed)"
+    if info.requested_stop:
+        return Reason.CANCELLED.value, f"{what}: it was stopped before the job finished"
+    if info.signal:
+        return Reason.KILLED.value, f"{what}: it was killed by signal {info.signal}"
+    if info.exit_code is not None:
+        return exit_reason(info.exit_code), (
+            f"{what}: its worker exited with code {info.exit_code} without recording a result"
+        )
+    return Reason.LOST.value, f"{what} without recording an outcome"

@@ -66,6 +66,7 @@ class AttemptInfo:
     reason: str | None = None
     warm: bool = False  # taken by a machine that was already running (no launch)
     slot: str | None = None  # the pool slot (machine) that ran it
+    note: str | None = None  # what the backend did to launch it (regions refused, ...)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttemptInfo:
@@ -79,6 +80,7 @@ class AttemptInfo:
             reason=d.get("reason") or None,
             warm=bool(d.get("warm")),
             slot=d.get("slot") or None,
+            note=d.get("note") or None,
         )
 
 

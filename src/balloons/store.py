@@ -330,6 +330,10 @@ class Store:
             rank = self.redis.zrank(jk.pool.queue, jk.ulid)
         return None if rank is None else int(rank) + 1
 
+    def note(self, pk: PoolKeys, ulid: str, attempt: int, note: str) -> None:
+        """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
+        self.eval(lua.NOTE, pk, ulid, attempt, note)
+
     def forget(self, jk: JobKeys) -> None:
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import lua
 from .ids import ulid
-from .keys import PoolKeys, gc_lock_key, machines_key
-from .reclaim import end_slot
-from .status import MachineInfo, Reason, exit_reason
+from .keys import JobKeys, PoolKeys, gc_lock_key, machines_key
+from .reclaim import end_slot, machine_outcome
+from .status import MachineInfo, Reason
 
 if TYPE_CHECKING:
     import asyncio
@@ -104,39 +104,74 @@ class Supervisor:
         return report
 
     def _reclaim(self, pk: PoolKeys, now: float, report: StepReport) -> None:
+        for slot, lease, info in self.app.store.slots(pk):
+            self._reclaim_slot(pk, slot, lease, info, now, report)
+
+    def _reclaim_slot(
+        self,
+        pk: PoolKeys,
+        slot: str,
+        lease: float,
+        info: dict[str, Any],
+        now: float,
+        report: StepReport,
+    ) -> None:
         store = self.app.store
-        for slot, lease, info in store.slots(pk):
-            machine = str(info.get("machine") or "")
-            if lease < now:
-                reason, message = self._why(pk, slot, info)
-                reply = end_slot(
-                    lambda *cmd: store.redis.execute_command(*cmd),
-                    lambda script, pk_, *args: store.eval(script, pk_, *args),
-                    pk,
-                    slot,
-                    reason,
-                    message,
-                    only_if_expired=True,
-                )
-                if reply and reply[0] == 1:
-                    report.reclaimed.append((slot, reason))
-                    log.warning("slot %s of pool %s reclaimed: %s", slot, pk.pool, message)
-                    if machine:
-                        self._destroy(machine)
-                continue
-            if not machine or not info.get("job"):
-                continue
-            cancelled = info.get("cancel")
-            deadline = info.get("deadline")
-            if (cancelled and now - float(cancelled) > self.cancel_grace) or (
-                deadline and now - float(deadline) > self.timeout_grace
-            ):
-                last = self._stopped_machines.get(machine, 0.0)
-                if now - last > self.cancel_grace:
-                    self._stopped_machines[machine] = now
-                    with contextlib.suppress(Exception):
-                        self.app.backend.stop(machine)
-                        report.stopped.append(machine)
+        machine = str(info.get("machine") or "")
+        if lease < now:
+            reason, message = self._why(pk, slot, info)
+            reply = end_slot(
+                lambda *cmd: store.redis.execute_command(*cmd),
+                lambda script, pk_, *args: store.eval(script, pk_, *args),
+                pk,
+                slot,
+                reason,
+                message,
+                only_if_expired=True,
+            )
+            if reply and reply[0] == 1:
+                report.reclaimed.append((slot, reason))
+                log.warning("slot %s of pool %s reclaimed: %s", slot, pk.pool, message)
+                if machine:
+                    self._destroy(machine)
+            return
+        if not machine or not info.get("job"):
+            return
+        cancelled = info.get("cancel")
+        deadline = info.get("deadline")
+        if (cancelled and now - float(cancelled) > self.cancel_grace) or (
+            deadline and now - float(deadline) > self.timeout_grace
+        ):
+            last = self._stopped_machines.get(machine, 0.0)
+            if now - last > self.cancel_grace:
+                self._stopped_machines[machine] = now
+                with contextlib.suppress(Exception):
+                    self.app.backend.stop(machine)
+                    report.stopped.append(machine)
+
+    def check_job(self, jk: JobKeys) -> bool:
+        """What a waiter does for its own job while it waits: if the slot running the job has
+        lapsed (its machine died without a word), reclaim it now, as a step would."""
+        store = self.app.store
+        with store.errors():
+            pipe = store.redis.pipeline(transaction=False)
+            pipe.hget(jk.job, "slot")
+            slot_b = pipe.execute()[0]
+            if not slot_b:
+                return False
+            slot = slot_b.decode()
+            pipe = store.redis.pipeline(transaction=False)
+            pipe.zscore(jk.pool.slots, slot)
+            pipe.hget(jk.pool.slot, slot)
+            lease, raw = pipe.execute()
+        now = time.time()
+        if lease is None or float(lease) >= now:
+            return False
+        import json
+
+        report = StepReport()
+        self._reclaim_slot(jk.pool, slot, float(lease), json.loads(raw) if raw else {}, now, report)
+        return bool(report.reclaimed)
 
     def _why(self, pk: PoolKeys, slot: str, info: dict[str, Any]) -> tuple[str, str]:
         """Ask the backend why a slot's machine stopped heartbeating."""
@@ -270,17 +305,10 @@ class Supervisor:
 
 
 def _reason_of(m: MachineInfo) -> tuple[str, str]:
-    if m.oom_killed:
-        return Reason.OOM.value, f"machine {m.id} ran out of memory"
-    if m.requested_stop:
-        return Reason.CANCELLED.value, f"machine {m.id} was stopped on request"
-    if m.signal is not None:
-        return Reason.KILLED.value, f"machine {m.id} was killed by signal {m.signal}"
-    if m.exit_code is not None and not m.running:
-        return exit_reason(m.exit_code), f"machine {m.id} exited with code {m.exit_code}"
-    if m.running:
-        return Reason.LOST.value, f"machine {m.id} stopped heartbeating while still running"
-    return Reason.LOST.value, f"machine {m.id} stopped ({m.state}) without recording a result"
+    found = machine_outcome(m)
+    if found is not None:
+        return found
+    return Reason.LOST.value, f"machine {m.id} stopped heartbeating while still running"
 
 
 def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:

@@ -196,3 +196,92 @@ def make_server(
     for thread, client in running:
         client.close()
         thread.stop()
+
+
+# -- FlyBackend against a served emulator --------------------------------------------------
+
+#: The Fly app job machines belong to in the backend tests, and the image they run.
+JOBS_APP = "balloons-jobs"
+JOBS_IMAGE = "registry.fly.io/balloons-jobs:deployment-test"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FlyRig:
+    """A uvicorn-served emulator set up as a worker app's Fly deployment would be: the app
+    exists, its secrets hold the Redis URL and the signing key, machines import this repo."""
+
+    served: Served
+    conformance: Conformance
+
+    @property
+    def emulator(self) -> Emulator:
+        return self.served.emulator
+
+    def backend(self, **kwargs: Any) -> Any:
+        from balloons.backends.fly import FlyBackend
+
+        kwargs.setdefault("token", TOKEN)
+        kwargs.setdefault("app", JOBS_APP)
+        kwargs.setdefault("api_url", self.served.base_url)
+        kwargs.setdefault("image", JOBS_IMAGE)
+        kwargs.setdefault(
+            "http", httpx.Client(transport=ConformantTransport(httpx.HTTPTransport(), self.conformance), timeout=60)
+        )
+        return FlyBackend(**kwargs)
+
+    def app(self, **kwargs: Any) -> Any:
+        import balloons
+
+        backend = kwargs.pop("backend", None) or self.backend()
+        app = balloons.App(backend=backend, **kwargs)
+        # A machine per job (no warm reuse) keeps the API call counts of these tests exact.
+        app.pool("default", idle_timeout=0)
+        return app
+
+    def stats(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.served.client.get("/_emulator/stats").json()
+        return body
+
+    def reset_stats(self) -> None:
+        self.served.client.delete("/_emulator/stats")
+
+    def machines(self, **params: Any) -> list[dict[str, Any]]:
+        for _ in range(50):  # the emulator may enforce Fly's rate limits on this test too
+            response = self.served.client.get(f"/v1/apps/{JOBS_APP}/machines", params=params)
+            if response.status_code != 429:
+                break
+            time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        found: list[dict[str, Any]] = response.json()
+        return found
+
+    def wait_all_destroyed(self) -> None:
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while self.machines():
+            assert time.monotonic() < deadline, f"machines still alive: {self.machines()}"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def make_rig(
+    make_server: Callable[..., Served], conformance: Conformance, redis_url: str, secret: str
+) -> Callable[..., FlyRig]:
+    """``make_rig(**create_app_kwargs)``: an emulator serving the jobs app over real HTTP."""
+
+    def make(**kwargs: Any) -> FlyRig:
+        kwargs.setdefault("token", TOKEN)
+        kwargs.setdefault("secrets", {"BALLOONS_REDIS_URL": redis_url, "BALLOONS_SECRET": secret})
+        kwargs.setdefault("base_env", {"PYTHONPATH": str(ROOT)})
+        served = make_server(**kwargs)
+        created = served.client.post("/v1/apps", json={"name": JOBS_APP, "org_slug": "personal"})
+        assert created.status_code == 201, created.text
+        served.client.delete("/_emulator/stats")  # count only what the backend sends
+        return FlyRig(served, conformance)
+
+    return make
+
+
+@pytest.fixture
+def rig(make_rig: Callable[..., FlyRig]) -> FlyRig:
+    return make_rig()

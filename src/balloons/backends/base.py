@@ -12,7 +12,11 @@ several in a row) and then exits. A backend must:
 * ``stop(id)``: ask the machine to stop (``SIGTERM``, then ``SIGKILL`` after a grace period).
 * ``destroy(id)``: remove the machine, stopping it by force if it still runs.
 * ``list(**metadata)``: the machines balloons launched, filtered by metadata
-  (``job``, ``pool``, ``attempt``).
+  (``job``, ``pool``, ``attempt``, ``slot``).
+
+A machine that dies without a word is noticed when its slot's lease lapses (the supervisor,
+or a client waiting on the job), which then asks ``inspect`` (or, for a machine that never
+claimed its job, ``list(slot=...)``) why.
 
 The app calls ``bind(ctx)`` once, before anything else, to hand over settings the backend may
 need (the Redis URL and secret for a backend that must pass them on, the namespace).

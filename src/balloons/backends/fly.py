@@ -1,0 +1,389 @@
+"""``FlyBackend``: each machine is a Fly.io Machine, created through the Machines REST API.
+
+A job costs one API call on the happy path: ``POST /v1/apps/{app}/machines`` with the web
+app's own image (``FLY_IMAGE_REF``), the worker command, the task's guest size,
+``auto_destroy: true`` and restart policy ``no`` (the machine destroys itself when its worker
+exits), metadata naming the job, the attempt, the pool and the namespace (tag ``balloons``), a
+unique name per attempt, and an env holding only ``spec.env`` (the handoff variable and
+allow-listed names) plus ``BALLOONS_NAMESPACE`` when it is not the default. Neither the API
+token nor the Redis URL nor the signing key goes into a machine: the worker gets ``REDIS_URL``
+and ``BALLOONS_SECRET`` from the app's secrets (``fly secrets set``). Results travel through
+Redis; the API is not polled.
+
+When the API refuses (429, 5xx, a lost answer), :mod:`balloons.fly.client` retries with
+back-off behind a shared rate limiter; a create whose answer was lost is never repeated
+blindly: the machine is first looked up by its metadata and name. Capacity refusals are tried
+again, then in the fallback regions; what happened (the region used, the refusals, a
+recovered answer) comes back in ``MachineInfo.detail["note"]``, which the app stores on the
+attempt.
+
+Every method has an ``*_async`` twin for asyncio code (``httpx.AsyncClient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..config import FlySettings
+from ..errors import BackendError, FlyAPIError
+from ..fly import wire
+from ..fly.client import CapacityRefusal, FlyClient, RetryPolicy
+from ..fly.ratelimit import RateLimiter
+from ..keys import DEFAULT_NAMESPACE
+from ..status import MachineInfo, MachineSpec
+from .base import BackendContext
+
+if TYPE_CHECKING:
+    import httpx
+
+#: What a job machine runs (``init.cmd``: the image's entrypoint, if any, stays).
+DEFAULT_COMMAND = ("python", "-m", "balloons.worker")
+#: Creates tried per region when Fly has no capacity there, before the next region.
+DEFAULT_CAPACITY_TRIES = 2
+#: Seconds a stopped machine has between SIGTERM and SIGKILL.
+DEFAULT_STOP_TIMEOUT = 10
+
+
+class FlyBackend:
+    """Machines on Fly.io. Every argument defaults to its environment variable (see
+    :class:`balloons.config.FlySettings`), read from the app's environment at ``bind``.
+
+    ``token`` (``FLY_API_TOKEN``), ``app`` (``BALLOONS_FLY_APP``, else ``FLY_APP_NAME``),
+    ``api_url`` (``BALLOONS_FLY_API_URL``, default ``https://api.machines.dev``), ``image``
+    (``BALLOONS_FLY_IMAGE``, else ``FLY_IMAGE_REF``), ``region`` (``BALLOONS_FLY_REGION``,
+    else ``FLY_REGION``, else Fly's choice), ``fallback_regions``
+    (``BALLOONS_FLY_FALLBACK_REGIONS``), ``cpu_kind`` (``BALLOONS_FLY_CPU_KIND``, default
+    ``shared``). ``command``: the worker command. ``http``/``async_http``: httpx clients to
+    send with; ``limiter``/``retry``: rate limits and retry policy (Fly's documented limits).
+    """
+
+    name = "fly"
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        app: str | None = None,
+        api_url: str | None = None,
+        image: str | None = None,
+        region: str | None = None,
+        fallback_regions: Sequence[str] | str | None = None,
+        cpu_kind: str | None = None,
+        command: Sequence[str] = DEFAULT_COMMAND,
+        capacity_tries: int = DEFAULT_CAPACITY_TRIES,
+        stop_timeout: int = DEFAULT_STOP_TIMEOUT,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        http: httpx.Client | None = None,
+        async_http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if capacity_tries < 1:
+            raise ValueError(f"capacity_tries must be at least 1, got {capacity_tries}")
+        self._options: dict[str, Any] = {
+            "token": token, "app": app, "api_url": api_url, "image": image, "region": region,
+            "fallback_regions": fallback_regions if isinstance(fallback_regions, str | None)
+            else tuple(fallback_regions),
+            "cpu_kind": cpu_kind,
+        }  # fmt: skip
+        self.command = tuple(command)
+        self.capacity_tries = capacity_tries
+        self.stop_timeout = stop_timeout
+        self._limiter = limiter
+        self._retry = retry
+        self._http = http
+        self._async_http = async_http
+        self._settings: FlySettings | None = None
+        self._client: FlyClient | None = None
+        self._namespace = DEFAULT_NAMESPACE
+
+    def __repr__(self) -> str:
+        if self._settings is None:
+            return "FlyBackend(unbound)"
+        s = self._settings
+        return f"FlyBackend(app={s.app!r}, api_url={s.api_url!r}, region={s.region!r})"
+
+    # -------------------------------------------------------------- contract
+    def bind(self, ctx: BackendContext) -> None:
+        """Resolve the settings from the app's environment (``ConfigError`` naming what is
+        missing) and make the API client."""
+        settings = FlySettings.resolve(ctx.env, **self._options)
+        if self._client is None or settings != self._settings:
+            self._client = FlyClient(
+                settings.api_url,
+                settings.token,
+                http=self._http,
+                async_http=self._async_http,
+                limiter=self._limiter,
+                retry=self._retry,
+            )
+        self._settings = settings
+        self._namespace = ctx.namespace
+
+    @property
+    def settings(self) -> FlySettings:
+        if self._settings is None:
+            raise BackendError("FlyBackend is not bound to an app: use App(backend=...)")
+        return self._settings
+
+    @property
+    def client(self) -> FlyClient:
+        if self._client is None:
+            raise BackendError("FlyBackend is not bound to an app: use App(backend=...)")
+        return self._client
+
+    def launch(self, spec: MachineSpec) -> MachineInfo:
+        """Create the attempt's machine (one request when all goes well)."""
+        log = _LaunchLog()
+        for region in self._regions():
+            for tries in range(1, self.capacity_tries + 1):
+                try:
+                    machine = self.client.request(
+                        "POST",
+                        self._path("/machines"),
+                        action="create",
+                        scope=self.settings.app,
+                        json=self._body(spec, region),
+                        idempotent=False,
+                        recover=lambda: log.recovered(self._find(spec)),
+                    )
+                except CapacityRefusal as exc:
+                    log.refused(region, exc)
+                    if tries < self.capacity_tries:
+                        time.sleep(self.client.backoff(tries))
+                    continue
+                return log.info(machine)
+        raise log.no_capacity(spec, self._regions())
+
+    async def launch_async(self, spec: MachineSpec) -> MachineInfo:
+        log = _LaunchLog()
+        for region in self._regions():
+            for tries in range(1, self.capacity_tries + 1):
+
+                async def recover() -> Any:
+                    return log.recovered(await self._find_async(spec))
+
+                try:
+                    machine = await self.client.request_async(
+                        "POST",
+                        self._path("/machines"),
+                        action="create",
+                        scope=self.settings.app,
+                        json=self._body(spec, region),
+                        idempotent=False,
+                        recover=recover,
+                    )
+                except CapacityRefusal as exc:
+                    log.refused(region, exc)
+                    if tries < self.capacity_tries:
+                        await asyncio.sleep(self.client.backoff(tries))
+                    continue
+                return log.info(machine)
+        raise log.no_capacity(spec, self._regions())
+
+    def inspect(self, machine_id: str) -> MachineInfo | None:
+        """The machine's state and its latest exit (code, signal, OOM, requested stop)."""
+        try:
+            data = self.client.request(
+                "GET", self._path(f"/machines/{machine_id}"), action="get", scope=machine_id
+            )
+        except FlyAPIError as exc:
+            if _machine_missing(exc):
+                return None
+            raise
+        return wire.machine_info(data)
+
+    async def inspect_async(self, machine_id: str) -> MachineInfo | None:
+        try:
+            data = await self.client.request_async(
+                "GET", self._path(f"/machines/{machine_id}"), action="get", scope=machine_id
+            )
+        except FlyAPIError as exc:
+            if _machine_missing(exc):
+                return None
+            raise
+        return wire.machine_info(data)
+
+    def stop(self, machine_id: str) -> None:
+        """SIGTERM, then SIGKILL after ``stop_timeout`` seconds; gone or stopped is fine."""
+        try:
+            self.client.request(
+                "POST", self._path(f"/machines/{machine_id}/stop"), action="stop",
+                scope=machine_id, json=self._stop_body(), idempotent=True,
+            )  # fmt: skip
+        except FlyAPIError as exc:
+            if not _already_gone(exc):
+                raise
+
+    async def stop_async(self, machine_id: str) -> None:
+        try:
+            await self.client.request_async(
+                "POST", self._path(f"/machines/{machine_id}/stop"), action="stop",
+                scope=machine_id, json=self._stop_body(), idempotent=True,
+            )  # fmt: skip
+        except FlyAPIError as exc:
+            if not _already_gone(exc):
+                raise
+
+    def destroy(self, machine_id: str) -> None:
+        """Destroy the machine, killing it if it runs (``force=true``); gone is fine."""
+        try:
+            self.client.request(
+                "DELETE", self._path(f"/machines/{machine_id}"), action="delete",
+                scope=machine_id, params={"force": "true"},
+            )  # fmt: skip
+        except FlyAPIError as exc:
+            if not _already_gone(exc):
+                raise
+
+    async def destroy_async(self, machine_id: str) -> None:
+        try:
+            await self.client.request_async(
+                "DELETE", self._path(f"/machines/{machine_id}"), action="delete",
+                scope=machine_id, params={"force": "true"},
+            )  # fmt: skip
+        except FlyAPIError as exc:
+            if not _already_gone(exc):
+                raise
+
+    def list(self, **metadata: str) -> list[MachineInfo]:
+        """This namespace's machines that are not destroyed, filtered by ``job``, ``pool``
+        and ``attempt`` (one request, filtered by Fly)."""
+        data = self.client.request(
+            "GET", self._path("/machines"), action="list", scope=self.settings.app,
+            params=self._list_params(metadata),
+        )  # fmt: skip
+        return [wire.machine_info(m) for m in data or []]
+
+    async def list_async(self, **metadata: str) -> builtins.list[MachineInfo]:
+        data = await self.client.request_async(
+            "GET", self._path("/machines"), action="list", scope=self.settings.app,
+            params=self._list_params(metadata),
+        )  # fmt: skip
+        return [wire.machine_info(m) for m in data or []]
+
+    def close(self) -> None:
+        """Close the HTTP client this backend made (one given to it stays open)."""
+        if self._client is not None:
+            self._client.close()
+
+    # --------------------------------------------------------------- helpers
+    def _path(self, rest: str) -> str:
+        return f"/apps/{self.settings.app}{rest}"
+
+    def _regions(self) -> builtins.list[str | None]:
+        s = self.settings
+        return [s.region, *s.fallback_regions]
+
+    def _body(self, spec: MachineSpec, region: str | None) -> dict[str, Any]:
+        extra = {}
+        if self._namespace != DEFAULT_NAMESPACE:
+            extra["BALLOONS_NAMESPACE"] = self._namespace
+        return wire.create_body(
+            spec,
+            image=self.settings.image,
+            command=self.command,
+            cpu_kind=self.settings.cpu_kind,
+            region=region,
+            namespace=self._namespace,
+            extra_env=extra,
+        )
+
+    def _stop_body(self) -> dict[str, str]:
+        return {"signal": "SIGTERM", "timeout": f"{self.stop_timeout}s"}
+
+    def _list_params(self, metadata: builtins.dict[str, str]) -> dict[str, str]:
+        params = {f"metadata.{wire.TAG}": self._namespace}
+        for key, value in metadata.items():
+            if key not in wire.FILTERS:
+                raise BackendError(
+                    f"cannot filter machines by {key!r}: use {', '.join(wire.FILTERS)}"
+                )
+            params[f"metadata.{wire.FILTERS[key]}"] = str(value)
+        if "slot" in metadata:  # one machine at most, which may have died already: say how
+            params["include_deleted"] = "true"
+        return params
+
+    def _slot_params(self, spec: MachineSpec) -> dict[str, str]:
+        params = self._list_params({"slot": spec.metadata.get("balloons_slot", spec.name)})
+        params["include_deleted"] = "true"  # a quick job may already be gone
+        return params
+
+    def _find(self, spec: MachineSpec) -> dict[str, Any] | None:
+        """The attempt's machine if an earlier create made it (its answer lost)."""
+        found = self.client.request(
+            "GET", self._path("/machines"), action="list", scope=self.settings.app,
+            params=self._slot_params(spec),
+        )  # fmt: skip
+        return _named(found, spec.name)
+
+    async def _find_async(self, spec: MachineSpec) -> dict[str, Any] | None:
+        found = await self.client.request_async(
+            "GET", self._path("/machines"), action="list", scope=self.settings.app,
+            params=self._slot_params(spec),
+        )  # fmt: skip
+        return _named(found, spec.name)
+
+
+class _LaunchLog:
+    """What happened while creating one attempt's machine, for ``detail["note"]``."""
+
+    def __init__(self) -> None:
+        self.refusals: list[tuple[str, CapacityRefusal]] = []
+        self.recovered_answer = False
+
+    def refused(self, region: str | None, exc: CapacityRefusal) -> None:
+        self.refusals.append((region or "any", exc))
+
+    def recovered(self, machine: dict[str, Any] | None) -> dict[str, Any] | None:
+        if machine is not None:
+            self.recovered_answer = True
+        return machine
+
+    def info(self, machine: dict[str, Any]) -> MachineInfo:
+        info = wire.machine_info(machine, events=[])
+        notes = []
+        if self.refusals:
+            refused = ", ".join(f"{region} ({exc.status})" for region, exc in self.refusals)
+            notes.append(f"capacity refused in {refused}; created in {info.detail.get('region')}")
+        if self.recovered_answer:
+            notes.append("the create's answer was lost; the machine was found by its name")
+        if not notes:
+            return info
+        detail = {**info.detail, "note": "; ".join(notes)}
+        detail["capacity_refusals"] = str(len(self.refusals))
+        return dataclasses.replace(info, detail=detail)
+
+    def no_capacity(self, spec: MachineSpec, regions: builtins.list[str | None]) -> FlyAPIError:
+        last = self.refusals[-1][1]
+        where = ", ".join(r or "any" for r in regions)
+        return FlyAPIError(
+            f"Fly has no capacity for a {spec.cpus}-cpu {spec.memory_mb} MB machine in "
+            f"{where} ({len(self.refusals)} refusals; last: {last.status} {last.error}): add "
+            "regions to BALLOONS_FLY_FALLBACK_REGIONS or try a smaller size",
+            status=last.status,
+            error=last.error,
+            request_id=last.request_id,
+            method=last.method,
+            path=last.path,
+        )
+
+
+def _named(found: Any, name: str) -> dict[str, Any] | None:
+    for machine in found or []:
+        if isinstance(machine, dict) and machine.get("name") == name:
+            return machine
+    return None
+
+
+def _machine_missing(exc: FlyAPIError) -> bool:
+    return exc.status == 404 and "app not found" not in exc.error.lower()
+
+
+def _already_gone(exc: FlyAPIError) -> bool:
+    """A stop or destroy of a machine that is already stopped, destroyed or forgotten."""
+    return _machine_missing(exc) or exc.status == 412
