@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, SerializationError
+from .errors import ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job
 from .keys import JobKeys
 from .resp import mask_url
 from .serialize import Serializer, dumps_call, get_serializer
-from .signing import sign
+from .signing import sign, verify
 from .status import JobInfo, MachineSpec, Reason
 from .task import DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Task, TaskOptions
 
@@ -186,6 +186,34 @@ class App:
     def jobs(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, newest first."""
         return self.store.recent(limit, pool)
+
+    def retry(self, job_id: str) -> Job[Any]:
+        """Submit a new job running the same task with the same options and arguments.
+
+        The stored arguments are reused as they are (never decoded), after their signature is
+        checked, so a record altered in Redis is refused rather than signed anew.
+        """
+        old = JobKeys.of(self.settings.namespace, job_id)
+        rec = self.store.record(old)
+        if not rec:
+            raise JobNotFound(job_id)
+        payload, data = rec.get("payload", b""), rec.get("args", b"")
+        if not verify(self.secret.encode(), payload, data, rec.get("sig", b"")):
+            raise StoreError(
+                f"the record of job {job_id} does not verify with this app's secret: "
+                "refusing to retry it"
+            )
+        p = json.loads(payload)
+        opts = TaskOptions(
+            cpus=p["cpus"], memory_mb=p["memory_mb"], timeout=p["timeout"], pool=old.pool.pool
+        )
+        now = time.time()
+        new = JobKeys.of(self.settings.namespace, f"{opts.pool}.{ulid(now)}")
+        body = json.dumps({**p, "id": new.job_id, "created": now}, separators=(",", ":"))
+        sig = sign(self.secret.encode(), body.encode(), data)
+        self.store.submit(new, body.encode(), data, sig, now, self.settings.record_ttl)
+        self._launch(new, opts, 1)
+        return Job(self, new.job_id)
 
     def decode_result(self, job_id: str, data: bytes, payload: bytes) -> Any:
         try:

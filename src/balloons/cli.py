@@ -208,20 +208,27 @@ def result(job_id: str, timeout: float | None) -> None:
 
 
 @main.command()
-@click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--pool", default=None)
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows to show.")
+@click.option("--pool", default=None, help="Only this pool.")
 @click.option(
     "--status",
     "status_",
     type=click.Choice([s.value for s in JobStatus], case_sensitive=False),
     default=None,
+    help="Only jobs in this status.",
 )
+@click.option("--task", default=None, help="Only this task (module:function, or function).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def jobs(limit: int, pool: str | None, status_: str | None, as_json: bool) -> None:
+def jobs(
+    limit: int, pool: str | None, status_: str | None, task: str | None, as_json: bool
+) -> None:
     """A table of recent jobs, newest first."""
-    rows = _app().jobs(limit=limit, pool=pool)
-    if status_:
-        rows = [r for r in rows if r.status.value == status_.upper()]
+    from .listing import Filters, find_jobs
+
+    if limit < 1:
+        raise click.BadParameter(f"{limit}: expected at least 1", param_hint="--limit")
+    app = _app()
+    rows = find_jobs(app.store, Filters.parse(status_, task, pool), 1, limit).rows
     if as_json:
         click.echo(json.dumps([_info_dict(r) for r in rows]))
         return
@@ -242,6 +249,64 @@ def jobs(limit: int, pool: str | None, status_: str | None, as_json: bool) -> No
             r.reason or "",
         )
     console.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pools(as_json: bool) -> None:
+    """Each pool with its jobs by status and its machines."""
+    from .listing import pool_summaries
+
+    found = pool_summaries(_app().store)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "pool": p.name,
+                        "jobs": dict(p.by_status),
+                        "queued": p.queued,
+                        "machines_running": p.machines_running,
+                        "machines": p.machines,
+                    }
+                    for p in found
+                ]
+            )
+        )
+        return
+    table = Table(show_edge=False)
+    table.add_column("pool", no_wrap=True)
+    for st in JobStatus:
+        table.add_column(f"[{_STYLE[st]}]{st.value.lower()}[/]", justify="right")
+    table.add_column("machines running", justify="right")
+    for p in found:
+        table.add_row(p.name, *[str(n) for _, n in p.by_status], str(p.machines_running))
+    console.print(table)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8270, show_default=True)
+def dashboard(host: str, port: int) -> None:
+    """Serve the web dashboard (token: BALLOONS_DASHBOARD_TOKEN).
+
+    Beyond loopback a token is required. On 127.0.0.1 without one, a random token is made and
+    kept in the state directory (mode 0600); its path is printed, never the token.
+    """
+    try:
+        from .dashboard.server import resolve_token, serve
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs the dashboard extra (pip install 'balloons[dashboard]'): {exc}"
+        ) from None
+    from .config import dashboard_token
+
+    token, kept = resolve_token(host, dashboard_token(os.environ), _state_dir())
+    where = f"[{host}]" if ":" in host else host
+    err_console.print(f"balloons dashboard on http://{where}:{port}/", highlight=False)
+    if kept is not None:
+        err_console.print(f"log in with the token in {kept}", highlight=False)
+    serve(_app(), host, port, token)
 
 
 @main.command()

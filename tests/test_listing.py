@@ -1,0 +1,61 @@
+"""Filtered listings and pool summaries over real job records."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from balloons import JobStatus
+from balloons.listing import Filters, find_jobs, pool_summaries
+from tests import tasks
+
+
+def test_filters_parse_user_input_and_explain_bad_values() -> None:
+    f = Filters.parse("failed", "add", "other")
+    assert f == Filters(JobStatus.FAILED, "add", "other")
+    assert Filters.parse(None, "", "") == Filters()
+    with pytest.raises(ValueError, match="unknown status 'DONE': expected one of QUEUED"):
+        Filters.parse("DONE", None, None)
+    with pytest.raises(ValueError, match="'Bad Pool' is not a pool name"):
+        Filters.parse(None, None, "Bad Pool")
+
+
+def test_find_jobs_pages_newest_first_across_pools() -> None:
+    jobs = [tasks.add.submit(i, i) for i in range(3)]
+    jobs.append(tasks.add.options(pool="other").submit(9, 9))
+    for j in jobs:
+        j.result(timeout=30)
+    store = tasks.app.store
+    first = find_jobs(store, Filters(), page=1, per_page=2)
+    assert [r.id for r in first.rows] == [jobs[3].id, jobs[2].id]
+    assert first.has_next and first.scanned == 3 and not first.truncated
+    second = find_jobs(store, Filters(), page=2, per_page=2)
+    assert [r.id for r in second.rows] == [jobs[1].id, jobs[0].id] and not second.has_next
+    assert second.tasks == ["tests.tasks:add"]
+    only_other = find_jobs(store, Filters(pool="other"))
+    assert [r.id for r in only_other.rows] == [jobs[3].id]
+    assert find_jobs(store, Filters(status=JobStatus.FAILED)).rows == []
+    assert [r.id for r in find_jobs(store, Filters(task="tests.tasks:add")).rows][-1] == jobs[0].id
+    with pytest.raises(ValueError, match="at least 1"):
+        find_jobs(store, Filters(), page=0)
+
+
+def test_pool_summaries_count_jobs_and_machines() -> None:
+    tasks.add.submit(1, 1).result(timeout=30)
+    with pytest.raises(Exception, match="no"):
+        tasks.fail.submit("no").result(timeout=30)
+    tasks.add.options(pool="other").submit(1, 1).result(timeout=30)
+    # machine records reach "stopped" when the fork server reaps them, just after the result
+    deadline = time.monotonic() + 15
+    while True:
+        found = {p.name: p for p in pool_summaries(tasks.app.store)}
+        if found["default"].machines_running == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert set(found) == {"default", "other"}
+    d = found["default"]
+    assert d.jobs == {JobStatus.SUCCEEDED: 1, JobStatus.FAILED: 1} and d.total == 2
+    assert dict(d.by_status)["FAILED"] == 1 and d.queued == 0
+    assert sum(d.machines.values()) == 2 and d.machines_running == 0
+    assert found["other"].jobs == {JobStatus.SUCCEEDED: 1}
