@@ -43,6 +43,8 @@ if not os.path.exists(CHROMIUM):
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
 
+expect.set_options(timeout=WAIT_MS)
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -58,6 +60,14 @@ def context(browser: Browser, dashboard: Dashboard) -> Iterator[BrowserContext]:
     ctx.set_default_timeout(WAIT_MS)
     yield ctx
     ctx.close()
+
+
+def release(flag: Path, text: str) -> None:
+    """Let a ``wait_for`` job finish: the file appears whole, at once."""
+    if not flag.exists():
+        part = flag.with_suffix(".part")
+        part.write_text(text)
+        part.rename(flag)
 
 
 def log_in(page: Page, dashboard: Dashboard, path: str) -> None:
@@ -85,7 +95,7 @@ def test_a_job_moves_from_running_to_succeeded_without_a_reload(
         # marks that survive only as long as the documents are not reloaded
         page.evaluate("window.sameDocument = true")
         listing.evaluate("window.sameDocument = true")
-        flag.write_text("done on cue")
+        release(flag, "done on cue")
         expect(status).to_have_text("SUCCEEDED")
         expect(page.locator("#result")).to_have_text('"done on cue"')
         expect(page.locator("#section-attempts")).to_contain_text("SUCCEEDED")
@@ -94,7 +104,7 @@ def test_a_job_moves_from_running_to_succeeded_without_a_reload(
         assert listing.evaluate("window.sameDocument") is True
         expect(page.locator("#job")).to_have_attribute("data-ended", "true")
     finally:
-        flag.write_text("done on cue")
+        release(flag, "done on cue")
     assert job.result(timeout=30) == "done on cue"
 
 
@@ -142,4 +152,4 @@ def test_cancel_from_the_page_cancels_a_running_job(
         assert job.status() is JobStatus.CANCELLED
         expect(page.locator("#cancel")).to_have_count(0)
     finally:
-        flag.write_text("")
+        release(flag, "")

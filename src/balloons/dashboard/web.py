@@ -114,6 +114,7 @@ def create_app(app: App, *, token: str | None) -> Starlette:
     def fragment(request: Request, name: str, **ctx: Any) -> str:
         session: Session | None = getattr(request.state, "session", None)
         ctx.setdefault("csrf", session.csrf if session else "")
+        ctx.setdefault("statuses", [s.value for s in JobStatus])
         return env.get_template(name).render(request=request, **ctx)
 
     def error(request: Request, status_code: int, message: str) -> Response:
