@@ -232,8 +232,19 @@ class Store:
 
     def recent(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, across pools unless one is named."""
-        ranked = self.index([pool] if pool else self.pools(), limit)[:limit]
+        pools = [pool] if pool else self.pools()
         with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                pipe.zrevrange(PoolKeys(self.namespace, p).jobs, 0, limit - 1, withscores=True)
+            ranked = sorted(
+                (
+                    (score, f"{p}.{ulid.decode()}")
+                    for p, rows in zip(pools, pipe.execute(), strict=True)
+                    for ulid, score in rows
+                ),
+                reverse=True,
+            )[:limit]
             pipe = self.redis.pipeline(transaction=False)
             for _, jid in ranked:
                 jk = self.keys(jid)

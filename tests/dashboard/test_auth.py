@@ -57,3 +57,22 @@ def test_loopback_only_without_a_token(tmp_path) -> None:  # type: ignore[no-unt
     assert kept is not None and kept.read_text().strip() == made and len(made) >= 16
     assert kept.stat().st_mode & 0o777 == 0o600
     assert resolve_token("127.0.0.1", None, tmp_path / "state") == (made, kept)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("/jobs?status=FAILED", "/jobs?status=FAILED"),
+        ("/balloons/jobs/default.x", "/balloons/jobs/default.x"),
+        ("//evil.test/x", ""),
+        ("/\t/evil.test", ""),
+        ("/\\evil.test", ""),
+        ("https://evil.test/", ""),
+        ("javascript:alert(1)", ""),
+        ("", ""),
+    ],
+)
+def test_login_returns_only_to_local_paths(raw: str, kept: str) -> None:
+    from balloons.dashboard.web import _safe_next
+
+    assert _safe_next(raw) == kept

@@ -137,7 +137,8 @@ def create_app(app: App, *, token: str | None) -> Starlette:
             and "text/html" in request.headers.get("accept", "")
         )
         if wants_page:
-            login = request.url_for("login").include_query_params(next=request.url.path)
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            login = request.url_for("login").include_query_params(next=here)
             return RedirectResponse(str(login), status_code=303)
         return PlainTextResponse(
             "a dashboard token is required: log in, or send 'Authorization: Bearer TOKEN'",
@@ -354,7 +355,10 @@ def create_app(app: App, *, token: str | None) -> Starlette:
 
 def _safe_next(raw: str) -> str:
     """A local path to go back to after login; anything else (another site) is dropped."""
-    if raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
+    # Browsers drop tabs and newlines from URLs and read "\\" as "/": "/\t/x" would be "//x".
+    if any(c.isspace() or c == "\\" or not c.isprintable() for c in raw):
+        return ""
+    if raw.startswith("/") and not raw.startswith("//"):
         return raw
     return ""
 
