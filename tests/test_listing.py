@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from balloons import JobStatus
 from balloons.listing import Filters, find_jobs, pool_summaries
 from tests import tasks
+from tests.dashboard.conftest import machines_settled
 
 
 def test_filters_parse_user_input_and_explain_bad_values() -> None:
@@ -46,16 +45,11 @@ def test_pool_summaries_count_jobs_and_machines() -> None:
     with pytest.raises(Exception, match="no"):
         tasks.fail.submit("no").result(timeout=30)
     tasks.add.options(pool="other").submit(1, 1).result(timeout=30)
-    # machine records reach "stopped" when the fork server reaps them, just after the result
-    deadline = time.monotonic() + 15
-    while True:
-        found = {p.name: p for p in pool_summaries(tasks.app.store)}
-        if found["default"].machines_running == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    machines_settled(2)
+    found = {p.name: p for p in pool_summaries(tasks.app.store)}
     assert set(found) == {"default", "other"}
     d = found["default"]
     assert d.jobs == {JobStatus.SUCCEEDED: 1, JobStatus.FAILED: 1} and d.total == 2
     assert dict(d.by_status)["FAILED"] == 1 and d.queued == 0
-    assert sum(d.machines.values()) == 2 and d.machines_running == 0
+    assert d.machines == {"stopped": 2} and d.machines_running == 0
     assert found["other"].jobs == {JobStatus.SUCCEEDED: 1}

@@ -75,3 +75,17 @@ def dashboard() -> Iterator[Dashboard]:
     served.start()
     yield Dashboard(f"http://127.0.0.1:{served.port}", TOKEN)
     served.stop()
+
+
+def machines_settled(stopped: int, pool: str = "default") -> dict[str, int]:
+    """Wait until ``stopped`` machines of ``pool`` have records saying so (the fork server
+    writes them just after launch and just after exit, not in step with the job's record)."""
+    from balloons.listing import pool_summaries
+
+    deadline = time.monotonic() + 15
+    while True:
+        found = {p.name: p.machines for p in pool_summaries(tasks.app.store)}
+        machines = found.get(pool, {})
+        if machines.get("stopped", 0) >= stopped or time.monotonic() > deadline:
+            return machines
+        time.sleep(0.05)

@@ -12,7 +12,7 @@ import redis
 from balloons.listing import SCAN_LIMIT
 from tests import tasks
 from tests.dashboard import tasks as dtasks
-from tests.dashboard.conftest import Dashboard
+from tests.dashboard.conftest import Dashboard, machines_settled
 
 HTML = {"accept": "text/html"}
 
@@ -201,6 +201,7 @@ def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis)
     tasks.add.submit(1, 2).result(timeout=30)
     with pytest.raises(Exception, match="x"):
         tasks.fail.submit("x").result(timeout=30)
+    machines_settled(2)
     auth = {"authorization": f"Bearer {dashboard.token}"}
     with dashboard.client(headers=auth) as c:
         text = c.get("/metrics").text
@@ -210,8 +211,8 @@ def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis)
             'balloons_job_duration_seconds_count{pool="default",task="tests.tasks:add"} 1.0' in text
         )
         assert 'balloons_pool_queued_jobs{pool="default"} 0.0' in text
-        machines = re.findall(r'balloons_machines\{pool="default",state="[a-z]+"\} (\S+)', text)
-        assert sum(float(n) for n in machines) == 2.0
+        assert 'balloons_machines{pool="default",state="stopped"} 2.0' in text
+        assert 'balloons_pool_running_machines{pool="default"} 0.0' in text
         tasks.add.submit(3, 4).result(timeout=30)
         again = c.get("/metrics").text
         assert 'status="SUCCEEDED",task="tests.tasks:add"} 2.0' in again
