@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from balloons import JobStatus
@@ -53,3 +56,31 @@ def test_pool_summaries_count_jobs_and_machines() -> None:
     assert dict(d.by_status)["FAILED"] == 1 and d.queued == 0
     assert d.machines == {"stopped": 2} and d.machines_running == 0
     assert found["other"].jobs == {JobStatus.SUCCEEDED: 1}
+
+
+def test_scans_merge_pools_newest_first_across_windows() -> None:
+    from balloons.ids import ulid
+    from balloons.listing import scan
+
+    store = tasks.app.store
+    base = time.time() - 1000
+    expected = []
+    for i in range(150):  # records only: nothing is launched
+        pool = "a" if i % 3 else "b"
+        created = base + i
+        jid = f"{pool}.{ulid(created)}"
+        payload = json.dumps({"task": f"m:t{i % 4}", "id": jid}).encode()
+        store.submit(store.keys(jid), payload, b"{}", "sig", created, 3600)
+        expected.append(jid)
+    expected.reverse()
+    assert [j.id for j in scan(store, ["a", "b"], first=4)] == expected
+    limited = [j.id for j in scan(store, ["a", "b"], limit=10, first=3)]
+    assert sorted(limited) == sorted(
+        [j for j in expected if j.startswith("a.")][:10]
+        + [j for j in expected if j.startswith("b.")][:10]
+    )
+    page = find_jobs(store, Filters(task="t1"), page=2, per_page=10)
+    assert [r.id for r in page.rows] == [
+        j for i, j in zip(range(149, -1, -1), expected, strict=True) if i % 4 == 1
+    ][10:20]
+    assert page.has_next

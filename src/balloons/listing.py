@@ -7,6 +7,8 @@ fields), never the arguments or results, so a listing stays cheap however large 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +19,9 @@ from .store import Store, job_info
 
 #: How many of the newest jobs of each pool a listing looks through.
 SCAN_LIMIT = 5000
-#: Records read per pipelined round trip.
-CHUNK = 500
+#: Records read per pipelined round trip, at most, and in the first one.
+CHUNK = 1000
+FIRST_CHUNK = 64
 #: The fields a listing reads of each record (``status`` first: a gone record has none).
 ROW_FIELDS = ("status", "payload", "attempt", "machine", "created", "started", "finished", "reason")
 
@@ -69,14 +72,38 @@ class JobPage:
     tasks: list[str] = field(default_factory=list)  # task names seen while scanning
 
 
-def scan(store: Store, pools: Sequence[str], limit: int = SCAN_LIMIT) -> Iterator[JobInfo]:
-    """Job summaries (no attempts, arguments or results), newest first across ``pools``."""
-    ranked = store.index(pools, limit)
-    for i in range(0, len(ranked), CHUNK):
-        ids = [jid for _, jid in ranked[i : i + CHUNK]]
-        for jid, rec in zip(ids, store.fields(ids, ROW_FIELDS), strict=True):
+def scan(
+    store: Store,
+    pools: Sequence[str],
+    limit: int = SCAN_LIMIT,
+    first: int = FIRST_CHUNK,
+    fields: Sequence[str] = ROW_FIELDS,
+) -> Iterator[JobInfo]:
+    """Job summaries (no attempts, arguments or results), newest first across ``pools``,
+    from the newest ``limit`` jobs of each, built from ``fields`` (``status`` first).
+
+    The index and the records are read in windows that start at ``first`` and double up to
+    :data:`CHUNK`, so a caller that stops early (a first page) reads little more than it
+    shows."""
+    ranked = heapq.merge(
+        *(_pool_index(store, p, limit, first) for p in pools), key=lambda row: row[0], reverse=True
+    )
+    size = max(1, first)
+    while ids := [jid for _, jid in itertools.islice(ranked, size)]:
+        size = min(size * 2, CHUNK)
+        for jid, rec in zip(ids, store.fields(ids, fields), strict=True):
             if rec:
                 yield job_info(jid, rec, {})
+
+
+def _pool_index(store: Store, pool: str, limit: int, first: int) -> Iterator[tuple[float, str]]:
+    offset, size = 0, max(1, first)
+    while offset < limit:
+        rows = store.index([pool], min(size, limit - offset), offset)
+        yield from rows
+        if len(rows) < size:
+            return
+        offset, size = offset + len(rows), min(size * 2, CHUNK)
 
 
 def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50) -> JobPage:
@@ -88,7 +115,7 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
     rows: list[JobInfo] = []
     tasks: set[str] = set()
     counts = store.index_sizes(pools)
-    for info in scan(store, pools):
+    for info in scan(store, pools, first=page * per_page + 1):
         scanned += 1
         tasks.add(info.task)
         if not filters.keeps(info):

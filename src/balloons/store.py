@@ -258,12 +258,14 @@ class Store:
                 out.append(job_info(jid, _decode(rec), attempts))
         return out
 
-    def index(self, pools: Sequence[str], limit: int) -> list[tuple[float, str]]:
-        """``(created, job id)`` of the newest ``limit`` jobs of each pool, newest first."""
+    def index(self, pools: Sequence[str], limit: int, offset: int = 0) -> list[tuple[float, str]]:
+        """``(created, job id)`` of each pool's jobs from the ``offset``-th newest, ``limit``
+        of them per pool, newest first across pools."""
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)
             for p in pools:
-                pipe.zrevrange(PoolKeys(self.namespace, p).jobs, 0, limit - 1, withscores=True)
+                key = PoolKeys(self.namespace, p).jobs
+                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
             rows = pipe.execute()
         return sorted(
             (

@@ -14,11 +14,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from ..listing import RUNNING_MACHINE_STATES, scan
+from ..listing import CHUNK, RUNNING_MACHINE_STATES, scan
 from ..store import Store
 
 #: Newest jobs per pool a scrape reads.
 METRICS_SCAN_LIMIT = 100_000
+#: The record fields a scrape reads.
+FIELDS = ("status", "payload", "started", "finished")
 #: Upper bounds (seconds) of the run-time histogram buckets.
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 
@@ -37,7 +39,7 @@ class StoreCollector(Collector):
         pools = self.store.pools()
         by_status: Counter[tuple[str, str, str]] = Counter()
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for info in scan(self.store, pools, self.scan_limit):
+        for info in scan(self.store, pools, self.scan_limit, CHUNK, FIELDS):
             by_status[(info.pool, info.task, info.status.value)] += 1
             if info.duration is not None:
                 durations[(info.pool, info.task)].append(info.duration)
