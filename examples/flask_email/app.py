@@ -11,6 +11,7 @@ default); this process only validates, submits and reads job records.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -126,6 +127,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             return jsonify(status="FAILURE", reason=exc.reason, error=error or exc.reason)
         return jsonify(status="SUCCESS", result=result)
 
+    token = flask_app.config.get("BALLOONS_DASHBOARD_TOKEN")
+    if token:  # the balloons dashboard, mounted at /balloons/
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+        from balloons.dashboard import create_wsgi_app
+
+        flask_app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+            flask_app.wsgi_app, {"/balloons": create_wsgi_app(tasks.app, token=token)}
+        )
+
     @flask_app.errorhandler(balloons.StoreError)
     def store_unavailable(exc: balloons.StoreError) -> ResponseReturnValue:
         log.error("job store error: %s", exc)  # the URL in it is masked by balloons
@@ -138,7 +149,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return flask_app
 
 
-flask_app = create_app()
+flask_app = create_app(
+    {"BALLOONS_DASHBOARD_TOKEN": os.environ.get("BALLOONS_DASHBOARD_TOKEN")}
+)
 
 if __name__ == "__main__":  # python -m examples.flask_email.app
     flask_app.run()

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, SerializationError, StoreError
+from .errors import ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job
 from .keys import JobKeys, PoolKeys
 from .pools import Pool
 from .resp import mask_url
 from .serialize import Serializer, dumps_call, get_serializer
-from .signing import sign
+from .signing import sign, verify
 from .status import JobInfo, MachineSpec, Reason
 from .task import DEFAULT_TIMEOUT, Task, TaskOptions
 
@@ -289,6 +289,49 @@ class App:
     def jobs(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, newest first."""
         return self.store.recent(limit, pool)
+
+    def retry(self, job_id: str) -> Job[Any]:
+        """Submit a new job running the same task with the same options and arguments.
+
+        The stored arguments are reused as they are (never decoded), after their signature is
+        checked, so a record altered in Redis is refused rather than signed anew.
+        """
+        old = JobKeys.of(self.settings.namespace, job_id)
+        rec = self.store.record(old)
+        if not rec:
+            raise JobNotFound(job_id)
+        payload, data = rec.get("payload", b""), rec.get("args", b"")
+        if not verify(self.secret.encode(), payload, data, rec.get("sig", b"")):
+            raise StoreError(
+                f"the record of job {job_id} does not verify with this app's secret: "
+                "refusing to retry it"
+            )
+        from .store import SubmitRequest
+
+        p = json.loads(payload)
+        opts = TaskOptions(
+            cpus=p["cpus"], memory_mb=p["memory_mb"], timeout=p["timeout"], pool=old.pool.pool
+        )
+        now = time.time()
+        new = JobKeys.of(self.settings.namespace, f"{opts.pool}.{ulid(now)}")
+        body = json.dumps({**p, "id": new.job_id, "created": now}, separators=(",", ":")).encode()
+        req = SubmitRequest(
+            payload=body,
+            args=data,
+            sig=sign(self.secret.encode(), body, data),
+            created=now,
+            ttl=self.settings.record_ttl,
+            pool_config=self.get_pool(opts.pool).redis_config(),
+            due=None,
+            priority=0,
+            cpus=int(p["cpus"]),
+            memory_mb=int(p["memory_mb"]),
+            key_digest="",
+        )
+        job, launch = self._after_submit(new, opts, self.store.submit(new, req))
+        if launch is not None:
+            self.launch_slot(*launch)
+        return job
 
     def decode_result(self, job_id: str, data: bytes, payload: bytes) -> Any:
         try:

@@ -210,20 +210,27 @@ def result(job_id: str, timeout: float | None) -> None:
 
 
 @main.command()
-@click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--pool", default=None)
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows to show.")
+@click.option("--pool", default=None, help="Only this pool.")
 @click.option(
     "--status",
     "status_",
     type=click.Choice([s.value for s in JobStatus], case_sensitive=False),
     default=None,
+    help="Only jobs in this status.",
 )
+@click.option("--task", default=None, help="Only this task (module:function, or function).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def jobs(limit: int, pool: str | None, status_: str | None, as_json: bool) -> None:
+def jobs(
+    limit: int, pool: str | None, status_: str | None, task: str | None, as_json: bool
+) -> None:
     """A table of recent jobs, newest first."""
-    rows = _app().jobs(limit=limit, pool=pool)
-    if status_:
-        rows = [r for r in rows if r.status.value == status_.upper()]
+    from .listing import Filters, find_jobs
+
+    if limit < 1:
+        raise click.BadParameter(f"{limit}: expected at least 1", param_hint="--limit")
+    app = _app()
+    rows = find_jobs(app.store, Filters.parse(status_, task, pool), 1, limit).rows
     if as_json:
         click.echo(json.dumps([_info_dict(r) for r in rows]))
         return
@@ -293,9 +300,15 @@ def supervise(module: str | None, interval: float, once: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pools(as_json: bool) -> None:
-    """Each pool's cap and its starting, running, idle and queued counts."""
+    """Each pool's cap, its machines (starting, running, idle) and queued jobs."""
+    from .listing import pool_summaries
+
     app = _app()
     rows = [app.store.pool_stats(p) for p in app.store.pools()]
+    by_pool = {s.name: s for s in pool_summaries(app.store)}
+    for r in rows:
+        found = by_pool.get(r["pool"])
+        r["jobs"] = dict(found.by_status) if found is not None else {}
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -343,6 +356,31 @@ def gc(dry_run: bool, as_json: bool) -> None:
     for m in found:
         click.echo(f"{verb} {m.id} (pool {m.pool}, job {m.job_id or '-'})")
     click.echo(f"{len(found)} orphaned machine(s) {verb}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8270, show_default=True)
+def dashboard(host: str, port: int) -> None:
+    """Serve the web dashboard (token: BALLOONS_DASHBOARD_TOKEN).
+
+    Beyond loopback a token is required. On 127.0.0.1 without one, a random token is made and
+    kept in the state directory (mode 0600); its path is printed, never the token.
+    """
+    try:
+        from .dashboard.server import resolve_token, serve
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs the dashboard extra (pip install 'balloons[dashboard]'): {exc}"
+        ) from None
+    from .config import dashboard_token
+
+    token, kept = resolve_token(host, dashboard_token(os.environ), _state_dir())
+    where = f"[{host}]" if ":" in host else host
+    err_console.print(f"balloons dashboard on http://{where}:{port}/", highlight=False)
+    if kept is not None:
+        err_console.print(f"log in with the token in {kept}", highlight=False)
+    serve(_app(), host, port, token)
 
 
 @main.command()

@@ -61,6 +61,11 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "balloons"
 
 
+def dashboard_token(env: Mapping[str, str]) -> str | None:
+    """The dashboard token from ``BALLOONS_DASHBOARD_TOKEN``, if set."""
+    return env.get("BALLOONS_DASHBOARD_TOKEN") or None
+
+
 def check_env_names(env: Mapping[str, str]) -> None:
     """Refuse ``BALLOONS_*`` variables balloons does not know, suggesting the closest name."""
     for name in env:

@@ -11,13 +11,13 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import lua
 from .errors import StoreError
-from .keys import JobKeys, PoolKeys, pools_key
+from .keys import JobKeys, PoolKeys, machine_key, machines_key, pools_key
 from .resp import mask_url
 from .status import AttemptInfo, JobInfo, JobStatus
 
@@ -417,6 +417,72 @@ class Store:
             if rec:
                 out.append(job_info(jid, _decode(rec), attempts))
         return out
+
+    def index(self, pools: Sequence[str], limit: int, offset: int = 0) -> list[tuple[float, str]]:
+        """``(created, job id)`` of each pool's jobs from the ``offset``-th newest, ``limit``
+        of them per pool, newest first across pools."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                key = PoolKeys(self.namespace, p).jobs
+                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
+            rows = pipe.execute()
+        return sorted(
+            (
+                (score, f"{p}.{ulid.decode()}")
+                for p, found in zip(pools, rows, strict=True)
+                for ulid, score in found
+            ),
+            reverse=True,
+        )
+
+    def index_sizes(self, pools: Sequence[str]) -> list[int]:
+        """How many jobs each pool's index holds."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                pipe.zcard(PoolKeys(self.namespace, p).jobs)
+            return [int(n) for n in pipe.execute()]
+
+    def fields(self, job_ids: Sequence[str], names: Sequence[str]) -> list[dict[str, bytes]]:
+        """The named fields of each job's record (``{}`` for a record that is gone)."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for jid in job_ids:
+                pipe.hmget(self.keys(jid).job, names)
+            rows = pipe.execute()
+        return [
+            {n: v for n, v in zip(names, row, strict=True) if v is not None}
+            if row[0] is not None
+            else {}
+            for row in rows
+        ]
+
+    def snapshot(self, jk: JobKeys, names: Sequence[str]) -> JobInfo | None:
+        """:meth:`info` from the named fields only (``status`` first), without the arguments."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(jk.job, names)
+            pipe.hgetall(jk.attempts)
+            row, attempts = pipe.execute()
+        if row[0] is None:
+            return None
+        rec = {n: v for n, v in zip(names, row, strict=True) if v is not None}
+        return job_info(jk.job_id, rec, attempts)
+
+    def machine_records(self, limit: int = 1000) -> list[dict[str, str]]:
+        """The newest machine records (``id``, ``state``, ``pool``, ...), newest first."""
+        with self.errors():
+            ids = self.redis.zrevrange(machines_key(self.namespace), 0, limit - 1)
+            pipe = self.redis.pipeline(transaction=False)
+            for mid in ids:
+                pipe.hgetall(machine_key(self.namespace, mid.decode()))
+            raws = pipe.execute()
+        return [
+            {"id": mid.decode(), **{k.decode(): v.decode() for k, v in raw.items()}}
+            for mid, raw in zip(ids, raws, strict=True)
+            if raw
+        ]
 
     def close(self) -> None:
         if self._sync is not None:

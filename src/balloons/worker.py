@@ -228,7 +228,8 @@ class Worker:
                     return EXIT_SKIPPED
         if not beat.is_alive() and not self.stop:
             beat.start()
-        mode = "take"
+        # With no idle timeout, a machine never waits: it takes a job or gives its slot back.
+        mode = "release" if self.idle <= 0 else "take"
         idle_until = 0.0
         while not self.stop:
             # With no job in hand, an unreachable Redis is worth waiting for only as long as
@@ -237,13 +238,16 @@ class Worker:
             reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode, until=patience)
             if reply[0] == 1:
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
-                mode, idle_until = "take", 0.0
+                mode, idle_until = "release" if self.idle <= 0 else "take", 0.0
                 continue
             if reply[0] != 0:
                 break  # the slot was given back (idle timeout) or taken away: exit
             now = time.monotonic()
             if idle_until == 0.0 or mode == "release":
-                idle_until = now + float(reply[1])
+                self.idle = float(reply[1])
+                # Kept by the pool's warm floor after a release: wait a while before asking
+                # again, even with no idle timeout.
+                idle_until = now + (max(self.idle, 1.0) if mode == "release" else self.idle)
             left = idle_until - now
             if left <= 0:
                 mode = "release"

@@ -1,0 +1,102 @@
+"""``/metrics``: Prometheus metrics read from Redis at scrape time.
+
+Nothing is counted in this process: a scrape reads the job index and machine records (the
+same reads as ``balloons pools``), so every replica of a web app reports the same figures and
+a restart loses nothing. Jobs are those still kept in Redis (within the record TTL).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from ..listing import CHUNK, RUNNING_MACHINE_STATES, scan
+from ..store import Store
+
+#: Newest jobs per pool a scrape reads.
+METRICS_SCAN_LIMIT = 100_000
+#: The record fields a scrape reads.
+FIELDS = ("status", "payload", "started", "finished")
+#: Upper bounds (seconds) of the run-time histogram buckets.
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+
+
+class StoreCollector(Collector):
+    """Reads the store on every ``collect()``."""
+
+    def __init__(self, store: Store, scan_limit: int = METRICS_SCAN_LIMIT) -> None:
+        self.store = store
+        self.scan_limit = scan_limit
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # no metrics are known before a scrape reads Redis
+
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+        pools = self.store.pools()
+        by_status: Counter[tuple[str, str, str]] = Counter()
+        durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for info in scan(self.store, pools, self.scan_limit, CHUNK, FIELDS):
+            by_status[(info.pool, info.task, info.status.value)] += 1
+            if info.duration is not None:
+                durations[(info.pool, info.task)].append(info.duration)
+
+        jobs = GaugeMetricFamily(
+            "balloons_jobs",
+            "Jobs kept in Redis, by pool, task and status.",
+            labels=["pool", "task", "status"],
+        )
+        for (pool, task, status), n in sorted(by_status.items()):
+            jobs.add_metric([pool, task, status], n)
+        yield jobs
+
+        queued = GaugeMetricFamily(
+            "balloons_pool_queued_jobs", "Jobs waiting for a machine, by pool.", labels=["pool"]
+        )
+        for pool in pools:
+            n = sum(v for (p, _, s), v in by_status.items() if p == pool and s == "QUEUED")
+            queued.add_metric([pool], n)
+        yield queued
+
+        hist = HistogramMetricFamily(
+            "balloons_job_duration_seconds",
+            "Run time (start to end) of finished jobs kept in Redis, by pool and task.",
+            labels=["pool", "task"],
+        )
+        for (pool, task), values in sorted(durations.items()):
+            buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in DURATION_BUCKETS]
+            buckets.append(("+Inf", float(len(values))))
+            hist.add_metric([pool, task], buckets, sum_value=sum(values))
+        yield hist
+
+        machines = GaugeMetricFamily(
+            "balloons_machines",
+            "Machines with a record in Redis, by pool and state.",
+            labels=["pool", "state"],
+        )
+        running = GaugeMetricFamily(
+            "balloons_pool_running_machines", "Machines still running, by pool.", labels=["pool"]
+        )
+        states: Counter[tuple[str, str]] = Counter()
+        for m in self.store.machine_records():
+            states[(m.get("pool", ""), m.get("state", "unknown"))] += 1
+        for (pool, state), n in sorted(states.items()):
+            machines.add_metric([pool, state], n)
+        for pool in sorted(set(pools) | {p for p, _ in states}):
+            n = sum(v for (p, s), v in states.items() if p == pool and s in RUNNING_MACHINE_STATES)
+            running.add_metric([pool], n)
+        yield machines
+        yield running
+
+
+def registry_for(store: Store) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

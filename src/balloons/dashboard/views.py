@@ -1,0 +1,206 @@
+"""What the dashboard's pages show, built from the store: plain data, no HTTP.
+
+The job page is a list of :data:`SECTIONS`. Each section's ``build`` returns the data its
+template needs, or ``None`` when the job has nothing to show there, so a section appears only
+once its data exists. Live sections are re-rendered as the job changes; the others (the
+arguments) are rendered once. A new kind of per-job data (logs, progress, cost) is one more
+section: a ``build`` function and a template.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..keys import JobKeys
+from ..listing import ROW_FIELDS
+from ..status import AttemptInfo, JobInfo
+from ..store import Store
+
+#: Characters of one argument or result shown before it is cut.
+PREVIEW_CHARS = 2000
+#: Fields the live part of a job page reads (never the arguments or the result).
+LIVE_FIELDS = (*ROW_FIELDS, "error")
+
+
+def fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A value as text, cut to :data:`PREVIEW_CHARS`."""
+
+    label: str
+    text: str
+    size: int  # characters of the whole text, or bytes when it could not be decoded
+    truncated: bool
+
+    @classmethod
+    def of(cls, label: str, text: str) -> Preview:
+        cut = len(text) > PREVIEW_CHARS
+        return cls(label, text[:PREVIEW_CHARS], len(text), cut)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+
+
+def previews_of_call(data: bytes, ser: str) -> list[Preview]:
+    """One preview per positional and keyword argument. Only JSON is decoded: the dashboard
+    never unpickles anything."""
+    if ser != "json":
+        return [Preview(f"({ser})", f"{len(data):,} bytes, not decoded here", len(data), False)]
+    try:
+        call = json.loads(data)
+        args, kwargs = call["args"], call["kwargs"]
+    except (ValueError, KeyError, TypeError):
+        return [Preview.of("(raw)", data.decode("utf-8", "replace"))]
+    out = [Preview.of(f"[{i}]", _json_text(v)) for i, v in enumerate(args)]
+    out += [Preview.of(k, _json_text(v)) for k, v in kwargs.items()]
+    return out
+
+
+def preview_result(data: bytes, ser: str) -> Preview:
+    if ser != "json":
+        return Preview(f"({ser})", f"{len(data):,} bytes, not decoded here", len(data), False)
+    try:
+        return Preview.of("result", _json_text(json.loads(data)))
+    except ValueError:
+        return Preview.of("result", data.decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One attempt on the timeline: offsets are percentages of the job's whole span."""
+
+    attempt: AttemptInfo
+    left: float
+    width: float
+    run_left: float  # where the task started running, inside the bar
+    state: str  # outcome in lowercase, or "running"
+
+
+def timeline(info: JobInfo, now: float | None = None) -> list[Bar]:
+    now = now if now is not None else time.time()
+    start = info.created_at or now
+    ends = [a.ended_at or now for a in info.attempts] or [now]
+    span = max(max(ends) - start, 1e-3)
+
+    def pct(t: float | None) -> float:
+        return 0.0 if t is None else max(0.0, min(100.0, (t - start) / span * 100))
+
+    bars = []
+    for a in info.attempts:
+        left = pct(a.launched_at or a.started_at or start)
+        right = pct(a.ended_at or now)
+        bars.append(
+            Bar(
+                a,
+                left,
+                max(right - left, 0.5),
+                pct(a.started_at) if a.started_at else left,
+                (a.outcome or "running").lower(),
+            )
+        )
+    return bars
+
+
+@dataclass
+class JobContext:
+    """What sections are built from: the store, the job's keys and a snapshot of it."""
+
+    store: Store
+    keys: JobKeys
+    info: JobInfo
+    payload: dict[str, Any]
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    template: str
+    build: Callable[[JobContext], dict[str, Any] | None]
+    live: bool = True
+
+
+def _summary(ctx: JobContext) -> dict[str, Any]:
+    p = ctx.payload
+    return {
+        "size": {k: p[k] for k in ("cpus", "memory_mb", "timeout") if k in p},
+        "serializer": p.get("ser", "json"),
+    }
+
+
+def _attempts(ctx: JobContext) -> dict[str, Any] | None:
+    if not ctx.info.attempts:
+        return None
+    return {"bars": timeline(ctx.info)}
+
+
+def _outcome(ctx: JobContext) -> dict[str, Any] | None:
+    info = ctx.info
+    if not info.status.terminal:
+        return None
+    if info.error_type or info.error_message or info.traceback:
+        return {"error": True}
+    raw = ctx.store.fields([ctx.keys.job_id], ["status", "result"])[0].get("result")
+    if raw is None:
+        return None
+    return {"result": preview_result(raw, str(ctx.payload.get("ser", "json")))}
+
+
+def _arguments(ctx: JobContext) -> dict[str, Any] | None:
+    raw = ctx.store.fields([ctx.keys.job_id], ["status", "args"])[0].get("args")
+    if raw is None:
+        return None
+    return {"args": previews_of_call(raw, str(ctx.payload.get("ser", "json"))), "bytes": len(raw)}
+
+
+#: The sections of the job page, in order.
+SECTIONS: list[Section] = [
+    Section("summary", "Job", "sections/summary.html", _summary),
+    Section("attempts", "Attempts", "sections/attempts.html", _attempts),
+    Section("outcome", "Outcome", "sections/outcome.html", _outcome),
+    Section("arguments", "Arguments", "sections/arguments.html", _arguments, live=False),
+]
+
+
+def job_context(store: Store, keys: JobKeys) -> JobContext | None:
+    info = store.snapshot(keys, LIVE_FIELDS)
+    if info is None:
+        return None
+    raw = store.fields([keys.job_id], ["status", "payload"])[0].get("payload", b"{}")
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        payload = {}
+    return JobContext(store, keys, info, payload if isinstance(payload, dict) else {})
+
+
+def sections(ctx: JobContext, live: bool) -> list[tuple[Section, dict[str, Any]]]:
+    out = []
+    for s in SECTIONS:
+        if s.live is live:
+            data = s.build(ctx)
+            if data is not None:
+                out.append((s, data))
+    return out

@@ -1,0 +1,397 @@
+"""The dashboard's Starlette app: pages, live event streams, actions and ``/metrics``.
+
+Routes (relative to where the app is mounted)::
+
+    GET  /login, POST /login, POST /logout      token login (session cookie)
+    GET  /jobs?status=&task=&pool=&page=        jobs, filtered, paged; /jobs/live streams it
+    GET  /jobs/{id}                             one job; /jobs/{id}/live streams its changes
+    POST /jobs/{id}/cancel, /jobs/{id}/retry    actions (CSRF token + Origin check)
+    GET  /pools                                 pools; /pools/live streams it
+    GET  /metrics                               Prometheus text format
+    GET  /static/...                            the stylesheet and the live-update script
+
+Live regions are server-sent events: each ``update`` event carries the region's HTML, rendered
+by the same template as the page, and ``live.js`` swaps it in (no front-end build, nothing
+fetched from elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import BalloonsError, JobNotFound
+from ..keys import JobKeys
+from ..listing import Filters, find_jobs, pool_summaries
+from ..status import JobStatus
+from . import metrics, views
+from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
+
+if TYPE_CHECKING:
+    from ..app import App
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+#: Seconds between re-reads of a list page's live region.
+LIST_INTERVAL = 2.0
+#: Longest wait for a job's end between re-reads of a job page's live region.
+JOB_INTERVAL = 1.0
+#: Largest form body accepted.
+MAX_FORM_BYTES = 16 * 1024
+PER_PAGE = 50
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class _SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(app: App, *, token: str | None) -> Starlette:
+    """The dashboard of ``app`` as an ASGI app, mountable under any path.
+
+    ``token`` is required (at least 16 characters): users log in with it, and ``/metrics``
+    takes it as a bearer header. ``ConfigError`` if it is missing or short.
+    """
+    auth = TokenAuth(token)
+    env = Environment(
+        loader=PackageLoader("balloons.dashboard", "templates"),
+        autoescape=select_autoescape(default=True),
+    )
+    env.globals.update(fmt_time=views.fmt_time, fmt_duration=views.fmt_duration)
+    templates = Jinja2Templates(env=env)
+    registry = metrics.registry_for(app.store)
+    store = app.store
+
+    def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
+        session: Session | None = getattr(request.state, "session", None)
+        ctx.setdefault("csrf", session.csrf if session else "")
+        ctx.setdefault("statuses", [s.value for s in JobStatus])
+        resp = templates.TemplateResponse(request, name, ctx, status_code=status_code)
+        resp.headers["cache-control"] = "no-store"
+        return resp
+
+    def fragment(request: Request, name: str, **ctx: Any) -> str:
+        session: Session | None = getattr(request.state, "session", None)
+        ctx.setdefault("csrf", session.csrf if session else "")
+        ctx.setdefault("statuses", [s.value for s in JobStatus])
+        return env.get_template(name).render(request=request, **ctx)
+
+    def error(request: Request, status_code: int, message: str) -> Response:
+        return page(request, "error.html", status_code=status_code, message=message)
+
+    def protected(endpoint: Endpoint) -> Endpoint:
+        async def check(request: Request) -> Response:
+            session = auth.authenticate(request)
+            if session is None:
+                return refuse(request)
+            request.state.session = session
+            return await endpoint(request)
+
+        return check
+
+    def refuse(request: Request) -> Response:
+        wants_page = (
+            request.method == "GET"
+            and "authorization" not in request.headers
+            and "text/html" in request.headers.get("accept", "")
+        )
+        if wants_page:
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            login = request.url_for("login").include_query_params(next=here)
+            return RedirectResponse(str(login), status_code=303)
+        return PlainTextResponse(
+            "a dashboard token is required: log in, or send 'Authorization: Bearer TOKEN'",
+            status_code=401,
+            headers={"www-authenticate": 'Bearer realm="balloons"'},
+        )
+
+    async def form_of(request: Request) -> dict[str, str]:
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            return {}
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[0] for k, v in parsed.items()}
+
+    async def checked_form(request: Request) -> tuple[dict[str, str], Response | None]:
+        form = await form_of(request)
+        session = getattr(request.state, "session", None)
+        why = auth.post_allowed(request, session, form.get("csrf", ""))
+        return form, (error(request, 403, why) if why else None)
+
+    # ------------------------------------------------------------------- login
+    async def login(request: Request) -> Response:
+        nxt = _safe_next(request.query_params.get("next", ""))
+        if request.method == "GET":
+            return page(request, "login.html", next=nxt, failed=False)
+        form, refused = await checked_form(request)
+        if refused is not None:
+            return refused
+        nxt = _safe_next(form.get("next", ""))
+        if not auth.token_ok(form.get("token", "")):
+            return page(request, "login.html", status_code=401, next=nxt, failed=True)
+        target = nxt or str(request.url_for("jobs").path)
+        resp = RedirectResponse(target, status_code=303)
+        resp.set_cookie(
+            COOKIE,
+            auth.new_cookie(),
+            max_age=SESSION_TTL,
+            path=request.scope.get("root_path") or "/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return resp
+
+    async def logout(request: Request) -> Response:
+        _, refused = await checked_form(request)
+        if refused is not None:
+            return refused
+        resp = RedirectResponse(str(request.url_for("login").path), status_code=303)
+        resp.delete_cookie(COOKIE, path=request.scope.get("root_path") or "/")
+        return resp
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse(str(request.url_for("jobs").path), status_code=303)
+
+    # -------------------------------------------------------------------- jobs
+    def filters_of(request: Request) -> tuple[Filters, int]:
+        q = request.query_params
+        filters = Filters.parse(q.get("status"), q.get("task"), q.get("pool"))
+        raw_page = q.get("page") or "1"
+        if not raw_page.isdigit() or int(raw_page) < 1:
+            raise ValueError(f"page must be a whole number from 1, got {raw_page!r}")
+        return filters, int(raw_page)
+
+    def jobs_table(request: Request, filters: Filters, page_no: int) -> str:
+        listing = find_jobs(store, filters, page_no, PER_PAGE)
+        return fragment(
+            request, "jobs_table.html", listing=listing, query=_query(filters), filters=filters
+        )
+
+    async def jobs(request: Request) -> Response:
+        try:
+            filters, page_no = filters_of(request)
+        except ValueError as exc:
+            return error(request, 400, str(exc))
+        table = await run_in_threadpool(jobs_table, request, filters, page_no)
+        pools = await run_in_threadpool(store.pools)
+        return page(
+            request,
+            "jobs.html",
+            table=table,
+            filters=filters,
+            pools=pools,
+            live_query=request.url.query,
+        )
+
+    async def jobs_live(request: Request) -> Response:
+        try:
+            filters, page_no = filters_of(request)
+        except ValueError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+
+        async def render() -> tuple[str, bool]:
+            return await run_in_threadpool(jobs_table, request, filters, page_no), False
+
+        return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
+
+    # ---------------------------------------------------------------- one job
+    def keys_of(request: Request) -> JobKeys | None:
+        try:
+            return store.keys(request.path_params["job_id"])
+        except ValueError:
+            return None
+
+    def job_live_html(request: Request, keys: JobKeys) -> tuple[str, bool]:
+        ctx = views.job_context(store, keys)
+        if ctx is None:
+            return fragment(request, "job_gone.html", job_id=keys.job_id), True
+        return (
+            fragment(
+                request,
+                "job_live.html",
+                info=ctx.info,
+                sections=views.sections(ctx, live=True),
+                can_cancel=not ctx.info.status.terminal,
+            ),
+            ctx.info.status.terminal,
+        )
+
+    async def job(request: Request) -> Response:
+        keys = keys_of(request)
+        if keys is None:
+            return error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
+        ctx = await run_in_threadpool(views.job_context, store, keys)
+        if ctx is None:
+            return error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
+        live, _ = await run_in_threadpool(job_live_html, request, keys)
+        static = await run_in_threadpool(views.sections, ctx, False)
+        return page(request, "job.html", info=ctx.info, live=live, static_sections=static)
+
+    async def job_live(request: Request) -> Response:
+        keys = keys_of(request)
+        if keys is None:
+            return PlainTextResponse("not a job id", status_code=404)
+
+        async def render() -> tuple[str, bool]:
+            return await run_in_threadpool(job_live_html, request, keys)
+
+        async def wait() -> None:
+            if await store.wait_done_async(keys, JOB_INTERVAL):
+                await asyncio.sleep(0.25)  # ended, or about to: re-read, but never spin
+
+        return _stream(render, wait)
+
+    async def cancel(request: Request) -> Response:
+        return await act(request, "cancel")
+
+    async def retry(request: Request) -> Response:
+        return await act(request, "retry")
+
+    async def act(request: Request, action: str) -> Response:
+        _, refused = await checked_form(request)
+        if refused is not None:
+            return refused
+        keys = keys_of(request)
+        if keys is None:
+            return error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
+        try:
+            if action == "retry":
+                target = (await run_in_threadpool(app.retry, keys.job_id)).id
+            else:
+                await run_in_threadpool(app.job(keys.job_id).cancel)
+                target = keys.job_id
+        except JobNotFound:
+            return error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
+        except BalloonsError as exc:
+            return error(request, 409, f"could not {action} job {keys.job_id}: {exc}")
+        url = request.url_for("job", job_id=target).path
+        return RedirectResponse(str(url), status_code=303)
+
+    # ------------------------------------------------------------------- pools
+    def pools_table(request: Request) -> str:
+        return fragment(request, "pools_table.html", pools=pool_summaries(store))
+
+    async def pools(request: Request) -> Response:
+        table = await run_in_threadpool(pools_table, request)
+        return page(request, "pools.html", table=table)
+
+    async def pools_live(request: Request) -> Response:
+        async def render() -> tuple[str, bool]:
+            return await run_in_threadpool(pools_table, request), False
+
+        return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
+
+    # ----------------------------------------------------------------- metrics
+    async def metrics_endpoint(request: Request) -> Response:
+        body = await run_in_threadpool(metrics.exposition, registry)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    routes = [
+        Route("/", protected(home), name="home"),
+        Route("/login", login, methods=["GET", "POST"], name="login"),
+        Route("/logout", protected(logout), methods=["POST"], name="logout"),
+        Route("/jobs", protected(jobs), name="jobs"),
+        Route("/jobs/live", protected(jobs_live), name="jobs_live"),
+        Route("/jobs/{job_id}", protected(job), name="job"),
+        Route("/jobs/{job_id}/live", protected(job_live), name="job_live"),
+        Route("/jobs/{job_id}/cancel", protected(cancel), methods=["POST"], name="cancel"),
+        Route("/jobs/{job_id}/retry", protected(retry), methods=["POST"], name="retry"),
+        Route("/pools", protected(pools), name="pools"),
+        Route("/pools/live", protected(pools_live), name="pools_live"),
+        Route("/metrics", protected(metrics_endpoint), name="metrics"),
+        Mount("/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"),
+    ]
+    web = Starlette(routes=routes)
+    web.state.balloons = app
+    web.state.auth = auth
+    web.add_middleware(_SecurityHeaders)
+    return web
+
+
+def _safe_next(raw: str) -> str:
+    """A local path to go back to after login; anything else (another site) is dropped."""
+    # Browsers drop tabs and newlines from URLs and read "\\" as "/": "/\t/x" would be "//x".
+    if any(c.isspace() or c == "\\" or not c.isprintable() for c in raw):
+        return ""
+    if raw.startswith("/") and not raw.startswith("//"):
+        return raw
+    return ""
+
+
+def _query(filters: Filters) -> str:
+    q = {
+        "status": filters.status.value if filters.status else "",
+        "task": filters.task or "",
+        "pool": filters.pool or "",
+    }
+    return urlencode({k: v for k, v in q.items() if v})
+
+
+def _sse(event: str, data: str) -> str:
+    lines = data.splitlines() or [""]
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+def _stream(
+    render: Callable[[], Awaitable[tuple[str, bool]]], wait: Callable[[], Awaitable[Any]]
+) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        last = None
+        while True:
+            html, done = await render()
+            if html != last:
+                last = html
+                yield _sse("update", html)
+            else:
+                yield ": still here\n\n"  # finds a closed connection early
+            if done:
+                yield _sse("end", "")
+                return
+            await wait()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )

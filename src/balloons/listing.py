@@ -1,0 +1,183 @@
+"""Read-side queries over the job index: filtered job listings and per-pool summaries.
+
+Used by ``balloons jobs``, ``balloons pools``, the dashboard and its ``/metrics``. Everything
+here is plain reads (``ZREVRANGE`` of each pool's index, then pipelined ``HMGET`` of a few
+fields), never the arguments or results, so a listing stays cheap however large jobs are.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .keys import POOL_RE
+from .status import JobInfo, JobStatus
+from .store import Store, job_info
+
+#: How many of the newest jobs of each pool a listing looks through.
+SCAN_LIMIT = 5000
+#: Records read per pipelined round trip, at most, and in the first one.
+CHUNK = 1000
+FIRST_CHUNK = 64
+#: The fields a listing reads of each record (``status`` first: a gone record has none).
+ROW_FIELDS = ("status", "payload", "attempt", "machine", "created", "started", "finished", "reason")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a listing keeps. ``None`` keeps everything; ``task`` matches a full task name
+    (``module:function``) or its function part."""
+
+    status: JobStatus | None = None
+    task: str | None = None
+    pool: str | None = None
+
+    @classmethod
+    def parse(cls, status: str | None, task: str | None, pool: str | None) -> Filters:
+        """Filters from user input; ``ValueError`` naming the bad value and what was expected."""
+        st = None
+        if status:
+            try:
+                st = JobStatus(status.upper())
+            except ValueError:
+                raise ValueError(
+                    f"unknown status {status!r}: expected one of "
+                    f"{', '.join(s.value for s in JobStatus)}"
+                ) from None
+        if pool and not POOL_RE.match(pool):
+            raise ValueError(
+                f"{pool!r} is not a pool name: expected lowercase letters, digits, '-' or '_'"
+            )
+        return cls(st, task or None, pool or None)
+
+    def keeps(self, info: JobInfo) -> bool:
+        if self.status is not None and info.status is not self.status:
+            return False
+        return self.task is None or self.task in (info.task, info.task.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a filtered listing, newest first."""
+
+    rows: list[JobInfo]
+    page: int
+    per_page: int
+    has_next: bool
+    scanned: int  # records looked through
+    truncated: bool  # the scan stopped at SCAN_LIMIT jobs of some pool
+    tasks: list[str] = field(default_factory=list)  # task names seen while scanning
+
+
+def scan(
+    store: Store,
+    pools: Sequence[str],
+    limit: int = SCAN_LIMIT,
+    first: int = FIRST_CHUNK,
+    fields: Sequence[str] = ROW_FIELDS,
+) -> Iterator[JobInfo]:
+    """Job summaries (no attempts, arguments or results), newest first across ``pools``,
+    from the newest ``limit`` jobs of each, built from ``fields`` (``status`` first).
+
+    The index and the records are read in windows that start at ``first`` and double up to
+    :data:`CHUNK`, so a caller that stops early (a first page) reads little more than it
+    shows."""
+    ranked = heapq.merge(
+        *(_pool_index(store, p, limit, first) for p in pools), key=lambda row: row[0], reverse=True
+    )
+    size = max(1, first)
+    while ids := [jid for _, jid in itertools.islice(ranked, size)]:
+        size = min(size * 2, CHUNK)
+        for jid, rec in zip(ids, store.fields(ids, fields), strict=True):
+            if rec:
+                yield job_info(jid, rec, {})
+
+
+def _pool_index(store: Store, pool: str, limit: int, first: int) -> Iterator[tuple[float, str]]:
+    offset, size = 0, max(1, first)
+    while offset < limit:
+        rows = store.index([pool], min(size, limit - offset), offset)
+        yield from rows
+        if len(rows) < size:
+            return
+        offset, size = offset + len(rows), min(size * 2, CHUNK)
+
+
+def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50) -> JobPage:
+    """Page ``page`` (from 1) of the jobs that pass ``filters``, newest first."""
+    if page < 1 or per_page < 1:
+        raise ValueError(f"page and per_page must be at least 1, got {page} and {per_page}")
+    pools = [filters.pool] if filters.pool else store.pools()
+    skip, scanned, more = (page - 1) * per_page, 0, False
+    rows: list[JobInfo] = []
+    tasks: set[str] = set()
+    counts = store.index_sizes(pools)
+    for info in scan(store, pools, first=page * per_page + 1):
+        scanned += 1
+        tasks.add(info.task)
+        if not filters.keeps(info):
+            continue
+        if skip:
+            skip -= 1
+        elif len(rows) < per_page:
+            rows.append(info)
+        else:
+            more = True
+            break
+    return JobPage(
+        rows=rows,
+        page=page,
+        per_page=per_page,
+        has_next=more,
+        scanned=scanned,
+        truncated=any(n > SCAN_LIMIT for n in counts),
+        tasks=sorted(tasks),
+    )
+
+
+@dataclass(frozen=True)
+class PoolSummary:
+    """What is known of one pool now: its jobs by status and its machines by state."""
+
+    name: str
+    jobs: dict[JobStatus, int]
+    machines: dict[str, int]
+
+    @property
+    def by_status(self) -> list[tuple[str, int]]:
+        return [(s.value, self.jobs.get(s, 0)) for s in JobStatus]
+
+    @property
+    def queued(self) -> int:
+        return self.jobs.get(JobStatus.QUEUED, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.jobs.values())
+
+    @property
+    def machines_running(self) -> int:
+        return sum(n for state, n in self.machines.items() if state in RUNNING_MACHINE_STATES)
+
+
+#: Machine states (Fly's vocabulary) of a machine that still runs.
+RUNNING_MACHINE_STATES = frozenset({"created", "starting", "started"})
+
+
+def pool_summaries(store: Store, limit: int = SCAN_LIMIT) -> list[PoolSummary]:
+    """Every pool the app has submitted to, with job counts by status and machine counts."""
+    pools = store.pools()
+    jobs: dict[str, Counter[JobStatus]] = {p: Counter() for p in pools}
+    for info in scan(store, pools, limit):
+        jobs[info.pool][info.status] += 1
+    machines: dict[str, Counter[str]] = {p: Counter() for p in pools}
+    for m in store.machine_records():
+        pool = m.get("pool", "")
+        machines.setdefault(pool, Counter())[m.get("state", "unknown")] += 1
+    return [
+        PoolSummary(p, dict(jobs.get(p, {})), dict(machines.get(p, {})))
+        for p in sorted(set(pools) | {p for p in machines if p})
+    ]

@@ -1,0 +1,155 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright).
+
+``scripts/setup`` installs Chromium with apt-get when it runs as root; these tests skip only
+where it could not (no root, no apt-get), and fail on CI, where it always can.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import balloons
+from balloons import JobStatus
+from tests import tasks
+from tests.dashboard import tasks as dtasks
+from tests.dashboard.conftest import Dashboard
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 30_000
+
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing on CI: scripts/setup should have installed it")
+    pytest.skip(
+        "chromium is not installed and could not be: scripts/setup installs it with apt-get "
+        "only when run as root on Debian",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+
+expect.set_options(timeout=WAIT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser: Browser, dashboard: Dashboard) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(base_url=dashboard.url)
+    ctx.set_default_timeout(WAIT_MS)
+    yield ctx
+    ctx.close()
+
+
+def release(flag: Path, text: str) -> None:
+    """Let a ``wait_for`` job finish: the file appears whole, at once."""
+    if not flag.exists():
+        part = flag.with_suffix(".part")
+        part.write_text(text)
+        part.rename(flag)
+
+
+def log_in(page: Page, dashboard: Dashboard, path: str) -> None:
+    page.goto(path)
+    expect(page.locator("input[name=token]")).to_be_visible()
+    page.fill("input[name=token]", dashboard.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**{path}")
+
+
+def test_a_job_moves_from_running_to_succeeded_without_a_reload(
+    context: BrowserContext, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    flag = tmp_path / "go"
+    job = dtasks.wait_for.submit(str(flag))
+    try:
+        page = context.new_page()
+        log_in(page, dashboard, f"/jobs/{job.id}")
+        status = page.locator("#job-status")
+        expect(status).to_have_text("RUNNING")
+        listing = context.new_page()
+        listing.goto("/jobs")
+        row = listing.locator(f'tr[data-job="{job.id}"] .status')
+        expect(row).to_have_text("RUNNING")
+        # marks that survive only as long as the documents are not reloaded
+        page.evaluate("window.sameDocument = true")
+        listing.evaluate("window.sameDocument = true")
+        release(flag, "done on cue")
+        expect(status).to_have_text("SUCCEEDED")
+        expect(page.locator("#result")).to_have_text('"done on cue"')
+        expect(page.locator("#section-attempts")).to_contain_text("SUCCEEDED")
+        expect(row).to_have_text("SUCCEEDED")
+        assert page.evaluate("window.sameDocument") is True
+        assert listing.evaluate("window.sameDocument") is True
+        expect(page.locator("#job")).to_have_attribute("data-ended", "true")
+    finally:
+        release(flag, "done on cue")
+    assert job.result(timeout=30) == "done on cue"
+
+
+def test_the_page_refuses_a_request_without_the_token(
+    context: BrowserContext, dashboard: Dashboard
+) -> None:
+    job = tasks.add.submit(4, 5)
+    job.result(timeout=30)
+    page = context.new_page()
+    resp = page.goto(f"/jobs/{job.id}")
+    assert resp is not None
+    assert "/login?next=" in page.url
+    expect(page.locator("#job-status")).to_have_count(0)
+    assert "tests.tasks:add" not in page.content()
+    for path in ("/metrics", f"/jobs/{job.id}", "/jobs/live"):
+        assert context.request.get(path).status == 401, path
+    page.fill("input[name=token]", "not-the-token-at-all")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_be_visible()
+    expect(page.locator("#job-status")).to_have_count(0)
+    page.fill("input[name=token]", dashboard.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/jobs/{job.id}")
+    expect(page.locator("#job-status")).to_have_text("SUCCEEDED")
+    assert dashboard.token not in page.content()
+    cookie = next(c for c in context.cookies() if c["name"] == "balloons_dashboard")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""
+
+
+@pytest.mark.skipif(
+    not hasattr(balloons.Job, "cancel"), reason="this version of balloons has no Job.cancel()"
+)
+def test_cancel_from_the_page_cancels_a_running_job(
+    context: BrowserContext, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    flag = tmp_path / "never"
+    job = dtasks.wait_for.submit(str(flag))
+    try:
+        page = context.new_page()
+        log_in(page, dashboard, f"/jobs/{job.id}")
+        expect(page.locator("#job-status")).to_have_text("RUNNING")
+        page.click("#cancel")
+        expect(page.locator("#job-status")).to_have_text("CANCELLED")
+        assert job.status() is JobStatus.CANCELLED
+        expect(page.locator("#cancel")).to_have_count(0)
+    finally:
+        release(flag, "")

@@ -1,0 +1,245 @@
+"""The dashboard over real HTTP: access, pages, filters, actions, live streams, metrics."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import httpx
+import pytest
+import redis
+
+from balloons.listing import SCAN_LIMIT
+from tests import tasks
+from tests.dashboard import tasks as dtasks
+from tests.dashboard.conftest import Dashboard, machines_settled
+
+HTML = {"accept": "text/html"}
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def test_requests_without_the_token_are_refused(dashboard: Dashboard) -> None:
+    with dashboard.client() as c:
+        page = c.get("/jobs", headers=HTML)
+        assert page.status_code == 303
+        assert page.headers["location"].endswith("/login?next=%2Fjobs")
+        for path in ("/jobs", "/pools", "/metrics", "/jobs/live", "/"):
+            resp = c.get(path)
+            assert resp.status_code == 401, path
+            assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/metrics", headers={"authorization": "Bearer wrong-token"}).status_code == 401
+        assert c.get("/jobs", headers={"authorization": "Basic x"}).status_code == 401
+        c.cookies.set("balloons_dashboard", "abc.123.def")
+        assert c.get("/jobs").status_code == 401
+        c.cookies.clear()
+        login = c.get("/login")
+        assert login.status_code == 200 and 'name="token"' in login.text
+
+
+def test_login_sets_a_strict_httponly_cookie_and_never_shows_the_token(
+    dashboard: Dashboard,
+) -> None:
+    job = tasks.add.submit(1, 2)
+    job.result(timeout=30)
+    with dashboard.client() as c:
+        wrong = c.post("/login", data={"token": "nope"}, headers={"origin": dashboard.url})
+        assert wrong.status_code == 401 and "not the dashboard's token" in wrong.text
+        foreign = c.post(
+            "/login", data={"token": dashboard.token}, headers={"origin": "http://evil.test"}
+        )
+        assert foreign.status_code == 403 and "Origin" in foreign.text
+        assert c.post("/login", data={"token": dashboard.token}).status_code == 403
+        ok = c.post(
+            "/login",
+            data={"token": dashboard.token, "next": "/jobs?status=SUCCEEDED"},
+            headers={"origin": dashboard.url},
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == "/jobs?status=SUCCEEDED"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        assert dashboard.token not in cookie
+        bodies = [c.get(p).text for p in ("/jobs", f"/jobs/{job.id}", "/pools")]
+        assert all(dashboard.token not in b for b in bodies)
+        assert job.id in bodies[0]
+        # a login never sends anyone to another site
+        away = c.post(
+            "/login",
+            data={"token": dashboard.token, "next": "//evil.test/x"},
+            headers={"origin": dashboard.url},
+        )
+        assert away.headers["location"] == "/jobs"
+        page = c.get("/jobs")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        out = c.post(
+            "/logout", data={"csrf": csrf_of(page.text)}, headers={"origin": dashboard.url}
+        )
+        assert out.status_code == 303 and 'balloons_dashboard=""' in out.headers["set-cookie"]
+
+
+def test_jobs_page_filters_by_status_task_and_pool(dashboard: Dashboard) -> None:
+    ok = tasks.add.submit(2, 3)
+    bad = tasks.fail.submit("boom")
+    other = tasks.add.options(pool="other").submit(5, 5)
+    ok.result(timeout=30)
+    other.result(timeout=30)
+    with pytest.raises(Exception, match="boom"):
+        bad.result(timeout=30)
+    with dashboard.login() as c:
+        everything = c.get("/jobs").text
+        assert all(j.id in everything for j in (ok, bad, other))
+        failed = c.get("/jobs", params={"status": "failed"}).text
+        assert bad.id in failed and ok.id not in failed and other.id not in failed
+        by_task = c.get("/jobs", params={"task": "add"}).text
+        assert ok.id in by_task and other.id in by_task and bad.id not in by_task
+        full_name = c.get("/jobs", params={"task": "tests.tasks:fail"}).text
+        assert bad.id in full_name and ok.id not in full_name
+        pool = c.get("/jobs", params={"pool": "other"}).text
+        assert other.id in pool and ok.id not in pool
+        none = c.get("/jobs", params={"pool": "other", "status": "FAILED"}).text
+        assert "No jobs match these filters" in none
+        bad_status = c.get("/jobs", params={"status": "DONE"})
+        assert bad_status.status_code == 400
+        assert "unknown status 'DONE': expected one of QUEUED" in unescape(bad_status.text)
+        bad_pool = c.get("/jobs", params={"pool": "Not A Pool"})
+        assert bad_pool.status_code == 400
+        assert "'Not A Pool' is not a pool name" in unescape(bad_pool.text)
+        bad_page = c.get("/jobs", params={"page": "0"})
+        assert bad_page.status_code == 400 and "page must be" in bad_page.text
+        empty_page = c.get("/jobs", params={"page": "2"}).text
+        assert "page 2" in empty_page and "newer" in empty_page and ok.id not in empty_page
+
+
+def test_job_page_shows_arguments_truncated_attempts_and_result(dashboard: Dashboard) -> None:
+    job = dtasks.big.submit({"small": "tiny value", "large": "y" * 10_000})
+    assert job.result(timeout=30) == 10_010
+    with dashboard.login() as c:
+        html = c.get(f"/jobs/{job.id}").text
+        assert "tiny value" in html
+        assert "y" * 1900 in html and "y" * 10_000 not in html
+        assert re.search(r"first 2000 of 100\d\d characters", html)
+        info = job.info()
+        assert info.machine_id and info.machine_id in html
+        assert "1 cpu" in html and "256 MB" in html
+        assert 'id="result">10010<' in html
+        assert 'id="retry"' in html and 'id="cancel"' not in html
+        assert "SUCCEEDED" in html
+
+
+def test_failed_job_page_shows_the_remote_traceback(dashboard: Dashboard) -> None:
+    job = tasks.fail.submit("it broke <badly>")
+    with pytest.raises(Exception, match="it broke"):
+        job.result(timeout=30)
+    with dashboard.login() as c:
+        html = c.get(f"/jobs/{job.id}").text
+        assert "ValueError" in html and "it broke &lt;badly&gt;" in html
+        assert "Traceback (most recent call last)" in html and "task_error" in html
+        assert c.get("/jobs/default.01jd3x9k2m8vq4t7w0c5r6y1zh").status_code == 404
+        missing = c.get("/jobs/not-a-job")
+        assert missing.status_code == 404 and "is not a job id" in missing.text
+
+
+def test_retry_button_submits_the_same_call_again(dashboard: Dashboard) -> None:
+    job = tasks.add.submit(20, 22)
+    job.result(timeout=30)
+    with dashboard.login() as c:
+        page = c.get(f"/jobs/{job.id}").text
+        no_csrf = c.post(f"/jobs/{job.id}/retry", headers={"origin": dashboard.url})
+        assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text
+        foreign = c.post(
+            f"/jobs/{job.id}/retry",
+            data={"csrf": csrf_of(page)},
+            headers={"origin": "http://evil.test"},
+        )
+        assert foreign.status_code == 403
+        resp = c.post(
+            f"/jobs/{job.id}/retry", data={"csrf": csrf_of(page)}, headers={"origin": dashboard.url}
+        )
+        assert resp.status_code == 303
+        new_id = resp.headers["location"].rsplit("/", 1)[1]
+        assert new_id != job.id
+        assert tasks.app.job(new_id).result(timeout=30) == 42
+        assert tasks.app.job(new_id).info().task == "tests.tasks:add"
+    # a bearer request carries its credential explicitly: no cookie, no CSRF to check
+    with dashboard.client(headers={"authorization": f"Bearer {dashboard.token}"}) as c:
+        resp = c.post(f"/jobs/{job.id}/retry")
+        assert resp.status_code == 303
+        assert tasks.app.job(resp.headers["location"].rsplit("/", 1)[1]).result(timeout=30) == 42
+
+
+def test_live_stream_sends_the_job_region_then_ends(dashboard: Dashboard) -> None:
+    job = tasks.add.submit(1, 1)
+    job.result(timeout=30)
+    with dashboard.login() as c:
+        with c.stream("GET", f"/jobs/{job.id}/live") as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            events = []
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line[7:])
+                if events[-1:] == ["end"]:
+                    break
+        assert events == ["update", "end"]
+
+
+def test_pools_page_counts_jobs_by_status(dashboard: Dashboard) -> None:
+    tasks.add.submit(1, 2).result(timeout=30)
+    tasks.add.options(pool="reports").submit(1, 2).result(timeout=30)
+    with dashboard.login() as c:
+        html = c.get("/pools").text
+        for pool in ("default", "reports"):
+            row = re.search(rf'<tr data-pool="{pool}">(.*?)</tr>', html, re.S)
+            assert row, pool
+            assert f'pool={pool}&amp;status=SUCCEEDED">1<' in row.group(1)
+
+
+def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis) -> None:
+    # Submitted together, so that each gets a machine of its own (no warm reuse).
+    ok, bad = tasks.add.submit(1, 2), tasks.fail.submit("x")
+    ok.result(timeout=30)
+    with pytest.raises(Exception, match="x"):
+        bad.result(timeout=30)
+    machines_settled(2)
+    auth = {"authorization": f"Bearer {dashboard.token}"}
+    with dashboard.client(headers=auth) as c:
+        text = c.get("/metrics").text
+        assert 'balloons_jobs{pool="default",status="SUCCEEDED",task="tests.tasks:add"} 1.0' in text
+        assert 'balloons_jobs{pool="default",status="FAILED",task="tests.tasks:fail"} 1.0' in text
+        assert (
+            'balloons_job_duration_seconds_count{pool="default",task="tests.tasks:add"} 1.0' in text
+        )
+        assert 'balloons_pool_queued_jobs{pool="default"} 0.0' in text
+        assert 'balloons_machines{pool="default",state="stopped"} 2.0' in text
+        assert 'balloons_pool_running_machines{pool="default"} 0.0' in text
+        tasks.add.submit(3, 4).result(timeout=30)
+        again = c.get("/metrics").text
+        assert 'status="SUCCEEDED",task="tests.tasks:add"} 2.0' in again
+        r.flushall()
+        assert "balloons_jobs{" not in c.get("/metrics").text
+
+
+def test_listing_notes_when_it_stops_scanning(dashboard: Dashboard) -> None:
+    assert SCAN_LIMIT >= 1000  # a listing looks through at least the index's trim threshold
+    with dashboard.login() as c:
+        assert "looked through" not in c.get("/jobs").text
+
+
+def test_dashboard_refuses_a_missing_or_short_token() -> None:
+    from balloons.dashboard import create_app
+    from balloons.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a token"):
+        create_app(tasks.app, token=None)
+    with pytest.raises(ConfigError, match="expected at least 16"):
+        create_app(tasks.app, token="short")
+
+
+def test_static_files_need_no_login(dashboard: Dashboard) -> None:
+    with httpx.Client(base_url=dashboard.url) as c:
+        js = c.get("/static/live.js")
+        assert js.status_code == 200 and "EventSource" in js.text
+        assert c.get("/static/dashboard.css").status_code == 200
