@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
 
 R = TypeVar("R")
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per submit
 # Importing this module is on every machine's start-up path (a task module imports App), so
 # asyncio, logging, the embedded server and the backends are imported where they are used.
 
@@ -214,7 +215,8 @@ class App:
                 "(a URL, a key) instead of the data"
             )
         now = time.time()
-        job_id = f"{opts.pool}.{ulid(now)}"
+        jk = JobKeys.fresh(self.settings.namespace, opts.pool, ulid(now))
+        job_id = jk.job_id
         main_path = None
         if task.name.startswith("__main__:"):
             main = sys.modules.get("__main__")
@@ -225,7 +227,7 @@ class App:
                     "define it in a module or a script file"
                 )
             main_path = os.path.abspath(main_file)
-        payload = json.dumps(
+        payload = _COMPACT.encode(
             {
                 "v": 1,
                 "id": job_id,
@@ -236,11 +238,10 @@ class App:
                 "memory_mb": opts.memory_mb,
                 "cpus": opts.cpus,
                 "created": now,
-            },
-            separators=(",", ":"),
+            }
         ).encode()
         sig = sign(self.secret.encode(), payload, data)
-        return JobKeys.of(self.settings.namespace, job_id), payload, data, sig, now
+        return jk, payload, data, sig, now
 
     def _spec(self, jk: JobKeys, opts: TaskOptions, attempt: int) -> MachineSpec:
         env = {"BALLOONS_JOB": f"{jk.job_id}/{attempt}"}

@@ -28,7 +28,8 @@ message, traceback), ``reason``, ``ttl``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .frozen import Frozen
 
 DEFAULT_NAMESPACE = "balloons"
 DEFAULT_POOL = "default"
@@ -49,12 +50,16 @@ def split_job_id(job_id: str) -> tuple[str, str]:
     return pool, ulid
 
 
-@dataclass(frozen=True)
-class PoolKeys:
+class PoolKeys(Frozen):
     """Key names of one pool in one namespace."""
 
+    __slots__ = ("ns", "pool")
     ns: str
     pool: str
+
+    def __init__(self, ns: str, pool: str) -> None:
+        object.__setattr__(self, "ns", ns)
+        object.__setattr__(self, "pool", pool)
 
     @property
     def tag(self) -> str:
@@ -74,18 +79,28 @@ class PoolKeys:
         return f"{self.tag}:jobs"
 
 
-@dataclass(frozen=True)
-class JobKeys:
+class JobKeys(Frozen):
     """The keys of one job, derived from its id."""
 
+    __slots__ = ("job_id", "pool", "ulid")
     job_id: str
     pool: PoolKeys
     ulid: str
+
+    def __init__(self, job_id: str, pool: PoolKeys, ulid: str) -> None:
+        object.__setattr__(self, "job_id", job_id)
+        object.__setattr__(self, "pool", pool)
+        object.__setattr__(self, "ulid", ulid)
 
     @classmethod
     def of(cls, ns: str, job_id: str) -> JobKeys:
         pool, ulid = split_job_id(job_id)
         return cls(job_id, PoolKeys(ns, pool), ulid)
+
+    @classmethod
+    def fresh(cls, ns: str, pool: str, ulid: str) -> JobKeys:
+        """The keys of a new job: ``pool`` already checked, ``ulid`` just made (no parsing)."""
+        return cls(f"{pool}.{ulid}", PoolKeys(ns, pool), ulid)
 
     @property
     def job(self) -> str:

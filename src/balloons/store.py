@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import weakref
 from collections.abc import Iterator
@@ -18,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 from . import lua
 from .errors import StoreError
 from .keys import JobKeys, PoolKeys, pools_key
-from .resp import mask_url
+from .resp import RespClient, RespError, mask_url
 from .status import AttemptInfo, JobInfo, JobStatus
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
+
+_CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, bytes]:
@@ -77,6 +80,8 @@ class Store:
     def __init__(self, url: str, namespace: str) -> None:
         self.url = url
         self.namespace = namespace
+        self._idle: list[RespClient] = []  # connections of the submit path, not in use
+        self._pid = os.getpid()
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
         # One asyncio client per event loop: a client is bound to the loop that made it.
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = (
@@ -91,7 +96,7 @@ class Store:
         if self._sync is None:
             import redis as redis_mod
 
-            self._sync = redis_mod.Redis.from_url(self.url, socket_connect_timeout=5)
+            self._sync = redis_mod.Redis.from_url(self.url, socket_connect_timeout=_CONNECT_TIMEOUT)
         return self._sync
 
     @property
@@ -134,13 +139,31 @@ class Store:
         self, jk: JobKeys, payload: bytes, args: bytes, sig: str, created: float, ttl: int
     ) -> None:
         k, a = self.submit_args(jk, payload, args, sig, created, ttl)
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(pools_key(self.namespace), jk.pool.pool)
-            pipe.eval(lua.SUBMIT, len(k), *k, *a)
-            _, ok = pipe.execute()
+        ok = self._eval(
+            lua.SUBMIT, k, a, before=[["SADD", pools_key(self.namespace), jk.pool.pool]]
+        )
         if ok != 1:
             raise StoreError(f"job id {jk.job_id} already exists")
+
+    def _eval(self, script: str, keys: list[str], args: list[Any], before: list[list[Any]]) -> Any:
+        """``before`` and one script (``EVALSHA``) in a single write, on a connection of the
+        submit path: balloons' own RESP client, since redis-py's pool checkout and pipeline
+        machinery cost more than the rest of a submit. One client per concurrent caller."""
+        if self._pid != os.getpid():  # forked: the idle connections belong to the parent
+            self._pid, self._idle = os.getpid(), []
+        try:
+            client = self._idle.pop()
+        except IndexError:
+            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
+        try:
+            return client.eval(script, keys, args, before)
+        except RespError as exc:
+            raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {exc}") from None
+        except BaseException:
+            client.close()  # whatever interrupted it may have left a reply unread
+            raise
+        finally:
+            self._idle.append(client)
 
     async def submit_async(
         self, jk: JobKeys, payload: bytes, args: bytes, sig: str, created: float, ttl: int
@@ -259,6 +282,9 @@ class Store:
         return out
 
     def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
         if self._sync is not None:
             self._sync.close()
             self._sync = None

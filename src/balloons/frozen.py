@@ -1,0 +1,52 @@
+"""``Frozen``: small immutable records for the modules every machine imports.
+
+``dataclasses`` costs a machine ~7 ms to import (it pulls in ``inspect``, ``ast``, ``dis``), so
+the records on the worker's import path (keys, settings, task options, the worker's handoff)
+are plain classes with ``__slots__`` on this base instead. Fields are the class's
+``__slots__``, in order; instances compare, hash and print like frozen dataclasses, refuse
+assignment, and ``replace(**changes)`` copies one with some fields changed.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing is not imported at run time on the worker path
+if TYPE_CHECKING:
+    from typing import Any, Self
+
+
+class Frozen:
+    __slots__ = ()
+
+    @classmethod
+    def _fields(cls) -> tuple[str, ...]:
+        return cls.__slots__
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields())
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with the named fields changed (like ``dataclasses.replace``)."""
+        unknown = sorted(set(changes) - set(self._fields()))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {unknown}")
+        values = {name: getattr(self, name) for name in self._fields()}
+        values.update(changes)
+        return type(self)(**values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields())
+        return f"{type(self).__name__}({fields})"
