@@ -11,8 +11,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
@@ -24,13 +22,16 @@ from .keys import JobKeys
 from .resp import mask_url
 from .serialize import Serializer, dumps_call, get_serializer
 from .signing import sign
-from .status import JobInfo, MachineSpec, Reason
+from .states import Reason
 from .task import DEFAULT_CPUS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Task, TaskOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
     from typing import ParamSpec
 
     from .backends.base import Backend
+    from .status import JobInfo, MachineSpec
     from .store import Store
 
     P = ParamSpec("P")
@@ -244,6 +245,8 @@ class App:
         return jk, payload, data, sig, now
 
     def _spec(self, jk: JobKeys, opts: TaskOptions, attempt: int) -> MachineSpec:
+        from .status import MachineSpec  # the records are not on a machine's start-up path
+
         env = {"BALLOONS_JOB": f"{jk.job_id}/{attempt}"}
         for name in self.settings.env_allowlist:
             if name in self.settings.env:

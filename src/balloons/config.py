@@ -7,13 +7,16 @@ entrypoint; nothing else in balloons reads ``os.environ``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE
 from .resp import mask_url
+
+TYPE_CHECKING = False  # typing and collections are not imported at run time on a machine
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["ENV_VARS", "Settings", "default_state_dir", "mask_url"]
 
@@ -82,10 +85,33 @@ def _int(name: str, raw: str | int | None, default: int, minimum: int = 1) -> in
     return value
 
 
-@dataclass(frozen=True, repr=False)
-class Settings:
+class Settings(Frozen):
     """Resolved settings of one app. ``repr`` masks the Redis password and the secret."""
 
+    __slots__ = (
+        "backend",
+        "env",
+        "env_allowlist",
+        "max_arg_bytes",
+        "namespace",
+        "record_ttl",
+        "redis_url",
+        "secret",
+        "serializer",
+        "state_dir",
+    )
+    __match_args__ = (
+        "redis_url",
+        "backend",
+        "secret",
+        "namespace",
+        "state_dir",
+        "record_ttl",
+        "serializer",
+        "env_allowlist",
+        "max_arg_bytes",
+        "env",
+    )
     redis_url: str | None
     backend: str
     secret: str | None
@@ -95,7 +121,33 @@ class Settings:
     serializer: str
     env_allowlist: tuple[str, ...]
     max_arg_bytes: int
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str]
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        backend: str,
+        secret: str | None,
+        namespace: str,
+        state_dir: Path,
+        record_ttl: int,
+        serializer: str,
+        env_allowlist: tuple[str, ...],
+        max_arg_bytes: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._set(
+            redis_url,
+            backend,
+            secret,
+            namespace,
+            state_dir,
+            record_ttl,
+            serializer,
+            env_allowlist,
+            max_arg_bytes,
+            {} if env is None else env,
+        )
 
     def __repr__(self) -> str:
         url = mask_url(self.redis_url) if self.redis_url else "embedded"

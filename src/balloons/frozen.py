@@ -2,9 +2,10 @@
 
 ``dataclasses`` costs a machine ~7 ms to import (it pulls in ``inspect``, ``ast``, ``dis``), so
 the records on the worker's import path (keys, settings, task options, the worker's handoff)
-are plain classes with ``__slots__`` on this base instead. Fields are the class's
-``__slots__``, in order; instances compare, hash and print like frozen dataclasses, refuse
-assignment, and ``replace(**changes)`` copies one with some fields changed.
+are plain classes with ``__slots__`` on this base instead. A subclass lists its fields in
+``__match_args__`` (in order, as a dataclass does) and sets them with ``_set`` in
+``__init__``; instances compare, hash and print like frozen dataclasses, refuse assignment,
+and ``replace(**changes)`` copies one with some fields changed.
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ if TYPE_CHECKING:
 
 class Frozen:
     __slots__ = ()
+    __match_args__: tuple[str, ...] = ()
 
-    @classmethod
-    def _fields(cls) -> tuple[str, ...]:
-        return cls.__slots__
+    def _set(self, *values: Any) -> None:
+        """Set every field once, in ``__match_args__`` order (from ``__init__``)."""
+        for name, value in zip(self.__match_args__, values, strict=True):
+            object.__setattr__(self, name, value)
 
     def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._fields())
+        return tuple(getattr(self, name) for name in self.__match_args__)
 
     def replace(self, **changes: Any) -> Self:
         """A copy with the named fields changed (like ``dataclasses.replace``)."""
-        unknown = sorted(set(changes) - set(self._fields()))
+        unknown = sorted(set(changes) - set(self.__match_args__))
         if unknown:
             raise TypeError(f"{type(self).__name__} has no field(s) {unknown}")
-        values = {name: getattr(self, name) for name in self._fields()}
+        values = {name: getattr(self, name) for name in self.__match_args__}
         values.update(changes)
         return type(self)(**values)
 
@@ -48,5 +51,5 @@ class Frozen:
         return hash(self._values())
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields())
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__match_args__)
         return f"{type(self).__name__}({fields})"

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
-from .status import JobInfo, JobStatus
+from .states import JobStatus
 
 if TYPE_CHECKING:
     from .app import App
+    from .status import JobInfo
 
 R = TypeVar("R")
 

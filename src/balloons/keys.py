@@ -54,12 +54,12 @@ class PoolKeys(Frozen):
     """Key names of one pool in one namespace."""
 
     __slots__ = ("ns", "pool")
+    __match_args__ = ("ns", "pool")
     ns: str
     pool: str
 
     def __init__(self, ns: str, pool: str) -> None:
-        object.__setattr__(self, "ns", ns)
-        object.__setattr__(self, "pool", pool)
+        self._set(ns, pool)
 
     @property
     def tag(self) -> str:
@@ -83,14 +83,13 @@ class JobKeys(Frozen):
     """The keys of one job, derived from its id."""
 
     __slots__ = ("job_id", "pool", "ulid")
+    __match_args__ = ("job_id", "pool", "ulid")
     job_id: str
     pool: PoolKeys
     ulid: str
 
     def __init__(self, job_id: str, pool: PoolKeys, ulid: str) -> None:
-        object.__setattr__(self, "job_id", job_id)
-        object.__setattr__(self, "pool", pool)
-        object.__setattr__(self, "ulid", ulid)
+        self._set(job_id, pool, ulid)
 
     @classmethod
     def of(cls, ns: str, job_id: str) -> JobKeys:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .errors import ConfigError
+from .frozen import Frozen
+from .keys import POOL_RE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .app import App
     from .job import Job
 
@@ -22,31 +23,35 @@ DEFAULT_MEMORY_MB = 256
 DEFAULT_TIMEOUT = 600.0  # seconds a task may run before its attempt fails with reason timeout
 
 
-@dataclass(frozen=True)
-class TaskOptions:
+class TaskOptions(Frozen):
     """How a task's machine is sized and how long it may run. Per-call: ``task.options(...)``."""
 
-    cpus: int = DEFAULT_CPUS
-    memory_mb: int = DEFAULT_MEMORY_MB
-    timeout: float = DEFAULT_TIMEOUT
-    pool: str = "default"
+    __slots__ = ("cpus", "memory_mb", "pool", "timeout")
+    __match_args__ = ("cpus", "memory_mb", "timeout", "pool")
+    cpus: int
+    memory_mb: int
+    timeout: float
+    pool: str
 
-    def __post_init__(self) -> None:
-        from .keys import POOL_RE
-
-        if not isinstance(self.cpus, int) or self.cpus < 1:
-            raise ConfigError(f"cpus must be a positive integer, got {self.cpus!r}")
-        if not isinstance(self.memory_mb, int) or self.memory_mb < 64:
+    def __init__(
+        self,
+        cpus: int = DEFAULT_CPUS,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool: str = "default",
+    ) -> None:
+        if not isinstance(cpus, int) or cpus < 1:
+            raise ConfigError(f"cpus must be a positive integer, got {cpus!r}")
+        if not isinstance(memory_mb, int) or memory_mb < 64:
+            raise ConfigError(f"memory_mb must be an integer of at least 64, got {memory_mb!r}")
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(pool, str) or not POOL_RE.match(pool):
             raise ConfigError(
-                f"memory_mb must be an integer of at least 64, got {self.memory_mb!r}"
-            )
-        if not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
-        if not isinstance(self.pool, str) or not POOL_RE.match(self.pool):
-            raise ConfigError(
-                f"pool name {self.pool!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
+                f"pool name {pool!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
                 "letter or digit"
             )
+        self._set(cpus, memory_mb, timeout, pool)
 
 
 class Task(Generic[P, R]):
@@ -79,11 +84,11 @@ class Task(Generic[P, R]):
     def options(self, **overrides: Any) -> Task[P, R]:
         """The same task with other machine options for the calls made through it:
         ``task.options(memory_mb=512, timeout=60).submit(...)``."""
-        valid = {f.name for f in dataclasses.fields(TaskOptions)}
+        valid = set(TaskOptions.__match_args__)
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ConfigError(f"unknown task option(s) {unknown}: expected some of {sorted(valid)}")
         clone: Task[P, R] = Task.__new__(Task)
         clone.__dict__.update(self.__dict__)
-        clone.opts = dataclasses.replace(self.opts, **overrides)
+        clone.opts = self.opts.replace(**overrides)
         return clone
