@@ -7,7 +7,7 @@ entrypoint; nothing else in balloons reads ``os.environ``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from .errors import ConfigError
 from .frozen import Frozen
@@ -17,6 +17,7 @@ from .resp import mask_url
 TYPE_CHECKING = False  # typing and collections are not imported at run time on a machine
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
 __all__ = ["ENV_VARS", "Settings", "default_state_dir", "mask_url"]
 
@@ -53,10 +54,16 @@ ENV_VARS: dict[str, str] = {
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
+    from pathlib import Path
+
+    return Path(_default_state_dir(env))
+
+
+def _default_state_dir(env: Mapping[str, str]) -> str:
     if env.get("BALLOONS_HOME"):
-        return Path(env["BALLOONS_HOME"]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "balloons"
+        return os.path.expanduser(env["BALLOONS_HOME"])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "balloons")
 
 
 def check_env_names(env: Mapping[str, str]) -> None:
@@ -89,6 +96,7 @@ class Settings(Frozen):
     """Resolved settings of one app. ``repr`` masks the Redis password and the secret."""
 
     __slots__ = (
+        "_state_dir",
         "backend",
         "env",
         "env_allowlist",
@@ -98,7 +106,6 @@ class Settings(Frozen):
         "redis_url",
         "secret",
         "serializer",
-        "state_dir",
     )
     __match_args__ = (
         "redis_url",
@@ -116,7 +123,7 @@ class Settings(Frozen):
     backend: str
     secret: str | None
     namespace: str
-    state_dir: Path
+    _state_dir: str
     record_ttl: int
     serializer: str
     env_allowlist: tuple[str, ...]
@@ -129,25 +136,34 @@ class Settings(Frozen):
         backend: str,
         secret: str | None,
         namespace: str,
-        state_dir: Path,
+        state_dir: str | os.PathLike[str],
         record_ttl: int,
         serializer: str,
         env_allowlist: tuple[str, ...],
         max_arg_bytes: int,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self._set(
+        values = (
             redis_url,
             backend,
             secret,
             namespace,
-            state_dir,
+            os.fspath(state_dir),
             record_ttl,
             serializer,
             env_allowlist,
             max_arg_bytes,
             {} if env is None else env,
         )
+        for name, value in zip(self.__match_args__, values, strict=True):
+            # state_dir is kept as a string: pathlib is not on a machine's start-up path.
+            object.__setattr__(self, "_state_dir" if name == "state_dir" else name, value)
+
+    @property
+    def state_dir(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._state_dir)
 
     def __repr__(self) -> str:
         url = mask_url(self.redis_url) if self.redis_url else "embedded"
@@ -197,7 +213,7 @@ class Settings(Frozen):
             backend=be,
             secret=secret or env.get("BALLOONS_SECRET") or None,
             namespace=ns,
-            state_dir=Path(state_dir) if state_dir is not None else default_state_dir(env),
+            state_dir=state_dir if state_dir is not None else _default_state_dir(env),
             record_ttl=_int(
                 "record_ttl", record_ttl or env.get("BALLOONS_RECORD_TTL"), DEFAULT_RECORD_TTL
             ),
