@@ -3,7 +3,9 @@
 Machines pay for every import: redis-py costs ~100 ms to import on small machines, which is
 more than a whole job should take. A worker needs a handful of commands (``EVALSHA``,
 ``HGETALL``, ``HSET``, ``EXPIRE``), one connection and no pooling, so it speaks RESP itself.
-Client-side code (the app, the CLI, the supervisor) uses redis-py.
+Client-side code (the app, the CLI, the supervisor) uses redis-py, except for the submit write
+(:meth:`balloons.store.Store.submit`), where redis-py's per-call overhead would cost more than
+the rest of a submit.
 
 URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS; ``?ssl_ca_certs=PATH``
 and ``?ssl_cert_reqs=none`` as in redis-py),

@@ -1,8 +1,8 @@
 """Client-side access to the job records in Redis (redis-py, sync and asyncio).
 
 Every multi-key change goes through a script from :mod:`balloons.lua`; reads are plain
-commands. Connection failures become :class:`~balloons.errors.StoreError` with the URL
-masked.
+commands. The submit write, the client's hottest path, uses balloons' own RESP client.
+Connection failures become :class:`~balloons.errors.StoreError` with the URL masked.
 """
 
 from __future__ import annotations
