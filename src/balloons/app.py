@@ -7,6 +7,7 @@ precedence argument > environment > default (see :mod:`balloons.config`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -245,13 +246,11 @@ class App:
         return jk, payload, data, sig, now
 
     def _spec(self, jk: JobKeys, opts: TaskOptions, attempt: int) -> MachineSpec:
-        from .status import MachineSpec  # the records are not on a machine's start-up path
-
         env = {"BALLOONS_JOB": f"{jk.job_id}/{attempt}"}
         for name in self.settings.env_allowlist:
             if name in self.settings.env:
                 env[name] = self.settings.env[name]
-        return MachineSpec(
+        return _machine_spec()(
             job_id=jk.job_id,
             attempt=attempt,
             pool=opts.pool,
@@ -288,7 +287,7 @@ class App:
         jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
         self.store.submit(jk, payload, data, sig, now, self.settings.record_ttl)
         self._launch(jk, opts, 1)
-        return Job(self, jk.job_id)
+        return Job(self, jk.job_id, jk)
 
     async def _submit_async(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -299,6 +298,14 @@ class App:
 
         await asyncio.to_thread(self._launch, jk, opts, 1)
         return Job(self, jk.job_id)
+
+
+@functools.cache
+def _machine_spec() -> type[MachineSpec]:
+    """The records (dataclasses) are not on a machine's start-up path: imported on first launch."""
+    from .status import MachineSpec
+
+    return MachineSpec
 
 
 def _make_backend(name: str, env: Any) -> Backend:

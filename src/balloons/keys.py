@@ -59,7 +59,8 @@ class PoolKeys(Frozen):
     pool: str
 
     def __init__(self, ns: str, pool: str) -> None:
-        self._set(ns, pool)
+        object.__setattr__(self, "ns", ns)  # not _set: keys are made on every submit
+        object.__setattr__(self, "pool", pool)
 
     @property
     def tag(self) -> str:
@@ -89,7 +90,9 @@ class JobKeys(Frozen):
     ulid: str
 
     def __init__(self, job_id: str, pool: PoolKeys, ulid: str) -> None:
-        self._set(job_id, pool, ulid)
+        object.__setattr__(self, "job_id", job_id)
+        object.__setattr__(self, "pool", pool)
+        object.__setattr__(self, "ulid", ulid)
 
     @classmethod
     def of(cls, ns: str, job_id: str) -> JobKeys:

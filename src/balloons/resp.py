@@ -155,13 +155,15 @@ class RespClient:
             sock = None
         if sock is None:
             sock = self._connect()
-        out = bytearray()
+        out = []
         for cmd in commands:
-            out += b"*%d\r\n" % len(cmd)
+            out.append(b"*%d\r\n" % len(cmd))
             for arg in cmd:
                 b = arg if isinstance(arg, bytes) else str(arg).encode()
-                out += b"$%d\r\n%s\r\n" % (len(b), b)
-        sock.sendall(out)
+                out.append(b"$%d\r\n" % len(b))
+                out.append(b)
+                out.append(b"\r\n")
+        sock.sendall(b"".join(out))
         return [self._read() for _ in commands]
 
     def eval(
