@@ -96,3 +96,26 @@ def test_a_forked_child_submits_on_its_own_connection(redis_url: str, secret: st
     jk = _submit(app)  # the parent's connection was not disturbed by the child
     assert app.store.status(jk) is JobStatus.STARTING
     app.close()
+
+
+def test_submit_works_on_file_descriptors_above_1023(redis_url: str, secret: str) -> None:
+    # A busy server process holds many files; the submit connection then gets a high number.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(1100)]
+    try:
+        app = _fresh_app(redis_url, secret)
+        _submit(app)
+        [client] = app.store._idle
+        assert client._sock is not None and client._sock.fileno() > 1023
+        jk = _submit(app)  # reuses the idle connection: its check must not refuse the number
+        assert app.store.status(jk) is JobStatus.STARTING
+        app.close()
+    finally:
+        for fd in (*held, null):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -33,7 +33,7 @@ from .serialize import JSONSerializer, PickleSerializer, Serializer
 from .states import JobStatus
 from .task import Task, TaskOptions
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
     from typing import Any
 

@@ -14,7 +14,7 @@ from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE
 from .resp import mask_url
 
-TYPE_CHECKING = False  # typing and collections are not imported at run time on a machine
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path

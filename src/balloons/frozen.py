@@ -10,7 +10,7 @@ and ``replace(**changes)`` copies one with some fields changed.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing is not imported at run time on the worker path
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
     from typing import Any, Self
 

@@ -102,6 +102,9 @@ class RespClient:
             raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
         self._buf = b""
+        # poll, not select: select refuses file descriptors above 1023, common in busy servers.
+        self._idle_check = select.poll()
+        self._idle_check.register(sock, select.POLLIN)
         setup: list[list[Any]] = []
         if self._password is not None:
             user = [self._username] if self._username else []
@@ -148,7 +151,7 @@ class RespClient:
 
     def _roundtrip(self, commands: list[list[Any]]) -> list[Reply]:
         sock = self._sock
-        if sock is not None and select.select([sock], [], [], 0)[0]:
+        if sock is not None and self._idle_check.poll(0):
             # Readable while idle: the server closed it (a restart, an idle timeout) or sent
             # something unasked. Start afresh rather than fail the command.
             self.close()

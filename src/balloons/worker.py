@@ -26,7 +26,7 @@ from .serialize import Serializer, get_serializer, loads_call
 from .signing import verify
 from .states import Reason
 
-TYPE_CHECKING = False  # typing and collections are not imported at run time on this path
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import FrameType
