@@ -37,3 +37,24 @@ def test_records_print_and_replace_like_dataclasses() -> None:
 
 def test_fresh_keys_match_parsed_keys() -> None:
     assert JobKeys.fresh("ns", "builds", JOB_ID.split(".")[1]) == JobKeys.of("ns", JOB_ID)
+
+
+def test_records_pickle_and_copy() -> None:
+    import copy
+    import pickle
+    from pathlib import Path
+
+    from balloons.config import Settings
+    from balloons.task import TaskOptions
+    from balloons.worker import Handoff
+
+    records = [
+        JobKeys.of("ns", JOB_ID),
+        TaskOptions(memory_mb=512, pool="builds"),
+        Settings.resolve({"BALLOONS_HOME": "/x/y"}, secret="k"),
+        Handoff("default.01jd3x9k2m8vq4t7w0c5r6y1zh", 2, "redis://h", b"k", "ns", "m"),
+    ]
+    for rec in records:
+        assert pickle.loads(pickle.dumps(rec)) == rec
+        assert copy.copy(rec) == rec and copy.deepcopy(rec) == rec
+    assert pickle.loads(pickle.dumps(records[2])).state_dir == Path("/x/y")

@@ -5,7 +5,7 @@ the records on the worker's import path (keys, settings, task options, the worke
 are plain classes with ``__slots__`` on this base instead. A subclass lists its fields in
 ``__match_args__`` (in order, as a dataclass does) and sets them with ``_set`` in
 ``__init__``; instances compare, hash and print like frozen dataclasses, refuse assignment,
-and ``replace(**changes)`` copies one with some fields changed.
+``replace(**changes)`` copies one with some fields changed, and they pickle and copy.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ class Frozen:
         values = {name: getattr(self, name) for name in self.__match_args__}
         values.update(changes)
         return type(self)(**values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy rebuild through __init__: their default would assign the slots.
+        return (type(self), self._values())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
