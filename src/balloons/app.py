@@ -7,13 +7,12 @@ precedence argument > environment > default (see :mod:`balloons.config`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
@@ -26,19 +25,23 @@ from .pools import Pool
 from .resp import mask_url
 from .serialize import Serializer, dumps_call, get_serializer
 from .signing import sign, verify
-from .status import JobInfo, MachineSpec, Reason
+from .states import Reason
 from .task import DEFAULT_TIMEOUT, Task, TaskOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
     from typing import ParamSpec
 
     from .backends.base import Backend
+    from .status import JobInfo, MachineSpec
     from .store import Store, SubmitRequest
     from .supervisor import Supervisor
 
     P = ParamSpec("P")
 
 R = TypeVar("R")
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per submit
 # Importing this module is on every machine's start-up path (a task module imports App), so
 # asyncio, logging, the embedded server and the backends are imported where they are used.
 
@@ -361,7 +364,8 @@ class App:
             )
         pool = self.get_pool(opts.pool)
         now = time.time()
-        job_id = f"{opts.pool}.{ulid(now)}"
+        jk = JobKeys.fresh(self.settings.namespace, opts.pool, ulid(now))
+        job_id = jk.job_id
         main_path = None
         if task.name.startswith("__main__:"):
             main = sys.modules.get("__main__")
@@ -372,7 +376,7 @@ class App:
                     "define it in a module or a script file"
                 )
             main_path = os.path.abspath(main_file)
-        payload = json.dumps(
+        payload = _COMPACT.encode(
             {
                 "v": 1,
                 "id": job_id,
@@ -388,11 +392,10 @@ class App:
                 "mem_factor": opts.retry_memory_factor,
                 "mem_max": opts.retry_memory_max,
                 "created": now,
-            },
-            separators=(",", ":"),
+            }
         ).encode()
         sig = sign(self.secret.encode(), payload, data)
-        return JobKeys.of(self.settings.namespace, job_id), payload, data, sig, now
+        return jk, payload, data, sig, now
 
     def _spec(
         self, pool: str, ulid_: str, attempt: int, cpus: int, memory_mb: int, timeout: float
@@ -404,7 +407,7 @@ class App:
         for name in self.settings.env_allowlist:
             if name in self.settings.env:
                 env[name] = self.settings.env[name]
-        return MachineSpec(
+        return _machine_spec()(
             job_id=job_id if attempt else "",
             attempt=attempt,
             pool=pool,
@@ -493,9 +496,9 @@ class App:
         if code != 1:
             raise StoreError(f"job id {jk.job_id} already exists")
         if _text(reply[1]) != "launch":
-            return Job(self, jk.job_id), None
+            return Job(self, jk.job_id, jk), None
         _slot, u, n, cpus, mem = (_text(x) for x in reply[2:7])
-        return Job(self, jk.job_id), (
+        return Job(self, jk.job_id, jk), (
             jk.pool.pool,
             u,
             int(n),
@@ -586,6 +589,14 @@ def _due(delay: Any, at: Any, now: float) -> float | None:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.cache
+def _machine_spec() -> type[MachineSpec]:
+    """The records (dataclasses) are not on a machine's start-up path: imported on first launch."""
+    from .status import MachineSpec
+
+    return MachineSpec
 
 
 def _make_backend(name: str, env: Any) -> Backend:

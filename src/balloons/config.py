@@ -7,15 +7,19 @@ entrypoint; nothing else in balloons reads ``os.environ``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+import os
 
 from .errors import ConfigError
+from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE
 from .resp import mask_url
 
-__all__ = ["ENV_VARS", "FlySettings", "Settings", "default_state_dir", "mask_url"]
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+__all__ = ["ENV_VARS", "Settings", "default_state_dir", "mask_url"]
 
 DEFAULT_RECORD_TTL = 24 * 3600  # seconds a job record and its result are kept
 DEFAULT_MAX_ARG_BYTES = 1024 * 1024  # serialized arguments larger than this are refused
@@ -55,10 +59,16 @@ ENV_VARS: dict[str, str] = {
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
+    from pathlib import Path
+
+    return Path(_default_state_dir(env))
+
+
+def _default_state_dir(env: Mapping[str, str]) -> str:
     if env.get("BALLOONS_HOME"):
-        return Path(env["BALLOONS_HOME"]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "balloons"
+        return os.path.expanduser(env["BALLOONS_HOME"])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "balloons")
 
 
 def dashboard_token(env: Mapping[str, str]) -> str | None:
@@ -92,20 +102,78 @@ def _int(name: str, raw: str | int | None, default: int, minimum: int = 1) -> in
     return value
 
 
-@dataclass(frozen=True, repr=False)
-class Settings:
+class Settings(Frozen):
     """Resolved settings of one app. ``repr`` masks the Redis password and the secret."""
 
+    __slots__ = (
+        "_state_dir",
+        "backend",
+        "env",
+        "env_allowlist",
+        "max_arg_bytes",
+        "namespace",
+        "record_ttl",
+        "redis_url",
+        "secret",
+        "serializer",
+    )
+    __match_args__ = (
+        "redis_url",
+        "backend",
+        "secret",
+        "namespace",
+        "state_dir",
+        "record_ttl",
+        "serializer",
+        "env_allowlist",
+        "max_arg_bytes",
+        "env",
+    )
     redis_url: str | None
     backend: str
     secret: str | None
     namespace: str
-    state_dir: Path
+    _state_dir: str
     record_ttl: int
     serializer: str
     env_allowlist: tuple[str, ...]
     max_arg_bytes: int
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str]
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        backend: str,
+        secret: str | None,
+        namespace: str,
+        state_dir: str | os.PathLike[str],
+        record_ttl: int,
+        serializer: str,
+        env_allowlist: tuple[str, ...],
+        max_arg_bytes: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        values = (
+            redis_url,
+            backend,
+            secret,
+            namespace,
+            os.fspath(state_dir),
+            record_ttl,
+            serializer,
+            env_allowlist,
+            max_arg_bytes,
+            {} if env is None else env,
+        )
+        for name, value in zip(self.__match_args__, values, strict=True):
+            # state_dir is kept as a string: pathlib is not on a machine's start-up path.
+            object.__setattr__(self, "_state_dir" if name == "state_dir" else name, value)
+
+    @property
+    def state_dir(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._state_dir)
 
     def __repr__(self) -> str:
         url = mask_url(self.redis_url) if self.redis_url else "embedded"
@@ -155,7 +223,7 @@ class Settings:
             backend=be,
             secret=secret or env.get("BALLOONS_SECRET") or None,
             namespace=ns,
-            state_dir=Path(state_dir) if state_dir is not None else default_state_dir(env),
+            state_dir=state_dir if state_dir is not None else _default_state_dir(env),
             record_ttl=_int(
                 "record_ttl", record_ttl or env.get("BALLOONS_RECORD_TTL"), DEFAULT_RECORD_TTL
             ),
@@ -190,112 +258,3 @@ def pool_defaults(env: Mapping[str, str]) -> dict[str, float]:
         "boot_timeout": _float("BALLOONS_BOOT_TIMEOUT", env.get("BALLOONS_BOOT_TIMEOUT"), 60, 1),
         "heartbeat": _float("BALLOONS_HEARTBEAT", env.get("BALLOONS_HEARTBEAT"), 2, 0.1),
     }
-
-
-#: Where the Fly backend sends API requests unless told otherwise.
-DEFAULT_FLY_API_URL = "https://api.machines.dev"
-FLY_CPU_KINDS = ("shared", "performance")
-_REGION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-
-
-def _regions(name: str, raw: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else list(raw or ())
-    out = tuple(r.strip() for r in items if r.strip())
-    for region in out:
-        if not set(region) <= _REGION_CHARS or not 2 <= len(region) <= 8:
-            raise ConfigError(
-                f"{name}: {region!r} is not a Fly region code (expected e.g. iad, ord, ams)"
-            )
-    return out
-
-
-@dataclass(frozen=True, repr=False)
-class FlySettings:
-    """Resolved settings of the Fly backend. ``repr`` never shows the token.
-
-    Precedence: argument > ``BALLOONS_FLY_*`` > the variable Fly sets on its own machines
-    (``FLY_APP_NAME``, ``FLY_IMAGE_REF``, ``FLY_REGION``) > default.
-    """
-
-    token: str
-    app: str
-    api_url: str
-    image: str
-    region: str | None
-    fallback_regions: tuple[str, ...]
-    cpu_kind: str
-
-    def __repr__(self) -> str:
-        return (
-            f"FlySettings(app={self.app!r}, api_url={self.api_url!r}, image={self.image!r}, "
-            f"region={self.region!r}, fallback_regions={self.fallback_regions!r}, "
-            f"cpu_kind={self.cpu_kind!r}, token=***)"
-        )
-
-    @classmethod
-    def resolve(
-        cls,
-        env: Mapping[str, str],
-        *,
-        token: str | None = None,
-        app: str | None = None,
-        api_url: str | None = None,
-        image: str | None = None,
-        region: str | None = None,
-        fallback_regions: tuple[str, ...] | list[str] | str | None = None,
-        cpu_kind: str | None = None,
-    ) -> FlySettings:
-        tok = (token or env.get("FLY_API_TOKEN") or "").strip()
-        if not tok:
-            raise ConfigError(
-                "the Fly backend needs an API token: set FLY_API_TOKEN (for example to the "
-                "output of `fly tokens create deploy -a APP`) or pass FlyBackend(token=...)"
-            )
-        name = app or env.get("BALLOONS_FLY_APP") or env.get("FLY_APP_NAME") or ""
-        if not name:
-            raise ConfigError(
-                "the Fly backend needs the app its job machines belong to: set "
-                "BALLOONS_FLY_APP (on Fly, FLY_APP_NAME is the default) or FlyBackend(app=...)"
-            )
-        url = (api_url or env.get("BALLOONS_FLY_API_URL") or DEFAULT_FLY_API_URL).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"BALLOONS_FLY_API_URL {url!r} must start with http:// or https:// "
-                f"(default {DEFAULT_FLY_API_URL})"
-            )
-        img = image or env.get("BALLOONS_FLY_IMAGE") or env.get("FLY_IMAGE_REF") or ""
-        if not img:
-            raise ConfigError(
-                "the Fly backend needs the image job machines run: set BALLOONS_FLY_IMAGE "
-                "(on Fly, FLY_IMAGE_REF, the web app's own image, is the default) or "
-                "FlyBackend(image=...)"
-            )
-        primary = _regions(
-            "BALLOONS_FLY_REGION", region or env.get("BALLOONS_FLY_REGION") or env.get("FLY_REGION")
-        )
-        if len(primary) > 1:
-            raise ConfigError(
-                f"BALLOONS_FLY_REGION must name one region, got {','.join(primary)!r}: "
-                "list the others in BALLOONS_FLY_FALLBACK_REGIONS"
-            )
-        fallbacks = _regions(
-            "BALLOONS_FLY_FALLBACK_REGIONS",
-            fallback_regions
-            if fallback_regions is not None
-            else env.get("BALLOONS_FLY_FALLBACK_REGIONS"),
-        )
-        kind = cpu_kind or env.get("BALLOONS_FLY_CPU_KIND") or "shared"
-        if kind not in FLY_CPU_KINDS:
-            raise ConfigError(
-                f"BALLOONS_FLY_CPU_KIND {kind!r} is not a Fly CPU kind: expected "
-                f"{' or '.join(FLY_CPU_KINDS)}"
-            )
-        return cls(
-            token=tok,
-            app=name,
-            api_url=url,
-            image=img,
-            region=primary[0] if primary else None,
-            fallback_regions=tuple(r for r in fallbacks if r not in primary),
-            cpu_kind=kind,
-        )

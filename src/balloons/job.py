@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
-from .status import JobInfo, JobStatus
+from .states import JobStatus
 
 if TYPE_CHECKING:
     from .app import App
+    from .status import JobInfo
 
 R = TypeVar("R")
 
@@ -23,10 +24,10 @@ _MAX_BLOCK = 5.0
 class Job(Generic[R]):
     """A submitted job. ``app.job(id)`` rebuilds the same handle in any other process."""
 
-    def __init__(self, app: App, job_id: str) -> None:
+    def __init__(self, app: App, job_id: str, keys: JobKeys | None = None) -> None:
         self.app = app
         self.id = job_id
-        self._keys = JobKeys.of(app.settings.namespace, job_id)
+        self._keys = JobKeys.of(app.settings.namespace, job_id) if keys is None else keys
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"

@@ -48,7 +48,8 @@ the same suffixes as :class:`PoolKeys`; every key they touch carries that one ta
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .frozen import Frozen
 
 DEFAULT_NAMESPACE = "balloons"
 DEFAULT_POOL = "default"
@@ -69,12 +70,17 @@ def split_job_id(job_id: str) -> tuple[str, str]:
     return pool, ulid
 
 
-@dataclass(frozen=True)
-class PoolKeys:
+class PoolKeys(Frozen):
     """Key names of one pool in one namespace."""
 
+    __slots__ = ("ns", "pool")
+    __match_args__ = ("ns", "pool")
     ns: str
     pool: str
+
+    def __init__(self, ns: str, pool: str) -> None:
+        object.__setattr__(self, "ns", ns)  # not _set: keys are made on every submit
+        object.__setattr__(self, "pool", pool)
 
     @property
     def tag(self) -> str:
@@ -125,18 +131,29 @@ class PoolKeys:
         return f"{self.tag}:key:{digest}"
 
 
-@dataclass(frozen=True)
-class JobKeys:
+class JobKeys(Frozen):
     """The keys of one job, derived from its id."""
 
+    __slots__ = ("job_id", "pool", "ulid")
+    __match_args__ = ("job_id", "pool", "ulid")
     job_id: str
     pool: PoolKeys
     ulid: str
+
+    def __init__(self, job_id: str, pool: PoolKeys, ulid: str) -> None:
+        object.__setattr__(self, "job_id", job_id)
+        object.__setattr__(self, "pool", pool)
+        object.__setattr__(self, "ulid", ulid)
 
     @classmethod
     def of(cls, ns: str, job_id: str) -> JobKeys:
         pool, ulid = split_job_id(job_id)
         return cls(job_id, PoolKeys(ns, pool), ulid)
+
+    @classmethod
+    def fresh(cls, ns: str, pool: str, ulid: str) -> JobKeys:
+        """The keys of a new job: ``pool`` already checked, ``ulid`` just made (no parsing)."""
+        return cls(f"{pool}.{ulid}", PoolKeys(ns, pool), ulid)
 
     @property
     def job(self) -> str:

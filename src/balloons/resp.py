@@ -3,7 +3,9 @@
 Machines pay for every import: redis-py costs ~100 ms to import on small machines, which is
 more than a whole job should take. A worker needs a handful of commands (``EVALSHA``,
 ``HGETALL``, ``HSET``, ``EXPIRE``), one connection and no pooling, so it speaks RESP itself.
-Client-side code (the app, the CLI, the supervisor) uses redis-py.
+Client-side code (the app, the CLI, the supervisor) uses redis-py, except for the submit write
+(:meth:`balloons.store.Store.submit`), where redis-py's per-call overhead would cost more than
+the rest of a submit.
 
 URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS; ``?ssl_ca_certs=PATH``
 and ``?ssl_cert_reqs=none`` as in redis-py),
@@ -13,7 +15,9 @@ and ``?ssl_cert_reqs=none`` as in redis-py),
 from __future__ import annotations
 
 import hashlib
+import select
 import socket
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -48,9 +52,14 @@ def mask_url(url: str) -> str:
 class RespClient:
     """One connection to one server; reconnects on the next command after a failure."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, timeout: float | None = 10.0, connect_timeout: float | None = None
+    ) -> None:
+        """``timeout`` bounds every read and write (``None``: wait as long as it takes);
+        ``connect_timeout`` bounds connecting (default: ``timeout``)."""
         self.url = url
         self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self._sock: socket.socket | None = None
         self._buf = b""
         self._shas: dict[str, str] = {}
@@ -79,17 +88,23 @@ class RespClient:
         try:
             if self._scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.timeout)
+                sock.settimeout(self.connect_timeout)
                 sock.connect(self._path)
             else:
-                sock = socket.create_connection((self._host, self._port), timeout=self.timeout)
+                sock = socket.create_connection(
+                    (self._host, self._port), timeout=self.connect_timeout
+                )
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._scheme == "rediss":
                     sock = self._tls().wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(self.timeout)
         except OSError as exc:
-            raise StoreError(f"cannot connect to Redis at {mask_url(self.url)}: {exc}") from None
+            raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
         self._buf = b""
+        # poll, not select: select refuses file descriptors above 1023, common in busy servers.
+        self._idle_check = select.poll()
+        self._idle_check.register(sock, select.POLLIN)
         setup: list[list[Any]] = []
         if self._password is not None:
             user = [self._username] if self._username else []
@@ -135,27 +150,41 @@ class RespClient:
             raise StoreError(f"lost connection to Redis at {mask_url(self.url)}: {exc}") from None
 
     def _roundtrip(self, commands: list[list[Any]]) -> list[Reply]:
-        sock = self._sock or self._connect()
-        out = bytearray()
+        sock = self._sock
+        if sock is not None and self._idle_check.poll(0):
+            # Readable while idle: the server closed it (a restart, an idle timeout) or sent
+            # something unasked. Start afresh rather than fail the command.
+            self.close()
+            sock = None
+        if sock is None:
+            sock = self._connect()
+        out = []
         for cmd in commands:
-            out += b"*%d\r\n" % len(cmd)
+            out.append(b"*%d\r\n" % len(cmd))
             for arg in cmd:
                 b = arg if isinstance(arg, bytes) else str(arg).encode()
-                out += b"$%d\r\n%s\r\n" % (len(b), b)
-        sock.sendall(out)
+                out.append(b"$%d\r\n" % len(b))
+                out.append(b)
+                out.append(b"\r\n")
+        sock.sendall(b"".join(out))
         return [self._read() for _ in commands]
 
-    def eval(self, script: str, keys: list[str], args: list[Any]) -> Reply:
-        """``EVALSHA`` with a one-time ``EVAL`` fallback when the server lacks the script."""
+    def eval(
+        self, script: str, keys: list[str], args: list[Any], before: Sequence[list[Any]] = ()
+    ) -> Reply:
+        """``EVALSHA`` with a one-time ``EVAL`` fallback when the server lacks the script.
+        ``before``: commands sent in the same write ahead of it; any error reply raises."""
         sha = self._shas.get(script)
         if sha is None:
             sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
-        try:
-            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return self.execute("EVAL", script, len(keys), *keys, *args)
+        replies = self.pipeline([*before, ["EVALSHA", sha, len(keys), *keys, *args]])
+        reply = replies[-1]
+        if isinstance(reply, RespError) and str(reply).startswith("NOSCRIPT"):
+            reply = self.pipeline([["EVAL", script, len(keys), *keys, *args]])[0]
+        for r in (*replies[:-1], reply):
+            if isinstance(r, RespError):
+                raise r
+        return reply
 
     def _line(self) -> bytes:
         while True:

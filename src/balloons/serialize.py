@@ -22,13 +22,17 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 class JSONSerializer:
     """Compact JSON; tuples come back as lists, as with any JSON."""
 
     name = "json"
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _ENCODER.encode(obj).encode()
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 _DOMAIN = b"balloons/job/v1\n"
@@ -10,11 +9,9 @@ _DOMAIN = b"balloons/job/v1\n"
 
 def sign(secret: bytes, payload: bytes, args: bytes) -> str:
     """Hex signature binding a job's payload (which names its id) to its arguments."""
-    mac = hmac.new(secret, _DOMAIN, hashlib.sha256)
-    mac.update(len(payload).to_bytes(8, "big"))
-    mac.update(payload)
-    mac.update(args)
-    return mac.hexdigest()
+    # One-shot HMAC: cheaper than a streaming object on every submit; same bytes signed.
+    message = b"".join((_DOMAIN, len(payload).to_bytes(8, "big"), payload, args))
+    return hmac.digest(secret, message, "sha256").hex()
 
 
 def verify(secret: bytes, payload: bytes, args: bytes, signature: bytes | str) -> bool:

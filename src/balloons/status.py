@@ -1,56 +1,23 @@
-"""Job statuses, failure reasons and the records that describe jobs, attempts and machines."""
+"""The records that describe jobs, attempts and machines; job statuses and failure reasons
+(defined in :mod:`balloons.states`, which a machine imports without these records)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .states import TERMINAL, JobStatus, Reason, exit_reason
 
-class JobStatus(enum.StrEnum):
-    """Where a job is in its life. ``TERMINAL`` holds the statuses it never leaves."""
-
-    QUEUED = "QUEUED"  # stored, waiting for a machine (a slot, or its time)
-    STARTING = "STARTING"  # a machine is being launched for it
-    RUNNING = "RUNNING"  # a worker has claimed it and runs the task
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-    def __str__(self) -> str:
-        return self.value
-
-
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-class Reason(enum.StrEnum):
-    """Why an attempt failed. ``exit_code=N`` reasons are built with :func:`exit_reason`."""
-
-    TASK_ERROR = "task_error"
-    OOM = "oom"
-    TIMEOUT = "timeout"
-    KILLED = "killed"
-    LOST = "lost"
-    BOOT_TIMEOUT = "boot_timeout"
-    CANCELLED = "cancelled"
-    SIGNATURE_INVALID = "signature_invalid"
-    RECORD_INVALID = "record_invalid"
-    TASK_NOT_FOUND = "task_not_found"
-    SERIALIZATION = "serialization"
-    LAUNCH_FAILED = "launch_failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def exit_reason(code: int) -> str:
-    """The reason string for a machine that exited with ``code`` before recording a result."""
-    return f"exit_code={code}"
+__all__ = [
+    "TERMINAL",
+    "AttemptInfo",
+    "JobInfo",
+    "JobStatus",
+    "MachineInfo",
+    "MachineSpec",
+    "Reason",
+    "exit_reason",
+]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """Client-side access to the job records in Redis (redis-py, sync and asyncio).
 
 Every multi-key change goes through a script from :mod:`balloons.lua`; reads are plain
-commands. Connection failures become :class:`~balloons.errors.StoreError` with the URL
-masked.
+commands. The submit write, the client's hottest path, uses balloons' own RESP client.
+Connection failures become :class:`~balloons.errors.StoreError` with the URL masked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -18,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 from . import lua
 from .errors import StoreError
 from .keys import JobKeys, PoolKeys, machine_key, machines_key, pools_key
-from .resp import mask_url
+from .resp import RespClient, RespError, mask_url
 from .status import AttemptInfo, JobInfo, JobStatus
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
+
+_CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
 
 
 _SHAS: dict[str, str] = {}
@@ -134,6 +137,8 @@ class Store:
     def __init__(self, url: str, namespace: str) -> None:
         self.url = url
         self.namespace = namespace
+        self._idle: list[RespClient] = []  # connections of the submit path, not in use
+        self._pid = os.getpid()
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
         # One asyncio client per event loop: a client is bound to the loop that made it.
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = (
@@ -148,7 +153,7 @@ class Store:
         if self._sync is None:
             import redis as redis_mod
 
-            self._sync = redis_mod.Redis.from_url(self.url, socket_connect_timeout=5)
+            self._sync = redis_mod.Redis.from_url(self.url, socket_connect_timeout=_CONNECT_TIMEOUT)
         return self._sync
 
     @property
@@ -182,10 +187,9 @@ class Store:
     def _tagged(self, pk: PoolKeys, *args: Any) -> list[Any]:
         return [1, pk.queue, pk.tag, time.time(), *args]
 
-    def _submit_cmd(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
-        return [
-            1,
-            jk.pool.queue,
+    def _submit_cmd(self, jk: JobKeys, req: SubmitRequest) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the SUBMIT script (see :mod:`balloons.lua`)."""
+        return [jk.pool.queue], [
             jk.pool.tag,
             repr(req.created),
             jk.ulid,
@@ -204,25 +208,37 @@ class Store:
     def submit(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
         """Store a job and place it (a new machine's slot, a warm machine, the queue, or the
         delayed set) in one round trip. Returns the SUBMIT script's reply."""
-        import redis as redis_mod
-
-        cmd = self._submit_cmd(jk, req)
-        with self.errors():
-            for _ in range(2):
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.sadd(pools_key(self.namespace), jk.pool.pool)
-                pipe.evalsha(_sha(lua.SUBMIT), *cmd)
-                try:
-                    _, reply = pipe.execute()
-                    break
-                except redis_mod.exceptions.NoScriptError:
-                    self.redis.script_load(lua.SUBMIT)
+        k, a = self._submit_cmd(jk, req)
+        reply = self._eval(
+            lua.SUBMIT, k, a, before=[["SADD", pools_key(self.namespace), jk.pool.pool]]
+        )
         return list(reply)
+
+    def _eval(self, script: str, keys: list[str], args: list[Any], before: list[list[Any]]) -> Any:
+        """``before`` and one script (``EVALSHA``) in a single write, on a connection of the
+        submit path: balloons' own RESP client, since redis-py's pool checkout and pipeline
+        machinery cost more than the rest of a submit. One client per concurrent caller."""
+        if self._pid != os.getpid():  # forked: the idle connections belong to the parent
+            self._pid, self._idle = os.getpid(), []
+        try:
+            client = self._idle.pop()
+        except IndexError:
+            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
+        try:
+            return client.eval(script, keys, args, before)
+        except RespError as exc:
+            raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {exc}") from None
+        except BaseException:
+            client.close()  # whatever interrupted it may have left a reply unread
+            raise
+        finally:
+            self._idle.append(client)
 
     async def submit_async(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
         import redis as redis_mod
 
-        cmd = self._submit_cmd(jk, req)
+        k, a = self._submit_cmd(jk, req)
+        cmd = [len(k), *k, *a]
         with self.errors():
             for _ in range(2):
                 pipe = self.aredis.pipeline(transaction=False)
@@ -485,6 +501,9 @@ class Store:
         ]
 
     def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
         if self._sync is not None:
             self._sync.close()
             self._sync = None

@@ -2,80 +2,129 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .errors import ConfigError
+from .frozen import Frozen
+from .keys import POOL_RE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .app import App
     from .job import Job
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_CPUS = 1
-DEFAULT_MEMORY_MB = 256
 DEFAULT_TIMEOUT = 600.0  # seconds a task may run before its attempt fails with reason timeout
 
 
-@dataclass(frozen=True)
-class TaskOptions:
-    """How a task's machine is sized and how long it may run. Per-call: ``task.options(...)``."""
+class TaskOptions(Frozen):
+    """How a task's machine is sized, how long it may run and how it retries. Per-call:
+    ``task.options(...)``. ``cpus`` and ``memory_mb`` of ``None`` mean the pool's."""
 
-    cpus: int | None = None  # None: the pool's
-    memory_mb: int | None = None  # None: the pool's
-    timeout: float = DEFAULT_TIMEOUT
-    pool: str = "default"
-    retries: int = 0
-    retry_backoff: float = 1.0
-    retry_backoff_max: float = 300.0
-    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
-    retry_memory_factor: float = 1.0
-    retry_memory_max: int | None = None
-    priority: int = 0
+    __slots__ = (
+        "cpus",
+        "memory_mb",
+        "pool",
+        "priority",
+        "retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_memory_factor",
+        "retry_memory_max",
+        "retry_on",
+        "timeout",
+    )
+    __match_args__ = (
+        "cpus",
+        "memory_mb",
+        "timeout",
+        "pool",
+        "retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_on",
+        "retry_memory_factor",
+        "retry_memory_max",
+        "priority",
+    )
+    cpus: int | None
+    memory_mb: int | None
+    timeout: float
+    pool: str
+    retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    retry_on: tuple[type[BaseException], ...]
+    retry_memory_factor: float
+    retry_memory_max: int | None
+    priority: int
 
-    def __post_init__(self) -> None:
-        from .keys import POOL_RE
-
-        if self.cpus is not None and (not isinstance(self.cpus, int) or self.cpus < 1):
-            raise ConfigError(f"cpus must be a positive integer, got {self.cpus!r}")
-        if self.memory_mb is not None and (
-            not isinstance(self.memory_mb, int) or self.memory_mb < 64
-        ):
+    def __init__(
+        self,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool: str = "default",
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        retry_memory_factor: float = 1.0,
+        retry_memory_max: int | None = None,
+        priority: int = 0,
+    ) -> None:
+        if cpus is not None and (not isinstance(cpus, int) or cpus < 1):
+            raise ConfigError(f"cpus must be a positive integer, got {cpus!r}")
+        if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 64):
+            raise ConfigError(f"memory_mb must be an integer of at least 64, got {memory_mb!r}")
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(pool, str) or not POOL_RE.match(pool):
             raise ConfigError(
-                f"memory_mb must be an integer of at least 64, got {self.memory_mb!r}"
+                f"pool name {pool!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
+                "letter or digit"
             )
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(f"retries must be an integer >= 0, got {self.retries!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
         for what, value in (
-            ("retry_backoff", self.retry_backoff),
-            ("retry_backoff_max", self.retry_backoff_max),
+            ("retry_backoff", retry_backoff),
+            ("retry_backoff_max", retry_backoff_max),
         ):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{what} must be a number of seconds >= 0, got {value!r}")
-        if not isinstance(self.retry_memory_factor, (int, float)) or self.retry_memory_factor < 1:
+        if not isinstance(retry_memory_factor, (int, float)) or retry_memory_factor < 1:
             raise ConfigError(
-                f"retry_memory_factor must be a number >= 1, got {self.retry_memory_factor!r}"
+                f"retry_memory_factor must be a number >= 1, got {retry_memory_factor!r}"
             )
-        if not isinstance(self.retry_on, tuple) or not all(
-            isinstance(c, type) and issubclass(c, BaseException) for c in self.retry_on
+        if retry_memory_max is not None and (
+            not isinstance(retry_memory_max, int) or retry_memory_max < 64
         ):
             raise ConfigError(
-                f"retry_on must be a tuple of exception classes, got {self.retry_on!r}"
+                f"retry_memory_max must be an integer of at least 64, got {retry_memory_max!r}"
             )
-        if not isinstance(self.priority, int) or not -1000 <= self.priority <= 1000:
-            raise ConfigError(f"priority must be an integer in -1000..1000, got {self.priority!r}")
-        if not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
-        if not isinstance(self.pool, str) or not POOL_RE.match(self.pool):
-            raise ConfigError(
-                f"pool name {self.pool!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
-                "letter or digit"
-            )
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in retry_on
+        ):
+            raise ConfigError(f"retry_on must be a tuple of exception classes, got {retry_on!r}")
+        if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+            raise ConfigError(f"priority must be an integer in -1000..1000, got {priority!r}")
+        self._set(
+            cpus,
+            memory_mb,
+            timeout,
+            pool,
+            retries,
+            retry_backoff,
+            retry_backoff_max,
+            retry_on,
+            retry_memory_factor,
+            retry_memory_max,
+            priority,
+        )
 
 
 class Task(Generic[P, R]):
@@ -108,11 +157,11 @@ class Task(Generic[P, R]):
     def options(self, **overrides: Any) -> Task[P, R]:
         """The same task with other machine options for the calls made through it:
         ``task.options(memory_mb=512, timeout=60).submit(...)``."""
-        valid = {f.name for f in dataclasses.fields(TaskOptions)}
+        valid = set(TaskOptions.__match_args__)
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ConfigError(f"unknown task option(s) {unknown}: expected some of {sorted(valid)}")
         clone: Task[P, R] = Task.__new__(Task)
         clone.__dict__.update(self.__dict__)
-        clone.opts = dataclasses.replace(self.opts, **overrides)
+        clone.opts = self.opts.replace(**overrides)
         return clone

@@ -23,19 +23,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import FrameType
-from typing import Any
 
 from . import lua, registry
 from .errors import SerializationError, StoreError, WorkerError
+from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
 from .resp import RespClient, RespError
 from .retry import Retry, decide
 from .serialize import Serializer, get_serializer, loads_call
 from .signing import verify
-from .status import Reason
+from .states import Reason
+
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
+    from typing import Any
 
 EXIT_OK = 0  # the task succeeded and its result is recorded
 EXIT_TASK_FAILED = 1  # the task failed (raised, timed out, ran out of memory); recorded
@@ -55,14 +58,28 @@ class TaskTimeout(BaseException):
     ``except Exception`` cannot swallow it."""
 
 
-@dataclass(frozen=True)
-class Handoff:
+class Handoff(Frozen):
+    """What a machine is told: its job and attempt, and how to reach Redis."""
+
+    __slots__ = ("attempt", "job_id", "machine_id", "namespace", "redis_url", "secret")
+    __match_args__ = ("job_id", "attempt", "redis_url", "secret", "namespace", "machine_id")
     job_id: str
     attempt: int
     redis_url: str
     secret: bytes
     namespace: str
     machine_id: str
+
+    def __init__(
+        self,
+        job_id: str,
+        attempt: int,
+        redis_url: str,
+        secret: bytes,
+        namespace: str,
+        machine_id: str,
+    ) -> None:
+        self._set(job_id, attempt, redis_url, secret, namespace, machine_id)
 
     def __repr__(self) -> str:
         return (

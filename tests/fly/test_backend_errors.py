@@ -14,8 +14,8 @@ import pytest
 import balloons
 from balloons import ConfigError, FlyAPIError, FlyBackend, JobFailed
 from balloons.backends.base import BackendContext
-from balloons.config import FlySettings
 from balloons.fly.client import RetryPolicy
+from balloons.fly.settings import FlySettings
 from tests import tasks
 
 from .conformance import ConformantAsyncTransport

@@ -29,11 +29,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..config import FlySettings
 from ..errors import BackendError, FlyAPIError
 from ..fly import wire
 from ..fly.client import CapacityRefusal, FlyClient, RetryPolicy
 from ..fly.ratelimit import RateLimiter
+from ..fly.settings import FlySettings
 from ..keys import DEFAULT_NAMESPACE
 from ..status import MachineInfo, MachineSpec
 from .base import BackendContext
@@ -51,7 +51,7 @@ DEFAULT_STOP_TIMEOUT = 10
 
 class FlyBackend:
     """Machines on Fly.io. Every argument defaults to its environment variable (see
-    :class:`balloons.config.FlySettings`), read from the app's environment at ``bind``.
+    :class:`balloons.fly.settings.FlySettings`), read from the app's environment at ``bind``.
 
     ``token`` (``FLY_API_TOKEN``), ``app`` (``BALLOONS_FLY_APP``, else ``FLY_APP_NAME``),
     ``api_url`` (``BALLOONS_FLY_API_URL``, default ``https://api.machines.dev``), ``image``

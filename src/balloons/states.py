@@ -1,0 +1,52 @@
+"""Job statuses and failure reasons: ``str`` enums, light enough for a machine's start-up path
+(the records that describe jobs and machines are in :mod:`balloons.status`)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. ``TERMINAL`` holds the statuses it never leaves."""
+
+    QUEUED = "QUEUED"  # stored, waiting for a machine (a slot, or its time)
+    STARTING = "STARTING"  # a machine is being launched for it
+    RUNNING = "RUNNING"  # a worker has claimed it and runs the task
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Reason(enum.StrEnum):
+    """Why an attempt failed. ``exit_code=N`` reasons are built with :func:`exit_reason`."""
+
+    TASK_ERROR = "task_error"
+    OOM = "oom"
+    TIMEOUT = "timeout"
+    KILLED = "killed"
+    LOST = "lost"
+    BOOT_TIMEOUT = "boot_timeout"
+    CANCELLED = "cancelled"
+    SIGNATURE_INVALID = "signature_invalid"
+    RECORD_INVALID = "record_invalid"
+    TASK_NOT_FOUND = "task_not_found"
+    SERIALIZATION = "serialization"
+    LAUNCH_FAILED = "launch_failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def exit_reason(code: int) -> str:
+    """The reason string for a machine that exited with ``code`` before recording a result."""
+    return f"exit_code={code}"

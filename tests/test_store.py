@@ -1,0 +1,124 @@
+"""The submit write: one round trip on balloons' own connections, robust to what a server
+and a process can do to them (script cache flushed, connection closed, fork)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+
+import balloons
+from balloons import JobStatus
+from balloons.keys import JobKeys
+from balloons.store import Store
+from tests import tasks
+
+
+def _submit(app: balloons.App) -> JobKeys:
+    task = tasks.add
+    jk, req = app._submit_args(task, task.opts, (1, 2), {})
+    app.store.submit(jk, req)  # stored and given a slot; no machine is launched here
+    return jk
+
+
+def _fresh_app(redis_url: str, secret: str) -> balloons.App:
+    return balloons.App(redis_url=redis_url, secret=secret, record_ttl=60)
+
+
+def test_submit_stores_the_record_and_the_pool(redis_url: str, secret: str, r: redis.Redis) -> None:
+    app = _fresh_app(redis_url, secret)
+    jk = _submit(app)
+    assert app.store.status(jk) is JobStatus.STARTING
+    assert r.sismember("balloons:pools", "default")
+    assert r.ttl(jk.job) == 60
+    app.close()
+
+
+def test_submit_survives_a_flushed_script_cache(
+    redis_url: str, secret: str, r: redis.Redis
+) -> None:
+    app = _fresh_app(redis_url, secret)
+    _submit(app)
+    r.script_flush()
+    jk = _submit(app)  # EVALSHA answers NOSCRIPT: the script is sent once more
+    assert app.store.status(jk) is JobStatus.STARTING
+    app.close()
+
+
+def test_submit_reconnects_when_the_server_closed_the_connection(
+    redis_url: str, secret: str, r: redis.Redis
+) -> None:
+    app = _fresh_app(redis_url, secret)
+    _submit(app)
+    killed = r.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    jk = _submit(app)
+    assert app.store.status(jk) is JobStatus.STARTING
+    app.close()
+
+
+def test_concurrent_submits_each_get_a_connection(redis_url: str, secret: str) -> None:
+    app = _fresh_app(redis_url, secret)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                ids.append(_submit(app).job_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(ids)) == 200
+    statuses = [app.store.status(JobKeys.of("balloons", i)) for i in ids]
+    # Nothing is launched here: the pool's cap of slots went to the first jobs, the rest queue.
+    assert statuses.count(JobStatus.STARTING) == app.get_pool("default").max_machines
+    assert set(statuses) == {JobStatus.STARTING, JobStatus.QUEUED}
+    app.close()
+
+
+def test_a_forked_child_submits_on_its_own_connection(redis_url: str, secret: str) -> None:
+    app = _fresh_app(redis_url, secret)
+    _submit(app)  # leaves an idle connection the child inherits
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        try:
+            jk = _submit(app)
+            os._exit(0 if Store(redis_url, "balloons").status(jk) is JobStatus.STARTING else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    jk = _submit(app)  # the parent's connection was not disturbed by the child
+    assert app.store.status(jk) is JobStatus.STARTING
+    app.close()
+
+
+def test_submit_works_on_file_descriptors_above_1023(redis_url: str, secret: str) -> None:
+    # A busy server process holds many files; the submit connection then gets a high number.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(1100)]
+    try:
+        app = _fresh_app(redis_url, secret)
+        _submit(app)
+        [client] = app.store._idle
+        assert client._sock is not None and client._sock.fileno() > 1023
+        jk = _submit(app)  # reuses the idle connection: its check must not refuse the number
+        assert app.store.status(jk) is JobStatus.STARTING
+        app.close()
+    finally:
+        for fd in (*held, null):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
