@@ -221,3 +221,12 @@ def test_async_supervisor_runs_in_the_event_loop(tmp_path: Any) -> None:
             await asyncio.wait_for(runner, 5)
 
     assert asyncio.run(main()) == str(tmp_path / "later")
+
+
+def test_a_waiting_client_launches_its_retry_without_a_supervisor(tmp_path: Any) -> None:
+    """The machine died and its pool has no other: the retry waits in the queue, and the
+    client waiting on the result takes a slot for it and launches it."""
+    job = tasks.dies_once.submit(str(tmp_path / "n"))
+    assert job.result(timeout=60) == 2
+    first, second = job.info().attempts
+    assert first.reason == "killed" and second.outcome == "SUCCEEDED"

@@ -151,12 +151,17 @@ class Supervisor:
 
     def check_job(self, jk: JobKeys) -> bool:
         """What a waiter does for its own job while it waits: if the slot running the job has
-        lapsed (its machine died without a word), reclaim it now, as a step would."""
+        lapsed (its machine died without a word), reclaim it now; if the job waits in its
+        pool's queue, launch machines for the queue under the cap. As a step would."""
         store = self.app.store
         with store.errors():
-            pipe = store.redis.pipeline(transaction=False)
-            pipe.hget(jk.job, "slot")
-            slot_b = pipe.execute()[0]
+            status_b, slot_b = store.redis.hmget(jk.job, "status", "slot")
+            if status_b == b"QUEUED":
+                # Waiting for a machine (a retry or a delayed job whose pool has none left, or
+                # a bigger one): take a slot for it under the cap and launch, as a step would.
+                report = StepReport()
+                self._fill(jk.pool, report)
+                return bool(report.launched)
             if not slot_b:
                 return False
             slot = slot_b.decode()
