@@ -26,7 +26,7 @@ from typing import Any
 from . import lua, registry
 from .errors import SerializationError, StoreError, WorkerError
 from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
-from .resp import RespClient
+from .resp import RespClient, RespError
 from .retry import Retry, decide
 from .serialize import Serializer, get_serializer, loads_call
 from .signing import verify
@@ -149,6 +149,8 @@ class Worker:
         self.interrupted = ""
         self.stop = False
         self.lock = threading.Lock()
+        # The reply of a TAKE sent along with the last FINISH, for run() to act on.
+        self.next_take: Any = None
 
     # --------------------------------------------------------------- scripts
     def _eval(self, script: str, *args: Any, client: RespClient | None = None) -> Any:
@@ -166,19 +168,25 @@ class Worker:
         reason: str = "",
         retry: tuple[str, str] = ("", ""),
     ) -> int:
-        return int(
-            self._eval(
-                lua.FINISH,
-                ulid,
-                attempt,
-                self.h.machine_id,
-                status,
-                result,
-                error,
-                reason,
-                *retry,
-            )
+        args = (ulid, attempt, self.h.machine_id, status, result, error, reason, *retry)
+        if self.stop:
+            return int(self._eval(lua.FINISH, *args))
+        # The machine's next TAKE rides in the same write as the outcome, so a busy machine
+        # pays one round trip per job, not two; run() uses its reply.
+        now, keys = time.time(), [self.pk.queue]
+        fin, take = self.client.pipeline(
+            [
+                _evalsha(lua.FINISH, keys, [self.pk.tag, now, *args]),
+                _evalsha(lua.TAKE, keys, [self.pk.tag, now, self.slot, self.h.machine_id, "take"]),
+            ]
         )
+        if isinstance(fin, RespError):
+            if not str(fin).startswith("NOSCRIPT"):
+                raise fin
+            fin = self._eval(lua.FINISH, *args)
+        if not isinstance(take, RespError):
+            self.next_take = take
+        return int(fin)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
@@ -205,8 +213,12 @@ class Worker:
             beat.start()
         mode = "take"
         idle_until = 0.0
-        while not self.stop:
-            reply = self._eval(lua.TAKE, self.slot, self.h.machine_id, mode)
+        while True:
+            reply, self.next_take = self.next_take, None
+            if reply is None:
+                if self.stop:
+                    break
+                reply = self._eval(lua.TAKE, self.slot, self.h.machine_id, mode)
             if reply[0] == 1:
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
                 mode, idle_until = "take", 0.0
@@ -388,6 +400,20 @@ class Worker:
         if self.finish(ulid, attempt, "SUCCEEDED", result=data) < 0:
             _log(f"job {job_id}: result not recorded, the job moved on")
         return EXIT_OK
+
+
+_SHAS: dict[str, str] = {}
+
+
+def _evalsha(script: str, keys: list[str], args: list[Any]) -> list[Any]:
+    """An ``EVALSHA`` command for :meth:`RespClient.pipeline` (NOSCRIPT comes back as a
+    reply; the caller falls back to :meth:`RespClient.eval`)."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        import hashlib
+
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
+    return ["EVALSHA", sha, len(keys), *keys, *args]
 
 
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
