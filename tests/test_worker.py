@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,21 @@ def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-unt
         timeout=60,
     )
     assert out.returncode == EXIT_USAGE and "BALLOONS_SECRET is not set" in out.stderr
+
+
+def test_busy_machine_survives_a_flushed_script_cache(r: redis.Redis) -> None:
+    """A machine sends FINISH and its next TAKE in one write, by hash. After SCRIPT FLUSH both
+    come back NOSCRIPT: it sends the scripts themselves, records the outcome and still takes
+    the queued job."""
+    first = tasks.solo_sleep.submit(0.5)
+    deadline = time.monotonic() + 30
+    while first.status() is not JobStatus.RUNNING:
+        assert time.monotonic() < deadline, "the first job never started"
+        time.sleep(0.02)
+    r.script_flush()
+    second = tasks.solo_sleep.submit(0.0)
+    assert first.result(timeout=60) == 0.5
+    assert second.result(timeout=60) == 0.0
+    ran_first, ran_second = first.info().attempts[-1], second.info().attempts[-1]
+    assert ran_second.warm
+    assert ran_second.machine_id == ran_first.machine_id
