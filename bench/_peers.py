@@ -176,7 +176,8 @@ class CeleryPeer(Peer):
         # Finished AsyncResults unsubscribe when collected: do it while Valkey is still up.
         gc.collect()
         super().stop()
-        self.app.close()
+        if hasattr(self, "app"):
+            self.app.close()
 
 
 class ArqPeer(Peer):
