@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +132,36 @@ def shutdown_local(backend: balloons.LocalBackend) -> None:
         wait_gone(pid, 2.0)
 
 
+def stop_machines(backend: balloons.LocalBackend) -> None:
+    """Stop every machine of ``backend`` still running (warm machines idling in a pool)."""
+    for machine in backend.list():
+        if machine.running:
+            backend.stop(machine.id, grace=0.0)
+
+
+def wait_pool_empty(app: balloons.App, pool: str, timeout: float = 30.0) -> None:
+    """Wait until ``pool`` has no machine (starting, running or idle) and no queued job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = app.store.pool_stats(pool)
+        if stats["machines"] == 0 and stats["queued"] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pool {pool!r} did not empty in {timeout:g}s: {stats}")
+        time.sleep(0.02)
+
+
+def machines_of(jobs: Sequence[balloons.Job[object]]) -> tuple[set[str], int]:
+    """The distinct machines the jobs' attempts ran on, and how many attempts were retries."""
+    machines: set[str] = set()
+    retries = 0
+    for job in jobs:
+        attempts = job.info().attempts
+        retries += max(0, len(attempts) - 1)
+        machines.update(a.machine_id for a in attempts if a.machine_id)
+    return machines, retries
+
+
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGTERM a process started with ``start_new_session=True`` and its group; then SIGKILL."""
     if proc.poll() is None:
@@ -147,6 +177,33 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> 
         proc.wait(2.0)
 
 
+# ------------------------------------------------------------------------ profiling
+def server_profile(url: str, title: str, run: Callable[[], object], jobs: int) -> None:
+    """Print Valkey's own work per job while ``run()`` handles ``jobs`` jobs: its CPU time
+    (``INFO cpu``) and each command's calls and time (``INFO commandstats``). A script's
+    time (EVALSHA) includes the commands it runs, which are listed too."""
+    from redis import Redis
+
+    r = Redis.from_url(url)
+    r.config_resetstat()
+    cpu0 = r.info("cpu")
+    run()
+    cpu1 = r.info("cpu")
+    stats: dict[str, dict[str, float]] = r.info("commandstats")
+    r.close()
+    cpu = sum(cpu1[k] - cpu0[k] for k in ("used_cpu_sys", "used_cpu_user")) / jobs
+    rows = []
+    for name, v in sorted(stats.items(), key=lambda kv: -kv[1]["usec"]):
+        cmd = name.removeprefix("cmdstat_")
+        if cmd in ("config|resetstat", "info"):
+            continue
+        per_call, per_job = f"{v['usec_per_call']:.1f}", f"{v['usec'] / jobs:.1f}"
+        rows.append([cmd, f"{v['calls'] / jobs:.2f}", per_call, per_job])
+    print(f"\n## Valkey's work per job: {title} ({jobs} jobs)\n")
+    print(table(["command", "calls/job", "us/call", "us/job"], rows))
+    print(f"Valkey CPU per job (INFO cpu, user + sys): {cpu * 1e6:.0f} us")
+
+
 # ----------------------------------------------------------------------- statistics
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
@@ -154,6 +211,10 @@ def ms(seconds: float) -> str:
 
 def p90(xs: Sequence[float]) -> float:
     return statistics.quantiles(xs, n=10, method="inclusive")[-1] if len(xs) > 1 else xs[0]
+
+
+def p95(xs: Sequence[float]) -> float:
+    return statistics.quantiles(xs, n=20, method="inclusive")[-1] if len(xs) > 1 else xs[0]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -39,6 +39,7 @@ from _common import (
     table,
     temp_state_dir,
     valkey_server,
+    wait_pool_empty,
 )
 
 import balloons
@@ -55,16 +56,24 @@ worker.work(logging_level="WARNING", with_scheduler=False)
 """
 
 Runner = Callable[[], float]
+COLD_POOL = "cold"
 
 
 def balloons_runner(app: balloons.App) -> Runner:
-    task = app.task(timeout=60)(_balloons_tasks.noop.fn)
+    # A pool that scales to zero at once, and each job submitted only once the previous
+    # machine has exited (not timed): every job gets a fresh machine, never a warm one.
+    app.pool(COLD_POOL, max_machines=1, idle_timeout=0)
+    task = app.task(timeout=60, pool=COLD_POOL)(_balloons_tasks.noop.fn)
 
     def run() -> float:
+        wait_pool_empty(app, COLD_POOL)
         t0 = time.perf_counter()
         job = task.submit()
         job.result(timeout=60)
-        return time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        if any(a.warm for a in job.info().attempts):
+            raise RuntimeError(f"job {job.id} ran on a warm machine: not a cold job")
+        return dt
 
     return run
 

@@ -91,24 +91,23 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
         redis_url=url, secret=SECRET, backend=ManualBackend(keep_specs=False), state_dir=state_dir
     )
     task = app.task(timeout=60)(_balloons_tasks.noop.fn)
-    store, backend, opts, ttl = app.store, app.backend, task.opts, app.settings.record_ttl
+    store, opts = app.store, task.opts
     steps = [
-        "_prepare (json, ulid, hmac)",
+        "_submit_args (json, ulid, hmac, request)",
         "store.submit (1 round trip: SADD + EVALSHA SUBMIT)",
-        "_spec + backend.launch (returns at once)",
-        "Job(...)",
+        "_after_submit + launch_slot (returns at once)",
         "for scale: redis-py PING round trip",
     ]
     times: dict[str, list[float]] = {step: [] for step in steps}
     for _ in range(k):
         t = [time.perf_counter()]
-        jk, payload, data, sig, now = app._prepare(task, opts, (), {})
+        jk, req = app._submit_args(task, opts, (), {})
         t.append(time.perf_counter())
-        store.submit(jk, payload, data, sig, now, ttl)
+        reply = store.submit(jk, req)
         t.append(time.perf_counter())
-        backend.launch(app._spec(jk, opts, 1))
-        t.append(time.perf_counter())
-        balloons.Job(app, jk.job_id)
+        _, launch = app._after_submit(jk, opts, reply)
+        if launch is not None:
+            app.launch_slot(*launch)
         t.append(time.perf_counter())
         store.redis.ping()
         t.append(time.perf_counter())

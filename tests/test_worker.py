@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,21 @@ def test_the_worker_start_up_path_stays_lean() -> None:
     loaded = set(json.loads(out.stdout))
     assert "balloons.worker" in loaded and "balloons.app" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY) == []
+
+
+def test_busy_machine_survives_a_flushed_script_cache(r: redis.Redis) -> None:
+    """A machine sends FINISH and its next TAKE in one write, by hash. After SCRIPT FLUSH both
+    come back NOSCRIPT: it sends the scripts themselves, records the outcome and still takes
+    the queued job."""
+    first = tasks.solo_sleep.submit(0.5)
+    deadline = time.monotonic() + 30
+    while first.status() is not JobStatus.RUNNING:
+        assert time.monotonic() < deadline, "the first job never started"
+        time.sleep(0.02)
+    r.script_flush()
+    second = tasks.solo_sleep.submit(0.0)
+    assert first.result(timeout=60) == 0.5
+    assert second.result(timeout=60) == 0.0
+    ran_first, ran_second = first.info().attempts[-1], second.info().attempts[-1]
+    assert ran_second.warm
+    assert ran_second.machine_id == ran_first.machine_id

@@ -59,11 +59,18 @@ local function fits(info, u)
   local c, m = need_of(u)
   return (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m
 end
-local function idle_fit_count(u)
+-- How many idle machines could run job u, counting no further than limit + 1 (nil: all).
+local function idle_fit_count(u, limit)
+  local idle = redis.call('SMEMBERS', IDLE)
+  if #idle == 0 or (limit and #idle <= limit) then return #idle end
+  local c, m = need_of(u)
   local n = 0
-  for _, s in ipairs(redis.call('SMEMBERS', IDLE)) do
+  for _, s in ipairs(idle) do
     local info = slot_get(s)
-    if info and fits(info, u) then n = n + 1 end
+    if info and (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m then
+      n = n + 1
+      if limit and n > limit then return n end
+    end
   end
   return n
 end
@@ -93,7 +100,7 @@ end
 -- Place a job that wants a machine: a waiting warm machine, a new slot, or the queue.
 local function route(u, attempt)
   local q = redis.call('ZCARD', QUEUE)
-  if idle_fit_count(u) > q then
+  if idle_fit_count(u, q) > q then
     enqueue(u)
     return {1, 'warm', ''}
   end
@@ -190,9 +197,12 @@ if ARGV[13] ~= '' then
   redis.call('SET', ik, u, 'EX', ttl)
 end
 if redis.call('EXISTS', J) == 1 then return {0} end
+local settings = {}
 for name, value in string.gmatch(ARGV[8], '(%S+) (%S+)') do
-  redis.call('HSET', CFG, name, value)
+  settings[#settings + 1] = name
+  settings[#settings + 1] = value
 end
+if #settings > 0 then redis.call('HSET', CFG, unpack(settings)) end
 local seq = redis.call('INCR', T..':seq')
 local score = seq - tonumber(ARGV[10]) * 1e12
 redis.call('HSET', J, 'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'status', 'QUEUED',

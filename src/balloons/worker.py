@@ -173,6 +173,8 @@ class Worker:
         self.interrupted = ""
         self.stop = False
         self.lock = threading.Lock()
+        # The reply of a TAKE sent along with the last FINISH, for run() to act on.
+        self.next_take: Any = None
 
     # --------------------------------------------------------------- scripts
     def _eval(self, script: str, *args: Any, client: RespClient | None = None) -> Any:
@@ -207,20 +209,32 @@ class Worker:
         reason: str = "",
         retry: tuple[str, str] = ("", ""),
     ) -> int:
-        # A result is worth waiting for: keep trying until well past the job's deadline.
-        return int(
-            self._patient(
-                lua.FINISH,
-                ulid,
-                attempt,
-                self.h.machine_id,
-                status,
-                result,
-                error,
-                reason,
-                *retry,
+        args = (ulid, attempt, self.h.machine_id, status, result, error, reason, *retry)
+        if self.stop:
+            # A result is worth waiting for: keep trying through a Redis restart.
+            return int(self._patient(lua.FINISH, *args))
+        # The machine's next TAKE rides in the same write as the outcome, so a busy machine
+        # pays one round trip per job, not two; run() uses its reply.
+        now, keys = time.time(), [self.pk.queue]
+        mode = "release" if self.idle <= 0 else "take"
+        try:
+            fin, take = self.client.pipeline(
+                [
+                    _evalsha(lua.FINISH, keys, [self.pk.tag, now, *args]),
+                    _evalsha(
+                        lua.TAKE, keys, [self.pk.tag, now, self.slot, self.h.machine_id, mode]
+                    ),
+                ]
             )
-        )
+        except StoreError:  # the connection failed: ride it out (run() takes the next job)
+            return int(self._patient(lua.FINISH, *args))
+        if isinstance(fin, RespError):
+            if not str(fin).startswith(("NOSCRIPT", *_TRANSIENT)):
+                raise fin
+            fin = self._patient(lua.FINISH, *args)
+        if not isinstance(take, RespError):
+            self.next_take = take
+        return int(fin)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
@@ -248,11 +262,16 @@ class Worker:
         # With no idle timeout, a machine never waits: it takes a job or gives its slot back.
         mode = "release" if self.idle <= 0 else "take"
         idle_until = 0.0
-        while not self.stop:
-            # With no job in hand, an unreachable Redis is worth waiting for only as long as
-            # the machine would have idled anyway: its slot is reclaimed once Redis is back.
-            patience = max(idle_until or time.monotonic() + self.idle, time.monotonic() + 2.0)
-            reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode, until=patience)
+        while True:
+            reply, self.next_take = self.next_take, None
+            if reply is None:
+                if self.stop:
+                    break
+                # With no job in hand, an unreachable Redis is worth waiting for only as long
+                # as the machine would have idled anyway: its slot is reclaimed once Redis is
+                # back.
+                patience = max(idle_until or time.monotonic() + self.idle, time.monotonic() + 2.0)
+                reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode, until=patience)
             if reply[0] == 1:
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
                 mode, idle_until = "release" if self.idle <= 0 else "take", 0.0
@@ -461,6 +480,20 @@ class Worker:
 
 
 _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
+
+
+_SHAS: dict[str, str] = {}
+
+
+def _evalsha(script: str, keys: list[str], args: list[Any]) -> list[Any]:
+    """An ``EVALSHA`` command for :meth:`RespClient.pipeline` (NOSCRIPT comes back as a
+    reply; the caller falls back to :meth:`RespClient.eval`)."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        import hashlib
+
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
+    return ["EVALSHA", sha, len(keys), *keys, *args]
 
 
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,192 @@
+"""Drain: N no-op jobs submitted at once, jobs/s from the first submit to the last result.
+
+balloons (``LocalBackend``, fork isolation) with warm reuse, for each cap in ``--caps``:
+
+* *warm*: the pool's machines are already up and idle when the burst arrives (as the peers'
+  workers are); they are checked idle before each round;
+* *cold*: the pool starts from zero machines (scale to zero: a short idle timeout, and the
+  round waits until every machine has exited), so launching them is part of the drain.
+
+Peers, each with its workers already running, against a Valkey of its own: Celery prefork
+``-c 2`` (Redis broker and result backend), arq with its queue polled every 10 ms (one worker
+process, arq's own concurrency of 10 jobs; results polled every 10 ms too) and RQ
+``SimpleWorker`` x2. Every system submits all N jobs first, then collects every result in
+submission order through its own client API. Rounds take turns across the systems; the
+figure is the median round.
+
+    .venv/bin/python bench/drain.py [--n 1000] [--rounds 3] [--caps 2,4] [--no-cold] [--profile]
+
+``--profile`` adds Valkey's own work per balloons job (``INFO commandstats``) for one warm
+round of the first cap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import _balloons_tasks
+from _common import (
+    SECRET,
+    header,
+    machines_of,
+    server_profile,
+    shutdown_local,
+    stop_machines,
+    table,
+    temp_state_dir,
+    valkey_server,
+    wait_pool_empty,
+)
+from _peers import ArqPeer, CeleryPeer, Peer, RQPeer
+
+import balloons
+
+COLD_IDLE = 0.3  # seconds: cold pools scale to zero between rounds
+WARM_IDLE = 600.0  # seconds: warm pools keep their machines for the whole run
+
+
+class BalloonsDrain:
+    def __init__(self, app: balloons.App, cap: int, warm: bool) -> None:
+        self.app, self.cap, self.warm = app, cap, warm
+        self.pool = f"drain{cap}{'w' if warm else 'c'}"
+        self.label = f"balloons {'warm' if warm else 'cold'} max_machines={cap}"
+        app.pool(self.pool, max_machines=cap, idle_timeout=WARM_IDLE if warm else COLD_IDLE)
+        self.task = app.task(timeout=60, pool=self.pool)(_balloons_tasks.noop.fn)
+        self.machines: list[int] = []
+        self.submit_s: list[float] = []
+
+    def prepare(self) -> None:
+        """Warm: every machine of the pool up and idle. Cold: none left."""
+        if not self.warm:
+            wait_pool_empty(self.app, self.pool)
+            return
+        stats = self.app.store.pool_stats(self.pool)
+        if stats["machines"] < self.cap:
+            jobs = [self.task.submit() for _ in range(20 * self.cap)]
+            for job in jobs:
+                job.result(timeout=60)
+        deadline = time.monotonic() + 10
+        while True:
+            stats = self.app.store.pool_stats(self.pool)
+            if stats["idle"] == self.cap == stats["machines"]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.label}: machines not all idle: {stats}")
+            time.sleep(0.01)
+
+    def batch(self, n: int) -> float:
+        self.prepare()
+        submit = self.task.submit
+        t0 = time.perf_counter()
+        jobs = [submit() for _ in range(n)]
+        t1 = time.perf_counter()
+        for job in jobs:
+            job.result(timeout=60)
+        dt = time.perf_counter() - t0
+        self.submit_s.append(t1 - t0)
+        machines, _ = machines_of(jobs)
+        self.machines.append(len(machines))
+        return dt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="jobs per drain")
+    ap.add_argument("--rounds", type=int, default=3, help="measured drains per system")
+    ap.add_argument("--caps", default="2,4", help="max_machines values to run balloons with")
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold-pool variants")
+    ap.add_argument("--profile", action="store_true", help="Valkey commandstats per job")
+    args = ap.parse_args()
+    caps = [int(c) for c in args.caps.split(",") if c]
+
+    import arq
+    import celery
+    import rq
+
+    print(header(f"drain: {args.n} no-op jobs at once, first submit -> last result"))
+    print(
+        f"rq {rq.__version__}, celery {celery.__version__}, arq {arq.VERSION}; "
+        f"{args.rounds} rounds per system, taking turns\n"
+    )
+
+    with contextlib.ExitStack() as stack:
+        state: Path = stack.enter_context(temp_state_dir())
+        url = stack.enter_context(valkey_server())
+        backend = balloons.LocalBackend(isolation="fork")
+        app = balloons.App(redis_url=url, secret=SECRET, backend=backend, state_dir=state)
+        stack.callback(app.close)
+        stack.callback(shutdown_local, backend)
+        stack.callback(stop_machines, backend)
+        ours = [BalloonsDrain(app, cap, warm=True) for cap in caps]
+        if not args.no_cold:
+            ours += [BalloonsDrain(app, cap, warm=False) for cap in caps]
+        peers: list[Peer] = [
+            CeleryPeer(stack.enter_context(valkey_server()), 2),
+            ArqPeer(stack.enter_context(valkey_server())),
+            RQPeer(stack.enter_context(valkey_server()), 2, "simple"),
+        ]
+        for peer in peers:
+            stack.callback(peer.stop)
+            peer.start()
+        for system in ours:
+            system.prepare()
+            if not system.warm:  # unmeasured: starts the fork server, then scale to zero
+                system.batch(4 * system.cap)
+            system.machines.clear(), system.submit_s.clear()
+        systems: dict[str, Callable[[int], float]] = {s.label: s.batch for s in ours}
+        for peer in peers:
+            systems[peer.label] = _timed(peer)
+        samples: dict[str, list[float]] = {label: [] for label in systems}
+        for _ in range(args.rounds):
+            for label, run in systems.items():
+                samples[label].append(run(args.n))
+        if args.profile:
+            first = ours[0]
+            server_profile(url, first.label, lambda: first.batch(args.n), args.n)
+            del first.machines[args.rounds :], first.submit_s[args.rounds :]
+
+    rate = {label: args.n / statistics.median(xs) for label, xs in samples.items()}
+    best_peer = max((p.label for p in peers), key=lambda label: rate[label])
+    rows = []
+    for label, xs in samples.items():
+        rows.append(
+            [
+                label,
+                f"{rate[label]:,.0f}",
+                f"{args.n / min(xs):,.0f}",
+                f"{statistics.median(xs) * 1000:,.0f}",
+                f"{rate[label] / rate[best_peer]:.2f}x",
+            ]
+        )
+    print(table(["system", "jobs/s (median)", "jobs/s (best)", "drain ms", "/ best peer"], rows))
+    print()
+    for s in ours:
+        print(
+            f"{s.label}: machines per round {s.machines}; submitting alone took "
+            f"{statistics.median(s.submit_s) * 1000:.0f} ms of the drain (median)"
+        )
+    print(f"best peer: {best_peer} ({rate[best_peer]:,.0f} jobs/s)")
+    for s in ours:
+        ratio = rate[s.label] / rate[best_peer]
+        verdict = "met" if ratio >= 1 else "NOT met"
+        print(f"{s.label} / best peer: {ratio:.2f}x  (target >= 1.00x: {verdict})")
+    return 0
+
+
+def _timed(peer: Peer) -> Callable[[int], float]:
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        peer.batch(n)
+        return time.perf_counter() - t0
+
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())
