@@ -230,3 +230,11 @@ def test_a_waiting_client_launches_its_retry_without_a_supervisor(tmp_path: Any)
     assert job.result(timeout=60) == 2
     first, second = job.info().attempts
     assert first.reason == "killed" and second.outcome == "SUCCEEDED"
+
+
+def test_a_waiting_client_starts_its_delayed_job_when_due(tmp_path: Any) -> None:
+    at = time.time()
+    job = tasks.touch.submit(str(tmp_path / "later"), _delay=0.5)
+    assert job.result(timeout=30) == str(tmp_path / "later")
+    started = job.info().started_at or 0.0
+    assert started - at >= 0.5

@@ -70,7 +70,7 @@ class Job(Generic[R]):
                 raise ResultTimeout(
                     f"job {self.id} still {rec['status'].decode()} after {timeout}s"
                 )
-            if not store.wait_done(self._keys, max(left, 0.01)):
+            if not store.wait_done(self._keys, _block(rec, left)):
                 # Nothing for a while: make sure the job's machine is not dead without a word.
                 self.app.check_lapsed(self._keys)
 
@@ -86,7 +86,7 @@ class Job(Generic[R]):
                 raise ResultTimeout(
                     f"job {self.id} still {rec['status'].decode()} after {timeout}s"
                 )
-            if not await store.wait_done_async(self._keys, max(left, 0.01)):
+            if not await store.wait_done_async(self._keys, _block(rec, left)):
                 import asyncio
 
                 await asyncio.to_thread(self.app.check_lapsed, self._keys)
@@ -132,3 +132,12 @@ class Job(Generic[R]):
             str(err.get("message", "")),
             str(err.get("traceback", "")),
         )
+
+
+def _block(rec: dict[str, bytes], left: float) -> float:
+    """How long to block on the done token: ``left``, but a delayed job is looked at again
+    just after it falls due (the waiter then launches it if its pool has no machine)."""
+    due = rec.get("due")
+    if due:
+        left = min(left, max(0.0, float(due) - time.time()) + 0.05)
+    return max(left, 0.01)
