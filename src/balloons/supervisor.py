@@ -3,9 +3,10 @@
 
 Each :meth:`Supervisor.step` visits every pool and
 
-1. reclaims slots whose lease ran out (no heartbeat, or a machine that never booted): it asks
-   the backend why the machine died (exit code, out of memory, requested stop) and ends the
-   slot's attempt with that reason, which retries it if the task's policy allows;
+1. reclaims slots whose lease ran out (no heartbeat, or a machine that never booted), and
+   slots still booting after ``boot_probe`` seconds whose machine the backend says is already
+   gone: it asks the backend why the machine died (exit code, out of memory, requested stop)
+   and ends the slot's attempt with that reason, which retries it if the task's policy allows;
 2. stops machines still running a job cancelled more than ``cancel_grace`` seconds ago, or
    running past their job's deadline by more than the grace (a task stuck in C code);
 3. promotes due delayed jobs and retries, and takes slots for queued work under the cap and
@@ -65,6 +66,7 @@ class Supervisor:
         timeout_grace: float = 10.0,
         gc_interval: float = 30.0,
         orphan_min_age: float = 10.0,
+        boot_probe: float = 5.0,
     ) -> None:
         self.app = app
         self.interval = interval
@@ -72,10 +74,12 @@ class Supervisor:
         self.timeout_grace = timeout_grace
         self.gc_interval = gc_interval
         self.orphan_min_age = orphan_min_age
+        self.boot_probe = boot_probe
         self._last_gc = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped_machines: dict[str, float] = {}
+        self._probed: dict[str, float] = {}  # slot -> when its booting machine was last asked
 
     def __repr__(self) -> str:
         return f"<Supervisor interval={self.interval:g}s running={self.running}>"
@@ -118,8 +122,11 @@ class Supervisor:
     ) -> None:
         store = self.app.store
         machine = str(info.get("machine") or "")
-        if lease < now:
-            reason, message = self._why(pk, slot, info)
+        died_booting = None
+        if lease >= now and info.get("state") == "starting" and info.get("job"):
+            died_booting = self._died_booting(pk, slot, info, now)
+        if lease < now or died_booting is not None:
+            reason, message = died_booting or self._why(pk, slot, info)
             reply = end_slot(
                 lambda *cmd: store.redis.execute_command(*cmd),
                 lambda script, pk_, *args: store.eval(script, pk_, *args),
@@ -127,7 +134,7 @@ class Supervisor:
                 slot,
                 reason,
                 message,
-                only_if_expired=True,
+                only_if_expired=died_booting is None,
             )
             if reply and reply[0] == 1:
                 report.reclaimed.append((slot, reason))
@@ -148,6 +155,23 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     self.app.backend.stop(machine)
                     report.stopped.append(machine)
+
+    def _died_booting(
+        self, pk: PoolKeys, slot: str, info: dict[str, Any], now: float
+    ) -> tuple[str, str] | None:
+        """A slot still booting after ``boot_probe`` seconds: ask the backend (at most every
+        ``boot_probe`` seconds) whether its machine already died, rather than wait out the
+        whole boot timeout. The reason, or None while it may still come up."""
+        since = float(info.get("since") or now)
+        if now - since < self.boot_probe or now - self._probed.get(slot, 0.0) < self.boot_probe:
+            return None
+        self._probed[slot] = now
+        if len(self._probed) > 10_000:
+            self._probed.clear()
+        found = self._machines_of_slot(pk, slot)
+        if not found or any(m.running for m in found):
+            return None
+        return _reason_of(found[0])
 
     def check_job(self, jk: JobKeys) -> bool:
         """What a waiter does for its own job while it waits: if the slot running the job has
@@ -170,12 +194,15 @@ class Supervisor:
             pipe.hget(jk.pool.slot, slot)
             lease, raw = pipe.execute()
         now = time.time()
-        if lease is None or float(lease) >= now:
+        if lease is None:
             return False
         import json
 
+        info = json.loads(raw) if raw else {}
+        if float(lease) >= now and info.get("state") != "starting":
+            return False
         report = StepReport()
-        self._reclaim_slot(jk.pool, slot, float(lease), json.loads(raw) if raw else {}, now, report)
+        self._reclaim_slot(jk.pool, slot, float(lease), info, now, report)
         return bool(report.reclaimed)
 
     def _why(self, pk: PoolKeys, slot: str, info: dict[str, Any]) -> tuple[str, str]:

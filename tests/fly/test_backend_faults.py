@@ -4,6 +4,7 @@ happened."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -128,3 +129,17 @@ def test_launch_errors_never_lose_the_job(make_rig: Any) -> None:
     assert "injected fault on create" in info.value.error_message
     assert job.status() is balloons.JobStatus.FAILED
     assert rig.stats()["calls"] == {CREATE: 3, LIST: 3}
+
+
+def test_a_machine_dying_before_it_claims_its_job_is_noticed_early(make_rig: Any) -> None:
+    """The jobs app lacks the worker's Redis URL, so each machine exits (code 2) before it
+    claims its job. The waiter asks Fly about a machine still booting after a few seconds and
+    fails the job with the machine's own account, well before the 60 s boot timeout."""
+    rig: FlyRig = make_rig(secrets={"BALLOONS_SECRET": "x"})
+    job = on(rig.app(), tasks.add).submit(1, 2)
+    t0 = time.monotonic()
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=40)
+    assert info.value.reason == "exit_code=2"
+    assert time.monotonic() - t0 < 30
+    rig.wait_all_destroyed()
