@@ -141,7 +141,7 @@ class Killer:
                 if not fire or not machines:
                     continue
                 self.due = [t for t in self.due if t > now]
-                victims = [self.rng.choice(machines)[1] for _ in fire]
+                victims = {self.rng.choice(machines)[1] for _ in fire}
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)

@@ -167,10 +167,10 @@ class Supervisor:
         now = time.time()
         if lease is None or float(lease) >= now:
             return False
-        import json
+        from .store import slot_entry
 
         report = StepReport()
-        self._reclaim_slot(jk.pool, slot, float(lease), json.loads(raw) if raw else {}, now, report)
+        self._reclaim_slot(jk.pool, slot, float(lease), slot_entry(raw) if raw else {}, now, report)
         return bool(report.reclaimed)
 
     def _why(self, pk: PoolKeys, slot: str, info: dict[str, Any]) -> tuple[str, str]:
