@@ -45,6 +45,7 @@ local function slot_get(s)
   for _, k in ipairs({'attempt', 'cpus', 'mem', 'since', 'deadline', 'cancel'}) do
     if info[k] ~= nil and type(info[k]) ~= 'number' then return false end
   end
+  if not pcall(cjson.encode, info) then return false end  -- Infinity, NaN, sparse arrays
   return info
 end
 local function slot_put(s, info) redis.call('HSET', SLOT, s, cjson.encode(info)) end
