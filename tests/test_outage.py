@@ -77,3 +77,43 @@ def test_submit_to_a_server_that_never_ran_names_the_masked_url(secret: str) -> 
     assert mask_url(url) == "redis://***@127.0.0.1:1/0"
     assert mask_url(url) in str(info.value)
     assert PASSWORD not in str(info.value)
+
+
+def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
+    server: AuthValkey, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away mid-job and stays away: the worker exits with EXIT_STORE once its
+    patience runs out, and leaves no heartbeat thread behind."""
+    import threading
+    import time
+
+    from balloons.worker import EXIT_STORE, main
+
+    backend = HoldBackend()
+    app = balloons.App(redis_url=server.url, secret=secret, backend=backend)
+    app.pool("default", heartbeat=0.2, idle_timeout=0)
+    sleep = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
+    job = sleep.submit(1.0)
+
+    def stop_when_running() -> None:
+        deadline = time.monotonic() + 30
+        while job.status() is not balloons.JobStatus.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        server.stop()
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
+    env = {
+        "BALLOONS_JOB": backend.specs[0].env["BALLOONS_JOB"],
+        "BALLOONS_REDIS_URL": server.url,
+        "BALLOONS_SECRET": secret,
+    }
+    assert main(env) == EXIT_STORE
+    stopper.join()
+    deadline = time.monotonic() + 5
+    while any(t.name == "balloons-heartbeat" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the heartbeat thread outlived its worker"
+        time.sleep(0.05)
+    server.start()

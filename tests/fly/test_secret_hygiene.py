@@ -180,6 +180,8 @@ def test_no_secret_shows_anywhere(
         }
     )
     ctx = BackendContext(valkey.url, SIGNING_KEY, "balloons", tmp_path)
+    local = balloons.LocalBackend()
+    local.bind(ctx)
     for obj in (
         app,
         app.store,
@@ -190,6 +192,7 @@ def test_no_secret_shows_anywhere(
         sup,
         handoff,
         ctx,
+        local,
         ok,
         ok.info(),
         bad.info(),
