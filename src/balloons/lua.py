@@ -32,10 +32,21 @@ local function cfg(name, default)
   local v = redis.call('HGET', CFG, name)
   return tonumber(v) or default
 end
+-- A slot's entry: nil when there is none, false when it is not an entry balloons wrote
+-- (altered in Redis), so that no script fails on it.
 local function slot_get(s)
   local raw = redis.call('HGET', SLOT, s)
-  if raw then return cjson.decode(raw) end
-  return nil
+  if not raw then return nil end
+  local ok, info = pcall(cjson.decode, raw)
+  if not ok or type(info) ~= 'table' or #info > 0 then return false end
+  for _, k in ipairs({'job', 'machine', 'state'}) do
+    if info[k] ~= nil and type(info[k]) ~= 'string' then return false end
+  end
+  for _, k in ipairs({'attempt', 'cpus', 'mem', 'since', 'deadline', 'cancel'}) do
+    if info[k] ~= nil and type(info[k]) ~= 'number' then return false end
+  end
+  if not pcall(cjson.encode, info) then return false end  -- Infinity, NaN, sparse arrays
+  return info
 end
 local function slot_put(s, info) redis.call('HSET', SLOT, s, cjson.encode(info)) end
 local function slot_drop(s)
@@ -221,13 +232,21 @@ end
 return route(u, 1)
 """)
 
-# A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine
-# Returns {1, payload, args, sig, heartbeat, idle} or {code, status}.
+# A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine, error
+# (the failure recorded when the slot's entry is unreadable)
+# Returns {1, payload, args, sig, heartbeat, idle} or {code, status}; {-4, 'bad slot'} when
+# the slot's entry was altered: the slot is freed and the attempt failed (record_invalid).
 CLAIM = _script("""
 local u, n, machine = ARGV[3], ARGV[4], ARGV[5]
 local slot = u..'-'..n
 local info = slot_get(slot)
-if not info or not redis.call('ZSCORE', SLOTS, slot) then return {-1, 'no slot'} end
+if not redis.call('ZSCORE', SLOTS, slot) then return {-1, 'no slot'} end
+if info == false then
+  slot_drop(slot)
+  end_attempt(u, n, machine, 'FAILED', '', ARGV[6], 'record_invalid', '', '')
+  return {-4, 'bad slot'}
+end
+if not info then return {-1, 'no slot'} end
 local J = jk(u)
 local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started', 'slot')
 info.machine = machine
@@ -335,9 +354,21 @@ local slot = ARGV[3]
 local lease = redis.call('ZSCORE', SLOTS, slot)
 if not lease then redis.call('HDEL', SLOT, slot); return {0} end
 if ARGV[10] == '1' and tonumber(lease) > NOW then return {0} end
-local info = slot_get(slot) or {job=''}
+local info = slot_get(slot)
+local altered = info == false
+if altered then
+  -- An altered entry: the slot's name tells the attempt it was launched for, if still its.
+  local ju, jn = string.match(slot, '^(.+)-(%d+)$')
+  info = {job=''}
+  if ju and jn ~= '0' and redis.call('HGET', jk(ju), 'slot') == slot then
+    info = {job=ju, attempt=tonumber(jn)}
+  end
+end
+info = info or {job=''}
 local u = info.job or ''
-if u ~= ARGV[4] or (u ~= '' and tostring(info.attempt) ~= ARGV[5]) then return {-2} end
+if not altered and (u ~= ARGV[4] or (u ~= '' and tostring(info.attempt) ~= ARGV[5])) then
+  return {-2}
+end
 slot_drop(slot)
 local ended = 0
 if u ~= '' then

@@ -42,10 +42,12 @@ def end_slot(
         raw = execute("HGET", pk.slot, slot)
         try:
             info = json.loads(raw) if raw else {}
-        except ValueError:
-            info = {}
-        ulid = str(info.get("job") or "")
-        attempt = int(info.get("attempt") or 0) if ulid else 0
+            job, n = info.get("job") or "", info.get("attempt") or 0
+        except (ValueError, AttributeError):
+            job, n = "", 0
+        # An entry altered in Redis names no job here; LOST reads the slot's name instead.
+        ulid = job if isinstance(job, str) else ""
+        attempt = int(n) if ulid and isinstance(n, int | float) else 0
         retry = ("", "")
         if ulid:
             payload = execute("HGET", pk.job(ulid), "payload")

@@ -63,10 +63,20 @@ def decide(
 ) -> tuple[str, str]:
     """``(retry delay, retry memory)`` for the end scripts: ``("", "")`` means no retry.
 
-    ``spec`` is the job's payload; ``attempt`` the number of the attempt that failed.
+    ``spec`` is the job's payload; ``attempt`` the number of the attempt that failed. A policy
+    that does not parse (a payload altered in Redis) means no retry, never an error.
     """
     if reason in FINAL_REASONS:
         return "", ""
+    try:
+        return _decide(spec, attempt, reason, requested_delay)
+    except (TypeError, ValueError, OverflowError):
+        return "", ""
+
+
+def _decide(
+    spec: dict[str, Any], attempt: int, reason: str, requested_delay: float | None
+) -> tuple[str, str]:
     retries = int(spec.get("retries") or 0)
     if attempt > retries:
         return "", ""

@@ -15,6 +15,7 @@ def sign(secret: bytes, payload: bytes, args: bytes) -> str:
 
 
 def verify(secret: bytes, payload: bytes, args: bytes, signature: bytes | str) -> bool:
-    """Constant-time check of :func:`sign`'s output."""
-    sig = signature.decode("ascii", "replace") if isinstance(signature, bytes) else signature
-    return hmac.compare_digest(sign(secret, payload, args), sig)
+    """Constant-time check of :func:`sign`'s output. Compares bytes, so that a signature
+    altered into any bytes at all is refused, never an error."""
+    sig = signature if isinstance(signature, bytes) else signature.encode("utf-8", "replace")
+    return hmac.compare_digest(sign(secret, payload, args).encode(), sig)

@@ -301,7 +301,7 @@ class Store:
     def slot_info(self, pk: PoolKeys, slot: str) -> dict[str, Any] | None:
         with self.errors():
             raw = self.redis.hget(pk.slot, slot)
-        return json.loads(raw) if raw else None
+        return slot_entry(raw) if raw else None
 
     def slots(self, pk: PoolKeys) -> list[tuple[str, float, dict[str, Any]]]:
         """Every slot of a pool: (slot, lease end, info)."""
@@ -313,7 +313,7 @@ class Store:
         out = []
         for member, lease in leases:
             raw = infos.get(member)
-            out.append((member.decode(), float(lease), json.loads(raw) if raw else {}))
+            out.append((member.decode(), float(lease), slot_entry(raw) if raw else {}))
         return out
 
     def pool_stats(self, pool: str) -> dict[str, Any]:
@@ -326,7 +326,7 @@ class Store:
             pipe.zcard(pk.queue)
             pipe.zcard(pk.delayed)
             cfg, infos, queued, delayed = pipe.execute()
-        states = [json.loads(raw).get("state", "?") for raw in infos]
+        states = [slot_entry(raw).get("state", "?") for raw in infos]
         cfg_s = {k.decode(): v.decode() for k, v in cfg.items()}
         return {
             "pool": pool,
@@ -507,3 +507,12 @@ class Store:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def slot_entry(raw: bytes) -> dict[str, Any]:
+    """A slot's JSON entry; ``{}`` for one that is not a JSON object (altered in Redis)."""
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}

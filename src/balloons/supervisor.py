@@ -196,9 +196,9 @@ class Supervisor:
         now = time.time()
         if lease is None:
             return False
-        import json
+        from .store import slot_entry
 
-        info = json.loads(raw) if raw else {}
+        info = slot_entry(raw) if raw else {}
         if float(lease) >= now and info.get("state") != "starting":
             return False
         report = StepReport()

@@ -81,8 +81,10 @@ class TaskOptions(Frozen):
             raise ConfigError(f"cpus must be a positive integer, got {cpus!r}")
         if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 64):
             raise ConfigError(f"memory_mb must be an integer of at least 64, got {memory_mb!r}")
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 1e9:
+            raise ConfigError(
+                f"timeout must be a positive number of seconds (at most 1e9), got {timeout!r}"
+            )
         if not isinstance(pool, str) or not POOL_RE.match(pool):
             raise ConfigError(
                 f"pool name {pool!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "

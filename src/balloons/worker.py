@@ -49,6 +49,7 @@ EXIT_STORE = 5  # Redis could not be reached, so nothing could be recorded
 
 RECORDED_EXITS = frozenset({EXIT_OK, EXIT_TASK_FAILED, EXIT_REFUSED, EXIT_SKIPPED})
 TIMEOUT_GRACE = 5.0  # seconds past a run timeout before the worker stops its own machine
+MAX_TIMEOUT = 1e9  # seconds; the run-timeout timer takes no more
 STORE_PATIENCE = 60.0  # seconds the worker keeps retrying Redis before it gives up
 _TRANSIENT = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
 
@@ -96,7 +97,7 @@ class Handoff(Frozen):
                 "BALLOONS_JOB=JOB_ID/ATTEMPT, which balloons sets on every machine it launches",
             )
         job_id, _, attempt = raw.rpartition("/")
-        if not job_id or not attempt.isdigit():
+        if not job_id or not (attempt.isascii() and attempt.isdigit()):
             raise WorkerError(
                 "usage",
                 f"BALLOONS_JOB={raw!r} is malformed: expected JOB_ID/ATTEMPT, "
@@ -150,6 +151,14 @@ def _error_json(reason: str, exc: BaseException | None, message: str = "") -> st
             "reason": reason,
         }
     )
+
+
+_BAD_SLOT = _error_json(
+    "record_invalid",
+    None,
+    "the machine's slot entry in Redis is not one balloons wrote (altered?): the task was not "
+    "run and the slot was freed",
+)
 
 
 class _Interrupted(BaseException):
@@ -242,7 +251,10 @@ class Worker:
         beat = threading.Thread(target=self._beat, name="balloons-heartbeat", daemon=True)
         if self.h.attempt > 0:
             ulid = self.slot.rpartition("-")[0]
-            reply = self._patient(lua.CLAIM, ulid, self.h.attempt, self.h.machine_id)
+            reply = self._patient(lua.CLAIM, ulid, self.h.attempt, self.h.machine_id, _BAD_SLOT)
+            if reply[0] == -4:
+                _log(f"job {self.h.job_id}: its slot's entry in Redis is unreadable; refused")
+                return EXIT_REFUSED
             if reply[0] == 1:
                 self.heartbeat, self.idle = float(reply[4]), float(reply[5])
                 beat.start()
@@ -419,6 +431,8 @@ class Worker:
             ser: Serializer = _serializer_for(task, str(spec.get("ser", "json")))
             call_args, call_kwargs = loads_call(ser, args)
             timeout = float(spec.get("timeout") or 0)
+            if not 0 <= timeout <= MAX_TIMEOUT:  # nan fails too
+                raise ValueError(f"timeout {timeout!r} is not in 0..{MAX_TIMEOUT:g} seconds")
         except WorkerError as exc:
             fail(exc.reason, exc)
             return EXIT_REFUSED
@@ -530,6 +544,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     _extend_path(env)
     client = RespClient(handoff.redis_url)
     signal.signal(signal.SIGUSR1, _on_interrupt)
+    worker = None
     try:
         worker = Worker(handoff, client)
         _WORKER[:] = [worker]
@@ -538,6 +553,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _log(f"job {handoff.job_id}: {exc}")
         return EXIT_STORE
     finally:
+        if worker is not None:
+            worker.stop = True  # ends the heartbeat thread on every way out
         client.close()
 
 

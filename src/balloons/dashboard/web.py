@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BalloonsError, JobNotFound
+from ..errors import BalloonsError, JobNotFound, StoreError
 from ..keys import JobKeys
 from ..listing import Filters, find_jobs, pool_summaries
 from ..status import JobStatus
@@ -342,7 +342,12 @@ def create_app(app: App, *, token: str | None) -> Starlette:
         Route("/metrics", protected(metrics_endpoint), name="metrics"),
         Mount("/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"),
     ]
-    web = Starlette(routes=routes)
+
+    async def store_unreachable(request: Request, exc: Exception) -> Response:
+        # The message names the masked URL (never a password): say what is wrong, not reset.
+        return error(request, 503, str(exc))
+
+    web = Starlette(routes=routes, exception_handlers={StoreError: store_unreachable})
     web.state.balloons = app
     web.state.auth = auth
     web.add_middleware(_SecurityHeaders)
