@@ -102,7 +102,9 @@ def test_a_frozen_machine_is_reclaimed_as_lost_and_destroyed() -> None:
     job = tasks.solo_sleep.submit(30)
     wait_for(lambda: job.status() is JobStatus.RUNNING)
     machine = job.info().machine_id or ""
-    pid = int((tasks.app.backend.inspect(machine) or balloons.MachineInfo("", "", "")).detail["pid"])
+    pid = int(
+        (tasks.app.backend.inspect(machine) or balloons.MachineInfo("", "", "")).detail["pid"]
+    )
     os.kill(pid, signal.SIGSTOP)
     sup = tasks.app.supervisor()
     try:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import lua
+from . import events, lua
 from .ids import ulid
 from .keys import JobKeys, PoolKeys, gc_lock_key, machines_key
 from .reclaim import end_slot, machine_outcome
@@ -131,7 +131,17 @@ class Supervisor:
             )
             if reply and reply[0] == 1:
                 report.reclaimed.append((slot, reason))
-                log.warning("slot %s of pool %s reclaimed: %s", slot, pk.pool, message)
+                events.emit(
+                    "machine_gone",
+                    logging.WARNING,
+                    job=f"{pk.pool}.{info['job']}" if info.get("job") else "-",
+                    attempt=info.get("attempt", 0),
+                    machine=machine or "-",
+                    slot=slot,
+                    reason=reason,
+                    lease_lapsed_s=now - lease,
+                    message=message,
+                )
                 if machine:
                     self._destroy(machine)
             return
