@@ -17,3 +17,14 @@ def logs_a_record(text: str) -> str:
     except KeyError:
         log.exception("with a traceback")
     return text
+
+
+@app.task(timeout=30)
+def configures_logging(text: str) -> str:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log.info("configured: %s", text)
+    root = logging.getLogger()
+    for h in root.handlers[:]:
+        if type(h) is logging.StreamHandler:
+            root.removeHandler(h)  # this process runs more jobs: leave it as it was
+    return text

@@ -119,3 +119,10 @@ def test_progress_outside_a_job_does_nothing_and_bad_values_are_refused() -> Non
     for bad in (1.5, -0.1, "half", True):
         with pytest.raises(ValueError, match="progress must be"):
             balloons.progress(bad)  # type: ignore[arg-type]
+
+
+def test_a_root_stream_handler_set_up_in_the_task_is_not_kept_twice() -> None:
+    job = log_tasks.configures_logging.submit("once")
+    assert job.result(timeout=30) == "once"
+    texts = [(ln.source, ln.text) for ln in job.logs()]
+    assert texts == [("log", "INFO tests.log_tasks: configured: once")]

@@ -287,9 +287,15 @@ class App:
             )
         return self._prices
 
-    def costs(self, pools: Sequence[str] | None = None, limit: int = 100_000) -> CostReport:
+    def costs(
+        self,
+        pools: Sequence[str] | None = None,
+        limit: int = 100_000,
+        jobs: Sequence[JobInfo] | None = None,
+    ) -> CostReport:
         """Cost totals per task, pool and hour of the jobs kept in Redis (newest ``limit`` per
-        pool), and each pool's idle warm-machine time."""
+        pool), and each pool's idle warm-machine time. ``jobs``: summaries already read (with
+        ``created``), whose attempts are read here."""
         import dataclasses
 
         from .cost import report
@@ -298,16 +304,17 @@ class App:
 
         store = self.store
         names = list(pools) if pools is not None else store.pools()
-        fields = ("status", "payload", "created", "started", "finished")
-        infos = list(scan(store, names, limit, 500, fields))
-        jobs = []
-        for info, raw in zip(infos, store.attempts_of([i.id for i in infos]), strict=True):
+        if jobs is None:
+            fields = ("status", "payload", "created", "started", "finished")
+            jobs = list(scan(store, names, limit, 500, fields))
+        priced = []
+        for info, raw in zip(jobs, store.attempts_of([i.id for i in jobs]), strict=True):
             tries = sorted(
                 (AttemptInfo.from_dict(json.loads(v)) for v in raw.values()),
                 key=lambda a: a.number,
             )
-            jobs.append((dataclasses.replace(info, attempts=tuple(tries)), (1, 256)))
-        return report(jobs, store.usage(names), self.prices, time.time())
+            priced.append((dataclasses.replace(info, attempts=tuple(tries)), (1, 256)))
+        return report(priced, store.usage(names), self.prices, time.time())
 
     def supervisor(self, **options: Any) -> Supervisor:
         """A :class:`~balloons.supervisor.Supervisor` for this app (not started)."""

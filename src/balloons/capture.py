@@ -74,6 +74,16 @@ class _Tee:
             n = self._original.write(text)
         except (OSError, ValueError):
             n = len(text)
+        cap = self._capture
+        if cap._emit_code is not None:
+            # A record a root StreamHandler writes here (``logging.basicConfig()`` inside the
+            # task) is already kept, as a log line, by the root hook: not twice.
+            caller = sys._getframe(1)
+            if (
+                caller.f_code is cap._emit_code
+                and caller.f_locals.get("self") in cap._root_handlers
+            ):
+                return n
         if "\n" not in text:
             self._partial += text
             if len(self._partial) > MAX_LINE_CHARS:
@@ -113,17 +123,22 @@ class LogCapture:
         self._client: RespClient | None = None
         self._lock = threading.Lock()  # the buffer and the current job
         self._send_lock = threading.Lock()  # one batch at a time, in order
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set by close(): the flusher ends
+        self._active = threading.Event()  # set while a job is captured
+        self._hook_lock = threading.Lock()  # the root hook: begin/end and the flusher
         self._buf: list[str] = []  # flat: time, source, text, time, source, text, ...
         self._job: tuple[str, int] | None = None
         self._bytes = 0
         self._capped = False
+        self._warned = False  # one warning per job when Redis refuses its lines
         self._progress: tuple[float, str] | None = None
         self._thread: threading.Thread | None = None
         self._tees: tuple[_Tee, _Tee] | None = None
         self._saved: tuple[Any, Any] | None = None
         self._handler: Any = None
         self._root_level: int | None = None
+        self._emit_code: Any = None  # logging.StreamHandler.emit's code, once hooked
+        self._root_handlers: list[Any] = []
         self.stop = False
 
     # ------------------------------------------------------------ per job
@@ -134,24 +149,29 @@ class LogCapture:
             self._bytes = 0
             self._capped = False
             self._progress = None
+            self._warned = False
         out, err = _Tee(self, "out", sys.stdout), _Tee(self, "err", sys.stderr)
         self._saved = (sys.stdout, sys.stderr)
         self._tees = (out, err)
         sys.stdout, sys.stderr = out, err
-        self._hook_logging()
+        with self._hook_lock:
+            self._hook_logging()
         _CURRENT[:] = [self]
+        self._active.set()
 
     def end(self) -> None:
         """Stop capturing and send what is left (before the outcome is recorded)."""
         if self._saved is None:
             return
         _CURRENT[:] = []
+        self._active.clear()
         if self._tees is not None:
             for tee in self._tees:
                 tee.finish()
         sys.stdout, sys.stderr = self._saved
-        self._saved = self._tees = None
-        self._unhook_logging()
+        with self._hook_lock:
+            self._saved = self._tees = None
+            self._unhook_logging()
         self.flush()
         with self._lock:
             self._job = None
@@ -205,7 +225,11 @@ class LogCapture:
                 self._client.close()  # a reply may be left unread: start afresh next time
                 if not isinstance(exc, Exception):
                     raise
-                _warn(f"could not send {len(buf) // 3} log line(s): {exc}")
+                if not self._warned:
+                    self._warned = True
+                    _warn(
+                        f"could not send log lines (later failures of this job unreported): {exc}"
+                    )
 
     def _start(self) -> None:
         with self._lock:
@@ -219,9 +243,14 @@ class LogCapture:
 
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM})
         while not self.stop:
+            if not self._active.is_set():
+                self._active.wait(5.0)  # between jobs: nothing to send, no need to wake
+                continue
             self._wake.wait(FLUSH_INTERVAL)
-            if self._saved is not None and self._handler is None:
-                self._hook_logging()  # the task imported logging after it started
+            if self._handler is None and "logging" in sys.modules:
+                with self._hook_lock:
+                    if self._saved is not None:
+                        self._hook_logging()  # the task imported logging after it started
             try:
                 self.flush()
             except Exception as exc:  # never let the flusher die
@@ -230,6 +259,7 @@ class LogCapture:
     def close(self) -> None:
         self.stop = True
         self._wake.set()
+        self._active.set()
         if self._client is not None:
             self._client.close()
 
@@ -255,10 +285,13 @@ class LogCapture:
             self._root_level = root.level
             root.setLevel(logging.INFO)
         root.addHandler(handler)
+        self._root_handlers = root.handlers
+        self._emit_code = logging.StreamHandler.emit.__code__
         self._handler = handler
 
     def _unhook_logging(self) -> None:
         handler, self._handler = self._handler, None
+        self._emit_code, self._root_handlers = None, []
         if handler is None:
             return
         root = sys.modules["logging"].getLogger()

@@ -21,11 +21,12 @@ from ..store import Store
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..cost import CostReport
 
 #: Newest jobs per pool a scrape reads.
 METRICS_SCAN_LIMIT = 100_000
 #: The record fields a scrape reads.
-FIELDS = ("status", "payload", "started", "finished")
+FIELDS = ("status", "payload", "created", "started", "finished")
 #: Upper bounds (seconds) of the run-time histogram buckets.
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 
@@ -49,7 +50,9 @@ class StoreCollector(Collector):
         pools = self.store.pools()
         by_status: Counter[tuple[str, str, str]] = Counter()
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        seen = []
         for info in scan(self.store, pools, self.scan_limit, CHUNK, FIELDS):
+            seen.append(info)
             by_status[(info.pool, info.task, info.status.value)] += 1
             if info.duration is not None:
                 durations[(info.pool, info.task)].append(info.duration)
@@ -102,7 +105,7 @@ class StoreCollector(Collector):
         yield running
         yield from _fly_calls()
         if self.app is not None:
-            yield from _cost(self.app, pools, self.scan_limit)
+            yield from _cost(self.app.costs(pools, jobs=seen))
 
 
 def _fly_calls() -> Iterator[CounterMetricFamily]:
@@ -128,8 +131,7 @@ def _fly_calls() -> Iterator[CounterMetricFamily]:
     yield errors
 
 
-def _cost(app: App, pools: list[str], limit: int) -> Iterator[GaugeMetricFamily]:
-    rep = app.costs(pools, limit)
+def _cost(rep: CostReport) -> Iterator[GaugeMetricFamily]:
     usd = GaugeMetricFamily(
         "balloons_cost_usd",
         "Estimated cost of the jobs kept in Redis (at the app's price table), by pool and task.",
