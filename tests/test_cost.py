@@ -122,3 +122,11 @@ def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
         rep.idle_seconds["logsolo"] * tasks.app.prices.per_second(1, 256)
     )
     assert rep.usd > rep.total.usd
+
+
+def test_a_task_that_ignores_its_cost_cap_has_its_machine_killed() -> None:
+    job = tasks.ignore_timeout.options(timeout=60, max_cost=0.0000005).submit(60)
+    with pytest.raises(JobFailed) as err:
+        job.result(timeout=40)
+    assert err.value.reason == "cost_cap"
+    assert "ignored its max_cost" in err.value.error_message

@@ -223,3 +223,37 @@ def test_async_supervisor_runs_in_the_event_loop(tmp_path: Any) -> None:
             await asyncio.wait_for(runner, 5)
 
     assert asyncio.run(main()) == str(tmp_path / "later")
+
+
+class _StoppedOnRequest:
+    """A backend whose every machine was stopped on request (what a supervisor's overdue stop
+    leaves behind): pure logic for the reason a reclaim gives."""
+
+    def bind(self, ctx: Any) -> None:
+        pass
+
+    def inspect(self, machine_id: str) -> Any:
+        from balloons.status import MachineInfo
+
+        return MachineInfo(machine_id, "test", "stopped", requested_stop=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"capped": True}, "cost_cap"),
+        ({"capped": False}, "timeout"),
+        ({"capped": True, "cancel": 1.0}, "cancelled"),
+        ({"deadline": None}, "cancelled"),
+    ],
+)
+def test_an_overdue_machine_stopped_by_the_supervisor_gets_its_deadlines_reason(
+    extra: dict[str, Any], reason: str
+) -> None:
+    app = balloons.App(backend=_StoppedOnRequest())  # type: ignore[arg-type]
+    sup = app.supervisor()
+    info = {"machine": "m1", "job": "x", "deadline": time.time() - 30, **extra}
+    got, message = sup._why(app.store.keys(f"default.{'0' * 26}").pool, "x-1", info)
+    assert got == reason
+    if reason != "cancelled":
+        assert "ran past its" in message

@@ -297,7 +297,8 @@ redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 return {0, tostring(cfg('idle', 10))}
 """)
 
-# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none)
+# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none), capped ('1' when the
+#       deadline is the job's max_cost)
 # Returns {1, job status | 'GONE' | 'MOVED' | ''} or {-1} when the slot is gone.
 HEARTBEAT = _script("""
 local slot, u = ARGV[3], ARGV[4]
@@ -305,7 +306,11 @@ if not redis.call('ZSCORE', SLOTS, slot) then return {-1} end
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 if ARGV[6] ~= '' then
   local info = slot_get(slot)
-  if info then info.deadline = tonumber(ARGV[6]); slot_put(slot, info) end
+  if info then
+    info.deadline = tonumber(ARGV[6])
+    info.capped = (ARGV[7] == '1')
+    slot_put(slot, info)
+  end
 end
 if u == '' then return {1, ''} end
 local st = redis.call('HMGET', jk(u), 'status', 'attempt')

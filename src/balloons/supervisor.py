@@ -201,7 +201,16 @@ class Supervisor:
             if m2 is None:
                 return Reason.LOST.value, f"machine {machine} is gone without a word"
             m = m2
-        return _reason_of(m)
+        reason, message = _reason_of(m)
+        deadline = info.get("deadline")
+        overdue = deadline and time.time() > float(deadline) and not info.get("cancel")
+        if reason == Reason.CANCELLED.value and overdue:
+            # Stopped by a supervisor for running past its deadline: say which one.
+            capped = bool(info.get("capped"))
+            reason = (Reason.COST_CAP if capped else Reason.TIMEOUT).value
+            what = "its max_cost" if capped else "its run timeout"
+            message = f"machine {m.id} was stopped: the job ran past {what}"
+        return reason, message
 
     def _machines_of_slot(self, pk: PoolKeys, slot: str) -> list[MachineInfo]:
         with contextlib.suppress(Exception):

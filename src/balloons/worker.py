@@ -176,6 +176,7 @@ class Worker:
         self.lock = threading.Lock()
         self.capture = LogCapture(handoff.redis_url, self.pk)
         self.job_start = _BOOT[0]  # when this machine began the current attempt
+        self.capped = False  # the current deadline is the job's max_cost, not its timeout
 
     # --------------------------------------------------------------- scripts
     def _eval(self, script: str, *args: Any, client: RespClient | None = None) -> Any:
@@ -300,6 +301,7 @@ class Worker:
                         ulid,
                         attempt,
                         f"{deadline:.3f}" if deadline else "",
+                        "1" if self.capped else "",
                         client=client,
                     )
                 except (StoreError, OSError) as exc:
@@ -333,10 +335,10 @@ class Worker:
     def _hard_timeout(self, client: RespClient, ulid: str, attempt: int) -> None:
         """The task ignored its timeout signal: record the failure and end the machine."""
         spec = self.spec or {}
-        retry = decide(spec, attempt, Reason.TIMEOUT)
-        error = _error_json(
-            Reason.TIMEOUT, None, "the task ignored its run timeout, so its machine was killed"
-        )
+        reason = Reason.COST_CAP if self.capped else Reason.TIMEOUT
+        retry = decide(spec, attempt, reason)
+        what = "its max_cost" if self.capped else "its run timeout"
+        error = _error_json(reason, None, f"the task ignored {what}, so its machine was killed")
         with contextlib.suppress(Exception):
             self._eval(
                 lua.LOST,
@@ -344,12 +346,12 @@ class Worker:
                 ulid,
                 attempt,
                 error,
-                Reason.TIMEOUT,
+                reason,
                 *retry,
                 "0",
                 client=client,
             )
-        _log(f"job {self.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after its run timeout")
+        _log(f"job {self.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after {what}")
         os._exit(EXIT_TASK_FAILED)
 
     # ------------------------------------------------------------------- job
@@ -431,6 +433,7 @@ class Worker:
         capped = cap_at is not None and (deadline is None or cap_at < deadline)
         if capped:
             deadline = cap_at
+        self.capped = capped
         with self.lock:
             self.current = (ulid, attempt, deadline)
             self.interrupted = ""
