@@ -7,8 +7,9 @@ logger records its log records (this module never imports :mod:`logging` itself:
 installed when ``logging`` is in ``sys.modules``, at the start of the task or at the next flush
 once the task imports it). Lines are kept in memory and sent in batches, one ``LOG`` script per
 batch (a list append per line on the task's side), by a flusher thread every
-:data:`FLUSH_INTERVAL` seconds, at once by the writer when a batch grows past
-:data:`BATCH_LINES`, and in full by :meth:`LogCapture.end`, before the worker records the
+:data:`FLUSH_INTERVAL` seconds or as soon as :data:`BATCH_LINES` wait, by the writer itself
+only when the flusher falls :data:`MAX_WAITING` lines behind, and in full by
+:meth:`LogCapture.end`, before the worker records the
 outcome. An attempt keeps at most :data:`MAX_LOG_BYTES` of text (then one line saying so);
 the job's stream keeps its last :data:`MAX_LOG_LINES` lines across attempts.
 
@@ -39,8 +40,10 @@ MAX_LOG_BYTES = 1 << 20
 MAX_LINE_CHARS = 8192
 #: Seconds between the flusher's sends while a task writes.
 FLUSH_INTERVAL = 0.25
-#: Lines that make the writer send a batch itself rather than wait for the flusher.
+#: Lines that wake the flusher before its interval.
 BATCH_LINES = 500
+#: Lines waiting to be sent that make the writer send them itself (the flusher is behind).
+MAX_WAITING = 20 * BATCH_LINES
 
 _CURRENT: list[LogCapture] = []  # the capture of the task running in this process
 
@@ -123,10 +126,10 @@ class LogCapture:
         self._client: RespClient | None = None
         self._lock = threading.Lock()  # the buffer and the current job
         self._send_lock = threading.Lock()  # one batch at a time, in order
-        self._wake = threading.Event()  # set by close(): the flusher ends
+        self._wake = threading.Event()  # a batch is ready (or close()): send without waiting
         self._active = threading.Event()  # set while a job is captured
         self._hook_lock = threading.Lock()  # the root hook: begin/end and the flusher
-        self._buf: list[str] = []  # flat: time, source, text, time, source, text, ...
+        self._buf: list[str] = []  # one "TIME SOURCE TEXT" string a line
         self._job: tuple[str, int] | None = None
         self._bytes = 0
         self._capped = False
@@ -135,7 +138,8 @@ class LogCapture:
         self._thread: threading.Thread | None = None
         self._tees: tuple[_Tee, _Tee] | None = None
         self._saved: tuple[Any, Any] | None = None
-        self._handler: Any = None
+        self._handler: Any = None  # the root hook while it is installed
+        self._made_handler: Any = None
         self._root_level: int | None = None
         self._emit_code: Any = None  # logging.StreamHandler.emit's code, once hooked
         self._root_handlers: list[Any] = []
@@ -188,12 +192,14 @@ class LogCapture:
                 self._capped = True
                 source = "log"
                 text = f"[balloons: log capped at {MAX_LOG_BYTES:,} bytes; later lines dropped]"
-            self._buf += (f"{time.time():.6f}", source, text)
-            big = len(self._buf) >= 3 * BATCH_LINES
-        if big:
-            self.flush()
-        elif self._thread is None:
+            self._buf.append(f"{time.time():.6f} {source} {text}")
+            waiting = len(self._buf)
+        if self._thread is None:
             self._start()
+        if waiting >= MAX_WAITING:
+            self.flush()  # the flusher is behind: the writer waits for Redis too
+        elif waiting >= BATCH_LINES:
+            self._wake.set()
 
     def set_progress(self, fraction: float, note: str) -> None:
         with self._lock:
@@ -247,6 +253,7 @@ class LogCapture:
                 self._active.wait(5.0)  # between jobs: nothing to send, no need to wake
                 continue
             self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
             if self._handler is None and "logging" in sys.modules:
                 with self._hook_lock:
                     if self._saved is not None:
@@ -268,17 +275,21 @@ class LogCapture:
         logging = sys.modules.get("logging")
         if logging is None or self._handler is not None:
             return
-        capture = self
+        handler = self._made_handler
+        if handler is None:
+            capture = self
 
-        class _Handler(logging.Handler):  # type: ignore[name-defined,misc]
-            def emit(self, record: Any) -> None:
-                try:
-                    capture.add("log", self.format(record))
-                except Exception:
-                    self.handleError(record)
+            class _Handler(logging.Handler):  # type: ignore[name-defined,misc]
+                def emit(self, record: Any) -> None:
+                    try:
+                        capture.add("log", self.format(record))
+                    except Exception:
+                        self.handleError(record)
 
-        handler = _Handler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            # Made once per worker: a class and a formatter per job would cost more than
+            # the rest of the hook.
+            handler = self._made_handler = _Handler()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         # An unconfigured root (no handlers, level WARNING) would drop the task's INFO records.
         if not root.handlers and root.level == logging.WARNING:

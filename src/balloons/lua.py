@@ -417,8 +417,9 @@ return 1
 """)
 
 # The worker appends a batch of log lines (and the task's latest progress) for one attempt.
-# ARGV: tag, now, ulid, attempt, max lines, progress ('' = unchanged), note, then three items
-#       per line: time, source (out | err | log), text
+# ARGV: tag, now, ulid, attempt, max lines, progress ('' = unchanged), note, then one item
+#       per line: 'TIME SOURCE TEXT' (source: out | err | log; one argument a line keeps the
+#       worker's encoding cheap)
 # Returns the number of lines stored, or -1 (record gone) / -2 (another attempt runs now).
 LOG = _script("""
 local u, n = ARGV[3], ARGV[4]
@@ -429,11 +430,16 @@ if tonumber(st[1]) ~= tonumber(n) then return -2 end
 if ARGV[6] ~= '' then redis.call('HSET', J, 'progress', ARGV[6], 'note', ARGV[7]) end
 local L = T..':logs:'..u
 local count = 0
-for i = 8, #ARGV, 3 do
-  redis.call('XADD', L, 'MAXLEN', '~', ARGV[5], '*', 't', ARGV[i], 'a', n, 's', ARGV[i + 1],
-    'm', ARGV[i + 2])
-  count = count + 1
+for i = 8, #ARGV do
+  local t, s, m = string.match(ARGV[i], '^(%S+) (%S+) (.*)$')
+  if t then
+    redis.call('XADD', L, '*', 't', t, 'a', n, 's', s, 'm', m)
+    count = count + 1
+  end
 end
-if count > 0 then redis.call('EXPIRE', L, tonumber(st[2]) or 86400) end
+if count > 0 then
+  redis.call('XTRIM', L, 'MAXLEN', '~', ARGV[5])
+  redis.call('EXPIRE', L, tonumber(st[2]) or 86400)
+end
 return count
 """)
