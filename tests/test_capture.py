@@ -126,3 +126,21 @@ def test_a_root_stream_handler_set_up_in_the_task_is_not_kept_twice() -> None:
     assert job.result(timeout=30) == "once"
     texts = [(ln.source, ln.text) for ln in job.logs()]
     assert texts == [("log", "INFO tests.log_tasks: configured: once")]
+
+
+def test_following_a_job_whose_machine_never_came_ends_with_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No supervisor runs: the follower itself checks the job's lease when nothing comes, as
+    ``job.result()`` does, so a dead machine does not leave it waiting for ever."""
+    from balloons import logs
+    from tests.test_supervisor import held_app
+
+    monkeypatch.setattr(logs, "QUIET", 0.5)
+    _app, add = held_app("quiet", max_machines=1, boot_timeout=1)
+    job = add.submit(1, 2)
+    began = time.monotonic()
+    assert list(job.stream_logs()) == []
+    assert time.monotonic() - began < 10
+    assert job.status() is balloons.JobStatus.FAILED
+    assert job.info().reason == "boot_timeout"

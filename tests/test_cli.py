@@ -97,6 +97,12 @@ def test_logs_wait_retry_and_cost_commands(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert out.stdout.strip() == "2"
     assert "SUCCEEDED" in out.stderr and "100%" in out.stderr
+    out = runner.invoke(cli, ["status", job.id, "--json"])
+    data = json.loads(out.stdout)
+    assert data["progress"] == {"fraction": 1.0, "note": "step 2"}
+    assert data["cost"]["usd"] == job.cost().usd > 0
+    out = runner.invoke(cli, ["status", job.id])
+    assert "progress: 100% step 2" in out.stdout and "cost: $" in out.stdout
     out = runner.invoke(cli, ["logs", job.id])
     assert out.exit_code == 0
     printed = out.stdout.splitlines()

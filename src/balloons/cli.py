@@ -230,15 +230,32 @@ def _print_result(job: Job[Any], timeout: float | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job_id: str, as_json: bool) -> None:
     """Show a job's status, attempts and error."""
-    info = _app().job(job_id).info()
+    job = _app().job(job_id)
+    info = job.info()
+    progress = job.progress()
+    cost = job.cost()
     if as_json:
         d = _info_dict(info)
         d["attempts"] = [a.__dict__ for a in info.attempts]
+        d["progress"] = None if progress is None else {"fraction": progress[0], "note": progress[1]}
+        d["cost"] = {
+            "usd": cost.usd,
+            "machine_seconds": cost.machine_seconds,
+            "task_seconds": cost.task_seconds,
+        }
         click.echo(json.dumps(d))
         return
     console.print(
         f"[bold]{info.id}[/bold]  {info.task}  [{_STYLE[info.status]}]{info.status.value}[/]"
     )
+    if progress is not None:
+        console.print(f"  progress: {progress[0]:.0%} {progress[1]}", highlight=False)
+    if cost.attempts:
+        console.print(
+            f"  cost: ${cost.usd:.8f} for {cost.machine_seconds:.2f} machine-s "
+            f"({cost.task_seconds:.2f} task-s), estimated at Fly's prices",
+            highlight=False,
+        )
     for a in info.attempts:
         console.print(
             f"  attempt {a.number}: machine {a.machine_id or '-'}  "

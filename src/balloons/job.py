@@ -110,7 +110,9 @@ class Job(Generic[R]):
         the job has ended and its last line is read."""
         from . import logs
 
-        return logs.follow(self.app.store, self._keys, after)
+        return logs.follow(
+            self.app.store, self._keys, after, lambda: self.app.check_lapsed(self._keys)
+        )
 
     def stream_logs_async(self, after: str = "") -> AsyncIterator[LogLine]:
         """:meth:`stream_logs` for asyncio: ``async for line in job.stream_logs_async()``."""

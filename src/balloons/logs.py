@@ -3,7 +3,8 @@ blocks on the stream (``XREAD BLOCK``) rather than polling. Written by :mod:`bal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,8 @@ from .store import Store
 FOLLOW_BLOCK = 1.0
 #: Lines read per round trip.
 READ_COUNT = 1000
+#: Seconds without a new line after which a follower checks that the job's machine lives.
+QUIET = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,20 @@ def tail(store: Store, jk: JobKeys, n: int) -> list[LogLine]:
     return [_line(i, f) for i, f in reversed(rows)]
 
 
-def follow(store: Store, jk: JobKeys, after: str = "") -> Iterator[LogLine]:
+def follow(
+    store: Store,
+    jk: JobKeys,
+    after: str = "",
+    on_quiet: Callable[[], object] | None = None,
+) -> Iterator[LogLine]:
     """Every line, then new ones as they are written, until the job has ended and its last
     lines are read. The worker stores every line before it records the outcome, so once the
-    status is terminal one more read finds them all."""
+    status is terminal one more read finds them all. ``on_quiet`` is called when nothing came
+    for :data:`QUIET` seconds (a waiter's check that the job's machine is not dead)."""
     from .states import JobStatus
 
     last = after or "0-0"
+    quiet_since = time.monotonic()
     while True:
         with store.errors():
             ended = _terminal(store.redis.hget(jk.job, "status"), JobStatus)
@@ -87,6 +97,11 @@ def follow(store: Store, jk: JobKeys, after: str = "") -> Iterator[LogLine]:
             yield line
         if ended and not rows:
             return
+        if rows:
+            quiet_since = time.monotonic()
+        elif on_quiet is not None and time.monotonic() - quiet_since > QUIET:
+            on_quiet()
+            quiet_since = time.monotonic()
 
 
 async def follow_async(store: Store, jk: JobKeys, after: str = "") -> AsyncIterator[LogLine]:
