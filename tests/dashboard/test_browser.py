@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import balloons
 from balloons import JobStatus
 from tests import tasks
 from tests.dashboard import tasks as dtasks
@@ -135,9 +134,6 @@ def test_the_page_refuses_a_request_without_the_token(
     assert page.evaluate("document.cookie") == ""
 
 
-@pytest.mark.skipif(
-    not hasattr(balloons.Job, "cancel"), reason="this version of balloons has no Job.cancel()"
-)
 def test_cancel_from_the_page_cancels_a_running_job(
     context: BrowserContext, dashboard: Dashboard, tmp_path: Path
 ) -> None:
