@@ -99,7 +99,10 @@ def test_stream_logs_async() -> None:
     job = tasks.chatty.submit(2)
 
     async def collect() -> list[str]:
-        return [line.text async for line in job.stream_logs_async()]
+        try:
+            return [line.text async for line in job.stream_logs_async()]
+        finally:
+            await job.app.store.aclose()
 
     got = asyncio.run(collect())
     assert got[:2] == ["line 0", "line 1"]
@@ -143,4 +146,24 @@ def test_following_a_job_whose_machine_never_came_ends_with_the_job(
     assert list(job.stream_logs()) == []
     assert time.monotonic() - began < 10
     assert job.status() is balloons.JobStatus.FAILED
+    assert job.info().reason == "boot_timeout"
+
+
+def test_following_asynchronously_ends_too_when_the_machine_never_came(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from balloons import logs
+    from tests.test_supervisor import held_app
+
+    monkeypatch.setattr(logs, "QUIET", 0.5)
+    _app, add = held_app("quietasync", max_machines=1, boot_timeout=1)
+    job = add.submit(1, 2)
+
+    async def collect() -> list[str]:
+        try:
+            return [line.text async for line in job.stream_logs_async()]
+        finally:
+            await job.app.store.aclose()
+
+    assert asyncio.run(collect()) == []
     assert job.info().reason == "boot_timeout"

@@ -118,7 +118,12 @@ class Job(Generic[R]):
         """:meth:`stream_logs` for asyncio: ``async for line in job.stream_logs_async()``."""
         from . import logs
 
-        return logs.follow_async(self.app.store, self._keys, after)
+        async def check() -> None:
+            import asyncio
+
+            await asyncio.to_thread(self.app.check_lapsed, self._keys)
+
+        return logs.follow_async(self.app.store, self._keys, after, check)
 
     def progress(self) -> tuple[float, str] | None:
         """The task's last ``balloons.progress(fraction, note)``, or None if it reported none."""

@@ -4,7 +4,7 @@ blocks on the stream (``XREAD BLOCK``) rather than polling. Written by :mod:`bal
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -104,11 +104,17 @@ def follow(
             quiet_since = time.monotonic()
 
 
-async def follow_async(store: Store, jk: JobKeys, after: str = "") -> AsyncIterator[LogLine]:
+async def follow_async(
+    store: Store,
+    jk: JobKeys,
+    after: str = "",
+    on_quiet: Callable[[], Awaitable[object]] | None = None,
+) -> AsyncIterator[LogLine]:
     """:func:`follow` for asyncio."""
     from .states import JobStatus
 
     last = after or "0-0"
+    quiet_since = time.monotonic()
     while True:
         with store.errors():
             ended = _terminal(await store.aredis.hget(jk.job, "status"), JobStatus)
@@ -122,6 +128,11 @@ async def follow_async(store: Store, jk: JobKeys, after: str = "") -> AsyncItera
             yield line
         if ended and not rows:
             return
+        if rows:
+            quiet_since = time.monotonic()
+        elif on_quiet is not None and time.monotonic() - quiet_since > QUIET:
+            await on_quiet()
+            quiet_since = time.monotonic()
 
 
 def _terminal(raw: bytes | None, status: Any) -> bool:

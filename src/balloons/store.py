@@ -168,6 +168,13 @@ class Store:
             )
         return client
 
+    async def aclose(self) -> None:
+        """Close this event loop's asyncio client (before the loop ends, to leave no socket
+        for the garbage collector)."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Turn redis-py connection errors into StoreError naming the (masked) URL."""
