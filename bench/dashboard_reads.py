@@ -7,7 +7,9 @@ SUCCEEDED with run times, a tenth FAILED), then times, interleaved round by roun
 * ``find_jobs`` page 1 (what the jobs page and ``balloons jobs`` read);
 * ``find_jobs`` with a filter nothing matches (a scan of the newest ``SCAN_LIMIT`` per pool);
 * ``pool_summaries`` (the pools page, ``balloons pools``);
-* one ``/metrics`` scrape (every job kept, up to ``METRICS_SCAN_LIMIT`` per pool).
+* one ``/metrics`` scrape (every job kept, up to ``METRICS_SCAN_LIMIT`` per pool), without and
+  with the cost figures (which read every job's attempts too);
+* the cost page's report (``app.costs()``: its own scan plus the attempts).
 
     .venv/bin/python bench/dashboard_reads.py [--n 20000] [--rounds 7]
 """
@@ -57,6 +59,7 @@ def main() -> None:
         prepare(app, args.n)
         store = app.store
         registry = registry_for(store)
+        with_cost = registry_for(store, app)
         cases: dict[str, Callable[[], object]] = {
             "app.jobs(limit=50) (baseline)": lambda: app.jobs(limit=50),
             "find_jobs page 1": lambda: find_jobs(store, Filters()),
@@ -65,6 +68,8 @@ def main() -> None:
             ),
             f"pool_summaries (scans {min(args.n, SCAN_LIMIT):,})": lambda: pool_summaries(store),
             f"/metrics scrape (reads {args.n:,})": lambda: exposition(registry),
+            "/metrics scrape with cost (+ attempts)": lambda: exposition(with_cost),
+            "cost page (app.costs())": app.costs,
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.rounds):

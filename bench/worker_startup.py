@@ -157,6 +157,9 @@ class JobMaker:
         self.url = url
         self.backend = ManualBackend()
         self.app = balloons.App(redis_url=url, secret=SECRET, backend=self.backend, state_dir=state)
+        # The machine leaves as soon as its job is done, as a one-job machine would (a pool's
+        # default idle timeout would keep it waiting 10 s for more work).
+        self.app.pool("default", idle_timeout=0)
         self.task = self.app.task(timeout=60)(_balloons_tasks.noop.fn)
 
     def prepare(self, tree: Tree) -> tuple[balloons.Job[None], dict[str, str]]:

@@ -57,6 +57,17 @@ def charge_card(order_id: int, amount_cents: int) -> None:
 
 @app.task(cpus=2, memory_mb=1024, timeout=600, pool="reports")
 def build_report(month: str, flag: str) -> str:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log = logging.getLogger("reports")
+    print(f"building the report for {month}")
+    for i, step in enumerate(("loading orders", "totals by region", "charts")):
+        balloons.progress((i + 1) / 4, step)
+        log.info("%s: done", step)
+        print(f"step {i + 1}/4 {step}")
+    balloons.progress(0.75, "rendering PDF")
+    print("rendering 14 pages", flush=True)
     while not Path(flag).exists():
         time.sleep(0.05)
     return f"report-{month}.pdf"
@@ -89,7 +100,7 @@ def main(out: Path) -> None:
         except balloons.JobFailed:
             pass
     running = build_report.submit("2026-05", str(flag))
-    while running.status() is not balloons.JobStatus.RUNNING:
+    while running.progress() is None or running.progress()[0] < 0.75:  # type: ignore[index]
         time.sleep(0.05)
 
     token = secrets.token_urlsafe(24)
@@ -131,6 +142,7 @@ def main(out: Path) -> None:
                 "dashboard-job-failed.png": f"/jobs/{failed.id}",
                 "dashboard-job-running.png": f"/jobs/{running.id}",
                 "dashboard-pools.png": "/pools",
+                "dashboard-cost.png": "/cost",
             }
             for name, path in shots.items():
                 page.goto(path)

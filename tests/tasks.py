@@ -167,3 +167,58 @@ def dies_once(path: str) -> int:
     if n == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return n
+
+
+@app.task(timeout=30)
+def chatty(lines: int, progress_steps: int = 0) -> int:
+    """Prints, writes to stderr and logs (when logging is imported), reporting progress."""
+    import logging
+    import sys
+
+    for i in range(lines):
+        print(f"line {i}")
+    print("to stderr", file=sys.stderr)
+    print("no newline at the end", end="")
+    logging.getLogger("tests.chatty").warning("a warning with %s", "args")
+    for step in range(progress_steps):
+        balloons.progress((step + 1) / progress_steps, f"step {step + 1}")
+    return lines
+
+
+@app.task(timeout=30)
+def print_then_wait(path: str, seconds: float = 20.0) -> str:
+    print("waiting for the flag", flush=True)
+    deadline = time.monotonic() + seconds
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print("flag seen")
+    return "ok"
+
+
+@app.task(timeout=30, max_cost=0.0000005)
+def costly(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(timeout=60)
+def loud(lines: int, width: int) -> int:
+    for i in range(lines):
+        print(f"{i:06d}" + "x" * width)
+    return lines
+
+
+app.pool("logsolo", max_machines=1, idle_timeout=3)
+
+
+@app.task(timeout=30, pool="logsolo")
+def solo_chatty(lines: int) -> int:
+    for i in range(lines):
+        print(f"line {i}")
+    return lines
+
+
+@app.task(timeout=30)
+def echo_print(text: str) -> str:
+    print(text)
+    return text

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -86,3 +88,102 @@ def test_python_dash_m_balloons_runs_the_same_cli() -> None:
         cwd=ROOT,
     )
     assert "--port" in out.stdout and "--secret" in out.stdout
+
+
+def test_logs_wait_retry_and_cost_commands(tmp_path: Path) -> None:
+    runner = CliRunner()
+    job = tasks.chatty.submit(2, 2)
+    out = runner.invoke(cli, ["wait", job.id])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip() == "2"
+    assert "SUCCEEDED" in out.stderr and "100%" in out.stderr
+    out = runner.invoke(cli, ["status", job.id, "--json"])
+    data = json.loads(out.stdout)
+    assert data["progress"] == {"fraction": 1.0, "note": "step 2"}
+    assert data["cost"]["usd"] == job.cost().usd > 0
+    out = runner.invoke(cli, ["status", job.id])
+    assert "progress: 100% step 2" in out.stdout and "cost: $" in out.stdout
+    out = runner.invoke(cli, ["logs", job.id])
+    assert out.exit_code == 0
+    printed = out.stdout.splitlines()
+    assert printed[0].endswith("#1 out line 0") and "err to stderr" in out.stdout
+    out = runner.invoke(cli, ["logs", job.id, "--tail", "1", "--json"])
+    (last,) = [json.loads(x) for x in out.stdout.splitlines()]
+    assert last["attempt"] == 1 and last["source"] in ("out", "err") and last["time"] > 0
+    out = runner.invoke(cli, ["logs", job.id, "-f"])  # ended: prints everything and returns
+    assert out.exit_code == 0 and out.stdout.splitlines() == printed
+    out = runner.invoke(cli, ["logs", "default.01jd3x9k2m8vq4t7w0c5r6y1zh"])
+    assert out.exit_code == 1 and "not found" in out.output
+
+    out = runner.invoke(cli, ["retry", job.id, "--json"])
+    assert out.exit_code == 0, out.output
+    new = json.loads(out.stdout)
+    assert new["retried"] == job.id and new["id"] != job.id
+    assert tasks.app.job(new["id"]).result(timeout=30) == 2
+
+    out = runner.invoke(cli, ["cost", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["tasks"]["tests.tasks:chatty"]["jobs"] == 2
+    assert data["total"]["usd"] > 0 and data["total"]["efficiency"] >= 1.0
+    assert data["prices"]["source"].startswith("https://fly.io/")
+    out = runner.invoke(cli, ["cost"])
+    assert out.exit_code == 0 and "tests.tasks:chatty" in out.stdout and "efficiency" in out.stdout
+
+
+def test_follow_prints_lines_of_a_running_job(tmp_path: Path) -> None:
+    flag = tmp_path / "go"
+    job = tasks.print_then_wait.submit(str(flag))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "balloons", "logs", job.id, "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.rstrip().endswith("#1 out waiting for the flag")
+        assert job.status().value == "RUNNING"
+        flag.write_text("")
+        rest = proc.stdout.read()
+        assert rest.rstrip().endswith("#1 out flag seen")
+        assert proc.wait(30) == 0
+    finally:
+        flag.write_text("")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_machines_jobs_filters_cancel_and_pools(tmp_path: Path) -> None:
+    runner = CliRunner()
+    flag = tmp_path / "go"
+    running = tasks.print_then_wait.submit(str(flag))
+    failed = tasks.fail.submit("boom")
+    with contextlib.suppress(Exception):
+        failed.result(timeout=30)
+    deadline = time.monotonic() + 20
+    while running.status().value != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out = runner.invoke(cli, ["machines", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    mine = [r for r in rows if r["job"] == running.id]
+    assert mine and mine[0]["state"] == "started" and mine[0]["slot"] == "running"
+    assert mine[0]["cpus"] == 1 and mine[0]["memory_mb"] == 256
+    out = runner.invoke(cli, ["machines"])
+    assert out.exit_code == 0 and mine[0]["id"] in out.stdout
+    out = runner.invoke(cli, ["jobs", "--status", "failed", "--task", "fail", "--json"])
+    assert [j["id"] for j in json.loads(out.stdout)] == [failed.id]
+    out = runner.invoke(cli, ["pools", "--json"])
+    assert any(p["pool"] == "default" for p in json.loads(out.stdout))
+    out = runner.invoke(cli, ["cancel", running.id, "--grace", "2"])
+    assert out.exit_code == 0 and "cancelled" in out.stdout
+    assert running.status().value == "CANCELLED"
+    out = runner.invoke(cli, ["cancel", running.id])
+    assert out.exit_code == 1 and "already ended" in out.stdout
+    flag.write_text("")

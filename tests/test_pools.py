@@ -67,9 +67,7 @@ def test_cap_holds_across_processes() -> None:
         "print(json.dumps([j.result(timeout=60) for j in jobs]))\n"
     )
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         for _ in range(3)
     ]
     spans = []
@@ -91,9 +89,7 @@ def test_queue_is_fifo_and_priority_goes_first(tmp_path: Path) -> None:
     assert urgent.queue_position() == 1
     for j in [blocker, urgent, *low]:
         j.result(timeout=60)
-    started = sorted(
-        [urgent, *low], key=lambda j: j.info().started_at or 0.0
-    )
+    started = sorted([urgent, *low], key=lambda j: j.info().started_at or 0.0)
     assert started[0] == urgent
     assert started[1:] == low
 

@@ -102,7 +102,9 @@ def test_a_frozen_machine_is_reclaimed_as_lost_and_destroyed() -> None:
     job = tasks.solo_sleep.submit(30)
     wait_for(lambda: job.status() is JobStatus.RUNNING)
     machine = job.info().machine_id or ""
-    pid = int((tasks.app.backend.inspect(machine) or balloons.MachineInfo("", "", "")).detail["pid"])
+    pid = int(
+        (tasks.app.backend.inspect(machine) or balloons.MachineInfo("", "", "")).detail["pid"]
+    )
     os.kill(pid, signal.SIGSTOP)
     sup = tasks.app.supervisor()
     try:
@@ -238,3 +240,37 @@ def test_a_waiting_client_starts_its_delayed_job_when_due(tmp_path: Any) -> None
     assert job.result(timeout=30) == str(tmp_path / "later")
     started = job.info().started_at or 0.0
     assert started - at >= 0.5
+
+
+class _StoppedOnRequest:
+    """A backend whose every machine was stopped on request (what a supervisor's overdue stop
+    leaves behind): pure logic for the reason a reclaim gives."""
+
+    def bind(self, ctx: Any) -> None:
+        pass
+
+    def inspect(self, machine_id: str) -> Any:
+        from balloons.status import MachineInfo
+
+        return MachineInfo(machine_id, "test", "stopped", requested_stop=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"capped": True}, "cost_cap"),
+        ({"capped": False}, "timeout"),
+        ({"capped": True, "cancel": 1.0}, "cancelled"),
+        ({"deadline": None}, "cancelled"),
+    ],
+)
+def test_an_overdue_machine_stopped_by_the_supervisor_gets_its_deadlines_reason(
+    extra: dict[str, Any], reason: str
+) -> None:
+    app = balloons.App(backend=_StoppedOnRequest())  # type: ignore[arg-type]
+    sup = app.supervisor()
+    info = {"machine": "m1", "job": "x", "deadline": time.time() - 30, **extra}
+    got, message = sup._why(app.store.keys(f"default.{'0' * 26}").pool, "x-1", info)
+    assert got == reason
+    if reason != "cancelled":
+        assert "ran past its" in message

@@ -206,7 +206,7 @@ def test_missing_record_is_skipped(held, redis_url, secret, r) -> None:  # type:
         ({}, "BALLOONS_JOB is not set"),
         ({"BALLOONS_JOB": "nonsense"}, "malformed"),
         ({"BALLOONS_JOB": "default.01jd3x9k2m8vq4t7w0c5r6y1zh/-1"}, "malformed"),
-            ({"BALLOONS_JOB": "not-a-job-id/1"}, "malformed"),
+        ({"BALLOONS_JOB": "not-a-job-id/1"}, "malformed"),
     ],
 )
 def test_worker_started_wrongly_says_why(redis_url, secret, env, message) -> None:  # type: ignore[no-untyped-def]

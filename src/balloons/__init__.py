@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from .app import App
+from .capture import progress
 from .errors import (
     BackendError,
     BalloonsError,
@@ -104,4 +105,5 @@ __all__ = [
     "TaskOptions",
     "WorkerError",
     "__version__",
+    "progress",
 ]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import ParamSpec
 
     from .backends.base import Backend
+    from .cost import CostReport, PriceTable
     from .status import JobInfo, MachineSpec
     from .store import Store, SubmitRequest
     from .supervisor import Supervisor
@@ -61,6 +62,7 @@ class App:
         serializer: str | Serializer | None = None,
         env_allowlist: Sequence[str] | None = None,
         max_arg_bytes: int | None = None,
+        prices: str | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             os.environ,
@@ -87,6 +89,8 @@ class App:
         self._secret: str | None = None
         self._pools: dict[str, Pool] = {}
         self._checker: Supervisor | None = None
+        self._prices_path = prices
+        self._prices: PriceTable | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -114,6 +118,7 @@ class App:
         retry_memory_factor: float = 1.0,
         retry_memory_max: int | None = None,
         priority: int = 0,
+        max_cost: float | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -133,6 +138,7 @@ class App:
         retry_memory_factor: float = 1.0,
         retry_memory_max: int | None = None,
         priority: int = 0,
+        max_cost: float | None = None,
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(memory_mb=512, ...)``.
 
@@ -140,7 +146,9 @@ class App:
         when the task raises one of ``retry_on`` or raises :class:`balloons.Retry`, or when its
         machine is lost, after ``retry_backoff * 2**(n-1)`` seconds (jittered, at most
         ``retry_backoff_max``); an out-of-memory attempt retries with ``retry_memory_factor``
-        times the memory, up to ``retry_memory_max``.
+        times the memory, up to ``retry_memory_max``. With ``max_cost`` (US dollars), an
+        attempt whose machine has cost that much (at :attr:`prices`) is stopped and the job
+        fails with reason ``cost_cap``.
         """
         opts = TaskOptions(
             cpus=cpus,
@@ -154,6 +162,7 @@ class App:
             retry_memory_factor=retry_memory_factor,
             retry_memory_max=retry_memory_max,
             priority=priority,
+            max_cost=max_cost,
         )
 
         def wrap(f: Callable[..., Any]) -> Task[..., Any]:
@@ -262,6 +271,50 @@ class App:
             )
             self._backend = backend
         return self._backend
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table costs are reckoned with: ``balloons/prices.json``, with the parts
+        named by ``App(prices=PATH)`` or ``BALLOONS_PRICES`` replaced."""
+        if self._prices is None:
+            from .cost import PriceTable
+
+            env = self.settings.env
+            self._prices = PriceTable.load(
+                self._prices_path or env.get("BALLOONS_PRICES") or None,
+                cpu_kind=env.get("BALLOONS_FLY_CPU_KIND") or "shared",
+                region=env.get("BALLOONS_FLY_REGION") or env.get("FLY_REGION") or None,
+            )
+        return self._prices
+
+    def costs(
+        self,
+        pools: Sequence[str] | None = None,
+        limit: int = 100_000,
+        jobs: Sequence[JobInfo] | None = None,
+    ) -> CostReport:
+        """Cost totals per task, pool and hour of the jobs kept in Redis (newest ``limit`` per
+        pool), and each pool's idle warm-machine time. ``jobs``: summaries already read (with
+        ``created``), whose attempts are read here."""
+        import dataclasses
+
+        from .cost import report
+        from .listing import scan
+        from .status import AttemptInfo
+
+        store = self.store
+        names = list(pools) if pools is not None else store.pools()
+        if jobs is None:
+            fields = ("status", "payload", "created", "started", "finished")
+            jobs = list(scan(store, names, limit, 500, fields))
+        priced = []
+        for info, raw in zip(jobs, store.attempts_of([i.id for i in jobs]), strict=True):
+            tries = sorted(
+                (AttemptInfo.from_dict(json.loads(v)) for v in raw.values()),
+                key=lambda a: a.number,
+            )
+            priced.append((dataclasses.replace(info, attempts=tuple(tries)), (1, 256)))
+        return report(priced, store.usage(names), self.prices, time.time())
 
     def supervisor(self, **options: Any) -> Supervisor:
         """A :class:`~balloons.supervisor.Supervisor` for this app (not started)."""
@@ -392,10 +445,19 @@ class App:
                 "mem_factor": opts.retry_memory_factor,
                 "mem_max": opts.retry_memory_max,
                 "created": now,
+                **self._cost_cap(opts, pool),
             }
         ).encode()
         sig = sign(self.secret.encode(), payload, data)
         return jk, payload, data, sig, now
+
+    def _cost_cap(self, opts: TaskOptions, pool: Pool) -> dict[str, float]:
+        """The payload fields a worker needs to enforce ``max_cost``: the cap and the price
+        per second of the job's machine, so the machine needs no price table."""
+        if opts.max_cost is None:
+            return {}
+        rate = self.prices.per_second(opts.cpus or pool.cpus, opts.memory_mb or pool.memory_mb)
+        return {"max_cost": float(opts.max_cost), "usd_per_s": rate}
 
     def _spec(
         self, pool: str, ulid_: str, attempt: int, cpus: int, memory_mb: int, timeout: float
@@ -431,6 +493,10 @@ class App:
     ) -> bool:
         """Launch the machine of a slot the store granted. On failure the slot is freed and
         the job's attempt fails with reason ``launch_failed``; returns whether it launched."""
+        from . import events
+
+        began = time.monotonic()
+        job = f"{pool}.{ulid_}" if attempt else "-"
         try:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
@@ -439,7 +505,14 @@ class App:
             import logging
 
             msg = f"could not launch a machine: {exc}"
-            logging.getLogger("balloons").error("job %s.%s launch failed: %s", pool, ulid_, msg)
+            events.emit(
+                "launch_failed",
+                logging.ERROR,
+                job=job,
+                attempt=attempt,
+                error=msg,
+                launch_s=time.monotonic() - began,
+            )
             self.store.lost(
                 PoolKeys(self.settings.namespace, pool),
                 f"{ulid_}-{attempt}",
@@ -450,6 +523,15 @@ class App:
                 ("", ""),
             )
             return False
+        events.emit(
+            "launched",
+            job=job,
+            attempt=attempt,
+            pool=pool,
+            machine=info.id if info is not None else "-",
+            size=f"{cpus}x{memory_mb}MB",
+            launch_s=time.monotonic() - began,
+        )
         if info is not None and info.detail.get("note") and attempt:
             # What the backend had to do (regions that refused, a lost answer recovered).
             self.store.note(
@@ -511,7 +593,9 @@ class App:
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
         jk, req = self._submit_args(task, opts, args, kwargs)
-        job, launch = self._after_submit(jk, opts, self.store.submit(jk, req))
+        reply = self.store.submit(jk, req)
+        job, launch = self._after_submit(jk, opts, reply)
+        _submitted(job, task.name, reply, req.created)
         if launch is not None:
             self.launch_slot(*launch)
         return job
@@ -520,7 +604,9 @@ class App:
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
         jk, req = self._submit_args(task, opts, args, kwargs)
-        job, launch = self._after_submit(jk, opts, await self.store.submit_async(jk, req))
+        reply = await self.store.submit_async(jk, req)
+        job, launch = self._after_submit(jk, opts, reply)
+        _submitted(job, task.name, reply, req.created)
         if launch is not None:
             import asyncio
 
@@ -566,6 +652,13 @@ class App:
 
 
 _SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
+
+
+def _submitted(job: Job[Any], task: str, reply: list[Any], created: float) -> None:
+    from . import events
+
+    placed = "existing" if reply[0] == 2 else _text(reply[1])
+    events.emit("submitted", job=job.id, task=task, placed=placed, submit_s=time.time() - created)
 
 
 def _due(delay: Any, at: Any, now: float) -> float | None:

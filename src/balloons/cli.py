@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from . import embedded
@@ -21,6 +20,7 @@ from .app import App
 from .config import default_state_dir
 from .errors import BalloonsError, JobFailed, ResultTimeout
 from .job import Job
+from .keys import PoolKeys
 from .status import JobInfo, JobStatus
 
 console = Console()
@@ -139,18 +139,42 @@ def submit(
 
 
 def _wait(job: Job[Any], timeout: float | None) -> None:
+    """A live progress bar: the job's status, the task's ``balloons.progress`` and note."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     start = time.monotonic()
-    last = None
-    with Live(console=err_console, transient=False, auto_refresh=False) as live:
+    bar = Progress(
+        TextColumn("[bold]{task.fields[job]}[/bold] {task.fields[status]}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        auto_refresh=False,
+    )
+    last: JobStatus | None = None
+    with bar:
+        row = bar.add_task("", total=1.0, job=job.id, status="", note="")
         while True:
             st = job.status()
+            got = job.progress()
+            fraction, note = got if got is not None else (0.0, "")
+            if st is JobStatus.SUCCEEDED:
+                fraction = 1.0
             if st != last:
                 last = st
-                live.update(
-                    f"[bold]{job.id}[/bold] [{_STYLE[st]}]{st.value}[/{_STYLE[st]}] "
-                    f"({time.monotonic() - start:.2f}s)",
-                    refresh=True,
+                elapsed = time.monotonic() - start
+                bar.console.print(
+                    f"{job.id} [{_STYLE[st]}]{st.value}[/{_STYLE[st]}] after {elapsed:.2f}s",
+                    highlight=False,
                 )
+            bar.update(
+                row,
+                completed=fraction,
+                status=f"[{_STYLE[st]}]{st.value}[/{_STYLE[st]}]",
+                note=note,
+            )
+            bar.refresh()
             if st.terminal:
                 break
             left = None if timeout is None else timeout - (time.monotonic() - start)
@@ -158,9 +182,35 @@ def _wait(job: Job[Any], timeout: float | None) -> None:
                 raise ResultTimeout(f"job {job.id} still {st.value} after {timeout}s")
             # Wake on the job's done token, with a short cap so status changes show live.
             job.app.store.wait_done(job._keys, 0.2 if left is None else max(0.01, min(0.2, left)))
-    if not err_console.is_terminal:
-        err_console.print()  # Live leaves its last frame without a newline off a terminal
     _print_result(job, timeout=0.01)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait.")
+def wait(job_id: str, timeout: float | None) -> None:
+    """Wait for a job with a live progress bar and status changes; print its result."""
+    _wait(_app().job(job_id), timeout)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option("--tail", type=click.IntRange(1), default=None, help="Only the last N lines.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs(job_id: str, follow: bool, tail: int | None, as_json: bool) -> None:
+    """Print what a job's task printed and logged (time, attempt, source, text)."""
+    job = _app().job(job_id)
+    job.status()  # JobNotFound for an unknown job, rather than an empty listing
+    lines = job.logs(tail=tail)
+    after = lines[-1].id if lines else ""
+    if tail is None and follow:
+        lines, after = [], ""
+    for line in lines:
+        click.echo(json.dumps(line.as_dict()) if as_json else str(line))
+    if follow:
+        for line in job.stream_logs(after=after):
+            click.echo(json.dumps(line.as_dict()) if as_json else str(line))
 
 
 def _print_result(job: Job[Any], timeout: float | None) -> None:
@@ -180,15 +230,32 @@ def _print_result(job: Job[Any], timeout: float | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job_id: str, as_json: bool) -> None:
     """Show a job's status, attempts and error."""
-    info = _app().job(job_id).info()
+    job = _app().job(job_id)
+    info = job.info()
+    progress = job.progress()
+    cost = job.cost()
     if as_json:
         d = _info_dict(info)
         d["attempts"] = [a.__dict__ for a in info.attempts]
+        d["progress"] = None if progress is None else {"fraction": progress[0], "note": progress[1]}
+        d["cost"] = {
+            "usd": cost.usd,
+            "machine_seconds": cost.machine_seconds,
+            "task_seconds": cost.task_seconds,
+        }
         click.echo(json.dumps(d))
         return
     console.print(
         f"[bold]{info.id}[/bold]  {info.task}  [{_STYLE[info.status]}]{info.status.value}[/]"
     )
+    if progress is not None:
+        console.print(f"  progress: {progress[0]:.0%} {progress[1]}", highlight=False)
+    if cost.attempts:
+        console.print(
+            f"  cost: ${cost.usd:.8f} for {cost.machine_seconds:.2f} machine-s "
+            f"({cost.task_seconds:.2f} task-s), estimated at Fly's prices",
+            highlight=False,
+        )
     for a in info.attempts:
         console.print(
             f"  attempt {a.number}: machine {a.machine_id or '-'}  "
@@ -340,6 +407,128 @@ def cancel(job_id: str, grace: float) -> None:
     else:
         click.echo(f"{job_id} had already ended ({app.job(job_id).status().value})")
         sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def retry(job_id: str, as_json: bool) -> None:
+    """Run a job again: a new job with the same task, options and (verified) arguments."""
+    new = _app().retry(job_id)
+    click.echo(json.dumps({"retried": job_id, "id": new.id}) if as_json else new.id)
+
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Stopped machines too.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def machines(show_all: bool, as_json: bool) -> None:
+    """The backend's machines: id, state, pool, job and attempt, and the slot's state."""
+    app = _app()
+    found = app.backend.list()
+    slots: dict[str, dict[str, Any]] = {}
+    for pool in app.store.pools():
+        pk = PoolKeys(app.settings.namespace, pool)
+        for _slot, _lease, info in app.store.slots(pk):
+            if info.get("machine"):
+                slots[str(info["machine"])] = info
+    rows = []
+    for m in found:
+        if not show_all and not m.running:
+            continue
+        slot = slots.get(m.id, {})
+        job = slot.get("job") or ""
+        rows.append(
+            {
+                "id": m.id,
+                "state": m.state,
+                "pool": m.pool,
+                "slot": slot.get("state", ""),
+                "job": f"{m.pool}.{job}" if job else (m.job_id or ""),
+                "attempt": m.attempt,
+                "cpus": slot.get("cpus"),
+                "memory_mb": slot.get("mem"),
+                "created": m.created_at,
+                "exit_code": m.exit_code,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(show_edge=False)
+    for name in ("id", "state", "pool", "slot", "job", "size", "created", "exit"):
+        table.add_column(name, no_wrap=name in ("id", "job"))
+    for r in rows:
+        size = f"{r['cpus']}x{r['memory_mb']}MB" if r["cpus"] else "-"
+        exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
+        table.add_row(
+            r["id"],
+            r["state"],
+            r["pool"] or "-",
+            r["slot"] or "-",
+            r["job"] or "-",
+            size,
+            _ts(r["created"]),
+            exit_code,
+        )
+    console.print(table)
+    if not rows:
+        err_console.print("no running machines" + ("" if show_all else " (--all: stopped too)"))
+
+
+@main.command()
+@click.option("--pool", "pools", multiple=True, help="Only this pool (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cost(pools: tuple[str, ...], as_json: bool) -> None:
+    """Estimated cost of the jobs kept in Redis, per pool and task, and the efficiency
+    (billed machine-seconds / task-seconds)."""
+    app = _app()
+    rep = app.costs(list(pools) or None)
+
+    def row(t: Any) -> dict[str, Any]:
+        return {
+            "jobs": t.jobs,
+            "machine_seconds": round(t.machine_seconds, 3),
+            "task_seconds": round(t.task_seconds, 3),
+            "usd": t.usd,
+            "efficiency": t.efficiency,
+        }
+
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "total": row(rep.total),
+                    "usd": rep.usd,
+                    "pools": {p: row(t) for p, t in rep.by_pool.items()},
+                    "tasks": {n: row(t) for n, t in rep.by_task.items()},
+                    "idle_seconds": dict(rep.idle_seconds),
+                    "idle_usd": dict(rep.idle_usd),
+                    "prices": {"source": app.prices.source, "checked": app.prices.checked},
+                }
+            )
+        )
+        return
+    for title, groups in (("pool", rep.by_pool), ("task", rep.by_task)):
+        table = Table(show_edge=False)
+        for name in (title, "jobs", "machine-s", "task-s", "efficiency", "USD"):
+            table.add_column(name, justify="left" if name == title else "right")
+        for name, t in sorted(groups.items()):
+            eff = f"{t.efficiency:.2f}" if t.efficiency is not None else "-"
+            table.add_row(
+                name,
+                str(t.jobs),
+                f"{t.machine_seconds:.1f}",
+                f"{t.task_seconds:.1f}",
+                eff,
+                f"{t.usd:.6f}",
+            )
+        console.print(table)
+    idle = sum(rep.idle_seconds.values())
+    console.print(
+        f"warm machines idle: {idle:.1f} machine-s, ${sum(rep.idle_usd.values()):.6f}; "
+        f"total ${rep.usd:.6f} (prices: {app.prices.source}, checked {app.prices.checked})",
+        highlight=False,
+    )
 
 
 @main.command()

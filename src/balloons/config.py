@@ -55,6 +55,7 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_FLY_FALLBACK_REGIONS": "comma-separated regions tried on capacity refusals",
     "BALLOONS_FLY_CPU_KIND": "shared (default) or performance",
     "BALLOONS_DASHBOARD_TOKEN": "token required by the dashboard and /metrics",
+    "BALLOONS_PRICES": "JSON file overriding parts of the price table (balloons/prices.json)",
 }
 
 

@@ -11,7 +11,11 @@ from .keys import JobKeys
 from .states import JobStatus
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
     from .app import App
+    from .cost import JobCost
+    from .logs import LogLine
     from .status import JobInfo
 
 R = TypeVar("R")
@@ -91,6 +95,48 @@ class Job(Generic[R]):
 
                 await asyncio.to_thread(self.app.check_lapsed, self._keys)
 
+    def logs(self, after: str = "", tail: int | None = None) -> list[LogLine]:
+        """What the task printed (stdout, stderr) and logged, oldest first: every line, the
+        lines after entry id ``after``, or the last ``tail`` lines. Each line carries its time,
+        attempt and source."""
+        from . import logs
+
+        if tail is not None:
+            return logs.tail(self.app.store, self._keys, tail)
+        return logs.read(self.app.store, self._keys, after)
+
+    def stream_logs(self, after: str = "") -> Iterator[LogLine]:
+        """The job's lines as they are written (blocking on the stream, no polling), ending once
+        the job has ended and its last line is read."""
+        from . import logs
+
+        return logs.follow(
+            self.app.store, self._keys, after, lambda: self.app.check_lapsed(self._keys)
+        )
+
+    def stream_logs_async(self, after: str = "") -> AsyncIterator[LogLine]:
+        """:meth:`stream_logs` for asyncio: ``async for line in job.stream_logs_async()``."""
+        from . import logs
+
+        async def check() -> None:
+            import asyncio
+
+            await asyncio.to_thread(self.app.check_lapsed, self._keys)
+
+        return logs.follow_async(self.app.store, self._keys, after, check)
+
+    def progress(self) -> tuple[float, str] | None:
+        """The task's last ``balloons.progress(fraction, note)``, or None if it reported none."""
+        return self.app.store.progress(self._keys)
+
+    def cost(self) -> JobCost:
+        """Machine-seconds, task-seconds and estimated US dollars of each attempt (a running
+        attempt counts up to now), priced with ``app.prices``."""
+        from .cost import job_cost
+
+        info = self.info()
+        return job_cost(info, self.app.prices, (1, 256), time.time())
+
     def cancel(self, grace: float = 10.0, wait: bool = False) -> bool:
         """Cancel the job. A queued or delayed one never starts; a running one is told to stop
         and its machine is stopped after ``grace`` seconds if it is still on the job. The
@@ -113,6 +159,7 @@ class Job(Generic[R]):
 
     def _unwrap(self, rec: dict[str, bytes]) -> R:
         st = JobStatus(rec["status"].decode())
+        _observed(self.id, st, rec)
         if st is JobStatus.SUCCEEDED:
             value: R = self.app.decode_result(
                 self.id, rec.get("result", b""), rec.get("payload", b"")
@@ -141,3 +188,23 @@ def _block(rec: dict[str, bytes], left: float) -> float:
     if due:
         left = min(left, max(0.0, float(due) - time.time()) + 0.05)
     return max(left, 0.01)
+
+
+def _observed(job_id: str, st: JobStatus, rec: dict[str, bytes]) -> None:
+    from . import events
+
+    def num(name: str) -> float:
+        try:
+            return float(rec.get(name) or 0)
+        except ValueError:
+            return 0.0
+
+    created, started, finished = num("created"), num("started"), num("finished")
+    fields: dict[str, Any] = {"job": job_id, "attempt": int(num("attempt"))}
+    if st is not JobStatus.SUCCEEDED:
+        fields["reason"] = (rec.get("reason") or b"").decode() or "-"
+    if created and finished:
+        fields["total_s"] = finished - created
+    if started and finished:
+        fields["run_s"] = finished - started
+    events.emit(st.value.lower(), **fields)

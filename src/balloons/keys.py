@@ -30,6 +30,12 @@ key                                      type    TTL         written by
                                                              timeout, heartbeat (last submit)
 ``NS:{POOL}:seq``                        string  none        arrival counter for queue order
 ``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID
+``NS:{POOL}:logs:ULID``                  stream  record TTL  worker (``LOG`` script, batched):
+                                                             one entry per line: ``t`` time,
+                                                             ``a`` attempt, ``s`` out/err/log,
+                                                             ``m`` text; capped (MAXLEN)
+``NS:{POOL}:usage``                      hash    none        ``TAKE``: idle machine-seconds of
+                                                             warm machines, ``idle:CPUS:MB``
 ``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
 ``NS:machines``                          zset    trimmed     local fork server: MID by launch time
 ``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
@@ -39,7 +45,8 @@ Job hash fields: ``payload`` (signed JSON: task, module, options), ``args`` (ser
 arguments), ``sig`` (HMAC-SHA256 hex of payload and args), ``status``, ``attempt``,
 ``machine``, ``created``, ``started``, ``finished``, ``result``, ``error`` (JSON: type,
 message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need`` (``CPUS:MB``),
-``slot`` (the slot running it), ``due`` (when delayed).
+``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and ``note``
+(the task's last :func:`balloons.progress`).
 
 The scripts in :mod:`balloons.lua` build a pool's key names from its tag (``NS:{POOL}``) with
 the same suffixes as :class:`PoolKeys`; every key they touch carries that one tag.
@@ -127,6 +134,13 @@ class PoolKeys(Frozen):
     def cfg(self) -> str:
         return f"{self.tag}:cfg"
 
+    def logs(self, ulid: str) -> str:
+        return f"{self.tag}:logs:{ulid}"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.tag}:usage"
+
     def idem(self, digest: str) -> str:
         return f"{self.tag}:key:{digest}"
 
@@ -166,6 +180,10 @@ class JobKeys(Frozen):
     @property
     def done(self) -> str:
         return self.pool.done(self.ulid)
+
+    @property
+    def logs(self) -> str:
+        return self.pool.logs(self.ulid)
 
 
 def pools_key(ns: str) -> str:

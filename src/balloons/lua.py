@@ -105,7 +105,7 @@ local function take_slot(u, attempt)
     machine=''})
   redis.call('HSET', jk(u), 'status', 'STARTING', 'slot', slot)
   redis.call('HDEL', jk(u), 'due')
-  attempt_update(u, attempt, {launched=NOW, slot=slot})
+  attempt_update(u, attempt, {launched=NOW, slot=slot, cpus=c, mem=m})
   return {slot, u, tostring(attempt), tostring(c), tostring(m)}
 end
 -- Place a job that wants a machine: a waiting warm machine, a new slot, or the queue.
@@ -280,6 +280,12 @@ if not redis.call('ZSCORE', SLOTS, slot) then
 end
 local info = slot_get(slot) or {cpus=1, mem=256}
 info.machine = machine
+-- A warm machine's idle time belongs to its pool, not to a job: count it per machine size.
+if info.state == 'idle' and tonumber(info.since) then
+  redis.call('HINCRBYFLOAT', T..':usage', 'idle:'..(info.cpus or 1)..':'..(info.mem or 256),
+    math.max(0, NOW - tonumber(info.since)))
+  info.since = NOW
+end
 -- A job this machine already holds (the reply to an earlier TAKE or CLAIM was lost to a
 -- dropped connection) is returned again rather than stranded.
 if info.job and info.job ~= '' then
@@ -300,7 +306,8 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
     redis.call('ZREM', QUEUE, u)
     redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine, 'slot', slot)
     if not st[6] then redis.call('HSET', J, 'started', NOW) end
-    attempt_update(u, st[2], {machine=machine, slot=slot, launched=NOW, started=NOW, warm=true})
+    attempt_update(u, st[2], {machine=machine, slot=slot, launched=NOW, started=NOW, warm=true,
+      cpus=tonumber(info.cpus) or 1, mem=tonumber(info.mem) or 256})
     info.job, info.attempt, info.state, info.since = u, tonumber(st[2]), 'running', NOW
     slot_put(slot, info)
     redis.call('SREM', IDLE, slot)
@@ -319,7 +326,8 @@ redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 return {0, tostring(cfg('idle', 10))}
 """)
 
-# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none)
+# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none), capped ('1' when the
+#       deadline is the job's max_cost)
 # Returns {1, job status | 'GONE' | 'MOVED' | ''} or {-1} when the slot is gone.
 HEARTBEAT = _script("""
 local slot, u = ARGV[3], ARGV[4]
@@ -327,7 +335,11 @@ if not redis.call('ZSCORE', SLOTS, slot) then return {-1} end
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 if ARGV[6] ~= '' then
   local info = slot_get(slot)
-  if info then info.deadline = tonumber(ARGV[6]); slot_put(slot, info) end
+  if info then
+    info.deadline = tonumber(ARGV[6])
+    info.capped = (ARGV[7] == '1')
+    slot_put(slot, info)
+  end
 end
 if u == '' then return {1, ''} end
 local st = redis.call('HMGET', jk(u), 'status', 'attempt')
@@ -443,4 +455,32 @@ NOTE = _script("""
 if not redis.call('HGET', jk(ARGV[3]), 'ttl') then return -1 end
 attempt_update(ARGV[3], ARGV[4], {note=ARGV[5]})
 return 1
+""")
+
+# The worker appends a batch of log lines (and the task's latest progress) for one attempt.
+# ARGV: tag, now, ulid, attempt, max lines, progress ('' = unchanged), note, then one item
+#       per line: 'TIME SOURCE TEXT' (source: out | err | log; one argument a line keeps the
+#       worker's encoding cheap)
+# Returns the number of lines stored, or -1 (record gone) / -2 (another attempt runs now).
+LOG = _script("""
+local u, n = ARGV[3], ARGV[4]
+local J = jk(u)
+local st = redis.call('HMGET', J, 'attempt', 'ttl')
+if not st[1] then return -1 end
+if tonumber(st[1]) ~= tonumber(n) then return -2 end
+if ARGV[6] ~= '' then redis.call('HSET', J, 'progress', ARGV[6], 'note', ARGV[7]) end
+local L = T..':logs:'..u
+local count = 0
+for i = 8, #ARGV do
+  local t, s, m = string.match(ARGV[i], '^(%S+) (%S+) (.*)$')
+  if t then
+    redis.call('XADD', L, '*', 't', t, 'a', n, 's', s, 'm', m)
+    count = count + 1
+  end
+end
+if count > 0 then
+  redis.call('XTRIM', L, 'MAXLEN', '~', ARGV[5])
+  redis.call('EXPIRE', L, tonumber(st[2]) or 86400)
+end
+return count
 """)

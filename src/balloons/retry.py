@@ -24,6 +24,7 @@ FINAL_REASONS = frozenset(
         "serialization",
         "launch_failed",
         "cancelled",
+        "cost_cap",
     }
 )
 

@@ -42,6 +42,7 @@ class Reason(enum.StrEnum):
     TASK_NOT_FOUND = "task_not_found"
     SERIALIZATION = "serialization"
     LAUNCH_FAILED = "launch_failed"
+    COST_CAP = "cost_cap"  # the job's max_cost was reached: its machine was stopped
 
     def __str__(self) -> str:
         return self.value

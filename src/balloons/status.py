@@ -34,6 +34,8 @@ class AttemptInfo:
     warm: bool = False  # taken by a machine that was already running (no launch)
     slot: str | None = None  # the pool slot (machine) that ran it
     note: str | None = None  # what the backend did to launch it (regions refused, ...)
+    cpus: int | None = None  # the size of the machine that ran it
+    memory_mb: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttemptInfo:
@@ -48,6 +50,8 @@ class AttemptInfo:
             warm=bool(d.get("warm")),
             slot=d.get("slot") or None,
             note=d.get("note") or None,
+            cpus=int(d["cpus"]) if d.get("cpus") else None,
+            memory_mb=int(d["mem"]) if d.get("mem") else None,
         )
 
 

@@ -168,6 +168,13 @@ class Store:
             )
         return client
 
+    async def aclose(self) -> None:
+        """Close this event loop's asyncio client (before the loop ends, to leave no socket
+        for the garbage collector)."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Turn redis-py connection errors into StoreError naming the (masked) URL."""
@@ -353,7 +360,7 @@ class Store:
     def forget(self, jk: JobKeys) -> None:
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(jk.job, jk.attempts, jk.done)
+            pipe.delete(jk.job, jk.attempts, jk.done, jk.logs)
             pipe.zrem(jk.pool.jobs, jk.ulid)
             pipe.execute()
 
@@ -485,6 +492,34 @@ class Store:
             return None
         rec = {n: v for n, v in zip(names, row, strict=True) if v is not None}
         return job_info(jk.job_id, rec, attempts)
+
+    def attempts_of(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Each job's raw attempts hash (attempt number -> JSON), pipelined."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for jid in job_ids:
+                pipe.hgetall(self.keys(jid).attempts)
+            return list(pipe.execute())
+
+    def usage(self, pools: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds)."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                pipe.hgetall(PoolKeys(self.namespace, p).usage)
+            rows = pipe.execute()
+        return {
+            p: {k.decode(): float(v) for k, v in row.items()}
+            for p, row in zip(pools, rows, strict=True)
+        }
+
+    def progress(self, jk: JobKeys) -> tuple[float, str] | None:
+        """The job's last reported progress and note, if its task reported any."""
+        with self.errors():
+            raw, note = self.redis.hmget(jk.job, ["progress", "note"])
+        if raw is None:
+            return None
+        return float(raw), (note or b"").decode("utf-8", "replace")
 
     def machine_records(self, limit: int = 1000) -> list[dict[str, str]]:
         """The newest machine records (``id``, ``state``, ``pool``, ...), newest first."""

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import lua
+from . import events, lua
 from .ids import ulid
 from .keys import JobKeys, PoolKeys, gc_lock_key, machines_key
 from .reclaim import end_slot, machine_outcome
@@ -138,7 +138,17 @@ class Supervisor:
             )
             if reply and reply[0] == 1:
                 report.reclaimed.append((slot, reason))
-                log.warning("slot %s of pool %s reclaimed: %s", slot, pk.pool, message)
+                events.emit(
+                    "machine_gone",
+                    logging.WARNING,
+                    job=f"{pk.pool}.{info['job']}" if info.get("job") else "-",
+                    attempt=info.get("attempt", 0),
+                    machine=machine or "-",
+                    slot=slot,
+                    reason=reason,
+                    lease_lapsed_s=now - lease,
+                    message=message,
+                )
                 if machine:
                     self._destroy(machine)
             return
@@ -223,7 +233,16 @@ class Supervisor:
             if m2 is None:
                 return Reason.LOST.value, f"machine {machine} is gone without a word"
             m = m2
-        return _reason_of(m)
+        reason, message = _reason_of(m)
+        deadline = info.get("deadline")
+        overdue = deadline and time.time() > float(deadline) and not info.get("cancel")
+        if reason == Reason.CANCELLED.value and overdue:
+            # Stopped by a supervisor for running past its deadline: say which one.
+            capped = bool(info.get("capped"))
+            reason = (Reason.COST_CAP if capped else Reason.TIMEOUT).value
+            what = "its max_cost" if capped else "its run timeout"
+            message = f"machine {m.id} was stopped: the job ran past {what}"
+        return reason, message
 
     def _machines_of_slot(self, pk: PoolKeys, slot: str) -> list[MachineInfo]:
         with contextlib.suppress(Exception):

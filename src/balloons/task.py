@@ -27,6 +27,7 @@ class TaskOptions(Frozen):
 
     __slots__ = (
         "cpus",
+        "max_cost",
         "memory_mb",
         "pool",
         "priority",
@@ -50,6 +51,7 @@ class TaskOptions(Frozen):
         "retry_memory_factor",
         "retry_memory_max",
         "priority",
+        "max_cost",
     )
     cpus: int | None
     memory_mb: int | None
@@ -62,6 +64,7 @@ class TaskOptions(Frozen):
     retry_memory_factor: float
     retry_memory_max: int | None
     priority: int
+    max_cost: float | None
 
     def __init__(
         self,
@@ -76,6 +79,7 @@ class TaskOptions(Frozen):
         retry_memory_factor: float = 1.0,
         retry_memory_max: int | None = None,
         priority: int = 0,
+        max_cost: float | None = None,
     ) -> None:
         if cpus is not None and (not isinstance(cpus, int) or cpus < 1):
             raise ConfigError(f"cpus must be a positive integer, got {cpus!r}")
@@ -114,6 +118,10 @@ class TaskOptions(Frozen):
             raise ConfigError(f"retry_on must be a tuple of exception classes, got {retry_on!r}")
         if not isinstance(priority, int) or not -1000 <= priority <= 1000:
             raise ConfigError(f"priority must be an integer in -1000..1000, got {priority!r}")
+        if max_cost is not None and (
+            isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0
+        ):
+            raise ConfigError(f"max_cost must be a positive number of US dollars, got {max_cost!r}")
         self._set(
             cpus,
             memory_mb,
@@ -126,6 +134,7 @@ class TaskOptions(Frozen):
             retry_memory_factor,
             retry_memory_max,
             priority,
+            max_cost,
         )
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 
 from . import lua, registry
+from .capture import LogCapture
 from .errors import SerializationError, StoreError, WorkerError
 from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
@@ -184,6 +185,9 @@ class Worker:
         self.lock = threading.Lock()
         # The reply of a TAKE sent along with the last FINISH, for run() to act on.
         self.next_take: Any = None
+        self.capture = LogCapture(handoff.redis_url, self.pk)
+        self.job_start = _BOOT[0]  # when this machine began the current attempt
+        self.capped = False  # the current deadline is the job's max_cost, not its timeout
 
     # --------------------------------------------------------------- scripts
     def _eval(self, script: str, *args: Any, client: RespClient | None = None) -> Any:
@@ -285,6 +289,7 @@ class Worker:
                 patience = max(idle_until or time.monotonic() + self.idle, time.monotonic() + 2.0)
                 reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode, until=patience)
             if reply[0] == 1:
+                self.job_start = time.time()
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
                 mode, idle_until = "release" if self.idle <= 0 else "take", 0.0
                 continue
@@ -308,6 +313,7 @@ class Worker:
                 time.sleep(min(left, 0.5))  # TAKE rides out the outage
             mode = "take" if time.monotonic() < idle_until else "release"
         self.stop = True
+        self.capture.close()
         return code
 
     def _beat(self) -> None:
@@ -326,6 +332,7 @@ class Worker:
                         ulid,
                         attempt,
                         f"{deadline:.3f}" if deadline else "",
+                        "1" if self.capped else "",
                         client=client,
                     )
                 except (StoreError, OSError) as exc:
@@ -359,10 +366,10 @@ class Worker:
     def _hard_timeout(self, client: RespClient, ulid: str, attempt: int) -> None:
         """The task ignored its timeout signal: record the failure and end the machine."""
         spec = self.spec or {}
-        retry = decide(spec, attempt, Reason.TIMEOUT)
-        error = _error_json(
-            Reason.TIMEOUT, None, "the task ignored its run timeout, so its machine was killed"
-        )
+        reason = Reason.COST_CAP if self.capped else Reason.TIMEOUT
+        retry = decide(spec, attempt, reason)
+        what = "its max_cost" if self.capped else "its run timeout"
+        error = _error_json(reason, None, f"the task ignored {what}, so its machine was killed")
         with contextlib.suppress(Exception):
             self._eval(
                 lua.LOST,
@@ -370,12 +377,12 @@ class Worker:
                 ulid,
                 attempt,
                 error,
-                Reason.TIMEOUT,
+                reason,
                 *retry,
                 "0",
                 client=client,
             )
-        _log(f"job {self.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after its run timeout")
+        _log(f"job {self.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after {what}")
         os._exit(EXIT_TASK_FAILED)
 
     # ------------------------------------------------------------------- job
@@ -392,6 +399,7 @@ class Worker:
             return EXIT_TASK_FAILED
         finally:
             self.in_task = False
+            self.capture.end()
 
     def _run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
         job_id = f"{self.pool}.{ulid}"
@@ -412,6 +420,12 @@ class Worker:
             )
             if ended < 0:
                 _log(f"job {job_id}: could not record failure ({reason}); it moved on")
+            else:
+                _log(
+                    f"event=failed job={job_id} attempt={attempt} reason={reason} "
+                    f"retry={'yes' if retry[0] else 'no'} "
+                    f"machine_s={time.time() - self.job_start:.3f}"
+                )
             return EXIT_TASK_FAILED
 
         if not verify(self.h.secret, payload, args, sig):
@@ -446,20 +460,46 @@ class Worker:
         retry_on: tuple[type[BaseException], ...] = getattr(
             getattr(task, "opts", None), "retry_on", (Exception,)
         )
-        deadline = time.time() + timeout if timeout > 0 else None
+        started = time.time()
+        deadline = started + timeout if timeout > 0 else None
+        cap_at = _cost_cap_at(spec, self.job_start)
+        capped = cap_at is not None and (deadline is None or cap_at < deadline)
+        if capped:
+            deadline = cap_at
+        self.capped = capped
         with self.lock:
             self.current = (ulid, attempt, deadline)
             self.interrupted = ""
             self.in_task = True
-        if timeout > 0:
+        _log(
+            f"event=started job={job_id} attempt={attempt} task={name} "
+            f"wait_s={started - float(spec.get('created') or started):.3f}"
+        )
+        self.capture.begin(ulid, attempt)
+        if deadline is not None:
             signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, timeout)
+            signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
         try:
-            value = task.fn(*call_args, **call_kwargs)
+            try:
+                value = task.fn(*call_args, **call_kwargs)
+            finally:
+                self.in_task = False  # first: from here on a cancel signal is ignored
+                if deadline is not None:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                with self.lock:
+                    self.current = None
+                self.capture.end()  # every line is stored before the outcome is
         except _Interrupted:
             _log(f"job {job_id} attempt {attempt} stopped: {self.interrupted}")
             return EXIT_SKIPPED
         except TaskTimeout as exc:
+            if capped:
+                return fail(
+                    Reason.COST_CAP,
+                    exc,
+                    f"the job reached its max_cost of ${float(spec['max_cost']):g} after "
+                    f"{time.time() - self.job_start:.1f}s on its machine",
+                )
             return fail(Reason.TIMEOUT, exc, f"the task ran past its timeout of {timeout:g}s")
         except MemoryError as exc:
             return fail(Reason.OOM, exc, "the task ran out of memory (its memory_mb limit)")
@@ -473,12 +513,6 @@ class Worker:
                 return fail(Reason.TASK_ERROR, exc)
             finally:
                 self.spec = saved
-        finally:
-            self.in_task = False  # first: from here on a cancel signal is ignored
-            if timeout > 0:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            with self.lock:
-                self.current = None
         try:
             data = ser.dumps(value)
         except Exception as exc:
@@ -490,10 +524,22 @@ class Worker:
             )
         if self.finish(ulid, attempt, "SUCCEEDED", result=data) < 0:
             _log(f"job {job_id}: result not recorded, the job moved on")
+            return EXIT_OK
+        _log(f"event=succeeded job={job_id} attempt={attempt} run_s={time.time() - started:.3f}")
         return EXIT_OK
 
 
 _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
+_BOOT = [time.time()]  # when this process started: the first attempt's machine time begins
+
+
+def _cost_cap_at(spec: Mapping[str, Any], since: float) -> float | None:
+    """When the job's ``max_cost`` is spent, its machine billed from ``since`` at the price
+    per second the client worked out at submit (``usd_per_s``); None without a cap."""
+    cap, rate = spec.get("max_cost"), spec.get("usd_per_s")
+    if not cap or not rate:
+        return None
+    return since + float(cap) / float(rate)
 
 
 _SHAS: dict[str, str] = {}
@@ -542,6 +588,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _log(str(exc))
         return EXIT_USAGE
     _extend_path(env)
+    _BOOT[0] = time.time()
     client = RespClient(handoff.redis_url)
     signal.signal(signal.SIGUSR1, _on_interrupt)
     worker = None

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import balloons
 from balloons import JobStatus
 from tests import tasks
 from tests.dashboard import tasks as dtasks
@@ -135,9 +134,6 @@ def test_the_page_refuses_a_request_without_the_token(
     assert page.evaluate("document.cookie") == ""
 
 
-@pytest.mark.skipif(
-    not hasattr(balloons.Job, "cancel"), reason="this version of balloons has no Job.cancel()"
-)
 def test_cancel_from_the_page_cancels_a_running_job(
     context: BrowserContext, dashboard: Dashboard, tmp_path: Path
 ) -> None:
@@ -151,5 +147,27 @@ def test_cancel_from_the_page_cancels_a_running_job(
         expect(page.locator("#job-status")).to_have_text("CANCELLED")
         assert job.status() is JobStatus.CANCELLED
         expect(page.locator("#cancel")).to_have_count(0)
+    finally:
+        release(flag, "")
+
+
+def test_live_log_lines_appear_on_the_job_page(
+    context: BrowserContext, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    flag = tmp_path / "go"
+    job = tasks.print_then_wait.submit(str(flag))
+    try:
+        page = context.new_page()
+        log_in(page, dashboard, f"/jobs/{job.id}")
+        expect(page.locator("#job-status")).to_have_text("RUNNING")
+        page.evaluate("window.sameDocument = true")
+        logs = page.locator("#logs")
+        expect(logs).to_contain_text("waiting for the flag")
+        expect(logs).not_to_contain_text("flag seen")
+        assert job.status() is JobStatus.RUNNING
+        release(flag, "")
+        expect(logs).to_contain_text("flag seen")
+        expect(page.locator("#job-status")).to_have_text("SUCCEEDED")
+        assert page.evaluate("window.sameDocument") is True
     finally:
         release(flag, "")

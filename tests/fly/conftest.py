@@ -226,7 +226,10 @@ class FlyRig:
         kwargs.setdefault("api_url", self.served.base_url)
         kwargs.setdefault("image", JOBS_IMAGE)
         kwargs.setdefault(
-            "http", httpx.Client(transport=ConformantTransport(httpx.HTTPTransport(), self.conformance), timeout=60)
+            "http",
+            httpx.Client(
+                transport=ConformantTransport(httpx.HTTPTransport(), self.conformance), timeout=60
+            ),
         )
         return FlyBackend(**kwargs)
 

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from ..fly import stats as fly_stats
 from ..listing import CHUNK, RUNNING_MACHINE_STATES, scan
 from ..store import Store
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..cost import CostReport
 
 #: Newest jobs per pool a scrape reads.
 METRICS_SCAN_LIMIT = 100_000
 #: The record fields a scrape reads.
-FIELDS = ("status", "payload", "started", "finished")
+FIELDS = ("status", "payload", "created", "started", "finished")
 #: Upper bounds (seconds) of the run-time histogram buckets.
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 
@@ -28,18 +34,25 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 class StoreCollector(Collector):
     """Reads the store on every ``collect()``."""
 
-    def __init__(self, store: Store, scan_limit: int = METRICS_SCAN_LIMIT) -> None:
+    def __init__(
+        self, store: Store, scan_limit: int = METRICS_SCAN_LIMIT, app: App | None = None
+    ) -> None:
         self.store = store
         self.scan_limit = scan_limit
+        self.app = app
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # no metrics are known before a scrape reads Redis
 
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
         pools = self.store.pools()
         by_status: Counter[tuple[str, str, str]] = Counter()
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        seen = []
         for info in scan(self.store, pools, self.scan_limit, CHUNK, FIELDS):
+            seen.append(info)
             by_status[(info.pool, info.task, info.status.value)] += 1
             if info.duration is not None:
                 durations[(info.pool, info.task)].append(info.duration)
@@ -90,11 +103,77 @@ class StoreCollector(Collector):
             running.add_metric([pool], n)
         yield machines
         yield running
+        yield from _fly_calls()
+        if self.app is not None:
+            yield from _cost(self.app.costs(pools, jobs=seen))
 
 
-def registry_for(store: Store) -> CollectorRegistry:
+def _fly_calls() -> Iterator[CounterMetricFamily]:
+    """The Fly API calls this process made (its client and supervisor threads)."""
+    calls = CounterMetricFamily(
+        "balloons_fly_api_calls",
+        "Fly Machines API calls made by this process, by action and outcome.",
+        labels=["action", "outcome"],
+    )
+    errors = CounterMetricFamily(
+        "balloons_fly_api_errors",
+        "Fly Machines API calls of this process that failed (4xx, 429, 5xx, no answer).",
+        labels=["action"],
+    )
+    failed: Counter[str] = Counter()
+    for (action, outcome), n in sorted(fly_stats.snapshot().items()):
+        calls.add_metric([action, outcome], n)
+        if fly_stats.is_error(outcome):
+            failed[action] += n
+    for action, n in sorted(failed.items()):
+        errors.add_metric([action], n)
+    yield calls
+    yield errors
+
+
+def _cost(rep: CostReport) -> Iterator[GaugeMetricFamily]:
+    usd = GaugeMetricFamily(
+        "balloons_cost_usd",
+        "Estimated cost of the jobs kept in Redis (at the app's price table), by pool and task.",
+        labels=["pool", "task"],
+    )
+    seconds = GaugeMetricFamily(
+        "balloons_machine_seconds",
+        "Billed machine-seconds of the jobs kept in Redis, by pool and task.",
+        labels=["pool", "task"],
+    )
+    task_seconds = GaugeMetricFamily(
+        "balloons_task_seconds",
+        "Seconds the tasks of the jobs kept in Redis ran, by pool and task.",
+        labels=["pool", "task"],
+    )
+    idle = GaugeMetricFamily(
+        "balloons_idle_machine_seconds",
+        "Seconds warm machines waited for work, by pool (not attributed to any job).",
+        labels=["pool"],
+    )
+    idle_usd = GaugeMetricFamily(
+        "balloons_idle_cost_usd",
+        "Estimated cost of warm machines' idle time, by pool.",
+        labels=["pool"],
+    )
+    for (pool, task), t in sorted(rep.by_pool_task.items()):
+        usd.add_metric([pool, task], t.usd)
+        seconds.add_metric([pool, task], t.machine_seconds)
+        task_seconds.add_metric([pool, task], t.task_seconds)
+    for pool in sorted(rep.idle_seconds):
+        idle.add_metric([pool], rep.idle_seconds[pool])
+        idle_usd.add_metric([pool], rep.idle_usd[pool])
+    yield usd
+    yield seconds
+    yield task_seconds
+    yield idle
+    yield idle_usd
+
+
+def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, app=app))
     return registry
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import logs as job_logs
+from ..cost import CostReport, PriceTable, job_cost
 from ..keys import JobKeys
 from ..listing import ROW_FIELDS
 from ..status import AttemptInfo, JobInfo
@@ -31,6 +33,10 @@ def fmt_time(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -131,6 +137,7 @@ class JobContext:
     info: JobInfo
     payload: dict[str, Any]
     cache: dict[str, Any] = field(default_factory=dict)
+    prices: PriceTable | None = None
 
 
 @dataclass(frozen=True)
@@ -175,16 +182,48 @@ def _arguments(ctx: JobContext) -> dict[str, Any] | None:
     return {"args": previews_of_call(raw, str(ctx.payload.get("ser", "json"))), "bytes": len(raw)}
 
 
+#: Lines of a job's log shown on its page (the newest).
+LOG_TAIL = 200
+
+
+def _progress(ctx: JobContext) -> dict[str, Any] | None:
+    got = ctx.store.progress(ctx.keys)
+    if got is None:
+        return None
+    fraction, note = got
+    if ctx.info.status.value == "SUCCEEDED":
+        fraction = 1.0
+    return {"percent": round(fraction * 100, 1), "note": note}
+
+
+def _logs(ctx: JobContext) -> dict[str, Any] | None:
+    lines = job_logs.tail(ctx.store, ctx.keys, LOG_TAIL)
+    if not lines:
+        return None
+    return {"lines": lines, "limit": LOG_TAIL}
+
+
+def _cost(ctx: JobContext) -> dict[str, Any] | None:
+    if ctx.prices is None or not ctx.info.attempts:
+        return None
+    size = (int(ctx.payload.get("cpus") or 1), int(ctx.payload.get("memory_mb") or 256))
+    c = job_cost(ctx.info, ctx.prices, size, time.time())
+    return {"cost": c, "max_cost": ctx.payload.get("max_cost")}
+
+
 #: The sections of the job page, in order.
 SECTIONS: list[Section] = [
     Section("summary", "Job", "sections/summary.html", _summary),
+    Section("progress", "Progress", "sections/progress.html", _progress),
     Section("attempts", "Attempts", "sections/attempts.html", _attempts),
     Section("outcome", "Outcome", "sections/outcome.html", _outcome),
+    Section("logs", "Logs", "sections/logs.html", _logs),
+    Section("cost", "Cost", "sections/cost.html", _cost),
     Section("arguments", "Arguments", "sections/arguments.html", _arguments, live=False),
 ]
 
 
-def job_context(store: Store, keys: JobKeys) -> JobContext | None:
+def job_context(store: Store, keys: JobKeys, prices: PriceTable | None = None) -> JobContext | None:
     info = store.snapshot(keys, LIVE_FIELDS)
     if info is None:
         return None
@@ -193,7 +232,9 @@ def job_context(store: Store, keys: JobKeys) -> JobContext | None:
         payload = json.loads(raw)
     except ValueError:
         payload = {}
-    return JobContext(store, keys, info, payload if isinstance(payload, dict) else {})
+    return JobContext(
+        store, keys, info, payload if isinstance(payload, dict) else {}, prices=prices
+    )
 
 
 def sections(ctx: JobContext, live: bool) -> list[tuple[Section, dict[str, Any]]]:
@@ -204,3 +245,46 @@ def sections(ctx: JobContext, live: bool) -> list[tuple[Section, dict[str, Any]]
             if data is not None:
                 out.append((s, data))
     return out
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    usd: float
+
+
+#: Hours the cost chart covers, up to now.
+CHART_HOURS = 48
+
+
+def cost_chart(
+    rep: CostReport, now: float | None = None, hours: int = CHART_HOURS
+) -> dict[str, Any]:
+    """Bars of estimated USD per hour for the last ``hours`` hours, in a 0..100 x 0..40 box."""
+    now = now if now is not None else time.time()
+    last = (now // 3600) * 3600
+    starts = [last - 3600 * i for i in range(hours - 1, -1, -1)]
+    values = [rep.by_hour[h].usd if h in rep.by_hour else 0.0 for h in starts]
+    top = max(values) or 1.0
+    width = 100 / hours
+    bars = [
+        ChartBar(
+            x=i * width,
+            y=40 - v / top * 38,
+            width=width * 0.8,
+            height=v / top * 38,
+            label=datetime.fromtimestamp(h, UTC).strftime("%m-%d %H:00"),
+            usd=v,
+        )
+        for i, (h, v) in enumerate(zip(starts, values, strict=True))
+    ]
+    return {
+        "bars": bars,
+        "top": top if any(values) else 0.0,
+        "first": bars[0].label,
+        "last": bars[-1].label,
+    }

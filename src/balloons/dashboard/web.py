@@ -7,6 +7,7 @@ Routes (relative to where the app is mounted)::
     GET  /jobs/{id}                             one job; /jobs/{id}/live streams its changes
     POST /jobs/{id}/cancel, /jobs/{id}/retry    actions (CSRF token + Origin check)
     GET  /pools                                 pools; /pools/live streams it
+    GET  /cost                                  cost totals per pool and task, USD per hour
     GET  /metrics                               Prometheus text format
     GET  /static/...                            the stylesheet and the live-update script
 
@@ -97,9 +98,11 @@ def create_app(app: App, *, token: str | None) -> Starlette:
         loader=PackageLoader("balloons.dashboard", "templates"),
         autoescape=select_autoescape(default=True),
     )
-    env.globals.update(fmt_time=views.fmt_time, fmt_duration=views.fmt_duration)
+    env.globals.update(
+        fmt_time=views.fmt_time, fmt_duration=views.fmt_duration, fmt_clock=views.fmt_clock
+    )
     templates = Jinja2Templates(env=env)
-    registry = metrics.registry_for(app.store)
+    registry = metrics.registry_for(app.store, app)
     store = app.store
 
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
@@ -243,7 +246,7 @@ def create_app(app: App, *, token: str | None) -> Starlette:
             return None
 
     def job_live_html(request: Request, keys: JobKeys) -> tuple[str, bool]:
-        ctx = views.job_context(store, keys)
+        ctx = views.job_context(store, keys, app.prices)
         if ctx is None:
             return fragment(request, "job_gone.html", job_id=keys.job_id), True
         return (
@@ -261,7 +264,7 @@ def create_app(app: App, *, token: str | None) -> Starlette:
         keys = keys_of(request)
         if keys is None:
             return error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
-        ctx = await run_in_threadpool(views.job_context, store, keys)
+        ctx = await run_in_threadpool(views.job_context, store, keys, app.prices)
         if ctx is None:
             return error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
         live, _ = await run_in_threadpool(job_live_html, request, keys)
@@ -322,6 +325,19 @@ def create_app(app: App, *, token: str | None) -> Starlette:
 
         return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
 
+    # -------------------------------------------------------------------- cost
+    async def cost(request: Request) -> Response:
+        rep = await run_in_threadpool(app.costs)
+        return page(
+            request,
+            "cost.html",
+            rep=rep,
+            chart=views.cost_chart(rep),
+            prices=app.prices,
+            pools=sorted(rep.by_pool.items()),
+            tasks=sorted(rep.by_task.items()),
+        )
+
     # ----------------------------------------------------------------- metrics
     async def metrics_endpoint(request: Request) -> Response:
         body = await run_in_threadpool(metrics.exposition, registry)
@@ -339,6 +355,7 @@ def create_app(app: App, *, token: str | None) -> Starlette:
         Route("/jobs/{job_id}/retry", protected(retry), methods=["POST"], name="retry"),
         Route("/pools", protected(pools), name="pools"),
         Route("/pools/live", protected(pools_live), name="pools_live"),
+        Route("/cost", protected(cost), name="cost"),
         Route("/metrics", protected(metrics_endpoint), name="metrics"),
         Mount("/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"),
     ]

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from ..errors import FlyAPIError
+from . import stats
 from .ratelimit import RateLimiter
 
 #: Seconds to connect, and to wait for any answer.
@@ -255,8 +256,10 @@ class FlyClient:
                     method, self._url(path), json=json, params=params, headers=self._headers()
                 )
             except httpx.TransportError as exc:
+                stats.count(action, None)
                 step = self._after_error(exc, method, path, tries, idem, recover is not None)
             else:
+                stats.count(action, response.status_code)
                 step = self._after_response(response, method, path, tries, idem, recover)
             if step.done:
                 return step.value
@@ -291,8 +294,10 @@ class FlyClient:
                     method, self._url(path), json=json, params=params, headers=self._headers()
                 )
             except httpx.TransportError as exc:
+                stats.count(action, None)
                 step = self._after_error(exc, method, path, tries, idem, recover is not None)
             else:
+                stats.count(action, response.status_code)
                 step = self._after_response(response, method, path, tries, idem, recover)
             if step.done:
                 return step.value

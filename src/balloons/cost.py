@@ -1,0 +1,233 @@
+"""What jobs cost: machine-seconds by guest size, priced with a table kept as data.
+
+Every attempt is billed from its launch (the slot taken for a new machine, or the moment a warm
+machine took the job) to its end, at the size of the machine that ran it. A warm machine's idle
+time between jobs (and before it gives its slot back) belongs to its pool, not to a job: the
+``TAKE`` script adds it to the pool's ``usage`` hash, per size. Figures are estimates at Fly's
+published prices (``prices.json``, which names its source and date), whichever backend ran the
+job; an app can override the table (``App(prices=PATH)``, ``BALLOONS_PRICES``).
+
+The *efficiency* of a set of jobs is billed machine-seconds divided by task-seconds (the time
+their tasks ran): 1.0 would mean no boot, queueing or idle time was paid for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .errors import ConfigError
+from .status import AttemptInfo, JobInfo
+
+_MONTH = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """Per-second prices of machine sizes. Load with :meth:`load`."""
+
+    presets: dict[str, dict[str, Any]]
+    ram_usd_per_gb_month: float
+    region_multipliers: dict[str, float]
+    seconds_per_month: float = _MONTH
+    source: str = ""
+    checked: str = ""
+    cpu_kind: str = "shared"
+    region: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        override: str | None = None,
+        *,
+        cpu_kind: str = "shared",
+        region: str | None = None,
+    ) -> PriceTable:
+        """The packaged table, with the parts a JSON file at ``override`` names replaced."""
+        data: dict[str, Any] = json.loads(
+            resources.files("balloons").joinpath("prices.json").read_text()
+        )
+        if override:
+            try:
+                with open(override) as fh:
+                    extra = json.load(fh)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot read the price table {override!r}: {exc}") from None
+            if not isinstance(extra, dict):
+                raise ConfigError(f"price table {override!r} must hold a JSON object")
+            data = _merge(data, extra)
+        if cpu_kind not in ("shared", "performance"):
+            raise ConfigError(f"cpu_kind must be 'shared' or 'performance', got {cpu_kind!r}")
+        ram = data.get("ram_usd_per_gb_month", 0)
+        try:
+            return cls(
+                presets={str(k): dict(v) for k, v in data["presets"].items()},
+                ram_usd_per_gb_month=float(ram["value"] if isinstance(ram, dict) else ram),
+                region_multipliers={
+                    str(k): float(v) for k, v in data.get("region_multipliers", {}).items()
+                },
+                seconds_per_month=float(data.get("seconds_per_month", _MONTH)),
+                source=str(data.get("source", "")),
+                checked=str(data.get("checked", "")),
+                cpu_kind=cpu_kind,
+                region=region,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(
+                f"malformed price table: {exc!r} (expected presets, ram_usd_per_gb_month and "
+                "region_multipliers as in balloons/prices.json)"
+            ) from None
+
+    def preset(self, cpus: int) -> tuple[str, dict[str, Any]]:
+        """The preset of this table's CPU kind with ``cpus`` CPUs (the next larger if none)."""
+        fits = sorted(
+            (int(p["cpus"]), name, p)
+            for name, p in self.presets.items()
+            if p.get("cpu_kind") == self.cpu_kind and int(p["cpus"]) >= cpus
+        )
+        if not fits:
+            raise ConfigError(f"the price table has no {self.cpu_kind} preset with {cpus} CPUs")
+        _, name, p = fits[0]
+        return name, p
+
+    def per_second(self, cpus: int, memory_mb: int, region: str | None = None) -> float:
+        """USD per second of a started machine of this size."""
+        _, p = self.preset(cpus)
+        extra_gb = max(0, memory_mb - int(p["memory_mb"])) / 1024
+        monthly = float(p["usd_per_month"]) + extra_gb * self.ram_usd_per_gb_month
+        where = region or self.region or "default"
+        mult = self.region_multipliers.get(where, self.region_multipliers.get("default", 1.0))
+        return monthly * mult / self.seconds_per_month
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra``'s values, objects merged key by key."""
+    out = dict(base)
+    for k, v in extra.items():
+        old = out.get(k)
+        out[k] = _merge(old, v) if isinstance(v, dict) and isinstance(old, dict) else v
+    return out
+
+
+@dataclass(frozen=True)
+class AttemptCost:
+    number: int
+    cpus: int
+    memory_mb: int
+    machine_seconds: float
+    task_seconds: float
+    usd: float
+    warm: bool
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """What one job's attempts cost, as returned by ``job.cost()``."""
+
+    job_id: str
+    attempts: tuple[AttemptCost, ...]
+
+    @property
+    def machine_seconds(self) -> float:
+        return sum(a.machine_seconds for a in self.attempts)
+
+    @property
+    def task_seconds(self) -> float:
+        return sum(a.task_seconds for a in self.attempts)
+
+    @property
+    def usd(self) -> float:
+        return sum(a.usd for a in self.attempts)
+
+    @property
+    def efficiency(self) -> float | None:
+        """Billed machine-seconds per task-second (None before a task ran)."""
+        return self.machine_seconds / self.task_seconds if self.task_seconds > 0 else None
+
+
+def attempt_cost(
+    a: AttemptInfo, prices: PriceTable, now: float, default_size: tuple[int, int]
+) -> AttemptCost:
+    cpus = a.cpus or default_size[0]
+    mem = a.memory_mb or default_size[1]
+    start = a.launched_at or a.started_at
+    end = a.ended_at or now
+    machine = max(0.0, end - start) if start else 0.0
+    task = max(0.0, end - a.started_at) if a.started_at else 0.0
+    return AttemptCost(
+        a.number, cpus, mem, machine, task, machine * prices.per_second(cpus, mem), a.warm
+    )
+
+
+def job_cost(info: JobInfo, prices: PriceTable, size: tuple[int, int], now: float) -> JobCost:
+    """``size``: the job's (cpus, memory_mb), for attempts recorded without one."""
+    return JobCost(info.id, tuple(attempt_cost(a, prices, now, size) for a in info.attempts))
+
+
+@dataclass
+class Total:
+    """Totals of a group of jobs (a task, a pool, an hour)."""
+
+    jobs: int = 0
+    machine_seconds: float = 0.0
+    task_seconds: float = 0.0
+    usd: float = 0.0
+
+    def add(self, c: JobCost) -> None:
+        self.jobs += 1
+        self.machine_seconds += c.machine_seconds
+        self.task_seconds += c.task_seconds
+        self.usd += c.usd
+
+    @property
+    def efficiency(self) -> float | None:
+        return self.machine_seconds / self.task_seconds if self.task_seconds > 0 else None
+
+
+@dataclass
+class CostReport:
+    """Totals per task, per pool and per hour; pools' idle warm-machine time apart."""
+
+    by_task: dict[str, Total] = field(default_factory=lambda: defaultdict(Total))
+    by_pool: dict[str, Total] = field(default_factory=lambda: defaultdict(Total))
+    by_hour: dict[float, Total] = field(default_factory=lambda: defaultdict(Total))
+    by_pool_task: dict[tuple[str, str], Total] = field(default_factory=lambda: defaultdict(Total))
+    idle_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    idle_usd: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    total: Total = field(default_factory=Total)
+
+    @property
+    def usd(self) -> float:
+        return self.total.usd + sum(self.idle_usd.values())
+
+
+def report(
+    jobs: Iterable[tuple[JobInfo, tuple[int, int]]],
+    usage: Mapping[str, Mapping[str, float]],
+    prices: PriceTable,
+    now: float,
+) -> CostReport:
+    """Totals of ``jobs`` (each with its size); ``usage``: each pool's ``idle:CPUS:MB`` seconds."""
+    out = CostReport()
+    for info, size in jobs:
+        c = job_cost(info, prices, size, now)
+        if not c.attempts:
+            continue
+        out.by_task[info.task].add(c)
+        out.by_pool[info.pool].add(c)
+        out.by_pool_task[(info.pool, info.task)].add(c)
+        out.by_hour[(info.created_at // 3600) * 3600].add(c)
+        out.total.add(c)
+    for pool, fields in usage.items():
+        for name, seconds in fields.items():
+            kind, _, dims = name.partition(":")
+            if kind != "idle":
+                continue
+            cpus, _, mem = dims.partition(":")
+            out.idle_seconds[pool] += seconds
+            out.idle_usd[pool] += seconds * prices.per_second(int(cpus), int(mem))
+    return out

@@ -1,0 +1,141 @@
+"""Reading a job's captured output: :class:`LogLine` records, a snapshot, and a follow that
+blocks on the stream (``XREAD BLOCK``) rather than polling. Written by :mod:`balloons.capture`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .keys import JobKeys
+from .store import Store
+
+#: Longest single block on the stream before the job's status is read again.
+FOLLOW_BLOCK = 1.0
+#: Lines read per round trip.
+READ_COUNT = 1000
+#: Seconds without a new line after which a follower checks that the job's machine lives.
+QUIET = 5.0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a task wrote: ``source`` is ``out`` (stdout), ``err`` (stderr) or ``log`` (a
+    ``logging`` record); ``id`` is the stream entry id (``after=`` of a later read)."""
+
+    id: str
+    time: float
+    attempt: int
+    source: str
+    text: str
+
+    def __str__(self) -> str:
+        stamp = datetime.fromtimestamp(self.time, UTC).strftime("%H:%M:%S.%f")[:-3]
+        return f"{stamp} #{self.attempt} {self.source:<3} {self.text}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time,
+            "attempt": self.attempt,
+            "source": self.source,
+            "text": self.text,
+        }
+
+
+def _line(entry_id: bytes, fields: dict[bytes, bytes]) -> LogLine:
+    return LogLine(
+        id=entry_id.decode(),
+        time=float(fields.get(b"t", b"0")),
+        attempt=int(fields.get(b"a", b"0")),
+        source=fields.get(b"s", b"out").decode(),
+        text=fields.get(b"m", b"").decode("utf-8", "replace"),
+    )
+
+
+def read(store: Store, jk: JobKeys, after: str = "", limit: int | None = None) -> list[LogLine]:
+    """The job's lines after entry ``after`` (all of them with ``""``), oldest first."""
+    start = f"({after}" if after else "-"
+    with store.errors():
+        rows = store.redis.xrange(jk.logs, start, "+", count=limit)
+    return [_line(i, f) for i, f in rows]
+
+
+def tail(store: Store, jk: JobKeys, n: int) -> list[LogLine]:
+    """The job's last ``n`` lines, oldest first."""
+    with store.errors():
+        rows = store.redis.xrevrange(jk.logs, "+", "-", count=n)
+    return [_line(i, f) for i, f in reversed(rows)]
+
+
+def follow(
+    store: Store,
+    jk: JobKeys,
+    after: str = "",
+    on_quiet: Callable[[], object] | None = None,
+) -> Iterator[LogLine]:
+    """Every line, then new ones as they are written, until the job has ended and its last
+    lines are read. The worker stores every line before it records the outcome, so once the
+    status is terminal one more read finds them all. ``on_quiet`` is called when nothing came
+    for :data:`QUIET` seconds (a waiter's check that the job's machine is not dead)."""
+    from .states import JobStatus
+
+    last = after or "0-0"
+    quiet_since = time.monotonic()
+    while True:
+        with store.errors():
+            ended = _terminal(store.redis.hget(jk.job, "status"), JobStatus)
+            got = store.redis.xread(
+                {jk.logs: last}, count=READ_COUNT, block=None if ended else int(FOLLOW_BLOCK * 1000)
+            )
+        rows = got[0][1] if got else []
+        for i, f in rows:
+            line = _line(i, f)
+            last = line.id
+            yield line
+        if ended and not rows:
+            return
+        if rows:
+            quiet_since = time.monotonic()
+        elif on_quiet is not None and time.monotonic() - quiet_since > QUIET:
+            on_quiet()
+            quiet_since = time.monotonic()
+
+
+async def follow_async(
+    store: Store,
+    jk: JobKeys,
+    after: str = "",
+    on_quiet: Callable[[], Awaitable[object]] | None = None,
+) -> AsyncIterator[LogLine]:
+    """:func:`follow` for asyncio."""
+    from .states import JobStatus
+
+    last = after or "0-0"
+    quiet_since = time.monotonic()
+    while True:
+        with store.errors():
+            ended = _terminal(await store.aredis.hget(jk.job, "status"), JobStatus)
+            got = await store.aredis.xread(
+                {jk.logs: last}, count=READ_COUNT, block=None if ended else int(FOLLOW_BLOCK * 1000)
+            )
+        rows = got[0][1] if got else []
+        for i, f in rows:
+            line = _line(i, f)
+            last = line.id
+            yield line
+        if ended and not rows:
+            return
+        if rows:
+            quiet_since = time.monotonic()
+        elif on_quiet is not None and time.monotonic() - quiet_since > QUIET:
+            await on_quiet()
+            quiet_since = time.monotonic()
+
+
+def _terminal(raw: bytes | None, status: Any) -> bool:
+    if raw is None:
+        return True  # the record is gone: nothing more will be written
+    return bool(status(raw.decode()).terminal)

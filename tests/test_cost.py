@@ -1,0 +1,132 @@
+"""Machine-seconds, the price table, job and pool totals, and the max_cost cap."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import balloons
+from balloons import ConfigError, JobFailed, TaskOptions
+from balloons.cost import PriceTable
+from tests import tasks
+
+MONTH = 30 * 24 * 3600
+
+
+def test_price_table_prices_presets_ram_and_regions() -> None:
+    t = PriceTable.load()
+    assert t.source == "https://fly.io/docs/about/pricing/" and t.checked
+    assert t.per_second(1, 256) == pytest.approx(2.02 / MONTH)
+    # 1 GB on a shared-cpu-1x: the preset plus 0.75 GB of RAM add-on
+    assert t.per_second(1, 1024) == pytest.approx((2.02 + 0.75 * t.ram_usd_per_gb_month) / MONTH)
+    assert t.preset(3)[0] == "shared-cpu-4x"  # the next larger preset
+    perf = PriceTable.load(cpu_kind="performance")
+    assert perf.per_second(2, 4096) == pytest.approx(64.39 / MONTH)
+    sjc = PriceTable.load(region="sjc")
+    assert sjc.per_second(1, 256) == pytest.approx(2.02 * 1.15 / MONTH)
+    with pytest.raises(ConfigError, match="no shared preset with 64 CPUs"):
+        t.per_second(64, 256)
+    with pytest.raises(ConfigError, match="cpu_kind must be"):
+        PriceTable.load(cpu_kind="gpu")
+
+
+def test_price_table_is_overridable_and_bad_files_are_named(tmp_path: Path) -> None:
+    override = tmp_path / "prices.json"
+    override.write_text(
+        json.dumps(
+            {
+                "presets": {"shared-cpu-1x": {"usd_per_month": 5.0}},
+                "ram_usd_per_gb_month": 10,
+                "region_multipliers": {"ams": 2.0},
+            }
+        )
+    )
+    t = PriceTable.load(str(override), region="ams")
+    assert t.per_second(1, 512) == pytest.approx((5.0 + 0.25 * 10) * 2.0 / MONTH)
+    assert t.per_second(2, 512) == pytest.approx(4.04 * 2.0 / MONTH)  # the rest kept
+    app = balloons.App(prices=str(override))
+    assert app.prices.per_second(1, 256) == pytest.approx(5.0 / MONTH)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"bad\.json"):
+        PriceTable.load(str(bad))
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ConfigError, match="must hold a JSON object"):
+        PriceTable.load(str(tmp_path / "list.json"))
+
+
+def test_max_cost_is_validated() -> None:
+    for bad in (0, -1, "1", True):
+        with pytest.raises(ConfigError, match="max_cost must be a positive number"):
+            TaskOptions(max_cost=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown task option"):
+        tasks.add.options(max_costs=1)
+
+
+def test_job_cost_counts_launch_to_end_at_the_machine_size() -> None:
+    job = tasks.sleep.submit(0.3)
+    job.result(timeout=30)
+    c = job.cost()
+    (a,) = c.attempts
+    info = job.info().attempts[0]
+    assert (a.cpus, a.memory_mb) == (info.cpus, info.memory_mb) == (1, 256)
+    assert a.machine_seconds == pytest.approx(info.ended_at - info.launched_at)  # type: ignore[operator]
+    assert a.task_seconds >= 0.3 and a.machine_seconds >= a.task_seconds
+    assert a.usd == pytest.approx(a.machine_seconds * tasks.app.prices.per_second(1, 256))
+    assert c.efficiency is not None and c.efficiency >= 1.0
+    big = tasks.add.options(cpus=2, memory_mb=1024).submit(1, 1)
+    big.result(timeout=30)
+    (b,) = big.cost().attempts
+    assert (b.cpus, b.memory_mb) == (2, 1024)
+    assert b.usd == pytest.approx(b.machine_seconds * tasks.app.prices.per_second(2, 1024))
+
+
+def test_max_cost_stops_the_job_with_reason_cost_cap_and_no_retry() -> None:
+    job = tasks.costly.options(retries=2).submit(20)
+    began = time.monotonic()
+    with pytest.raises(JobFailed) as err:
+        job.result(timeout=30)
+    assert err.value.reason == "cost_cap"
+    assert "max_cost" in str(err.value)
+    assert time.monotonic() - began < 15  # far sooner than the task's 20 s
+    info = job.info()
+    assert len(info.attempts) == 1 and info.attempts[0].reason == "cost_cap"
+    cap = 0.0000005
+    assert job.cost().usd <= cap * 1.5  # the cap, plus the time to stop and record
+
+
+def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
+    jobs = [tasks.add.submit(i, i) for i in range(3)] + [tasks.solo_chatty.submit(1)]
+    for j in jobs:
+        j.result(timeout=30)
+    rep = tasks.app.costs()
+    assert rep.by_task["tests.tasks:add"].jobs == 3
+    assert rep.by_pool["logsolo"].jobs == 1
+    assert rep.total.jobs == 4
+    assert rep.total.usd == pytest.approx(sum(j.cost().usd for j in jobs), rel=0.05)
+    eff = rep.total.efficiency
+    assert eff is not None and eff >= 1.0
+    # The logsolo machine idles (idle timeout 3 s) and gives its slot back: its idle time is
+    # the pool's, not the job's.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rep = tasks.app.costs()
+        if rep.idle_seconds.get("logsolo", 0) > 2.0:
+            break
+        time.sleep(0.2)
+    assert rep.idle_seconds["logsolo"] > 2.0
+    assert rep.idle_usd["logsolo"] == pytest.approx(
+        rep.idle_seconds["logsolo"] * tasks.app.prices.per_second(1, 256)
+    )
+    assert rep.usd > rep.total.usd
+
+
+def test_a_task_that_ignores_its_cost_cap_has_its_machine_killed() -> None:
+    job = tasks.ignore_timeout.options(timeout=60, max_cost=0.0000005).submit(60)
+    with pytest.raises(JobFailed) as err:
+        job.result(timeout=40)
+    assert err.value.reason == "cost_cap"
+    assert "ignored its max_cost" in err.value.error_message
