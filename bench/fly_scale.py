@@ -133,9 +133,14 @@ def submitter(argv: list[str]) -> int:
 
 def run(url: str, state: Any, args: argparse.Namespace, mode: str, pool: str) -> dict[str, Any]:
     from _fly import emulator
+    from redis import Redis
 
     from balloons.fly.emulator import Faults
 
+    # Each run starts from an empty Redis: the emulator's machine ids follow its seed, so the
+    # slots a previous run left behind would name this run's machines.
+    with Redis.from_url(url) as r:
+        r.flushall()
     with emulator(url, faults=Faults(seed=1, rate_limit=mode != "open")) as emu:
         emu.reset_stats()
         extra = ["--tracemalloc"] if args.tracemalloc else []
