@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from balloons.launcher import Launch, Launcher
@@ -48,3 +49,24 @@ def test_a_failing_launch_does_not_stop_the_next_ones() -> None:
     launcher.put(_launch(3))  # a new thread starts for later launches
     assert launcher.drain(timeout=10)
     assert seen == ["u0", "u2", "u3"]
+
+
+def test_a_forked_child_leaves_pending_launches_to_its_parent() -> None:
+    gate = threading.Event()
+    seen: list[str] = []
+
+    def launch(item: Launch) -> None:
+        gate.wait(10)
+        seen.append(item[1])
+
+    launcher = Launcher(launch)
+    launcher.put(_launch(0))
+    pid = os.fork()
+    if pid == 0:  # the child: nothing pending here, and exiting must not wait on the parent's
+        os._exit(0 if launcher.drain(timeout=5) and not launcher.busy() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert launcher.busy()
+    gate.set()
+    assert launcher.drain(timeout=10)
+    assert seen == ["u0"]

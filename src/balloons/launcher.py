@@ -5,12 +5,13 @@ otherwise hold the submitting thread a second per new machine, while the machine
 run out of queued work. An app hands such launches (and every launch while some are pending,
 so that they keep their order) to its :class:`Launcher`: the submit returns at once, the
 launcher's thread waits for the limiter. Pending launches are made before the interpreter
-exits and when the app is closed.
+exits and when the app is closed; a forked child leaves them to its parent.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import weakref
 from collections import deque
@@ -77,3 +78,17 @@ _LIVE: weakref.WeakSet[Launcher] = weakref.WeakSet()
 def _drain_all() -> None:
     for launcher in list(_LIVE):
         launcher.drain()
+
+
+def _forget_in_child() -> None:
+    """A forked child has no launcher thread: the parent's pending launches are the parent's,
+    and its locks may have been held at the fork."""
+    for launcher in list(_LIVE):
+        launcher._lock = threading.Lock()
+        launcher._done = threading.Condition(launcher._lock)
+        launcher._pending.clear()
+        launcher._thread = None
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
