@@ -12,3 +12,10 @@ app = balloons.App()
 @app.task
 def noop() -> None:
     return None
+
+
+@app.task
+def sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)

@@ -1,10 +1,13 @@
 """Submit throughput: jobs/s of ``task.submit()`` against RQ's ``Queue.enqueue``.
 
 balloons runs with a backend whose ``launch`` returns at once, so only the submit path is
-measured: serialize the arguments, sign, store the record (one pipelined round trip: the pool
-set and the submit script), the launch call, and the record of the launch. RQ enqueues the
-same no-op on the same Valkey server (nothing consumes its queue). Both run in this process,
-one at a time, in alternating batches so that machine noise hits them alike.
+measured: serialize the arguments, sign, store and place the job (one round trip: the pool set
+and the SUBMIT script), and the launch call when the job got a slot. Two balloons paths, each
+in a pool of its own: ``launch`` (a cap no run reaches, so every submit takes a new slot and
+calls the backend) and ``queued`` (a cap of 1, taken by the first submit, so every later job
+goes to the pool's queue and nothing is launched). RQ enqueues the same no-op on the same
+Valkey server (nothing consumes its queue). All run in this process, one at a time, in
+alternating batches so that machine noise hits them alike.
 
     .venv/bin/python bench/submit_throughput.py [--n 5000] [--batch 500] [--profile]
 
@@ -33,10 +36,21 @@ import balloons
 Batch = Callable[[int], float]
 
 
-def balloons_batch(url: str, state_dir: Path) -> tuple[Batch, Callable[[], None]]:
+# The two places a submit can put a job when no machine is idle: a new slot (its machine is
+# launched: here a backend call that returns at once) while the pool is under its cap, or the
+# queue once the cap is reached (no launch; a warm machine takes it later).
+PATHS = {
+    "launch": ("bench-launch", 1_000_000_000, "STARTING"),  # a cap no run reaches
+    "queued": ("bench-queued", 1, "QUEUED"),  # the first submit takes the one slot
+}
+
+
+def balloons_batch(url: str, state_dir: Path, path: str) -> tuple[Batch, Callable[[], None]]:
+    pool, cap, expect = PATHS[path]
     backend = ManualBackend(keep_specs=False)
     app = balloons.App(redis_url=url, secret=SECRET, backend=backend, state_dir=state_dir)
-    task = app.task(timeout=60)(_balloons_tasks.noop.fn)
+    app.pool(pool, max_machines=cap)
+    task = app.task(timeout=60, pool=pool)(_balloons_tasks.noop.fn)
 
     def batch(k: int) -> float:
         submit = task.submit
@@ -46,8 +60,9 @@ def balloons_batch(url: str, state_dir: Path) -> tuple[Batch, Callable[[], None]
         return time.perf_counter() - t0
 
     def check() -> None:
+        task.submit()  # with a cap of 1, this one takes the slot
         job = task.submit()
-        assert job.status() is balloons.JobStatus.STARTING, job.status()
+        assert job.status().value == expect, (path, job.status())
 
     return batch, check
 
@@ -85,17 +100,21 @@ def profile(label: str, batch: Batch, k: int, top: int = 25) -> None:
 
 
 def breakdown(url: str, state_dir: Path, k: int) -> None:
-    """Wall time of each step of one submit, mirroring ``App._submit`` (private API: keep in
-    step with src/balloons/app.py), with a bare round trip (PING) for scale."""
+    """Wall time of each step of one submit (new-slot path), mirroring ``App._submit``
+    (private API: keep in step with src/balloons/app.py), with a bare round trip (PING) for
+    scale."""
     app = balloons.App(
         redis_url=url, secret=SECRET, backend=ManualBackend(keep_specs=False), state_dir=state_dir
     )
-    task = app.task(timeout=60)(_balloons_tasks.noop.fn)
+    pool, cap, _ = PATHS["launch"]
+    app.pool(pool, max_machines=cap)
+    task = app.task(timeout=60, pool=pool)(_balloons_tasks.noop.fn)
     store, opts = app.store, task.opts
     steps = [
-        "_submit_args (json, ulid, hmac, request)",
+        "_submit_args (json, ulid, hmac, SubmitRequest)",
         "store.submit (1 round trip: SADD + EVALSHA SUBMIT)",
-        "_after_submit + launch_slot (returns at once)",
+        "_after_submit (reply, Job)",
+        "launch_slot (_spec + backend.launch, returns at once)",
         "for scale: redis-py PING round trip",
     ]
     times: dict[str, list[float]] = {step: [] for step in steps}
@@ -105,16 +124,17 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
         t.append(time.perf_counter())
         reply = store.submit(jk, req)
         t.append(time.perf_counter())
-        _, launch = app._after_submit(jk, opts, reply)
-        if launch is not None:
-            app.launch_slot(*launch)
+        _job, launch = app._after_submit(jk, opts, reply)
+        t.append(time.perf_counter())
+        assert launch is not None
+        app.launch_slot(*launch)
         t.append(time.perf_counter())
         store.redis.ping()
         t.append(time.perf_counter())
         for step, a, b in zip(steps, t[:-1], t[1:], strict=True):
             times[step].append(b - a)
     total = sum(statistics.median(v) for v in list(times.values())[:-1])
-    print(f"\n## wall-clock breakdown of one balloons submit (median of {k})\n")
+    print(f"\n## wall-clock breakdown of one balloons submit, new-slot path (median of {k})\n")
     print(
         table(
             ["step", "median us", "share"],
@@ -174,7 +194,10 @@ def main() -> int:
     print(header("submit throughput: storing a no-op job (nothing launched)"))
     print(f"rq {rq.__version__}; n={args.n} per system in batches of {args.batch}\n")
     with valkey_server() as url, temp_state_dir() as state:
-        systems = {"balloons submit": balloons_batch(url, state), "rq enqueue": rq_batch(url)}
+        systems = {
+            **{f"balloons submit ({path})": balloons_batch(url, state, path) for path in PATHS},
+            "rq enqueue": rq_batch(url),
+        }
         for batch, check in systems.values():
             check()
             batch(args.warmup)
@@ -213,9 +236,10 @@ def main() -> int:
             rows,
         )
     )
-    ratio = rate["balloons submit"] / rate["rq enqueue"]
-    verdict = "OK" if ratio >= 2 else "below target"
-    print(f"\nballoons submit / rq enqueue: {ratio:.2f}x  (target >= 2.00x: {verdict})")
+    for path in PATHS:
+        ratio = rate[f"balloons submit ({path})"] / rate["rq enqueue"]
+        verdict = "OK" if ratio >= 2 else "below target"
+        print(f"balloons submit ({path}) / rq enqueue: {ratio:.2f}x  (target >= 2.00x: {verdict})")
     return 0
 
 

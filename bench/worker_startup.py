@@ -157,14 +157,16 @@ class JobMaker:
         self.url = url
         self.backend = ManualBackend()
         self.app = balloons.App(redis_url=url, secret=SECRET, backend=self.backend, state_dir=state)
-        # The machine leaves as soon as its job is done, as a one-job machine would (a pool's
-        # default idle timeout would keep it waiting 10 s for more work).
-        self.app.pool("default", idle_timeout=0)
-        self.task = self.app.task(timeout=60)(_balloons_tasks.noop.fn)
+        # One job per machine (no idle timeout: the worker gives its slot back and exits
+        # after its job), and a cap no run reaches, so every submit takes a new slot.
+        self.app.pool("startup", max_machines=1_000_000, idle_timeout=0)
+        self.task = self.app.task(timeout=60, pool="startup")(_balloons_tasks.noop.fn)
 
     def prepare(self, tree: Tree) -> tuple[balloons.Job[None], dict[str, str]]:
         job = self.task.submit()
         spec = self.backend.specs[-1]
+        if spec.job_id != job.id:
+            raise RuntimeError(f"job {job.id} was not given a machine of its own: {spec.job_id}")
         env = tree.env(
             **spec.env,
             BALLOONS_REDIS_URL=self.url,

@@ -290,3 +290,34 @@ def test_busy_machine_survives_a_flushed_script_cache(r: redis.Redis) -> None:
     ran_first, ran_second = first.info().attempts[-1], second.info().attempts[-1]
     assert ran_second.warm
     assert ran_second.machine_id == ran_first.machine_id
+
+
+def test_a_job_sent_back_to_the_queue_is_run_by_its_former_slots_machine(
+    held, redis_url, secret, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    # What a launch that has to wait for a rate limit does (UNPIN): the job goes back to the
+    # queue; the slot stays, jobless, as FRESH-0; its machine, once up, takes the job.
+    from balloons.ids import ulid as new_ulid
+
+    app, backend = held
+    app.pool("default", idle_timeout=0)
+    marker = tmp_path / "ran"
+    job = bound(app, tasks.touch).submit(str(marker))
+    (spec,) = backend.specs
+    pk = app.store.keys(job.id).pool
+    slot, ulid, fresh = spec.metadata["balloons_slot"], job.id.rpartition(".")[2], new_ulid()
+    assert app.store.unpin(pk, slot, ulid, fresh)
+    assert job.status() is JobStatus.QUEUED
+    assert not app.store.unpin(pk, slot, ulid, new_ulid())  # nothing left to send back
+    assert not app.store.booting(pk, slot)  # the old name is gone
+    stats = app.store.pool_stats("default")
+    assert (stats["machines"], stats["starting"], stats["queued"]) == (1, 1, 1)
+    assert app.store.booting(pk, f"{fresh}-0")
+    assert app.launch_slot("default", fresh, 0, 1, 256, 60.0)
+    floor_spec = backend.specs[-1]
+    assert floor_spec.env == {"BALLOONS_JOB": f"default.{fresh}/0"} and floor_spec.job_id == ""
+    out = run_worker(floor_spec.env, redis_url, secret)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert job.result(timeout=5) == str(marker)
+    assert job.info().attempts[0].warm
+    assert app.store.pool_stats("default")["machines"] == 0  # the machine gave its slot back

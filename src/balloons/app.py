@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from .backends.base import Backend
     from .cost import CostReport, PriceTable
+    from .launcher import Launch, Launcher
     from .status import JobInfo, MachineSpec
     from .store import Store, SubmitRequest
     from .supervisor import Supervisor
@@ -91,6 +92,7 @@ class App:
         self._checker: Supervisor | None = None
         self._prices_path = prices
         self._prices: PriceTable | None = None
+        self._launcher: Launcher | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -401,6 +403,9 @@ class App:
             raise SerializationError(f"cannot decode the result of job {job_id}: {exc}") from exc
 
     def close(self) -> None:
+        """Make the launches still waiting for a rate limit, then close the connections."""
+        if self._launcher is not None:
+            self._launcher.drain()
         if self._store is not None:
             self._store.close()
 
@@ -539,6 +544,39 @@ class App:
             )
         return True
 
+    def _launch(self, launch: Launch) -> None:
+        """Launch a granted slot's machine now, or, when the backend would make this caller
+        wait for a rate limit (``launch_delay``) or launches already wait, from the app's
+        launcher thread (in order). A job whose machine has to wait goes back to the queue
+        (``UNPIN``): the pool's first free machine takes it, and the slot's machine, launched
+        with no job of its own, joins the pool."""
+        launcher = self._launcher
+        if (launcher is None or not launcher.busy()) and _launch_delay(self) <= 0:
+            self.launch_slot(*launch)
+            return
+        pool, ulid_, attempt, cpus, memory_mb, _timeout = launch
+        fresh = ulid()
+        pk = PoolKeys(self.settings.namespace, pool)
+        if attempt and self.store.unpin(pk, f"{ulid_}-{attempt}", ulid_, fresh):
+            launch = (pool, fresh, 0, cpus, memory_mb, DEFAULT_TIMEOUT)
+        if launcher is None:
+            from .launcher import Launcher
+
+            launcher = self._launcher = Launcher(self._launch_later)
+        launcher.put(launch)
+
+    def _launch_later(self, launch: Launch) -> None:
+        """The launcher's step: wait out the rate limit, renew the slot's boot lease (it may
+        have waited a while), then launch, unless the slot was reclaimed, claimed or given back
+        meanwhile (a jobless slot when nothing is queued any more)."""
+        pool, ulid_, attempt = launch[:3]
+        delay = _launch_delay(self)
+        while delay > 0:
+            time.sleep(delay)
+            delay = _launch_delay(self)
+        if self.store.booting(PoolKeys(self.settings.namespace, pool), f"{ulid_}-{attempt}"):
+            self.launch_slot(*launch)
+
     def _submit_args(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[JobKeys, SubmitRequest]:
@@ -597,7 +635,7 @@ class App:
         job, launch = self._after_submit(jk, opts, reply)
         _submitted(job, task.name, reply, req.created)
         if launch is not None:
-            self.launch_slot(*launch)
+            self._launch(launch)
         return job
 
     async def _submit_async(
@@ -678,6 +716,15 @@ def _due(delay: Any, at: Any, now: float) -> float | None:
         ts = at.timestamp()
         return ts if ts > now else None
     return None
+
+
+def _launch_delay(app: App) -> float:
+    """Seconds the backend's next launch would wait for a rate limit (an optional method)."""
+    try:
+        delay = getattr(app.backend, "launch_delay", None)
+        return float(delay()) if delay is not None else 0.0
+    except Exception:  # a backend that cannot even be set up: launch_slot records why
+        return 0.0
 
 
 def _text(value: Any) -> str:

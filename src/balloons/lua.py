@@ -449,6 +449,45 @@ end
 return out
 """)
 
+# The launch of a new slot's machine has to wait (a rate limit): the job no longer waits for
+# that one machine but goes back to the queue (its place in line is kept), where whichever
+# machine of the pool is free first takes it. The slot stays, with no job, under a fresh name
+# (ID-0, as a warm-floor machine's), so that the job may be given a slot again; its machine
+# takes queued work when it boots. ARGV: tag, now, slot, ulid, fresh id
+# Returns 1, or 0 when the job or the slot has moved on (the launch then stays as it was).
+UNPIN = _script("""
+local slot, u, fresh = ARGV[3], ARGV[4], ARGV[5]..'-0'
+local info = slot_get(slot)
+local lease = redis.call('ZSCORE', SLOTS, slot)
+if not info or not lease or info.job ~= u or info.state ~= 'starting' then return 0 end
+local st = redis.call('HMGET', jk(u), 'status', 'slot')
+if st[1] ~= 'STARTING' or st[2] ~= slot then return 0 end
+slot_drop(slot)
+info.job, info.attempt = '', 0
+redis.call('ZADD', SLOTS, lease, fresh)
+slot_put(fresh, info)
+enqueue(u)
+return 1
+""")
+
+# The client is about to launch the machine of a slot it was granted a while ago (the launch
+# waited for a rate limit): renew the slot's boot lease while the slot still waits for that
+# machine. A slot with no job (see UNPIN) is given back instead when nothing is queued any
+# more: its machine would find no work. ARGV: tag, now, slot
+# Returns 1 (launch it), or 0 when the slot is gone, claimed, or given back.
+BOOTING = _script("""
+local slot = ARGV[3]
+if not redis.call('ZSCORE', SLOTS, slot) then return 0 end
+local info = slot_get(slot)
+if not info or info.state ~= 'starting' then return 0 end
+if (info.job or '') == '' and redis.call('ZCARD', QUEUE) == 0 then
+  slot_drop(slot)
+  return 0
+end
+redis.call('ZADD', SLOTS, 'XX', NOW + cfg('boot', 60), slot)
+return 1
+""")
+
 # Adds a note (what the backend did to launch it) to an attempt record, keeping its fields.
 # ARGV: tag, now, ulid, attempt, note
 NOTE = _script("""

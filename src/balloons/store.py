@@ -290,6 +290,17 @@ class Store:
             )
         )
 
+    def unpin(self, pk: PoolKeys, slot: str, ulid: str, fresh: str) -> bool:
+        """Queue the job of a slot whose launch has to wait; the slot, now jobless, is renamed
+        ``FRESH-0``. False when the job or the slot has moved on."""
+        return int(self.eval(lua.UNPIN, pk, slot, ulid, fresh)) == 1
+
+    def booting(self, pk: PoolKeys, slot: str) -> bool:
+        """Renew the boot lease of a slot whose machine is about to be launched; False when
+        the slot is gone or already claimed, or was given back because it has no job and
+        nothing is queued (nothing to launch)."""
+        return int(self.eval(lua.BOOTING, pk, slot)) == 1
+
     def cancel(self, jk: JobKeys) -> tuple[str | None, str, str]:
         """Mark a job cancelled. Returns (previous status or None if it had ended, slot,
         machine)."""

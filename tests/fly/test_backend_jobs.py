@@ -171,7 +171,8 @@ def test_async_submit_and_result(rig: FlyRig) -> None:
 
 def test_many_concurrent_jobs_within_flys_rate_limits(make_rig: Any) -> None:
     # The emulator enforces Fly's limits (429 past 1 create/s, bursts of 3): the client's
-    # limiter spaces the creates so that none is refused, so each job costs one call.
+    # limiter spaces the creates so that none is refused, so each create is one machine. A job
+    # whose create has to wait goes to the queue, where a machine already up may take it.
     rig = make_rig(faults=Faults(rate_limit=True))
     app = rig.app()
     add = on(app, tasks.add)
@@ -189,7 +190,10 @@ def test_many_concurrent_jobs_within_flys_rate_limits(make_rig: Any) -> None:
     for t in threads:
         t.join(timeout=60)
     assert sorted(j.result(timeout=30) for j in jobs) == [1, 2, 3, 4, 5, 6]
-    assert rig.stats()["calls"] == {CREATE: 6}
+    app.close()  # makes the creates still waiting for the limiter
+    calls = rig.stats()["calls"]
+    assert list(calls) == [CREATE]
+    assert 2 <= calls[CREATE] == len(rig.emulator.machines) <= 6
     rig.wait_all_destroyed()
 
 
@@ -255,4 +259,48 @@ def test_no_job_is_stranded_when_submits_race_idle_fly_machines(rig: FlyRig) -> 
     assert sorted(results) == sorted(k * 100 + i for k in range(3) for i in range(15))
     slots = [m["config"]["metadata"]["balloons_slot"] for m in rig.machines(include_deleted="true")]
     assert len(slots) == len(set(slots))  # one machine per slot, never a duplicate create
+    rig.wait_all_destroyed()
+
+
+def test_a_submit_loop_never_waits_for_the_create_rate_limit(make_rig: Any) -> None:
+    # Under Fly's limits (1 create/s, bursts of 3; the client keeps one spare) the third
+    # machine's create has to wait: it is made from the app's launcher thread, so the loop
+    # goes on, and its job waits in the queue for the first free machine.
+    from balloons.fly.ratelimit import RateLimiter
+
+    sleepers: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        sleepers.append(threading.current_thread().name)
+        time.sleep(seconds)
+
+    rig = make_rig(faults=Faults(rate_limit=True))
+    app = rig.app(backend=rig.backend(limiter=RateLimiter(sleep=sleep)))
+    add = on(app, tasks.add)
+    jobs = [add.submit(i, 1) for i in range(5)]
+    assert [j.status() for j in jobs[2:]] == [JobStatus.QUEUED] * 3 or all(
+        j.info().attempts[0].warm for j in jobs[2:] if j.status() is not JobStatus.QUEUED
+    )
+    assert [j.result(timeout=60) for j in jobs] == [1, 2, 3, 4, 5]
+    assert all(j.info().attempts[-1].slot for j in jobs)
+    app.close()
+    assert set(sleepers) <= {"balloons-launcher"}
+    calls = rig.stats()["calls"]
+    assert list(calls) == [CREATE]
+    assert 2 <= calls[CREATE] == len(rig.emulator.machines) <= 5
+    rig.wait_all_destroyed()
+
+
+def test_closing_the_app_makes_the_launches_still_waiting(make_rig: Any) -> None:
+    rig = make_rig(faults=Faults(rate_limit=True))
+    app = rig.app()
+    sleep = on(app, tasks.sleep)
+    # Jobs long enough that the queue still holds work when each waiting create is made.
+    seconds = [3.0, 3.1, 3.2, 3.3]
+    jobs = [sleep.submit(s) for s in seconds]
+    app.close()  # returns once every launch waiting for the limiter was made or given back
+    calls = rig.stats()["calls"]
+    assert list(calls) == [CREATE]
+    assert calls[CREATE] == len(rig.emulator.machines) == 4
+    assert [j.result(timeout=60) for j in jobs] == seconds
     rig.wait_all_destroyed()

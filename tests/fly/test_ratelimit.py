@@ -122,3 +122,19 @@ def test_idle_buckets_are_pruned() -> None:
     clock.now += 60
     limiter.reserve("get", "new")
     assert len(limiter._buckets) < 200
+
+
+def test_delay_tells_the_wait_without_taking_a_token() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, headroom=0.0, spare=0.0)
+    assert limiter.delay("create", "app") == 0.0  # no bucket yet: a full burst
+    for _ in range(3):
+        assert limiter.delay("create", "app") == 0.0
+        limiter.reserve("create", "app")
+    assert limiter.delay("create", "app") == pytest.approx(1.0)
+    assert limiter.delay("create", "app") == pytest.approx(1.0)  # asking took nothing
+    clock.now += 0.25
+    assert limiter.delay("create", "app") == pytest.approx(0.75)
+    assert limiter.reserve("create", "app") == pytest.approx(0.75)  # the same answer
+    assert limiter.delay("create", "app") == pytest.approx(1.75)
+    assert limiter.delay("get", "app") == 0.0  # other buckets are their own

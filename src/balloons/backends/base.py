@@ -14,6 +14,9 @@ several in a row) and then exits. A backend must:
 * ``list(**metadata)``: the machines balloons launched, filtered by metadata
   (``job``, ``pool``, ``attempt``, ``slot``).
 
+Optionally, ``launch_delay()``: the seconds the next ``launch`` would wait for a rate limit
+(``FlyBackend``); the app then launches from a thread of its own rather than hold its caller.
+
 A machine that dies without a word is noticed when its slot's lease lapses (the supervisor,
 or a client waiting on the job), which then asks ``inspect`` (or, for a machine that never
 claimed its job, ``list(slot=...)``) why.

@@ -136,6 +136,11 @@ class FlyBackend:
             raise BackendError("FlyBackend is not bound to an app: use App(backend=...)")
         return self._client
 
+    def launch_delay(self) -> float:
+        """Seconds the next create would wait for this client's rate limiter (0: none). The
+        app launches from a thread of its own rather than hold a submitting caller that long."""
+        return self.client.limiter.delay("create", self.settings.app)
+
     def launch(self, spec: MachineSpec) -> MachineInfo:
         """Create the attempt's machine (one request when all goes well)."""
         log = _LaunchLog()

@@ -65,6 +65,11 @@ class _Bucket:
         self.tokens -= 1.0
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def wait(self, now: float) -> float:
+        """What :meth:`reserve` would return now, leaving the bucket as it is."""
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
 
 class RateLimiter:
     """Token buckets per (action, identifier); thread-safe, usable from asyncio too.
@@ -116,6 +121,13 @@ class RateLimiter:
                 burst = max(1.0, limit.burst - self.spare)
                 bucket = self._buckets[(action, scope)] = _Bucket(rate, burst, now)
             return bucket.reserve(now)
+
+    def delay(self, action: str, scope: str) -> float:
+        """The seconds a reservation for ``action`` on ``scope`` would wait now, without
+        taking a token (0: it would go at once)."""
+        with self._lock:
+            bucket = self._buckets.get((action, scope))
+            return 0.0 if bucket is None else bucket.wait(self._clock())
 
     def acquire(self, action: str, scope: str) -> float:
         """Block the calling thread until ``action`` on ``scope`` may be sent; the wait."""

@@ -1,0 +1,94 @@
+"""Launches that would wait for a backend's rate limit, made from a thread of their own.
+
+A pool that grows under Fly's create limit (about one machine per second per app) would
+otherwise hold the submitting thread a second per new machine, while the machines already up
+run out of queued work. An app hands such launches (and every launch while some are pending,
+so that they keep their order) to its :class:`Launcher`: the submit returns at once, the
+launcher's thread waits for the limiter. Pending launches are made before the interpreter
+exits and when the app is closed; a forked child leaves them to its parent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: What a launch needs: pool, ulid, attempt, cpus, memory_mb, timeout (``App.launch_slot``).
+Launch = tuple[str, str, int, int, int, float]
+
+
+class Launcher:
+    """Runs ``launch`` for each queued launch, in order, on a daemon thread that exists only
+    while launches are pending."""
+
+    def __init__(self, launch: Callable[[Launch], None]) -> None:
+        self._launch = launch
+        self._pending: deque[Launch] = deque()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        """Whether launches are pending (a new one must queue behind them)."""
+        with self._lock:
+            return self._thread is not None
+
+    def put(self, launch: Launch) -> None:
+        with self._lock:
+            self._pending.append(launch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="balloons-launcher", daemon=True
+                )
+                self._thread.start()
+                _LIVE.add(self)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every pending launch was made; False if ``timeout`` ran out first."""
+        with self._lock:
+            return self._done.wait_for(lambda: self._thread is None, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    self._done.notify_all()
+                    return
+                launch = self._pending.popleft()
+            try:
+                self._launch(launch)
+            except Exception as exc:  # a failed launch is recorded by the app; never stop here
+                import logging
+
+                logging.getLogger("balloons").error("launch of %s.%s failed: %s", *launch[:2], exc)
+
+
+_LIVE: weakref.WeakSet[Launcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_all() -> None:
+    for launcher in list(_LIVE):
+        launcher.drain()
+
+
+def _forget_in_child() -> None:
+    """A forked child has no launcher thread: the parent's pending launches are the parent's,
+    and its locks may have been held at the fork."""
+    for launcher in list(_LIVE):
+        launcher._lock = threading.Lock()
+        launcher._done = threading.Condition(launcher._lock)
+        launcher._pending.clear()
+        launcher._thread = None
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
