@@ -195,6 +195,9 @@ def test_pools_page_counts_jobs_by_status(dashboard: Dashboard) -> None:
             row = re.search(rf'<tr data-pool="{pool}">(.*?)</tr>', html, re.S)
             assert row, pool
             assert f'pool={pool}&amp;status=SUCCEEDED">1<' in row.group(1)
+            # The pool's cap and its machines and queue, from its slot table.
+            assert '<td class="num" data-cap>10</td>' in row.group(1)
+            assert '<td class="num" data-queued>0</td>' in row.group(1)
 
 
 def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis) -> None:

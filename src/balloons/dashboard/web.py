@@ -313,7 +313,10 @@ def create_app(app: App, *, token: str | None) -> Starlette:
 
     # ------------------------------------------------------------------- pools
     def pools_table(request: Request) -> str:
-        return fragment(request, "pools_table.html", pools=pool_summaries(store))
+        found = pool_summaries(store)
+        # The slot table of each pool: its cap and machines by state, its queue.
+        slots = {p.name: store.pool_stats(p.name) for p in found}
+        return fragment(request, "pools_table.html", pools=found, slots=slots)
 
     async def pools(request: Request) -> Response:
         table = await run_in_threadpool(pools_table, request)
