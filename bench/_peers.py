@@ -15,6 +15,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ run_worker(_arq_tasks.WorkerSettings)
 """
 
 
-class Peer:
+class Peer(ABC):
     label = "?"
 
     def __init__(self) -> None:
@@ -66,14 +69,24 @@ class Peer:
         self.procs.append(proc)
         return proc
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> None: ...
 
-    def one(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def one(self) -> None: ...
 
-    def batch(self, n: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def batch(self, n: int) -> None: ...
+
+    def timed(self) -> Callable[[int], float]:
+        """``batch`` as a function of ``n`` returning its wall time in seconds."""
+
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            self.batch(n)
+            return time.perf_counter() - t0
+
+        return run
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -121,7 +121,7 @@ def main() -> int:
 
         systems: dict[str, Callable[[int], float]] = {bal.label: bal.batch}
         for peer in peers:
-            systems[peer.label] = _timed(peer)
+            systems[peer.label] = peer.timed()
         samples: dict[str, list[float]] = {label: [] for label in systems}
         for _ in range(args.rounds):
             for label, run in systems.items():
@@ -174,14 +174,6 @@ def main() -> int:
             print(f"balloons makespan / {label}: {med[bal.label] / med[label]:.2f}x")
     return 0
 
-
-def _timed(peer: Peer) -> Callable[[int], float]:
-    def run(n: int) -> float:
-        t0 = time.perf_counter()
-        peer.batch(n)
-        return time.perf_counter() - t0
-
-    return run
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def main() -> int:
             system.machines.clear(), system.submit_s.clear()
         systems: dict[str, Callable[[int], float]] = {s.label: s.batch for s in ours}
         for peer in peers:
-            systems[peer.label] = _timed(peer)
+            systems[peer.label] = peer.timed()
         samples: dict[str, list[float]] = {label: [] for label in systems}
         for _ in range(args.rounds):
             for label, run in systems.items():
@@ -178,14 +178,6 @@ def main() -> int:
         print(f"{s.label} / best peer: {ratio:.2f}x  (target >= 1.00x: {verdict})")
     return 0
 
-
-def _timed(peer: Peer) -> Callable[[int], float]:
-    def run(n: int) -> float:
-        t0 = time.perf_counter()
-        peer.batch(n)
-        return time.perf_counter() - t0
-
-    return run
 
 
 if __name__ == "__main__":

@@ -388,7 +388,7 @@ class App:
         )
         job, launch = self._after_submit(new, opts, self.store.submit(new, req))
         if launch is not None:
-            self.launch_slot(*launch)
+            self._launch(launch)
         return job
 
     def decode_result(self, job_id: str, data: bytes, payload: bytes) -> Any:
@@ -648,7 +648,7 @@ class App:
         if launch is not None:
             import asyncio
 
-            await asyncio.to_thread(self.launch_slot, *launch)
+            await asyncio.to_thread(self._launch, launch)
         return job
 
     def cancel(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
