@@ -158,15 +158,22 @@ def test_async_submit_and_result(rig: FlyRig) -> None:
     app = rig.app()
     add = on(app, tasks.add)
 
+    ids: list[str] = []
+
     async def main() -> list[int]:
         jobs = [await add.submit_async(i, i) for i in range(3)]
+        ids.extend(j.id for j in jobs)
         try:
             return list(await asyncio.gather(*(j.result_async(timeout=30) for j in jobs)))
         finally:
             await app.store.aredis.aclose()
 
     assert asyncio.run(main()) == [0, 2, 4]
-    assert rig.stats()["calls"] == {CREATE: 3}
+    # One create per machine: a machine that finished before the next submit takes that job
+    # warm, so a slow run may use fewer machines than jobs, never more creates than machines.
+    machines = {app.job(j).info().machine_id for j in ids}
+    assert None not in machines and 1 <= len(machines) <= 3
+    assert rig.stats()["calls"] == {CREATE: len(machines)}
 
 
 def test_many_concurrent_jobs_within_flys_rate_limits(make_rig: Any) -> None:
