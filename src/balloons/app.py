@@ -93,6 +93,8 @@ class App:
         self._prices_path = prices
         self._prices: PriceTable | None = None
         self._launcher: Launcher | None = None
+        # (id(task), id(options)) -> (task, options, (cpus, memory_mb, main), payload head)
+        self._heads: dict[tuple[int, int], tuple[Any, TaskOptions, tuple[Any, ...], str]] = {}
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -434,10 +436,29 @@ class App:
                     "define it in a module or a script file"
                 )
             main_path = os.path.abspath(main_file)
-        payload = _COMPACT.encode(
+        head = self._payload_head(task, opts, pool, main_path)
+        payload = f'{head},"id":"{job_id}","created":{now!r}}}'.encode()
+        sig = sign(self.secret.encode(), payload, data)
+        return jk, payload, data, sig, now
+
+    def _payload_head(
+        self, task: Task[Any, Any], opts: TaskOptions, pool: Pool, main_path: str | None
+    ) -> str:
+        """The job payload's JSON without its closing brace and the two fields that change
+        with every job (``id``, ``created``): the same for every call of one task with one set
+        of options, so it is encoded once (the submit path is hot)."""
+        key = (id(task), id(opts))
+        hit = self._heads.get(key)
+        if (
+            hit is not None
+            and hit[0] is task
+            and hit[1] is opts
+            and hit[2] == (pool.cpus, pool.memory_mb, main_path)
+        ):
+            return hit[3]
+        head = _COMPACT.encode(
             {
                 "v": 1,
-                "id": job_id,
                 "task": task.name,
                 "main": main_path,
                 "ser": self.serializer.name,
@@ -449,12 +470,13 @@ class App:
                 "backoff_max": opts.retry_backoff_max,
                 "mem_factor": opts.retry_memory_factor,
                 "mem_max": opts.retry_memory_max,
-                "created": now,
                 **self._cost_cap(opts, pool),
             }
-        ).encode()
-        sig = sign(self.secret.encode(), payload, data)
-        return jk, payload, data, sig, now
+        )[:-1]
+        if len(self._heads) >= 256:  # per-call options() make new options objects
+            self._heads.clear()
+        self._heads[key] = (task, opts, (pool.cpus, pool.memory_mb, main_path), head)
+        return head
 
     def _cost_cap(self, opts: TaskOptions, pool: Pool) -> dict[str, float]:
         """The payload fields a worker needs to enforce ``max_cost``: the cap and the price

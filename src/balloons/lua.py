@@ -70,11 +70,11 @@ local function fits(info, u)
   local c, m = need_of(u)
   return (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m
 end
--- How many idle machines could run job u, counting no further than limit + 1 (nil: all).
-local function idle_fit_count(u, limit)
+-- How many idle machines could run a job needing c cpus and m MB, counting no further than
+-- limit + 1 (nil: all).
+local function idle_fit_count(c, m, limit)
   local idle = redis.call('SMEMBERS', IDLE)
   if #idle == 0 or (limit and #idle <= limit) then return #idle end
-  local c, m = need_of(u)
   local n = 0
   for _, s in ipairs(idle) do
     local info = slot_get(s)
@@ -107,27 +107,6 @@ local function take_slot(u, attempt)
   redis.call('HDEL', jk(u), 'due')
   attempt_update(u, attempt, {launched=NOW, slot=slot, cpus=c, mem=m})
   return {slot, u, tostring(attempt), tostring(c), tostring(m)}
-end
--- Place a job that wants a machine: a waiting warm machine, a new slot, or the queue.
-local function route(u, attempt)
-  local q = redis.call('ZCARD', QUEUE)
-  if idle_fit_count(u, q) > q then
-    enqueue(u)
-    return {1, 'warm', ''}
-  end
-  if redis.call('ZCARD', SLOTS) < cfg('cap', 1) and q == 0 then
-    local l = take_slot(u, attempt)
-    return {1, 'launch', l[1], l[2], l[3], l[4], l[5]}
-  end
-  enqueue(u)
-  if redis.call('ZCARD', SLOTS) < cfg('cap', 1) then
-    -- Older jobs wait ahead of this one: launch for the head of the queue instead.
-    local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
-    redis.call('ZREM', QUEUE, head)
-    local l = take_slot(head, redis.call('HGET', jk(head), 'attempt'))
-    return {1, 'launch', l[1], l[2], l[3], l[4], l[5]}
-  end
-  return {1, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
 end
 -- End attempt n of job u: for good (status), or with a retry when retry_delay is not ''.
 -- Returns 1 (ended), 2 (retry scheduled) or a negative guard code.
@@ -197,8 +176,10 @@ def _script(body: str) -> str:
 # Returns {1, 'launch', slot, ulid, attempt, cpus, memory_mb} (the ulid is another job's when
 #         older jobs wait) | {1, 'warm', ''} | {1, 'queued', position} | {1, 'delayed', ''} |
 #         {2, existing ulid} | {0} (id taken)
+# The job is placed before its record is written, so that the record is written once, with
+# its final status: this is the path every job takes, and it is kept to a dozen commands.
 SUBMIT = _script("""
-local u = ARGV[3]
+local u, conf, due = ARGV[3], ARGV[8], ARGV[9]
 local J = jk(u)
 local ttl = tonumber(ARGV[7])
 if ARGV[13] ~= '' then
@@ -208,28 +189,79 @@ if ARGV[13] ~= '' then
   redis.call('SET', ik, u, 'EX', ttl)
 end
 if redis.call('EXISTS', J) == 1 then return {0} end
-local settings = {}
-for name, value in string.gmatch(ARGV[8], '(%S+) (%S+)') do
-  settings[#settings + 1] = name
-  settings[#settings + 1] = value
+-- The pool's settings: the latest submitter's, written only when they changed.
+local cur = redis.call('HMGET', CFG, 'conf', 'cap', 'boot')
+local cap, boot = tonumber(cur[2]) or 1, tonumber(cur[3]) or 60
+if cur[1] ~= conf then
+  local settings = {'conf', conf}
+  for name, value in string.gmatch(conf, '(%S+) (%S+)') do
+    settings[#settings + 1] = name
+    settings[#settings + 1] = value
+    if name == 'cap' then cap = tonumber(value) or cap end
+    if name == 'boot' then boot = tonumber(value) or boot end
+  end
+  redis.call('HSET', CFG, unpack(settings))
 end
-if #settings > 0 then redis.call('HSET', CFG, unpack(settings)) end
 local seq = redis.call('INCR', T..':seq')
 local score = seq - tonumber(ARGV[10]) * 1e12
-redis.call('HSET', J, 'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'status', 'QUEUED',
-  'attempt', 1, 'created', NOW, 'ttl', ttl, 'qscore', score, 'need', ARGV[11]..':'..ARGV[12])
-if ARGV[13] ~= '' then redis.call('HSET', J, 'key', ARGV[13]) end
-redis.call('EXPIRE', J, ttl)
-redis.call('ZADD', T..':jobs', NOW, u)
-if redis.call('ZCARD', T..':jobs') > 1000 then
-  redis.call('ZREMRANGEBYSCORE', T..':jobs', '-inf', NOW - ttl)
+local c, m = tonumber(ARGV[11]), tonumber(ARGV[12])
+local rec = {'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1, 'created', NOW,
+  'ttl', ttl, 'qscore', score, 'need', c..':'..m}
+if ARGV[13] ~= '' then rec[#rec + 1] = 'key'; rec[#rec + 1] = ARGV[13] end
+local function store(status, ...)
+  rec[#rec + 1] = 'status'
+  rec[#rec + 1] = status
+  for _, v in ipairs({...}) do rec[#rec + 1] = v end
+  redis.call('HSET', J, unpack(rec))
+  redis.call('EXPIRE', J, ttl)
 end
-if ARGV[9] ~= '' and tonumber(ARGV[9]) > NOW then
-  redis.call('HSET', J, 'due', ARGV[9])
-  redis.call('ZADD', DELAYED, ARGV[9], u)
+local JOBS = T..':jobs'
+redis.call('ZADD', JOBS, NOW, u)
+if seq % 64 == 0 and redis.call('ZCARD', JOBS) > 1000 then
+  redis.call('ZREMRANGEBYSCORE', JOBS, '-inf', NOW - ttl)
+end
+if due ~= '' and tonumber(due) > NOW then
+  store('QUEUED', 'due', due)
+  redis.call('ZADD', DELAYED, due, u)
   return {1, 'delayed', ''}
 end
-return route(u, 1)
+local q = redis.call('ZCARD', QUEUE)
+local idle = redis.call('SCARD', IDLE)
+local function queue()
+  store('QUEUED')
+  redis.call('ZADD', QUEUE, score, u)
+  if idle > 0 then
+    redis.call('LPUSH', WAKE, u)
+    redis.call('LTRIM', WAKE, 0, 999)
+  end
+end
+if idle > q and idle_fit_count(c, m, q) > q then
+  queue()
+  return {1, 'warm', ''}
+end
+local slots = redis.call('ZCARD', SLOTS)
+if slots < cap and q == 0 then
+  -- A new slot for this job, as take_slot writes it, without reading back what is known here.
+  local slot = u..'-1'
+  local since = ARGV[2]  -- the submitter's clock, as a JSON number
+  store('STARTING', 'slot', slot)
+  redis.call('ZADD', SLOTS, NOW + boot, slot)
+  redis.call('HSET', SLOT, slot, '{"job":"'..u..'","attempt":1,"cpus":'..c..',"mem":'..m..
+    ',"state":"starting","since":'..since..',"machine":""}')
+  redis.call('HSET', ak(u), 1, '{"n":1,"launched":'..since..',"slot":"'..slot..'","cpus":'..c..
+    ',"mem":'..m..'}')
+  redis.call('EXPIRE', ak(u), ttl)
+  return {1, 'launch', slot, u, '1', tostring(c), tostring(m)}
+end
+queue()
+if slots < cap then
+  -- Older jobs wait ahead of this one: launch for the head of the queue instead.
+  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  redis.call('ZREM', QUEUE, head)
+  local l = take_slot(head, redis.call('HGET', jk(head), 'attempt'))
+  return {1, 'launch', l[1], l[2], l[3], l[4], l[5]}
+end
+return {1, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
 """)
 
 # A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine, error
