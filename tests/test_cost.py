@@ -19,18 +19,43 @@ MONTH = 30 * 24 * 3600
 def test_price_table_prices_presets_ram_and_regions() -> None:
     t = PriceTable.load()
     assert t.source == "https://fly.io/docs/about/pricing/" and t.checked
-    assert t.per_second(1, 256) == pytest.approx(2.02 / MONTH)
+    assert t.per_second(1, 256) == pytest.approx(0.0000008465)  # Fly's per-second figure
     # 1 GB on a shared-cpu-1x: the preset plus 0.75 GB of RAM add-on
-    assert t.per_second(1, 1024) == pytest.approx((2.02 + 0.75 * t.ram_usd_per_gb_month) / MONTH)
+    assert t.per_second(1, 1024) == pytest.approx(
+        (2.194128 + 0.75 * t.ram_usd_per_gb_month) / MONTH
+    )
     assert t.preset(3)[0] == "shared-cpu-4x"  # the next larger preset
     perf = PriceTable.load(cpu_kind="performance")
-    assert perf.per_second(2, 4096) == pytest.approx(64.39 / MONTH)
+    assert perf.per_second(2, 4096) == pytest.approx(2 * 0.000012732)
     sjc = PriceTable.load(region="sjc")
-    assert sjc.per_second(1, 256) == pytest.approx(2.02 * 1.15 / MONTH)
+    assert sjc.per_second(1, 256) == pytest.approx(0.0000008465 * 1.192307692)
+    # a region missing from the table is priced as the base regions
+    assert PriceTable.load(region="xyz").per_second(1, 256) == t.per_second(1, 256)
     with pytest.raises(ConfigError, match="no shared preset with 64 CPUs"):
         t.per_second(64, 256)
     with pytest.raises(ConfigError, match="cpu_kind must be"):
         PriceTable.load(cpu_kind="gpu")
+
+
+@pytest.mark.parametrize(
+    ("cpu_kind", "cpus", "memory_mb", "region", "page_usd_per_month"),
+    [
+        ("shared", 1, 256, "iad", "2.19"),
+        ("shared", 1, 512, "iad", "3.69"),
+        ("shared", 1, 1024, "ewr", "6.70"),
+        ("shared", 2, 2048, "iad", "13.39"),
+        ("performance", 1, 2048, "iad", "33.00"),
+        ("performance", 2, 4096, "iad", "66.00"),
+        ("shared", 1, 1024, "fra", "7.73"),
+        ("shared", 1, 1024, "sin", "8.50"),
+    ],
+)
+def test_price_table_gives_the_rows_fly_states(
+    cpu_kind: str, cpus: int, memory_mb: int, region: str, page_usd_per_month: str
+) -> None:
+    """The typed rows of Fly's pricing page, to the cent (``prices.json`` names the page)."""
+    t = PriceTable.load(cpu_kind=cpu_kind, region=region)
+    assert f"{t.per_second(cpus, memory_mb) * MONTH:.2f}" == page_usd_per_month
 
 
 def test_price_table_is_overridable_and_bad_files_are_named(tmp_path: Path) -> None:
@@ -40,13 +65,15 @@ def test_price_table_is_overridable_and_bad_files_are_named(tmp_path: Path) -> N
             {
                 "presets": {"shared-cpu-1x": {"usd_per_month": 5.0}},
                 "ram_usd_per_gb_month": 10,
-                "region_multipliers": {"ams": 2.0},
+                "region_multipliers": {"ams": 2.0, "lhr": {"value": 3.0, "confirmed": False}},
             }
         )
     )
     t = PriceTable.load(str(override), region="ams")
     assert t.per_second(1, 512) == pytest.approx((5.0 + 0.25 * 10) * 2.0 / MONTH)
-    assert t.per_second(2, 512) == pytest.approx(4.04 * 2.0 / MONTH)  # the rest kept
+    assert t.per_second(2, 512) == pytest.approx(4.388256 * 2.0 / MONTH)  # the rest kept
+    lhr = PriceTable.load(str(override), region="lhr")
+    assert lhr.per_second(1, 256) == pytest.approx(5.0 * 3.0 / MONTH)
     app = balloons.App(prices=str(override))
     assert app.prices.per_second(1, 256) == pytest.approx(5.0 / MONTH)
     bad = tmp_path / "bad.json"

@@ -4,8 +4,9 @@ Every attempt is billed from its launch (the slot taken for a new machine, or th
 machine took the job) to its end, at the size of the machine that ran it. A warm machine's idle
 time between jobs (and before it gives its slot back) belongs to its pool, not to a job: the
 ``TAKE`` script adds it to the pool's ``usage`` hash, per size. Figures are estimates at Fly's
-published prices (``prices.json``, which names its source and date), whichever backend ran the
-job; an app can override the table (``App(prices=PATH)``, ``BALLOONS_PRICES``).
+published prices (``prices.json``: the prices of Fly's lowest-priced regions and each region's
+markup, with the source and date), whichever backend ran the job; an app can override the table
+(``App(prices=PATH)``, ``BALLOONS_PRICES``).
 
 The *efficiency* of a set of jobs is billed machine-seconds divided by task-seconds (the time
 their tasks ran): 1.0 would mean no boot, queueing or idle time was paid for.
@@ -62,13 +63,12 @@ class PriceTable:
             data = _merge(data, extra)
         if cpu_kind not in ("shared", "performance"):
             raise ConfigError(f"cpu_kind must be 'shared' or 'performance', got {cpu_kind!r}")
-        ram = data.get("ram_usd_per_gb_month", 0)
         try:
             return cls(
                 presets={str(k): dict(v) for k, v in data["presets"].items()},
-                ram_usd_per_gb_month=float(ram["value"] if isinstance(ram, dict) else ram),
+                ram_usd_per_gb_month=_figure(data.get("ram_usd_per_gb_month", 0)),
                 region_multipliers={
-                    str(k): float(v) for k, v in data.get("region_multipliers", {}).items()
+                    str(k): _figure(v) for k, v in data.get("region_multipliers", {}).items()
                 },
                 seconds_per_month=float(data.get("seconds_per_month", _MONTH)),
                 source=str(data.get("source", "")),
@@ -102,6 +102,11 @@ class PriceTable:
         where = region or self.region or "default"
         mult = self.region_multipliers.get(where, self.region_multipliers.get("default", 1.0))
         return monthly * mult / self.seconds_per_month
+
+
+def _figure(v: Any) -> float:
+    """A number of the table, given bare or as ``{"value": number, "confirmed": ...}``."""
+    return float(v["value"] if isinstance(v, dict) else v)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
