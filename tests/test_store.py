@@ -35,6 +35,21 @@ def test_submit_stores_the_record_and_the_pool(redis_url: str, secret: str, r: r
     app.close()
 
 
+def test_a_pool_is_listed_once_per_period_and_again_when_redis_lost_it(
+    redis_url: str, secret: str, r: redis.Redis
+) -> None:
+    app = _fresh_app(redis_url, secret)
+    r.config_resetstat()
+    for _ in range(20):
+        _submit(app)
+    assert r.info("commandstats")["cmdstat_sadd"]["calls"] == 1  # not one per job
+    assert r.sismember("balloons:pools", "default")
+    r.flushall()  # a Redis that lost its data: the next submit lists the pool again
+    _submit(app)
+    assert r.smembers("balloons:pools") == {b"default"}
+    app.close()
+
+
 def test_submit_survives_a_flushed_script_cache(
     redis_url: str, secret: str, r: redis.Redis
 ) -> None:

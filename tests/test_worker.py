@@ -107,6 +107,45 @@ def test_held_job_runs_when_the_worker_is_started_by_hand(
     assert not marker.exists()
 
 
+def test_the_first_attempt_is_recorded_from_launch_to_end(held, redis_url, secret, r) -> None:  # type: ignore[no-untyped-def]
+    """Submit launches the first machine without writing the attempt's record: the job's
+    record stands for it until the attempt first changes (here: claimed, then ended)."""
+    app, backend = held
+    job = bound(app, tasks.add).options(memory_mb=512).submit(2, 3)
+    attempts_key = job_key(job.id).replace(":job:", ":attempts:")
+    assert not r.exists(attempts_key)
+    (first,) = job.info().attempts
+    created = job.info().created_at
+    assert (first.number, first.launched_at, first.slot) == (1, created, f"{job.id[-26:]}-1")
+    when = pytest.approx(created, abs=1e-3)  # the attempt's JSON keeps 14 digits
+    assert (first.cpus, first.memory_mb, first.outcome, first.machine_id) == (1, 512, None, None)
+    # Priced from the job's record meanwhile: machine-seconds from its launch.
+    assert app.costs(pools=["default"]).by_pool["default"].machine_seconds > 0
+    out = run_worker(backend.specs[0].env, redis_url, secret)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert job.result(timeout=5) == 5
+    (done,) = job.info().attempts
+    assert (done.launched_at, done.slot, done.cpus, done.memory_mb) == (
+        when,
+        first.slot,
+        1,
+        512,
+    )
+    assert done.outcome == "SUCCEEDED" and done.machine_id == "abcdefabcdef01"
+    assert json.loads(r.hget(attempts_key, "1"))["launched"] == when
+
+
+def test_a_first_attempt_cancelled_before_its_machine_reports_keeps_its_launch(held) -> None:  # type: ignore[no-untyped-def]
+    app, _backend = held
+    job = bound(app, tasks.add).submit(1, 1)
+    created = job.info().created_at
+    assert job.cancel(grace=0.1, wait=True)
+    (first,) = job.info().attempts
+    when = pytest.approx(created, abs=1e-3)
+    assert (first.launched_at, first.outcome, first.reason) == (when, "CANCELLED", "cancelled")
+    assert first.slot and first.cpus == 1 and first.memory_mb == 256
+
+
 @pytest.mark.parametrize("field", ["args", "payload", "sig"])
 def test_altered_record_fails_with_signature_invalid(
     held, redis_url, secret, tmp_path, r, field

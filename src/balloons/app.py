@@ -304,20 +304,20 @@ class App:
 
         from .cost import report
         from .listing import scan
-        from .status import AttemptInfo
+        from .store import attempts_from
 
         store = self.store
         names = list(pools) if pools is not None else store.pools()
         if jobs is None:
             fields = ("status", "payload", "created", "started", "finished")
             jobs = list(scan(store, names, limit, 500, fields))
+        ids = [i.id for i in jobs]
+        # What a first attempt's record may still be in (see store.attempts_from).
+        firsts = store.fields(ids, ("attempt", "slot", "created", "need"))
         priced = []
-        for info, raw in zip(jobs, store.attempts_of([i.id for i in jobs]), strict=True):
-            tries = sorted(
-                (AttemptInfo.from_dict(json.loads(v)) for v in raw.values()),
-                key=lambda a: a.number,
-            )
-            priced.append((dataclasses.replace(info, attempts=tuple(tries)), (1, 256)))
+        for info, rec, raw in zip(jobs, firsts, store.attempts_of(ids), strict=True):
+            tries = attempts_from(info.id, rec, raw)
+            priced.append((dataclasses.replace(info, attempts=tries), (1, 256)))
         return report(priced, store.usage(names), self.prices, time.time())
 
     def supervisor(self, **options: Any) -> Supervisor:
@@ -492,6 +492,7 @@ class App:
         """The machine for slot ``ULID-ATTEMPT``: the first job it runs is that attempt of job
         ``POOL.ULID`` (attempt 0: a warm-floor machine with no job yet)."""
         job_id = f"{pool}.{ulid_}"
+        cwd = os.getcwd()
         env = {"BALLOONS_JOB": f"{job_id}/{attempt}"}
         for name in self.settings.env_allowlist:
             if name in self.settings.env:
@@ -511,8 +512,8 @@ class App:
                 "balloons_pool": pool,
                 "balloons_slot": f"{ulid_}-{attempt}",
             },
-            cwd=os.getcwd(),
-            python_path=_import_path(),
+            cwd=cwd,
+            python_path=_import_path(cwd),
         )
 
     def launch_slot(
@@ -550,15 +551,16 @@ class App:
                 ("", ""),
             )
             return False
-        events.emit(
-            "launched",
-            job=job,
-            attempt=attempt,
-            pool=pool,
-            machine=info.id if info is not None else "-",
-            size=f"{cpus}x{memory_mb}MB",
-            launch_s=time.monotonic() - began,
-        )
+        if events.enabled():
+            events.emit(
+                "launched",
+                job=job,
+                attempt=attempt,
+                pool=pool,
+                machine=info.id if info is not None else "-",
+                size=f"{cpus}x{memory_mb}MB",
+                launch_s=time.monotonic() - began,
+            )
         if info is not None and info.detail.get("note") and attempt:
             # What the backend had to do (regions that refused, a lost answer recovered).
             self.store.note(
@@ -717,8 +719,10 @@ _SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
 def _submitted(job: Job[Any], task: str, reply: list[Any], created: float) -> None:
     from . import events
 
-    placed = "existing" if reply[0] == 2 else _text(reply[1])
-    events.emit("submitted", job=job.id, task=task, placed=placed, submit_s=time.time() - created)
+    if events.enabled():
+        placed = "existing" if reply[0] == 2 else _text(reply[1])
+        submit_s = time.time() - created
+        events.emit("submitted", job=job.id, task=task, placed=placed, submit_s=submit_s)
 
 
 def _due(delay: Any, at: Any, now: float) -> float | None:
@@ -776,16 +780,17 @@ def _make_backend(name: str, env: Any) -> Backend:
 _IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _import_path() -> tuple[str, ...]:
-    """This process's import path minus the interpreter's own entries, for local machines.
-    Cached per value of ``sys.path``, so entries added later still reach machines."""
-    key = (os.getcwd(), *sys.path)
+def _import_path(cwd: str) -> tuple[str, ...]:
+    """This process's import path minus the interpreter's own entries, for local machines
+    (``cwd``: this process's working directory). Cached per value of ``sys.path``, so entries
+    added later still reach machines."""
+    key = (cwd, *sys.path)
     found = _IMPORT_PATHS.get(key)
     if found is None:
         prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
         out: list[str] = []
         for entry in sys.path:
-            path = os.path.abspath(entry or os.getcwd())
+            path = os.path.abspath(os.path.join(cwd, entry))
             if not path.startswith(prefixes) and path not in out:
                 out.append(path)
         found = _IMPORT_PATHS[key] = tuple(out)

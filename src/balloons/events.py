@@ -29,6 +29,11 @@ def line(event: str, fields: dict[str, Any]) -> str:
     return " ".join([f"event={event}", *(f"{k}={_value(v)}" for k, v in fields.items())])
 
 
+def enabled(level: int = logging.INFO) -> bool:
+    """Whether an event at ``level`` would be logged: hot paths check before building one."""
+    return log.isEnabledFor(level)
+
+
 def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event (cheap when the ``balloons`` logger is not enabled for ``level``)."""
     if log.isEnabledFor(level):

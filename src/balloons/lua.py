@@ -22,11 +22,11 @@ from __future__ import annotations
 _PRELUDE = """
 local T = ARGV[1]
 local NOW = tonumber(ARGV[2])
+local QUEUE, DELAYED = T..':queue', T..':delayed'
+local SLOTS, SLOT, IDLE, WAKE, CFG = T..':slots', T..':slot', T..':idle', T..':wake', T..':cfg'
 local function jk(u) return T..':job:'..u end
 local function ak(u) return T..':attempts:'..u end
 local function dk(u) return T..':done:'..u end
-local QUEUE, DELAYED = T..':queue', T..':delayed'
-local SLOTS, SLOT, IDLE, WAKE, CFG = T..':slots', T..':slot', T..':idle', T..':wake', T..':cfg'
 
 local function cfg(name, default)
   local v = redis.call('HGET', CFG, name)
@@ -57,6 +57,15 @@ end
 local function attempt_update(u, n, fields)
   local raw = redis.call('HGET', ak(u), n)
   local a = raw and cjson.decode(raw) or {n=tonumber(n)}
+  if not raw and tonumber(n) == 1 then
+    -- SUBMIT gives a job its first machine without writing the attempt (the hot path): the
+    -- record is written on the attempt's first change, from what the job's record holds.
+    local st = redis.call('HMGET', jk(u), 'slot', 'created', 'need')
+    if st[1] == u..'-1' then
+      local c, m = string.match(st[3] or '', '(%d+):(%d+)')
+      a.launched, a.slot, a.cpus, a.mem = tonumber(st[2]), st[1], tonumber(c), tonumber(m)
+    end
+  end
   for k, v in pairs(fields) do a[k] = v end
   redis.call('HSET', ak(u), n, cjson.encode(a))
   redis.call('EXPIRE', ak(u), tonumber(redis.call('HGET', jk(u), 'ttl')) or 86400)
@@ -166,8 +175,33 @@ end
 """
 
 
-def _script(body: str) -> str:
-    return _PRELUDE + body
+def _split_prelude() -> tuple[str, dict[str, str]]:
+    """The prelude as its header (the variables every script uses) and its functions, each
+    with the comments above it: name -> code, in prelude order. Plain string work, no regular
+    expression: every machine imports this module."""
+    lines = _PRELUDE.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("local function ")]
+    firsts = []
+    for i in starts:
+        while i > 0 and lines[i - 1].startswith("--"):
+            i -= 1
+        firsts.append(i)
+    functions = {}
+    for start, first, end in zip(starts, firsts, [*firsts[1:], len(lines)], strict=True):
+        line = lines[start]
+        functions[line[len("local function ") : line.index("(")]] = "".join(lines[first:end])
+    return "".join(lines[: firsts[0]]), functions
+
+
+_HEADER, _FUNCTIONS = _split_prelude()
+
+
+def _script(uses: str, body: str) -> str:
+    """The prelude's header, the prelude functions named in ``uses`` (all that ``body`` calls,
+    and all that those call: a test checks the list), then ``body``. A script defines only
+    what it uses, since every definition runs on every call."""
+    needed = set(uses.split())
+    return _HEADER + "".join(code for name, code in _FUNCTIONS.items() if name in needed) + body
 
 
 # ARGV: tag, now, ulid, payload, args, sig, ttl, pool config ('name value ...': cap, boot,
@@ -175,10 +209,13 @@ def _script(body: str) -> str:
 #       idempotency digest ('' = none)
 # Returns {1, 'launch', slot, ulid, attempt, cpus, memory_mb} (the ulid is another job's when
 #         older jobs wait) | {1, 'warm', ''} | {1, 'queued', position} | {1, 'delayed', ''} |
-#         {2, existing ulid} | {0} (id taken)
+#         {2, existing ulid} | {0} (id taken); 3 instead of 1 when the pool's keys were new
+#         (its first job, or a Redis that lost its data), so that the pool is listed again
 # The job is placed before its record is written, so that the record is written once, with
 # its final status: this is the path every job takes, and it is kept to a dozen commands.
-SUBMIT = _script("""
+SUBMIT = _script(
+    "jk ak cfg slot_get slot_put attempt_update need_of idle_fit_count take_slot",
+    """
 local u, conf, due = ARGV[3], ARGV[8], ARGV[9]
 local J = jk(u)
 local ttl = tonumber(ARGV[7])
@@ -203,6 +240,7 @@ if cur[1] ~= conf then
   redis.call('HSET', CFG, unpack(settings))
 end
 local seq = redis.call('INCR', T..':seq')
+local ok = seq == 1 and 3 or 1  -- 3: the pool's first job (or Redis lost its data)
 local score = seq - tonumber(ARGV[10]) * 1e12
 local c, m = tonumber(ARGV[11]), tonumber(ARGV[12])
 local rec = {'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1, 'created', NOW,
@@ -223,7 +261,7 @@ end
 if due ~= '' and tonumber(due) > NOW then
   store('QUEUED', 'due', due)
   redis.call('ZADD', DELAYED, due, u)
-  return {1, 'delayed', ''}
+  return {ok, 'delayed', ''}
 end
 local q = redis.call('ZCARD', QUEUE)
 local idle = redis.call('SCARD', IDLE)
@@ -237,21 +275,19 @@ local function queue()
 end
 if idle > q and idle_fit_count(c, m, q) > q then
   queue()
-  return {1, 'warm', ''}
+  return {ok, 'warm', ''}
 end
 local slots = redis.call('ZCARD', SLOTS)
 if slots < cap and q == 0 then
-  -- A new slot for this job, as take_slot writes it, without reading back what is known here.
+  -- A new slot for this job, as take_slot gives one, without reading back what is known here;
+  -- the attempt's record is written by its first change (see attempt_update).
   local slot = u..'-1'
   local since = ARGV[2]  -- the submitter's clock, as a JSON number
   store('STARTING', 'slot', slot)
   redis.call('ZADD', SLOTS, NOW + boot, slot)
   redis.call('HSET', SLOT, slot, '{"job":"'..u..'","attempt":1,"cpus":'..c..',"mem":'..m..
     ',"state":"starting","since":'..since..',"machine":""}')
-  redis.call('HSET', ak(u), 1, '{"n":1,"launched":'..since..',"slot":"'..slot..'","cpus":'..c..
-    ',"mem":'..m..'}')
-  redis.call('EXPIRE', ak(u), ttl)
-  return {1, 'launch', slot, u, '1', tostring(c), tostring(m)}
+  return {ok, 'launch', slot, u, '1', tostring(c), tostring(m)}
 end
 queue()
 if slots < cap then
@@ -259,16 +295,19 @@ if slots < cap then
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   redis.call('ZREM', QUEUE, head)
   local l = take_slot(head, redis.call('HGET', jk(head), 'attempt'))
-  return {1, 'launch', l[1], l[2], l[3], l[4], l[5]}
+  return {ok, 'launch', l[1], l[2], l[3], l[4], l[5]}
 end
-return {1, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
-""")
+return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
+""",
+)
 
 # A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine, error
 # (the failure recorded when the slot's entry is unreadable)
 # Returns {1, payload, args, sig, heartbeat, idle} or {code, status}; {-4, 'bad slot'} when
 # the slot's entry was altered: the slot is freed and the attempt failed (record_invalid).
-CLAIM = _script("""
+CLAIM = _script(
+    "jk ak dk cfg slot_get slot_put slot_drop attempt_update enqueue end_attempt",
+    """
 local u, n, machine = ARGV[3], ARGV[4], ARGV[5]
 local slot = u..'-'..n
 local info = slot_get(slot)
@@ -298,12 +337,15 @@ redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine)
 if not st[6] then redis.call('HSET', J, 'started', NOW) end
 attempt_update(u, n, {machine=machine, started=NOW})
 return {1, st[3] or '', st[4] or '', st[5] or '', tostring(cfg('hb', 2)), tostring(cfg('idle', 10))}
-""")
+""",
+)
 
 # A warm machine asks for its next job. ARGV: tag, now, slot, machine, mode ('take' | 'release')
 # Returns {1, ulid, attempt, payload, args, sig} | {0, idle} (wait for a wake) |
 #         {-1} (the slot is gone: exit) | {-5} (slot given back: exit)
-TAKE = _script("""
+TAKE = _script(
+    "jk ak cfg slot_get slot_put slot_drop attempt_update need_of fits enqueue promote_due",
+    """
 local slot, machine, mode = ARGV[3], ARGV[4], ARGV[5]
 if not redis.call('ZSCORE', SLOTS, slot) then
   redis.call('HDEL', SLOT, slot)
@@ -356,12 +398,15 @@ slot_put(slot, info)
 redis.call('SADD', IDLE, slot)
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 return {0, tostring(cfg('idle', 10))}
-""")
+""",
+)
 
 # ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none), capped ('1' when the
 #       deadline is the job's max_cost)
 # Returns {1, job status | 'GONE' | 'MOVED' | ''} or {-1} when the slot is gone.
-HEARTBEAT = _script("""
+HEARTBEAT = _script(
+    "jk cfg slot_get slot_put",
+    """
 local slot, u = ARGV[3], ARGV[4]
 if not redis.call('ZSCORE', SLOTS, slot) then return {-1} end
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
@@ -378,22 +423,28 @@ local st = redis.call('HMGET', jk(u), 'status', 'attempt')
 if not st[1] then return {1, 'GONE'} end
 if tonumber(st[2]) ~= tonumber(ARGV[5]) then return {1, 'MOVED'} end
 return {1, st[1]}
-""")
+""",
+)
 
 # The worker records the end of an attempt.
 # ARGV: tag, now, ulid, attempt, machine, status, result, error, reason, retry delay ('' = none),
 #       retry memory ('FACTOR MAX', '' = same)
-FINISH = _script("""
+FINISH = _script(
+    "jk ak dk attempt_update enqueue end_attempt",
+    """
 return end_attempt(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
   ARGV[11])
-""")
+""",
+)
 
 # A slot's machine is gone (it died, or its lease ran out): free the slot and end its job's
 # attempt with the reason. ARGV: tag, now, slot, ulid, attempt, error, reason, retry delay,
 # retry memory, only-if-expired ('1' | '0')
 # Returns {1, ulid, attempt, machine, ended} | {0} (nothing to do) | {-2} (the slot moved on to
 # another job: read it again).
-LOST = _script("""
+LOST = _script(
+    "jk ak dk slot_get slot_drop attempt_update enqueue end_attempt",
+    """
 local slot = ARGV[3]
 local lease = redis.call('ZSCORE', SLOTS, slot)
 if not lease then redis.call('HDEL', SLOT, slot); return {0} end
@@ -419,11 +470,14 @@ if u ~= '' then
   ended = end_attempt(u, info.attempt, '', 'FAILED', '', ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 end
 return {1, u, tostring(info.attempt or 0), info.machine or '', ended}
-""")
+""",
+)
 
 # ARGV: tag, now, ulid, error
 # Returns {1, previous status, slot, machine} or {code, status}.
-CANCEL = _script("""
+CANCEL = _script(
+    "jk ak dk slot_get slot_put attempt_update",
+    """
 local u = ARGV[3]
 local J = jk(u)
 local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl')
@@ -444,14 +498,17 @@ redis.call('LPUSH', dk(u), 'CANCELLED')
 redis.call('EXPIRE', dk(u), ttl)
 redis.call('EXPIRE', J, ttl)
 return {1, st[1], st[3] or '', st[4] or ''}
-""")
+""",
+)
 
 # The supervisor's step for one pool: promote due jobs, then take slots for queued work under
 # the cap (beyond what idle machines will take) and for the warm floor.
 # ARGV: tag, now, fresh floor ids (ULIDs, space separated)
 # Returns a flat list of launches, five items each: slot, ulid (a fresh id and attempt 0 for a
 # floor machine), attempt, cpus, memory_mb.
-FILL = _script("""
+FILL = _script(
+    "jk ak cfg slot_put attempt_update need_of enqueue take_slot promote_due",
+    """
 promote_due(1000)
 local out = {}
 local cap = cfg('cap', 1)
@@ -479,7 +536,8 @@ for id in string.gmatch(ARGV[3], '%S+') do
   end
 end
 return out
-""")
+""",
+)
 
 # The launch of a new slot's machine has to wait (a rate limit): the job no longer waits for
 # that one machine but goes back to the queue (its place in line is kept), where whichever
@@ -487,7 +545,9 @@ return out
 # (ID-0, as a warm-floor machine's), so that the job may be given a slot again; its machine
 # takes queued work when it boots. ARGV: tag, now, slot, ulid, fresh id
 # Returns 1, or 0 when the job or the slot has moved on (the launch then stays as it was).
-UNPIN = _script("""
+UNPIN = _script(
+    "jk slot_get slot_put slot_drop enqueue",
+    """
 local slot, u, fresh = ARGV[3], ARGV[4], ARGV[5]..'-0'
 local info = slot_get(slot)
 local lease = redis.call('ZSCORE', SLOTS, slot)
@@ -500,14 +560,17 @@ redis.call('ZADD', SLOTS, lease, fresh)
 slot_put(fresh, info)
 enqueue(u)
 return 1
-""")
+""",
+)
 
 # The client is about to launch the machine of a slot it was granted a while ago (the launch
 # waited for a rate limit): renew the slot's boot lease while the slot still waits for that
 # machine. A slot with no job (see UNPIN) is given back instead when nothing is queued any
 # more: its machine would find no work. ARGV: tag, now, slot
 # Returns 1 (launch it), or 0 when the slot is gone, claimed, or given back.
-BOOTING = _script("""
+BOOTING = _script(
+    "cfg slot_get slot_drop",
+    """
 local slot = ARGV[3]
 if not redis.call('ZSCORE', SLOTS, slot) then return 0 end
 local info = slot_get(slot)
@@ -518,22 +581,28 @@ if (info.job or '') == '' and redis.call('ZCARD', QUEUE) == 0 then
 end
 redis.call('ZADD', SLOTS, 'XX', NOW + cfg('boot', 60), slot)
 return 1
-""")
+""",
+)
 
 # Adds a note (what the backend did to launch it) to an attempt record, keeping its fields.
 # ARGV: tag, now, ulid, attempt, note
-NOTE = _script("""
+NOTE = _script(
+    "jk ak attempt_update",
+    """
 if not redis.call('HGET', jk(ARGV[3]), 'ttl') then return -1 end
 attempt_update(ARGV[3], ARGV[4], {note=ARGV[5]})
 return 1
-""")
+""",
+)
 
 # The worker appends a batch of log lines (and the task's latest progress) for one attempt.
 # ARGV: tag, now, ulid, attempt, max lines, progress ('' = unchanged), note, then one item
 #       per line: 'TIME SOURCE TEXT' (source: out | err | log; one argument a line keeps the
 #       worker's encoding cheap)
 # Returns the number of lines stored, or -1 (record gone) / -2 (another attempt runs now).
-LOG = _script("""
+LOG = _script(
+    "jk",
+    """
 local u, n = ARGV[3], ARGV[4]
 local J = jk(u)
 local st = redis.call('HMGET', J, 'attempt', 'ttl')
@@ -554,4 +623,5 @@ if count > 0 then
   redis.call('EXPIRE', L, tonumber(st[2]) or 86400)
 end
 return count
-""")
+""",
+)

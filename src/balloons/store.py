@@ -29,6 +29,8 @@ _CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as 
 
 
 _SHAS: dict[str, str] = {}
+#: Seconds between two ``SADD``s of one pool to the set of pools by one store's submits.
+RELIST_S = 10.0
 
 
 class SubmitRequest:
@@ -89,6 +91,32 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, bytes]:
     return {k.decode(): v for k, v in raw.items()}
 
 
+def attempts_from(
+    job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]
+) -> tuple[AttemptInfo, ...]:
+    """A job's attempts, in order, from its attempts hash; and its first attempt while the
+    machine that submit launched for it has not yet reported (the record is written on the
+    attempt's first change: until then the job's record holds what it says). ``rec`` needs
+    ``attempt``, ``slot``, ``created`` and ``need`` for the latter."""
+    tries = sorted(
+        (AttemptInfo.from_dict(json.loads(v)) for v in attempts.values()), key=lambda a: a.number
+    )
+    slot = (rec.get("slot") or b"").decode()
+    if not tries and rec.get("attempt") == b"1" and slot == job_id.rpartition(".")[2] + "-1":
+        cpus, _, mem = (rec.get("need") or b"").decode().partition(":")
+        created = rec.get("created")
+        tries = [
+            AttemptInfo(
+                number=1,
+                launched_at=float(created) if created else None,
+                slot=slot,
+                cpus=int(cpus) if cpus.isdigit() else None,
+                memory_mb=int(mem) if mem.isdigit() else None,
+            )
+        ]
+    return tuple(tries)
+
+
 def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -> JobInfo:
     """Build a :class:`JobInfo` from a raw job hash and its attempts hash."""
 
@@ -110,9 +138,7 @@ def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -
             error = json.loads(rec["error"])
         except ValueError:
             error = {"message": rec["error"].decode("utf-8", "replace")}
-    tries = sorted(
-        (AttemptInfo.from_dict(json.loads(v)) for v in attempts.values()), key=lambda a: a.number
-    )
+    tries = attempts_from(job_id, rec, attempts)
     return JobInfo(
         id=job_id,
         task=str(payload.get("task", "?")) if isinstance(payload, dict) else "?",
@@ -127,7 +153,7 @@ def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -
         error_type=error.get("type") or None,
         error_message=error.get("message") or None,
         traceback=error.get("traceback") or None,
-        attempts=tuple(tries),
+        attempts=tries,
     )
 
 
@@ -139,6 +165,7 @@ class Store:
         self.namespace = namespace
         self._idle: list[RespClient] = []  # connections of the submit path, not in use
         self._pid = os.getpid()
+        self._listed: dict[str, float] = {}  # pool -> when a submit last added it to the set
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
         # One asyncio client per event loop: a client is bound to the loop that made it.
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = (
@@ -216,10 +243,29 @@ class Store:
         """Store a job and place it (a new machine's slot, a warm machine, the queue, or the
         delayed set) in one round trip. Returns the SUBMIT script's reply."""
         k, a = self._submit_cmd(jk, req)
-        reply = self._eval(
-            lua.SUBMIT, k, a, before=[["SADD", pools_key(self.namespace), jk.pool.pool]]
-        )
-        return list(reply)
+        before = self._list_pool(jk.pool.pool)
+        try:
+            reply = list(self._eval(lua.SUBMIT, k, a, before=before))
+        except BaseException:
+            if before:  # not known to be listed: the next submit sends it again
+                self._listed.pop(jk.pool.pool, None)
+            raise
+        if reply[0] == 3:  # the pool's keys were new: list it now, whenever it last was
+            if not before:
+                with self.errors():
+                    self.redis.sadd(pools_key(self.namespace), jk.pool.pool)
+            reply[0] = 1
+        return reply
+
+    def _list_pool(self, pool: str) -> list[list[Any]]:
+        """The ``SADD`` that keeps ``pool`` in the set of pools (how the supervisor and the
+        listings find it), sent with a submit when this store has not sent it for
+        :data:`RELIST_S` seconds: once per pool and period rather than with every job."""
+        now = time.monotonic()
+        if now - self._listed.get(pool, -RELIST_S) < RELIST_S:
+            return []
+        self._listed[pool] = now
+        return [["SADD", pools_key(self.namespace), pool]]
 
     def _eval(self, script: str, keys: list[str], args: list[Any], before: list[list[Any]]) -> Any:
         """``before`` and one script (``EVALSHA``) in a single write, on a connection of the
@@ -246,17 +292,30 @@ class Store:
 
         k, a = self._submit_cmd(jk, req)
         cmd = [len(k), *k, *a]
-        with self.errors():
-            for _ in range(2):
-                pipe = self.aredis.pipeline(transaction=False)
-                pipe.sadd(pools_key(self.namespace), jk.pool.pool)
-                pipe.evalsha(_sha(lua.SUBMIT), *cmd)
-                try:
-                    _, reply = await pipe.execute()
-                    break
-                except redis_mod.exceptions.NoScriptError:
-                    await self.aredis.script_load(lua.SUBMIT)
-        return list(reply)
+        before = self._list_pool(jk.pool.pool)
+        try:
+            with self.errors():
+                for _ in range(2):
+                    pipe = self.aredis.pipeline(transaction=False)
+                    for cmd_before in before:
+                        pipe.execute_command(*cmd_before)
+                    pipe.evalsha(_sha(lua.SUBMIT), *cmd)
+                    try:
+                        *_, reply = await pipe.execute()
+                        break
+                    except redis_mod.exceptions.NoScriptError:
+                        await self.aredis.script_load(lua.SUBMIT)
+        except BaseException:
+            if before:
+                self._listed.pop(jk.pool.pool, None)
+            raise
+        reply = list(reply)
+        if reply[0] == 3:
+            if not before:
+                with self.errors():
+                    await self.aredis.sadd(pools_key(self.namespace), jk.pool.pool)
+            reply[0] = 1
+        return reply
 
     def eval(self, script: str, pk: PoolKeys, *args: Any) -> Any:
         """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``."""

@@ -26,7 +26,7 @@ from ..store import Store
 #: Characters of one argument or result shown before it is cut.
 PREVIEW_CHARS = 2000
 #: Fields the live part of a job page reads (never the arguments or the result).
-LIVE_FIELDS = (*ROW_FIELDS, "error")
+LIVE_FIELDS = (*ROW_FIELDS, "error", "slot", "need")
 
 
 def fmt_time(ts: float | None) -> str:
