@@ -517,10 +517,18 @@ class App:
         )
 
     def launch_slot(
-        self, pool: str, ulid_: str, attempt: int, cpus: int, memory_mb: int, timeout: float
+        self,
+        pool: str,
+        ulid_: str,
+        attempt: int,
+        cpus: int,
+        memory_mb: int,
+        timeout: float,
+        spec: MachineSpec | None = None,
     ) -> bool:
-        """Launch the machine of a slot the store granted. On failure the slot is freed and
-        the job's attempt fails with reason ``launch_failed``; returns whether it launched."""
+        """Launch the machine of a slot the store granted (``spec``: its machine, when the
+        caller already built it). On failure the slot is freed and the job's attempt fails
+        with reason ``launch_failed``; returns whether it launched."""
         from . import events
 
         began = time.monotonic()
@@ -528,7 +536,9 @@ class App:
         try:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
-            info = self.backend.launch(self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout))
+            if spec is None:
+                spec = self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout)
+            info = self.backend.launch(spec)
         except Exception as exc:
             import logging
 
@@ -568,7 +578,7 @@ class App:
             )
         return True
 
-    def _launch(self, launch: Launch) -> None:
+    def _launch(self, launch: Launch, spec: MachineSpec | None = None) -> None:
         """Launch a granted slot's machine now, or, when the backend would make this caller
         wait for a rate limit (``launch_delay``) or launches already wait, from the app's
         launcher thread (in order). A job whose machine has to wait goes back to the queue
@@ -576,7 +586,7 @@ class App:
         with no job of its own, joins the pool."""
         launcher = self._launcher
         if (launcher is None or not launcher.busy()) and _launch_delay(self) <= 0:
-            self.launch_slot(*launch)
+            self.launch_slot(*launch, spec=spec)
             return
         pool, ulid_, attempt, cpus, memory_mb, _timeout = launch
         fresh = ulid()
@@ -655,11 +665,17 @@ class App:
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
         jk, req = self._submit_args(task, opts, args, kwargs)
-        reply = self.store.submit(jk, req)
+        reply_of = self.store.submit_start(jk, req)
+        try:
+            # While Redis places the job: the machine it most likely gets (a new slot for its
+            # first attempt), so that only the launch itself is left once the reply is in.
+            spec = self._spec(jk.pool.pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout)
+        finally:
+            reply = reply_of()
         job, launch = self._after_submit(jk, opts, reply)
         _submitted(job, task.name, reply, req.created)
         if launch is not None:
-            self._launch(launch)
+            self._launch(launch, spec if launch[1] == jk.ulid and launch[2] == 1 else None)
         return job
 
     async def _submit_async(

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import select
 import socket
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ConfigError, StoreError
@@ -143,13 +143,33 @@ class RespClient:
 
     def pipeline(self, commands: list[list[Any]]) -> list[Reply]:
         """Send several commands in one write; replies (errors as values) in order."""
+        self.send(commands)
+        return self.receive(len(commands))
+
+    def send(self, commands: list[list[Any]]) -> None:
+        """The write half of :meth:`pipeline`: then read the ``len(commands)`` replies with
+        :meth:`receive` before anything else is sent."""
         try:
-            return self._roundtrip(commands)
+            self._send(commands)
         except (OSError, EOFError) as exc:
-            self.close()
-            raise StoreError(f"lost connection to Redis at {mask_url(self.url)}: {exc}") from None
+            self._lost(exc)
+
+    def receive(self, n: int) -> list[Reply]:
+        """The read half of :meth:`pipeline`: ``n`` replies (errors as values), in order."""
+        try:
+            return [self._read() for _ in range(n)]
+        except (OSError, EOFError) as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> NoReturn:
+        self.close()
+        raise StoreError(f"lost connection to Redis at {mask_url(self.url)}: {exc}") from None
 
     def _roundtrip(self, commands: list[list[Any]]) -> list[Reply]:
+        self._send(commands)
+        return [self._read() for _ in commands]
+
+    def _send(self, commands: list[list[Any]]) -> None:
         sock = self._sock
         if sock is not None and self._idle_check.poll(0):
             # Readable while idle: the server closed it (a restart, an idle timeout) or sent
@@ -167,23 +187,34 @@ class RespClient:
                 out.append(b)
                 out.append(b"\r\n")
         sock.sendall(b"".join(out))
-        return [self._read() for _ in commands]
 
     def eval(
         self, script: str, keys: list[str], args: list[Any], before: Sequence[list[Any]] = ()
     ) -> Reply:
         """``EVALSHA`` with a one-time ``EVAL`` fallback when the server lacks the script.
         ``before``: commands sent in the same write ahead of it; any error reply raises."""
+        return self.eval_send(script, keys, args, before)()
+
+    def eval_send(
+        self, script: str, keys: list[str], args: list[Any], before: Sequence[list[Any]] = ()
+    ) -> Callable[[], Reply]:
+        """:meth:`eval` in two halves: send now; the function returned reads the reply (call
+        it once, before anything else is sent), so the caller can work while Redis does."""
         sha = self._shas.get(script)
         if sha is None:
             sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
-        replies = self.pipeline([*before, ["EVALSHA", sha, len(keys), *keys, *args]])
-        reply = replies[-1]
-        if isinstance(reply, RespError) and str(reply).startswith("NOSCRIPT"):
-            reply = self.pipeline([["EVAL", script, len(keys), *keys, *args]])[0]
-        for r in (*replies[:-1], reply):
-            if isinstance(r, RespError):
-                raise r
+        self.send([*before, ["EVALSHA", sha, len(keys), *keys, *args]])
+
+        def reply() -> Reply:
+            replies = self.receive(len(before) + 1)
+            last = replies[-1]
+            if isinstance(last, RespError) and str(last).startswith("NOSCRIPT"):
+                last = self.pipeline([["EVAL", script, len(keys), *keys, *args]])[0]
+            for r in (*replies[:-1], last):
+                if isinstance(r, RespError):
+                    raise r
+            return last
+
         return reply
 
     def _line(self) -> bytes:

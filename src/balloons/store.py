@@ -12,7 +12,7 @@ import json
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -242,20 +242,58 @@ class Store:
     def submit(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
         """Store a job and place it (a new machine's slot, a warm machine, the queue, or the
         delayed set) in one round trip. Returns the SUBMIT script's reply."""
+        return self.submit_start(jk, req)()
+
+    def submit_start(self, jk: JobKeys, req: SubmitRequest) -> Callable[[], list[Any]]:
+        """:meth:`submit` in two halves: the write now; the function returned waits for the
+        reply (call it once), so that the caller can work while Redis runs the script. On a
+        connection of the submit path: balloons' own RESP client, since redis-py's pool
+        checkout and pipeline machinery cost more than the rest of a submit. One connection
+        per concurrent caller; one whose reply is never read is dropped, never reused."""
         k, a = self._submit_cmd(jk, req)
-        before = self._list_pool(jk.pool.pool)
+        pool = jk.pool.pool
+        before = self._list_pool(pool)
+        if self._pid != os.getpid():  # forked: the idle connections belong to the parent
+            self._pid, self._idle = os.getpid(), []
         try:
-            reply = list(self._eval(lua.SUBMIT, k, a, before=before))
+            client = self._idle.pop()
+        except IndexError:
+            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
+        try:
+            read = client.eval_send(lua.SUBMIT, k, a, before)
         except BaseException:
-            if before:  # not known to be listed: the next submit sends it again
-                self._listed.pop(jk.pool.pool, None)
+            self._unlist(pool, before)
+            self._idle.append(client)  # closed by the failed write: reconnects when next used
             raise
-        if reply[0] == 3:  # the pool's keys were new: list it now, whenever it last was
-            if not before:
-                with self.errors():
-                    self.redis.sadd(pools_key(self.namespace), jk.pool.pool)
-            reply[0] = 1
-        return reply
+
+        def done() -> list[Any]:
+            try:
+                reply = list(read())
+            except RespError as exc:
+                self._unlist(pool, before)
+                self._idle.append(client)
+                raise StoreError(
+                    f"Redis at {mask_url(self.url)} refused a command: {exc}"
+                ) from None
+            except BaseException:
+                self._unlist(pool, before)
+                client.close()  # whatever interrupted it may have left a reply unread
+                self._idle.append(client)
+                raise
+            self._idle.append(client)
+            if reply[0] == 3:  # the pool's keys were new: list it now, whenever it last was
+                if not before:
+                    with self.errors():
+                        self.redis.sadd(pools_key(self.namespace), pool)
+                reply[0] = 1
+            return reply
+
+        return done
+
+    def _unlist(self, pool: str, before: list[list[Any]]) -> None:
+        """A submit that carried the pool's ``SADD`` failed: the next one sends it again."""
+        if before:
+            self._listed.pop(pool, None)
 
     def _list_pool(self, pool: str) -> list[list[Any]]:
         """The ``SADD`` that keeps ``pool`` in the set of pools (how the supervisor and the
@@ -266,26 +304,6 @@ class Store:
             return []
         self._listed[pool] = now
         return [["SADD", pools_key(self.namespace), pool]]
-
-    def _eval(self, script: str, keys: list[str], args: list[Any], before: list[list[Any]]) -> Any:
-        """``before`` and one script (``EVALSHA``) in a single write, on a connection of the
-        submit path: balloons' own RESP client, since redis-py's pool checkout and pipeline
-        machinery cost more than the rest of a submit. One client per concurrent caller."""
-        if self._pid != os.getpid():  # forked: the idle connections belong to the parent
-            self._pid, self._idle = os.getpid(), []
-        try:
-            client = self._idle.pop()
-        except IndexError:
-            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
-        try:
-            return client.eval(script, keys, args, before)
-        except RespError as exc:
-            raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {exc}") from None
-        except BaseException:
-            client.close()  # whatever interrupted it may have left a reply unread
-            raise
-        finally:
-            self._idle.append(client)
 
     async def submit_async(self, jk: JobKeys, req: SubmitRequest) -> list[Any]:
         import redis as redis_mod
@@ -306,8 +324,7 @@ class Store:
                     except redis_mod.exceptions.NoScriptError:
                         await self.aredis.script_load(lua.SUBMIT)
         except BaseException:
-            if before:
-                self._listed.pop(jk.pool.pool, None)
+            self._unlist(jk.pool.pool, before)
             raise
         reply = list(reply)
         if reply[0] == 3:
