@@ -6,8 +6,10 @@ and the SUBMIT script), and the launch call when the job got a slot. Two balloon
 in a pool of its own: ``launch`` (a cap no run reaches, so every submit takes a new slot and
 calls the backend) and ``queued`` (a cap of 1, taken by the first submit, so every later job
 goes to the pool's queue and nothing is launched). RQ enqueues the same no-op on the same
-Valkey server (nothing consumes its queue). All run in this process, one at a time, in
-alternating batches so that machine noise hits them alike.
+Valkey server (nothing consumes its queue). A batch of bare round trips (redis-py ``PING``)
+shows what a round trip costs in the run: an enqueue makes two, a submit one, so the ratios
+move with it. All run in this process, one at a time, in alternating batches so that machine
+noise hits them alike.
 
     .venv/bin/python bench/submit_throughput.py [--n 5000] [--batch 500] [--profile]
 
@@ -34,6 +36,7 @@ from _common import SECRET, ManualBackend, header, table, temp_state_dir, valkey
 import balloons
 
 Batch = Callable[[int], float]
+PING = "for scale: redis-py PING"
 
 
 # The two places a submit can put a job when no machine is idle: a new slot (its machine is
@@ -87,6 +90,27 @@ def rq_batch(url: str) -> tuple[Batch, Callable[[], None]]:
     return batch, check
 
 
+def ping_batch(url: str) -> tuple[Batch, Callable[[], None]]:
+    """A bare round trip (redis-py ``PING``), for scale: what a machine's network and
+    scheduling cost per round trip in this run. RQ's enqueue makes two round trips, a balloons
+    submit one, so the ratios depend on it."""
+    from redis import Redis
+
+    r = Redis.from_url(url)
+
+    def batch(k: int) -> float:
+        ping = r.ping
+        t0 = time.perf_counter()
+        for _ in range(k):
+            ping()
+        return time.perf_counter() - t0
+
+    def check() -> None:
+        assert r.ping()
+
+    return batch, check
+
+
 def profile(label: str, batch: Batch, k: int, top: int = 25) -> None:
     prof = cProfile.Profile()
     prof.enable()
@@ -112,9 +136,9 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
     store, opts = app.store, task.opts
     steps = [
         "_submit_args (json, ulid, hmac, SubmitRequest)",
-        "store.submit (1 round trip: SADD + EVALSHA SUBMIT)",
+        "store.submit_start, _spec while Redis works, the reply (1 round trip)",
         "_after_submit (reply, Job)",
-        "launch_slot (_spec + backend.launch, returns at once)",
+        "launch_slot (backend.launch, returns at once)",
         "for scale: redis-py PING round trip",
     ]
     times: dict[str, list[float]] = {step: [] for step in steps}
@@ -122,12 +146,14 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
         t = [time.perf_counter()]
         jk, req = app._submit_args(task, opts, (), {})
         t.append(time.perf_counter())
-        reply = store.submit(jk, req)
+        reply_of = store.submit_start(jk, req)
+        spec = app._spec(jk.pool.pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout)
+        reply = reply_of()
         t.append(time.perf_counter())
         _job, launch = app._after_submit(jk, opts, reply)
         t.append(time.perf_counter())
         assert launch is not None
-        app.launch_slot(*launch)
+        app.launch_slot(*launch, spec=spec)
         t.append(time.perf_counter())
         store.redis.ping()
         t.append(time.perf_counter())
@@ -197,6 +223,7 @@ def main() -> int:
         systems = {
             **{f"balloons submit ({path})": balloons_batch(url, state, path) for path in PATHS},
             "rq enqueue": rq_batch(url),
+            PING: ping_batch(url),
         }
         for batch, check in systems.values():
             check()
@@ -214,9 +241,11 @@ def main() -> int:
         if args.profile:
             breakdown(url, state, args.batch * 4)
             for label, (batch, _) in systems.items():
-                server_time(url, label, batch, args.batch * 2)
+                if label != PING:
+                    server_time(url, label, batch, args.batch * 2)
             for label, (batch, _) in systems.items():
-                profile(label, batch, args.batch)
+                if label != PING:
+                    profile(label, batch, args.batch)
 
     rate = {label: 1 / statistics.median(xs) for label, xs in per_job.items()}
     rows = []

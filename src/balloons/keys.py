@@ -8,10 +8,12 @@ Redis. ``NS`` is the app's namespace (default ``balloons``).
 =======================================  ======  ==========  =================================
 key                                      type    TTL         written by
 =======================================  ======  ==========  =================================
-``NS:pools``                             set     none        client at submit (pool names)
+``NS:pools``                             set     none        client at submit (pool names;
+                                                             once per pool per 10 s)
 ``NS:{POOL}:job:ULID``                   hash    record TTL  client (submit), worker (claim,
                                                              finish), reaper (lost)
 ``NS:{POOL}:attempts:ULID``              hash    record TTL  same scripts: attempt n -> JSON
+                                                             (the first from its first change)
 ``NS:{POOL}:done:ULID``                  list    record TTL  finish script: one token, rotated
                                                              by waiters with ``BLMOVE``
 ``NS:{POOL}:jobs``                       zset    trimmed     submit: job ULID by created time
