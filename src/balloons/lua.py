@@ -57,9 +57,10 @@ end
 local function attempt_update(u, n, fields)
   local raw = redis.call('HGET', ak(u), n)
   local a = raw and cjson.decode(raw) or {n=tonumber(n)}
-  if not raw and tonumber(n) == 1 then
+  if not raw and not fields.launched and tonumber(n) == 1 then
     -- SUBMIT gives a job its first machine without writing the attempt (the hot path): the
-    -- record is written on the attempt's first change, from what the job's record holds.
+    -- record is written on the attempt's first change, from what the job's record holds
+    -- (unless the change is a launch: a slot taken, or a warm machine taking the job).
     local st = redis.call('HMGET', jk(u), 'slot', 'created', 'need')
     if st[1] == u..'-1' then
       local c, m = string.match(st[3] or '', '(%d+):(%d+)')
