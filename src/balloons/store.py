@@ -263,7 +263,8 @@ class Store:
             read = client.eval_send(lua.SUBMIT, k, a, before)
         except BaseException:
             self._unlist(pool, before)
-            self._idle.append(client)  # closed by the failed write: reconnects when next used
+            client.close()  # the write may have stopped halfway; reconnects when next used
+            self._idle.append(client)
             raise
 
         def done() -> list[Any]:
