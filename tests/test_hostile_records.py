@@ -137,11 +137,20 @@ def test_altered_records_are_refused_and_never_run(rig: Rig, changes: list[Any])
     assert "task was not run" in (info.error_message or "")
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# Named functions, not lambdas, in strategies: to describe a lambda, hypothesis parses its
+# source with ``ast``, which on CPython 3.11.7 can fail with "AST constructor recursion depth
+# mismatch" when it happens deep in a recursive draw (a flaky error of the test, not of balloons).
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _containers,
     max_leaves=12,
 )
 HOSTILE_FIELDS = {
@@ -176,7 +185,7 @@ HOSTILE_FIELDS = {
         st.none(),
         st.just(b'{"args":[1,"x"],"kwargs":{}}'),  # the task raises: the retry policy is read
         st.binary(max_size=64),
-        JSON.map(lambda v: json.dumps(v).encode()),
+        JSON.map(_json_bytes),
     ),
 )
 def test_signed_but_malformed_records_always_end_with_a_reason(
@@ -217,11 +226,11 @@ def test_signed_but_malformed_records_always_end_with_a_reason(
 @given(
     entry=st.one_of(
         st.binary(max_size=64),
-        JSON.map(lambda v: json.dumps(v).encode()),
+        JSON.map(_json_bytes),
         st.fixed_dictionaries(
             {},
             optional=dict.fromkeys(SLOT_FIELDS, JSON),
-        ).map(lambda v: json.dumps(v).encode()),
+        ).map(_json_bytes),
     )
 )
 def test_a_garbled_slot_entry_never_crashes_the_worker(rig: Rig, entry: bytes) -> None:

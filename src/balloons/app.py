@@ -579,20 +579,24 @@ class App:
         return True
 
     def _launch(self, launch: Launch, spec: MachineSpec | None = None) -> None:
-        """Launch a granted slot's machine now, or, when the backend would make this caller
-        wait for a rate limit (``launch_delay``) or launches already wait, from the app's
-        launcher thread (in order). A job whose machine has to wait goes back to the queue
-        (``UNPIN``): the pool's first free machine takes it, and the slot's machine, launched
-        with no job of its own, joins the pool."""
+        """Launch a granted slot's machine now; or from the app's launcher thread (in order)
+        when the backend's launch is a remote call (``launches_in_background``: Fly's create,
+        so that submit returns at once), or when the backend would make this caller wait for
+        a rate limit (``launch_delay``) or launches already wait. A job whose machine has to
+        wait goes back to the queue (``UNPIN``): the pool's first free machine takes it, and
+        the slot's machine, launched with no job of its own, joins the pool."""
         launcher = self._launcher
         if (launcher is None or not launcher.busy()) and _launch_delay(self) <= 0:
-            self.launch_slot(*launch, spec=spec)
-            return
-        pool, ulid_, attempt, cpus, memory_mb, _timeout = launch
-        fresh = ulid()
-        pk = PoolKeys(self.settings.namespace, pool)
-        if attempt and self.store.unpin(pk, f"{ulid_}-{attempt}", ulid_, fresh):
-            launch = (pool, fresh, 0, cpus, memory_mb, DEFAULT_TIMEOUT)
+            if not _in_background(self):
+                self.launch_slot(*launch, spec=spec)
+                return
+            # Nothing waits: the launch keeps its job, and is made from the launcher thread.
+        else:
+            pool, ulid_, attempt, cpus, memory_mb, _timeout = launch
+            fresh = ulid()
+            pk = PoolKeys(self.settings.namespace, pool)
+            if attempt and self.store.unpin(pk, f"{ulid_}-{attempt}", ulid_, fresh):
+                launch = (pool, fresh, 0, cpus, memory_mb, DEFAULT_TIMEOUT)
         if launcher is None:
             from .launcher import Launcher
 
@@ -758,6 +762,15 @@ def _due(delay: Any, at: Any, now: float) -> float | None:
         ts = at.timestamp()
         return ts if ts > now else None
     return None
+
+
+def _in_background(app: App) -> bool:
+    """Whether the backend's launches are made from the launcher thread (an optional
+    attribute: a remote call, as Fly's create)."""
+    try:
+        return bool(getattr(app.backend, "launches_in_background", False))
+    except Exception:  # a backend that cannot even be set up: launch_slot records why
+        return False
 
 
 def _launch_delay(app: App) -> float:

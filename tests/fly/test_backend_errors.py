@@ -148,7 +148,7 @@ def test_backend_from_the_environment(monkeypatch: pytest.MonkeyPatch, rig: FlyR
 
 
 def test_inspect_stop_destroy_and_list(rig: FlyRig) -> None:
-    app = rig.app()
+    app = rig.app(backend=rig.backend(background_launches=False))  # created when submit returns
     backend = app.backend
     assert backend.inspect("0123456789abcd") is None
     backend.stop("0123456789abcd")  # already gone: nothing to do

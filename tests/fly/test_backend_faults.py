@@ -53,7 +53,10 @@ def test_injected_server_errors_are_retried_without_duplicates(make_rig: Any) ->
     # Fly's rate limits are not the subject here: with them, retried creates would use up the
     # burst and later jobs would be taken by machines already up instead of getting their own.
     loose = RateLimiter(limits={}, default=Limit(rate=1000, burst=1000))
-    backend = rig.backend(retry=RetryPolicy(attempts=8, base=0.05, cap=0.5), limiter=loose)
+    # Creates made by the submitting calls, so that they meet the injected errors concurrently.
+    backend = rig.backend(
+        retry=RetryPolicy(attempts=8, base=0.05, cap=0.5), limiter=loose, background_launches=False
+    )
     app = rig.app(backend=backend)
     add = on(app, tasks.add)
     jobs = [add.submit(i, i) for i in range(4)]
@@ -69,7 +72,9 @@ def test_429s_are_retried_with_backoff(make_rig: Any) -> None:
     rig: FlyRig = make_rig(faults=Faults(rate_limit=True))
     # A limiter far looser than Fly's, so that the emulator's own limit answers 429.
     loose = RateLimiter(limits={}, default=Limit(rate=1000, burst=1000))
-    backend = rig.backend(limiter=loose, retry=RetryPolicy(attempts=8, base=0.1, cap=1.0))
+    backend = rig.backend(
+        limiter=loose, retry=RetryPolicy(attempts=8, base=0.1, cap=1.0), background_launches=False
+    )
     add = on(rig.app(backend=backend), tasks.add)
     jobs = [add.submit(i, 0) for i in range(5)]
     assert [j.result(timeout=30) for j in jobs] == [0, 1, 2, 3, 4]

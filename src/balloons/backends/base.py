@@ -16,6 +16,8 @@ several in a row) and then exits. A backend must:
 
 Optionally, ``launch_delay()``: the seconds the next ``launch`` would wait for a rate limit
 (``FlyBackend``); the app then launches from a thread of its own rather than hold its caller.
+And ``launches_in_background``: true when ``launch`` is a remote call (``FlyBackend``): the
+app always launches from that thread, so that a submit returns at once.
 
 A machine that dies without a word is noticed when its slot's lease lapses (the supervisor,
 or a client waiting on the job), which then asks ``inspect`` (or, for a machine that never

@@ -60,6 +60,9 @@ class FlyBackend:
     (``BALLOONS_FLY_FALLBACK_REGIONS``), ``cpu_kind`` (``BALLOONS_FLY_CPU_KIND``, default
     ``shared``). ``command``: the worker command. ``http``/``async_http``: httpx clients to
     send with; ``limiter``/``retry``: rate limits and retry policy (Fly's documented limits).
+    ``background_launches`` (default True): the app creates machines from its launcher thread,
+    so that ``submit()`` returns without waiting for Fly's answer (a second or more on the
+    real API); False makes each create in the submitting call, as other backends do.
     """
 
     name = "fly"
@@ -81,6 +84,7 @@ class FlyBackend:
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
         async_http: httpx.AsyncClient | None = None,
+        background_launches: bool = True,
     ) -> None:
         if capacity_tries < 1:
             raise ValueError(f"capacity_tries must be at least 1, got {capacity_tries}")
@@ -100,6 +104,7 @@ class FlyBackend:
         self._settings: FlySettings | None = None
         self._client: FlyClient | None = None
         self._namespace = DEFAULT_NAMESPACE
+        self.launches_in_background = background_launches
 
     def __repr__(self) -> str:
         if self._settings is None:
