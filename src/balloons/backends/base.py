@@ -17,6 +17,13 @@ several in a row) and then exits. A backend must:
 Optionally, ``launch_delay()``: the seconds the next ``launch`` would wait for a rate limit
 (``FlyBackend``); the app then launches from a thread of its own rather than hold its caller.
 
+Optionally, ``start(id)``: run a stopped machine again, its worker with the env it was
+launched with (``FlyBackend``). A backend that has it gives pools *standby* machines: a
+spec with ``keep`` set is launched so that the machine stops, rather than being destroyed,
+when its worker exits; ``start`` raises (any error) when the machine is gone or refuses, and
+the app then creates a machine instead. A backend without it (``LocalBackend``) refuses pools
+with ``standby`` set.
+
 A machine that dies without a word is noticed when its slot's lease lapses (the supervisor,
 or a client waiting on the job), which then asks ``inspect`` (or, for a machine that never
 claimed its job, ``list(slot=...)``) why.
