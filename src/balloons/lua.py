@@ -430,7 +430,8 @@ return {1, st[1], st[3] or '', st[4] or ''}
 """)
 
 # The supervisor's step for one pool: promote due jobs, then take slots for queued work under
-# the cap (beyond what idle machines will take) and for the warm floor.
+# the cap (beyond what idle machines and machines on their way with no job of their own, which
+# take queued work when they boot, will take) and for the warm floor.
 # ARGV: tag, now, fresh floor ids (ULIDs, space separated)
 # Returns a flat list of launches, five items each: slot, ulid (a fresh id and attempt 0 for a
 # floor machine), attempt, cpus, memory_mb.
@@ -439,6 +440,10 @@ promote_due(1000)
 local out = {}
 local cap = cfg('cap', 1)
 local spare = redis.call('SCARD', IDLE)
+for _, s in ipairs(redis.call('ZRANGE', SLOTS, 0, -1)) do
+  local info = slot_get(s)
+  if info and info.state == 'starting' and (info.job or '') == '' then spare = spare + 1 end
+end
 while redis.call('ZCARD', SLOTS) < cap do
   local q = redis.call('ZRANGE', QUEUE, spare, spare)
   local u = q[1]

@@ -278,3 +278,31 @@ def test_gc_standby_empties_the_set(
     assert {m.id for m in sup.collect_orphans(standby=True, wait=SAFETY_TIMEOUT)} == parked
     wait_for(lambda: not live(rig), "every machine destroyed")
     assert app.store.standby(pk(app)) == {}
+
+
+def test_start_waits_for_a_machine_still_on_its_way_down(rig: FlyRig) -> None:
+    """A machine is put on standby by its worker just before it exits: a launch may take it
+    while it still runs. The start is refused (412), waits for the machine to stop (``/wait``
+    on its version), then starts it."""
+    backend = rig.backend()
+    app = rig.app(backend=backend)  # binds the backend
+    assert app.backend is backend
+    marker = "import os, time; open('runs.txt', 'a').write('run' + chr(10)); time.sleep(1)"
+    config = {
+        "image": "emu/python", "init": {"exec": ["python", "-c", marker]},
+        "auto_destroy": False, "restart": {"policy": "no"},
+    }  # fmt: skip
+    created = rig.served.client.post(f"/v1/apps/{JOBS_APP}/machines", json={"config": config})
+    assert created.status_code == 200, created.text
+    machine = created.json()["id"]
+    wait_for(lambda: live(rig) == {machine: "started"}, "the machine to run")
+    rig.reset_stats()
+    backend.start(machine)  # while it still runs
+    made = calls(rig)
+    assert made[START] == 2  # refused while running, then accepted once stopped
+    root = rig.emulator.machine_dir(machine) / "root"
+    wait_for(lambda: (root / "runs.txt").read_text().count("run") == 2, "a second run")
+    wait_for(lambda: live(rig) == {machine: "stopped"}, "the machine to stop")
+    backend.destroy(machine)
+    rig.wait_all_destroyed()
+    app.close()
