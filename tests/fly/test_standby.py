@@ -7,6 +7,7 @@ worker idles out stops and is kept in the pool's standby set, and the next launc
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 import balloons
 from balloons import lua
+from balloons.cli import main as cli
 from balloons.fly.emulator import Faults
 from balloons.fly.ratelimit import Limit, RateLimiter
 from balloons.ids import ulid
@@ -25,7 +28,7 @@ from balloons.task import TaskOptions
 from tests import tasks
 
 from .conformance import ConformantTransport
-from .conftest import JOBS_APP, SAFETY_TIMEOUT, FlyRig
+from .conftest import JOBS_APP, JOBS_IMAGE, SAFETY_TIMEOUT, TOKEN, FlyRig
 
 CREATE = "POST /v1/apps/{app_name}/machines"
 START = "POST /v1/apps/{app_name}/machines/{machine_id}/start"
@@ -275,7 +278,21 @@ def test_gc_standby_empties_the_set(
     parked = park(rig, app, 2)
     sup = app.supervisor(orphan_min_age=0)
     assert sup.collect_orphans(wait=SAFETY_TIMEOUT) == []  # kept on standby: nothing to destroy
-    assert {m.id for m in sup.collect_orphans(standby=True, wait=SAFETY_TIMEOUT)} == parked
+    env = {
+        "BALLOONS_BACKEND": "fly", "FLY_API_TOKEN": TOKEN, "BALLOONS_FLY_APP": JOBS_APP,
+        "BALLOONS_FLY_API_URL": rig.served.base_url, "BALLOONS_FLY_IMAGE": JOBS_IMAGE,
+    }  # fmt: skip
+    pools = CliRunner().invoke(cli, ["pools", "--json"], env=env)
+    assert pools.exit_code == 0, pools.output
+    (row,) = json.loads(pools.output)
+    assert (row["standby"], row["standby_max"]) == (len(parked), 4)
+    dry = CliRunner().invoke(cli, ["gc", "--standby", "--dry-run", "--json"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert {m["id"] for m in json.loads(dry.output)} == parked
+    assert set(app.store.standby(pk(app))) == parked  # a dry run changes nothing
+    out = CliRunner().invoke(cli, ["gc", "--standby"], env=env)
+    assert out.exit_code == 0, out.output
+    assert f"{len(parked)} machine(s) destroyed" in out.output
     wait_for(lambda: not live(rig), "every machine destroyed")
     assert app.store.standby(pk(app)) == {}
 
