@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, JobNotFound, SerializationError, StoreError
+from .errors import BackendError, ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job
 from .keys import JobKeys, PoolKeys
@@ -665,7 +665,10 @@ class App:
         machine, own, cpus, memory_mb = got[1], got[2], int(got[3]), int(got[4])
         began = time.monotonic()
         try:
-            self.backend.start(machine)  # type: ignore[attr-defined]
+            start = getattr(self.backend, "start", None)
+            if start is None:
+                raise BackendError(f"the {self.backend.name} backend cannot start a machine")
+            start(machine)
         except Exception as exc:
             events.emit(
                 "start_failed",
