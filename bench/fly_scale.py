@@ -13,10 +13,13 @@ Python allocations during the run (slower). Runs: the client's rate limiter as s
 the emulator enforcing Fly's documented limits (1 create/s per app, bursts of 3); the same with
 the pool pre-warmed (``min_machines=cap``, filled by a supervisor before the clock starts: a
 first job stores the pool's settings, then the floor's machines are created at the limiter's
-pace); and the limiter opened wide with the emulator's limits off.
+pace); the same with a pool of stopped standby machines (``standby=cap``: the cap's machines
+are created, then idle out and stop, before the clock starts, so the run begins with no machine
+running and each launch is one ``start``, rate-limited per machine, not per app); and the
+limiter opened wide with the emulator's limits off.
 
     .venv/bin/python bench/fly_scale.py [--n 10000] [--cap 50] [--sleep 0.1]
-        [--runs shipped,warm,open] [--tracemalloc]
+        [--runs shipped,warm,standby,open] [--tracemalloc]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 from _common import BENCH_DIR, SECRET, header, table, temp_state_dir, valkey_server
 
 import balloons
+from balloons.keys import PoolKeys
 
 SUBMITTER = "--submitter"
 
@@ -57,12 +61,13 @@ def submitter(argv: list[str]) -> int:
     limiter = (
         RateLimiter(limits={}, default=Limit(rate=10_000, burst=10_000)) if mode == "open" else None
     )
-    warm_floor = args.cap if mode == "warm" else 0
+    warm_floor = args.cap if mode in ("warm", "standby") else 0
+    standby = args.cap if mode == "standby" else 0
     backend = balloons.FlyBackend(
         token=TOKEN, app=JOBS_APP, api_url=api_url, image=IMAGE, limiter=limiter
     )
     app = balloons.App(redis_url=redis_url, secret=SECRET, state_dir=state, backend=backend)
-    app.pool(pool, max_machines=args.cap, idle_timeout=5, min_machines=warm_floor)
+    app.pool(pool, max_machines=args.cap, idle_timeout=5, min_machines=warm_floor, standby=standby)
     task = app.task(timeout=60, pool=pool)(_balloons_tasks.sleep.fn)
     _ = app.backend, app.store.redis.ping()  # bind and connect before the clock starts
     prewarm = 0.0
@@ -76,6 +81,24 @@ def submitter(argv: list[str]) -> int:
             if time.perf_counter() - w0 > 300:
                 raise RuntimeError(f"the warm floor did not fill: {app.store.pool_stats(pool)}")
             time.sleep(0.2)
+        if standby:
+            # Then the floor goes (min_machines=0, stored by the next submit): the machines
+            # idle out, stop and stay in the pool's standby set. No machine runs at the start.
+            supervisor.stop()
+            app.pool(pool, max_machines=args.cap, idle_timeout=5, standby=standby)
+            task.submit(0).result(timeout=60)
+            pk = PoolKeys(app.settings.namespace, pool)
+            while len(app.store.standby(pk)) < standby or any(
+                m.state != "stopped" for m in app.backend.list(pool=pool)
+            ):
+                if time.perf_counter() - w0 > 300:
+                    stats = app.store.pool_stats(pool)
+                    raise RuntimeError(f"the standby set did not fill: {stats}")
+                time.sleep(0.5)
+            warm_floor = 0
+            import httpx
+
+            httpx.delete(f"{api_url}/_emulator/stats").raise_for_status()  # count the run only
         prewarm = time.perf_counter() - w0
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if args.tracemalloc:
@@ -156,6 +179,7 @@ def run(url: str, state: Any, args: argparse.Namespace, mode: str, pool: str) ->
         calls: dict[str, int] = stats["calls"]
         r["calls"] = sum(calls.values())
         r["creates"] = calls.get("POST /v1/apps/{app_name}/machines", 0)
+        r["starts"] = calls.get("POST /v1/apps/{app_name}/machines/{machine_id}/start", 0)
         r["machines"] = len(emu.machines_including_destroyed())
     return r
 
@@ -168,7 +192,9 @@ def main() -> int:
     ap.add_argument("--cap", type=int, default=50)
     ap.add_argument("--sleep", type=float, default=0.1)
     ap.add_argument(
-        "--runs", default="shipped,warm,open", help="comma-separated: shipped, warm, open"
+        "--runs",
+        default="shipped,warm,standby,open",
+        help="comma-separated: shipped, warm, standby, open",
     )
     ap.add_argument("--tracemalloc", action="store_true")
     args = ap.parse_args()
@@ -181,6 +207,7 @@ def main() -> int:
             r = run(url, state, args, mode, f"scale{i}")
             label = {"shipped": "limiter as shipped, Fly's limits enforced",
                      "warm": "same, pool pre-warmed (min_machines=cap, supervisor)",
+                     "standby": "same, from stopped standby machines (standby=cap)",
                      "open": "limiter opened wide, no limits"}[mode]  # fmt: skip
             rows.append([
                 label,
@@ -188,6 +215,7 @@ def main() -> int:
                 f"{r['makespan'] / ideal:.2f}x",
                 f"{r['submit']:.2f}",
                 str(r["creates"]),
+                str(r["starts"]),
                 str(r["machines"]),
                 f"{r['calls'] / args.n:.4f}",
                 f"{r['warm']:,}",
@@ -206,11 +234,12 @@ def main() -> int:
             ])  # fmt: skip
             print(f"{label}: {json.dumps(r)}", flush=True)
     print()
-    print(table(["run", "makespan s", "/ ideal", "submit loop s", "creates", "machines",
+    print(table(["run", "makespan s", "/ ideal", "submit loop s", "creates", "starts", "machines",
                  "calls/job", "warm jobs", "RSS before MiB", "RSS peak MiB",
                  "tracemalloc peak MiB"], rows))  # fmt: skip
     print("\nwhere a machine's time goes (from the job records):\n")
-    print(table(["run", "pre-warm s (before the clock)", "last machine's first job s",
+    print(table(["run", "pre-warm s (before the clock: machines made; standby: made, then stopped)",
+                 "last machine's first job s",
                  "job run ms (median)", "gap between jobs ms (median)", "gap p90 ms",
                  "overhead per job ms (makespan * cap / n - sleep)"], parts))  # fmt: skip
     print("\ntarget: makespan <= 1.20x ideal")

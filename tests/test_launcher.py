@@ -9,7 +9,7 @@ from balloons.launcher import Launch, Launcher
 
 
 def _launch(n: int) -> Launch:
-    return ("default", f"u{n}", 1, 1, 256, 60.0)
+    return ("default", f"u{n}", 1, 1, 256, 60.0, False)
 
 
 def test_launches_run_in_order_on_another_thread_and_drain_waits_for_them() -> None:

@@ -47,6 +47,25 @@ def test_pool_settings_are_validated() -> None:
     assert "capped" in repr(tasks.capped) and tasks.capped.max_machines == 2
 
 
+def test_standby_is_validated_and_refused_by_a_backend_that_cannot_start_machines() -> None:
+    from balloons.pools import Pool
+
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(balloons.ConfigError, match=rf"standby must be an integer.*{bad!r}"):
+            Pool("sb", max_machines=2, idle_timeout=1, standby=bad)  # type: ignore[arg-type]
+    with pytest.raises(balloons.ConfigError, match=r"standby \(3\) exceeds max_machines \(2\)"):
+        Pool("sb", max_machines=2, idle_timeout=1, standby=3)
+    ok = Pool("sb", max_machines=2, idle_timeout=1, standby=2)
+    assert "standby 2" in ok.redis_config() and "standby=2" in repr(ok)
+    assert "standby 0" in Pool("sb", max_machines=2, idle_timeout=1).redis_config()
+    # Local machines are processes: nothing of them is left to start again.
+    with pytest.raises(balloons.ConfigError, match=r"standby=1 .*LocalBackend has no start"):
+        balloons.App(backend=balloons.LocalBackend()).pool("sb", max_machines=2, standby=1)
+    with pytest.raises(balloons.ConfigError, match=r"the 'local' backend has no start"):
+        balloons.App(backend="local").pool("sb", max_machines=2, standby=1)
+    assert balloons.App(backend="fly").pool("sb", max_machines=2, standby=1).standby == 1
+
+
 def test_cap_holds_and_finished_machines_take_queued_jobs() -> None:
     jobs = [tasks.stamp.submit(0.3) for _ in range(8)]
     positions = [j.queue_position() for j in jobs]

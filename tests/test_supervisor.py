@@ -82,6 +82,30 @@ def test_several_supervisors_do_no_double_work() -> None:
     assert statuses.count(JobStatus.STARTING) == 3
 
 
+def test_a_queued_job_a_jobless_machine_is_coming_for_gets_no_second_machine() -> None:
+    # A launch that had to wait sent its job back to the queue (UNPIN), or a standby launch
+    # (ASSIGN): the slot, jobless and still starting, will take the job when its machine
+    # boots. A step must not launch another machine for the same job.
+    from balloons.ids import ulid
+
+    app, task = held_app("coming", max_machines=3, idle_timeout=0)
+    backend = app.backend
+    job = task.submit(1, 2)
+    assert len(backend.specs) == 1  # type: ignore[attr-defined]
+    pk = app.store.keys(job.id).pool
+    u = job.id.rpartition(".")[2]
+    assert app.store.unpin(pk, f"{u}-1", u, ulid())
+    assert job.status() is JobStatus.QUEUED
+    report = app.supervisor().step(gc=False)
+    assert report.launched == []
+    assert len(backend.specs) == 1  # type: ignore[attr-defined]
+    # A second queued job beyond what that machine will take gets a machine of its own.
+    app.store.redis.zadd(pk.queue, {"x" * 26: 1e15})  # a placeholder behind the first job
+    app.store.redis.hset(pk.job("x" * 26), mapping={"status": "QUEUED", "attempt": 1})
+    report = app.supervisor().step(gc=False)
+    assert len(report.launched) == 1
+
+
 def test_a_step_interrupted_after_taking_slots_leaves_nothing_stranded() -> None:
     """FILL took slots, then its supervisor died before launching: the slots run out their
     boot lease and the next supervisor reclaims them and fills the pool again."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, JobNotFound, SerializationError, StoreError
+from .errors import BackendError, ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job
 from .keys import JobKeys, PoolKeys
@@ -196,11 +196,14 @@ class App:
         memory_mb: int = 256,
         boot_timeout: float | None = None,
         heartbeat: float | None = None,
+        standby: int = 0,
     ) -> Pool:
         """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
 
         Settings left out come from the environment (``BALLOONS_MAX_MACHINES``,
         ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``, ``BALLOONS_HEARTBEAT``).
+        ``standby=N`` keeps up to N machines stopped when they idle out, for later launches
+        to start rather than create (a backend with ``start``: ``FlyBackend``).
         """
         from .config import pool_defaults
 
@@ -214,7 +217,19 @@ class App:
             memory_mb=memory_mb,
             boot_timeout=boot_timeout if boot_timeout is not None else d["boot_timeout"],
             heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
+            standby=standby,
         )
+        if p.standby and not _can_start(self._backend_obj, self.settings.backend):
+            what = (
+                type(self._backend_obj).__name__
+                if self._backend_obj is not None
+                else f"the {self.settings.backend!r} backend"
+            )
+            raise ConfigError(
+                f"pool {name!r}: standby={standby} needs a backend that can start a stopped "
+                f"machine again (FlyBackend), but {what} has no start(): its machines are "
+                "gone when they exit. Use standby=0 with it"
+            )
         self._pools[name] = p
         return p
 
@@ -487,13 +502,24 @@ class App:
         return {"max_cost": float(opts.max_cost), "usd_per_s": rate}
 
     def _spec(
-        self, pool: str, ulid_: str, attempt: int, cpus: int, memory_mb: int, timeout: float
+        self,
+        pool: str,
+        ulid_: str,
+        attempt: int,
+        cpus: int,
+        memory_mb: int,
+        timeout: float,
+        keep: bool = False,
     ) -> MachineSpec:
         """The machine for slot ``ULID-ATTEMPT``: the first job it runs is that attempt of job
-        ``POOL.ULID`` (attempt 0: a warm-floor machine with no job yet)."""
+        ``POOL.ULID`` (attempt 0: a machine with no job yet, which takes queued work; with
+        ``keep``, one that stops when it idles out, to be started again under the same
+        handoff)."""
         job_id = f"{pool}.{ulid_}"
         cwd = os.getcwd()
         env = {"BALLOONS_JOB": f"{job_id}/{attempt}"}
+        if keep:
+            env["BALLOONS_STANDBY"] = "1"
         for name in self.settings.env_allowlist:
             if name in self.settings.env:
                 env[name] = self.settings.env[name]
@@ -514,6 +540,7 @@ class App:
             },
             cwd=cwd,
             python_path=_import_path(cwd),
+            keep=keep,
         )
 
     def launch_slot(
@@ -524,11 +551,13 @@ class App:
         cpus: int,
         memory_mb: int,
         timeout: float,
+        keep: bool = False,
         spec: MachineSpec | None = None,
     ) -> bool:
         """Launch the machine of a slot the store granted (``spec``: its machine, when the
         caller already built it). On failure the slot is freed and the job's attempt fails
-        with reason ``launch_failed``; returns whether it launched."""
+        with reason ``launch_failed``; returns whether it launched. ``keep``: a
+        standby-capable machine (see :meth:`launch_standby`)."""
         from . import events
 
         began = time.monotonic()
@@ -537,7 +566,7 @@ class App:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
-                spec = self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout)
+                spec = self._spec(pool, ulid_, attempt, cpus, memory_mb, timeout, keep)
             info = self.backend.launch(spec)
         except Exception as exc:
             import logging
@@ -584,7 +613,14 @@ class App:
         so that submit returns at once), or when the backend would make this caller wait for
         a rate limit (``launch_delay``) or launches already wait. A job whose machine has to
         wait goes back to the queue (``UNPIN``): the pool's first free machine takes it, and
-        the slot's machine, launched with no job of its own, joins the pool."""
+        the slot's machine, launched with no job of its own, joins the pool. In a pool with
+        standby machines, see :meth:`launch_standby`."""
+        if launch[6]:
+            if _in_background(self):
+                self._later(launch)  # the launcher's step starts or creates the machine
+            else:
+                self.launch_standby(launch, background=True)
+            return
         launcher = self._launcher
         if (launcher is None or not launcher.busy()) and _launch_delay(self) <= 0:
             if not _in_background(self):
@@ -592,11 +628,15 @@ class App:
                 return
             # Nothing waits: the launch keeps its job, and is made from the launcher thread.
         else:
-            pool, ulid_, attempt, cpus, memory_mb, _timeout = launch
+            pool, ulid_, attempt, cpus, memory_mb, _timeout, _keep = launch
             fresh = ulid()
             pk = PoolKeys(self.settings.namespace, pool)
             if attempt and self.store.unpin(pk, f"{ulid_}-{attempt}", ulid_, fresh):
-                launch = (pool, fresh, 0, cpus, memory_mb, DEFAULT_TIMEOUT)
+                launch = (pool, fresh, 0, cpus, memory_mb, DEFAULT_TIMEOUT, False)
+        self._later(launch)
+
+    def _later(self, launch: Launch) -> None:
+        launcher = self._launcher
         if launcher is None:
             from .launcher import Launcher
 
@@ -606,14 +646,90 @@ class App:
     def _launch_later(self, launch: Launch) -> None:
         """The launcher's step: wait out the rate limit, renew the slot's boot lease (it may
         have waited a while), then launch, unless the slot was reclaimed, claimed or given back
-        meanwhile (a jobless slot when nothing is queued any more)."""
+        meanwhile (a jobless slot when nothing is queued any more). In a pool with standby
+        machines, a machine stopped meanwhile is started rather than one created."""
         pool, ulid_, attempt = launch[:3]
+        pk = PoolKeys(self.settings.namespace, pool)
+        if launch[6]:
+            # A machine stopped since this launch was queued is started rather than created.
+            if not self.store.booting(pk, f"{ulid_}-{attempt}"):
+                return
+            got = self._start_standby(launch)
+            if not isinstance(got, tuple):
+                return
+            launch = got
+            pool, ulid_, attempt = launch[:3]
         delay = _launch_delay(self)
         while delay > 0:
             time.sleep(delay)
             delay = _launch_delay(self)
-        if self.store.booting(PoolKeys(self.settings.namespace, pool), f"{ulid_}-{attempt}"):
+        if self.store.booting(pk, f"{ulid_}-{attempt}"):
             self.launch_slot(*launch)
+
+    def launch_standby(self, launch: Launch, *, background: bool) -> bool:
+        """A launch in a pool with standby machines (``ASSIGN``): the slot's job goes back to
+        the queue, and the slot becomes a machine's own (no job, attempt 0): a stopped machine
+        of the pool's standby set, started (one ``start``, rate-limited per machine, so it
+        never waits for the app's create limit), else a new standby-capable machine created
+        as any other (from the launcher thread when the create would wait, with
+        ``background``). A start that fails (the machine is gone, or refused) drops that
+        machine and creates one instead. Returns whether a machine is on its way."""
+        got = self._start_standby(launch)
+        if not isinstance(got, tuple):
+            return got
+        launcher = self._launcher
+        if background and ((launcher is not None and launcher.busy()) or _launch_delay(self) > 0):
+            self._later(got)
+            return True
+        return self.launch_slot(*got)
+
+    def _start_standby(self, launch: Launch) -> bool | Launch:
+        """``ASSIGN`` and start the stopped machine it gave: True when one was started, False
+        when there is nothing to launch, else the create to make in its place."""
+        from . import events
+
+        pool, ulid_, attempt = launch[:3]
+        pk = PoolKeys(self.settings.namespace, pool)
+        got = self.store.assign(pk, f"{ulid_}-{attempt}", ulid())
+        if got is None:
+            return False
+        if got[0] == "create":
+            return (pool, got[1], 0, int(got[2]), int(got[3]), DEFAULT_TIMEOUT, True)
+        machine, own, cpus, memory_mb = got[1], got[2], int(got[3]), int(got[4])
+        began = time.monotonic()
+        try:
+            start = getattr(self.backend, "start", None)
+            if start is None:
+                raise BackendError(f"the {self.backend.name} backend cannot start a machine")
+            start(machine)
+        except Exception as exc:
+            events.emit(
+                "start_failed",
+                30,  # logging.WARNING, without importing logging on this path
+                pool=pool,
+                machine=machine,
+                error=f"could not start standby machine {machine}: {exc}",
+            )
+            fresh = ulid()
+            if not self.store.reslot(pk, f"{own}-0", machine, fresh):
+                return False  # the machine did start after all, and took its slot
+            if getattr(exc, "status", None) != 404:
+                import contextlib
+
+                with contextlib.suppress(Exception):
+                    self.backend.destroy(machine)
+            return (pool, fresh, 0, cpus, memory_mb, DEFAULT_TIMEOUT, True)
+        events.emit(
+            "launched",
+            job="-",
+            attempt=0,
+            pool=pool,
+            machine=machine,
+            size=f"{cpus}x{memory_mb}MB",
+            started=1,
+            launch_s=time.monotonic() - began,
+        )
+        return True
 
     def _submit_args(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -647,7 +763,7 @@ class App:
 
     def _after_submit(
         self, jk: JobKeys, opts: TaskOptions, reply: list[Any]
-    ) -> tuple[Job[Any], tuple[str, str, int, int, int, float] | None]:
+    ) -> tuple[Job[Any], Launch | None]:
         code = reply[0]
         if code == 2:
             return Job(self, f"{jk.pool.pool}.{_text(reply[1])}"), None
@@ -663,6 +779,7 @@ class App:
             int(cpus),
             int(mem),
             opts.timeout if u == jk.ulid else DEFAULT_TIMEOUT,
+            self.get_pool(jk.pool.pool).standby > 0,
         )
 
     def _submit(
@@ -780,6 +897,13 @@ def _launch_delay(app: App) -> float:
         return float(delay()) if delay is not None else 0.0
     except Exception:  # a backend that cannot even be set up: launch_slot records why
         return 0.0
+
+
+def _can_start(backend: object, name: str) -> bool:
+    """Whether the app's backend can start a stopped machine again (standby machines)."""
+    if backend is not None:
+        return callable(getattr(backend, "start", None))
+    return name == "fly"
 
 
 def _text(value: Any) -> str:

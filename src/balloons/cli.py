@@ -367,7 +367,8 @@ def supervise(module: str | None, interval: float, once: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pools(as_json: bool) -> None:
-    """Each pool's cap, its machines (starting, running, idle) and queued jobs."""
+    """Each pool's cap, its machines (starting, running, idle, stopped on standby) and queued
+    jobs."""
     from .listing import pool_summaries
 
     app = _app()
@@ -380,7 +381,9 @@ def pools(as_json: bool) -> None:
         click.echo(json.dumps(rows))
         return
     table = Table(show_edge=False)
-    for name in ("pool", "cap", "floor", "starting", "running", "idle", "queued", "delayed"):
+    for name in (
+        "pool", "cap", "floor", "starting", "running", "idle", "standby", "queued", "delayed",
+    ):  # fmt: skip
         table.add_column(name, justify="left" if name == "pool" else "right")
     for r in rows:
         table.add_row(
@@ -390,6 +393,7 @@ def pools(as_json: bool) -> None:
             str(r["starting"]),
             str(r["running"]),
             str(r["idle"]),
+            f"{r['standby']}/{r['standby_max']}",
             str(r["queued"]),
             str(r["delayed"]),
         )
@@ -533,18 +537,20 @@ def cost(pools: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list the orphaned machines.")
+@click.option("--standby", is_flag=True, help="Also destroy every pool's stopped standby machines.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def gc(dry_run: bool, as_json: bool) -> None:
-    """Destroy machines tagged by balloons whose job is finished or unknown."""
+def gc(dry_run: bool, standby: bool, as_json: bool) -> None:
+    """Destroy machines tagged by balloons whose job is finished or unknown, and stopped
+    machines beyond their pool's standby setting (all of them with --standby)."""
     sup = _app().supervisor(orphan_min_age=10.0)
-    found = sup.collect_orphans(dry_run=dry_run)
+    found = sup.collect_orphans(dry_run=dry_run, standby=standby, wait=30.0)
     if as_json:
         click.echo(json.dumps([{"id": m.id, "pool": m.pool, "job": m.job_id} for m in found]))
         return
     verb = "would destroy" if dry_run else "destroyed"
     for m in found:
         click.echo(f"{verb} {m.id} (pool {m.pool}, job {m.job_id or '-'})")
-    click.echo(f"{len(found)} orphaned machine(s) {verb}")
+    click.echo(f"{len(found)} machine(s) {verb}")
 
 
 @main.command()

@@ -40,6 +40,7 @@ ENV_VARS: dict[str, str] = {
     # Set by balloons for machines; read by the worker entrypoint.
     "BALLOONS_JOB": "worker handoff: JOB_ID/ATTEMPT (set by balloons on each machine)",
     "BALLOONS_MACHINE_ID": "the machine's id (set by the local backend; FLY_MACHINE_ID on Fly)",
+    "BALLOONS_STANDBY": "1 on a machine kept stopped on standby at idle (set by balloons)",
     "BALLOONS_PYTHONPATH": "import path entries of the submitting process (local backend)",
     "BALLOONS_FORKSERVER_IDLE": "seconds an idle local fork server lingers (default 30)",
     # Pool defaults (each pool can override them with app.pool(...))

@@ -38,6 +38,11 @@ key                                      type    TTL         written by
                                                              ``m`` text; capped (MAXLEN)
 ``NS:{POOL}:usage``                      hash    none        ``TAKE``: idle machine-seconds of
                                                              warm machines, ``idle:CPUS:MB``
+``NS:{POOL}:standby``                    hash    none        stopped machines kept to be
+                                                             started again: machine id -> JSON
+                                                             (slot ULID, cpus, mem, since);
+                                                             ``TAKE`` adds, ``ASSIGN`` takes,
+                                                             ``SHED`` drops (gc)
 ``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
 ``NS:machines``                          zset    trimmed     local fork server: MID by launch time
 ``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
@@ -142,6 +147,10 @@ class PoolKeys(Frozen):
     @property
     def usage(self) -> str:
         return f"{self.tag}:usage"
+
+    @property
+    def standby(self) -> str:
+        return f"{self.tag}:standby"
 
     def idem(self, digest: str) -> str:
         return f"{self.tag}:key:{digest}"

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-#: What a launch needs: pool, ulid, attempt, cpus, memory_mb, timeout (``App.launch_slot``).
-Launch = tuple[str, str, int, int, int, float]
+#: What a launch needs: pool, ulid, attempt, cpus, memory_mb, timeout, keep (a pool with
+#: standby machines) (``App.launch_slot``).
+Launch = tuple[str, str, int, int, int, float, bool]
 
 
 class Launcher:

@@ -12,7 +12,9 @@ job has moved on to another attempt, ``-3`` the job is not in a state that allow
 
 A *slot* is one machine's right to exist in its pool: ``ZCARD slots`` never exceeds the
 pool's cap, because slots are only added by :data:`SUBMIT` and :data:`FILL`, each of
-which checks the cap in the same script.
+which checks the cap in the same script (:data:`UNPIN`, :data:`ASSIGN` and :data:`RESLOT`
+rename a slot in place). A pool's stopped standby machines live in its ``standby`` hash and
+hold no slot until :data:`ASSIGN` gives them one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ local T = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local QUEUE, DELAYED = T..':queue', T..':delayed'
 local SLOTS, SLOT, IDLE, WAKE, CFG = T..':slots', T..':slot', T..':idle', T..':wake', T..':cfg'
+local STANDBY = T..':standby'
 local function jk(u) return T..':job:'..u end
 local function ak(u) return T..':attempts:'..u end
 local function dk(u) return T..':done:'..u end
@@ -341,9 +344,12 @@ return {1, st[3] or '', st[4] or '', st[5] or '', tostring(cfg('hb', 2)), tostri
 """,
 )
 
-# A warm machine asks for its next job. ARGV: tag, now, slot, machine, mode ('take' | 'release')
+# A warm machine asks for its next job. ARGV: tag, now, slot, machine, mode ('take' | 'release'),
+#       standby ('1' when the machine stops rather than being destroyed as its worker exits)
 # Returns {1, ulid, attempt, payload, args, sig} | {0, idle} (wait for a wake) |
-#         {-1} (the slot is gone: exit) | {-5} (slot given back: exit)
+#         {-1} (the slot is gone: exit) | {-5} (slot given back: exit) |
+#         {-6} (slot given back and the machine kept in the pool's standby set: exit, and its
+#         machine stops until a launch starts it again)
 TAKE = _script(
     "jk ak cfg slot_get slot_put slot_drop attempt_update need_of fits enqueue promote_due",
     """
@@ -392,6 +398,15 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
 end
 if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', 0) then
   slot_drop(slot)
+  -- A machine of its own slot (ID-0) that stops when it exits is kept for a later launch to
+  -- start again, while the pool keeps fewer stopped machines than its standby setting.
+  local own = string.match(slot, '^(.+)-0$')
+  if ARGV[6] == '1' and own and machine ~= ''
+      and redis.call('HLEN', STANDBY) < cfg('standby', 0) then
+    redis.call('HSET', STANDBY, machine, cjson.encode({slot=own, cpus=tonumber(info.cpus) or 1,
+      mem=tonumber(info.mem) or 256, since=NOW}))
+    return {-6}
+  end
   return {-5}
 end
 info.job, info.attempt, info.state, info.since = '', 0, 'idle', NOW
@@ -503,17 +518,22 @@ return {1, st[1], st[3] or '', st[4] or ''}
 )
 
 # The supervisor's step for one pool: promote due jobs, then take slots for queued work under
-# the cap (beyond what idle machines will take) and for the warm floor.
+# the cap (beyond what idle machines and machines on their way with no job of their own, which
+# take queued work when they boot, will take) and for the warm floor.
 # ARGV: tag, now, fresh floor ids (ULIDs, space separated)
 # Returns a flat list of launches, five items each: slot, ulid (a fresh id and attempt 0 for a
 # floor machine), attempt, cpus, memory_mb.
 FILL = _script(
-    "jk ak cfg slot_put attempt_update need_of enqueue take_slot promote_due",
+    "jk ak cfg slot_get slot_put attempt_update need_of enqueue take_slot promote_due",
     """
 promote_due(1000)
 local out = {}
 local cap = cfg('cap', 1)
 local spare = redis.call('SCARD', IDLE)
+for _, s in ipairs(redis.call('ZRANGE', SLOTS, 0, -1)) do
+  local info = slot_get(s)
+  if info and info.state == 'starting' and (info.job or '') == '' then spare = spare + 1 end
+end
 while redis.call('ZCARD', SLOTS) < cap do
   local q = redis.call('ZRANGE', QUEUE, spare, spare)
   local u = q[1]
@@ -582,6 +602,106 @@ if (info.job or '') == '' and redis.call('ZCARD', QUEUE) == 0 then
 end
 redis.call('ZADD', SLOTS, 'XX', NOW + cfg('boot', 60), slot)
 return 1
+""",
+)
+
+# A launch in a pool with standby machines. The slot's job (if it still waits for this slot)
+# goes back to the queue, as with UNPIN, and the slot becomes a machine's own, with no job
+# (ID-0, as a warm-floor machine's, so that the machine can stop and start again under the
+# same handoff): the stopped machine of the pool's standby set that fits the slot's size most
+# closely (taken out of the set in this script, so no two launchers start the same machine),
+# else a machine to create, under the name FRESH-0 (a jobless ID-0 slot keeps its name).
+# The slot count does not change: the cap holds. ARGV: tag, now, slot, fresh id
+# Returns {1, 'start', machine, slot ulid, cpus, mem} | {1, 'create', slot ulid, cpus, mem} |
+#         {0} (the slot is gone or its machine already came: nothing to launch)
+ASSIGN = _script(
+    "jk cfg slot_get slot_put slot_drop enqueue",
+    """
+local slot, fresh = ARGV[3], ARGV[4]
+local info = slot_get(slot)
+local lease = redis.call('ZSCORE', SLOTS, slot)
+if not info or not lease or info.state ~= 'starting' then return {0} end
+local u = info.job or ''
+if u ~= '' then
+  local st = redis.call('HMGET', jk(u), 'status', 'slot')
+  if st[1] == 'STARTING' and st[2] == slot then enqueue(u) end
+end
+local c, m = tonumber(info.cpus) or 1, tonumber(info.mem) or 256
+local best, pick
+local flat = redis.call('HGETALL', STANDBY)
+for i = 1, #flat, 2 do
+  local ok, rec = pcall(cjson.decode, flat[i + 1])
+  if not ok or type(rec) ~= 'table' or type(rec.slot) ~= 'string' or not tonumber(rec.cpus)
+      or not tonumber(rec.mem) or redis.call('ZSCORE', SLOTS, rec.slot..'-0') then
+    redis.call('HDEL', STANDBY, flat[i])  -- unreadable, or its slot is taken: not usable
+  elseif tonumber(rec.cpus) >= c and tonumber(rec.mem) >= m then
+    local key = {tonumber(rec.mem), tonumber(rec.cpus), tonumber(rec.since) or 0}
+    if not pick or key[1] < pick[1] or (key[1] == pick[1] and (key[2] < pick[2]
+        or (key[2] == pick[2] and key[3] < pick[3]))) then
+      best, pick = flat[i], key
+    end
+  end
+end
+slot_drop(slot)
+info.job, info.attempt, info.state, info.since, info.machine = '', 0, 'starting', NOW, ''
+info.cancel, info.deadline, info.capped = nil, nil, nil
+if best then
+  local rec = cjson.decode(redis.call('HGET', STANDBY, best))
+  redis.call('HDEL', STANDBY, best)
+  info.cpus, info.mem, info.machine = tonumber(rec.cpus), tonumber(rec.mem), best
+  redis.call('ZADD', SLOTS, NOW + cfg('boot', 60), rec.slot..'-0')
+  slot_put(rec.slot..'-0', info)
+  return {1, 'start', best, rec.slot, tostring(info.cpus), tostring(info.mem)}
+end
+local own = string.match(slot, '^(.+)-0$')
+if u ~= '' or not own then own = fresh end
+redis.call('ZADD', SLOTS, lease, own..'-0')
+slot_put(own..'-0', info)
+return {1, 'create', own, tostring(c), tostring(m)}
+""",
+)
+
+# The start of a stopped machine taken from the standby set failed (the machine is gone, or
+# the API refused): its slot, still waiting for that machine, is renamed FRESH-0 with no
+# machine, for a new machine to be created in its place. ARGV: tag, now, slot, machine, fresh id
+# Returns 1, or 0 when the slot has moved on (its machine did start and took it, or it is gone).
+RESLOT = _script(
+    "cfg slot_get slot_put slot_drop",
+    """
+local slot, machine, fresh = ARGV[3], ARGV[4], ARGV[5]..'-0'
+local info = slot_get(slot)
+local lease = redis.call('ZSCORE', SLOTS, slot)
+if not info or not lease or info.state ~= 'starting' or info.machine ~= machine then return 0 end
+slot_drop(slot)
+redis.call('HDEL', STANDBY, machine)
+info.machine, info.since = '', NOW
+redis.call('ZADD', SLOTS, NOW + cfg('boot', 60), fresh)
+slot_put(fresh, info)
+return 1
+""",
+)
+
+# Trim a pool's standby set to ``keep`` machines (the most recently stopped stay); the caller
+# destroys the machines dropped. ARGV: tag, now, keep ('' = the pool's standby setting)
+# Returns the ids of the machines dropped.
+SHED = _script(
+    "cfg",
+    """
+local keep = tonumber(ARGV[3]) or cfg('standby', 0)
+local flat = redis.call('HGETALL', STANDBY)
+local all = {}
+for i = 1, #flat, 2 do
+  local ok, rec = pcall(cjson.decode, flat[i + 1])
+  local since = ok and type(rec) == 'table' and tonumber(rec.since) or 0
+  table.insert(all, {flat[i], since})
+end
+table.sort(all, function(a, b) return a[2] > b[2] end)
+local out = {}
+for i = keep + 1, #all do
+  redis.call('HDEL', STANDBY, all[i][1])
+  table.insert(out, all[i][1])
+end
+return out
 """,
 )
 

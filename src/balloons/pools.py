@@ -5,6 +5,11 @@ tasks name it with ``@app.task(pool="builds")``. A pool never has more than ``ma
 machines (starting, running or idle) at once, however many processes submit: the cap is
 checked by the same Lua script that takes a slot (:mod:`balloons.lua`). The pool's settings
 travel to Redis with every submit, so workers and supervisors read the submitter's values.
+
+``standby=N`` keeps up to N of the pool's machines *stopped* rather than destroyed when they
+idle out, so that a later launch starts one (Fly: a start is rate-limited per machine, a
+create per app) instead of creating a machine; a stopped machine costs only its root file
+system. It needs a backend that can start a stopped machine again (``FlyBackend``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class Pool:
         "memory_mb",
         "min_machines",
         "name",
+        "standby",
     )
 
     def __init__(
@@ -36,6 +42,7 @@ class Pool:
         memory_mb: int = 256,
         boot_timeout: float = 60.0,
         heartbeat: float = 2.0,
+        standby: int = 0,
     ) -> None:
         if not isinstance(name, str) or not POOL_RE.match(name):
             raise ConfigError(
@@ -46,11 +53,12 @@ class Pool:
         _positive_int("min_machines", min_machines, 0)
         _positive_int("cpus", cpus, 1)
         _positive_int("memory_mb", memory_mb, 64)
-        if min_machines > max_machines:
-            raise ConfigError(
-                f"pool {name!r}: min_machines ({min_machines}) exceeds max_machines "
-                f"({max_machines})"
-            )
+        _positive_int("standby", standby, 0)
+        for what, count in (("min_machines", min_machines), ("standby", standby)):
+            if count > max_machines:
+                raise ConfigError(
+                    f"pool {name!r}: {what} ({count}) exceeds max_machines ({max_machines})"
+                )
         for what, value, low in (
             ("idle_timeout", idle_timeout, 0.0),
             ("boot_timeout", boot_timeout, 1.0),
@@ -66,18 +74,21 @@ class Pool:
         self.memory_mb = memory_mb
         self.boot_timeout = float(boot_timeout)
         self.heartbeat = float(heartbeat)
+        self.standby = standby
 
     def __repr__(self) -> str:
         return (
             f"<Pool {self.name} max_machines={self.max_machines} min={self.min_machines} "
-            f"idle_timeout={self.idle_timeout:g}s {self.cpus}cpu/{self.memory_mb}MB>"
+            f"idle_timeout={self.idle_timeout:g}s standby={self.standby} "
+            f"{self.cpus}cpu/{self.memory_mb}MB>"
         )
 
     def redis_config(self) -> str:
         """The settings as the SUBMIT script stores them (``name value`` pairs)."""
         return (
             f"cap {self.max_machines} boot {self.boot_timeout:g} idle {self.idle_timeout:g} "
-            f"min {self.min_machines} hb {self.heartbeat:g} cpus {self.cpus} mem {self.memory_mb}"
+            f"min {self.min_machines} hb {self.heartbeat:g} cpus {self.cpus} mem {self.memory_mb} "
+            f"standby {self.standby}"
         )
 
 

@@ -102,6 +102,9 @@ class MachineSpec:
     metadata: dict[str, str]
     cwd: str | None = None
     python_path: tuple[str, ...] = ()
+    #: The machine stops rather than being destroyed when its worker exits, so that
+    #: ``Backend.start`` can run it again (a pool's standby machines).
+    keep: bool = False
 
 
 @dataclass(frozen=True)

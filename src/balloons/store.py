@@ -372,6 +372,39 @@ class Store:
         ``FRESH-0``. False when the job or the slot has moved on."""
         return int(self.eval(lua.UNPIN, pk, slot, ulid, fresh)) == 1
 
+    def assign(self, pk: PoolKeys, slot: str, fresh: str) -> list[str] | None:
+        """Turn a granted slot into a machine's own in a pool with standby machines
+        (:data:`lua.ASSIGN`): ``["start", machine, slot ulid, cpus, mem]`` (a stopped machine
+        to start), ``["create", slot ulid, cpus, mem]``, or None (nothing to launch)."""
+        reply = self.eval(lua.ASSIGN, pk, slot, fresh)
+        if reply[0] != 1:
+            return None
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in reply[1:]]
+
+    def reslot(self, pk: PoolKeys, slot: str, machine: str, fresh: str) -> bool:
+        """A standby machine failed to start: its slot, renamed ``FRESH-0``, waits for a new
+        machine. False when the slot has moved on (the machine started after all)."""
+        return int(self.eval(lua.RESLOT, pk, slot, machine, fresh)) == 1
+
+    def shed(self, pk: PoolKeys, keep: int | None = None) -> list[str]:
+        """Drop standby machines beyond ``keep`` (default: the pool's standby setting) from the
+        pool's set; their ids, for the caller to destroy."""
+        out = self.eval(lua.SHED, pk, "" if keep is None else keep)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in out]
+
+    def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
+        """The pool's stopped machines kept to be started again: machine id -> record."""
+        with self.errors():
+            raw = self.redis.hgetall(pk.standby)
+        out = {}
+        for k, v in raw.items():
+            try:
+                rec = json.loads(v)
+            except ValueError:
+                rec = {}
+            out[k.decode()] = rec if isinstance(rec, dict) else {}
+        return out
+
     def booting(self, pk: PoolKeys, slot: str) -> bool:
         """Renew the boot lease of a slot whose machine is about to be launched; False when
         the slot is gone or already claimed, or was given back because it has no job and
@@ -420,7 +453,8 @@ class Store:
             pipe.hvals(pk.slot)
             pipe.zcard(pk.queue)
             pipe.zcard(pk.delayed)
-            cfg, infos, queued, delayed = pipe.execute()
+            pipe.hlen(pk.standby)
+            cfg, infos, queued, delayed, standby = pipe.execute()
         states = [slot_entry(raw).get("state", "?") for raw in infos]
         cfg_s = {k.decode(): v.decode() for k, v in cfg.items()}
         return {
@@ -428,6 +462,8 @@ class Store:
             "max_machines": int(float(cfg_s.get("cap", 0))),
             "min_machines": int(float(cfg_s.get("min", 0))),
             "idle_timeout": float(cfg_s.get("idle", 0)),
+            "standby_max": int(float(cfg_s.get("standby", 0))),
+            "standby": int(standby),
             "machines": len(states),
             "starting": states.count("starting"),
             "running": states.count("running"),

@@ -12,7 +12,9 @@ Each :meth:`Supervisor.step` visits every pool and
 3. promotes due delayed jobs and retries, and takes slots for queued work under the cap and
    for the pool's warm floor (one Lua script), then launches those machines;
 4. every ``gc_interval`` seconds, destroys machines tagged by balloons whose slot no longer
-   exists (their job finished, was reclaimed, or is unknown), and trims old index entries.
+   exists (their job finished, was reclaimed, or is unknown) and stopped machines that are
+   not in their pool's standby set (which it trims to the pool's ``standby`` setting), and
+   trims old index entries.
 
 Every change is one atomic script guarded by what it expects to find, so several supervisors
 can run at once without double work, and one that dies mid-step leaves nothing half done:
@@ -123,7 +125,11 @@ class Supervisor:
         store = self.app.store
         machine = str(info.get("machine") or "")
         died_booting = None
-        if lease >= now and info.get("state") == "starting" and info.get("job"):
+        if (
+            lease >= now
+            and info.get("state") == "starting"
+            and (info.get("job") or info.get("machine"))
+        ):
             died_booting = self._died_booting(pk, slot, info, now)
         if lease < now or died_booting is not None:
             reason, message = died_booting or self._why(pk, slot, info)
@@ -178,7 +184,14 @@ class Supervisor:
         self._probed[slot] = now
         if len(self._probed) > 10_000:
             self._probed.clear()
-        found = self._machines_of_slot(pk, slot)
+        machine = str(info.get("machine") or "")
+        if machine:  # a standby machine being started: its id is known
+            m = None
+            with contextlib.suppress(Exception):
+                m = self.app.backend.inspect(machine)
+            found = [m] if m is not None else []
+        else:
+            found = self._machines_of_slot(pk, slot)
         if not found or any(m.running for m in found):
             return None
         return _reason_of(found[0])
@@ -255,48 +268,107 @@ class Supervisor:
 
     def _fill(self, pk: PoolKeys, report: StepReport) -> None:
         store = self.app.store
-        cfg_min = int(float((store.redis.hget(pk.cfg, "min") or b"0").decode() or 0))
+        cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
         ids = " ".join(ulid() for _ in range(cfg_min))
         flat = store.eval(lua.FILL, pk, ids)
         for i in range(0, len(flat), 5):
             slot, u, n, cpus, mem = (
                 x.decode() if isinstance(x, bytes) else str(x) for x in flat[i : i + 5]
             )
-            if self.app.launch_slot(
-                pk.pool, u, int(n), int(cpus), int(mem), _timeout_of(store, pk, u)
-            ):
+            launch = (pk.pool, u, int(n), int(cpus), int(mem), _timeout_of(store, pk, u), True)
+            if standby > 0:
+                launched = self.app.launch_standby(launch, background=False)
+            else:
+                launched = self.app.launch_slot(*launch[:6])
+            if launched:
                 report.launched.append(slot)
 
     # ---------------------------------------------------------------- orphans
     def collect_orphans(
-        self, report: StepReport | None = None, *, dry_run: bool = False
+        self,
+        report: StepReport | None = None,
+        *,
+        dry_run: bool = False,
+        standby: bool = False,
+        wait: float = 0.0,
     ) -> list[MachineInfo]:
-        """Destroy running machines tagged by balloons whose slot no longer exists (their job
-        finished or is unknown). Returns them; with ``dry_run`` only lists them."""
-        report = report if report is not None else StepReport()
+        """Destroy machines tagged by balloons that nothing will use again: running ones whose
+        slot no longer exists (their job finished or is unknown), and stopped ones that are
+        not in their pool's standby set. Each pool's standby set is first trimmed to its
+        ``standby`` setting (a pool set to 0 gives all of its stopped machines up); with
+        ``standby``, every standby set is emptied. Returns the machines; with ``dry_run`` only
+        lists them, changing nothing. Only one process sweeps at a time: this one returns
+        nothing when another swept in the last ``gc_interval / 2`` seconds (at least 5), unless
+        ``wait`` gives it that many seconds to take its turn (``balloons gc``); such a sweep
+        hands the turn back when it is done."""
+        store = self.app.store
+        lock = gc_lock_key(self.app.settings.namespace)
+        token = ulid()
+        give_up = time.monotonic() + wait
+        while not dry_run and not store.redis.set(
+            lock, token, nx=True, ex=max(5, int(self.gc_interval / 2))
+        ):
+            if time.monotonic() >= give_up:
+                return []  # another supervisor sweeps now
+            time.sleep(0.1)
+        try:
+            return self._sweep(report if report is not None else StepReport(), dry_run, standby)
+        finally:
+            if wait > 0 and not dry_run:
+                with contextlib.suppress(Exception), store.redis.pipeline() as pipe:
+                    pipe.watch(lock)
+                    if pipe.get(lock) == token.encode():
+                        pipe.multi()
+                        pipe.delete(lock)
+                        pipe.execute()
+
+    def _sweep(self, report: StepReport, dry_run: bool, standby: bool) -> list[MachineInfo]:
         store = self.app.store
         ns = self.app.settings.namespace
-        if not dry_run and not store.redis.set(
-            gc_lock_key(ns), "1", nx=True, ex=max(5, int(self.gc_interval / 2))
-        ):
-            return []  # another supervisor sweeps now
+        shed: set[str] = set()
+        for pool in store.pools():
+            pk = PoolKeys(ns, pool)
+            if dry_run:
+                kept = store.standby(pk)
+                keep = 0 if standby else _int(store.redis.hget(pk.cfg, "standby"))
+                ordered = sorted(kept, key=lambda k: -float(kept[k].get("since") or 0))
+                shed.update(ordered[keep:])
+            else:
+                shed.update(store.shed(pk, 0 if standby else None))
         orphans = []
         now = time.time()
+        # Only a backend that can start a machine again leaves stopped machines behind.
+        restartable = callable(getattr(self.app.backend, "start", None))
         for m in self.app.backend.list():
-            if not m.running or not m.pool:
+            if not m.pool or not (m.running or (restartable and m.state == "stopped")):
                 continue
-            if m.created_at is not None and now - m.created_at < self.orphan_min_age:
-                continue  # just launched: its slot may be on its way
-            slot = m.detail.get("slot") or ""
-            pk = PoolKeys(ns, m.pool)
-            if slot and store.redis.zscore(pk.slots, slot) is not None:
+            if m.id not in shed and self._in_use(m, now):
                 continue
             orphans.append(m)
             if not dry_run:
                 self._destroy(m.id)
                 report.destroyed.append(m.id)
-                log.warning("destroyed orphaned machine %s (slot %s)", m.id, slot or "?")
+                log.warning(
+                    "destroyed %s machine %s (slot %s)",
+                    "orphaned" if m.running else m.state,
+                    m.id,
+                    m.detail.get("slot") or "?",
+                )
         return orphans
+
+    def _in_use(self, m: MachineInfo, now: float) -> bool:
+        """Whether a machine may still be wanted: it holds a slot, sits in its pool's standby
+        set, or was launched too recently for its slot to be known. Slot and standby set are
+        read in one transaction: a launch moves a machine from one to the other atomically."""
+        if m.running and m.created_at is not None and now - m.created_at < self.orphan_min_age:
+            return True  # just launched: its slot may be on its way
+        pk = PoolKeys(self.app.settings.namespace, m.pool or "")
+        slot = m.detail.get("slot") or ""
+        pipe = self.app.store.redis.pipeline(transaction=True)
+        pipe.hexists(pk.standby, m.id)
+        pipe.zscore(pk.slots, slot or "-")
+        kept, lease = pipe.execute()
+        return bool(kept) or (bool(slot) and lease is not None)
 
     def _expire(self, now: float) -> None:
         store = self.app.store
@@ -360,6 +432,13 @@ def _reason_of(m: MachineInfo) -> tuple[str, str]:
     if found is not None:
         return found
     return Reason.LOST.value, f"machine {m.id} stopped heartbeating while still running"
+
+
+def _int(raw: bytes | None) -> int:
+    try:
+        return int(float((raw or b"0").decode()))
+    except ValueError:
+        return 0
 
 
 def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:

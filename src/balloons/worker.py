@@ -8,7 +8,9 @@ retry), waking every waiter. Then it takes the next queued job of its pool, wait
 wake list while there is none, and gives its slot back after the pool's idle timeout. A
 heartbeat thread renews the slot's lease, interrupts a task whose job was cancelled or
 reassigned, and ends the machine if a task ignores its deadline. The exit code is that of the
-last job (``EXIT_*``).
+last job (``EXIT_*``). A machine of a pool with standby machines (``BALLOONS_STANDBY=1``, attempt
+0) may instead be kept in the pool's standby set as it gives its slot back: it exits 0, its
+machine stops, and a later launch starts it again under the same handoff.
 
 This module is the start-up path of every machine: it imports only the standard library and
 balloons' own lean modules (no redis-py, no CLI, web or HTTP library).
@@ -63,14 +65,19 @@ class TaskTimeout(BaseException):
 class Handoff(Frozen):
     """What a machine is told: its job and attempt, and how to reach Redis."""
 
-    __slots__ = ("attempt", "job_id", "machine_id", "namespace", "redis_url", "secret")
-    __match_args__ = ("job_id", "attempt", "redis_url", "secret", "namespace", "machine_id")
+    __slots__ = (
+        "attempt", "job_id", "machine_id", "namespace", "redis_url", "secret", "standby",
+    )  # fmt: skip
+    __match_args__ = (
+        "job_id", "attempt", "redis_url", "secret", "namespace", "machine_id", "standby",
+    )  # fmt: skip
     job_id: str
     attempt: int
     redis_url: str
     secret: bytes
     namespace: str
     machine_id: str
+    standby: bool  # the machine stops rather than vanishing when the worker exits
 
     def __init__(
         self,
@@ -80,8 +87,9 @@ class Handoff(Frozen):
         secret: bytes,
         namespace: str,
         machine_id: str,
+        standby: bool = False,
     ) -> None:
-        self._set(job_id, attempt, redis_url, secret, namespace, machine_id)
+        self._set(job_id, attempt, redis_url, secret, namespace, machine_id, standby)
 
     def __repr__(self) -> str:
         return (
@@ -128,6 +136,7 @@ class Handoff(Frozen):
             secret=secret.encode(),
             namespace=env.get("BALLOONS_NAMESPACE") or DEFAULT_NAMESPACE,
             machine_id=env.get("BALLOONS_MACHINE_ID") or env.get("FLY_MACHINE_ID") or "",
+            standby=env.get("BALLOONS_STANDBY") == "1" and attempt == "0",
         )
 
 
@@ -234,9 +243,7 @@ class Worker:
             fin, take = self.client.pipeline(
                 [
                     _evalsha(lua.FINISH, keys, [self.pk.tag, now, *args]),
-                    _evalsha(
-                        lua.TAKE, keys, [self.pk.tag, now, self.slot, self.h.machine_id, mode]
-                    ),
+                    _evalsha(lua.TAKE, keys, [self.pk.tag, now, *self._take_args(mode)]),
                 ]
             )
         except StoreError:  # the connection failed: ride it out (run() takes the next job)
@@ -287,12 +294,17 @@ class Worker:
                 # as the machine would have idled anyway: its slot is reclaimed once Redis is
                 # back.
                 patience = max(idle_until or time.monotonic() + self.idle, time.monotonic() + 2.0)
-                reply = self._patient(lua.TAKE, self.slot, self.h.machine_id, mode, until=patience)
+                reply = self._patient(lua.TAKE, *self._take_args(mode), until=patience)
             if reply[0] == 1:
                 self.job_start = time.time()
                 code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
                 mode, idle_until = "release" if self.idle <= 0 else "take", 0.0
                 continue
+            if reply[0] == -6:
+                # Kept stopped in the pool's standby set: a clean exit stops the machine.
+                _log(f"idle: machine {self.h.machine_id} stops, kept on standby")
+                code = EXIT_OK
+                break
             if reply[0] != 0:
                 break  # the slot was given back (idle timeout) or taken away: exit
             now = time.monotonic()
@@ -315,6 +327,9 @@ class Worker:
         self.stop = True
         self.capture.close()
         return code
+
+    def _take_args(self, mode: str) -> tuple[str, str, str, str]:
+        return (self.slot, self.h.machine_id, mode, "1" if self.h.standby else "")
 
     def _beat(self) -> None:
         """Heartbeat thread: renew the slot's lease, notice cancellation, enforce deadlines."""

@@ -198,6 +198,7 @@ def test_pools_page_counts_jobs_by_status(dashboard: Dashboard) -> None:
             # The pool's cap and its machines and queue, from its slot table.
             assert '<td class="num" data-cap>10</td>' in row.group(1)
             assert '<td class="num" data-queued>0</td>' in row.group(1)
+            assert '<td class="num" data-standby>0/0</td>' in row.group(1)  # none kept stopped
 
 
 def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis) -> None:

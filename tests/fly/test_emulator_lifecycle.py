@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -75,6 +76,30 @@ async def test_without_auto_destroy_an_exited_machine_stops(client: httpx.AsyncC
     await wait_for(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["exit_code"] == 0
+
+
+async def test_start_of_an_exited_machine_runs_its_command_again_with_its_env(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]],
+) -> None:
+    """What a pool's standby machines rely on: a start runs the same process again, with the
+    config's env, Fly's variables and the app's secrets, in the same root."""
+    client = await make_client(secrets={"APP_SECRET": "s3"})
+    app = await new_app(client)
+    record = (
+        "import os; open('runs.txt', 'a').write(' '.join(os.environ.get(k, '-') for k in "
+        "('MARK', 'FLY_MACHINE_ID', 'APP_SECRET')) + chr(10))"
+    )
+    config = py(record, auto_destroy=False, restart={"policy": "no"}, env={"MARK": "m1"})
+    machine = await launch(client, app, config)
+    first = await wait_for(client, app, machine["id"], "stopped")
+    started = await client.post(f"/v1/apps/{app}/machines/{machine['id']}/start")
+    assert started.status_code == 200
+    assert started.json()["previous_state"] == "stopped"
+    await wait_for(client, app, machine["id"], "stopped", from_event_id=first["event_id"])
+    root = client.emulator.machine_dir(machine["id"]) / "root"  # type: ignore[attr-defined]
+    line = f"m1 {machine['id']} s3"
+    assert (root / "runs.txt").read_text().splitlines() == [line, line]
+    assert [e["exit_code"] for e in await exit_events(client, app, machine["id"])] == [0, 0]
 
 
 async def test_stop_start_and_forced_delete(client: httpx.AsyncClient) -> None:

@@ -19,6 +19,13 @@ Optionally, ``launch_delay()``: the seconds the next ``launch`` would wait for a
 And ``launches_in_background``: true when ``launch`` is a remote call (``FlyBackend``): the
 app always launches from that thread, so that a submit returns at once.
 
+Optionally, ``start(id)``: run a stopped machine again, its worker with the env it was
+launched with (``FlyBackend``). A backend that has it gives pools *standby* machines: a
+spec with ``keep`` set is launched so that the machine stops, rather than being destroyed,
+when its worker exits; ``start`` raises (any error) when the machine is gone or refuses, and
+the app then creates a machine instead. A backend without it (``LocalBackend``) refuses pools
+with ``standby`` set.
+
 A machine that dies without a word is noticed when its slot's lease lapses (the supervisor,
 or a client waiting on the job), which then asks ``inspect`` (or, for a machine that never
 claimed its job, ``list(slot=...)``) why.

@@ -17,6 +17,10 @@ again, then in the fallback regions; what happened (the region used, the refusal
 recovered answer) comes back in ``MachineInfo.detail["note"]``, which the app stores on the
 attempt.
 
+A pool with standby machines (``app.pool(..., standby=N)``) has its machines created with
+``auto_destroy: false``: a machine whose worker idles out stops, and :meth:`FlyBackend.start`
+runs it again later (``POST .../start``, rate-limited per machine rather than per app).
+
 Every method has an ``*_async`` twin for asyncio code (``httpx.AsyncClient``).
 """
 
@@ -47,6 +51,8 @@ DEFAULT_COMMAND = ("python", "-m", "balloons.worker")
 DEFAULT_CAPACITY_TRIES = 2
 #: Seconds a stopped machine has between SIGTERM and SIGKILL.
 DEFAULT_STOP_TIMEOUT = 10
+#: Seconds a start waits for a machine still on its way down to be stopped.
+START_WAIT = 10
 
 
 class FlyBackend:
@@ -195,6 +201,41 @@ class FlyBackend:
                 return log.info(machine)
         raise log.no_capacity(spec, self._regions())
 
+    def start(self, machine_id: str) -> None:
+        """Start a stopped machine again: its worker runs with the env it was created with
+        (one request; Fly limits starts per machine, not per app). A machine still on its
+        way down (its worker has only just exited) is waited for first. A start whose answer
+        was lost is not sent twice: the machine's state tells whether it went through.
+        Raises :class:`FlyAPIError`, with status 404 when the machine is gone (destroyed)."""
+        try:
+            self._start_once(machine_id)
+        except FlyAPIError as exc:
+            if exc.status != 412:
+                raise
+            path = self._path(f"/machines/{machine_id}")
+            machine = self.client.request("GET", path, action="get", scope=machine_id)
+            self._check_restartable(machine_id, machine, exc)
+            self.client.request(
+                "GET", f"{path}/wait", action="wait", scope=machine_id,
+                params=self._wait_params(machine),
+            )  # fmt: skip
+            self._start_once(machine_id)
+
+    async def start_async(self, machine_id: str) -> None:
+        try:
+            await self._start_once_async(machine_id)
+        except FlyAPIError as exc:
+            if exc.status != 412:
+                raise
+            path = self._path(f"/machines/{machine_id}")
+            machine = await self.client.request_async("GET", path, action="get", scope=machine_id)
+            self._check_restartable(machine_id, machine, exc)
+            await self.client.request_async(
+                "GET", f"{path}/wait", action="wait", scope=machine_id,
+                params=self._wait_params(machine),
+            )  # fmt: skip
+            await self._start_once_async(machine_id)
+
     def inspect(self, machine_id: str) -> MachineInfo | None:
         """The machine's state and its latest exit (code, signal, OOM, requested stop)."""
         try:
@@ -303,6 +344,51 @@ class FlyBackend:
             extra_env=extra,
         )
 
+    def _start_once(self, machine_id: str) -> None:
+        path = self._path(f"/machines/{machine_id}")
+
+        def recover() -> Any:
+            state = self.client.request("GET", path, action="get", scope=machine_id)
+            return state if _started(state) else None
+
+        self.client.request(
+            "POST", f"{path}/start", action="start", scope=machine_id, idempotent=False,
+            recover=recover,
+        )  # fmt: skip
+
+    async def _start_once_async(self, machine_id: str) -> None:
+        path = self._path(f"/machines/{machine_id}")
+
+        async def recover() -> Any:
+            state = await self.client.request_async("GET", path, action="get", scope=machine_id)
+            return state if _started(state) else None
+
+        await self.client.request_async(
+            "POST", f"{path}/start", action="start", scope=machine_id, idempotent=False,
+            recover=recover,
+        )  # fmt: skip
+
+    def _wait_params(self, machine: Any) -> dict[str, str]:
+        """``/wait`` for ``stopped`` of the machine's current version (Fly requires it)."""
+        params = {"state": "stopped", "timeout": str(START_WAIT)}
+        if isinstance(machine, dict) and machine.get("instance_id"):
+            params["version"] = str(machine["instance_id"])
+        return params
+
+    @staticmethod
+    def _check_restartable(machine_id: str, machine: Any, refused: FlyAPIError) -> None:
+        """After a 412 to a start: go on (wait until stopped, start again) only for a machine
+        still on its way down; a destroyed one is gone (404), anything else stays refused."""
+        state = machine.get("state") if isinstance(machine, dict) else None
+        if state in ("destroying", "destroyed"):
+            raise FlyAPIError(
+                f"cannot start machine {machine_id}: it was destroyed",
+                status=404, error=refused.error, request_id=refused.request_id,
+                method=refused.method, path=refused.path,
+            )  # fmt: skip
+        if state not in ("started", "stopping"):
+            raise refused
+
     def _stop_body(self) -> dict[str, str]:
         return {"signal": "SIGTERM", "timeout": f"{self.stop_timeout}s"}
 
@@ -388,6 +474,10 @@ def _named(found: Any, name: str) -> dict[str, Any] | None:
         if isinstance(machine, dict) and machine.get("name") == name:
             return machine
     return None
+
+
+def _started(machine: Any) -> bool:
+    return isinstance(machine, dict) and machine.get("state") in ("starting", "started")
 
 
 def _machine_missing(exc: FlyAPIError) -> bool:

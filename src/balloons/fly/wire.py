@@ -33,8 +33,10 @@ def create_body(
     """A ``POST /v1/apps/{app}/machines`` body for one attempt.
 
     The machine destroys itself when its worker exits (``auto_destroy``, restart policy
-    ``no``); its env is ``spec.env`` (the handoff and allow-listed names) plus ``extra_env``
-    (nothing secret: the Redis URL and signing key come from the app's secrets).
+    ``no``), or, for a standby-capable machine (``spec.keep``), stops so that a later start
+    runs its worker again with the same env; its env is ``spec.env`` (the handoff and
+    allow-listed names) plus ``extra_env`` (nothing secret: the Redis URL and signing key come
+    from the app's secrets).
     """
     env = dict(spec.env)
     env.update(extra_env)
@@ -45,7 +47,7 @@ def create_body(
             "init": {"cmd": list(command)},
             "env": env,
             "guest": {"cpu_kind": cpu_kind, "cpus": spec.cpus, "memory_mb": spec.memory_mb},
-            "auto_destroy": True,
+            "auto_destroy": not spec.keep,
             "restart": {"policy": "no"},
             "metadata": {**spec.metadata, TAG: namespace},
         },
