@@ -42,14 +42,22 @@ class Emu:
     def reset_stats(self) -> None:
         self.http.delete("/_emulator/stats")
 
+    def _list(self, **params: str) -> list[dict[str, Any]]:
+        """The jobs app's machines; a 429 (the emulator enforcing Fly's list limit on these
+        reads too) is waited out."""
+        while True:
+            resp = self.http.get(f"/v1/apps/{JOBS_APP}/machines", params=params)
+            if resp.status_code != 429:
+                resp.raise_for_status()
+                machines: list[dict[str, Any]] = resp.json()
+                return machines
+            time.sleep(0.5)
+
     def live_machines(self) -> int:
-        return len(self.http.get(f"/v1/apps/{JOBS_APP}/machines").json())
+        return len(self._list())
 
     def machines_including_destroyed(self) -> list[dict[str, Any]]:
-        machines: list[dict[str, Any]] = self.http.get(
-            f"/v1/apps/{JOBS_APP}/machines", params={"include_deleted": "true"}
-        ).json()
-        return machines
+        return self._list(include_deleted="true")
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

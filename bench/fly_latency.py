@@ -33,8 +33,9 @@ from balloons.fly.ratelimit import Limit, RateLimiter
 Sample = dict[str, float]
 
 
-def runner(app: balloons.App) -> Callable[[], Sample]:
-    task = app.task(timeout=60)(_balloons_tasks.noop.fn)
+def runner(app: balloons.App, pool: str) -> Callable[[], Sample]:
+    app.pool(pool, idle_timeout=0)
+    task = app.task(timeout=60, pool=pool)(_balloons_tasks.noop.fn)
 
     def run() -> Sample:
         wall0, t0 = time.time(), time.perf_counter()
@@ -68,15 +69,16 @@ def main() -> int:
         wide_open = RateLimiter(limits={}, default=Limit(rate=10_000, burst=10_000))
         locals_: list[balloons.LocalBackend] = []
         runners: dict[str, Callable[[], Sample]] = {}
+        # Each system in a pool of its own, with no warm reuse: every job a fresh machine.
         fly_app = balloons.App(redis_url=url, secret=SECRET, state_dir=state / "fly",
                                backend=emu.backend(limiter=wide_open))  # fmt: skip
-        runners["fly (emulator)"] = runner(fly_app)
+        runners["fly (emulator)"] = runner(fly_app, "fly")
         for iso in ("exec", "fork"):
             backend = balloons.LocalBackend(isolation=iso)
             locals_.append(backend)
             app = balloons.App(redis_url=url, secret=SECRET, state_dir=state / iso,
                                backend=backend)  # fmt: skip
-            runners[f"local {iso}"] = runner(app)
+            runners[f"local {iso}"] = runner(app, f"local-{iso}")
         try:
             for _ in range(args.warmup):
                 for run in runners.values():
