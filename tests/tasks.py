@@ -41,6 +41,23 @@ def touch(path: str) -> str:
 
 
 @app.task(timeout=30)
+def run_then_unload_finish(path: str) -> int:
+    """Counts its runs in ``path``, then leaves the server with TAKE's script cached but not
+    FINISH's: a machine whose first FINISH meets a server that never ran one."""
+    import redis
+
+    from balloons import lua
+
+    with open(path, "a") as f:
+        f.write("ran\n")
+    r = redis.Redis.from_url(os.environ["BALLOONS_REDIS_URL"])
+    r.script_flush()
+    r.script_load(lua.TAKE)
+    r.close()
+    return len(Path(path).read_text().splitlines())
+
+
+@app.task(timeout=30)
 def environment() -> dict[str, Any]:
     return {"env": dict(os.environ), "sid": os.getsid(0), "pid": os.getpid()}
 

@@ -331,6 +331,23 @@ def test_busy_machine_survives_a_flushed_script_cache(r: redis.Redis) -> None:
     assert ran_second.machine_id == ran_first.machine_id
 
 
+def test_a_take_sent_with_a_finish_that_failed_is_not_used(
+    held, redis_url, secret, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """FINISH and the next TAKE go in one write. When FINISH fails (here NOSCRIPT, while TAKE's
+    script is cached), TAKE has run before the outcome was recorded, and may have handed back
+    the job still running on this machine: its reply is not used, so the job runs once."""
+    app, backend = held
+    runs = tmp_path / "runs"
+    job = bound(app, tasks.run_then_unload_finish).submit(str(runs))
+    out = run_worker(backend.specs[0].env, redis_url, secret)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert job.result(timeout=5) == 1
+    assert runs.read_text() == "ran\n"  # once
+    (attempt,) = job.info().attempts
+    assert attempt.outcome == "SUCCEEDED"
+
+
 def test_a_job_sent_back_to_the_queue_is_run_by_its_former_slots_machine(
     held, redis_url, secret, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

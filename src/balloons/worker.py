@@ -251,7 +251,10 @@ class Worker:
         if isinstance(fin, RespError):
             if not str(fin).startswith(("NOSCRIPT", *_TRANSIENT)):
                 raise fin
-            fin = self._patient(lua.FINISH, *args)
+            # The TAKE ran before the outcome was recorded: its reply may be this very job,
+            # still running on this machine then. Not used: run() asks again, and a job the
+            # TAKE did give this machine is handed back to it then (TAKE returns a held job).
+            return int(self._patient(lua.FINISH, *args))
         if not isinstance(take, RespError):
             self.next_take = take
         return int(fin)
