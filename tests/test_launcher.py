@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from balloons.launcher import Launch, Launcher
 
@@ -30,6 +31,34 @@ def test_launches_run_in_order_on_another_thread_and_drain_waits_for_them() -> N
     assert launcher.drain(timeout=10)
     assert [u for u, _ in seen] == ["u0", "u1", "u2", "u3", "u4"]
     assert {name for _, name in seen} == {"balloons-launcher"}
+    assert not launcher.busy()
+
+
+def test_with_several_workers_up_to_that_many_launches_are_made_at_once() -> None:
+    gate = threading.Event()
+    lock = threading.Lock()
+    inside, most, seen = 0, 0, []
+
+    def launch(item: Launch) -> None:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        gate.wait(10)
+        with lock:
+            inside -= 1
+            seen.append(item[1])
+
+    launcher = Launcher(launch, workers=3)
+    for n in range(7):
+        launcher.put(_launch(n))
+    deadline = time.monotonic() + 10
+    while most < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert most == 3 and launcher.busy()  # three held at the gate at once, no more
+    gate.set()
+    assert launcher.drain(timeout=10)
+    assert sorted(seen) == [f"u{n}" for n in range(7)] and most == 3
     assert not launcher.busy()
 
 

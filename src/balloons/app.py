@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -93,6 +94,7 @@ class App:
         self._prices_path = prices
         self._prices: PriceTable | None = None
         self._launcher: Launcher | None = None
+        self._create_lock = threading.Lock()  # the launcher's creates, one at a time
         # (id(task), id(options)) -> (task, options, (cpus, memory_mb, main), payload head)
         self._heads: dict[tuple[int, int], tuple[Any, TaskOptions, tuple[Any, ...], str]] = {}
 
@@ -640,7 +642,7 @@ class App:
         if launcher is None:
             from .launcher import Launcher
 
-            launcher = self._launcher = Launcher(self._launch_later)
+            launcher = self._launcher = Launcher(self._launch_later, workers=LAUNCH_WORKERS)
         launcher.put(launch)
 
     def _launch_later(self, launch: Launch) -> None:
@@ -659,12 +661,16 @@ class App:
                 return
             launch = got
             pool, ulid_, attempt = launch[:3]
-        delay = _launch_delay(self)
-        while delay > 0:
-            time.sleep(delay)
+        # Creates one at a time (the launcher's other threads start standby machines, each
+        # limited on its own): each waits its turn at the app's create limit, then checks that
+        # its slot still wants a machine, so no create is made for work already taken.
+        with self._create_lock:
             delay = _launch_delay(self)
-        if self.store.booting(pk, f"{ulid_}-{attempt}"):
-            self.launch_slot(*launch)
+            while delay > 0:
+                time.sleep(delay)
+                delay = _launch_delay(self)
+            if self.store.booting(pk, f"{ulid_}-{attempt}"):
+                self.launch_slot(*launch)
 
     def launch_standby(self, launch: Launch, *, background: bool) -> bool:
         """A launch in a pool with standby machines (``ASSIGN``): the slot's job goes back to
@@ -825,8 +831,6 @@ class App:
             if wait:
                 self._stop_if_still(jk, slot, grace)
             else:
-                import threading
-
                 threading.Thread(
                     target=self._stop_if_still, args=(jk, slot, grace), daemon=True
                 ).start()
@@ -851,6 +855,9 @@ class App:
 
 
 _SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
+#: Threads of an app's launcher: standby machines are started up to this many at once (Fly
+#: limits starts per machine), while creates are made one at a time.
+LAUNCH_WORKERS = 4
 
 
 def _submitted(job: Job[Any], task: str, reply: list[Any], created: float) -> None:
