@@ -4,8 +4,10 @@ A pool that grows under Fly's create limit (about one machine per second per app
 otherwise hold the submitting thread a second per new machine, while the machines already up
 run out of queued work. An app hands such launches (and every launch while some are pending,
 so that they keep their order) to its :class:`Launcher`: the submit returns at once, the
-launcher's thread waits for the limiter. Pending launches are made before the interpreter
-exits and when the app is closed; a forked child leaves them to its parent.
+launcher's thread waits for the limiter. With several workers, launches that do not share
+a limit (starts of stopped machines, limited per machine) are made at once; the app keeps its
+creates one at a time. Pending launches are made before the interpreter exits and when the
+app is closed; a forked child leaves them to its parent.
 """
 
 from __future__ import annotations

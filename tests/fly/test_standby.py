@@ -330,3 +330,48 @@ def test_start_waits_for_a_machine_still_on_its_way_down(rig: FlyRig) -> None:
     backend.destroy(machine)
     rig.wait_all_destroyed()
     app.close()
+
+
+def test_standby_machines_are_started_several_at_once(
+    rig: FlyRig, cleanup: list[tuple[FlyRig, balloons.App]]
+) -> None:
+    """Starts are limited per machine, not per app: the launcher makes several at once (here
+    three, held together at a gate), while creates stay one at a time."""
+    gate = threading.Event()
+    lock = threading.Lock()
+    inside, most = 0, 0
+
+    class GatedStarts(httpx.BaseTransport):
+        def __init__(self, inner: httpx.BaseTransport) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            nonlocal inside, most
+            if request.method != "POST" or not request.url.path.endswith("/start"):
+                return self.inner.handle_request(request)
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            gate.wait(SAFETY_TIMEOUT)
+            try:
+                return self.inner.handle_request(request)
+            finally:
+                with lock:
+                    inside -= 1
+
+    http = httpx.Client(
+        transport=GatedStarts(ConformantTransport(httpx.HTTPTransport(), rig.conformance)),
+        timeout=60,
+    )
+    _HTTP.append(http)
+    app = rig.app(backend=rig.backend(limiter=open_limiter(), http=http))
+    app.pool(POOL, max_machines=3, idle_timeout=0, standby=3)
+    cleanup.append((rig, app))
+    machines = park(rig, app, 3)
+    rig.reset_stats()
+    jobs = [on(app, tasks.sleep).submit(0.5) for _ in range(3)]
+    wait_for(lambda: most == 3, "three starts in flight at once")
+    gate.set()
+    assert [j.result(timeout=SAFETY_TIMEOUT) for j in jobs] == [0.5] * 3
+    assert {j.info().machine_id for j in jobs} <= machines
+    assert calls(rig) == {START: 3}  # started, none created
