@@ -282,14 +282,22 @@ class Store:
                 self._idle.append(client)
                 raise
             self._idle.append(client)
-            if reply[0] == 3:  # the pool's keys were new: list it now, whenever it last was
-                if not before:
-                    with self.errors():
-                        self.redis.sadd(pools_key(self.namespace), pool)
-                reply[0] = 1
+            if self._unlisted(reply, before):
+                with self.errors():
+                    self.redis.sadd(pools_key(self.namespace), pool)
             return reply
 
         return done
+
+    @staticmethod
+    def _unlisted(reply: list[Any], before: list[list[Any]]) -> bool:
+        """Whether a submit found its pool's keys new (SUBMIT's code 3, made 1 here: its first
+        job, or a Redis that lost its data) without having sent the pool's ``SADD``: then the
+        caller lists the pool now, whenever this store last did."""
+        if reply[0] != 3:
+            return False
+        reply[0] = 1
+        return not before
 
     def _unlist(self, pool: str, before: list[list[Any]]) -> None:
         """A submit that carried the pool's ``SADD`` failed: the next one sends it again."""
@@ -328,11 +336,9 @@ class Store:
             self._unlist(jk.pool.pool, before)
             raise
         reply = list(reply)
-        if reply[0] == 3:
-            if not before:
-                with self.errors():
-                    await self.aredis.sadd(pools_key(self.namespace), jk.pool.pool)
-            reply[0] = 1
+        if self._unlisted(reply, before):
+            with self.errors():
+                await self.aredis.sadd(pools_key(self.namespace), jk.pool.pool)
         return reply
 
     def eval(self, script: str, pk: PoolKeys, *args: Any) -> Any:
