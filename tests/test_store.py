@@ -137,3 +137,58 @@ def test_submit_works_on_file_descriptors_above_1023(redis_url: str, secret: str
         for fd in (*held, null):
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class _SlowPong:
+    """A RESP server on 127.0.0.1 that answers every command with ``+PONG`` after
+    ``delay`` seconds: a stand-in for a distant or busy server."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.delay = 0.0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import time
+
+        conn, _ = self.sock.accept()
+        with conn:
+            while data := conn.recv(65536):
+                for _ in range(data.count(b"*")):
+                    time.sleep(self.delay)
+                    conn.sendall(b"+PONG\r\n")
+
+
+def test_a_submit_connection_polls_for_its_reply_only_while_replies_come_fast() -> None:
+    from balloons.resp import RespClient
+
+    server = _SlowPong()
+    client = RespClient(f"redis://127.0.0.1:{server.port}", timeout=None, spin=0.002)
+    assert client.spinning
+    server.delay = 0.02  # replies take ten times the spin
+    for _ in range(3):
+        assert client.execute("PING") == b"PONG"
+    assert not client.spinning
+    server.delay = 0.0  # and fast again
+    for _ in range(60):
+        assert client.execute("PING") == b"PONG"
+    assert client.spinning
+    client.close()
+    server.sock.close()
+
+
+def test_only_plain_connections_without_a_timeout_spin(redis_url: str, secret: str) -> None:
+    from balloons.resp import RespClient
+    from balloons.store import SUBMIT_SPIN_S
+
+    assert RespClient(redis_url, timeout=None, spin=0.001).spinning
+    assert not RespClient(redis_url, timeout=5.0, spin=0.001).spinning  # a read would block
+    assert not RespClient("rediss://127.0.0.1:1", timeout=None, spin=0.001).spinning
+    app = _fresh_app(redis_url, secret)
+    _submit(app)
+    (client,) = app.store._idle
+    assert client.spin == SUBMIT_SPIN_S
+    app.close()

@@ -740,19 +740,17 @@ class App:
     def _submit_args(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[JobKeys, SubmitRequest]:
-        from .store import SubmitRequest
-
-        extra = {k: kwargs.pop(k) for k in _SUBMIT_KWARGS if k in kwargs}
+        extra = {k: kwargs.pop(k) for k in _SUBMIT_KWARGS if k in kwargs} if kwargs else {}
         jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
         pool = self.get_pool(opts.pool)
-        due = _due(extra.get("_delay"), extra.get("_at"), now)
+        due = _due(extra.get("_delay"), extra.get("_at"), now) if extra else None
         key = extra.get("_key")
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigError(f"_key must be a non-empty string, got {key!r}")
         priority = extra.get("_priority", opts.priority)
         if not isinstance(priority, int) or not -1000 <= priority <= 1000:
             raise ConfigError(f"_priority must be an integer in -1000..1000, got {priority!r}")
-        req = SubmitRequest(
+        req = _submit_request()(
             payload=payload,
             args=data,
             sig=sig,
@@ -775,15 +773,16 @@ class App:
             return Job(self, f"{jk.pool.pool}.{_text(reply[1])}"), None
         if code != 1:
             raise StoreError(f"job id {jk.job_id} already exists")
-        if _text(reply[1]) != "launch":
-            return Job(self, jk.job_id, jk), None
-        _slot, u, n, cpus, mem = (_text(x) for x in reply[2:7])
-        return Job(self, jk.job_id, jk), (
+        job: Job[Any] = Job(self, jk.job_id, jk)
+        if reply[1] not in (b"launch", "launch"):
+            return job, None
+        u = _text(reply[3])
+        return job, (
             jk.pool.pool,
             u,
-            int(n),
-            int(cpus),
-            int(mem),
+            int(reply[4]),
+            int(reply[5]),
+            int(reply[6]),
             opts.timeout if u == jk.ulid else DEFAULT_TIMEOUT,
             self.get_pool(jk.pool.pool).standby > 0,
         )
@@ -915,6 +914,14 @@ def _can_start(backend: object, name: str) -> bool:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.cache
+def _submit_request() -> type[SubmitRequest]:
+    """The store (redis-py) is not on a machine's start-up path: imported on first submit."""
+    from .store import SubmitRequest
+
+    return SubmitRequest
 
 
 @functools.cache

@@ -24,8 +24,13 @@ from __future__ import annotations
 _PRELUDE = """
 local T = ARGV[1]
 local NOW = tonumber(ARGV[2])
-local QUEUE, DELAYED = T..':queue', T..':delayed'
-local SLOTS, SLOT, IDLE, WAKE, CFG = T..':slots', T..':slot', T..':idle', T..':wake', T..':cfg'
+local QUEUE = T..':queue'
+local DELAYED = T..':delayed'
+local SLOTS = T..':slots'
+local SLOT = T..':slot'
+local IDLE = T..':idle'
+local WAKE = T..':wake'
+local CFG = T..':cfg'
 local STANDBY = T..':standby'
 local function jk(u) return T..':job:'..u end
 local function ak(u) return T..':attempts:'..u end
@@ -200,12 +205,36 @@ def _split_prelude() -> tuple[str, dict[str, str]]:
 _HEADER, _FUNCTIONS = _split_prelude()
 
 
-def _script(uses: str, body: str) -> str:
-    """The prelude's header, the prelude functions named in ``uses`` (all that ``body`` calls,
-    and all that those call: a test checks the list), then ``body``. A script defines only
-    what it uses, since every definition runs on every call."""
-    needed = set(uses.split())
-    return _HEADER + "".join(code for name, code in _FUNCTIONS.items() if name in needed) + body
+def _names(code: str) -> set[str]:
+    """The identifiers in Lua ``code`` (and words of its strings and comments, harmlessly).
+    Plain string work, no regular expression: every machine imports this module."""
+    out, word = set(), []
+    for ch in code + " ":
+        if ch.isalnum() or ch == "_":
+            word.append(ch)
+        elif word:
+            out.add("".join(word))
+            word = []
+    return out
+
+
+def _script(uses: str, body: str, later: str = "") -> str:
+    """A script: the prelude's header lines that it uses, the prelude functions named in
+    ``uses`` (all that ``body`` calls, and all that those call: a test checks the lists),
+    then ``body``. A script defines only what it uses, since every definition runs on every
+    call. The functions named in ``later`` are defined where ``body`` has the line
+    ``--@later`` (inside a function of the body, so that they are made only on the paths
+    that call that function)."""
+    needed, deferred = set(uses.split()), set(later.split())
+    code = "".join(c for name, c in _FUNCTIONS.items() if name in needed)
+    if deferred:
+        inner = "".join(c for name, c in _FUNCTIONS.items() if name in deferred)
+        body = body.replace("--@later\n", inner, 1)
+    code += body
+    used = _names(code)
+    lines = [line for line in _HEADER.splitlines(keepends=True) if line.strip()]
+    header = [line for line in lines if line.split()[1] in used or line.split()[1] == "T"]
+    return "".join(header) + code
 
 
 # ARGV: tag, now, ulid, payload, args, sig, ttl, pool config ('name value ...': cap, boot,
@@ -218,18 +247,26 @@ def _script(uses: str, body: str) -> str:
 # The job is placed before its record is written, so that the record is written once, with
 # its final status: this is the path every job takes, and it is kept to a dozen commands.
 SUBMIT = _script(
-    "jk ak cfg slot_get slot_put attempt_update need_of idle_fit_count take_slot",
+    "jk",
     """
 local u, conf, due = ARGV[3], ARGV[8], ARGV[9]
 local J = jk(u)
 local ttl = tonumber(ARGV[7])
+-- The functions of the rarer paths (idle machines to check, older jobs waiting), made only
+-- when one of those runs.
+local function slow()
+--@later
+  return idle_fit_count, take_slot
+end
 if ARGV[13] ~= '' then
   local ik = T..':key:'..ARGV[13]
   local prev = redis.call('GET', ik)
   if prev and redis.call('EXISTS', jk(prev)) == 1 then return {2, prev} end
   redis.call('SET', ik, u, 'EX', ttl)
 end
-if redis.call('EXISTS', J) == 1 then return {0} end
+-- The pool's index of jobs, which is also the guard against an id in use.
+local JOBS = T..':jobs'
+if redis.call('ZADD', JOBS, 'NX', NOW, u) == 0 then return {0} end
 -- The pool's settings: the latest submitter's, written only when they changed.
 local cur = redis.call('HMGET', CFG, 'conf', 'cap', 'boot')
 local cap, boot = tonumber(cur[2]) or 1, tonumber(cur[3]) or 60
@@ -245,6 +282,9 @@ if cur[1] ~= conf then
 end
 local seq = redis.call('INCR', T..':seq')
 local ok = seq == 1 and 3 or 1  -- 3: the pool's first job (or Redis lost its data)
+if seq % 64 == 0 and redis.call('ZCARD', JOBS) > 1000 then
+  redis.call('ZREMRANGEBYSCORE', JOBS, '-inf', NOW - ttl)
+end
 local score = seq - tonumber(ARGV[10]) * 1e12
 local c, m = tonumber(ARGV[11]), tonumber(ARGV[12])
 local rec = {'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1, 'created', NOW,
@@ -256,11 +296,6 @@ local function store(status, ...)
   for _, v in ipairs({...}) do rec[#rec + 1] = v end
   redis.call('HSET', J, unpack(rec))
   redis.call('EXPIRE', J, ttl)
-end
-local JOBS = T..':jobs'
-redis.call('ZADD', JOBS, NOW, u)
-if seq % 64 == 0 and redis.call('ZCARD', JOBS) > 1000 then
-  redis.call('ZREMRANGEBYSCORE', JOBS, '-inf', NOW - ttl)
 end
 if due ~= '' and tonumber(due) > NOW then
   store('QUEUED', 'due', due)
@@ -277,9 +312,12 @@ local function queue()
     redis.call('LTRIM', WAKE, 0, 999)
   end
 end
-if idle > q and idle_fit_count(c, m, q) > q then
-  queue()
-  return {ok, 'warm', ''}
+if idle > q then
+  local idle_fit_count = slow()
+  if idle_fit_count(c, m, q) > q then
+    queue()
+    return {ok, 'warm', ''}
+  end
 end
 local slots = redis.call('ZCARD', SLOTS)
 if slots < cap and q == 0 then
@@ -296,6 +334,7 @@ end
 queue()
 if slots < cap then
   -- Older jobs wait ahead of this one: launch for the head of the queue instead.
+  local _, take_slot = slow()
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   redis.call('ZREM', QUEUE, head)
   local l = take_slot(head, redis.call('HGET', jk(head), 'attempt'))
@@ -303,6 +342,7 @@ if slots < cap then
 end
 return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
 """,
+    later="ak cfg slot_get slot_put attempt_update need_of idle_fit_count take_slot",
 )
 
 # A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine, error

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import select
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,6 +25,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .errors import ConfigError, StoreError
 
 Reply = Any
+#: A non-blocking read for a single call (0 where the platform has none: never spin there).
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 class RespError(StoreError):
@@ -53,13 +56,21 @@ class RespClient:
     """One connection to one server; reconnects on the next command after a failure."""
 
     def __init__(
-        self, url: str, timeout: float | None = 10.0, connect_timeout: float | None = None
+        self,
+        url: str,
+        timeout: float | None = 10.0,
+        connect_timeout: float | None = None,
+        spin: float = 0.0,
     ) -> None:
         """``timeout`` bounds every read and write (``None``: wait as long as it takes);
-        ``connect_timeout`` bounds connecting (default: ``timeout``)."""
+        ``connect_timeout`` bounds connecting (default: ``timeout``). ``spin``: seconds to
+        poll for a reply before sleeping on the socket (see :meth:`_fill`); only without a
+        ``timeout`` and without TLS."""
         self.url = url
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        self.spin = spin if timeout is None and _DONTWAIT else 0.0
+        self._wait_avg = 0.0  # how long replies took to arrive, lately (moving average)
         self._sock: socket.socket | None = None
         self._buf = b""
         self._shas: dict[str, str] = {}
@@ -71,6 +82,8 @@ class RespClient:
                 f"unsupported Redis URL scheme {parts.scheme!r} in {mask_url(url)}: "
                 "expected redis://, rediss:// or unix://"
             )
+        if parts.scheme == "rediss":
+            self.spin = 0.0  # a TLS socket reads whole records: no partial, non-blocking reads
         self._path = unquote(parts.path) if parts.scheme == "unix" else ""
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
@@ -225,9 +238,38 @@ class RespClient:
                 return line
             self._fill()
 
+    @property
+    def spinning(self) -> bool:
+        """Whether the next wait for a reply polls before it sleeps: while replies have
+        lately come within :attr:`spin` (a server next door), not when they take longer (a
+        server across a network, or a busy one), so no time is burnt where it cannot pay."""
+        return self._wait_avg < self.spin
+
     def _fill(self) -> None:
-        assert self._sock is not None
-        chunk = self._sock.recv(65536)
+        """Read what the server has sent, waiting for it if need be. A spinning client polls
+        the socket for up to :attr:`spin` seconds first: a reply due in microseconds then
+        costs no sleep and wake-up of this thread, which on a busy machine can take longer
+        than the server's whole work (the submit path, where every job pays it)."""
+        sock = self._sock
+        assert sock is not None
+        if not self.spin:
+            chunk = sock.recv(65536)
+        else:
+            began = time.perf_counter()
+            chunk = b""
+            if self._wait_avg < self.spin:
+                deadline = began + self.spin
+                while True:
+                    try:
+                        chunk = sock.recv(65536, _DONTWAIT)
+                        break
+                    except BlockingIOError:
+                        if time.perf_counter() >= deadline:
+                            chunk = sock.recv(65536)
+                            break
+            else:
+                chunk = sock.recv(65536)
+            self._wait_avg += (time.perf_counter() - began - self._wait_avg) / 8
         if not chunk:
             raise EOFError("connection closed by server")
         self._buf += chunk

@@ -31,6 +31,10 @@ _CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as 
 _SHAS: dict[str, str] = {}
 #: Seconds between two ``SADD``s of one pool to the set of pools by one store's submits.
 RELIST_S = 10.0
+#: How long a submit polls for its reply before it sleeps on the socket (see
+#: :attr:`balloons.resp.RespClient.spin`): a local Redis answers within it, and a submit
+#: then costs no wake-up of its thread; a distant one does not, and the polling stops.
+SUBMIT_SPIN_S = 200e-6
 
 
 class SubmitRequest:
@@ -258,7 +262,9 @@ class Store:
         try:
             client = self._idle.pop()
         except IndexError:
-            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
+            client = RespClient(
+                self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT, spin=SUBMIT_SPIN_S
+            )
         try:
             read = client.eval_send(lua.SUBMIT, k, a, before)
         except BaseException:
