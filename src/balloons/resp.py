@@ -230,14 +230,6 @@ class RespClient:
 
         return reply
 
-    def _line(self) -> bytes:
-        while True:
-            i = self._buf.find(b"\r\n")
-            if i >= 0:
-                line, self._buf = self._buf[:i], self._buf[i + 2 :]
-                return line
-            self._fill()
-
     @property
     def spinning(self) -> bool:
         """Whether the next wait for a reply polls before it sleeps: while replies have
@@ -252,8 +244,9 @@ class RespClient:
         than the server's whole work (the submit path, where every job pays it)."""
         sock = self._sock
         assert sock is not None
+        size = max(65536, len(self._buf))  # a long reply takes as many reads as it doubles
         if not self.spin:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(size)
         else:
             began = time.perf_counter()
             chunk = b""
@@ -261,39 +254,76 @@ class RespClient:
                 deadline = began + self.spin
                 while True:
                     try:
-                        chunk = sock.recv(65536, _DONTWAIT)
+                        chunk = sock.recv(size, _DONTWAIT)
                         break
                     except BlockingIOError:
                         if time.perf_counter() >= deadline:
-                            chunk = sock.recv(65536)
+                            chunk = sock.recv(size)
                             break
             else:
-                chunk = sock.recv(65536)
+                chunk = sock.recv(size)
             self._wait_avg += (time.perf_counter() - began - self._wait_avg) / 8
         if not chunk:
             raise EOFError("connection closed by server")
         self._buf += chunk
 
     def _read(self) -> Reply:
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            return RespError(rest.decode("utf-8", "replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self._buf) < n + 2:
+        """One whole reply: parsed from what is buffered, reading more until it is there."""
+        if not self._buf:
+            self._fill()
+        while True:
+            try:
+                reply, end = _parse(self._buf, 0)
+            except _Incomplete:
                 self._fill()
-            data, self._buf = self._buf[:n], self._buf[n + 2 :]
-            return data
-        if kind == b"*":
-            n = int(rest)
-            if n < 0:
-                return None
-            return [self._read() for _ in range(n)]
-        raise EOFError(f"unexpected reply from server: {line[:40]!r}")
+                continue
+            self._buf = self._buf[end:]
+            return reply
+
+
+class _Incomplete(Exception):
+    """The buffer ends before the reply does."""
+
+
+def _parse(buf: bytes, pos: int) -> tuple[Reply, int]:
+    """The reply that starts at ``buf[pos]``, and where it ends. Offsets rather than slices of
+    the rest: a reply is parsed without copying the buffer once per line."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind = buf[pos]
+    if kind == 36:  # $ bulk string
+        n = int(buf[pos + 1 : end])
+        if n < 0:
+            return None, end + 2
+        stop = end + 2 + n
+        if len(buf) < stop + 2:
+            raise _Incomplete
+        return buf[end + 2 : stop], stop + 2
+    if kind == 42:  # * array
+        n = int(buf[pos + 1 : end])
+        if n < 0:
+            return None, end + 2
+        pos = end + 2
+        items: list[Reply] = []
+        size = len(buf)
+        for _ in range(n):
+            end = buf.find(b"\r\n", pos)
+            if end > pos and buf[pos] == 36:  # a bulk string, the usual item: parsed here
+                k = int(buf[pos + 1 : end])
+                if k >= 0:
+                    pos = end + 4 + k
+                    if size < pos:
+                        raise _Incomplete
+                    items.append(buf[end + 2 : pos - 2])
+                    continue
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        return items, pos
+    if kind == 58:  # : integer
+        return int(buf[pos + 1 : end]), end + 2
+    if kind == 43:  # + simple string
+        return buf[pos + 1 : end], end + 2
+    if kind == 45:  # - error
+        return RespError(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
+    raise EOFError(f"unexpected reply from server: {buf[pos : min(end, pos + 40)]!r}")

@@ -102,7 +102,14 @@ def cleanup() -> Iterator[list[tuple[FlyRig, balloons.App]]]:
     made: list[tuple[FlyRig, balloons.App]] = []
     yield made
     for rig, app in made:
-        app.supervisor(orphan_min_age=0).collect_orphans(standby=True, wait=SAFETY_TIMEOUT)
+        # A machine that has just finished its job may go back on standby after a pass: pass
+        # again until none is left.
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while True:
+            app.supervisor(orphan_min_age=0).collect_orphans(standby=True, wait=SAFETY_TIMEOUT)
+            if not rig.machines() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         rig.wait_all_destroyed()
         app.close()
     while _HTTP:
