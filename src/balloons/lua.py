@@ -203,19 +203,22 @@ def _split_prelude() -> tuple[str, dict[str, str]]:
 
 
 _HEADER, _FUNCTIONS = _split_prelude()
+#: The header's lines, each defining one name: (name, line).
+_HEADER_LINES = [(line.split()[1], line) for line in _HEADER.splitlines(True) if line.strip()]
 
 
-def _names(code: str) -> set[str]:
-    """The identifiers in Lua ``code`` (and words of its strings and comments, harmlessly).
-    Plain string work, no regular expression: every machine imports this module."""
-    out, word = set(), []
-    for ch in code + " ":
-        if ch.isalnum() or ch == "_":
-            word.append(ch)
-        elif word:
-            out.add("".join(word))
-            word = []
-    return out
+def _uses(code: str, name: str) -> bool:
+    """Whether Lua ``code`` mentions the identifier ``name`` (in a string or a comment too,
+    harmlessly). Plain string search, no regular expression: every machine imports this
+    module, and it runs for every script at import."""
+    i = code.find(name)
+    while i >= 0:
+        before = code[i - 1] if i else " "
+        after = code[i + len(name) : i + len(name) + 1] or " "
+        if not (before.isalnum() or before == "_" or after.isalnum() or after == "_"):
+            return True
+        i = code.find(name, i + 1)
+    return False
 
 
 def _script(uses: str, body: str, later: str = "") -> str:
@@ -231,9 +234,7 @@ def _script(uses: str, body: str, later: str = "") -> str:
         inner = "".join(c for name, c in _FUNCTIONS.items() if name in deferred)
         body = body.replace("--@later\n", inner, 1)
     code += body
-    used = _names(code)
-    lines = [line for line in _HEADER.splitlines(keepends=True) if line.strip()]
-    header = [line for line in lines if line.split()[1] in used or line.split()[1] == "T"]
+    header = [line for name, line in _HEADER_LINES if name == "T" or _uses(code, name)]
     return "".join(header) + code
 
 
