@@ -32,6 +32,7 @@ from .task import DEFAULT_TIMEOUT, Task, TaskOptions
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
+    from types import ModuleType
     from typing import ParamSpec
 
     from .backends.base import Backend
@@ -560,8 +561,7 @@ class App:
         caller already built it). On failure the slot is freed and the job's attempt fails
         with reason ``launch_failed``; returns whether it launched. ``keep``: a
         standby-capable machine (see :meth:`launch_standby`)."""
-        from . import events
-
+        events = _events()
         began = time.monotonic()
         job = f"{pool}.{ulid_}" if attempt else "-"
         try:
@@ -860,8 +860,7 @@ LAUNCH_WORKERS = 4
 
 
 def _submitted(job: Job[Any], task: str, reply: list[Any], created: float) -> None:
-    from . import events
-
+    events = _events()
     if events.enabled():
         placed = "existing" if reply[0] == 2 else _text(reply[1])
         submit_s = time.time() - created
@@ -914,6 +913,15 @@ def _can_start(backend: object, name: str) -> bool:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.cache
+def _events() -> ModuleType:
+    """Lifecycle events (they import logging, which a machine's start-up path skips): loaded
+    on first use, then one call away on the submit path rather than an import statement."""
+    from . import events
+
+    return events
 
 
 @functools.cache
