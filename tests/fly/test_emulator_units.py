@@ -13,6 +13,7 @@ from balloons.fly.emulator.errors import ApiError
 from balloons.fly.emulator.ids import IdSource
 from balloons.fly.emulator.model import image_ref
 from balloons.fly.emulator.parsing import parse_duration, parse_signal
+from balloons.fly.emulator.wait import capped_timeout
 
 from .conformance import Conformance, NonConformance
 from .helpers import MACHINE_ID, ULID
@@ -87,3 +88,12 @@ def test_conformance_rejects_what_the_spec_forbids(conformance: Conformance) -> 
     good = httpx.Response(200, headers=headers, json={"id": "0123456789abcd"}, request=request)
     checker.check(request, good)
     assert checker.checked == 1
+
+
+@pytest.mark.parametrize(
+    ("requested", "seconds"), [(None, 60.0), (1.0, 1.0), (60.0, 60.0), (61.0, 60.0), (3600.0, 60.0)]
+)  # fmt: skip
+def test_wait_timeouts_default_to_and_are_capped_at_60_seconds(
+    requested: float | None, seconds: float
+) -> None:
+    assert capped_timeout(requested) == seconds
