@@ -88,6 +88,20 @@ def test_out_of_memory_retries_on_a_bigger_machine(rig: FlyRig) -> None:
     assert guests[0] == 128 and guests[-1] == 512
 
 
+def test_a_machine_killed_for_its_memory_fails_its_job_with_oom(rig: FlyRig) -> None:
+    # Python's MemoryError never comes: the worker dies without a word, and the reason is read
+    # from the machine's exit event (oom_killed), as on Fly.
+    app = rig.app()
+    job = on(app, tasks.grow_shared).submit(400)  # 400 MiB against 128 MiB
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=60)
+    assert info.value.reason == "oom"
+    assert "oom_killed" in info.value.error_message
+    (attempt,) = job.info().attempts
+    gone = app.backend.inspect(attempt.machine_id or "")
+    assert gone is not None and gone.oom_killed and gone.signal == signal.SIGKILL
+
+
 def test_warm_machines_take_queued_jobs_without_an_api_call(rig: FlyRig) -> None:
     app = rig.app()
     app.pool("warm", max_machines=1, idle_timeout=1.0)
