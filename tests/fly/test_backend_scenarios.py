@@ -116,6 +116,28 @@ def test_warm_machines_take_queued_jobs_without_an_api_call(rig: FlyRig) -> None
     assert app.store.pool_stats("warm")["machines"] == 0
 
 
+def test_machines_created_with_no_job_keep_the_pools_heartbeat(make_rig: Any) -> None:
+    """Under Fly's create limit, jobs of a burst go to the queue and the machines created for
+    them from the launcher take them there: such a machine never runs CLAIM, and learns the
+    pool's heartbeat from its first beat. Beating at the default 2 s instead, it would let its
+    lease (5 heartbeats of 0.2 s) lapse while it runs, and lose its job."""
+    from balloons.fly.emulator import Faults
+
+    rig = make_rig(faults=Faults(rate_limit=True))
+    app = rig.app()
+    app.pool("quick", max_machines=4, idle_timeout=0, heartbeat=0.2)
+    sleep = in_pool(app, tasks.sleep, "quick")
+    sup = app.start_supervisor(interval=0.1)  # reclaims any slot whose lease lapses
+    try:
+        jobs = [sleep.submit(2.0) for _ in range(4)]
+        assert [j.result(timeout=60) for j in jobs] == [2.0] * 4
+    finally:
+        sup.stop()
+    slots = [j.info().attempts[0].slot or "" for j in jobs]
+    assert any(slot.endswith("-0") for slot in slots), slots  # created from the launcher
+    assert all(len(j.info().attempts) == 1 for j in jobs)
+
+
 def test_a_delayed_job_gets_its_machine_when_due(rig: FlyRig) -> None:
     app = rig.app()
     at = time.time()
