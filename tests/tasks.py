@@ -169,6 +169,19 @@ def hungry(mb: int) -> int:
     return len(blocks)
 
 
+@app.task(timeout=30, memory_mb=128)
+def grow_shared(mb: int) -> int:
+    """Touches ``mb`` MiB of shared memory: resident, but not counted by the data-segment
+    limit, so only the machine's platform can stop it (the Fly emulator's OOM watchdog)."""
+    import mmap
+
+    size = mb * 1024 * 1024
+    block = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+    for offset in range(0, size, 4096):
+        block[offset] = 1
+    return mb
+
+
 @app.task(pool="solo", timeout=60)
 def deaf_sleep(seconds: float) -> float:
     """Ignores the worker's cancel signal, as code stuck in C would."""

@@ -31,6 +31,7 @@ MAX_SUBJECT = 255  # characters
 MAX_BODY = 100_000  # characters; far below balloons' argument size limit
 MAX_ADDRESS = 254  # characters (RFC 5321)
 FIELDS = ("subject", "body", "to")
+SUPERVISOR_INTERVAL = 5.0  # seconds between the supervisor's rounds, on Fly
 _EMAIL_RE = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
 
 
@@ -92,6 +93,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     flask_app = Flask(__name__)
     flask_app.config.update(config or {})
     flask_app.extensions["balloons"] = tasks.app
+    if tasks.app.settings.backend == "fly":
+        # Nothing else notices a Fly machine that dies before recording its job's outcome (a
+        # local machine's death is seen by the process that forked it), and /status never
+        # waits on a job: the web app supervises. Several processes doing so do no double work.
+        supervisor = tasks.app.start_supervisor(interval=SUPERVISOR_INTERVAL)
+        flask_app.extensions["balloons_supervisor"] = supervisor
 
     @flask_app.post("/send")
     def send() -> ResponseReturnValue:

@@ -460,13 +460,16 @@ return {0, tostring(cfg('idle', 10))}
 
 # ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none), capped ('1' when the
 #       deadline is the job's max_cost)
-# Returns {1, job status | 'GONE' | 'MOVED' | ''} or {-1} when the slot is gone.
+# Returns {1, job status | 'GONE' | 'MOVED' | '', heartbeat, idle} or {-1} when the slot is
+# gone. The pool's heartbeat and idle timeout ride along: a machine launched with no job of its
+# own (ID-0, FRESH-0) never runs CLAIM, which tells the others.
 HEARTBEAT = _script(
     "jk cfg slot_get slot_put",
     """
 local slot, u = ARGV[3], ARGV[4]
 if not redis.call('ZSCORE', SLOTS, slot) then return {-1} end
-redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
+local hb = cfg('hb', 2)
+redis.call('ZADD', SLOTS, 'XX', NOW + 5 * hb, slot)
 if ARGV[6] ~= '' then
   local info = slot_get(slot)
   if info then
@@ -475,11 +478,14 @@ if ARGV[6] ~= '' then
     slot_put(slot, info)
   end
 end
-if u == '' then return {1, ''} end
-local st = redis.call('HMGET', jk(u), 'status', 'attempt')
-if not st[1] then return {1, 'GONE'} end
-if tonumber(st[2]) ~= tonumber(ARGV[5]) then return {1, 'MOVED'} end
-return {1, st[1]}
+local status = ''
+if u ~= '' then
+  local st = redis.call('HMGET', jk(u), 'status', 'attempt')
+  if not st[1] then status = 'GONE'
+  elseif tonumber(st[2]) ~= tonumber(ARGV[5]) then status = 'MOVED'
+  else status = st[1] end
+end
+return {1, status, tostring(hb), tostring(cfg('idle', 10))}
 """,
 )
 

@@ -357,6 +357,8 @@ class Worker:
                     _log(f"heartbeat failed: {exc}")
                     reply = None
                 if reply is not None:
+                    if reply[0] == 1 and len(reply) >= 4:  # the pool's pace (see HEARTBEAT)
+                        self.heartbeat, self.idle = float(reply[2]), float(reply[3])
                     if reply[0] == -1:
                         self.stop = True
                         self._interrupt(ulid, attempt, "its machine's slot was taken away")

@@ -1,8 +1,10 @@
 """Checks every request and response against Fly's OpenAPI spec (tests/fly/data).
 
 :class:`Conformance` validates one exchange with openapi-core; the two transports wrap a real
-httpx transport so that every exchange of a test goes through it. Requests are validated as
-sent to ``https://api.machines.dev/v1/...`` (the spec's server).
+httpx transport so that every exchange of a test goes through it, and
+:class:`ConformanceMiddleware` checks, on the server's side, what clients the test did not
+make send (a backend configured from the environment, a script in a subprocess). Requests are
+validated as sent to ``https://api.machines.dev/v1/...`` (the spec's server).
 
 Where Fly's spec and Fly's observed behaviour (or its own client, fly-go) disagree, the emulator
 follows the behaviour and the checks below make a *narrow* exception, each named in
@@ -285,3 +287,57 @@ class ConformantAsyncTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class ConformanceMiddleware:
+    """Checks every exchange an emulator serves, whoever sent it: a backend with a client of
+    its own (one configured from the environment), a script in a subprocess. What does not
+    conform is kept in ``failures``, for the test to report (raising here would only reach the
+    client, as a 500): several servers may share one list."""
+
+    def __init__(self, app: Any, conformance: Conformance, failures: list[str]) -> None:
+        self.app, self.conformance, self.failures = app, conformance, failures
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The whole request body first (a handler may answer without reading it), then the
+        # same messages for the app.
+        body, more, messages = bytearray(), True, []
+        while more:
+            message = await receive()
+            messages.append(message)
+            body.extend(message.get("body", b""))
+            more = message["type"] == "http.request" and message.get("more_body", False)
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        answer: dict[str, Any] = {"status": 0, "headers": [], "body": bytearray()}
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"], answer["headers"] = message["status"], message["headers"]
+            elif message["type"] == "http.response.body":
+                answer["body"].extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, replay, capture)
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = httpx.Request(
+            scope["method"],
+            f"http://emulator{scope['path']}" + (f"?{query}" if query else ""),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            content=bytes(body),
+        )
+        response = httpx.Response(
+            answer["status"],
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer["headers"]],
+            content=bytes(answer["body"]),
+            request=request,
+        )
+        try:
+            self.conformance.check(request, response)
+        except NonConformance as exc:
+            self.failures.append(str(exc))

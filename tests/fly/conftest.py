@@ -4,7 +4,8 @@
   ``httpx.ASGITransport``, with an ``httpx.AsyncClient`` (tests are ``anyio``-marked).
 * ``make_server(**create_app_kwargs)``: the same served by uvicorn on 127.0.0.1 in a thread,
   with a sync ``httpx.Client`` over real HTTP.
-* Both route every exchange through :mod:`tests.fly.conformance` (Fly's OpenAPI spec).
+* Both route every exchange through :mod:`tests.fly.conformance` (Fly's OpenAPI spec); a
+  served emulator also checks, server side, every exchange whoever the client.
 * Every emulator is shut down after its test, and the test fails if any process group it
   started is still alive; a session-wide check repeats that for all of them at the end.
 """
@@ -27,7 +28,12 @@ from starlette.applications import Starlette
 
 from balloons.fly.emulator import Emulator, create_app
 
-from .conformance import Conformance, ConformantAsyncTransport, ConformantTransport
+from .conformance import (
+    Conformance,
+    ConformanceMiddleware,
+    ConformantAsyncTransport,
+    ConformantTransport,
+)
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -149,7 +155,7 @@ class Served:
 
 
 class _ServerThread:
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette | ConformanceMiddleware) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -180,10 +186,14 @@ def make_server(
     make_app: Callable[..., Starlette], conformance: Conformance
 ) -> Iterator[Callable[..., Served]]:
     running: list[tuple[_ServerThread, httpx.Client]] = []
+    # Server side too: traffic from clients these fixtures did not make (a backend configured
+    # from the environment, a script in a subprocess) is checked as well.
+    server_side = Conformance(conformance.openapi, conformance.raw_spec)
+    failures: list[str] = []
 
     def make(**kwargs: Any) -> Served:
         app = make_app(**kwargs)
-        thread = _ServerThread(app)
+        thread = _ServerThread(ConformanceMiddleware(app, server_side, failures))
         thread.start()
         base_url = f"http://127.0.0.1:{thread.port}"
         transport = ConformantTransport(httpx.HTTPTransport(), conformance)
@@ -196,6 +206,7 @@ def make_server(
     for thread, client in running:
         client.close()
         thread.stop()
+    assert not failures, "\n".join(failures)
 
 
 # -- FlyBackend against a served emulator --------------------------------------------------

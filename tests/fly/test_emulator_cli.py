@@ -8,15 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from balloons.fly.emulator import Faults
 from balloons.fly.emulator.server import build_parser, main, options_from
 
 from .conformance import Conformance, ConformantTransport
-from .conftest import SAFETY_TIMEOUT, group_alive
+from .conftest import SAFETY_TIMEOUT, Served, group_alive
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -113,3 +115,44 @@ def test_module_entry_point_serves_and_kills_machines_on_sigterm(
     assert not group_alive(pid)
     assert secret not in out.decode()
     assert b"Fly Machines API emulator on http://127.0.0.1" in out
+
+
+def test_without_a_seed_the_log_names_the_one_drawn_and_it_replays_the_run(
+    tmp_path: Path, conformance: Conformance, make_server: Callable[..., Served]
+) -> None:
+    port = _free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(SRC), "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "balloons.fly.emulator", "--port", str(port),
+         "--work-dir", str(tmp_path / "w")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        transport = ConformantTransport(httpx.HTTPTransport(), conformance)
+        with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{port}",
+                          headers={"Authorization": "Bearer any"}, timeout=60) as client:  # fmt: skip
+            deadline = time.monotonic() + SAFETY_TIMEOUT
+            while True:
+                assert proc.poll() is None, "emulator exited during start-up"
+                assert time.monotonic() < deadline, "emulator did not start"
+                try:
+                    seed = client.get("/_emulator/stats").json()["seed"]
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            first = _ids_of_one_run(client)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=SAFETY_TIMEOUT)
+    assert isinstance(seed, int)
+    assert f"(seed {seed}, 0 secret(s))".encode() in out
+    # The same seed and the same requests give the same ids: the run can be replayed.
+    replay = make_server(faults=Faults(seed=seed))
+    assert _ids_of_one_run(replay.client) == first
+
+
+def _ids_of_one_run(client: httpx.Client) -> tuple[str, str]:
+    assert client.post("/v1/apps", json={"name": "seeded", "org_slug": "personal"}).is_success
+    body = {"config": {"image": "emu/none", "init": {"exec": ["true"]}}, "skip_launch": True}
+    machine = client.post("/v1/apps/seeded/machines", json=body).json()
+    return machine["id"], machine["name"]

@@ -70,6 +70,33 @@ async def test_job_runs_exits_and_auto_destroys(client: httpx.AsyncClient) -> No
     assert [m["id"] for m in deleted] == [machine["id"]]
 
 
+async def test_a_stopped_auto_destroy_machine_goes_through_flys_states_in_order(
+    client: httpx.AsyncClient,
+) -> None:
+    app = await new_app(client)
+    machine = await launch(client, app, py(SLEEP, auto_destroy=True, restart={"policy": "no"}))
+    await wait_for(client, app, machine["id"], "started")
+    url = f"/v1/apps/{app}/machines/{machine['id']}"
+    # The stop timeout as Go's integer nanoseconds, as older docs send it (NOTES §10).
+    stopped = await client.post(f"{url}/stop", json={"signal": "SIGTERM", "timeout": 5 * 10**9})
+    assert stopped.status_code == 200 and stopped.json() == {"ok": True}
+    assert client.conformance_exceptions()["stop_timeout_as_number"] == 1  # type: ignore[attr-defined]
+    await wait_for(client, app, machine["id"], "destroyed")
+    # Every state the machine reached, each with the id a wait's from_event_id compares.
+    emulator = client.emulator  # type: ignore[attr-defined]
+    reached = emulator.machines[machine["id"]].transitions
+    assert [str(state) for _, state in reached] == [
+        "created", "starting", "started", "stopping", "stopped", "destroying", "destroyed",
+    ]  # fmt: skip
+    assert [tid for tid, _ in reached] == sorted(tid for tid, _ in reached)
+    # A wait from the launch event sees the stop the machine has since left.
+    launch_event = machine["events"][0]["id"]
+    seen = await wait_for(client, app, machine["id"], "stopped", from_event_id=launch_event)
+    assert seen["state"] == "stopped"
+    [exit_event] = await exit_events(client, app, machine["id"])
+    assert exit_event["requested_stop"] is True and exit_event["signal"] == signal.SIGTERM
+
+
 async def test_without_auto_destroy_an_exited_machine_stops(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py("pass", restart={"policy": "no"}))

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
 
 from balloons.fly.emulator.errors import ApiError
 from balloons.fly.emulator.ids import IdSource
 from balloons.fly.emulator.model import image_ref
 from balloons.fly.emulator.parsing import parse_duration, parse_signal
+from balloons.fly.emulator.wait import capped_timeout
 
-from .conformance import Conformance, NonConformance
+from .conformance import Conformance, ConformanceMiddleware, NonConformance
 from .helpers import MACHINE_ID, ULID
 
 
@@ -87,3 +90,30 @@ def test_conformance_rejects_what_the_spec_forbids(conformance: Conformance) -> 
     good = httpx.Response(200, headers=headers, json={"id": "0123456789abcd"}, request=request)
     checker.check(request, good)
     assert checker.checked == 1
+
+
+@pytest.mark.parametrize(
+    ("requested", "seconds"), [(None, 60.0), (1.0, 1.0), (60.0, 60.0), (61.0, 60.0), (3600.0, 60.0)]
+)  # fmt: skip
+def test_wait_timeouts_default_to_and_are_capped_at_60_seconds(
+    requested: float | None, seconds: float
+) -> None:
+    assert capped_timeout(requested) == seconds
+
+
+@pytest.mark.anyio
+async def test_the_server_side_check_sees_every_exchange(
+    make_app: Callable[..., Starlette], conformance: Conformance
+) -> None:
+    failures: list[str] = []
+    served = ConformanceMiddleware(make_app(), conformance, failures)
+    transport = httpx.ASGITransport(app=served)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+        auth = {"Authorization": "Bearer t"}
+        await client.post("/v1/apps", json={"name": "seen", "org_slug": "personal"}, headers=auth)
+        await client.get("/v1/apps/seen/machines/0123456789abcd", headers=auth)
+        assert conformance.checked == 2 and failures == []
+        # A body the spec forbids (config must be an object): the emulator answers 400, and the
+        # check records the request, whoever sent it.
+        await client.post("/v1/apps/seen/machines", json={"config": "x"}, headers=auth)
+    assert len(failures) == 1 and "POST http://emulator/v1/apps/seen/machines" in failures[0]

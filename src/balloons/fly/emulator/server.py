@@ -9,7 +9,8 @@ fly-emulator`` command) calls. Flags::
     --image-command IMAGE=CMD           default command of IMAGE, shell-split (repeatable)
     --default-command CMD               command of any other image, shell-split
     --region R                          default region (iad)
-    --seed N                            seed of every random fault and id
+    --seed N                            seed of every random fault and id (default: drawn
+                                        at random and logged at start, to replay a run)
     --fault-error-rate ACTION=P         injected 500/503 chance per action (repeatable)
     --rate-limit                        enforce Fly's per-action rate limits (429)
     --boot-delay S                      seconds from start to started
@@ -61,6 +62,13 @@ def run(
     """
     app = create_app(**app_options)
     emulator: Emulator = app.state.emulator
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
+    # The seed actually drawn when none was given: rerun with --seed N to replay a failure.
+    log.info(
+        "Fly Machines API emulator on http://%s:%d (seed %d, %d secret(s))",
+        host, port, emulator.faults.seed, len(emulator.config.secrets),
+    )  # fmt: skip
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
     server = uvicorn.Server(config)
     try:
@@ -108,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--default-command", metavar="CMD", help="command of any other image, shell-split")
     add("--region", default=DEFAULT_REGION, help="default region (default %(default)s)")
-    add("--seed", type=int, help="seed of every random fault and id (default: random)")
+    add(
+        "--seed",
+        type=int,
+        help="seed of every random fault and id (default: random, logged at start)",
+    )
     add(
         "--fault-error-rate",
         action="append",
@@ -200,10 +212,5 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))  # exits with status 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    faults: Faults = options["faults"]
-    log.info(
-        "Fly Machines API emulator on http://%s:%d (seed %s, %d secret(s))",
-        args.host, args.port, faults.seed, len(options["secrets"]),
-    )  # fmt: skip
     run(args.host, args.port, log_level=args.log_level, **options)
     return 0

@@ -32,6 +32,11 @@ def parse_states(values: list[str]) -> list[str]:
     return states or ["started"]
 
 
+def capped_timeout(requested: float | None) -> float:
+    """Seconds a wait may block: ``requested`` (default 60), never more than Fly's 60."""
+    return DEFAULT_WAIT_TIMEOUT if requested is None else min(requested, MAX_WAIT_TIMEOUT)
+
+
 def _matches(state: MachineState, wanted: list[str]) -> bool:
     return str(state) in wanted or ("settled" in wanted and state in SETTLED_STATES)
 
@@ -64,8 +69,7 @@ async def wait(
     from_event_id: str | None,
 ) -> dict[str, Any]:
     """The wait answer, or 408/404 as Fly gives them."""
-    timeout = DEFAULT_WAIT_TIMEOUT if timeout is None else min(timeout, MAX_WAIT_TIMEOUT)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + capped_timeout(timeout)
     while True:
         entry = emu.notifier.subscribe()
         try:
