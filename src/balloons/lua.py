@@ -288,14 +288,12 @@ if seq % 64 == 0 and redis.call('ZCARD', JOBS) > 1000 then
 end
 local score = seq - tonumber(ARGV[10]) * 1e12
 local c, m = tonumber(ARGV[11]), tonumber(ARGV[12])
-local rec = {'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1, 'created', NOW,
-  'ttl', ttl, 'qscore', score, 'need', c..':'..m}
-if ARGV[13] ~= '' then rec[#rec + 1] = 'key'; rec[#rec + 1] = ARGV[13] end
-local function store(status, ...)
-  rec[#rec + 1] = 'status'
-  rec[#rec + 1] = status
-  for _, v in ipairs({...}) do rec[#rec + 1] = v end
-  redis.call('HSET', J, unpack(rec))
+-- The job's record, written once, with its placement: one more field when given.
+local function store(status, name, value)
+  redis.call('HSET', J, 'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1,
+    'created', ARGV[2], 'ttl', ARGV[7], 'qscore', score, 'need', c..':'..m, 'status', status,
+    name or 'status', value or status)
+  if ARGV[13] ~= '' then redis.call('HSET', J, 'key', ARGV[13]) end
   redis.call('EXPIRE', J, ttl)
 end
 if due ~= '' and tonumber(due) > NOW then
