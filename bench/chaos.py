@@ -102,14 +102,16 @@ class Valkey:
 # ------------------------------------------------------------------------------ killer
 class Killer:
     """SIGKILLs random machines: after each submit, with chance ``share``, a machine running
-    at a random moment of the next second (so about ``share`` of the jobs lose a machine)."""
+    at a random moment of the next second (so about ``share`` of the jobs lose a machine).
+    Kills due together go to distinct machines; those beyond the machines running wait for the
+    next look, so every planned kill lands (while any machine runs)."""
 
     def __init__(self, list_running: Any, share: float, rng: random.Random) -> None:
         self.list_running = list_running  # () -> list[(machine id, pid)]
         self.share, self.rng = share, rng
         self.seen: set[str] = set()
         self.due: list[float] = []
-        self.killed = 0
+        self.planned = self.killed = 0
         self.log: list[tuple[int, float]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -126,6 +128,7 @@ class Killer:
         """Called once per submitted job."""
         with self._lock:
             if self.rng.random() < self.share:
+                self.planned += 1
                 self.due.append(time.monotonic() + self.rng.uniform(0.0, 1.0))
 
     def _run(self) -> None:
@@ -137,11 +140,12 @@ class Killer:
             self.seen.update(mid for mid, _ in machines)
             now = time.monotonic()
             with self._lock:
-                fire = [t for t in self.due if t <= now]
+                fire = sorted(t for t in self.due if t <= now)
                 if not fire or not machines:
                     continue
-                self.due = [t for t in self.due if t > now]
-                victims = {self.rng.choice(machines)[1] for _ in fire}
+                n = min(len(fire), len(machines))
+                self.due = [t for t in self.due if t > now] + fire[n:]
+                victims = [pid for _, pid in self.rng.sample(machines, n)]
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
@@ -187,6 +191,7 @@ class Outcome:
     over_attempts: list[str] = field(default_factory=list)
     success_unseen: list[str] = field(default_factory=list)
     kills: int = 0
+    kills_planned: int = 0
     machines_seen: int = 0
     api_calls: int = 0
     gc_destroyed: int = 0
@@ -375,6 +380,7 @@ def run_one(backend_name: str, n: int, seed: int, deadline_s: float, root: Path)
             killer.stop()
         out.wall = time.monotonic() - t0
         out.kills, out.machines_seen = killer.killed, len(killer.seen)
+        out.kills_planned = killer.planned
         s0 = time.monotonic()
         settle(app, running, timeout=30)
         sup.stop()
@@ -459,6 +465,7 @@ def show(outs: list[Outcome], n: int) -> str:
             for r in attempt_reasons
         ),
         row("machines seen", lambda o: o.machines_seen),
+        row("machine kills planned (10% of submits)", lambda o: o.kills_planned),
         row("machines SIGKILLed", lambda o: o.kills),
         row("Fly API calls", lambda o: o.api_calls or "-"),
         row("Redis restart at (s)", lambda o: f"{o.redis_restart_at:.1f}"),
