@@ -154,6 +154,16 @@ def test_run_timeout_is_enforced_even_when_the_task_ignores_it() -> None:
     assert "killed" in info.value.error_message
 
 
+def test_a_timed_out_attempt_is_retried_and_each_attempt_says_timeout() -> None:
+    job = tasks.sleep_past_timeout.options(retries=1, retry_backoff=0.05).submit(20)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "timeout"
+    attempts = job.info().attempts
+    assert [(a.outcome, a.reason) for a in attempts] == [("FAILED", "timeout")] * 2
+    assert all(a.message == "the task ran past its timeout of 1s" for a in attempts)
+
+
 def test_run_timeout_stops_cpu_bound_python_that_swallows_exceptions() -> None:
     """A pure-Python loop that never sleeps: the timer's signal interrupts it between two
     bytecodes, and ``except Exception`` cannot catch what it raises."""

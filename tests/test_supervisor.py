@@ -237,6 +237,7 @@ def test_machine_loss_retries_on_a_new_machine(tmp_path: Any) -> None:
         sup.stop()
     first, second = job.info().attempts
     assert first.reason == "killed" and first.outcome == "FAILED"
+    assert first.message == "the machine was killed by signal 9"
     assert second.outcome == "SUCCEEDED" and second.machine_id != first.machine_id
 
 

@@ -262,6 +262,8 @@ def status(job_id: str, as_json: bool) -> None:
             f"started {_ts(a.started_at)}  ended {_ts(a.ended_at)}  "
             f"{a.outcome or 'running'}{f' ({a.reason})' if a.reason else ''}"
         )
+        if a.message and a.outcome != "SUCCEEDED":
+            console.print(f"    {a.message}", highlight=False, markup=False)
         if a.note:
             console.print(f"    launch: {a.note}", highlight=False)
     if info.error_message:

@@ -132,6 +132,13 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
   if machine ~= '' and st[3] and st[3] ~= '' and st[3] ~= machine then return -4 end
   local a = {ended=NOW, outcome=status}
   if reason ~= '' then a.reason = reason end
+  if err ~= '' then
+    -- The human message stays with its attempt: the job's error is only its last one's.
+    local ok, e = pcall(cjson.decode, err)
+    if ok and type(e) == 'table' and type(e.message) == 'string' and e.message ~= '' then
+      a.message = string.sub(e.message, 1, 500)
+    end
+  end
   if machine ~= '' then a.machine = machine end
   attempt_update(u, n, a)
   local ttl = tonumber(st[4]) or 86400

@@ -413,6 +413,7 @@ class Worker:
         except _Interrupted:  # delivered just as the task returned: the job moved on anyway
             return EXIT_SKIPPED
         except TaskTimeout as exc:  # the timer fired just as the task returned
+            faulthandler.cancel_dump_traceback_later()  # recording it may ride out an outage
             error = _error_json(Reason.TIMEOUT, exc, "the task reached its run timeout")
             self.finish(ulid, attempt, "FAILED", error=error, reason=Reason.TIMEOUT)
             return EXIT_TASK_FAILED
