@@ -340,3 +340,19 @@ def test_the_boot_timeout_does_not_limit_a_job_that_started() -> None:
     (attempt,) = job.info().attempts
     assert attempt.outcome == "SUCCEEDED"
     assert (attempt.ended_at or 0) - (attempt.started_at or 0) >= 3.0
+
+
+def test_a_warm_machine_does_not_carry_its_last_jobs_cancel_to_the_next() -> None:
+    """The first job is cancelled; the same machine takes the queued second one. A
+    supervisor with no grace at all must not stop it for the first job's cancel."""
+    first = tasks.solo_sleep.submit(30)
+    wait_for(lambda: first.status() is JobStatus.RUNNING)
+    second = tasks.solo_sleep.submit(2.0)
+    assert second.status() is JobStatus.QUEUED
+    assert first.cancel()
+    wait_for(lambda: second.status() is JobStatus.RUNNING)
+    sup = tasks.app.supervisor(cancel_grace=0.0, timeout_grace=0.0)
+    assert sup.step(gc=False).stopped == []
+    assert second.result(timeout=30) == 2.0
+    (attempt,) = second.info().attempts
+    assert attempt.warm and attempt.machine_id == first.info().attempts[0].machine_id

@@ -397,6 +397,8 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
     attempt_update(u, st[2], {machine=machine, slot=slot, launched=NOW, started=NOW, warm=true,
       cpus=tonumber(info.cpus) or 1, mem=tonumber(info.mem) or 256})
     info.job, info.attempt, info.state, info.since = u, tonumber(st[2]), 'running', NOW
+    -- The last job's cancel and deadline are not this one's (its heartbeat sends its own).
+    info.cancel, info.deadline, info.capped = nil, nil, nil
     slot_put(slot, info)
     redis.call('SREM', IDLE, slot)
     redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
@@ -417,6 +419,7 @@ if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', 0) then
   return {-5}
 end
 info.job, info.attempt, info.state, info.since = '', 0, 'idle', NOW
+info.cancel, info.deadline, info.capped = nil, nil, nil
 slot_put(slot, info)
 redis.call('SADD', IDLE, slot)
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
