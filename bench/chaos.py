@@ -9,9 +9,11 @@ a supervisor thread (``app.start_supervisor()``):
 * N jobs are submitted at a steady pace: mostly ``work`` (0.05-2.5 s, ``retries=3``), 5% that
   raise a final error, 3% that overrun their 1 s timeout (``retries=1``). Each is submitted
   with an idempotency key, and a submit that meets the Redis outage is tried again;
-* for 10% of the jobs, a random running machine is SIGKILLed within a second (both backends);
+* for 10% of the jobs, the machine running the job is SIGKILLed at a random moment of its run
+  (both backends);
 * on ``fly``, the emulator also injects 5% 500/503 answers on machine calls, Fly's rate
-  limits (429), a boot delay, 5% capacity refusals and 2% lost create answers;
+  limits (429s: the client's own limiter allows 1.5 times Fly's rates, as processes sharing
+  an app would), a boot delay, 5% capacity refusals and 2% lost create answers;
 * once 40% of the jobs are submitted, Valkey is stopped and started again on the same socket.
 
 Each execution appends a line to a file of its job (``bench/_chaos_tasks.py``), so executions
@@ -52,7 +54,9 @@ from _fly import Emu, emulator
 
 import balloons
 from balloons.errors import StoreError
+from balloons.fly import stats as fly_stats
 from balloons.fly.emulator import Faults
+from balloons.fly.ratelimit import Limit, RateLimiter
 from balloons.keys import PoolKeys
 
 KILL_SHARE = 0.10
@@ -63,6 +67,9 @@ BOOT_DELAY = 0.3
 FAIL_SHARE = 0.05
 OVERRUN_SHARE = 0.03
 REDIS_OUTAGE = 1.5  # seconds Valkey stays down
+# The client's rate limiter allows this many times Fly's limits (as processes sharing an app,
+# each with its own limiter, would): the emulator answers 429s, which the client rides out.
+CLIENT_OVER_LIMIT = 1.5
 MACHINE_CALLS = ("create", "get", "list", "start", "stop", "delete", "wait", "events")
 
 
@@ -101,15 +108,19 @@ class Valkey:
 
 # ------------------------------------------------------------------------------ killer
 class Killer:
-    """SIGKILLs random machines: after each submit, with chance ``share``, a machine running
-    at a random moment of the next second (so about ``share`` of the jobs lose a machine)."""
+    """SIGKILLs the machine of about ``share`` of the jobs while it runs them: a job picked at
+    its submit is watched until it runs, and its machine is killed at a random moment of the
+    job's planned length (at most a second). Kills follow the jobs, never outrun them: a pool
+    that creates machines slowly (Fly: about one a second) is not emptied faster than it
+    fills. A picked job that ends before it is seen running is counted as missed."""
 
     def __init__(self, list_running: Any, share: float, rng: random.Random) -> None:
         self.list_running = list_running  # () -> list[(machine id, pid)]
         self.share, self.rng = share, rng
         self.seen: set[str] = set()
-        self.due: list[float] = []
-        self.killed = 0
+        self.targets: list[tuple[balloons.Job[Any], float]] = []  # (job, planned seconds)
+        self.armed: list[tuple[float, str]] = []  # (when, machine id)
+        self.planned = self.killed = self.missed = 0
         self.log: list[tuple[int, float]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -122,31 +133,57 @@ class Killer:
         self._stop.set()
         self._thread.join(10)
 
-    def maybe(self) -> None:
+    def maybe(self, job: balloons.Job[Any], seconds: float) -> None:
         """Called once per submitted job."""
         with self._lock:
             if self.rng.random() < self.share:
-                self.due.append(time.monotonic() + self.rng.uniform(0.0, 1.0))
+                self.planned += 1
+                self.targets.append((job, seconds))
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             try:
-                machines = self.list_running()
+                machines = dict(self.list_running())
             except Exception:
                 continue
-            self.seen.update(mid for mid, _ in machines)
+            self.seen.update(machines)
+            self._arm()
             now = time.monotonic()
-            with self._lock:
-                fire = [t for t in self.due if t <= now]
-                if not fire or not machines:
-                    continue
-                self.due = [t for t in self.due if t > now]
-                victims = {self.rng.choice(machines)[1] for _ in fire}
-            for pid in victims:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
+            fire = [mid for when, mid in self.armed if when <= now]
+            self.armed = [(when, mid) for when, mid in self.armed if when > now]
+            for mid in fire:
+                pid = machines.get(mid)
+                try:
+                    if pid is None:
+                        raise ProcessLookupError
                     os.kill(pid, signal.SIGKILL)
-                    self.killed += 1
-                    self.log.append((pid, time.time()))
+                except (ProcessLookupError, PermissionError):
+                    self.missed += 1  # its machine already left
+                    continue
+                self.killed += 1
+                self.log.append((pid, time.time()))
+
+    def _arm(self) -> None:
+        """Arm a kill for each picked job now running, on its machine."""
+        with self._lock:
+            targets = list(self.targets)
+        keep = []
+        for job, seconds in targets:
+            try:
+                status = job.status()
+                machine = job.info().machine_id if status is balloons.JobStatus.RUNNING else None
+            except Exception:  # Redis is restarting: look again
+                keep.append((job, seconds))
+                continue
+            if machine:
+                delay = self.rng.uniform(0.0, min(max(seconds, 0.05), 1.0))
+                self.armed.append((time.monotonic() + delay, machine))
+            elif status.terminal:
+                self.missed += 1
+            else:
+                keep.append((job, seconds))
+        with self._lock:
+            self.targets = keep + self.targets[len(targets) :]
 
 
 def fly_running(emu: Emu) -> Any:
@@ -187,8 +224,11 @@ class Outcome:
     over_attempts: list[str] = field(default_factory=list)
     success_unseen: list[str] = field(default_factory=list)
     kills: int = 0
+    kills_planned: int = 0
+    kills_missed: int = 0
     machines_seen: int = 0
     api_calls: int = 0
+    api_answers: collections.Counter[str] = field(default_factory=collections.Counter)
     gc_destroyed: int = 0
     orphans: int = 0
     leftover_processes: int = 0
@@ -256,7 +296,7 @@ def submit_all(
                 time.sleep(0.2)
         handles.append(job)
         out.submitted += 1
-        killer.maybe()
+        killer.maybe(job, seconds)
         time.sleep(pace)
     if restarter is not None:
         restarter.join()
@@ -340,6 +380,7 @@ def run_one(backend_name: str, n: int, seed: int, deadline_s: float, root: Path)
     valkey = Valkey(run_dir)
     valkey.start()
     stack = contextlib.ExitStack()
+    answers_before = fly_stats.snapshot()
     try:
         if backend_name == "fly":
             faults = Faults(
@@ -353,7 +394,9 @@ def run_one(backend_name: str, n: int, seed: int, deadline_s: float, root: Path)
             emu = stack.enter_context(
                 emulator(valkey.url, faults=faults, work_dir=run_dir / "emulator")
             )
-            backend: Any = emu.backend()
+            limits = {"get": Limit(5.0 * CLIENT_OVER_LIMIT, 10.0)}
+            over = Limit(CLIENT_OVER_LIMIT, 3.0)
+            backend: Any = emu.backend(limiter=RateLimiter(limits, over, headroom=0.0, spare=0.0))
             running = fly_running(emu)
         else:
             backend = balloons.LocalBackend()
@@ -375,18 +418,25 @@ def run_one(backend_name: str, n: int, seed: int, deadline_s: float, root: Path)
             killer.stop()
         out.wall = time.monotonic() - t0
         out.kills, out.machines_seen = killer.killed, len(killer.seen)
+        out.kills_planned, out.kills_missed = killer.planned, killer.missed
         s0 = time.monotonic()
         settle(app, running, timeout=30)
         sup.stop()
         report = app.supervisor(orphan_min_age=0.0).collect_orphans()
         out.gc_destroyed = len(report)
         time.sleep(0.5)
-        out.orphans = len(running())
+        left = running()
+        out.orphans = len(left)
+        for mid, pid in left[:5]:
+            out.details.append(_orphan(app, backend_name, emu if backend_name == "fly" else None,
+                                       mid, pid))  # fmt: skip
         out.settle = time.monotonic() - s0
         for i, h in enumerate(handles):
             info = h.info()
             out.statuses[info.status.value] += 1
-            if not info.status.terminal or (info.status.value == "FAILED" and not info.reason):
+            late = not balloons.JobStatus(last.get(h.id, "QUEUED")).terminal  # at the deadline
+            if late or not info.status.terminal or (info.status.value == "FAILED"
+                                                    and not info.reason):  # fmt: skip
                 out.lost.append(f"{h.id} ({last.get(h.id, '?')})")
             if info.status.value == "FAILED":
                 out.reasons[info.reason or "<none>"] += 1
@@ -407,6 +457,10 @@ def run_one(backend_name: str, n: int, seed: int, deadline_s: float, root: Path)
                 out.success_unseen.append(h.id)
         if backend_name == "fly":
             out.api_calls = emu.stats()["total_calls"]
+            for (_, outcome), n in fly_stats.snapshot().items():
+                out.api_answers[outcome] += n
+            for (_, outcome), n in answers_before.items():
+                out.api_answers[outcome] -= n
         app.close()
     finally:
         stack.close()
@@ -426,6 +480,23 @@ def _detail(job_id: str, info: Any, marks: Path, killer: Killer, valkey: Valkey)
     for a in info.attempts:
         lines.append(f"  attempt {a}")
     lines.append("  executions: " + marks.read_text().replace("\n", "; "))
+    return "\n".join(lines)
+
+
+def _orphan(app: balloons.App, backend: str, emu: Emu | None, mid: str, pid: int) -> str:
+    """What a machine still running after ``gc`` was doing: its slot and its last words."""
+    info = app.backend.inspect(mid)
+    slot = (info.detail.get("slot") if info else "") or ""
+    pool = (info.pool if info else "") or "default"
+    pk = PoolKeys(app.settings.namespace, pool)
+    entry = app.store.redis.hget(pk.slot, slot) if slot else None
+    lease = app.store.redis.zscore(pk.slots, slot) if slot else None
+    left = "none" if lease is None else f"{lease - time.time():+.1f}s"
+    lines = [f"orphan {backend} machine {mid} (pid {pid}): {info and info.state}, slot {slot!r}, "
+             f"lease {left}, entry {entry!r}"]  # fmt: skip
+    log = emu.emulator.log_path(mid) if emu is not None else None
+    if log is not None and log.exists():
+        lines += ["  " + line for line in log.read_text(errors="replace").splitlines()[-8:]]
     return "\n".join(lines)
 
 
@@ -459,8 +530,18 @@ def show(outs: list[Outcome], n: int) -> str:
             for r in attempt_reasons
         ),
         row("machines seen", lambda o: o.machines_seen),
-        row("machines SIGKILLed", lambda o: o.kills),
+        row("jobs picked for a machine kill (10%)", lambda o: o.kills_planned),
+        row("  machines SIGKILLed while running one", lambda o: o.kills),
+        row("  missed (job ended first, machine gone)", lambda o: o.kills_missed),
         row("Fly API calls", lambda o: o.api_calls or "-"),
+        row(
+            "  answered 2xx / 4xx / 429 / 5xx (client's count)",
+            lambda o: (
+                " / ".join(str(o.api_answers[k]) for k in ("2xx", "4xx", "429", "5xx"))
+                if o.api_answers
+                else "-"
+            ),
+        ),
         row("Redis restart at (s)", lambda o: f"{o.redis_restart_at:.1f}"),
         row("destroyed by gc", lambda o: o.gc_destroyed),
         row("orphan machines after gc (must be 0)", lambda o: o.orphans),
@@ -483,13 +564,18 @@ def main() -> int:
     ap.add_argument(
         "--deadline",
         type=float,
-        default=120.0,
-        help="seconds after the last submit by which every job must have ended",
+        default=None,
+        help="seconds after the last submit by which every job must have ended "
+        "(default 60 + 0.15 per job: on fly, 8 machines created at Fly's rate of about one a "
+        "second, a tenth of them killed, drain 2,000 jobs in about 3 minutes)",
     )
     ap.add_argument("--ci", action="store_true", help="exit 1 if anything is lost or left")
     args = ap.parse_args()
+    if args.deadline is None:
+        args.deadline = 60.0 + 0.15 * args.n
     print(header(f"chaos: {args.n} jobs per backend, seed {args.seed}"))
-    print(f"a machine SIGKILLed per {KILL_SHARE:.0%} of jobs; Fly: {API_ERROR_RATE:.0%} 5xx "
+    print(f"the machine of {KILL_SHARE:.0%} of the jobs SIGKILLed as it runs them; Fly: "
+          f"{API_ERROR_RATE:.0%} 5xx "
           f"per machine call, 429s, boot delay {BOOT_DELAY}s, {CAPACITY_REFUSAL_RATE:.0%} "
           f"capacity refusals, {LOST_RESPONSE_RATE:.0%} lost create answers; one Redis restart "
           f"({REDIS_OUTAGE}s down)\n")  # fmt: skip

@@ -87,6 +87,24 @@ def ignore_timeout(seconds: float) -> float:
     return seconds
 
 
+@app.task(timeout=1)
+def spin_python() -> int:
+    """CPU-bound pure Python that never sleeps and swallows every ``Exception`` it meets."""
+    n = 0
+    while True:
+        try:
+            n += 1
+        except Exception:  # a task that tries to outlive its timeout
+            continue
+
+
+@app.task(timeout=1)
+def spin_in_c() -> int:
+    """CPU-bound C code that holds the GIL and never checks for signals: neither the
+    timeout signal's handler nor any other Python thread runs until it returns."""
+    return sum(range(10**13))
+
+
 @app.task(timeout=30)
 def exit_hard(code: int) -> None:
     os._exit(code)
@@ -252,3 +270,13 @@ def solo_chatty(lines: int) -> int:
 def echo_print(text: str) -> str:
     print(text)
     return text
+
+
+@app.task(timeout=30)
+def wait_then_mark(flag: str, mark: str) -> str:
+    """Waits for ``flag`` to exist, then writes ``mark`` just before returning."""
+    deadline = time.monotonic() + 25
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    Path(mark).write_text("returned")
+    return "ok"

@@ -187,3 +187,12 @@ def test_machines_jobs_filters_cancel_and_pools(tmp_path: Path) -> None:
     out = runner.invoke(cli, ["cancel", running.id])
     assert out.exit_code == 1 and "already ended" in out.stdout
     flag.write_text("")
+
+
+def test_status_shows_each_failed_attempts_message(tmp_path: Path) -> None:
+    job = tasks.flaky.submit(str(tmp_path / "n"), 1)
+    assert job.result(timeout=60) == 2
+    out = CliRunner().invoke(cli, ["status", job.id])
+    assert out.exit_code == 0, out.output
+    assert "(task_error)" in out.stdout
+    assert "attempt 1 fails" in [line.strip() for line in out.stdout.splitlines()]

@@ -61,6 +61,20 @@ def test_bad_task_options_are_named() -> None:
         app.task(pool="Bad Pool")(lambda: None)
 
 
+@pytest.mark.parametrize(
+    "name", ["os:system", "..", "../etc/passwd", "__class__", "f.__globals__", "a b"]
+)
+def test_task_names_with_tricks_are_refused_at_registration(name: str) -> None:
+    app = balloons.App()
+    with pytest.raises(ConfigError) as info:
+        app.task(name=name)(_module_level)
+    assert f"tests.test_config:{name}" in str(info.value)
+    assert "MODULE:FUNCTION" in str(info.value)
+
+
+def _module_level() -> None: ...
+
+
 def test_tasks_must_be_importable() -> None:
     app = balloons.App()
 

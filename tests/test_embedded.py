@@ -148,3 +148,57 @@ def test_queued_jobs_survive_a_redis_restart(home: Path) -> None:
     assert again.job(queued.id).status() is balloons.JobStatus.QUEUED
     assert again.job(queued.id).queue_position() == 1
     assert again.job(first.id).status() is balloons.JobStatus.STARTING
+
+
+def test_a_result_written_while_redis_is_down_is_recorded_once_it_is_back(
+    home: Path, tmp_path: Path
+) -> None:
+    """The task returns while Redis is stopped: the worker keeps the result and retries the
+    write with back-off until Redis answers again."""
+    app = balloons.App()
+    t = balloons.Task(app, tasks.wait_then_mark.fn, tasks.wait_then_mark.name,
+                      tasks.wait_then_mark.opts)  # fmt: skip
+    flag, mark = tmp_path / "flag", tmp_path / "mark"
+    job = t.submit(str(flag), str(mark))
+    deadline = time.monotonic() + 20
+    while job.status() is not balloons.JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    app.close()
+    assert embedded.stop(home)
+    flag.write_text("go")
+    while not mark.exists():  # the task has returned: its result write meets the outage
+        assert time.monotonic() < deadline + 20
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few of the worker's tries fail
+    back = time.time()
+    embedded.ensure(home)
+    again = balloons.App()
+    assert again.job(job.id).result(timeout=60) == "ok"
+    (attempt,) = again.job(job.id).info().attempts
+    assert attempt.outcome == "SUCCEEDED"
+    assert (attempt.ended_at or 0) >= back  # written once Redis was back
+
+
+def test_queued_jobs_survive_a_crash_of_the_server(home: Path) -> None:
+    """SIGKILL, no clean shutdown: what the append-only file holds is all there is."""
+    import signal
+
+    from tests.test_worker import HoldBackend
+
+    app = balloons.App(backend=HoldBackend())
+    app.pool("crash", max_machines=1)
+    opts = balloons.TaskOptions(pool="crash", timeout=30)
+    t = balloons.Task(app, tasks.add.fn, tasks.add.name, opts)
+    first, *queued = (t.submit(i, i) for i in range(5))
+    app.close()
+    pid = embedded.status(home).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while embedded.status(home).running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    again = balloons.App()
+    assert [again.job(j.id).queue_position() for j in queued] == [1, 2, 3, 4]
+    assert again.job(first.id).status() is balloons.JobStatus.STARTING

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -131,6 +132,28 @@ def test_arguments_over_the_size_limit_are_refused(r: redis.Redis) -> None:
     with pytest.raises(SerializationError, match="over the limit of 1,000"):
         big.submit("x" * 2000)
     assert r.keys("*job*") == []
+
+
+def test_the_default_argument_limit_is_1_mib_and_the_environment_sets_another(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_worker import HoldBackend
+
+    def echo_of(app: balloons.App) -> balloons.Task[Any, Any]:
+        return balloons.Task(app, tasks.echo.fn, tasks.echo.name, tasks.echo.opts)
+
+    echo = echo_of(balloons.App(backend=HoldBackend()))
+    mib = 1024 * 1024
+    with pytest.raises(SerializationError, match="over the limit of 1,048,576 "):
+        echo.submit("x" * mib)
+    with pytest.raises(SerializationError, match="over the limit of 1,048,576 "):
+        asyncio.run(echo.submit_async("x" * mib))
+    assert r.keys("*job*") == []
+    assert echo.submit("x" * (mib - 100)).status() is JobStatus.STARTING
+    monkeypatch.setenv("BALLOONS_MAX_ARG_BYTES", str(2 * mib))
+    assert echo_of(balloons.App(backend=HoldBackend())).submit("x" * mib).status() is (
+        JobStatus.STARTING
+    )
 
 
 def test_unserializable_result_fails_the_job_clearly() -> None:

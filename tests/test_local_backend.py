@@ -14,7 +14,7 @@ import pytest
 import balloons
 from balloons import JobFailed, JobStatus, LocalBackend
 from tests import tasks
-from tests.conftest import processes_mentioning
+from tests.conftest import STATE_DIR, processes_mentioning
 
 ROOT = Path(__file__).parent.parent
 
@@ -152,6 +152,58 @@ def test_run_timeout_is_enforced_even_when_the_task_ignores_it() -> None:
         job.result(timeout=40)
     assert info.value.reason == "timeout"
     assert "killed" in info.value.error_message
+
+
+def test_a_timed_out_attempt_is_retried_and_each_attempt_says_timeout() -> None:
+    job = tasks.sleep_past_timeout.options(retries=1, retry_backoff=0.05).submit(20)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "timeout"
+    attempts = job.info().attempts
+    assert [(a.outcome, a.reason) for a in attempts] == [("FAILED", "timeout")] * 2
+    assert all(a.message == "the task ran past its timeout of 1s" for a in attempts)
+
+
+def test_run_timeout_stops_cpu_bound_python_that_swallows_exceptions() -> None:
+    """A pure-Python loop that never sleeps: the timer's signal interrupts it between two
+    bytecodes, and ``except Exception`` cannot catch what it raises."""
+    job = tasks.spin_python.submit()
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "timeout"
+    assert "timeout of 1s" in info.value.error_message
+    assert info.value.error_type == "balloons.worker.TaskTimeout"
+
+
+def test_c_code_holding_the_interpreter_is_ended_by_the_workers_watchdog() -> None:
+    """``sum(range(10**13))`` runs in C for hours holding the GIL: neither the timer's signal
+    handler nor the heartbeat thread runs. The worker's watchdog (a C thread) ends the
+    machine; the heartbeat of 3 s leaves the lease (15 s) running well past that."""
+    tasks.app.pool("hog", heartbeat=3, idle_timeout=0)
+    spin = balloons.Task(tasks.app, tasks.spin_in_c.fn, tasks.spin_in_c.name,
+                         balloons.TaskOptions(pool="hog", timeout=1))  # fmt: skip
+    job = spin.submit()
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=60)
+    assert info.value.reason == "timeout", info.value
+    assert "ran past its run timeout" in info.value.error_message
+    assert "the worker ended its machine" in info.value.error_message
+    machine = tasks.app.backend.inspect(job.info().machine_id or "")
+    assert machine is not None and machine.exit_code == 1
+    log = (STATE_DIR / "machines" / f"{machine.id}.log").read_text()
+    assert "Timeout (0:00:" in log and "spin_in_c" in log  # faulthandler's dump of the stack
+
+
+def test_c_code_holding_the_interpreter_past_its_lease_is_reclaimed_as_a_timeout() -> None:
+    """The suite's heartbeat of 0.5 s: the lease lapses before the watchdog fires, and the
+    waiting client reclaims the machine, past its job's deadline: a timeout, not a loss."""
+    job = tasks.spin_in_c.submit()
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=60)
+    assert info.value.reason == "timeout", info.value
+    assert "ran past its run timeout and its machine stopped heartbeating" in (
+        info.value.error_message
+    )
 
 
 def test_job_survives_the_submitting_process_exiting(tmp_path: Path) -> None:

@@ -147,6 +147,7 @@ def test_task_errors_retry_with_backoff_then_succeed(tmp_path: Path) -> None:
     assert [a.number for a in attempts] == [1, 2, 3]
     assert [a.outcome for a in attempts] == ["FAILED", "FAILED", "SUCCEEDED"]
     assert all(a.reason == "task_error" for a in attempts[:2])
+    assert [a.message for a in attempts] == ["attempt 1 fails", "attempt 2 fails", None]
     assert all(a.started_at and a.ended_at for a in attempts)
 
 

@@ -169,9 +169,16 @@ def test_orphaned_machines_are_collected(r: redis.Redis) -> None:
     assert _alive(pid)
     out = CliRunner().invoke(cli, ["gc", "--dry-run", "--json"])
     assert out.exit_code == 0 and machine not in out.output  # younger than the CLI's 10 s
-    destroyed = sup.collect_orphans()
-    assert [m.id for m in destroyed] == [machine]
+    out = CliRunner().invoke(cli, ["gc", "--dry-run", "--json", "--min-age", "0"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == [{"id": machine, "pool": "solo", "job": job.id}]
+    assert _alive(pid)  # a dry run changes nothing
+    out = CliRunner().invoke(cli, ["gc", "--min-age", "0"])
+    assert out.exit_code == 0, out.output
+    assert f"destroyed {machine} (pool solo, job {job.id})" in out.output
+    assert "1 machine(s) destroyed" in out.output
     wait_for(lambda: not _alive(pid), timeout=15)
+    wait_for(lambda: sup.collect_orphans(dry_run=True) == [])  # once its exit is recorded
     job.cancel()
 
 
@@ -230,6 +237,7 @@ def test_machine_loss_retries_on_a_new_machine(tmp_path: Any) -> None:
         sup.stop()
     first, second = job.info().attempts
     assert first.reason == "killed" and first.outcome == "FAILED"
+    assert first.message == "the machine was killed by signal 9"
     assert second.outcome == "SUCCEEDED" and second.machine_id != first.machine_id
 
 
@@ -298,3 +306,53 @@ def test_an_overdue_machine_stopped_by_the_supervisor_gets_its_deadlines_reason(
     assert got == reason
     if reason != "cancelled":
         assert "ran past its" in message
+
+
+def test_a_machine_past_its_deadline_is_stopped_by_the_supervisor_with_reason_timeout() -> None:
+    """The task blocks the timer's signal; a supervisor whose grace (0.5 s) ends before the
+    worker's own hard stop (5 s) stops the machine, and the attempt says which deadline."""
+    job = tasks.ignore_timeout.submit(60)
+    wait_for(lambda: job.status() is JobStatus.RUNNING)
+    machine = job.info().machine_id
+    sup = tasks.app.supervisor(timeout_grace=0.5)
+    wait_for(lambda: machine in sup.step(gc=False).stopped, timeout=30)
+    with pytest.raises(JobFailed) as info:
+        job.result(timeout=30)
+    assert info.value.reason == "timeout"
+    assert "ran past its run timeout and its machine was stopped" in info.value.error_message
+    stopped = tasks.app.backend.inspect(machine or "")
+    assert stopped is not None and stopped.requested_stop
+
+
+def test_the_boot_timeout_does_not_limit_a_job_that_started() -> None:
+    """A boot timeout of 1 s bounds the wait for the first heartbeat only: a job that runs
+    for 3 s, under a supervisor stepping meanwhile, succeeds."""
+    app = tasks.app
+    app.pool("quickboot", boot_timeout=1, idle_timeout=0)
+    slow = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name,
+                         TaskOptions(pool="quickboot", timeout=30))  # fmt: skip
+    job = slow.submit(3.0)
+    sup = app.start_supervisor(interval=0.2)
+    try:
+        assert job.result(timeout=30) == 3.0
+    finally:
+        sup.stop()
+    (attempt,) = job.info().attempts
+    assert attempt.outcome == "SUCCEEDED"
+    assert (attempt.ended_at or 0) - (attempt.started_at or 0) >= 3.0
+
+
+def test_a_warm_machine_does_not_carry_its_last_jobs_cancel_to_the_next() -> None:
+    """The first job is cancelled; the same machine takes the queued second one. A
+    supervisor with no grace at all must not stop it for the first job's cancel."""
+    first = tasks.solo_sleep.submit(30)
+    wait_for(lambda: first.status() is JobStatus.RUNNING)
+    second = tasks.solo_sleep.submit(2.0)
+    assert second.status() is JobStatus.QUEUED
+    assert first.cancel()
+    wait_for(lambda: second.status() is JobStatus.RUNNING)
+    sup = tasks.app.supervisor(cancel_grace=0.0, timeout_grace=0.0)
+    assert sup.step(gc=False).stopped == []
+    assert second.result(timeout=30) == 2.0
+    (attempt,) = second.info().attempts
+    assert attempt.warm and attempt.machine_id == first.info().attempts[0].machine_id

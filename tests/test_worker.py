@@ -377,3 +377,63 @@ def test_a_job_sent_back_to_the_queue_is_run_by_its_former_slots_machine(
     assert job.result(timeout=5) == str(marker)
     assert job.info().attempts[0].warm
     assert app.store.pool_stats("default")["machines"] == 0  # the machine gave its slot back
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("cancel", "it was cancelled"),
+        ("delete the record", "its record vanished"),
+        ("reassign", "it moved on to another attempt"),
+        ("take the slot", "its machine's slot was taken away"),
+    ],
+)
+def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
+    held, redis_url, secret, r, tmp_path, change, said
+) -> None:  # type: ignore[no-untyped-def]
+    """The task waits for a flag that never comes; its job is changed under it. The worker's
+    heartbeat interrupts the task, and the worker exits by itself (code 4: nothing recorded
+    for a job that is no longer its own) once its pool's idle timeout has passed."""
+    app, backend = held
+    job = bound(app, tasks.print_then_wait).submit(str(tmp_path / "never"), 60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "BALLOONS_REDIS_URL": redis_url,
+        "BALLOONS_SECRET": secret,
+        "BALLOONS_PYTHONPATH": str(ROOT),
+        "BALLOONS_MACHINE_ID": "abcdefabcdef01",
+        **backend.specs[0].env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "balloons.worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while job.status() is not JobStatus.RUNNING:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        pk = app.store.keys(job.id).pool
+        if change == "cancel":
+            assert job.cancel()
+        elif change == "delete the record":
+            r.delete(job_key(job.id))
+        elif change == "reassign":
+            r.hset(job_key(job.id), "attempt", 2)
+        else:
+            slot = f"{job.id.split('.')[1]}-1"
+            r.zrem(pk.slots, slot)
+            r.hdel(pk.slot, slot)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_SKIPPED, err
+    assert f"stopped: {said}" in err
+    assert "event=succeeded" not in err and "event=failed" not in err
+    assert r.zcard(pk.slots) == 0  # its slot given back (or already taken away)

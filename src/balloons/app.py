@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import BackendError, ConfigError, JobNotFound, SerializationError, StoreError
+from .errors import (
+    BackendError,
+    ConfigError,
+    JobNotFound,
+    SerializationError,
+    StoreError,
+    WorkerError,
+)
 from .ids import ulid
 from .job import Job
 from .keys import JobKeys, PoolKeys
@@ -180,7 +187,10 @@ class App:
                     "import it. Define tasks at module level."
                 )
             full = registry.task_name(f.__module__, qual)
-            registry.check_task_name(full)
+            try:
+                registry.check_task_name(full)
+            except WorkerError as exc:  # the worker's refusal, said at registration
+                raise ConfigError(str(exc)) from None
             t = Task(self, f, full, opts)
             registry.register(full, t)
             return t

@@ -262,6 +262,8 @@ def status(job_id: str, as_json: bool) -> None:
             f"started {_ts(a.started_at)}  ended {_ts(a.ended_at)}  "
             f"{a.outcome or 'running'}{f' ({a.reason})' if a.reason else ''}"
         )
+        if a.message and a.outcome != "SUCCEEDED":
+            console.print(f"    {a.message}", highlight=False, markup=False)
         if a.note:
             console.print(f"    launch: {a.note}", highlight=False)
     if info.error_message:
@@ -538,11 +540,18 @@ def cost(pools: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list the orphaned machines.")
 @click.option("--standby", is_flag=True, help="Also destroy every pool's stopped standby machines.")
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds a running machine is left alone after its launch (its slot may be on its way).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def gc(dry_run: bool, standby: bool, as_json: bool) -> None:
+def gc(dry_run: bool, standby: bool, min_age: float, as_json: bool) -> None:
     """Destroy machines tagged by balloons whose job is finished or unknown, and stopped
     machines beyond their pool's standby setting (all of them with --standby)."""
-    sup = _app().supervisor(orphan_min_age=10.0)
+    sup = _app().supervisor(orphan_min_age=min_age)
     found = sup.collect_orphans(dry_run=dry_run, standby=standby, wait=30.0)
     if as_json:
         click.echo(json.dumps([{"id": m.id, "pool": m.pool, "job": m.job_id} for m in found]))

@@ -137,6 +137,13 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
   if machine ~= '' and st[3] and st[3] ~= '' and st[3] ~= machine then return -4 end
   local a = {ended=NOW, outcome=status}
   if reason ~= '' then a.reason = reason end
+  if err ~= '' then
+    -- The human message stays with its attempt: the job's error is only its last one's.
+    local ok, e = pcall(cjson.decode, err)
+    if ok and type(e) == 'table' and type(e.message) == 'string' and e.message ~= '' then
+      a.message = string.sub(e.message, 1, 500)
+    end
+  end
   if machine ~= '' then a.machine = machine end
   attempt_update(u, n, a)
   local ttl = tonumber(st[4]) or 86400
@@ -429,6 +436,8 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
     attempt_update(u, st[2], {machine=machine, slot=slot, launched=NOW, started=NOW, warm=true,
       cpus=tonumber(info.cpus) or 1, mem=tonumber(info.mem) or 256})
     info.job, info.attempt, info.state, info.since = u, tonumber(st[2]), 'running', NOW
+    -- The last job's cancel and deadline are not this one's (its heartbeat sends its own).
+    info.cancel, info.deadline, info.capped = nil, nil, nil
     slot_put(slot, info)
     redis.call('SREM', IDLE, slot)
     redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
@@ -449,6 +458,7 @@ if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', 0) then
   return {-5}
 end
 info.job, info.attempt, info.state, info.since = '', 0, 'idle', NOW
+info.cancel, info.deadline, info.capped = nil, nil, nil
 slot_put(slot, info)
 redis.call('SADD', IDLE, slot)
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)

@@ -4,12 +4,19 @@ The local fork server (through the worker's RESP client) and the supervisor (thr
 redis-py) both call :func:`end_slot`: read what the slot was running, decide on a retry from
 the job's policy, and free the slot and end the attempt in one script (:data:`lua.LOST`),
 which refuses if the slot moved on meanwhile, so the read is simply repeated.
+
+A machine that ended without a word while its job ran past its deadline ends the attempt with
+the deadline's reason (:func:`deadline_reason`), whoever noticed: what stopped it was a
+supervisor's overdue stop, the worker's own hard stop, or a task holding the interpreter so
+long that its heartbeat stopped.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import lua
@@ -36,7 +43,6 @@ def end_slot(
     Returns the LOST script's reply: ``[1, ulid, attempt, machine, ended]`` when the slot was
     freed, ``[0]`` when there was nothing to do (already freed, or its lease was renewed).
     """
-    error = json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
     reply: list[Any] = [0]
     for _ in range(5):
         raw = execute("HGET", pk.slot, slot)
@@ -44,11 +50,11 @@ def end_slot(
             info = json.loads(raw) if raw else {}
             job, n = info.get("job") or "", info.get("attempt") or 0
         except (ValueError, AttributeError):
-            job, n = "", 0
+            info, job, n = {}, "", 0
         # An entry altered in Redis names no job here; LOST reads the slot's name instead.
         ulid = job if isinstance(job, str) else ""
         attempt = int(n) if ulid and isinstance(n, int | float) else 0
-        retry = ("", "")
+        why, text, retry = reason, message, ("", "")
         if ulid:
             payload = execute("HGET", pk.job(ulid), "payload")
             try:
@@ -57,7 +63,10 @@ def end_slot(
                 spec = {}
             # The payload is not verified here: a forged retry count only earns the job more
             # attempts, each of which its worker refuses unless the signature holds.
-            retry = decide(spec if isinstance(spec, dict) else {}, attempt, reason)
+            spec = spec if isinstance(spec, dict) else {}
+            why, text = deadline_reason(info, spec, reason, message, time.time())
+            retry = decide(spec, attempt, why)
+        error = json.dumps({"type": "", "message": text, "traceback": "", "reason": why})
         reply = list(
             eval_(
                 lua.LOST,
@@ -66,7 +75,7 @@ def end_slot(
                 ulid,
                 attempt,
                 error,
-                reason,
+                why,
                 *retry,
                 "1" if only_if_expired else "0",
             )
@@ -92,3 +101,55 @@ def machine_outcome(info: MachineInfo) -> tuple[str, str] | None:
             f"{what}: its worker exited with code {info.exit_code} without recording a result"
         )
     return Reason.LOST.value, f"{what} without recording an outcome"
+
+
+#: How a machine ended without a word, when its job was past its deadline: what that says.
+_PAST_DEADLINE = {
+    # Stopped on request, and the job was not cancelled: a supervisor's overdue stop.
+    Reason.CANCELLED.value: "its machine was stopped",
+    # Still running but silent: a task holding the interpreter keeps the heartbeat out too.
+    Reason.LOST.value: (
+        "its machine stopped heartbeating (a task holding the interpreter, as C code that "
+        "never releases the GIL does, keeps the timeout signal and the heartbeat out); the "
+        "machine was destroyed"
+    ),
+    # The worker's last-resort stop (faulthandler's watchdog, exit code 1).
+    exit_reason(1): (
+        "the timeout signal never got in (a task holding the interpreter), so the worker "
+        "ended its machine; the stacks of its threads are in the machine's log"
+    ),
+}
+
+
+def deadline_reason(
+    info: Mapping[str, Any], spec: Mapping[str, Any], reason: str, message: str, now: float
+) -> tuple[str, str]:
+    """``(reason, message)`` for a slot whose machine ended with ``reason``: ``timeout`` (or
+    ``cost_cap``) when it ended without a word while its job, not cancelled, ran past its
+    deadline (the slot's, as its heartbeat wrote it, else its start plus the job's timeout);
+    otherwise ``reason`` and ``message`` unchanged."""
+    what = _PAST_DEADLINE.get(reason)
+    if what is None or info.get("cancel"):
+        return reason, message
+    deadline = _number(info.get("deadline"))
+    capped = deadline is not None and bool(info.get("capped"))
+    if deadline is None:
+        since, timeout = _number(info.get("since")), _number(spec.get("timeout"))
+        if since is None or not timeout:
+            return reason, message
+        deadline = since + timeout
+    if now <= deadline:
+        return reason, message
+    limit = "its max_cost" if capped else "its run timeout"
+    machine = info.get("machine")
+    where = f"machine {machine}: " if isinstance(machine, str) and machine else ""
+    return (
+        (Reason.COST_CAP if capped else Reason.TIMEOUT).value,
+        f"{where}the job ran past {limit} and {what}",
+    )
+
+
+def _number(x: object) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return None
+    return float(x)

@@ -31,6 +31,7 @@ class AttemptInfo:
     ended_at: float | None = None
     outcome: str | None = None  # SUCCEEDED / FAILED / CANCELLED, None while running
     reason: str | None = None
+    message: str | None = None  # why it failed, in words (its first 500 characters)
     warm: bool = False  # taken by a machine that was already running (no launch)
     slot: str | None = None  # the pool slot (machine) that ran it
     note: str | None = None  # what the backend did to launch it (regions refused, ...)
@@ -47,6 +48,7 @@ class AttemptInfo:
             ended_at=_opt_float(d.get("ended")),
             outcome=d.get("outcome") or None,
             reason=d.get("reason") or None,
+            message=d.get("message") or None,
             warm=bool(d.get("warm")),
             slot=d.get("slot") or None,
             note=d.get("note") or None,

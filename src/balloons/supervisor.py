@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import events, lua
 from .ids import ulid
 from .keys import JobKeys, PoolKeys, gc_lock_key, machines_key
-from .reclaim import end_slot, machine_outcome
+from .reclaim import deadline_reason, end_slot, machine_outcome
 from .status import MachineInfo, Reason
 
 if TYPE_CHECKING:
@@ -247,15 +247,9 @@ class Supervisor:
                 return Reason.LOST.value, f"machine {machine} is gone without a word"
             m = m2
         reason, message = _reason_of(m)
-        deadline = info.get("deadline")
-        overdue = deadline and time.time() > float(deadline) and not info.get("cancel")
-        if reason == Reason.CANCELLED.value and overdue:
-            # Stopped by a supervisor for running past its deadline: say which one.
-            capped = bool(info.get("capped"))
-            reason = (Reason.COST_CAP if capped else Reason.TIMEOUT).value
-            what = "its max_cost" if capped else "its run timeout"
-            message = f"machine {m.id} was stopped: the job ran past {what}"
-        return reason, message
+        # Stopped by a supervisor for running past its deadline, or silent past it: say which
+        # deadline (end_slot, reading the job's timeout too, says the same).
+        return deadline_reason(info, {}, reason, message, time.time())
 
     def _machines_of_slot(self, pk: PoolKeys, slot: str) -> list[MachineInfo]:
         with contextlib.suppress(Exception):

@@ -19,6 +19,7 @@ balloons' own lean modules (no redis-py, no CLI, web or HTTP library).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import signal
@@ -414,11 +415,13 @@ class Worker:
         except _Interrupted:  # delivered just as the task returned: the job moved on anyway
             return EXIT_SKIPPED
         except TaskTimeout as exc:  # the timer fired just as the task returned
+            faulthandler.cancel_dump_traceback_later()  # recording it may ride out an outage
             error = _error_json(Reason.TIMEOUT, exc, "the task reached its run timeout")
             self.finish(ulid, attempt, "FAILED", error=error, reason=Reason.TIMEOUT)
             return EXIT_TASK_FAILED
         finally:
             self.in_task = False
+            faulthandler.cancel_dump_traceback_later()  # also when the timer fired late
             self.capture.end()
 
     def _run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
@@ -499,6 +502,11 @@ class Worker:
         if deadline is not None:
             signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
+            # The timer's handler runs between two bytecodes, and the heartbeat's hard stop
+            # needs the interpreter lock: C code that holds it keeps both out. faulthandler's
+            # watchdog is a C thread: after both had their chance it dumps every thread's
+            # stack to the machine's log and ends the process (exit code 1).
+            _arm_watchdog(deadline - time.time() + TIMEOUT_GRACE + self.heartbeat + 1.0)
         try:
             try:
                 value = task.fn(*call_args, **call_kwargs)
@@ -506,6 +514,7 @@ class Worker:
                 self.in_task = False  # first: from here on a cancel signal is ignored
                 if deadline is not None:
                     signal.setitimer(signal.ITIMER_REAL, 0)
+                    faulthandler.cancel_dump_traceback_later()
                 with self.lock:
                     self.current = None
                 self.capture.end()  # every line is stored before the outcome is
@@ -574,6 +583,16 @@ def _evalsha(script: str, keys: list[str], args: list[Any]) -> list[Any]:
 
         sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
     return ["EVALSHA", sha, len(keys), *keys, *args]
+
+
+def _arm_watchdog(seconds: float) -> None:
+    """End this process in ``seconds`` unless disarmed, whatever holds the interpreter."""
+    stream = sys.__stderr__
+    try:
+        fd = stream.fileno() if stream is not None else 2
+        faulthandler.dump_traceback_later(max(seconds, 0.001), file=fd, exit=True)
+    except (OSError, ValueError):  # no usable stderr: the heartbeat and supervisor remain
+        pass
 
 
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from html import unescape
+from pathlib import Path
 
 import httpx
 import pytest
@@ -141,6 +142,16 @@ def test_failed_job_page_shows_the_remote_traceback(dashboard: Dashboard) -> Non
         assert c.get("/jobs/default.01jd3x9k2m8vq4t7w0c5r6y1zh").status_code == 404
         missing = c.get("/jobs/not-a-job")
         assert missing.status_code == 404 and "is not a job id" in missing.text
+
+
+def test_each_failed_attempt_shows_its_reason_and_message(
+    dashboard: Dashboard, tmp_path: Path
+) -> None:
+    job = tasks.flaky.submit(str(tmp_path / "n"), 1)
+    assert job.result(timeout=60) == 2
+    with dashboard.login() as c:
+        html = c.get(f"/jobs/{job.id}").text
+        assert '<td>task_error<div class="note">attempt 1 fails</div></td>' in html
 
 
 def test_retry_button_submits_the_same_call_again(dashboard: Dashboard) -> None:

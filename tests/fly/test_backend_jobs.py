@@ -118,6 +118,22 @@ def test_a_task_ignoring_its_timeout_has_its_machine_destroyed(rig: FlyRig) -> N
     assert "DELETE /v1/apps/{app_name}/machines/{machine_id}" not in rig.stats()["calls"]
 
 
+def test_a_task_holding_the_interpreter_is_ended_by_the_workers_watchdog(rig: FlyRig) -> None:
+    """C code that never lets the timeout signal or the heartbeat in: the worker's watchdog
+    ends the machine (exit code 1), and Fly's exit event with the slot's deadline says which
+    timeout it was. A heartbeat of 3 s keeps the lease (15 s) out of it."""
+    app = rig.app()
+    app.pool("hog", heartbeat=3, idle_timeout=0)
+    job = balloons.Task(app, tasks.spin_in_c.fn, tasks.spin_in_c.name,
+                        balloons.TaskOptions(pool="hog", timeout=1)).submit()  # fmt: skip
+    exc = _failure(job, timeout=60)
+    assert exc.reason == "timeout", exc
+    assert "ran past its run timeout" in exc.error_message
+    assert "the worker ended its machine" in exc.error_message
+    machine = app.backend.inspect(job.info().machine_id or "")
+    assert machine is not None and machine.exit_code == 1
+
+
 def test_out_of_memory_fails_the_job_with_oom(rig: FlyRig) -> None:
     exc = _failure(on(rig.app(), tasks.hog).submit(400))  # 400 MiB against 128 MiB
     assert exc.reason == "oom"
