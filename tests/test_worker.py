@@ -437,3 +437,24 @@ def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
     assert f"stopped: {said}" in err
     assert "event=succeeded" not in err and "event=failed" not in err
     assert r.zcard(pk.slots) == 0  # its slot given back (or already taken away)
+
+
+def test_the_watchdog_is_armed_once_for_the_jobs_that_fit_its_window() -> None:
+    """Arming starts a thread and disarming joins one: a warm machine's jobs share an arming
+    whose time suits each of them (not before its deadline's grace, at most ``slack`` after)."""
+    from balloons import worker
+
+    now = time.monotonic()
+    try:
+        worker._watch(now + 3600, 600)  # far off: this test never lets it fire
+        armed = worker._WATCHDOG_AT[0]
+        assert armed == now + 4200
+        worker._watch(now + 3700, 600)  # fits the window: left as it is
+        assert worker._WATCHDOG_AT[0] == armed
+        worker._watch(now + 4300, 600)  # would fire before this job's time: armed again
+        assert worker._WATCHDOG_AT[0] == now + 4900
+        worker._watch(now + 3600, 60)  # would fire too long after this one's: armed again
+        assert worker._WATCHDOG_AT[0] == now + 3660
+    finally:
+        worker._unwatch()
+    assert worker._WATCHDOG_AT[0] == 0.0

@@ -216,6 +216,7 @@ class Worker:
             except (StoreError, RespError) as exc:
                 if isinstance(exc, RespError) and not str(exc).startswith(_TRANSIENT):
                     raise
+                _unwatch()  # riding out an outage is not a task holding the interpreter
                 if time.monotonic() + delay > give_up:
                     raise StoreError(f"gave up after Redis stayed unreachable: {exc}") from None
                 _log(f"Redis unreachable ({exc}); retrying in {delay:.2f}s")
@@ -323,11 +324,13 @@ class Worker:
                 continue
             # Wait for a wake-up token (a job handed to an idle machine), never long, so that
             # delayed jobs falling due are seen too.
+            _unwatch()  # idle: no job to end
             try:
                 self.client.execute("BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}")
             except (StoreError, RespError):
                 time.sleep(min(left, 0.5))  # TAKE rides out the outage
             mode = "take" if time.monotonic() < idle_until else "release"
+        _unwatch()  # no job left to end
         self.stop = True
         self.capture.close()
         return code
@@ -415,13 +418,12 @@ class Worker:
         except _Interrupted:  # delivered just as the task returned: the job moved on anyway
             return EXIT_SKIPPED
         except TaskTimeout as exc:  # the timer fired just as the task returned
-            faulthandler.cancel_dump_traceback_later()  # recording it may ride out an outage
+            _unwatch()  # recording it may ride out an outage
             error = _error_json(Reason.TIMEOUT, exc, "the task reached its run timeout")
             self.finish(ulid, attempt, "FAILED", error=error, reason=Reason.TIMEOUT)
             return EXIT_TASK_FAILED
         finally:
             self.in_task = False
-            faulthandler.cancel_dump_traceback_later()  # also when the timer fired late
             self.capture.end()
 
     def _run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
@@ -506,7 +508,10 @@ class Worker:
             # needs the interpreter lock: C code that holds it keeps both out. faulthandler's
             # watchdog is a C thread: after both had their chance it dumps every thread's
             # stack to the machine's log and ends the process (exit code 1).
-            _arm_watchdog(deadline - time.time() + TIMEOUT_GRACE + self.heartbeat + 1.0)
+            grace = TIMEOUT_GRACE + self.heartbeat + 1.0
+            _watch(time.monotonic() + deadline - time.time() + grace, min(timeout, 60.0))
+        else:
+            _unwatch()  # no deadline: nothing may end this job
         try:
             try:
                 value = task.fn(*call_args, **call_kwargs)
@@ -514,7 +519,6 @@ class Worker:
                 self.in_task = False  # first: from here on a cancel signal is ignored
                 if deadline is not None:
                     signal.setitimer(signal.ITIMER_REAL, 0)
-                    faulthandler.cancel_dump_traceback_later()
                 with self.lock:
                     self.current = None
                 self.capture.end()  # every line is stored before the outcome is
@@ -585,14 +589,37 @@ def _evalsha(script: str, keys: list[str], args: list[Any]) -> list[Any]:
     return ["EVALSHA", sha, len(keys), *keys, *args]
 
 
-def _arm_watchdog(seconds: float) -> None:
+#: When the armed watchdog ends this process (``time.monotonic()``), 0.0 when it is not armed.
+_WATCHDOG_AT = [0.0]
+
+
+def _watch(until: float, slack: float) -> None:
+    """Have the watchdog end this process no earlier than ``until`` (monotonic) and no later
+    than ``until + slack``. It is re-armed only when its time falls outside that window: arming
+    starts a thread and disarming joins it (about 30 µs), so a warm machine's short jobs share
+    one arming rather than each paying for theirs. It is disarmed while nothing could hold the
+    interpreter past a deadline (:func:`_unwatch`)."""
+    at = _WATCHDOG_AT[0]
+    if until <= at <= until + slack:
+        return
+    _WATCHDOG_AT[0] = until + slack if _arm_watchdog(until + slack - time.monotonic()) else 0.0
+
+
+def _unwatch() -> None:
+    if _WATCHDOG_AT[0]:
+        faulthandler.cancel_dump_traceback_later()
+        _WATCHDOG_AT[0] = 0.0
+
+
+def _arm_watchdog(seconds: float) -> bool:
     """End this process in ``seconds`` unless disarmed, whatever holds the interpreter."""
     stream = sys.__stderr__
     try:
         fd = stream.fileno() if stream is not None else 2
         faulthandler.dump_traceback_later(max(seconds, 0.001), file=fd, exit=True)
     except (OSError, ValueError):  # no usable stderr: the heartbeat and supervisor remain
-        pass
+        return False
+    return True
 
 
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -639,6 +666,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _log(f"job {handoff.job_id}: {exc}")
         return EXIT_STORE
     finally:
+        _unwatch()  # on every way out (a process that called main() lives on)
         if worker is not None:
             worker.stop = True  # ends the heartbeat thread on every way out
         client.close()
