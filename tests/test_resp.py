@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from balloons.resp import RespClient, RespError, _Incomplete, _parse
+from balloons.resp import RespClient, RespError, _Incomplete, _parse, _simple_url, _url
 
 REPLY = (
     b"*6\r\n:1\r\n$6\r\nlaunch\r\n$-1\r\n*2\r\n+OK\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n"  # nested
@@ -52,3 +54,55 @@ def test_long_replies_arrive_whole_over_many_reads(redis_url: str, r: redis.Redi
             client.close()
     finally:
         r.delete("resp-test", "resp-test-list")
+
+
+URL_PARTS = st.sampled_from(
+    ["redis://", "rediss://", "unix://", "REDIS://", "http://", "redis:/", ""]
+), st.text(alphabet="abcXYZ09:@/.-_%?#=[]& \t\u00e9\x01", max_size=40)
+
+
+def _read_by_urllib(url: str) -> object:
+    try:
+        return _url(url)
+    except ValueError as exc:
+        return ("error", str(exc))
+
+
+@given(*URL_PARTS)
+@settings(max_examples=2000, deadline=None)
+def test_the_light_url_reader_agrees_with_urllib_or_steps_aside(scheme: str, rest: str) -> None:
+    url = scheme + rest
+    light = _simple_url(url)
+    if light is not None:
+        assert light == _read_by_urllib(url)
+
+
+@given(
+    st.sampled_from(["redis://", "rediss://", "unix://"]),
+    st.text(alphabet="abcXYZ0129:@/.-_", max_size=40),
+)
+@settings(max_examples=2000, deadline=None)
+def test_plain_urls_are_read_alike_by_both_readers(scheme: str, rest: str) -> None:
+    url = scheme + rest
+    light = _simple_url(url)
+    assert light is not None or _read_by_urllib(url)[0] == "error" or ":" in rest
+    if light is not None:
+        assert light == _read_by_urllib(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://localhost",
+        "redis://Cache.Example.com:6380/2",
+        "rediss://default:s3cret@fly-abc.upstash.io:6379",
+        "redis://:pa55@host:1/0",
+        "redis://user:@host",
+        "redis://u:p@ss:w@host:0",
+        "redis://host:",
+        "unix:///tmp/balloons/valkey.sock",
+    ],
+)
+def test_the_urls_machines_are_given_are_read_without_urllib(url: str) -> None:
+    assert _simple_url(url) == _url(url)

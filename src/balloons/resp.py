@@ -20,11 +20,12 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ConfigError, StoreError
 
 Reply = Any
+#: What a Redis URL says: scheme, host, port, username, password, socket path (unix), db, query.
+UrlFields = tuple[str, str, int, "str | None", "str | None", str, str, dict[str, list[str]]]
 #: A non-blocking read for a single call (0 where the platform has none: never spin there).
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 
@@ -35,6 +36,8 @@ class RespError(StoreError):
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***``, safe for messages and logs."""
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -74,24 +77,18 @@ class RespClient:
         self._sock: socket.socket | None = None
         self._buf = b""
         self._shas: dict[str, str] = {}
-        parts = urlsplit(url)
-        query = self._query = parse_qs(parts.query)
-        self._scheme = parts.scheme
-        if parts.scheme not in ("redis", "rediss", "unix"):
+        fields = _simple_url(url) or _url(url)
+        scheme, self._host, self._port, self._username, self._password, path, db, query = fields
+        self._query = query
+        self._scheme = scheme
+        if scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(
-                f"unsupported Redis URL scheme {parts.scheme!r} in {mask_url(url)}: "
+                f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}: "
                 "expected redis://, rediss:// or unix://"
             )
-        if parts.scheme == "rediss":
+        if scheme == "rediss":
             self.spin = 0.0  # a TLS socket reads whole records: no partial, non-blocking reads
-        self._path = unquote(parts.path) if parts.scheme == "unix" else ""
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 6379
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
-        if "password" in query:
-            self._password = query["password"][0]
-        db = query.get("db", [""])[0] or (parts.path.strip("/") if parts.scheme != "unix" else "")
+        self._path = path
         self._db = int(db) if db else 0
 
     def __repr__(self) -> str:
@@ -327,3 +324,55 @@ def _parse(buf: bytes, pos: int) -> tuple[Reply, int]:
     if kind == 45:  # - error
         return RespError(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
     raise EOFError(f"unexpected reply from server: {buf[pos : min(end, pos + 40)]!r}")
+
+
+def _url(url: str) -> UrlFields:
+    """The fields of a Redis URL, as redis-py reads them (``urllib.parse``)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    unix = parts.scheme == "unix"
+    password = unquote(parts.password) if parts.password else None
+    if "password" in query:
+        password = query["password"][0]
+    db = query.get("db", [""])[0] or ("" if unix else parts.path.strip("/"))
+    return (
+        parts.scheme,
+        parts.hostname or "127.0.0.1",
+        parts.port or 6379,
+        unquote(parts.username) if parts.username else None,
+        password,
+        unquote(parts.path) if unix else "",
+        db,
+        query,
+    )
+
+
+def _simple_url(url: str) -> UrlFields | None:
+    """:func:`_url` for the URLs machines are given (``redis://[user:password@]host[:port]
+    [/db]``, ``unix:///path``: no query, escape, IPv6 or other oddity), without importing
+    ``urllib.parse`` (and ``ipaddress``), ~2 ms of every machine's start-up. None for any
+    other URL: :func:`_url` reads it. A test checks both agree."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        return None
+    if not rest.isascii() or any(odd in rest for odd in "?#[]%\\ \t\r\n"):
+        return None
+    netloc, slash, path = rest.partition("/")
+    userinfo, _, hostport = netloc.rpartition("@")
+    host, _, port = hostport.partition(":")
+    if ":" in port or (port and not (port.isdigit() and port.isascii() and int(port) <= 65535)):
+        return None  # urllib.parse's own errors, or its reading
+    user, has_password, password = userinfo.partition(":")
+    unix = scheme == "unix"
+    return (
+        scheme,
+        host.lower() or "127.0.0.1",
+        int(port or 0) or 6379,
+        user or None,
+        password if has_password and password else None,
+        slash + path if unix else "",
+        "" if unix else (slash + path).strip("/"),
+        {},
+    )

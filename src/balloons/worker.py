@@ -262,6 +262,10 @@ class Worker:
         return int(fin)
 
     # ------------------------------------------------------------------ loop
+    #: Seconds before the heartbeat thread's first beat: none for a machine with no job of its
+    #: own, which learns its pool's pace from that beat.
+    first_beat_in = 0.0
+
     def run(self) -> int:
         code = EXIT_SKIPPED
         beat = threading.Thread(target=self._beat, name="balloons-heartbeat", daemon=True)
@@ -273,6 +277,9 @@ class Worker:
                 return EXIT_REFUSED
             if reply[0] == 1:
                 self.heartbeat, self.idle = float(reply[4]), float(reply[5])
+                # The claim has just renewed the lease at the pool's pace: the first beat can
+                # wait a period (a short job then ends before it, on one connection).
+                self.first_beat_in = self.heartbeat
                 beat.start()
                 code = self.run_job(ulid, self.h.attempt, reply[1], reply[2], reply[3])
             else:
@@ -342,6 +349,8 @@ class Worker:
         """Heartbeat thread: renew the slot's lease, notice cancellation, enforce deadlines."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM})
         client = RespClient(self.h.redis_url)
+        if self.first_beat_in > 0:
+            time.sleep(self.first_beat_in)
         try:
             while not self.stop:
                 with self.lock:
