@@ -93,7 +93,7 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
     app = balloons.App(redis_url=server.url, secret=secret, backend=backend)
     app.pool("default", heartbeat=0.2, idle_timeout=0)
     sleep = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
-    job = sleep.submit(1.0)
+    job = sleep.options(timeout=2).submit(1.0)  # its outcome is waited for until then
 
     def stop_when_running() -> None:
         deadline = time.monotonic() + 30
@@ -117,3 +117,49 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
         assert time.monotonic() < deadline, "the heartbeat thread outlived its worker"
         time.sleep(0.05)
     server.start()
+
+
+def test_a_worker_rides_out_an_outage_longer_than_its_patience_until_the_jobs_deadline(
+    server: AuthValkey, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away while the task runs and comes back after the worker's patience: the
+    outcome is still written, since the job's deadline is further off."""
+    import threading
+    import time
+
+    from balloons.worker import EXIT_OK, main
+
+    backend = HoldBackend()
+    app = balloons.App(redis_url=server.url, secret=secret, backend=backend)
+    app.pool("default", heartbeat=0.2, idle_timeout=0)
+    sleep = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
+    job = sleep.options(timeout=30).submit(0.5)
+    back: list[float] = []
+
+    def outage_when_running() -> None:
+        deadline = time.monotonic() + 30
+        while job.status() is not balloons.JobStatus.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        server.stop()
+        time.sleep(2.0)  # four times the worker's patience below
+        back.append(time.time())
+        server.start()
+
+    outage = threading.Thread(target=outage_when_running)
+    outage.start()
+    monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
+    env = {
+        "BALLOONS_JOB": backend.specs[0].env["BALLOONS_JOB"],
+        "BALLOONS_REDIS_URL": server.url,
+        "BALLOONS_SECRET": secret,
+    }
+    code = main(env)
+    outage.join()  # before any assertion: the server is back either way
+    assert code == EXIT_OK
+    again = balloons.App(redis_url=server.url, secret=secret, backend=HoldBackend())
+    assert again.job(job.id).result(timeout=10) == 0.5
+    (attempt,) = again.job(job.id).info().attempts
+    assert attempt.outcome == "SUCCEEDED" and (attempt.ended_at or 0) >= back[0]
+    again.close()
+    app.close()

@@ -234,9 +234,11 @@ class Worker:
         retry: tuple[str, str] = ("", ""),
     ) -> int:
         args = (ulid, attempt, self.h.machine_id, status, result, error, reason, *retry)
+        # An outcome is worth waiting for: keep trying through a Redis restart, for
+        # STORE_PATIENCE seconds or until the job's deadline, whichever is later.
+        until = max(time.monotonic() + STORE_PATIENCE, self.result_until)
         if self.stop:
-            # A result is worth waiting for: keep trying through a Redis restart.
-            return int(self._patient(lua.FINISH, *args))
+            return int(self._patient(lua.FINISH, *args, until=until))
         # The machine's next TAKE rides in the same write as the outcome, so a busy machine
         # pays one round trip per job, not two; run() uses its reply.
         now, keys = time.time(), [self.pk.queue]
@@ -249,19 +251,22 @@ class Worker:
                 ]
             )
         except StoreError:  # the connection failed: ride it out (run() takes the next job)
-            return int(self._patient(lua.FINISH, *args))
+            return int(self._patient(lua.FINISH, *args, until=until))
         if isinstance(fin, RespError):
             if not str(fin).startswith(("NOSCRIPT", *_TRANSIENT)):
                 raise fin
             # The TAKE ran before the outcome was recorded: its reply may be this very job,
             # still running on this machine then. Not used: run() asks again, and a job the
             # TAKE did give this machine is handed back to it then (TAKE returns a held job).
-            return int(self._patient(lua.FINISH, *args))
+            return int(self._patient(lua.FINISH, *args, until=until))
         if not isinstance(take, RespError):
             self.next_take = take
         return int(fin)
 
     # ------------------------------------------------------------------ loop
+    #: Until when (``time.monotonic()``) the current job's outcome is worth riding out an
+    #: outage for: its deadline (0.0: none, STORE_PATIENCE then).
+    result_until = 0.0
     #: Seconds before the heartbeat thread's first beat: none for a machine with no job of its
     #: own, which learns its pool's pace from that beat.
     first_beat_in = 0.0
@@ -438,6 +443,7 @@ class Worker:
     def _run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
         job_id = f"{self.pool}.{ulid}"
         self.spec = None
+        self.result_until = 0.0
 
         def fail(reason: str, exc: BaseException | None, message: str = "") -> int:
             retry = ("", "")
@@ -501,6 +507,8 @@ class Worker:
         if capped:
             deadline = cap_at
         self.capped = capped
+        # The outcome is worth waiting for through a Redis outage until the job's deadline.
+        self.result_until = time.monotonic() + deadline - time.time() if deadline else 0.0
         with self.lock:
             self.current = (ulid, attempt, deadline)
             self.interrupted = ""
