@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,6 +26,24 @@ def server(tmp_path: Path) -> Iterator[AuthValkey]:
     srv.start()
     yield srv
     srv.stop()
+
+
+def _when_running(job: balloons.Job[Any], then: Callable[[], None]) -> None:
+    """Call ``then`` once ``job`` runs (from a thread, while this process runs its worker)."""
+    deadline = time.monotonic() + 30
+    while job.status() is not balloons.JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    then()
+
+
+def _worker_env(backend: HoldBackend, server: AuthValkey, secret: str) -> dict[str, str]:
+    """What the machine of the backend's first launch would be given."""
+    return {
+        "BALLOONS_JOB": backend.specs[0].env["BALLOONS_JOB"],
+        "BALLOONS_REDIS_URL": server.url,
+        "BALLOONS_SECRET": secret,
+    }
 
 
 def _everything(url: str) -> dict[bytes, bytes]:
@@ -85,7 +105,6 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
     """Redis goes away mid-job and stays away: the worker exits with EXIT_STORE once its
     patience runs out, and leaves no heartbeat thread behind."""
     import threading
-    import time
 
     from balloons.worker import EXIT_STORE, main
 
@@ -95,22 +114,10 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
     sleep = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
     job = sleep.options(timeout=2).submit(1.0)  # its outcome is waited for until then
 
-    def stop_when_running() -> None:
-        deadline = time.monotonic() + 30
-        while job.status() is not balloons.JobStatus.RUNNING:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        server.stop()
-
-    stopper = threading.Thread(target=stop_when_running)
+    stopper = threading.Thread(target=_when_running, args=(job, server.stop))
     stopper.start()
     monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
-    env = {
-        "BALLOONS_JOB": backend.specs[0].env["BALLOONS_JOB"],
-        "BALLOONS_REDIS_URL": server.url,
-        "BALLOONS_SECRET": secret,
-    }
-    assert main(env) == EXIT_STORE
+    assert main(_worker_env(backend, server, secret)) == EXIT_STORE
     stopper.join()
     deadline = time.monotonic() + 5
     while any(t.name == "balloons-heartbeat" for t in threading.enumerate()):
@@ -125,7 +132,6 @@ def test_a_worker_rides_out_an_outage_longer_than_its_patience_until_the_jobs_de
     """Redis goes away while the task runs and comes back after the worker's patience: the
     outcome is still written, since the job's deadline is further off."""
     import threading
-    import time
 
     from balloons.worker import EXIT_OK, main
 
@@ -136,26 +142,17 @@ def test_a_worker_rides_out_an_outage_longer_than_its_patience_until_the_jobs_de
     job = sleep.options(timeout=30).submit(0.5)
     back: list[float] = []
 
-    def outage_when_running() -> None:
-        deadline = time.monotonic() + 30
-        while job.status() is not balloons.JobStatus.RUNNING:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+    def outage() -> None:
         server.stop()
         time.sleep(2.0)  # four times the worker's patience below
         back.append(time.time())
         server.start()
 
-    outage = threading.Thread(target=outage_when_running)
-    outage.start()
+    outager = threading.Thread(target=_when_running, args=(job, outage))
+    outager.start()
     monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
-    env = {
-        "BALLOONS_JOB": backend.specs[0].env["BALLOONS_JOB"],
-        "BALLOONS_REDIS_URL": server.url,
-        "BALLOONS_SECRET": secret,
-    }
-    code = main(env)
-    outage.join()  # before any assertion: the server is back either way
+    code = main(_worker_env(backend, server, secret))
+    outager.join()  # before any assertion: the server is back either way
     assert code == EXIT_OK
     again = balloons.App(redis_url=server.url, secret=secret, backend=HoldBackend())
     assert again.job(job.id).result(timeout=10) == 0.5

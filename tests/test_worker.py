@@ -62,20 +62,24 @@ def bound(app: balloons.App, task: balloons.Task[Any, Any]) -> balloons.Task[Any
     return balloons.Task(app, task.fn, task.name, task.opts)
 
 
-def run_worker(
-    env_extra: dict[str, str], redis_url: str, secret: str
-) -> subprocess.CompletedProcess[str]:
-    env = {
+def worker_env(env_extra: dict[str, str], redis_url: str, secret: str) -> dict[str, str]:
+    """A machine's environment: what the app gives it (``env_extra``) and what it has."""
+    return {
         "PATH": os.environ["PATH"],
         "BALLOONS_REDIS_URL": redis_url,
         "BALLOONS_SECRET": secret,
         "BALLOONS_PYTHONPATH": str(ROOT),
         "BALLOONS_MACHINE_ID": "abcdefabcdef01",
+        **env_extra,
     }
-    env.update(env_extra)
+
+
+def run_worker(
+    env_extra: dict[str, str], redis_url: str, secret: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "balloons.worker"],
-        env=env,
+        env=worker_env(env_extra, redis_url, secret),
         capture_output=True,
         text=True,
         timeout=60,
@@ -396,14 +400,7 @@ def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
     for a job that is no longer its own) once its pool's idle timeout has passed."""
     app, backend = held
     job = bound(app, tasks.print_then_wait).submit(str(tmp_path / "never"), 60)
-    env = {
-        "PATH": os.environ["PATH"],
-        "BALLOONS_REDIS_URL": redis_url,
-        "BALLOONS_SECRET": secret,
-        "BALLOONS_PYTHONPATH": str(ROOT),
-        "BALLOONS_MACHINE_ID": "abcdefabcdef01",
-        **backend.specs[0].env,
-    }
+    env = worker_env(backend.specs[0].env, redis_url, secret)
     proc = subprocess.Popen(
         [sys.executable, "-m", "balloons.worker"],
         env=env,

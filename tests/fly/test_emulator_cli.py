@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -87,14 +88,7 @@ def test_module_entry_point_serves_and_kills_machines_on_sigterm(
         with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{port}",
                           headers={"Authorization": "Bearer tok"}, timeout=60) as client:  # fmt: skip
             deadline = time.monotonic() + SAFETY_TIMEOUT
-            while True:
-                assert proc.poll() is None, "emulator exited during start-up"
-                assert time.monotonic() < deadline, "emulator did not start"
-                try:
-                    client.get("/_emulator/stats")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            _wait_up(proc, client)
             assert client.post("/v1/apps", json={"name": "cli", "org_slug": "personal"}).is_success
             machine = client.post("/v1/apps/cli/machines", json={"config": {"image": "emu/pid"}})
             machine_id = machine.json()["id"]
@@ -131,15 +125,7 @@ def test_without_a_seed_the_log_names_the_one_drawn_and_it_replays_the_run(
         transport = ConformantTransport(httpx.HTTPTransport(), conformance)
         with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{port}",
                           headers={"Authorization": "Bearer any"}, timeout=60) as client:  # fmt: skip
-            deadline = time.monotonic() + SAFETY_TIMEOUT
-            while True:
-                assert proc.poll() is None, "emulator exited during start-up"
-                assert time.monotonic() < deadline, "emulator did not start"
-                try:
-                    seed = client.get("/_emulator/stats").json()["seed"]
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            seed = _wait_up(proc, client)["seed"]
             first = _ids_of_one_run(client)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -149,6 +135,19 @@ def test_without_a_seed_the_log_names_the_one_drawn_and_it_replays_the_run(
     # The same seed and the same requests give the same ids: the run can be replayed.
     replay = make_server(faults=Faults(seed=seed))
     assert _ids_of_one_run(replay.client) == first
+
+
+def _wait_up(proc: subprocess.Popen[bytes], client: httpx.Client) -> dict[str, Any]:
+    """Wait for the emulator the module entry point started; its stats once it answers."""
+    deadline = time.monotonic() + SAFETY_TIMEOUT
+    while True:
+        assert proc.poll() is None, "emulator exited during start-up"
+        assert time.monotonic() < deadline, "emulator did not start"
+        try:
+            stats: dict[str, Any] = client.get("/_emulator/stats").json()
+            return stats
+        except httpx.TransportError:
+            time.sleep(0.05)
 
 
 def _ids_of_one_run(client: httpx.Client) -> tuple[str, str]:
