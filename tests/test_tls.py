@@ -205,6 +205,8 @@ def test_a_client_that_finds_tickets_waiting_after_every_handshake_connects_once
     own_terminator: list[Terminator],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Tickets waiting after every handshake, the reconnect's too: one connection, which
+    authenticates (before, each reconnect found them and reconnected again)."""
     own_terminator.append(term := endpoints.new("1.3", ("127.0.0.1", endpoints.acl_valkey.port)))
     _hold_after_handshake(monkeypatch, every=True)
     client = RespClient(pki.url(term.port, "acl", "ca_certs"))

@@ -13,6 +13,8 @@ enabled"), so this stands where a managed Redis's TLS endpoint would.
   ``ssl`` has no call for these, so they go to OpenSSL through ``ctypes`` (the ``SSL*`` of a
   socket is checked before use: same library, same file descriptor).
 - It counts the connections it accepted, so tests can tell a reused connection from a new one.
+- With no certificate it is a plain TCP forwarder: what the forwarding alone costs
+  (``bench/tls.py``).
 
 Each connection has one thread, the only one that touches its ``SSL`` object.
 """
@@ -27,6 +29,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import trustme
 
@@ -34,13 +37,13 @@ SAFETY_TIMEOUT = 15.0
 
 
 class _Conn:
-    def __init__(self, tls: ssl.SSLSocket) -> None:
+    def __init__(self, tls: socket.socket) -> None:
         self.tls = tls
         self.wake_r, self.wake_w = socket.socketpair()
-        self.todo: list[tuple[Callable[[ssl.SSLSocket], None], threading.Event]] = []
+        self.todo: list[tuple[Callable[[Any], None], threading.Event]] = []
         self.lock = threading.Lock()
 
-    def ask(self, work: Callable[[ssl.SSLSocket], None]) -> threading.Event:
+    def ask(self, work: Callable[[Any], None]) -> threading.Event:
         done = threading.Event()
         with self.lock:
             self.todo.append((work, done))
@@ -53,22 +56,24 @@ class Terminator:
     def __init__(
         self,
         upstream: str | tuple[str, int],
-        cert: trustme.LeafCert,
-        version: ssl.TLSVersion,
+        cert: trustme.LeafCert | None,
+        version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
         client_ca: trustme.CA | None = None,
     ) -> None:
-        """``upstream``: a unix socket path or a (host, port). ``client_ca``: require a client
-        certificate it signed."""
+        """``upstream``: a unix socket path or a (host, port). ``cert``: the server's (None:
+        no TLS). ``client_ca``: require a client certificate it signed."""
         self.upstream = upstream
         self.version = version
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(ctx)
-        ctx.minimum_version = ctx.maximum_version = version
-        ctx.options &= ~ssl.OP_NO_RENEGOTIATION  # the server may renegotiate (TLS 1.2)
-        if client_ca is not None:
-            client_ca.configure_trust(ctx)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx = ctx
+        self.ctx: ssl.SSLContext | None = None
+        if cert is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(ctx)
+            ctx.minimum_version = ctx.maximum_version = version
+            ctx.options &= ~ssl.OP_NO_RENEGOTIATION  # the server may renegotiate (TLS 1.2)
+            if client_ca is not None:
+                client_ca.configure_trust(ctx)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            self.ctx = ctx
         self.accepted = 0  # connections whose handshake succeeded
         self.refused = 0  # connections whose handshake failed
         self._live: dict[int, _Conn] = {}
@@ -96,8 +101,9 @@ class Terminator:
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(SAFETY_TIMEOUT)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            tls = self.ctx.wrap_socket(raw, server_side=True)
+            tls = raw if self.ctx is None else self.ctx.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError):
             raw.close()
             with self._lock:
@@ -110,6 +116,7 @@ class Terminator:
                 up.connect(self.upstream)
             else:
                 up = socket.create_connection(self.upstream, timeout=SAFETY_TIMEOUT)
+                up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # Valkey is down: the client sees its connection closed
             tls.close()
             return
@@ -142,12 +149,12 @@ class Terminator:
                 for work, done in todo:
                     work(tls)
                     done.set()
-            if tls in readable or tls.pending():
+            if tls in readable or (isinstance(tls, ssl.SSLSocket) and tls.pending()):
                 while True:  # a TLS record may hold more than one read takes
                     try:
                         data = tls.recv(65536)
-                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                        break  # TLS records only (a key update, a renegotiation's messages)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        break  # read all (or TLS records only: a key update, a renegotiation)
                     except OSError:
                         return
                     if not data:
