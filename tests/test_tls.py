@@ -425,3 +425,37 @@ def test_a_ca_file_replaced_on_disk_is_read_again(
     client = RespClient(url)
     assert client.execute("PING") == b"PONG"
     client.close()
+
+
+@pytest.mark.parametrize("kind", ["resp", "redis-py"])
+def test_ssl_check_hostname_and_cert_reqs_optional_as_redis_py_reads_them(
+    kind: str, pki: Pki, redis_url: str, own_terminator: list[Terminator]
+) -> None:
+    """A certificate from a trusted CA for another name: refused by default, accepted with
+    ``ssl_check_hostname=false``; ``ssl_cert_reqs=optional`` still checks what it is given."""
+    elsewhere = pki.ca.issue_cert("elsewhere.example")
+    unix = redis_url.removeprefix("unix://")
+    own_terminator.append(term := Terminator(unix, elsewhere, ssl.TLSVersion.TLSv1_3))
+    base = f"rediss://localhost:{term.port}/0?ssl_ca_certs={pki.ca_file}"
+
+    def ping(url: str) -> bool:
+        if kind == "redis-py":
+            r = redis.Redis.from_url(url)
+            try:
+                return bool(r.ping())
+            finally:
+                r.close()
+        client = RespClient(url)
+        try:
+            return bool(client.execute("PING") == b"PONG")
+        finally:
+            client.close()
+
+    for url in (base, base + "&ssl_cert_reqs=optional"):
+        with pytest.raises((balloons.StoreError, redis.ConnectionError), match="match"):
+            ping(url)
+    assert ping(base + "&ssl_check_hostname=false")
+    assert ping(base + "&ssl_cert_reqs=optional&ssl_check_hostname=false")
+    stranger = f"rediss://localhost:{term.port}/0?ssl_cert_reqs=optional&ssl_check_hostname=false"
+    with pytest.raises((balloons.StoreError, redis.ConnectionError), match="verify failed"):
+        ping(stranger)  # optional: a certificate given is checked against the trusted CAs
