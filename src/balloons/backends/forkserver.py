@@ -37,6 +37,7 @@ from ..errors import StoreError
 from ..reclaim import end_slot
 from ..resp import RespClient
 from ..status import Reason, exit_reason
+from . import identity
 
 STOP_GRACE = 10.0
 
@@ -194,13 +195,15 @@ class ForkServer:
         )
         self.children[pid] = child
         self.by_machine[machine] = child
+        host = socket.gethostname()
         self.deferred.append(
             (
                 child,
                 {
                     "state": "started",
                     "pid": pid,
-                    "host": socket.gethostname(),
+                    "host": host,
+                    **_identity(env, machine, host, pid),
                     "job": child.job_id,
                     "attempt": child.attempt,
                     "pool": req.get("pool", ""),
@@ -282,20 +285,24 @@ class ForkServer:
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if found is None or found.si_pid == 0:
                 return
+            pid = found.si_pid
             child = self.children.pop(pid, None)
+            if child is not None:
+                # The machine's grandchildren die with it. Killed before the child is reaped:
+                # its zombie holds the pid, so the group's id cannot be anyone else's yet.
+                _signal_group(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
             if child is None:
                 continue
             self.by_machine.pop(child.machine, None)
             self.last_activity = time.monotonic()
             with contextlib.suppress(StoreError, OSError):
                 self._exited(child, status)
-            # Workers kill their own process group on exit, so grandchildren die with them.
-            _signal_group(pid, signal.SIGKILL)
 
     def _exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
@@ -360,6 +367,21 @@ class ForkServer:
         if client is None:
             client = self.clients[url] = RespClient(url, timeout=5.0)
         return client
+
+
+def _identity(env: dict[str, str], machine: str, host: str, pid: int) -> dict[str, Any]:
+    """What proves the process is this machine's to a backend whose fork server is gone: its
+    session (its own: the child's first act is ``setsid``), its start time and their proof."""
+    found = identity.stat(pid)  # the child cannot have been reaped yet: its stat is there
+    if found is None:
+        return {}  # no /proc: the pid is never signalled but by this server
+    start = found[1]
+    secret = env.get("BALLOONS_SECRET", "")
+    return {
+        "sid": pid,
+        "start": start,
+        "proof": identity.proof(secret, machine, host, pid, pid, start),
+    }
 
 
 def _signal_group(pid: int, sig: int) -> None:
