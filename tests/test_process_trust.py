@@ -29,6 +29,7 @@ import balloons
 from balloons import JobFailed, JobStatus, keys
 from balloons.backends import identity
 from balloons.backends.local import LocalBackend
+from balloons.fly.emulator import procs
 from tests import tasks
 from tests.conftest import SECRET
 
@@ -321,3 +322,32 @@ def test_a_true_record_names_its_pid(bystander: subprocess.Popen[bytes]) -> None
     assert isinstance(identity.verify(fields, "m2", HOST, SECRET), str)  # another machine's
     assert isinstance(identity.verify(fields, "m1", "elsewhere", SECRET), str)
     assert isinstance(identity.verify(fields, "m1", HOST, SECRET + "x"), str)
+
+
+def test_the_fly_emulator_kills_a_machines_group_before_reaping_it() -> None:
+    """Its stragglers die with it, and the group is killed while the leader's zombie still
+    holds the pid (once reaped, the pid may be another process's)."""
+    code = "import subprocess; print(subprocess.Popen(['sleep', '600']).pid, flush=True)"
+    machine = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert machine.stdout is not None
+    straggler = int(machine.stdout.readline())
+    machine.stdout.close()
+    wait_for(lambda: procs.reap(machine) is not None)
+    assert machine.returncode == 0
+    wait_for(lambda: not _alive(straggler))
+
+
+def test_without_proc_no_record_proves_anything(
+    bystander: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a system without /proc (macOS) only the fork server's own children are signalled:
+    even a true record is not signalled by a backend whose fork server does not know it."""
+    pid = bystander.pid
+    sid, start = _stat(pid)
+    fields = {"pid": str(pid), "sid": str(sid), "start": str(start)}
+    fields["proof"] = identity.proof(SECRET, "m1", HOST, pid, sid, start)
+    monkeypatch.setattr(identity, "has_proc", lambda: False)
+    verdict = identity.verify(fields, "m1", HOST, SECRET)
+    assert verdict == f"process {pid} cannot be proved the machine's on a system without /proc"

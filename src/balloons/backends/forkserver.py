@@ -7,10 +7,11 @@ that starts a new session, drops to the machine's allow-listed environment, appl
 limit, and runs the worker (``mode="fork"``) or execs a fresh interpreter (``mode="exec"``).
 
 The parent also *notices* for its children, which is what makes local crash detection
-immediate: it writes each machine's record on launch and on exit (exit code, signal,
-out-of-memory), fails the job's attempt with a reason when a child dies without recording an
-outcome, kills children that outlive their run timeout by a grace period, and stops children
-on request. With no children and no requests for ``idle`` seconds it exits.
+immediate: it writes each machine's record on launch (with what proves its process to a
+backend that outlives this server: :mod:`balloons.backends.identity`) and on exit (exit code,
+signal, out-of-memory), fails the job's attempt with a reason when a child dies without
+recording an outcome, kills children that outlive their run timeout by a grace period, and
+stops children on request. With no children and no requests for ``idle`` seconds it exits.
 
 Protocol: one JSON object per connection on a unix socket, answered with one JSON object.
 ``{"op": "ping"}``, ``{"op": "launch", ...}``, ``{"op": "stop", "machine": ID, "grace": S}``,
@@ -285,18 +286,19 @@ class ForkServer:
     def _reap(self) -> None:
         while self.children:
             try:
-                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                pid, status = _exited_child()
             except ChildProcessError:
                 return
-            if found is None or found.si_pid == 0:
+            if pid == 0:
                 return
-            pid = found.si_pid
             child = self.children.pop(pid, None)
             if child is not None:
-                # The machine's grandchildren die with it. Killed before the child is reaped:
-                # its zombie holds the pid, so the group's id cannot be anyone else's yet.
+                # The machine's grandchildren die with it. Killed before the child is reaped
+                # where the platform can wait without reaping: its zombie holds the pid, so the
+                # group's id cannot be anyone else's yet.
                 _signal_group(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
+            if status is None:
+                _, status = os.waitpid(pid, 0)
             if child is None:
                 continue
             self.by_machine.pop(child.machine, None)
@@ -382,6 +384,17 @@ def _identity(env: dict[str, str], machine: str, host: str, pid: int) -> dict[st
         "start": start,
         "proof": identity.proof(secret, machine, host, pid, pid, start),
     }
+
+
+def _exited_child() -> tuple[int, int | None]:
+    """``(pid, None)``: a child that exited, not yet reaped; ``(0, None)`` when none has.
+    Without ``waitid`` (macOS) the child comes reaped, with its status."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        return pid, status if pid else None
+    found = waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return (found.si_pid, None) if found is not None else (0, None)
 
 
 def _signal_group(pid: int, sig: int) -> None:

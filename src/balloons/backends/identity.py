@@ -73,6 +73,8 @@ def verify(record: dict[str, str], machine: str, host: str, secret: str) -> int 
         return f"its record's pid {_shown(raw_pid)} is not a process id"
     if not 2 <= pid <= PID_MAX:
         return f"its record's pid {pid} is out of range (expected 2 to {PID_MAX})"
+    if not has_proc():
+        return f"process {pid} cannot be proved the machine's on a system without /proc"
     sid, start = _number(record.get("sid", "")), _number(record.get("start", ""))
     if sid is None or start is None:
         return f"its record has no valid session and start time for process {pid}"
@@ -83,8 +85,6 @@ def verify(record: dict[str, str], machine: str, host: str, secret: str) -> int 
         return f"its record for process {pid} is not signed with the app's secret"
     found = stat(pid)
     if found is None:
-        if not has_proc():
-            return f"process {pid} cannot be proved the machine's on a system without /proc"
         return f"its process {pid} has exited"
     got_sid, got_start = found
     if got_start != start:

@@ -11,7 +11,9 @@ not an interpreter start. ``isolation="exec"`` execs a fresh interpreter per mac
 is what a Fly Machine does, at the price of interpreter start-up.
 
 Machine records live in Redis (``NS:machine:ID``), so any process can list, inspect and stop
-machines.
+machines. A stop goes through the fork server that started the machine; when that server is
+gone, the record's pid is signalled only if the record proves it is the machine's process
+(:mod:`balloons.backends.identity`), and a record that does not is marked gone instead.
 """
 
 from __future__ import annotations
