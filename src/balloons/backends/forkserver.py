@@ -69,8 +69,8 @@ class ForkServer:
         self.last_activity = time.monotonic()
         self.draining = False
         self.deferred: list[
-            tuple[Child, dict[str, Any], int]
-        ] = []  # records written after replying
+            tuple[Child, dict[str, Any], int, str]
+        ] = []  # records written after replying, with the secret that signs their proof
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
@@ -159,7 +159,8 @@ class ForkServer:
         # Launch records are written after the reply, off the submitter's critical path but
         # before this loop can reap (and record the exit of) the same child.
         while self.deferred:
-            child, fields, ttl = self.deferred.pop(0)
+            child, fields, ttl, secret = self.deferred.pop(0)
+            fields.update(_identity(secret, child.machine, fields["host"], child.pid))
             self._record(child, fields, ttl=ttl, new=True)
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -196,15 +197,13 @@ class ForkServer:
         )
         self.children[pid] = child
         self.by_machine[machine] = child
-        host = socket.gethostname()
         self.deferred.append(
             (
                 child,
                 {
                     "state": "started",
                     "pid": pid,
-                    "host": host,
-                    **_identity(env, machine, host, pid),
+                    "host": socket.gethostname(),
                     "job": child.job_id,
                     "attempt": child.attempt,
                     "pool": req.get("pool", ""),
@@ -215,6 +214,7 @@ class ForkServer:
                     "backend": "local",
                 },
                 int(req.get("ttl", 86400)),
+                env.get("BALLOONS_SECRET", ""),
             )
         )
         return {"ok": True, "pid": pid}
@@ -371,14 +371,14 @@ class ForkServer:
         return client
 
 
-def _identity(env: dict[str, str], machine: str, host: str, pid: int) -> dict[str, Any]:
+def _identity(secret: str, machine: str, host: str, pid: int) -> dict[str, Any]:
     """What proves the process is this machine's to a backend whose fork server is gone: its
-    session (its own: the child's first act is ``setsid``), its start time and their proof."""
-    found = identity.stat(pid)  # the child cannot have been reaped yet: its stat is there
+    session (its own: the child's first act is ``setsid``), its start time and their proof.
+    Read before the loop can reap the child, so its stat is there (a zombie's at worst)."""
+    found = identity.stat(pid)
     if found is None:
         return {}  # no /proc: the pid is never signalled but by this server
     start = found[1]
-    secret = env.get("BALLOONS_SECRET", "")
     return {
         "sid": pid,
         "start": start,

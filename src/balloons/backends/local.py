@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -308,7 +309,7 @@ def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
         job_id=d.get("job") or None,
         attempt=num("attempt"),
         pool=d.get("pool") or None,
-        created_at=created if created == created else None,  # not NaN
+        created_at=created if created is not None and math.isfinite(created) else None,
         exit_code=num("exit_code"),
         signal=num("signal"),
         oom_killed=d.get("oom") == "1",
