@@ -324,6 +324,14 @@ class FlyBackend:
 
     # --------------------------------------------------------------- helpers
     def _path(self, rest: str) -> str:
+        # Machine ids come from Redis too (slot entries, standby sets): one holding a "/",
+        # "..", "?" or "%" would aim the request at another path, even another app's machine.
+        if not all(part.isascii() and part.replace("-", "").replace("_", "").isalnum()
+                   for part in rest[1:].split("/")):  # fmt: skip
+            shown = rest if len(rest) <= 80 else rest[:80] + "..."
+            raise BackendError(
+                f"refusing a Fly API path with {shown!r}: a machine id is letters and digits"
+            )
         return f"/apps/{self.settings.app}{rest}"
 
     def _regions(self) -> builtins.list[str | None]:

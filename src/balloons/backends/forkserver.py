@@ -7,10 +7,11 @@ that starts a new session, drops to the machine's allow-listed environment, appl
 limit, and runs the worker (``mode="fork"``) or execs a fresh interpreter (``mode="exec"``).
 
 The parent also *notices* for its children, which is what makes local crash detection
-immediate: it writes each machine's record on launch and on exit (exit code, signal,
-out-of-memory), fails the job's attempt with a reason when a child dies without recording an
-outcome, kills children that outlive their run timeout by a grace period, and stops children
-on request. With no children and no requests for ``idle`` seconds it exits.
+immediate: it writes each machine's record on launch (with what proves its process to a
+backend that outlives this server: :mod:`balloons.backends.identity`) and on exit (exit code,
+signal, out-of-memory), fails the job's attempt with a reason when a child dies without
+recording an outcome, kills children that outlive their run timeout by a grace period, and
+stops children on request. With no children and no requests for ``idle`` seconds it exits.
 
 Protocol: one JSON object per connection on a unix socket, answered with one JSON object.
 ``{"op": "ping"}``, ``{"op": "launch", ...}``, ``{"op": "stop", "machine": ID, "grace": S}``,
@@ -37,6 +38,7 @@ from ..errors import StoreError
 from ..reclaim import end_slot
 from ..resp import RespClient
 from ..status import Reason, exit_reason
+from . import identity
 
 STOP_GRACE = 10.0
 
@@ -67,8 +69,8 @@ class ForkServer:
         self.last_activity = time.monotonic()
         self.draining = False
         self.deferred: list[
-            tuple[Child, dict[str, Any], int]
-        ] = []  # records written after replying
+            tuple[Child, dict[str, Any], int, str]
+        ] = []  # records written after replying, with the secret that signs their proof
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
@@ -157,7 +159,8 @@ class ForkServer:
         # Launch records are written after the reply, off the submitter's critical path but
         # before this loop can reap (and record the exit of) the same child.
         while self.deferred:
-            child, fields, ttl = self.deferred.pop(0)
+            child, fields, ttl, secret = self.deferred.pop(0)
+            fields.update(_identity(secret, child.machine, fields["host"], child.pid))
             self._record(child, fields, ttl=ttl, new=True)
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -211,6 +214,7 @@ class ForkServer:
                     "backend": "local",
                 },
                 int(req.get("ttl", 86400)),
+                env.get("BALLOONS_SECRET", ""),
             )
         )
         return {"ok": True, "pid": pid}
@@ -282,20 +286,25 @@ class ForkServer:
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = _exited_child()
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             child = self.children.pop(pid, None)
+            if child is not None:
+                # The machine's grandchildren die with it. Killed before the child is reaped
+                # where the platform can wait without reaping: its zombie holds the pid, so the
+                # group's id cannot be anyone else's yet.
+                _signal_group(pid, signal.SIGKILL)
+            if status is None:
+                _, status = os.waitpid(pid, 0)
             if child is None:
                 continue
             self.by_machine.pop(child.machine, None)
             self.last_activity = time.monotonic()
             with contextlib.suppress(StoreError, OSError):
                 self._exited(child, status)
-            # Workers kill their own process group on exit, so grandchildren die with them.
-            _signal_group(pid, signal.SIGKILL)
 
     def _exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
@@ -360,6 +369,32 @@ class ForkServer:
         if client is None:
             client = self.clients[url] = RespClient(url, timeout=5.0)
         return client
+
+
+def _identity(secret: str, machine: str, host: str, pid: int) -> dict[str, Any]:
+    """What proves the process is this machine's to a backend whose fork server is gone: its
+    session (its own: the child's first act is ``setsid``), its start time and their proof.
+    Read before the loop can reap the child, so its stat is there (a zombie's at worst)."""
+    found = identity.stat(pid)
+    if found is None:
+        return {}  # no /proc: the pid is never signalled but by this server
+    start = found[1]
+    return {
+        "sid": pid,
+        "start": start,
+        "proof": identity.proof(secret, machine, host, pid, pid, start),
+    }
+
+
+def _exited_child() -> tuple[int, int | None]:
+    """``(pid, None)``: a child that exited, not yet reaped; ``(0, None)`` when none has.
+    Without ``waitid`` (macOS) the child comes reaped, with its status."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        return pid, status if pid else None
+    found = waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return (found.si_pid, None) if found is not None else (0, None)
 
 
 def _signal_group(pid: int, sig: int) -> None:

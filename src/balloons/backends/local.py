@@ -11,7 +11,9 @@ not an interpreter start. ``isolation="exec"`` execs a fresh interpreter per mac
 is what a Fly Machine does, at the price of interpreter start-up.
 
 Machine records live in Redis (``NS:machine:ID``), so any process can list, inspect and stop
-machines.
+machines. A stop goes through the fork server that started the machine; when that server is
+gone, the record's pid is signalled only if the record proves it is the machine's process
+(:mod:`balloons.backends.identity`), and a record that does not is marked gone instead.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +38,7 @@ from typing import Any
 from .. import keys
 from ..errors import BackendError, ConfigError
 from ..status import MachineInfo, MachineSpec
+from . import identity
 from .base import BackendContext
 
 # Variables every local machine gets from the parent, when set. Everything else is dropped
@@ -40,6 +46,11 @@ from .base import BackendContext
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 ISOLATIONS = ("fork", "exec")
 DEFAULT_IDLE = 30.0
+RUNNING_STATES = ("created", "starting", "started")
+#: Record fields a machine's ``detail`` shows; ``gone`` says why one was found not running.
+DETAIL = ("pid", "host", "memory_mb", "cpus", "exited", "slot", "gone")
+
+log = logging.getLogger("balloons.local")
 
 
 def _package_fingerprint() -> str:
@@ -139,13 +150,32 @@ class LocalBackend:
         reply = self._request({"op": "stop", "machine": machine_id, "grace": grace}, start=False)
         if reply.get("found"):
             return
-        # The fork server that started it is gone: signal the process group ourselves, if the
-        # record says it runs on this host.
-        info = self.inspect(machine_id)
-        if info is None or not info.running or info.detail.get("host") != socket.gethostname():
+        # The fork server that started it is gone (or is another version's): signal the
+        # machine's process group ourselves, only if its record proves the process is the one
+        # launched (see identity.py). A record that does not is marked gone, never signalled.
+        mk = keys.machine_key(self.ctx.namespace, machine_id)
+        raw = self._redis.hgetall(mk)
+        record = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+        if record.get("state") not in RUNNING_STATES:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-            os.killpg(int(info.detail.get("pid", "0")), 15)
+        host = socket.gethostname()
+        if record.get("host") != host:
+            return  # another host's machine, or no host at all: not ours to judge or signal
+        verdict = identity.verify(record, machine_id, host, self.ctx.secret)
+        if isinstance(verdict, int):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(verdict, signal.SIGTERM)
+            return
+        log.warning("machine %s was not signalled: %s", machine_id, verdict)
+        from redis.exceptions import WatchError
+
+        with contextlib.suppress(WatchError), self._redis.pipeline() as pipe:
+            pipe.watch(mk)
+            if (pipe.hget(mk, "state") or b"").decode(errors="replace") not in RUNNING_STATES:
+                return  # its exit was recorded meanwhile
+            pipe.multi()
+            pipe.hset(mk, mapping={"state": "stopped", "exited": time.time(), "gone": verdict})
+            pipe.execute()
 
     def destroy(self, machine_id: str) -> None:
         self.stop(machine_id, grace=0.0)
@@ -259,11 +289,19 @@ def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
-    d = {k.decode(): v.decode() for k, v in raw.items()}
+    """A machine record as read: hostile input, so a malformed number reads as unknown."""
+    d = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
 
     def num(name: str) -> int | None:
-        return int(d[name]) if d.get(name, "") != "" else None
+        try:
+            return int(d[name])
+        except (KeyError, ValueError):
+            return None
 
+    try:
+        created: float | None = float(d["created"])
+    except (KeyError, ValueError):
+        created = None
     return MachineInfo(
         id=machine_id,
         backend="local",
@@ -271,10 +309,10 @@ def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
         job_id=d.get("job") or None,
         attempt=num("attempt"),
         pool=d.get("pool") or None,
-        created_at=float(d["created"]) if d.get("created") else None,
+        created_at=created if created is not None and math.isfinite(created) else None,
         exit_code=num("exit_code"),
         signal=num("signal"),
         oom_killed=d.get("oom") == "1",
         requested_stop=d.get("requested_stop") == "1",
-        detail={k: d[k] for k in ("pid", "host", "memory_mb", "cpus", "exited", "slot") if k in d},
+        detail={k: d[k] for k in DETAIL if k in d},
     )

@@ -182,6 +182,28 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def reap(popen: subprocess.Popen[bytes]) -> int | None:
+    """The process's return code once it has exited (reaping it), else ``None``. Its group is
+    killed first, while its zombie still holds the pid: once reaped, the pid and so the group
+    id may be another process's. A VM dies whole: this takes any stragglers with it."""
+    if popen.returncode is not None:
+        return popen.returncode
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:  # macOS: the group is killed just after the reap
+        code = popen.poll()
+        if code is not None:
+            kill_group(popen.pid)
+        return code
+    try:
+        exited = waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return popen.poll()
+    if exited is None:
+        return None
+    kill_group(popen.pid)
+    return popen.wait()
+
+
 def signal_leader(popen: subprocess.Popen[bytes], sig: int) -> None:
     """Send ``sig`` to the main process only, as Fly's init forwards a stop signal."""
     try:
@@ -193,7 +215,8 @@ def signal_leader(popen: subprocess.Popen[bytes], sig: int) -> None:
 def kill_all(live: dict[int, subprocess.Popen[bytes]]) -> None:
     """SIGKILL and reap every process group in ``live`` (by leader pid), emptying it."""
     for pid, popen in list(live.items()):
-        kill_group(pid, signal.SIGKILL)
+        if popen.returncode is None:  # a reaped pid may be another process's by now
+            kill_group(pid, signal.SIGKILL)
         try:
             popen.wait(timeout=10)
         except subprocess.TimeoutExpired:

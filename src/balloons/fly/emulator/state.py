@@ -255,8 +255,7 @@ class Emulator:
         process = machine.process
         assert process is not None
         machine.process = None
-        self._live.pop(process.popen.pid, None)
-        procs.kill_group(process.popen.pid)  # a VM dies whole: take any stragglers with it
+        self._live.pop(process.popen.pid, None)  # its group was killed by procs.reap
         sig = -returncode if returncode < 0 else -1
         exit_code = returncode if returncode >= 0 else 128 + sig
         event = exit_event(
@@ -345,7 +344,7 @@ class Emulator:
                     if now >= machine.boot_at:
                         self._spawn(machine, now)
                 elif process is not None:
-                    returncode = process.popen.poll()
+                    returncode = procs.reap(process.popen)
                     if returncode is not None:
                         self._on_exit(machine, returncode)
                     else:
@@ -398,6 +397,7 @@ class Emulator:
         self.notifier.notify()
 
     def _reap_now(self, popen: subprocess.Popen[bytes]) -> None:
-        procs.kill_group(popen.pid)
+        if popen.returncode is None:  # a reaped pid may be another process's by now
+            procs.kill_group(popen.pid)
         popen.wait(timeout=10)
         self._live.pop(popen.pid, None)
