@@ -135,7 +135,7 @@ class Supervisor:
             reason, message = died_booting or self._why(pk, slot, info)
             reply = end_slot(
                 lambda *cmd: store.redis.execute_command(*cmd),
-                lambda script, pk_, *args: store.eval(script, pk_, *args),
+                store.eval,
                 pk,
                 slot,
                 reason,
@@ -309,7 +309,7 @@ class Supervisor:
             return self._sweep(report if report is not None else StepReport(), dry_run, standby)
         finally:
             if wait > 0 and not dry_run:
-                with contextlib.suppress(Exception), store.redis.pipeline() as pipe:
+                with contextlib.suppress(Exception), store.redis.pipeline(transaction=True) as pipe:
                     pipe.watch(lock)
                     if pipe.get(lock) == token.encode():
                         pipe.multi()

@@ -137,9 +137,9 @@ class LocalBackend:
     @property
     def _redis(self) -> Any:
         if self._client is None:
-            import redis
+            from ..cluster import redis_client
 
-            self._client = redis.Redis.from_url(self.ctx.redis_url, socket_connect_timeout=5)
+            self._client = redis_client(self.ctx.redis_url, 5.0)
         return self._client
 
     def inspect(self, machine_id: str) -> MachineInfo | None:
