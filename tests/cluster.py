@@ -224,19 +224,24 @@ class ValkeyCluster:
             node.stop()
 
 
-def pools_on_each_node(cluster: ValkeyCluster, namespace: str = "balloons") -> list[str]:
-    """One pool name per primary, whose keys (``NS:{POOL}:...``) live on that primary."""
+def pools_on_each_node(
+    cluster: ValkeyCluster, namespace: str = "balloons", per_node: int = 1
+) -> list[str]:
+    """``per_node`` pool names per primary, whose keys (``NS:{POOL}:...``) live on that
+    primary: the first primary's first, then the next primary's... (one per node: in node
+    order)."""
     from balloons.keys import PoolKeys
 
     ranges = cluster.slot_map()
-    found: dict[int, str] = {}
-    for i in range(1000):
+    found: dict[int, list[str]] = {n.port: [] for n in cluster.primaries}
+    for i in range(100_000):
         name = f"p{i}"
         slot = hash_slot(PoolKeys(namespace, name).queue)
         node = next(node for first, last, node in ranges if first <= slot <= last)
-        found.setdefault(node.port, name)
-        if len(found) == len(cluster.primaries):
-            return [found[n.port] for n in cluster.primaries]
+        if len(found[node.port]) < per_node:
+            found[node.port].append(name)
+        if all(len(names) == per_node for names in found.values()):
+            return [name for n in cluster.primaries for name in found[n.port]]
     raise AssertionError("no pool names found for every node")
 
 

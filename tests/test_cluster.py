@@ -4,6 +4,7 @@ a :class:`~tests.cluster.KeyAudit`: each key a script touches must be one it was
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -129,29 +130,15 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
     assert [j.result(timeout=30) for j in due] == [7, 7, 7]
     # An orphan on each node's pool: a running machine whose slot is gone.
     running = [on(app, tasks.sleep, p).submit(30) for p in pools]
-    pids, machines = [], []
-    for j in running:
-        wait_for(lambda j=j: j.status() is JobStatus.RUNNING)
-        info = app.backend.inspect(j.info().machine_id or "")
-        assert info is not None
-        pid = int(info.detail["pid"])
-        os.kill(pid, signal.SIGSTOP)  # so that it cannot notice on its own
-        pids.append(pid)
-        machines.append(info.id)
-        pk = app.store.keys(j.id).pool
-        with redis.RedisCluster.from_url(cluster.url) as rc:
-            rc.zrem(pk.slots, info.detail["slot"])
-            rc.hdel(pk.slot, info.detail["slot"])
-    runner = CliRunner()
-    out = runner.invoke(cli, ["gc", "--dry-run", "--json", "--min-age", "0"])
-    assert out.exit_code == 0, out.output
-    assert sorted(m["id"] for m in json.loads(out.output)) == sorted(machines)
-    out = runner.invoke(cli, ["gc", "--min-age", "0"])
-    assert out.exit_code == 0, out.output
-    assert "3 machine(s) destroyed" in out.output
-    for pid in pids:
-        wait_for(lambda pid=pid: not _alive(pid))
+    pids: list[int] = []
+    try:
+        _collect_orphans(cluster, app, running, pids)
+    finally:
+        for pid in pids:  # whatever happened, no machine is left stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     # The listings see the jobs of every pool.
+    runner = CliRunner()
     every = [*done, *due, *running]
     out = runner.invoke(cli, ["jobs", "--json", "--limit", "50"])
     assert out.exit_code == 0, out.output
@@ -184,6 +171,33 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
     audit.check()
     for name in ("FILL", "SHED", "LOST"):
         assert audit.calls.get(name), (name, audit.calls)
+
+
+def _collect_orphans(
+    cluster: ValkeyCluster, app: balloons.App, running: list[balloons.Job[Any]], pids: list[int]
+) -> None:
+    machines = []
+    for j in running:
+        wait_for(lambda j=j: j.status() is JobStatus.RUNNING)
+        info = app.backend.inspect(j.info().machine_id or "")
+        assert info is not None
+        pid = int(info.detail["pid"])
+        os.kill(pid, signal.SIGSTOP)  # so that it cannot notice on its own
+        pids.append(pid)
+        machines.append(info.id)
+        pk = app.store.keys(j.id).pool
+        with redis.RedisCluster.from_url(cluster.url) as rc:
+            rc.zrem(pk.slots, info.detail["slot"])
+            rc.hdel(pk.slot, info.detail["slot"])
+    runner = CliRunner()
+    out = runner.invoke(cli, ["gc", "--dry-run", "--json", "--min-age", "0"])
+    assert out.exit_code == 0, out.output
+    assert sorted(m["id"] for m in json.loads(out.output)) == sorted(machines)
+    out = runner.invoke(cli, ["gc", "--min-age", "0"])
+    assert out.exit_code == 0, out.output
+    assert "3 machine(s) destroyed" in out.output
+    for pid in pids:
+        wait_for(lambda pid=pid: not _alive(pid))
 
 
 def _alive(pid: int) -> bool:

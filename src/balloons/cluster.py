@@ -277,16 +277,8 @@ def async_redis_client(url: str, connect_timeout: float, cluster: bool) -> Any:
 
 
 def _check_cluster_url(url: str) -> None:
-    import redis.cluster
-
     if not url.startswith(("redis://", "rediss://")):
         raise ConfigError(
             f"{mask_url(url)} is a Redis Cluster node: reach a cluster by the redis:// or "
             "rediss:// URL of any of its nodes"
-        )
-    if not hasattr(redis.cluster, "TransactionStrategy"):
-        raise ConfigError(
-            f"{mask_url(url)} is a Redis Cluster node, and redis-py {redis.__version__} "
-            "cannot run a transaction on a cluster (balloons reads a machine's slot and "
-            "standby entry in one): install redis-py 6.1 or later"
         )

@@ -236,10 +236,10 @@ def script_keys(pool: PoolKeys, *jobs: str, idem: str = "") -> list[str]:
             _SCRIPT_KEYS.clear()
         base = _SCRIPT_KEYS[(ns, name)] = tuple(getattr(pool, k) for k in POOL_SCRIPT_KEYS)
     out = list(base)
-    seen = ""
+    tag, seen = pool.tag, ""
     for u in jobs:
-        if u and u != seen:  # in JOB_SCRIPT_KEYS order (a test checks)
-            out += (pool.job(u), pool.attempts(u), pool.done(u), pool.logs(u))
+        if u and u != seen:  # PoolKeys' forms, in JOB_SCRIPT_KEYS order (a test checks both)
+            out += (f"{tag}:job:{u}", f"{tag}:attempts:{u}", f"{tag}:done:{u}", f"{tag}:logs:{u}")
             seen = u
     if idem:
         out.append(pool.idem(idem))

@@ -822,3 +822,14 @@ end
 return count
 """,
 )
+
+# Whether a machine may still be wanted (the supervisor's orphan sweep): it sits in its pool's
+# standby set, or its slot holds a lease. Both are read at once: a launch moves a machine from
+# one to the other in one script. ARGV: tag, now, machine, slot ('-' = none)
+# Returns {1 | 0, lease | nil}
+INUSE = _script(
+    "",
+    """
+return {redis.call('HEXISTS', STANDBY, ARGV[3]), redis.call('ZSCORE', SLOTS, ARGV[4])}
+""",
+)
