@@ -335,3 +335,17 @@ def test_a_primary_killed_mid_job_fails_over_and_the_pool_runs_on(
         assert [j.result(timeout=30) for j in again] == [1, 2, 3]
     finally:
         app.close()
+
+
+def test_async_submits_and_waits_on_a_cluster(cluster: ValkeyCluster, app: balloons.App) -> None:
+    import asyncio
+
+    pools = pools_on_each_node(cluster)
+
+    async def main() -> list[int]:
+        jobs = [await on(app, tasks.add, p).submit_async(i, 5) for i, p in enumerate(pools)]
+        results = [await j.result_async(timeout=30) for j in jobs]
+        await app.store.aclose()
+        return results
+
+    assert asyncio.run(main()) == [5, 6, 7]

@@ -9,12 +9,13 @@ it pays nothing for this, and the worker imports this module only on a cluster.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
-from typing import Any
-
 from .errors import ConfigError, StoreError
 from .resp import Redirect, RespClient, mask_url
+
+TYPE_CHECKING = False  # set without importing typing, as on the worker's path
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 #: Hash slots of a cluster.
 SLOTS = 16384
@@ -110,10 +111,12 @@ class Routes:
             client.close()
 
     def refresh(self) -> None:
-        """Read the slot map from the first node that answers: the URL's, then the others
-        known. A node that cannot tell (down, still loading) is skipped."""
+        """Read the slot map from the first node that answers: those connected first, then
+        the others known, the URL's last. A node that cannot tell (down, still loading) is
+        skipped."""
         errors = []
-        for addr in dict.fromkeys([None, *self.nodes, *self.slots]):
+        known = dict.fromkeys([*self.nodes, *self.slots, None])
+        for addr in sorted(known, key=lambda a: a not in self.nodes or not self.nodes[a]._sock):
             client = self.node(addr)
             try:
                 client._put([["CLUSTER", "SLOTS"]])
@@ -226,7 +229,8 @@ def _host_of(client: RespClient) -> str:
 def _copy(seed: RespClient, addr: Addr) -> RespClient:
     """A connection to the node at ``addr`` with ``seed``'s settings (the seed itself, not
     connected, when ``addr`` is None)."""
-    client = copy.copy(seed)
+    client = object.__new__(type(seed))
+    client.__dict__.update(seed.__dict__)
     client._sock, client._buf, client._routes, client._sent = None, b"", None, ()
     client._wait_avg = 0.0
     if addr is not None:
