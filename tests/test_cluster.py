@@ -173,6 +173,41 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
         assert audit.calls.get(name), (name, audit.calls)
 
 
+def test_the_supervisor_reclaims_frozen_machines_on_every_node(
+    cluster: ValkeyCluster, app: balloons.App, audit: KeyAudit
+) -> None:
+    from balloons.errors import JobFailed
+
+    pools = pools_on_each_node(cluster)
+    jobs = [on(app, tasks.sleep, p).submit(30) for p in pools]
+    pids: list[int] = []
+    try:
+        for j in jobs:
+            wait_for(lambda j=j: j.status() is JobStatus.RUNNING)
+            info = app.backend.inspect(j.info().machine_id or "")
+            assert info is not None
+            pids.append(int(info.detail["pid"]))
+            os.kill(pids[-1], signal.SIGSTOP)  # its heartbeats stop: its lease lapses
+        sup = app.supervisor()
+        reclaimed: list[tuple[str, str]] = []
+
+        def reclaim() -> bool:
+            reclaimed.extend(sup.step(gc=False).reclaimed)
+            return len(reclaimed) == 3
+
+        wait_for(reclaim)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    for j in jobs:
+        with pytest.raises(JobFailed) as info:
+            j.result(timeout=5)
+        assert info.value.reason == "lost"
+    for pid in pids:
+        wait_for(lambda pid=pid: not _alive(pid))  # the supervisor destroyed it
+
+
 def _collect_orphans(
     cluster: ValkeyCluster, app: balloons.App, running: list[balloons.Job[Any]], pids: list[int]
 ) -> None:
