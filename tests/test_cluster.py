@@ -384,3 +384,58 @@ def test_async_submits_and_waits_on_a_cluster(cluster: ValkeyCluster, app: ballo
         return results
 
     assert asyncio.run(main()) == [5, 6, 7]
+
+
+def test_the_launchers_scripts_touch_only_their_keys_on_every_node(
+    cluster: ValkeyCluster, audit: KeyAudit, secret: str
+) -> None:
+    """The scripts of launches that wait or start standby machines (Fly's), and LOST on an
+    altered slot entry, driven one by one on pools of the three nodes."""
+    from balloons.ids import ulid
+    from tests.test_worker import HoldBackend
+
+    backend = HoldBackend()
+    app = balloons.App(redis_url=cluster.url, secret=secret, backend=backend)
+    store = app.store
+
+    def launched_slot() -> str:  # the slot of the last machine launched
+        job_id, _, attempt = backend.specs[-1].env["BALLOONS_JOB"].rpartition("/")
+        return f"{job_id.rpartition('.')[2]}-{attempt}"
+
+    try:
+        for pool in pools_on_each_node(cluster):
+            pk = PoolKeys("balloons", pool)
+            task = on(app, tasks.add, pool)
+            job = task.submit(1, 2)
+            u = job.id.rpartition(".")[2]
+            slot = f"{u}-1"
+            assert store.booting(pk, slot)
+            store.note(pk, u, 1, "a note")
+            fresh = ulid()
+            assert store.unpin(pk, slot, u, fresh)
+            assert job.status() is JobStatus.QUEUED
+            assert store.assign(pk, f"{fresh}-0", ulid()) == ["create", fresh, "1", "256"]
+            # A stopped machine in the pool's standby set: the next launch starts it.
+            kept = ulid()
+            with redis.RedisCluster.from_url(cluster.url) as rc:
+                rec = {"slot": kept, "cpus": 1, "mem": 256, "since": time.time()}
+                rc.hset(pk.standby, "abcdefabcdef01", json.dumps(rec))
+            task.submit(3, 4)  # launches for the job queued first
+            got = store.assign(pk, launched_slot(), ulid())
+            assert got == ["start", "abcdefabcdef01", kept, "1", "256"]
+            assert store.reslot(pk, f"{kept}-0", "abcdefabcdef01", ulid())
+            with redis.RedisCluster.from_url(cluster.url) as rc:
+                rc.hset(pk.standby, "abcdefabcdef02", json.dumps(rec))
+            assert store.shed(pk, 0) == ["abcdefabcdef02"]
+            # A slot entry altered in Redis: LOST finds the job by the slot's name.
+            task.submit(5, 6)  # launches for the head of the queue
+            slot, victim = launched_slot(), store.keys(backend.specs[-1].job_id)
+            with redis.RedisCluster.from_url(cluster.url) as rc:
+                rc.hset(pk.slot, slot, "not json")
+            assert store.lost(pk, slot, "", 0, "lost", "gone", ("", ""))[0] == 1
+            assert store.status(victim) is JobStatus.FAILED
+    finally:
+        app.close()
+    audit.check()
+    for name in ("BOOTING", "NOTE", "UNPIN", "ASSIGN", "RESLOT", "SHED", "LOST"):
+        assert audit.calls.get(name, 0) >= 3, (name, audit.calls)
