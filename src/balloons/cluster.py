@@ -232,7 +232,9 @@ def _copy(seed: RespClient, addr: Addr) -> RespClient:
     client = object.__new__(type(seed))
     client.__dict__.update(seed.__dict__)
     client._sock, client._buf, client._routes, client._sent = None, b"", None, ()
-    client._wait_avg = 0.0
+    # No polling for replies (resp.RespClient.spin): a cluster's nodes are other machines
+    # as a rule, and where they are not, their wake-ups would be paid for in polling.
+    client._wait_avg, client.spin = 0.0, 0.0
     if addr is not None:
         client._host, client._port = addr
         if client._scheme == "unix":
