@@ -127,7 +127,15 @@ class ValkeyCluster:
 
     def _start(self) -> None:
         for node in self.nodes:
-            node.start()
+            for tries_left in (2, 1, 0):
+                try:
+                    node.start()
+                    break
+                except AssertionError:  # a port taken since it was found free: others
+                    node.stop()
+                    if not tries_left:
+                        raise
+                    node.port, node.bus_port = _free_port(), _free_port()
         n = len(self.primaries)
         for i, node in enumerate(self.primaries):
             first, last = 16384 * i // n, 16384 * (i + 1) // n - 1
