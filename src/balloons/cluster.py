@@ -216,7 +216,8 @@ class Routes:
 
 def _reach(client: RespClient) -> None:
     """Connect ``client`` unless it holds a connection the server has not closed."""
-    if client._sock is not None and client._idle_check.poll(0):
+    sock = client._sock
+    if sock is not None and client._idle_check.poll(0) and client._stale(sock):
         client.close()  # closed by the server (a restart, a node killed): start afresh
     if client._sock is None:
         client._connect()

@@ -169,7 +169,8 @@ class LocalBackend:
         log.warning("machine %s was not signalled: %s", machine_id, verdict)
         from redis.exceptions import WatchError
 
-        with contextlib.suppress(WatchError), self._redis.pipeline() as pipe:
+        # transaction=True: a cluster client's pipeline is not one by default.
+        with contextlib.suppress(WatchError), self._redis.pipeline(transaction=True) as pipe:
             pipe.watch(mk)
             if (pipe.hget(mk, "state") or b"").decode(errors="replace") not in RUNNING_STATES:
                 return  # its exit was recorded meanwhile
