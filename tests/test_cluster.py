@@ -169,7 +169,7 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
     finally:
         served.stop()
     audit.check()
-    for name in ("FILL", "SHED", "LOST"):
+    for name in ("FILL", "SHED", "LOST", "INUSE"):
         assert audit.calls.get(name), (name, audit.calls)
 
 
