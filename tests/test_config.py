@@ -53,6 +53,21 @@ def test_bad_values_are_named(kwargs: dict[str, object], message: str) -> None:
         Settings.resolve({}, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://:pw@sentinel:26379/mymaster",
+        "sentinel://u:pw@h:26379",
+        "REDIS+SENTINEL://h",
+    ],
+)
+def test_sentinel_urls_are_refused_with_what_to_give_instead(url: str) -> None:
+    with pytest.raises(ConfigError, match="Redis Sentinel is not supported") as info:
+        Settings.resolve({"BALLOONS_REDIS_URL": url})
+    assert "pw" not in str(info.value)
+    assert "redis://" in str(info.value) and "Cluster" in str(info.value)
+
+
 def test_bad_task_options_are_named() -> None:
     app = balloons.App()
     with pytest.raises(ConfigError, match="memory_mb must be an integer of at least 64, got 1"):

@@ -7,7 +7,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balloons.resp import RespClient, RespError, _Incomplete, _parse, _simple_url, _url
+from balloons.resp import Redirect, RespClient, RespError, _Incomplete, _parse, _simple_url, _url
 
 REPLY = b"*6\r\n:1\r\n$6\r\nlaunch\r\n$-1\r\n*2\r\n+OK\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n"  # nested
 
@@ -30,6 +30,24 @@ def test_every_cut_short_reply_is_incomplete_never_a_wrong_value() -> None:
 def test_a_bulk_string_may_hold_the_line_end() -> None:
     assert _parse(b"$4\r\n\r\n\r\n\r\n", 0) == (b"\r\n\r\n", 10)
     assert _parse(b"*2\r\n$2\r\n\r\n\r\n:7\r\n", 0) == ([b"\r\n", 7], 16)
+
+
+def test_a_cluster_redirect_is_an_error_of_its_own_kind() -> None:
+    for line in (b"-MOVED 3999 127.0.0.1:6381\r\n", b"-ASK 3999 10.0.0.2:6379\r\n"):
+        reply, _ = _parse(line, 0)
+        assert type(reply) is Redirect and str(reply) == line[1:-2].decode()
+    for line in (b"-ERR MOVED\r\n", b"-MOVEDX 1 a:1\r\n", b"-CLUSTERDOWN no\r\n"):
+        reply, _ = _parse(line, 0)
+        assert type(reply) is RespError
+
+
+def test_a_single_server_is_never_routed(redis_url: str) -> None:
+    client = RespClient(redis_url)
+    assert client.pipeline([["SET", "k", "v"], ["GET", "k"], ["PING"]]) == [b"OK", b"v", b"PONG"]
+    with pytest.raises(RespError, match="WRONGTYPE"):
+        client.execute("HGET", "k", "f")
+    assert client._routes is None
+    client.close()
 
 
 def test_an_unknown_reply_kind_is_an_error() -> None:

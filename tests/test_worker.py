@@ -297,6 +297,7 @@ HEAVY = (
     "pathlib",
     "balloons.status",
     "balloons.store",
+    "balloons.cluster",  # only once a server redirects: a cluster
     "balloons.embedded",
     "balloons.backends.base",
 )

@@ -24,6 +24,7 @@ import threading
 import time
 
 from . import lua
+from .keys import script_keys
 from .resp import RespClient
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
@@ -224,7 +225,7 @@ class LogCapture:
             try:
                 self._client.eval(
                     lua.LOG,
-                    [self.pk.queue],
+                    script_keys(self.pk, job[0]),
                     [self.pk.tag, time.time(), job[0], job[1], MAX_LOG_LINES, fraction, note, *buf],
                 )
             except BaseException as exc:

@@ -206,6 +206,12 @@ class Settings(Frozen):
     ) -> Settings:
         check_env_names(env)
         url = redis_url or env.get("BALLOONS_REDIS_URL") or env.get("REDIS_URL") or None
+        if url is not None and "sentinel" in url.partition("://")[0].lower():
+            raise ConfigError(
+                f"Redis URL {mask_url(url)!r}: Redis Sentinel is not supported; give the "
+                "primary's redis:// or rediss:// URL (or a name that follows failovers), or "
+                "use a Redis Cluster: the URL of any of its nodes"
+            )
         if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
                 f"Redis URL {mask_url(url)!r} must start with redis://, rediss:// or unix://"

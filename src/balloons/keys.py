@@ -2,8 +2,9 @@
 
 A job id is ``POOL.ULID`` (``default.01jd3x9k2m8v...``), so any process can find every key of
 a job from its id alone. All keys of one pool share the hash tag ``{POOL}``, so each atomic
-script touches a single hash slot and balloons runs unchanged on Redis Cluster and on hosted
-Redis. ``NS`` is the app's namespace (default ``balloons``).
+script touches a single hash slot, on a single server or on a Redis (Valkey) Cluster, where
+each pool's keys live on the node that serves its slot (``tests/test_cluster.py`` runs pools
+on three nodes). ``NS`` is the app's namespace (default ``balloons``).
 
 =======================================  ======  ==========  =================================
 key                                      type    TTL         written by
@@ -30,7 +31,8 @@ key                                      type    TTL         written by
                                                              idle machine (``BLPOP``)
 ``NS:{POOL}:cfg``                        hash    none        cap, idle timeout, floor, boot
                                                              timeout, heartbeat (last submit)
-``NS:{POOL}:seq``                        string  none        arrival counter for queue order
+``NS:{POOL}:seq``                        string  none        submit: arrival counter for queue
+                                                             order
 ``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID
 ``NS:{POOL}:logs:ULID``                  stream  record TTL  worker (``LOG`` script, batched):
                                                              one entry per line: ``t`` time,
@@ -55,8 +57,16 @@ message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need`` (``
 ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and ``note``
 (the task's last :func:`balloons.progress`).
 
-The scripts in :mod:`balloons.lua` build a pool's key names from its tag (``NS:{POOL}``) with
-the same suffixes as :class:`PoolKeys`; every key they touch carries that one tag.
+``NS:pools``, the machine records and the sweeper's lock are not a pool's: no script touches
+them. Each is read and written by single-key commands (``SADD`` alongside a submit, plain
+pipelines of the fork server), which a cluster routes to the key's own slot.
+
+Scripts are given their keys in ``KEYS``, by :func:`script_keys`: the pool's keys in the order
+of :data:`POOL_SCRIPT_KEYS` (the scripts' ``QUEUE``, ``DELAYED``, ... name ``KEYS[1]``,
+``KEYS[2]``, ...), then the keys of each job the caller names (:data:`JOB_SCRIPT_KEYS`).
+A script that finds jobs in its pool's queue, delayed set or slot table (their ids are known
+only inside it) makes those jobs' key names with the forms of :class:`PoolKeys`, which
+:mod:`balloons.lua` takes from here: keys of the same pool, hence of the same hash slot.
 """
 
 from __future__ import annotations
@@ -145,6 +155,10 @@ class PoolKeys(Frozen):
         return f"{self.tag}:logs:{ulid}"
 
     @property
+    def seq(self) -> str:
+        return f"{self.tag}:seq"
+
+    @property
     def usage(self) -> str:
         return f"{self.tag}:usage"
 
@@ -195,6 +209,51 @@ class JobKeys(Frozen):
     @property
     def logs(self) -> str:
         return self.pool.logs(self.ulid)
+
+
+#: The pool's keys every script is given first, in ``KEYS`` order: :class:`PoolKeys`
+#: properties. The scripts name them in upper case (``QUEUE = KEYS[1]``, ...).
+POOL_SCRIPT_KEYS = (
+    "queue", "delayed", "slots", "slot", "idle", "wake", "cfg", "standby", "jobs", "seq", "usage",
+)  # fmt: skip
+#: The keys of each job a script is given, after the pool's, in this order: the name of the
+#: function the scripts make them with, and the :class:`PoolKeys` method.
+JOB_SCRIPT_KEYS = (("jk", "job"), ("ak", "attempts"), ("dk", "done"), ("lk", "logs"))
+#: The idempotency key's function in the scripts, and its :class:`PoolKeys` method.
+IDEM_SCRIPT_KEY = ("idem", "idem")
+
+_SCRIPT_KEYS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def script_keys(pool: PoolKeys, *jobs: str, idem: str = "") -> list[str]:
+    """``KEYS`` of a script run for ``pool``: the pool's keys (:data:`POOL_SCRIPT_KEYS`), the
+    keys of each job ULID in ``jobs`` (:data:`JOB_SCRIPT_KEYS`; empty and repeated ones are
+    skipped), and the idempotency key of digest ``idem`` if given."""
+    ns, name = pool.ns, pool.pool
+    base = _SCRIPT_KEYS.get((ns, name))
+    if base is None:
+        if len(_SCRIPT_KEYS) > 10_000:
+            _SCRIPT_KEYS.clear()
+        base = _SCRIPT_KEYS[(ns, name)] = tuple(getattr(pool, k) for k in POOL_SCRIPT_KEYS)
+    out = list(base)
+    tag, seen = pool.tag, ""
+    for u in jobs:
+        if u and u != seen:  # PoolKeys' forms, in JOB_SCRIPT_KEYS order (a test checks both)
+            out += (f"{tag}:job:{u}", f"{tag}:attempts:{u}", f"{tag}:done:{u}", f"{tag}:logs:{u}")
+            seen = u
+    if idem:
+        out.append(pool.idem(idem))
+    return out
+
+
+def slot_job(slot: str) -> str:
+    """The job a slot was made for, from its name (``ULID-ATTEMPT``, attempt > 0): what
+    :data:`balloons.lua.LOST` reads when the slot's entry is unreadable. ``""`` for a slot
+    named for a machine (``ID-0``) or not named by balloons."""
+    ulid, sep, n = slot.rpartition("-")
+    if not sep or not ulid or not n or not (n.isascii() and n.isdigit()) or n == "0":
+        return ""
+    return ulid
 
 
 def pools_key(ns: str) -> str:

@@ -1,10 +1,16 @@
 """The Lua scripts behind every multi-key state change. Each touches the keys of one pool only.
 
 Scripts are plain strings so that both redis-py (client side) and the worker's small RESP
-client can load them. Every script takes the pool's queue key as ``KEYS[1]`` (so a cluster
-routes it to the pool's hash slot) and the pool's key tag ``NS:{POOL}`` as ``ARGV[1]`` and the
-current time as ``ARGV[2]``; it builds the pool's other key names from the tag with the
-suffixes of :class:`balloons.keys.PoolKeys`.
+client can load them. Every script is given its keys in ``KEYS`` by
+:func:`balloons.keys.script_keys`: the pool's keys (``QUEUE`` is ``KEYS[1]``, so a cluster
+routes the script to the pool's hash slot), then the keys of the jobs its caller names. It
+takes the pool's key tag ``NS:{POOL}`` as ``ARGV[1]`` and the current time as ``ARGV[2]``.
+The scripts that find jobs in their pool's queue, delayed set or slot table (``SUBMIT``,
+``TAKE``, ``FILL``, ``ASSIGN``) make those jobs' key names from the tag with the forms of
+:class:`balloons.keys.PoolKeys` (``jk``, ``ak``, ``dk``, made from there): keys of the same
+hash slot. They say so on their first line, for servers that refuse keys not declared
+(Dragonfly's ``allow-undeclared-keys``; a Lua comment elsewhere). The others touch only the
+keys they are given (``tests/test_cluster.py`` checks every key each script touches).
 
 Negative codes mean a guard refused: ``-1`` the job record (or the slot) is gone, ``-2`` the
 job has moved on to another attempt, ``-3`` the job is not in a state that allows the change,
@@ -19,22 +25,14 @@ hold no slot until :data:`ASSIGN` gives them one.
 
 from __future__ import annotations
 
+from .keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, PoolKeys
+
 # Shared by every script: key names, the slot table, the attempt log, and the one place where
 # an attempt ends (for good, or with a retry scheduled).
 _PRELUDE = """
 local T = ARGV[1]
 local NOW = tonumber(ARGV[2])
-local QUEUE = T..':queue'
-local DELAYED = T..':delayed'
-local SLOTS = T..':slots'
-local SLOT = T..':slot'
-local IDLE = T..':idle'
-local WAKE = T..':wake'
-local CFG = T..':cfg'
-local STANDBY = T..':standby'
-local function jk(u) return T..':job:'..u end
-local function ak(u) return T..':attempts:'..u end
-local function dk(u) return T..':done:'..u end
+--@keys
 
 local function cfg(name, default)
   local v = redis.call('HGET', CFG, name)
@@ -191,6 +189,25 @@ end
 """
 
 
+def _key_names() -> str:
+    """The prelude's key names, from :mod:`balloons.keys`: one line per key of the pool
+    (``local QUEUE = KEYS[1]``, ...) and a function per kind of job key, which makes the key
+    of any job of the pool from its id (``jk(u)``: the job's record, ...)."""
+    lines = [f"local {name.upper()} = KEYS[{i}]\n" for i, name in enumerate(POOL_SCRIPT_KEYS, 1)]
+    sample = PoolKeys("NS", "POOL")
+    for fn, method in (*JOB_SCRIPT_KEYS, IDEM_SCRIPT_KEY):
+        # Each is the pool's tag, a suffix, then the id.
+        suffix = getattr(sample, method)("\0").removeprefix(sample.tag).removesuffix("\0")
+        lines.append(f"local function {fn}(u) return T..'{suffix}'..u end\n")
+    return "".join(lines)
+
+
+_PRELUDE = _PRELUDE.replace("--@keys\n", _key_names(), 1)
+#: The first line of a script that makes key names it was not given (jobs it finds in its
+#: pool): a Lua comment, read by Dragonfly, which otherwise refuses undeclared keys.
+_FINDS_JOBS = "--!df flags=allow-undeclared-keys\n"
+
+
 def _split_prelude() -> tuple[str, dict[str, str]]:
     """The prelude as its header (the variables every script uses) and its functions, each
     with the comments above it: name -> code, in prelude order. Plain string work, no regular
@@ -228,13 +245,14 @@ def _uses(code: str, name: str) -> bool:
     return False
 
 
-def _script(uses: str, body: str, later: str = "") -> str:
+def _script(uses: str, body: str, later: str = "", finds: bool = False) -> str:
     """A script: the prelude's header lines that it uses, the prelude functions named in
     ``uses`` (all that ``body`` calls, and all that those call: a test checks the lists),
     then ``body``. A script defines only what it uses, since every definition runs on every
     call. The functions named in ``later`` are defined where ``body`` has the line
     ``--@later`` (inside a function of the body, so that they are made only on the paths
-    that call that function)."""
+    that call that function). ``finds``: the script makes the keys of jobs it finds in its
+    pool (its first line is ``_FINDS_JOBS``)."""
     needed, deferred = set(uses.split()), set(later.split())
     code = "".join(c for name, c in _FUNCTIONS.items() if name in needed)
     if deferred:
@@ -242,7 +260,7 @@ def _script(uses: str, body: str, later: str = "") -> str:
         body = body.replace("--@later\n", inner, 1)
     code += body
     header = [line for name, line in _HEADER_LINES if name == "T" or _uses(code, name)]
-    return "".join(header) + code
+    return (_FINDS_JOBS if finds else "") + "".join(header) + code
 
 
 # ARGV: tag, now, ulid, payload, args, sig, ttl, pool config ('name value ...': cap, boot,
@@ -255,7 +273,7 @@ def _script(uses: str, body: str, later: str = "") -> str:
 # The job is placed before its record is written, so that the record is written once, with
 # its final status: this is the path every job takes, and it is kept to a dozen commands.
 SUBMIT = _script(
-    "jk",
+    "jk idem",
     """
 local u, conf, due = ARGV[3], ARGV[8], ARGV[9]
 local J = jk(u)
@@ -267,13 +285,12 @@ local function slow()
   return idle_fit_count, take_slot
 end
 if ARGV[13] ~= '' then
-  local ik = T..':key:'..ARGV[13]
+  local ik = idem(ARGV[13])
   local prev = redis.call('GET', ik)
   if prev and redis.call('EXISTS', jk(prev)) == 1 then return {2, prev} end
   redis.call('SET', ik, u, 'EX', ttl)
 end
 -- The pool's index of jobs, which is also the guard against an id in use.
-local JOBS = T..':jobs'
 if redis.call('ZADD', JOBS, 'NX', NOW, u) == 0 then return {0} end
 -- The pool's settings: the latest submitter's, written only when they changed.
 local cur = redis.call('HMGET', CFG, 'conf', 'cap', 'boot')
@@ -288,7 +305,7 @@ if cur[1] ~= conf then
   end
   redis.call('HSET', CFG, unpack(settings))
 end
-local seq = redis.call('INCR', T..':seq')
+local seq = redis.call('INCR', SEQ)
 local ok = seq == 1 and 3 or 1  -- 3: the pool's first job (or Redis lost its data)
 if seq % 64 == 0 and redis.call('ZCARD', JOBS) > 1000 then
   redis.call('ZREMRANGEBYSCORE', JOBS, '-inf', NOW - ttl)
@@ -349,6 +366,7 @@ end
 return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
 """,
     later="ak cfg slot_get slot_put attempt_update need_of idle_fit_count take_slot",
+    finds=True,
 )
 
 # A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine, error
@@ -409,7 +427,7 @@ local info = slot_get(slot) or {cpus=1, mem=256}
 info.machine = machine
 -- A warm machine's idle time belongs to its pool, not to a job: count it per machine size.
 if info.state == 'idle' and tonumber(info.since) then
-  redis.call('HINCRBYFLOAT', T..':usage', 'idle:'..(info.cpus or 1)..':'..(info.mem or 256),
+  redis.call('HINCRBYFLOAT', USAGE, 'idle:'..(info.cpus or 1)..':'..(info.mem or 256),
     math.max(0, NOW - tonumber(info.since)))
   info.since = NOW
 end
@@ -464,6 +482,7 @@ redis.call('SADD', IDLE, slot)
 redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 return {0, tostring(cfg('idle', 10))}
 """,
+    finds=True,
 )
 
 # ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none), capped ('1' when the
@@ -613,6 +632,7 @@ for id in string.gmatch(ARGV[3], '%S+') do
 end
 return out
 """,
+    finds=True,
 )
 
 # The launch of a new slot's machine has to wait (a rate limit): the job no longer waits for
@@ -714,6 +734,7 @@ redis.call('ZADD', SLOTS, lease, own..'-0')
 slot_put(own..'-0', info)
 return {1, 'create', own, tostring(c), tostring(m)}
 """,
+    finds=True,
 )
 
 # The start of a stopped machine taken from the standby set failed (the machine is gone, or
@@ -777,7 +798,7 @@ return 1
 #       worker's encoding cheap)
 # Returns the number of lines stored, or -1 (record gone) / -2 (another attempt runs now).
 LOG = _script(
-    "jk",
+    "jk lk",
     """
 local u, n = ARGV[3], ARGV[4]
 local J = jk(u)
@@ -785,7 +806,7 @@ local st = redis.call('HMGET', J, 'attempt', 'ttl')
 if not st[1] then return -1 end
 if tonumber(st[1]) ~= tonumber(n) then return -2 end
 if ARGV[6] ~= '' then redis.call('HSET', J, 'progress', ARGV[6], 'note', ARGV[7]) end
-local L = T..':logs:'..u
+local L = lk(u)
 local count = 0
 for i = 8, #ARGV do
   local t, s, m = string.match(ARGV[i], '^(%S+) (%S+) (.*)$')
@@ -799,5 +820,16 @@ if count > 0 then
   redis.call('EXPIRE', L, tonumber(st[2]) or 86400)
 end
 return count
+""",
+)
+
+# Whether a machine may still be wanted (the supervisor's orphan sweep): it sits in its pool's
+# standby set, or its slot holds a lease. Both are read at once: a launch moves a machine from
+# one to the other in one script. ARGV: tag, now, machine, slot ('-' = none)
+# Returns {1 | 0, lease | nil}
+INUSE = _script(
+    "",
+    """
+return {redis.call('HEXISTS', STANDBY, ARGV[3]), redis.call('ZSCORE', SLOTS, ARGV[4])}
 """,
 )

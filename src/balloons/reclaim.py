@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import lua
-from .keys import PoolKeys
+from .keys import PoolKeys, slot_job
 from .retry import decide
 from .status import MachineInfo, Reason, exit_reason
 
 Execute = Callable[..., Any]  # (command, *args) -> reply
-Eval = Callable[..., Any]  # (script, pool keys, *args) -> reply
+Eval = Callable[..., Any]  # (script, pool keys, *args, jobs=ULIDs the args name) -> reply
 
 
 def end_slot(
@@ -78,6 +78,7 @@ def end_slot(
                 why,
                 *retry,
                 "1" if only_if_expired else "0",
+                jobs=(ulid, slot_job(slot)),
             )
         )
         if reply[0] != -2:

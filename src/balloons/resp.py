@@ -11,6 +11,10 @@ URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS),
 ``unix:///path/to.sock``; the query options of :data:`URL_OPTIONS`, read as redis-py reads
 them. Any other option is refused (:func:`check_url`): the app's redis-py client would act on
 it and machines would not.
+
+The URL of any node of a Redis Cluster will do: the first ``MOVED`` or ``ASK`` reply turns the
+client into a router (:class:`balloons.cluster.Routes`) that sends each command to the node
+serving its key's slot. A single server never sends one, and costs nothing more.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class RespError(StoreError):
     """The server answered a command with an error."""
 
 
+class Redirect(RespError):
+    """A cluster node's ``MOVED`` or ``ASK``: the command's key is served by another node."""
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***``, safe for messages and logs."""
     from urllib.parse import urlsplit
@@ -82,7 +90,13 @@ def mask_url(url: str) -> str:
 
 
 class RespClient:
-    """One connection to one server; reconnects on the next command after a failure."""
+    """One connection to one server; reconnects on the next command after a failure. On a
+    cluster, one connection per node (see :meth:`_redirected`)."""
+
+    #: Where commands go once the server turned out to be a cluster node.
+    _routes: Any = None
+    #: The commands of the last :meth:`send`, for a redirect to send again.
+    _sent: list[list[Any]] | tuple[()] = ()
 
     def __init__(
         self,
@@ -172,6 +186,8 @@ class RespClient:
         return ctx
 
     def close(self) -> None:
+        if self._routes is not None:
+            self._routes.close()
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -193,17 +209,47 @@ class RespClient:
     def send(self, commands: list[list[Any]]) -> None:
         """The write half of :meth:`pipeline`: then read the ``len(commands)`` replies with
         :meth:`receive` before anything else is sent."""
+        if self._routes is not None:
+            self._routes.send(commands)
+            return
+        self._sent = commands
+        self._put(commands)
+
+    def receive(self, n: int) -> list[Reply]:
+        """The read half of :meth:`pipeline`: ``n`` replies (errors as values), in order."""
+        if self._routes is not None:
+            return self._routes.receive(n)  # type: ignore[no-any-return]
+        replies = self._get(n)
+        for reply in replies:
+            if reply.__class__ is Redirect:
+                return self._redirected(replies)
+        return replies
+
+    def _put(self, commands: list[list[Any]]) -> None:
+        """:meth:`send` on this connection, whatever the server."""
         try:
             self._send(commands)
         except (OSError, EOFError) as exc:
             self._lost(exc)
 
-    def receive(self, n: int) -> list[Reply]:
-        """The read half of :meth:`pipeline`: ``n`` replies (errors as values), in order."""
+    def _get(self, n: int) -> list[Reply]:
+        """:meth:`receive` on this connection, redirects left as they are."""
         try:
             return [self._read() for _ in range(n)]
         except (OSError, EOFError) as exc:
             self._lost(exc)
+
+    def _redirected(self, replies: list[Reply]) -> list[Reply]:
+        """The server is a cluster node, which sent a command of the last :meth:`send` to
+        another node: from now on every command goes to the node that serves its key's slot
+        (:class:`balloons.cluster.Routes`), and the redirected ones are sent again there."""
+        from .cluster import Routes
+
+        sent, self._sent = self._sent, ()
+        routes = Routes(self)
+        self.close()  # the routes connect to each node, this one included
+        self._routes = routes
+        return routes.redo(sent, replies)
 
     def _lost(self, exc: BaseException) -> NoReturn:
         self.close()
@@ -393,7 +439,8 @@ def _parse(buf: bytes, pos: int) -> tuple[Reply, int]:
     if kind == 43:  # + simple string
         return buf[pos + 1 : end], end + 2
     if kind == 45:  # - error
-        return RespError(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
+        text = buf[pos + 1 : end].decode("utf-8", "replace")
+        return (Redirect if text.startswith(("MOVED ", "ASK ")) else RespError)(text), end + 2
     raise EOFError(f"unexpected reply from server: {buf[pos : min(end, pos + 40)]!r}")
 
 

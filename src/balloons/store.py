@@ -2,7 +2,9 @@
 
 Every multi-key change goes through a script from :mod:`balloons.lua`; reads are plain
 commands. The submit write, the client's hottest path, uses balloons' own RESP client.
-Connection failures become :class:`~balloons.errors.StoreError` with the URL masked.
+Connection failures become :class:`~balloons.errors.StoreError` with the URL masked. On a
+Redis Cluster, redis-py's cluster client (chosen when the store first connects) and the RESP
+client's routes (:mod:`balloons.cluster`) send each command to its key's node.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import lua
 from .errors import StoreError
-from .keys import JobKeys, PoolKeys, machine_key, machines_key, pools_key
+from .keys import JobKeys, PoolKeys, machine_key, machines_key, pools_key, script_keys, slot_job
 from .resp import RespClient, RespError, mask_url
 from .status import AttemptInfo, JobInfo, JobStatus
 
@@ -181,10 +183,12 @@ class Store:
 
     @property
     def redis(self) -> Any:
+        """redis-py's client: ``redis.Redis``, or ``redis.cluster.RedisCluster`` when the
+        server is a cluster node (asked once: ``INFO cluster``)."""
         if self._sync is None:
-            import redis as redis_mod
+            from .cluster import redis_client
 
-            self._sync = redis_mod.Redis.from_url(self.url, socket_connect_timeout=_CONNECT_TIMEOUT)
+            self._sync = redis_client(self.url, _CONNECT_TIMEOUT)
         return self._sync
 
     @property
@@ -192,11 +196,13 @@ class Store:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            import redis.asyncio as aredis_mod
+            from redis.cluster import RedisCluster
 
-            client = self._async[loop] = aredis_mod.Redis.from_url(
-                self.url, socket_connect_timeout=5
-            )
+            from .cluster import async_redis_client
+
+            # Cluster or not, as the sync client found (a round trip once per store).
+            cluster = isinstance(self.redis, RedisCluster)
+            client = self._async[loop] = async_redis_client(self.url, _CONNECT_TIMEOUT, cluster)
         return client
 
     async def aclose(self) -> None:
@@ -213,7 +219,12 @@ class Store:
 
         try:
             yield
-        except (redis_mod.ConnectionError, redis_mod.TimeoutError, OSError) as exc:
+        except (
+            redis_mod.ConnectionError,
+            redis_mod.TimeoutError,
+            OSError,
+            redis_mod.exceptions.RedisClusterException,  # no node answers, a slot unserved
+        ) as exc:
             raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
         except redis_mod.ResponseError as exc:
             raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {exc}") from None
@@ -222,12 +233,13 @@ class Store:
         return JobKeys.of(self.namespace, job_id)
 
     # ----------------------------------------------------------------- writes
-    def _tagged(self, pk: PoolKeys, *args: Any) -> list[Any]:
-        return [1, pk.queue, pk.tag, time.time(), *args]
+    def _tagged(self, pk: PoolKeys, jobs: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        keys = script_keys(pk, *jobs)
+        return [len(keys), *keys, pk.tag, time.time(), *args]
 
     def _submit_cmd(self, jk: JobKeys, req: SubmitRequest) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the SUBMIT script (see :mod:`balloons.lua`)."""
-        return [jk.pool.queue], [
+        return script_keys(jk.pool, jk.ulid, idem=req.key_digest), [
             jk.pool.tag,
             repr(req.created),
             jk.ulid,
@@ -347,10 +359,11 @@ class Store:
                 await self.aredis.sadd(pools_key(self.namespace), jk.pool.pool)
         return reply
 
-    def eval(self, script: str, pk: PoolKeys, *args: Any) -> Any:
-        """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``."""
+    def eval(self, script: str, pk: PoolKeys, *args: Any, jobs: Sequence[str] = ()) -> Any:
+        """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``, given the keys of
+        the pool and of the ``jobs`` (ULIDs) that its arguments name."""
         with self.errors():
-            return self.redis.eval(script, *self._tagged(pk, *args))
+            return self.redis.eval(script, *self._tagged(pk, jobs, args))
 
     def lost(
         self,
@@ -376,13 +389,14 @@ class Store:
                 reason,
                 *retry,
                 "1" if only_if_expired else "0",
+                jobs=(ulid, slot_job(slot)),
             )
         )
 
     def unpin(self, pk: PoolKeys, slot: str, ulid: str, fresh: str) -> bool:
         """Queue the job of a slot whose launch has to wait; the slot, now jobless, is renamed
         ``FRESH-0``. False when the job or the slot has moved on."""
-        return int(self.eval(lua.UNPIN, pk, slot, ulid, fresh)) == 1
+        return int(self.eval(lua.UNPIN, pk, slot, ulid, fresh, jobs=(ulid,))) == 1
 
     def assign(self, pk: PoolKeys, slot: str, fresh: str) -> list[str] | None:
         """Turn a granted slot into a machine's own in a pool with standby machines
@@ -429,7 +443,7 @@ class Store:
         error = json.dumps(
             {"type": "", "message": "cancelled on request", "traceback": "", "reason": "cancelled"}
         )
-        reply = self.eval(lua.CANCEL, jk.pool, jk.ulid, error)
+        reply = self.eval(lua.CANCEL, jk.pool, jk.ulid, error, jobs=(jk.ulid,))
         if reply[0] == -1:
             from .errors import JobNotFound
 
@@ -491,7 +505,7 @@ class Store:
 
     def note(self, pk: PoolKeys, ulid: str, attempt: int, note: str) -> None:
         """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
-        self.eval(lua.NOTE, pk, ulid, attempt, note)
+        self.eval(lua.NOTE, pk, ulid, attempt, note, jobs=(ulid,))
 
     def forget(self, jk: JobKeys) -> None:
         with self.errors():

@@ -135,7 +135,7 @@ class Supervisor:
             reason, message = died_booting or self._why(pk, slot, info)
             reply = end_slot(
                 lambda *cmd: store.redis.execute_command(*cmd),
-                lambda script, pk_, *args: store.eval(script, pk_, *args),
+                store.eval,
                 pk,
                 slot,
                 reason,
@@ -309,7 +309,9 @@ class Supervisor:
             return self._sweep(report if report is not None else StepReport(), dry_run, standby)
         finally:
             if wait > 0 and not dry_run:
-                with contextlib.suppress(Exception), store.redis.pipeline() as pipe:
+                # Handed back only if still ours (on a cluster, redis-py 6.1+ runs this
+                # transaction; with an older one the lock just runs out).
+                with contextlib.suppress(Exception), store.redis.pipeline(transaction=True) as pipe:
                     pipe.watch(lock)
                     if pipe.get(lock) == token.encode():
                         pipe.multi()
@@ -352,16 +354,12 @@ class Supervisor:
 
     def _in_use(self, m: MachineInfo, now: float) -> bool:
         """Whether a machine may still be wanted: it holds a slot, sits in its pool's standby
-        set, or was launched too recently for its slot to be known. Slot and standby set are
-        read in one transaction: a launch moves a machine from one to the other atomically."""
+        set, or was launched too recently for its slot to be known (:data:`lua.INUSE`)."""
         if m.running and m.created_at is not None and now - m.created_at < self.orphan_min_age:
             return True  # just launched: its slot may be on its way
         pk = PoolKeys(self.app.settings.namespace, m.pool or "")
         slot = m.detail.get("slot") or ""
-        pipe = self.app.store.redis.pipeline(transaction=True)
-        pipe.hexists(pk.standby, m.id)
-        pipe.zscore(pk.slots, slot or "-")
-        kept, lease = pipe.execute()
+        kept, lease = self.app.store.eval(lua.INUSE, pk, m.id, slot or "-")
         return bool(kept) or (bool(slot) and lease is not None)
 
     def _expire(self, now: float) -> None:

@@ -31,7 +31,7 @@ from . import lua, registry
 from .capture import LogCapture
 from .errors import ConfigError, SerializationError, StoreError, WorkerError
 from .frozen import Frozen
-from .keys import DEFAULT_NAMESPACE, PoolKeys, split_job_id
+from .keys import DEFAULT_NAMESPACE, PoolKeys, script_keys, slot_job, split_job_id
 from .resp import RespClient, RespError
 from .retry import Retry, decide
 from .serialize import Serializer, get_serializer, loads_call
@@ -200,19 +200,24 @@ class Worker:
         self.capped = False  # the current deadline is the job's max_cost, not its timeout
 
     # --------------------------------------------------------------- scripts
-    def _eval(self, script: str, *args: Any, client: RespClient | None = None) -> Any:
+    def _eval(
+        self, script: str, *args: Any, client: RespClient | None = None, jobs: tuple[str, ...] = ()
+    ) -> Any:
+        """Run a script of the pool, given the keys of the ``jobs`` (ULIDs) its args name."""
         return (client or self.client).eval(
-            script, [self.pk.queue], [self.pk.tag, time.time(), *args]
+            script, script_keys(self.pk, *jobs), [self.pk.tag, time.time(), *args]
         )
 
-    def _patient(self, script: str, *args: Any, until: float | None = None) -> Any:
+    def _patient(
+        self, script: str, *args: Any, until: float | None = None, jobs: tuple[str, ...] = ()
+    ) -> Any:
         """Run a script, riding out a Redis restart: reconnect with backoff until ``until``
         (monotonic; default: STORE_PATIENCE seconds from now), then give up."""
         give_up = until if until is not None else time.monotonic() + STORE_PATIENCE
         delay = 0.05
         while True:
             try:
-                return self._eval(script, *args)
+                return self._eval(script, *args, jobs=jobs)
             except (StoreError, RespError) as exc:
                 if isinstance(exc, RespError) and not str(exc).startswith(_TRANSIENT):
                     raise
@@ -238,27 +243,27 @@ class Worker:
         # STORE_PATIENCE seconds or until the job's deadline, whichever is later.
         until = max(time.monotonic() + STORE_PATIENCE, self.result_until)
         if self.stop:
-            return int(self._patient(lua.FINISH, *args, until=until))
+            return int(self._patient(lua.FINISH, *args, until=until, jobs=(ulid,)))
         # The machine's next TAKE rides in the same write as the outcome, so a busy machine
         # pays one round trip per job, not two; run() uses its reply.
-        now, keys = time.time(), [self.pk.queue]
+        now, keys = time.time(), script_keys(self.pk)
         mode = "release" if self.idle <= 0 else "take"
         try:
             fin, take = self.client.pipeline(
                 [
-                    _evalsha(lua.FINISH, keys, [self.pk.tag, now, *args]),
+                    _evalsha(lua.FINISH, script_keys(self.pk, ulid), [self.pk.tag, now, *args]),
                     _evalsha(lua.TAKE, keys, [self.pk.tag, now, *self._take_args(mode)]),
                 ]
             )
         except StoreError:  # the connection failed: ride it out (run() takes the next job)
-            return int(self._patient(lua.FINISH, *args, until=until))
+            return int(self._patient(lua.FINISH, *args, until=until, jobs=(ulid,)))
         if isinstance(fin, RespError):
             if not str(fin).startswith(("NOSCRIPT", *_TRANSIENT)):
                 raise fin
             # The TAKE ran before the outcome was recorded: its reply may be this very job,
             # still running on this machine then. Not used: run() asks again, and a job the
             # TAKE did give this machine is handed back to it then (TAKE returns a held job).
-            return int(self._patient(lua.FINISH, *args, until=until))
+            return int(self._patient(lua.FINISH, *args, until=until, jobs=(ulid,)))
         if not isinstance(take, RespError):
             self.next_take = take
         return int(fin)
@@ -276,7 +281,9 @@ class Worker:
         beat = threading.Thread(target=self._beat, name="balloons-heartbeat", daemon=True)
         if self.h.attempt > 0:
             ulid = self.slot.rpartition("-")[0]
-            reply = self._patient(lua.CLAIM, ulid, self.h.attempt, self.h.machine_id, _BAD_SLOT)
+            reply = self._patient(
+                lua.CLAIM, ulid, self.h.attempt, self.h.machine_id, _BAD_SLOT, jobs=(ulid,)
+            )
             if reply[0] == -4:
                 _log(f"job {self.h.job_id}: its slot's entry in Redis is unreadable; refused")
                 return EXIT_REFUSED
@@ -370,6 +377,7 @@ class Worker:
                         f"{deadline:.3f}" if deadline else "",
                         "1" if self.capped else "",
                         client=client,
+                        jobs=(ulid,),
                     )
                 except (StoreError, OSError) as exc:
                     _log(f"heartbeat failed: {exc}")
@@ -419,6 +427,7 @@ class Worker:
                 *retry,
                 "0",
                 client=client,
+                jobs=(ulid, slot_job(self.slot)),
             )
         _log(f"job {self.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after {what}")
         os._exit(EXIT_TASK_FAILED)

@@ -340,7 +340,9 @@ class ForkServer:
         pk = keys.PoolKeys(child.namespace, child.pool)
         end_slot(
             client.execute,
-            lambda script, pk, *args: client.eval(script, [pk.queue], [pk.tag, time.time(), *args]),
+            lambda script, pk, *args, jobs=(): client.eval(
+                script, keys.script_keys(pk, *jobs), [pk.tag, time.time(), *args]
+            ),
             pk,
             child.slot,
             reason,

@@ -137,9 +137,9 @@ class LocalBackend:
     @property
     def _redis(self) -> Any:
         if self._client is None:
-            import redis
+            from ..cluster import redis_client
 
-            self._client = redis.Redis.from_url(self.ctx.redis_url, socket_connect_timeout=5)
+            self._client = redis_client(self.ctx.redis_url, 5.0)
         return self._client
 
     def inspect(self, machine_id: str) -> MachineInfo | None:
@@ -169,7 +169,8 @@ class LocalBackend:
         log.warning("machine %s was not signalled: %s", machine_id, verdict)
         from redis.exceptions import WatchError
 
-        with contextlib.suppress(WatchError), self._redis.pipeline() as pipe:
+        # transaction=True: a cluster client's pipeline is not one by default.
+        with contextlib.suppress(WatchError), self._redis.pipeline(transaction=True) as pipe:
             pipe.watch(mk)
             if (pipe.hget(mk, "state") or b"").decode(errors="replace") not in RUNNING_STATES:
                 return  # its exit was recorded meanwhile
