@@ -39,7 +39,7 @@ from balloons.status import MachineInfo, MachineSpec
 from balloons.untrusted import integer
 from tests.dashboard.conftest import ServerThread
 
-#: Examples per run: CI runs them all, in well under a minute (see BENCHMARKS.md).
+#: Examples per run: CI runs them all; about 25 s on two shared cores (a minute at most).
 EXAMPLES = 40
 TOKEN = "hostile-readers-token-" + "z" * 16
 ULID = "01jd3x9k2m8vq4t7w0c5r6y1zh"
