@@ -330,13 +330,9 @@ def status(job_id: str, as_json: bool) -> None:
         f"[bold]{info.id}[/bold]  {_t(info.task)}  [{_STYLE[info.status]}]{info.status.value}[/]"
     )
     if info.invalid:
-        problems = [
-            *info.problems,
-            *(f"attempt {a.number}: {p}" for a in info.attempts for p in a.problems),
-        ]
+        problems = "; ".join(info.all_problems)
         console.print(
-            f"  [bold red]record invalid[/] (altered in Redis?): {_t('; '.join(problems))}",
-            highlight=False,
+            f"  [bold red]record invalid[/] (altered in Redis?): {_t(problems)}", highlight=False
         )
     if progress is not None:
         console.print(f"  progress: {progress[0]:.0%} {_t(progress[1])}", highlight=False)

@@ -126,7 +126,13 @@ class JobInfo:
     @property
     def invalid(self) -> bool:
         """Whether some of the job's record, or of its attempts' records, could not be read."""
-        return bool(self.problems) or any(a.problems for a in self.attempts)
+        return bool(self.all_problems)
+
+    @property
+    def all_problems(self) -> tuple[str, ...]:
+        """:attr:`problems` and those of its attempts (``attempt N: ...``)."""
+        of_attempts = (f"attempt {a.number}: {p}" for a in self.attempts for p in a.problems)
+        return (*self.problems, *of_attempts)
 
     @property
     def duration(self) -> float | None:

@@ -173,13 +173,10 @@ def _summary(ctx: JobContext) -> dict[str, Any]:
         "memory_mb": integer(p.get("memory_mb"), 1, MAX_MEMORY_MB),
         "timeout": number(p.get("timeout"), 0, 1e12),
     }
-    info = ctx.info
-    problems = [*info.problems]
-    problems += [f"attempt {a.number}: {why}" for a in info.attempts for why in a.problems]
     return {
         "size": size if all(v is not None for v in size.values()) else {},
         "serializer": _serializer(ctx),
-        "problems": "; ".join(problems),
+        "problems": "; ".join(ctx.info.all_problems),
     }
 
 
