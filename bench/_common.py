@@ -25,7 +25,7 @@ from balloons import BackendContext, MachineInfo, MachineSpec
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-SECRET = "s3cret"
+SECRET = "bench-signing-key-not-a-real-secret"  # 32 bytes at least, as balloons requires
 
 
 # ------------------------------------------------------------------------------- Valkey

@@ -25,7 +25,7 @@ if __name__ == "__main__":
     SERVER.start()
     os.environ.update(
         BALLOONS_REDIS_URL=f"unix://{TMP / 'valkey.sock'}",
-        BALLOONS_SECRET=secrets.token_hex(16),
+        BALLOONS_SECRET=secrets.token_hex(32),
         BALLOONS_HOME=str(TMP / "state"),
         BALLOONS_FORKSERVER_IDLE="3",
     )

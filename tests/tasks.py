@@ -273,6 +273,14 @@ def echo_print(text: str) -> str:
 
 
 @app.task(timeout=30)
+def say(note: str, text: str) -> None:
+    """Reports progress with ``note``, prints ``text``, then fails with it as its message."""
+    balloons.progress(0.5, note)
+    print(text)
+    raise RuntimeError(text)
+
+
+@app.task(timeout=30)
 def wait_then_mark(flag: str, mark: str) -> str:
     """Waits for ``flag`` to exist, then writes ``mark`` just before returning."""
     deadline = time.monotonic() + 25

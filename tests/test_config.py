@@ -70,7 +70,7 @@ def test_sentinel_urls_are_refused_with_what_to_give_instead(url: str) -> None:
 
 def test_bad_task_options_are_named() -> None:
     app = balloons.App()
-    with pytest.raises(ConfigError, match="memory_mb must be an integer of at least 64, got 1"):
+    with pytest.raises(ConfigError, match="memory_mb must be an integer from 64 to 4194304, got 1"):
         app.task(memory_mb=1)(lambda: None)
     with pytest.raises(ConfigError, match="pool name 'Bad Pool'"):
         app.task(pool="Bad Pool")(lambda: None)
@@ -102,14 +102,13 @@ def test_tasks_must_be_importable() -> None:
 
 
 def test_secrets_never_appear_in_reprs_or_errors() -> None:
-    s = Settings.resolve(
-        {}, redis_url="redis://user:pa55word@host:6379/0", secret="signing-key-xyz"
-    )
+    key = "signing-key-xyz-" + "0123456789abcdef" * 2
+    s = Settings.resolve({}, redis_url="redis://user:pa55word@host:6379/0", secret=key)
     assert "pa55word" not in repr(s) and "signing-key-xyz" not in repr(s)
     assert mask_url("redis://user:pa55word@host:6379/0") == "redis://user:***@host:6379/0"
     assert mask_url("redis://:pa55word@host") == "redis://***@host"
     assert "pa55word" not in mask_url("unix:///tmp/s.sock?password=pa55word")
-    app = balloons.App(redis_url="redis://:pa55word@127.0.0.1:1", secret="signing-key-xyz")
+    app = balloons.App(redis_url="redis://:pa55word@127.0.0.1:1", secret=key)
     assert "pa55word" not in repr(app) and "signing-key-xyz" not in repr(app)
     with pytest.raises(StoreError) as info:
         app.job("default.01jd3x9k2m8vq4t7w0c5r6y1zh").status()
@@ -123,7 +122,7 @@ def test_secrets_never_appear_in_reprs_or_errors() -> None:
 def test_redis_unreachable_at_submit_writes_nothing() -> None:
     from tests import tasks
 
-    app = balloons.App(redis_url="redis://:pw@127.0.0.1:1", secret="k")
+    app = balloons.App(redis_url="redis://:pw@127.0.0.1:1", secret="k" * 32)
     t = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts)
     with pytest.raises(
         StoreError, match=re.escape("cannot reach Redis at redis://***@127.0.0.1:1")

@@ -31,10 +31,19 @@ def test_price_table_prices_presets_ram_and_regions() -> None:
     assert sjc.per_second(1, 256) == pytest.approx(0.0000008465 * 1.192307692)
     # a region missing from the table is priced as the base regions
     assert PriceTable.load(region="xyz").per_second(1, 256) == t.per_second(1, 256)
-    with pytest.raises(ConfigError, match="no shared preset with 64 CPUs"):
-        t.per_second(64, 256)
+    # Beyond the largest preset: its price per CPU (with its RAM per CPU), plus the add-on.
+    assert t.preset(64)[0] == "shared-cpu-8x"
+    assert t.per_second(64, 256) == pytest.approx(8 * 17.553024 / MONTH)
+    assert t.per_second(12, 12 * 256 + 1024) == pytest.approx(
+        (12 * 2.194128 + 1 * t.ram_usd_per_gb_month) / MONTH
+    )
+    assert perf_rate(20, 40960) == pytest.approx(20 * 0.000012732, rel=1e-4)
     with pytest.raises(ConfigError, match="cpu_kind must be"):
         PriceTable.load(cpu_kind="gpu")
+
+
+def perf_rate(cpus: int, memory_mb: int) -> float:
+    return PriceTable.load(cpu_kind="performance").per_second(cpus, memory_mb)
 
 
 @pytest.mark.parametrize(

@@ -75,3 +75,9 @@ def test_lines_are_logfmt() -> None:
     assert events.line("x", {"a": 1, "b": 0.5, "c": "two words", "d": 'q"'}) == (
         'event=x a=1 b=0.500 c="two words" d="q\\""'
     )
+
+
+def test_values_read_from_records_stay_on_one_line_without_escapes() -> None:
+    assert events.line("failed", {"reason": "x\ny=1 \x1b[2J\t"}) == (
+        'event=failed reason="x\\ny=1 ␛[2J\\t"'
+    )

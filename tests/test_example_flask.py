@@ -49,7 +49,7 @@ def example(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     outbox = tmp_path_factory.mktemp("flask-example-outbox")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BALLOONS_REDIS_URL", redis_url)
-        mp.setenv("BALLOONS_SECRET", "flask-example-" + os.urandom(8).hex())
+        mp.setenv("BALLOONS_SECRET", "flask-example-" + os.urandom(16).hex())
         mp.setenv("BALLOONS_HOME", str(state))
         mp.setenv("DUMMY_MAIL_DIR", str(outbox))
         for name in MAILJET_VARS:  # a developer's real credentials must not be used here

@@ -51,7 +51,7 @@ def test_records_pickle_and_copy() -> None:
     records = [
         JobKeys.of("ns", JOB_ID),
         TaskOptions(memory_mb=512, pool="builds"),
-        Settings.resolve({"BALLOONS_HOME": "/x/y"}, secret="k"),
+        Settings.resolve({"BALLOONS_HOME": "/x/y"}, secret="k" * 32),
         Handoff("default.01jd3x9k2m8vq4t7w0c5r6y1zh", 2, "redis://h", b"k", "ns", "m"),
     ]
     for rec in records:

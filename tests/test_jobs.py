@@ -113,8 +113,14 @@ def test_unknown_and_malformed_job_ids() -> None:
     with pytest.raises(JobNotFound) as info:
         tasks.app.job("default.01jd3x9k2m8vq4t7w0c5r6y1zh").status()
     assert "default.01jd3x9k2m8vq4t7w0c5r6y1zh" in str(info.value)
-    with pytest.raises(ValueError, match="not a balloons job id"):
-        tasks.app.job("../etc/passwd")
+    # A malformed id is a JobNotFound too (a BalloonsError), said at once: nothing is read.
+    for bad in ("../etc/passwd", "garbage", "", "default.01JD3X9K2M8VQ4T7W0C5R6Y1ZH"):
+        with pytest.raises(JobNotFound, match="not a balloons job id"):
+            tasks.app.job(bad)
+    with pytest.raises(JobNotFound, match="not a balloons job id"):
+        tasks.app.cancel("garbage")
+    with pytest.raises(JobNotFound, match="not a balloons job id"):
+        tasks.app.retry("garbage")
 
 
 def test_unserializable_argument_is_named_and_nothing_is_stored(r: redis.Redis) -> None:

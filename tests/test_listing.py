@@ -40,8 +40,9 @@ def test_find_jobs_pages_newest_first_across_pools() -> None:
     assert [r.id for r in only_other.rows] == [jobs[3].id]
     assert find_jobs(store, Filters(status=JobStatus.FAILED)).rows == []
     assert [r.id for r in find_jobs(store, Filters(task="tests.tasks:add")).rows][-1] == jobs[0].id
-    with pytest.raises(ValueError, match="at least 1"):
-        find_jobs(store, Filters(), page=0)
+    for page, per_page in ((0, 50), (10**20, 50), (1, 0), (1, 10**9)):
+        with pytest.raises(ValueError, match="page must be from 1 to 1000000 and per_page"):
+            find_jobs(store, Filters(), page=page, per_page=per_page)
 
 
 def test_pool_summaries_count_jobs_and_machines() -> None:

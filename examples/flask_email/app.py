@@ -115,7 +115,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def status(task_id: str) -> ResponseReturnValue:
         try:
             job = tasks.app.job(task_id)
-        except ValueError:
+        except balloons.JobNotFound:  # app.job() reads nothing: the id itself is malformed
             return _error(
                 400,
                 "malformed task id: expected POOL.ULID as returned by POST /send, "

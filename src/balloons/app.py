@@ -27,8 +27,8 @@ from .errors import (
     WorkerError,
 )
 from .ids import ulid
-from .job import Job
-from .keys import JobKeys, PoolKeys
+from .job import Job, job_keys
+from .keys import POOL_RE, JobKeys, PoolKeys
 from .pools import Pool
 from .resp import mask_url
 from .serialize import Serializer, dumps_call, get_serializer
@@ -274,8 +274,11 @@ class App:
                 self._secret = self.settings.secret
             elif self.settings.embedded:
                 from . import embedded
+                from .config import check_secret
 
-                self._secret = embedded.load_secret(self.settings.state_dir)
+                key = embedded.load_secret(self.settings.state_dir)
+                check_secret(key, f"the file {self.settings.state_dir / 'secret'}")
+                self._secret = key
             else:
                 raise ConfigError(
                     "a signing key is required with an external Redis "
@@ -371,11 +374,18 @@ class App:
         return False
 
     def job(self, job_id: str) -> Job[Any]:
-        """The handle of an existing job, from its id (``JobNotFound`` on use if unknown)."""
+        """The handle of an existing job, from its id: :class:`~balloons.JobNotFound` now
+        for a string that is no job id, on use for a job that does not exist."""
         return Job(self, job_id)
 
     def jobs(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
-        """The newest jobs, newest first."""
+        """The newest jobs, newest first (``limit``: 1 to 10,000)."""
+        from .listing import MAX_PER_PAGE
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PER_PAGE:
+            raise ConfigError(f"limit must be an integer from 1 to {MAX_PER_PAGE}, got {limit!r}")
+        if pool is not None and (not isinstance(pool, str) or not POOL_RE.match(pool)):
+            raise ConfigError(f"{pool!r} is not a pool name")
         return self.store.recent(limit, pool)
 
     def retry(self, job_id: str) -> Job[Any]:
@@ -384,7 +394,7 @@ class App:
         The stored arguments are reused as they are (never decoded), after their signature is
         checked, so a record altered in Redis is refused rather than signed anew.
         """
-        old = JobKeys.of(self.settings.namespace, job_id)
+        old = job_keys(self.settings.namespace, job_id)
         rec = self.store.record(old)
         if not rec:
             raise JobNotFound(job_id)
@@ -422,10 +432,13 @@ class App:
         return job
 
     def decode_result(self, job_id: str, data: bytes, payload: bytes) -> Any:
-        try:
-            ser_name = json.loads(payload).get("ser", "json") if payload else "json"
-        except ValueError:
-            ser_name = "json"
+        from .untrusted import json_object
+
+        ser_name = (json_object(payload) or {}).get("ser", "json")
+        if not isinstance(ser_name, str):
+            raise SerializationError(
+                f"cannot decode the result of job {job_id}: its payload names no serializer"
+            )
         ser = self.serializer if self.serializer.name == ser_name else get_serializer(ser_name)
         try:
             return ser.loads(data)
@@ -753,12 +766,20 @@ class App:
         extra = {k: kwargs.pop(k) for k in _SUBMIT_KWARGS if k in kwargs} if kwargs else {}
         jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
         pool = self.get_pool(opts.pool)
-        due = _due(extra.get("_delay"), extra.get("_at"), now) if extra else None
+        due = (
+            _due(extra.get("_delay"), extra.get("_at"), now, self.settings.record_ttl)
+            if extra
+            else None
+        )
         key = extra.get("_key")
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigError(f"_key must be a non-empty string, got {key!r}")
         priority = extra.get("_priority", opts.priority)
-        if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or not -1000 <= priority <= 1000
+        ):
             raise ConfigError(f"_priority must be an integer in -1000..1000, got {priority!r}")
         req = _submit_request()(
             payload=payload,
@@ -832,7 +853,10 @@ class App:
         notices within a heartbeat) and its machine is stopped after ``grace`` seconds if it
         is still on the job (from a daemon thread, or before returning with ``wait``).
         Returns False if the job had already ended."""
-        jk = JobKeys.of(self.settings.namespace, job_id)
+        from .config import check_seconds
+
+        check_seconds("grace", grace, 0, MAX_GRACE)
+        jk = job_keys(self.settings.namespace, job_id)
         prev, slot, _machine = self.store.cancel(jk)
         if prev is None:
             return False
@@ -864,6 +888,8 @@ class App:
 
 
 _SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
+#: Longest grace a cancel gives a running job before its machine is stopped.
+MAX_GRACE = 24 * 3600.0
 #: Threads of an app's launcher: standby machines are started up to this many at once (Fly
 #: limits starts per machine), while creates are made one at a time.
 LAUNCH_WORKERS = 4
@@ -877,12 +903,19 @@ def _submitted(job: Job[Any], task: str, reply: list[Any], created: float) -> No
         events.emit("submitted", job=job.id, task=task, placed=placed, submit_s=submit_s)
 
 
-def _due(delay: Any, at: Any, now: float) -> float | None:
+def _due(delay: Any, at: Any, now: float, ttl: int) -> float | None:
+    """When a job given ``_delay`` or ``_at`` falls due (None: now). It must fall due within
+    the record TTL, which its record would not outlive."""
     if delay is not None and at is not None:
         raise ConfigError("pass _delay or _at, not both")
     if delay is not None:
-        if not isinstance(delay, (int, float)) or delay < 0:
-            raise ConfigError(f"_delay must be a number of seconds >= 0, got {delay!r}")
+        from .config import seconds_in
+
+        if not seconds_in(delay, 0, ttl):
+            raise ConfigError(
+                f"_delay must be a number of seconds from 0 to the record TTL ({ttl} s, "
+                f"record_ttl), got {delay!r}"
+            )
         return now + float(delay) if delay > 0 else None
     if at is not None:
         import datetime as dt
@@ -892,6 +925,10 @@ def _due(delay: Any, at: Any, now: float) -> float | None:
         if at.tzinfo is None:
             raise ConfigError(f"_at must be timezone-aware (for example UTC), got {at!r}")
         ts = at.timestamp()
+        if ts > now + ttl:
+            raise ConfigError(
+                f"_at must be within the record TTL ({ttl} s from now, record_ttl), got {at!r}"
+            )
         return ts if ts > now else None
     return None
 

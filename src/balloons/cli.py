@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import embedded
@@ -20,11 +22,14 @@ from .app import App
 from .config import default_state_dir
 from .errors import BalloonsError, JobFailed, ResultTimeout
 from .job import Job
-from .keys import PoolKeys
+from .keys import PoolKeys, split_job_id
+from .listing import MAX_PER_PAGE
 from .status import JobInfo, JobStatus
+from .untrusted import shown
 
-console = Console()
-err_console = Console(stderr=True)
+# No ":name:" emoji codes: text from tasks is printed through these too.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 _STYLE = {
     JobStatus.QUEUED: "yellow",
@@ -33,11 +38,67 @@ _STYLE = {
     JobStatus.SUCCEEDED: "green",
     JobStatus.FAILED: "red",
     JobStatus.CANCELLED: "magenta",
+    JobStatus.INVALID: "bold red",
 }
 
 
+def _t(value: object) -> str:
+    """Text balloons did not write (a task's output and errors, a record's fields), for rich:
+    control characters replaced (:func:`balloons.untrusted.shown`) and markup escaped."""
+    return escape(shown(value))
+
+
+class _JobId(click.ParamType[Any, str]):
+    """A job id (``POOL.ULID``): anything else is a usage error, exit 2."""
+
+    name = "JOB_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            split_job_id(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+JOB_ID = _JobId()
+
+
+class _Seconds(click.ParamType[Any, float]):
+    """A number of seconds from 0 to a bound: NaN and infinity are usage errors too."""
+
+    name = "SECONDS"
+
+    def __init__(self, high: float) -> None:
+        self.high = high
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        from .config import seconds_in
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not seconds_in(seconds, 0, self.high):
+            self.fail(f"{value!r}: expected seconds from 0 to {self.high:g}", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds(1e9)
+
+
 def _app() -> App:
-    return App()
+    return _using(App())
+
+
+def _using(app: App) -> App:
+    """Note the app a command uses, so that an error of its Redis names the (masked) URL."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["balloons.app"] = app
+    return app
 
 
 def _ts(t: float | None) -> str:
@@ -65,6 +126,7 @@ def _info_dict(info: JobInfo) -> dict[str, Any]:
         "finished": info.finished_at,
         "reason": info.reason,
         "error": info.error_message,
+        "problems": list(info.problems),
     }
 
 
@@ -73,11 +135,29 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BalloonsError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            _error(exc)
             sys.exit(1)
         except ValueError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            _error(exc)
             sys.exit(2)
+        except Exception as exc:
+            # A Redis error of a read made outside the store (a backend's, say): said as the
+            # store says it, with the URL masked. (Not imported for commands that need none.)
+            redis = sys.modules.get("redis")
+            if redis is None or not isinstance(
+                exc, redis.RedisError | redis.exceptions.RedisClusterException
+            ):
+                raise
+            from .store import store_error
+
+            app = ctx.meta.get("balloons.app")
+            url = app.store.url if isinstance(app, App) else "redis://?"
+            _error(store_error(url, exc))
+            sys.exit(1)
+
+
+def _error(exc: BaseException) -> None:
+    err_console.print(f"[red]error:[/red] {_t(exc)}", highlight=False, soft_wrap=True)
 
 
 @click.group(cls=_Group)
@@ -98,7 +178,7 @@ def main() -> None:
     help="Keyword argument (JSON or string).",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result, showing live status.")
-@click.option("--timeout", type=float, default=None, help="Seconds to wait with --wait.")
+@click.option("--timeout", type=SECONDS, default=None, help="Seconds to wait with --wait.")
 def submit(
     target: str, args: tuple[str, ...], kwargs: tuple[str, ...], wait: bool, timeout: float | None
 ) -> None:
@@ -143,6 +223,7 @@ def _wait(job: Job[Any], timeout: float | None) -> None:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     start = time.monotonic()
+    job.status()  # an unknown job or an unreachable Redis is said before anything is drawn
     bar = Progress(
         TextColumn("[bold]{task.fields[job]}[/bold] {task.fields[status]}"),
         BarColumn(),
@@ -172,7 +253,7 @@ def _wait(job: Job[Any], timeout: float | None) -> None:
                 row,
                 completed=fraction,
                 status=f"[{_STYLE[st]}]{st.value}[/{_STYLE[st]}]",
-                note=note,
+                note=_t(note),
             )
             bar.refresh()
             if st.terminal:
@@ -186,15 +267,15 @@ def _wait(job: Job[Any], timeout: float | None) -> None:
 
 
 @main.command()
-@click.argument("job_id")
-@click.option("--timeout", type=float, default=None, help="Seconds to wait.")
+@click.argument("job_id", type=JOB_ID)
+@click.option("--timeout", type=SECONDS, default=None, help="Seconds to wait.")
 def wait(job_id: str, timeout: float | None) -> None:
     """Wait for a job with a live progress bar and status changes; print its result."""
     _wait(_app().job(job_id), timeout)
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", type=JOB_ID)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
 @click.option("--tail", type=click.IntRange(1), default=None, help="Only the last N lines.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -218,15 +299,15 @@ def _print_result(job: Job[Any], timeout: float | None) -> None:
     try:
         value = job.result(timeout=timeout)
     except JobFailed as exc:
-        err_console.print(f"[red]{exc}[/red]", highlight=False)
+        err_console.print(f"[red]{_t(exc)}[/red]", highlight=False)
         if exc.remote_traceback:
-            err_console.print(exc.remote_traceback, highlight=False, markup=False)
+            err_console.print(shown(exc.remote_traceback), highlight=False, markup=False)
         sys.exit(1)
     click.echo(json.dumps(value, default=repr))
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", type=JOB_ID)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job_id: str, as_json: bool) -> None:
     """Show a job's status, attempts and error."""
@@ -246,10 +327,15 @@ def status(job_id: str, as_json: bool) -> None:
         click.echo(json.dumps(d))
         return
     console.print(
-        f"[bold]{info.id}[/bold]  {info.task}  [{_STYLE[info.status]}]{info.status.value}[/]"
+        f"[bold]{info.id}[/bold]  {_t(info.task)}  [{_STYLE[info.status]}]{info.status.value}[/]"
     )
+    if info.invalid:
+        problems = "; ".join(info.all_problems)
+        console.print(
+            f"  [bold red]record invalid[/] (altered in Redis?): {_t(problems)}", highlight=False
+        )
     if progress is not None:
-        console.print(f"  progress: {progress[0]:.0%} {progress[1]}", highlight=False)
+        console.print(f"  progress: {progress[0]:.0%} {_t(progress[1])}", highlight=False)
     if cost.attempts:
         console.print(
             f"  cost: ${cost.usd:.8f} for {cost.machine_seconds:.2f} machine-s "
@@ -258,28 +344,36 @@ def status(job_id: str, as_json: bool) -> None:
         )
     for a in info.attempts:
         console.print(
-            f"  attempt {a.number}: machine {a.machine_id or '-'}  "
+            f"  attempt {a.number}: machine {_t(a.machine_id or '-')}  "
             f"started {_ts(a.started_at)}  ended {_ts(a.ended_at)}  "
-            f"{a.outcome or 'running'}{f' ({a.reason})' if a.reason else ''}"
+            f"{_t(a.outcome or 'running')}{f' ({_t(a.reason)})' if a.reason else ''}"
         )
         if a.message and a.outcome != "SUCCEEDED":
-            console.print(f"    {a.message}", highlight=False, markup=False)
+            console.print(f"    {_t(a.message)}", highlight=False)
         if a.note:
-            console.print(f"    launch: {a.note}", highlight=False)
+            console.print(f"    launch: {_t(a.note)}", highlight=False)
     if info.error_message:
-        console.print(f"  error: {info.error_type or ''} {info.error_message}", highlight=False)
+        console.print(
+            f"  error: {_t(info.error_type or '')} {_t(info.error_message)}", highlight=False
+        )
 
 
 @main.command()
-@click.argument("job_id")
-@click.option("--timeout", type=float, default=None, help="Seconds to wait for the job to end.")
+@click.argument("job_id", type=JOB_ID)
+@click.option("--timeout", type=SECONDS, default=None, help="Seconds to wait for the job to end.")
 def result(job_id: str, timeout: float | None) -> None:
     """Print a job's result as JSON (waiting for it), or its error."""
     _print_result(_app().job(job_id), timeout)
 
 
 @main.command()
-@click.option("--limit", type=int, default=20, show_default=True, help="Rows to show.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_PER_PAGE),
+    default=20,
+    show_default=True,
+    help="Rows to show.",
+)
 @click.option("--pool", default=None, help="Only this pool.")
 @click.option(
     "--status",
@@ -296,8 +390,6 @@ def jobs(
     """A table of recent jobs, newest first."""
     from .listing import Filters, find_jobs
 
-    if limit < 1:
-        raise click.BadParameter(f"{limit}: expected at least 1", param_hint="--limit")
     app = _app()
     rows = find_jobs(app.store, Filters.parse(status_, task, pool), 1, limit).rows
     if as_json:
@@ -311,13 +403,13 @@ def jobs(
         took = f"{r.duration:.3f}s" if r.duration is not None else "-"
         table.add_row(
             r.id,
-            r.task,
+            _t(r.task),
             f"[{_STYLE[r.status]}]{r.status.value}[/]",
             str(r.attempt),
-            r.machine_id or "-",
+            _t(r.machine_id or "-"),
             _ts(r.created_at),
             took,
-            r.reason or "",
+            _t(r.reason or ""),
         )
     console.print(table)
 
@@ -332,19 +424,23 @@ def _import_app(module: str | None) -> App:
     found = [v for v in vars(mod).values() if isinstance(v, App)]
     if not found:
         raise click.BadParameter(f"module {module!r} defines no balloons.App", param_hint="-A")
-    return found[0]
+    return _using(found[0])
 
 
 @main.command()
 @click.option("-A", "--app", "module", default=None, help="Module defining the App (and pools).")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds per step.")
+@click.option(
+    "--interval", type=_Seconds(3600), default=1.0, show_default=True, help="Seconds per step."
+)
 @click.option("--once", is_flag=True, help="Run one step (with orphan collection) and exit.")
 def supervise(module: str | None, interval: float, once: bool) -> None:
     """Reclaim dead machines, promote due jobs, launch for queued work, collect orphans."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sup = _import_app(module).supervisor(interval=interval)
+    app = _import_app(module)
+    app.store.pools()  # a wrong Redis URL is said now, once, rather than at every step
+    sup = app.supervisor(interval=interval)
     if once:
         report = sup.step(gc=True)
         click.echo(
@@ -403,8 +499,8 @@ def pools(as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("job_id")
-@click.option("--grace", type=float, default=10.0, show_default=True)
+@click.argument("job_id", type=JOB_ID)
+@click.option("--grace", type=_Seconds(86400), default=10.0, show_default=True)
 def cancel(job_id: str, grace: float) -> None:
     """Cancel a job: a queued one never starts, a running one is stopped."""
     app = _app()
@@ -416,7 +512,7 @@ def cancel(job_id: str, grace: float) -> None:
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", type=JOB_ID)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def retry(job_id: str, as_json: bool) -> None:
     """Run a job again: a new job with the same task, options and (verified) arguments."""
@@ -467,12 +563,12 @@ def machines(show_all: bool, as_json: bool) -> None:
         size = f"{r['cpus']}x{r['memory_mb']}MB" if r["cpus"] else "-"
         exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
         table.add_row(
-            r["id"],
-            r["state"],
-            r["pool"] or "-",
-            r["slot"] or "-",
-            r["job"] or "-",
-            size,
+            _t(r["id"]),
+            _t(r["state"]),
+            _t(r["pool"] or "-"),
+            _t(r["slot"] or "-"),
+            _t(r["job"] or "-"),
+            _t(size),
             _ts(r["created"]),
             exit_code,
         )
@@ -521,7 +617,7 @@ def cost(pools: tuple[str, ...], as_json: bool) -> None:
         for name, t in sorted(groups.items()):
             eff = f"{t.efficiency:.2f}" if t.efficiency is not None else "-"
             table.add_row(
-                name,
+                _t(name),
                 str(t.jobs),
                 f"{t.machine_seconds:.1f}",
                 f"{t.task_seconds:.1f}",
@@ -542,7 +638,7 @@ def cost(pools: tuple[str, ...], as_json: bool) -> None:
 @click.option("--standby", is_flag=True, help="Also destroy every pool's stopped standby machines.")
 @click.option(
     "--min-age",
-    type=click.FloatRange(min=0),
+    type=_Seconds(7 * 24 * 3600),
     default=10.0,
     show_default=True,
     help="Seconds a running machine is left alone after its launch (its slot may be on its way).",
@@ -558,7 +654,7 @@ def gc(dry_run: bool, standby: bool, min_age: float, as_json: bool) -> None:
         return
     verb = "would destroy" if dry_run else "destroyed"
     for m in found:
-        click.echo(f"{verb} {m.id} (pool {m.pool}, job {m.job_id or '-'})")
+        click.echo(shown(f"{verb} {m.id} (pool {m.pool}, job {m.job_id or '-'})"))
     click.echo(f"{len(found)} machine(s) {verb}")
 
 

@@ -7,6 +7,7 @@ entrypoint; nothing else in balloons reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 
 from .errors import ConfigError
@@ -23,6 +24,8 @@ __all__ = ["ENV_VARS", "Settings", "default_state_dir", "mask_url"]
 
 DEFAULT_RECORD_TTL = 24 * 3600  # seconds a job record and its result are kept
 DEFAULT_MAX_ARG_BYTES = 1024 * 1024  # serialized arguments larger than this are refused
+#: Shortest signing key accepted, in bytes (the embedded default makes one of 64 hex digits).
+MIN_SECRET_BYTES = 32
 BACKENDS = ("local", "fly")
 
 # Every environment variable balloons understands, with what it sets. Unknown BALLOONS_*
@@ -92,15 +95,54 @@ def check_env_names(env: Mapping[str, str]) -> None:
             )
 
 
-def _int(name: str, raw: str | int | None, default: int, minimum: int = 1) -> int:
+def seconds_in(value: object, low: float, high: float) -> bool:
+    """Whether ``value`` is a number (not a bool) from ``low`` to ``high``: NaN and infinity
+    are not."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
+
+
+def check_seconds(what: str, value: object, low: float, high: float) -> float:
+    """``value`` as a float; ``ConfigError`` naming it unless it is a number of seconds from
+    ``low`` to ``high`` (NaN and infinity never are)."""
+    if not seconds_in(value, low, high):
+        raise ConfigError(
+            f"{what} must be a number of seconds from {low:g} to {high:g}, got {value!r}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_secret(secret: str, what: str = "BALLOONS_SECRET, or App(secret=...)") -> None:
+    """Refuse a signing key shorter than :data:`MIN_SECRET_BYTES` bytes (UTF-8): a short key
+    can be guessed, and a guessed key runs anything on the machines. Never quotes the key."""
+    size = len(secret.encode("utf-8", "surrogatepass"))
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"the signing key ({what}) is {size} bytes long: "
+            f"expected at least {MIN_SECRET_BYTES} bytes of random data, e.g. "
+            "python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+
+
+def _int(
+    name: str, raw: str | int | None, default: int, minimum: int = 1, maximum: int = 2**31 - 1
+) -> int:
     if raw is None or raw == "":
         return default
+    if isinstance(raw, bool) or (isinstance(raw, str) and len(raw) > 20):
+        raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}, got {raw!r}")
     try:
         value = int(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -224,6 +266,9 @@ class Settings(Frozen):
         ns = namespace or env.get("BALLOONS_NAMESPACE") or DEFAULT_NAMESPACE
         if not ns or any(c in ns for c in "{} \t\n"):
             raise ConfigError(f"namespace {ns!r} must be non-empty, without braces or spaces")
+        key = secret or env.get("BALLOONS_SECRET") or None
+        if key is not None:
+            check_secret(key)
         allow = env_allowlist
         if allow is None:
             raw = env.get("BALLOONS_ENV_ALLOWLIST", "")
@@ -231,7 +276,7 @@ class Settings(Frozen):
         return cls(
             redis_url=url,
             backend=be,
-            secret=secret or env.get("BALLOONS_SECRET") or None,
+            secret=key,
             namespace=ns,
             state_dir=state_dir if state_dir is not None else _default_state_dir(env),
             record_ttl=_int(
@@ -248,23 +293,33 @@ class Settings(Frozen):
         )
 
 
-def _float(name: str, raw: str | None, default: float, minimum: float) -> float:
+def _float(name: str, raw: str | None, default: float, minimum: float, maximum: float) -> float:
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, got {value:g}")
+    if not minimum <= value <= maximum:  # NaN too
+        raise ConfigError(f"{name} must be from {minimum:g} to {maximum:g} seconds, got {raw!r}")
     return value
 
 
 def pool_defaults(env: Mapping[str, str]) -> dict[str, float]:
     """Defaults of every pool not declared with ``app.pool(...)``, from the environment."""
+    from .pools import MAX_HEARTBEAT, MAX_MACHINES, MAX_WAIT
+
     return {
-        "max_machines": _int("BALLOONS_MAX_MACHINES", env.get("BALLOONS_MAX_MACHINES"), 10),
-        "idle_timeout": _float("BALLOONS_IDLE_TIMEOUT", env.get("BALLOONS_IDLE_TIMEOUT"), 10, 0),
-        "boot_timeout": _float("BALLOONS_BOOT_TIMEOUT", env.get("BALLOONS_BOOT_TIMEOUT"), 60, 1),
-        "heartbeat": _float("BALLOONS_HEARTBEAT", env.get("BALLOONS_HEARTBEAT"), 2, 0.1),
+        "max_machines": _int(
+            "BALLOONS_MAX_MACHINES", env.get("BALLOONS_MAX_MACHINES"), 10, maximum=MAX_MACHINES
+        ),
+        "idle_timeout": _float(
+            "BALLOONS_IDLE_TIMEOUT", env.get("BALLOONS_IDLE_TIMEOUT"), 10, 0, MAX_WAIT
+        ),
+        "boot_timeout": _float(
+            "BALLOONS_BOOT_TIMEOUT", env.get("BALLOONS_BOOT_TIMEOUT"), 60, 1, MAX_WAIT
+        ),
+        "heartbeat": _float(
+            "BALLOONS_HEARTBEAT", env.get("BALLOONS_HEARTBEAT"), 2, 0.1, MAX_HEARTBEAT
+        ),
     }

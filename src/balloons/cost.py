@@ -15,6 +15,7 @@ their tasks ran): 1.0 would mean no boot, queueing or idle time was paid for.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .status import AttemptInfo, JobInfo
+from .untrusted import MAX_CPUS, MAX_MEMORY_MB, integer
 
 _MONTH = 30 * 24 * 3600
 
@@ -64,7 +66,7 @@ class PriceTable:
         if cpu_kind not in ("shared", "performance"):
             raise ConfigError(f"cpu_kind must be 'shared' or 'performance', got {cpu_kind!r}")
         try:
-            return cls(
+            table = cls(
                 presets={str(k): dict(v) for k, v in data["presets"].items()},
                 ram_usd_per_gb_month=_figure(data.get("ram_usd_per_gb_month", 0)),
                 region_multipliers={
@@ -76,32 +78,71 @@ class PriceTable:
                 cpu_kind=cpu_kind,
                 region=region,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            table.check()
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ConfigError(
                 f"malformed price table: {exc!r} (expected presets, ram_usd_per_gb_month and "
                 "region_multipliers as in balloons/prices.json)"
             ) from None
+        return table
+
+    def check(self) -> None:
+        """``ValueError`` unless every figure is a number in range and the table has a preset
+        of its CPU kind (so that :meth:`per_second` prices any size)."""
+        for name, p in self.presets.items():
+            if not (
+                _whole(p.get("cpus")) >= 1
+                and _whole(p.get("memory_mb")) >= 0
+                and _amount(p.get("usd_per_month"))
+                and isinstance(p.get("cpu_kind"), str)
+            ):
+                raise ValueError(
+                    f"preset {name!r} needs cpu_kind, cpus (>= 1), memory_mb and usd_per_month "
+                    f"(numbers >= 0), got {p!r}"
+                )
+        if not any(p["cpu_kind"] == self.cpu_kind for p in self.presets.values()):
+            raise ValueError(f"no {self.cpu_kind} preset")
+        figures = [self.ram_usd_per_gb_month, *self.region_multipliers.values()]
+        if not all(_amount(v) for v in figures) or not self.seconds_per_month > 0:
+            raise ValueError("prices, markups and seconds_per_month must be finite numbers >= 0")
 
     def preset(self, cpus: int) -> tuple[str, dict[str, Any]]:
-        """The preset of this table's CPU kind with ``cpus`` CPUs (the next larger if none)."""
-        fits = sorted(
+        """The preset of this table's CPU kind with ``cpus`` CPUs: the next larger if none has
+        exactly that many, the largest if none has as many (see :meth:`per_second`)."""
+        kind = sorted(
             (int(p["cpus"]), name, p)
             for name, p in self.presets.items()
-            if p.get("cpu_kind") == self.cpu_kind and int(p["cpus"]) >= cpus
+            if p.get("cpu_kind") == self.cpu_kind
         )
-        if not fits:
-            raise ConfigError(f"the price table has no {self.cpu_kind} preset with {cpus} CPUs")
-        _, name, p = fits[0]
+        _, name, p = next((row for row in kind if row[0] >= cpus), kind[-1])
         return name, p
 
     def per_second(self, cpus: int, memory_mb: int, region: str | None = None) -> float:
-        """USD per second of a started machine of this size."""
+        """USD per second of a started machine of this size, any size: up to the largest
+        preset of the table's CPU kind, the price of the preset that fits (plus the RAM
+        add-on beyond its memory); beyond it, that preset's price per CPU (with its memory
+        per CPU included) times ``cpus``, plus the RAM add-on beyond the memory included."""
         _, p = self.preset(cpus)
-        extra_gb = max(0, memory_mb - int(p["memory_mb"])) / 1024
-        monthly = float(p["usd_per_month"]) + extra_gb * self.ram_usd_per_gb_month
+        preset_cpus, preset_mb = int(p["cpus"]), int(p["memory_mb"])
+        monthly, included_mb = float(p["usd_per_month"]), float(preset_mb)
+        if cpus > preset_cpus:
+            monthly *= cpus / preset_cpus
+            included_mb *= cpus / preset_cpus
+        extra_gb = max(0.0, memory_mb - included_mb) / 1024
+        monthly += extra_gb * self.ram_usd_per_gb_month
         where = region or self.region or "default"
         mult = self.region_multipliers.get(where, self.region_multipliers.get("default", 1.0))
         return monthly * mult / self.seconds_per_month
+
+
+def _whole(v: Any) -> int:
+    """A whole number of the table, or -1."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+
+def _amount(v: Any) -> bool:
+    """Whether ``v`` is a finite number >= 0 (a price, a markup)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def _figure(v: Any) -> float:
@@ -204,6 +245,9 @@ class CostReport:
     idle_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     idle_usd: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     total: Total = field(default_factory=Total)
+    #: Records left out or read in part because they could not be read (altered in Redis),
+    #: by (pool, kind): ``attempts`` (jobs with an unreadable attempt record), ``usage``.
+    invalid: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def usd(self) -> float:
@@ -212,13 +256,16 @@ class CostReport:
 
 def report(
     jobs: Iterable[tuple[JobInfo, tuple[int, int]]],
-    usage: Mapping[str, Mapping[str, float]],
+    usage: Mapping[str, Mapping[str, float | None]],
     prices: PriceTable,
     now: float,
 ) -> CostReport:
-    """Totals of ``jobs`` (each with its size); ``usage``: each pool's ``idle:CPUS:MB`` seconds."""
+    """Totals of ``jobs`` (each with its size); ``usage``: each pool's ``idle:CPUS:MB`` seconds
+    (None: not a number). Entries that cannot be read are counted in :attr:`CostReport.invalid`."""
     out = CostReport()
     for info, size in jobs:
+        if any(a.problems for a in info.attempts):
+            out.invalid[(info.pool, "attempts")] += 1
         c = job_cost(info, prices, size, now)
         if not c.attempts:
             continue
@@ -229,10 +276,20 @@ def report(
         out.total.add(c)
     for pool, fields in usage.items():
         for name, seconds in fields.items():
-            kind, _, dims = name.partition(":")
-            if kind != "idle":
+            idle = usage_size(name)
+            if idle is None or seconds is None:
+                out.invalid[(pool, "usage")] += 1  # not an entry TAKE writes
                 continue
-            cpus, _, mem = dims.partition(":")
             out.idle_seconds[pool] += seconds
-            out.idle_usd[pool] += seconds * prices.per_second(int(cpus), int(mem))
+            out.idle_usd[pool] += seconds * prices.per_second(*idle)
     return out
+
+
+def usage_size(name: str) -> tuple[int, int] | None:
+    """The machine size of a pool's usage entry ``idle:CPUS:MB``; None for any other name."""
+    kind, _, dims = name.partition(":")
+    cpus, _, mem = dims.partition(":")
+    n, mb = integer(cpus, 1, MAX_CPUS), integer(mem, 1, MAX_MEMORY_MB)
+    if kind != "idle" or n is None or mb is None:
+        return None
+    return n, mb

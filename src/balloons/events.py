@@ -13,15 +13,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .untrusted import shown
+
 log = logging.getLogger("balloons")
 
 
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
-    s = str(v)
+    s = shown(v)  # a reason read from a record: no terminal escapes, one line
     if not s or any(c.isspace() or c in '"=' for c in s):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{s}"'
     return s
 
 

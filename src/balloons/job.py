@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
-from .states import JobStatus
+from .states import JobStatus, Reason
+from .untrusted import json_object, number, text
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -23,6 +23,8 @@ R = TypeVar("R")
 # Each blocking wait is capped so that a lost wake-up (a Redis restart, say) costs at most
 # this long before the record is read again; it is not a polling interval.
 _MAX_BLOCK = 5.0
+#: Longest ``timeout`` of a wait on a result (``None`` waits for ever).
+MAX_WAIT = 1e9
 
 
 class Job(Generic[R]):
@@ -31,7 +33,7 @@ class Job(Generic[R]):
     def __init__(self, app: App, job_id: str, keys: JobKeys | None = None) -> None:
         self.app = app
         self.id = job_id
-        self._keys = JobKeys.of(app.settings.namespace, job_id) if keys is None else keys
+        self._keys = job_keys(app.settings.namespace, job_id) if keys is None else keys
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
@@ -63,7 +65,7 @@ class Job(Generic[R]):
         ``TimeoutError``) if ``timeout`` seconds pass first.
         """
         store = self.app.store
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
         while True:
             rec = store.record(self._keys)
             done = self._outcome(rec)
@@ -71,25 +73,21 @@ class Job(Generic[R]):
                 return self._unwrap(rec)
             left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
             if left <= 0:
-                raise ResultTimeout(
-                    f"job {self.id} still {rec['status'].decode()} after {timeout}s"
-                )
+                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
             if not store.wait_done(self._keys, _block(rec, left)):
                 # Nothing for a while: make sure the job's machine is not dead without a word.
                 self.app.check_lapsed(self._keys)
 
     async def result_async(self, timeout: float | None = None) -> R:
         store = self.app.store
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
         while True:
             rec = await store.record_async(self._keys)
             if self._outcome(rec) is not None:
                 return self._unwrap(rec)
             left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
             if left <= 0:
-                raise ResultTimeout(
-                    f"job {self.id} still {rec['status'].decode()} after {timeout}s"
-                )
+                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
             if not await store.wait_done_async(self._keys, _block(rec, left)):
                 import asyncio
 
@@ -154,12 +152,14 @@ class Job(Generic[R]):
     def _outcome(self, rec: dict[str, bytes]) -> JobStatus | None:
         if not rec:
             raise JobNotFound(self.id)
-        st = JobStatus(rec["status"].decode())
+        st = _status(rec)
         return st if st.terminal else None
 
     def _unwrap(self, rec: dict[str, bytes]) -> R:
-        st = JobStatus(rec["status"].decode())
+        st = _status(rec)
         _observed(self.id, st, rec)
+        if st is JobStatus.INVALID:
+            raise _record_invalid(self.id, rec)
         if st is JobStatus.SUCCEEDED:
             value: R = self.app.decode_result(
                 self.id, rec.get("result", b""), rec.get("payload", b"")
@@ -167,42 +167,68 @@ class Job(Generic[R]):
             return value
         err: dict[str, Any] = {}
         if rec.get("error"):
-            try:
-                err = json.loads(rec["error"])
-            except ValueError:
-                err = {"message": rec["error"].decode("utf-8", "replace")}
+            err = json_object(rec["error"]) or {"message": text(rec["error"])}
         raise JobFailed(
             self.id,
             st.value,
-            (rec.get("reason") or b"").decode() or str(err.get("reason", "")),
+            text(rec.get("reason")) or str(err.get("reason", "")),
             str(err.get("type", "")),
             str(err.get("message", "")),
             str(err.get("traceback", "")),
         )
 
 
+def _timeout(timeout: object) -> float:
+    from .config import check_seconds
+
+    return check_seconds("timeout", timeout, 0, MAX_WAIT)
+
+
 def _block(rec: dict[str, bytes], left: float) -> float:
     """How long to block on the done token: ``left``, but a delayed job is looked at again
     just after it falls due (the waiter then launches it if its pool has no machine)."""
-    due = rec.get("due")
-    if due:
-        left = min(left, max(0.0, float(due) - time.time()) + 0.05)
+    due = number(rec.get("due"))
+    if due is not None:
+        left = min(left, max(0.0, due - time.time()) + 0.05)
     return max(left, 0.01)
+
+
+def job_keys(ns: str, job_id: str) -> JobKeys:
+    """The keys of job ``job_id``; :class:`~balloons.JobNotFound` when it is no job id."""
+    try:
+        return JobKeys.of(ns, job_id)
+    except ValueError as exc:
+        raise JobNotFound(job_id, str(exc)) from None
+
+
+def _status(rec: dict[str, bytes]) -> JobStatus:
+    from .store import read_status  # the store is not on a machine's start-up path
+
+    return read_status(rec.get("status"))[0]
+
+
+def _record_invalid(job_id: str, rec: dict[str, bytes]) -> JobFailed:
+    from .store import read_status
+
+    why = read_status(rec.get("status"))[1]
+    return JobFailed(
+        job_id,
+        JobStatus.INVALID.value,
+        Reason.RECORD_INVALID.value,
+        error_message=f"its record cannot be read ({why}): was it altered in Redis?",
+    )
 
 
 def _observed(job_id: str, st: JobStatus, rec: dict[str, bytes]) -> None:
     from . import events
 
     def num(name: str) -> float:
-        try:
-            return float(rec.get(name) or 0)
-        except ValueError:
-            return 0.0
+        return number(rec.get(name), 0, 1e12) or 0.0
 
     created, started, finished = num("created"), num("started"), num("finished")
     fields: dict[str, Any] = {"job": job_id, "attempt": int(num("attempt"))}
     if st is not JobStatus.SUCCEEDED:
-        fields["reason"] = (rec.get("reason") or b"").decode() or "-"
+        fields["reason"] = text(rec.get("reason")) or "-"
     if created and finished:
         fields["total_s"] = finished - created
     if started and finished:

@@ -22,6 +22,9 @@ SCAN_LIMIT = 5000
 #: Records read per pipelined round trip, at most, and in the first one.
 CHUNK = 1000
 FIRST_CHUNK = 64
+#: Largest page number and page size of a listing.
+MAX_PAGE = 1_000_000
+MAX_PER_PAGE = 10_000
 #: The fields a listing reads of each record (``status`` first: a gone record has none).
 ROW_FIELDS = ("status", "payload", "attempt", "machine", "created", "started", "finished", "reason")
 
@@ -108,8 +111,11 @@ def _pool_index(store: Store, pool: str, limit: int, first: int) -> Iterator[tup
 
 def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50) -> JobPage:
     """Page ``page`` (from 1) of the jobs that pass ``filters``, newest first."""
-    if page < 1 or per_page < 1:
-        raise ValueError(f"page and per_page must be at least 1, got {page} and {per_page}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise ValueError(
+            f"page must be from 1 to {MAX_PAGE} and per_page from 1 to {MAX_PER_PAGE}, "
+            f"got {page} and {per_page}"
+        )
     pools = [filters.pool] if filters.pool else store.pools()
     skip, scanned, more = (page - 1) * per_page, 0, False
     rows: list[JobInfo] = []
@@ -176,7 +182,9 @@ def pool_summaries(store: Store, limit: int = SCAN_LIMIT) -> list[PoolSummary]:
     machines: dict[str, Counter[str]] = {p: Counter() for p in pools}
     for m in store.machine_records():
         pool = m.get("pool", "")
-        machines.setdefault(pool, Counter())[m.get("state", "unknown")] += 1
+        if pool and not POOL_RE.match(pool):
+            continue  # not a record balloons wrote: no pool to show it under
+        machines.setdefault(pool, Counter())[m.get("state") or "unknown"] += 1
     return [
         PoolSummary(p, dict(jobs.get(p, {})), dict(machines.get(p, {})))
         for p in sorted(set(pools) | {p for p in machines if p})

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .keys import JobKeys
-from .store import Store
+from .store import Store, read_status
+from .untrusted import MAX_ATTEMPT, integer, shown, text, timestamp
 
 #: Longest single block on the stream before the job's status is read again.
 FOLLOW_BLOCK = 1.0
@@ -32,8 +33,9 @@ class LogLine:
     text: str
 
     def __str__(self) -> str:
+        """The line as shown (``balloons logs``): its text's control characters replaced."""
         stamp = datetime.fromtimestamp(self.time, UTC).strftime("%H:%M:%S.%f")[:-3]
-        return f"{stamp} #{self.attempt} {self.source:<3} {self.text}"
+        return f"{stamp} #{self.attempt} {self.source:<3} {shown(self.text)}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,12 +48,14 @@ class LogLine:
 
 
 def _line(entry_id: bytes, fields: dict[bytes, bytes]) -> LogLine:
+    # Whatever the entry holds (altered in Redis): fields that cannot be read are left empty.
+    source = text(fields.get(b"s")) or "out"
     return LogLine(
-        id=entry_id.decode(),
-        time=float(fields.get(b"t", b"0")),
-        attempt=int(fields.get(b"a", b"0")),
-        source=fields.get(b"s", b"out").decode(),
-        text=fields.get(b"m", b"").decode("utf-8", "replace"),
+        id=entry_id.decode("utf-8", "replace"),
+        time=timestamp(fields.get(b"t")) or 0.0,
+        attempt=integer(fields.get(b"a"), 0, MAX_ATTEMPT) or 0,
+        source=source if source in ("out", "err", "log") else "?",
+        text=text(fields.get(b"m")) or "",
     )
 
 
@@ -80,13 +84,11 @@ def follow(
     lines are read. The worker stores every line before it records the outcome, so once the
     status is terminal one more read finds them all. ``on_quiet`` is called when nothing came
     for :data:`QUIET` seconds (a waiter's check that the job's machine is not dead)."""
-    from .states import JobStatus
-
     last = after or "0-0"
     quiet_since = time.monotonic()
     while True:
         with store.errors():
-            ended = _terminal(store.redis.hget(jk.job, "status"), JobStatus)
+            ended = _terminal(store.redis.hget(jk.job, "status"))
             got = store.redis.xread(
                 {jk.logs: last}, count=READ_COUNT, block=None if ended else int(FOLLOW_BLOCK * 1000)
             )
@@ -111,13 +113,11 @@ async def follow_async(
     on_quiet: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[LogLine]:
     """:func:`follow` for asyncio."""
-    from .states import JobStatus
-
     last = after or "0-0"
     quiet_since = time.monotonic()
     while True:
         with store.errors():
-            ended = _terminal(await store.aredis.hget(jk.job, "status"), JobStatus)
+            ended = _terminal(await store.aredis.hget(jk.job, "status"))
             got = await store.aredis.xread(
                 {jk.logs: last}, count=READ_COUNT, block=None if ended else int(FOLLOW_BLOCK * 1000)
             )
@@ -135,7 +135,7 @@ async def follow_async(
             quiet_since = time.monotonic()
 
 
-def _terminal(raw: bytes | None, status: Any) -> bool:
+def _terminal(raw: bytes | None) -> bool:
     if raw is None:
         return True  # the record is gone: nothing more will be written
-    return bool(status(raw.decode()).terminal)
+    return read_status(raw)[0].terminal

@@ -14,8 +14,17 @@ system. It needs a backend that can start a stopped machine again (``FlyBackend`
 
 from __future__ import annotations
 
+from .config import check_seconds
 from .errors import ConfigError
 from .keys import POOL_RE
+from .untrusted import MAX_CPUS, MAX_MEMORY_MB
+
+#: Most machines a pool may have.
+MAX_MACHINES = 100_000
+#: Longest idle and boot timeout: a week.
+MAX_WAIT = 7 * 24 * 3600.0
+#: Longest heartbeat period: an hour (a lease lasts five of them).
+MAX_HEARTBEAT = 3600.0
 
 
 class Pool:
@@ -49,23 +58,22 @@ class Pool:
                 f"pool name {name!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
                 "letter or digit"
             )
-        _positive_int("max_machines", max_machines, 1)
-        _positive_int("min_machines", min_machines, 0)
-        _positive_int("cpus", cpus, 1)
-        _positive_int("memory_mb", memory_mb, 64)
-        _positive_int("standby", standby, 0)
+        _positive_int("max_machines", max_machines, 1, MAX_MACHINES)
+        _positive_int("min_machines", min_machines, 0, MAX_MACHINES)
+        _positive_int("cpus", cpus, 1, MAX_CPUS)
+        _positive_int("memory_mb", memory_mb, 64, MAX_MEMORY_MB)
+        _positive_int("standby", standby, 0, MAX_MACHINES)
         for what, count in (("min_machines", min_machines), ("standby", standby)):
             if count > max_machines:
                 raise ConfigError(
                     f"pool {name!r}: {what} ({count}) exceeds max_machines ({max_machines})"
                 )
-        for what, value, low in (
-            ("idle_timeout", idle_timeout, 0.0),
-            ("boot_timeout", boot_timeout, 1.0),
-            ("heartbeat", heartbeat, 0.1),
+        for what, value, low, high in (
+            ("idle_timeout", idle_timeout, 0.0, MAX_WAIT),
+            ("boot_timeout", boot_timeout, 1.0, MAX_WAIT),
+            ("heartbeat", heartbeat, 0.1, MAX_HEARTBEAT),
         ):
-            if not isinstance(value, (int, float)) or value < low:
-                raise ConfigError(f"pool {name!r}: {what} must be at least {low:g}s, got {value!r}")
+            check_seconds(f"pool {name!r}: {what}", value, low, high)
         self.name = name
         self.max_machines = max_machines
         self.idle_timeout = float(idle_timeout)
@@ -92,6 +100,8 @@ class Pool:
         )
 
 
-def _positive_int(what: str, value: object, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{what} must be an integer of at least {low}, got {value!r}")
+def _positive_int(what: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(
+            f"{what} must be an integer of at least {low} (and at most {high}), got {value!r}"
+        )

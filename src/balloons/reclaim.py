@@ -49,17 +49,18 @@ def end_slot(
         try:
             info = json.loads(raw) if raw else {}
             job, n = info.get("job") or "", info.get("attempt") or 0
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             info, job, n = {}, "", 0
         # An entry altered in Redis names no job here; LOST reads the slot's name instead.
         ulid = job if isinstance(job, str) else ""
-        attempt = int(n) if ulid and isinstance(n, int | float) else 0
+        number = _number(n)  # None for NaN or infinity, which JSON decodes too
+        attempt = int(number) if ulid and number is not None else 0
         why, text, retry = reason, message, ("", "")
         if ulid:
             payload = execute("HGET", pk.job(ulid), "payload")
             try:
                 spec = json.loads(payload) if payload else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 spec = {}
             # The payload is not verified here: a forged retry count only earns the job more
             # attempts, each of which its worker refuses unless the signature holds.

@@ -38,8 +38,14 @@ class Retry(Exception):
 
     def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
         super().__init__(message)
-        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
-            raise ValueError(f"Retry delay must be a number of seconds >= 0, got {delay!r}")
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, (int, float))
+            or not 0 <= delay <= 1e9  # NaN and infinity too
+        ):
+            raise ValueError(
+                f"Retry delay must be a number of seconds from 0 to 1e9, got {delay!r}"
+            )
         self.delay = delay
 
 

@@ -101,7 +101,10 @@ def _find_culprit(ser: Serializer, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int of too many digits, a list nested too deep
+        return "too large or too deeply nested to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -15,6 +15,10 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    #: Not a status a job goes through: what readers report for a record whose status cannot
+    #: be read (altered in Redis). No script changes such a record, so it is terminal too:
+    #: ``job.result()`` raises :class:`~balloons.JobFailed` with reason ``record_invalid``.
+    INVALID = "INVALID"
 
     @property
     def terminal(self) -> bool:
@@ -24,7 +28,9 @@ class JobStatus(enum.StrEnum):
         return self.value
 
 
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INVALID}
+)
 
 
 class Reason(enum.StrEnum):

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from .keys import POOL_RE
 from .states import TERMINAL, JobStatus, Reason, exit_reason
+from .untrusted import MAX_ATTEMPT, MAX_CPUS, MAX_MEMORY_MB, describe, integer, timestamp
+
+T = TypeVar("T")
 
 __all__ = [
     "TERMINAL",
@@ -38,23 +43,62 @@ class AttemptInfo:
     cpus: int | None = None  # the size of the machine that ran it
     memory_mb: int | None = None
 
+    #: What could not be read of this attempt's record (altered in Redis), if anything.
+    problems: tuple[str, ...] = ()
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AttemptInfo:
+    def from_dict(cls, d: object, number: int = 0) -> AttemptInfo:
+        """An attempt from its JSON record, whatever it holds: a field that cannot be read is
+        left unknown and named in :attr:`problems`. ``number``: the attempt's number in the
+        attempts hash, for a record that does not say."""
+        if not isinstance(d, dict):
+            return cls(number=number, problems=("its record is not a JSON object",))
+        fields = _Fields(d)
+        n = fields.read("n", lambda v: integer(v, 1, MAX_ATTEMPT), "an attempt number")
         return cls(
-            number=int(d.get("n", 0)),
-            machine_id=d.get("machine") or None,
-            launched_at=_opt_float(d.get("launched")),
-            started_at=_opt_float(d.get("started")),
-            ended_at=_opt_float(d.get("ended")),
-            outcome=d.get("outcome") or None,
-            reason=d.get("reason") or None,
-            message=d.get("message") or None,
+            number=n if n is not None else number,
+            machine_id=fields.text("machine"),
+            launched_at=fields.read("launched", timestamp, "a time"),
+            started_at=fields.read("started", timestamp, "a time"),
+            ended_at=fields.read("ended", timestamp, "a time"),
+            outcome=fields.text("outcome"),
+            reason=fields.text("reason"),
+            message=fields.text("message"),
             warm=bool(d.get("warm")),
-            slot=d.get("slot") or None,
-            note=d.get("note") or None,
-            cpus=int(d["cpus"]) if d.get("cpus") else None,
-            memory_mb=int(d["mem"]) if d.get("mem") else None,
+            slot=fields.text("slot"),
+            note=fields.text("note"),
+            cpus=fields.read("cpus", lambda v: integer(v, 1, MAX_CPUS), "a number of CPUs"),
+            memory_mb=fields.read(
+                "mem", lambda v: integer(v, 1, MAX_MEMORY_MB), "a memory size in MB"
+            ),
+            problems=tuple(fields.problems),
         )
+
+
+class _Fields:
+    """Reads the fields of one JSON record, noting each that is present but unreadable."""
+
+    def __init__(self, d: dict[Any, Any]) -> None:
+        self.d = d
+        self.problems: list[str] = []
+
+    def read(self, name: str, parse: Callable[[object], T | None], what: str) -> T | None:
+        raw = self.d.get(name)
+        if raw is None or raw == "":
+            return None
+        value = parse(raw)
+        if value is None:
+            self.problems.append(f"{name} {describe(raw)} is not {what}")
+        return value
+
+    def text(self, name: str) -> str | None:
+        raw = self.d.get(name)
+        if raw is None or raw == "":
+            return None
+        if not isinstance(raw, str):
+            self.problems.append(f"{name} {describe(raw)} is not a string")
+            return None
+        return raw
 
 
 @dataclass(frozen=True)
@@ -75,6 +119,20 @@ class JobInfo:
     error_message: str | None
     traceback: str | None
     attempts: tuple[AttemptInfo, ...] = field(default_factory=tuple)
+    #: What could not be read of the job's record (altered in Redis), if anything; a status
+    #: that cannot be read makes :attr:`status` ``INVALID``.
+    problems: tuple[str, ...] = ()
+
+    @property
+    def invalid(self) -> bool:
+        """Whether some of the job's record, or of its attempts' records, could not be read."""
+        return bool(self.all_problems)
+
+    @property
+    def all_problems(self) -> tuple[str, ...]:
+        """:attr:`problems` and those of its attempts (``attempt N: ...``)."""
+        of_attempts = (f"attempt {a.number}: {p}" for a in self.attempts for p in a.problems)
+        return (*self.problems, *of_attempts)
 
     @property
     def duration(self) -> float | None:
@@ -125,13 +183,45 @@ class MachineInfo:
     oom_killed: bool = False
     requested_stop: bool = False
     detail: dict[str, str] = field(default_factory=dict)
+    #: What could not be read of the machine's record (altered in Redis), if anything.
+    problems: tuple[str, ...] = ()
 
     @property
     def running(self) -> bool:
         return self.state in ("created", "starting", "started")
 
+    @classmethod
+    def from_record(
+        cls,
+        machine_id: str,
+        d: Mapping[str, str],
+        backend: str,
+        detail: Iterable[str] = ("pid", "host", "memory_mb", "cpus", "exited", "slot"),
+    ) -> MachineInfo:
+        """A machine from its record in Redis (``NS:machine:ID``, fields as text), whatever it
+        holds: a field that cannot be read is left unknown and named in :attr:`problems`;
+        ``detail`` names the fields kept as they are."""
+        fields = _Fields(dict(d))
+        pool = d.get("pool") or None
+        if pool is not None and not POOL_RE.match(pool):
+            fields.problems.append(f"pool {describe(pool)} is not a pool name")
+            pool = None
 
-def _opt_float(v: Any) -> float | None:
-    if v in (None, ""):
-        return None
-    return float(v)
+        def whole(v: object) -> int | None:
+            return integer(v, -(2**31), 2**31)
+
+        return cls(
+            id=machine_id,
+            backend=backend,
+            state=d.get("state") or "unknown",
+            job_id=d.get("job") or None,
+            attempt=fields.read("attempt", lambda v: integer(v, 0, MAX_ATTEMPT), "a number"),
+            pool=pool,
+            created_at=fields.read("created", timestamp, "a time"),
+            exit_code=fields.read("exit_code", whole, "an exit code"),
+            signal=fields.read("signal", whole, "a signal number"),
+            oom_killed=d.get("oom") == "1",
+            requested_stop=d.get("requested_stop") == "1",
+            detail={k: d[k] for k in detail if k in d},
+            problems=tuple(fields.problems),
+        )

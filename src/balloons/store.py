@@ -20,14 +20,39 @@ from typing import TYPE_CHECKING, Any
 
 from . import lua
 from .errors import StoreError
-from .keys import JobKeys, PoolKeys, machine_key, machines_key, pools_key, script_keys, slot_job
+from .keys import (
+    POOL_RE,
+    ULID_RE,
+    JobKeys,
+    PoolKeys,
+    machine_key,
+    machines_key,
+    pools_key,
+    script_keys,
+    slot_job,
+)
+from .pools import MAX_MACHINES
 from .resp import RespClient, RespError, mask_url
 from .status import AttemptInfo, JobInfo, JobStatus
+from .untrusted import (
+    MAX_ATTEMPT,
+    MAX_CPUS,
+    MAX_MEMORY_MB,
+    describe,
+    integer,
+    json_object,
+    json_value,
+    number,
+    text,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
 
 _CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
+#: Largest number of seconds a usage entry may hold (a century): beyond it, it was altered.
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
 
 
 _SHAS: dict[str, str] = {}
@@ -103,63 +128,99 @@ def attempts_from(
     """A job's attempts, in order, from its attempts hash; and its first attempt while the
     machine that submit launched for it has not yet reported (the record is written on the
     attempt's first change: until then the job's record holds what it says). ``rec`` needs
-    ``attempt``, ``slot``, ``created`` and ``need`` for the latter."""
+    ``attempt``, ``slot``, ``created`` and ``need`` for the latter. Whatever the hashes hold:
+    an attempt record that cannot be read is kept, with its :attr:`~AttemptInfo.problems`."""
     tries = sorted(
-        (AttemptInfo.from_dict(json.loads(v)) for v in attempts.values()), key=lambda a: a.number
+        (
+            AttemptInfo.from_dict(json_value(v), integer(k, 0, MAX_ATTEMPT) or 0)
+            for k, v in attempts.items()
+        ),
+        key=lambda a: a.number,
     )
-    slot = (rec.get("slot") or b"").decode()
+    slot = text(rec.get("slot")) or ""
     if not tries and rec.get("attempt") == b"1" and slot == job_id.rpartition(".")[2] + "-1":
-        cpus, _, mem = (rec.get("need") or b"").decode().partition(":")
-        created = rec.get("created")
+        cpus, _, mem = (text(rec.get("need")) or "").partition(":")
         tries = [
             AttemptInfo(
                 number=1,
-                launched_at=float(created) if created else None,
+                launched_at=timestamp(rec.get("created")),
                 slot=slot,
-                cpus=int(cpus) if cpus.isdigit() else None,
-                memory_mb=int(mem) if mem.isdigit() else None,
+                cpus=integer(cpus, 1, MAX_CPUS),
+                memory_mb=integer(mem, 1, MAX_MEMORY_MB),
             )
         ]
     return tuple(tries)
 
 
+def read_status(raw: object) -> tuple[JobStatus, str | None]:
+    """A job's status from its record, and what is wrong with it: ``INVALID`` for anything
+    but one of the statuses a job goes through."""
+    value = text(raw)
+    if value is None:
+        return JobStatus.INVALID, "its record has no status"
+    try:
+        st = JobStatus(value)
+    except ValueError:
+        st = JobStatus.INVALID
+    if st is JobStatus.INVALID:
+        return st, f"status {describe(value)} is not a job status"
+    return st, None
+
+
 def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -> JobInfo:
-    """Build a :class:`JobInfo` from a raw job hash and its attempts hash."""
+    """Build a :class:`JobInfo` from a raw job hash and its attempts hash, whatever they hold:
+    a field that cannot be read is left unknown and named in :attr:`JobInfo.problems`."""
+    problems: list[str] = []
 
     def s(name: str) -> str | None:
-        v = rec.get(name)
-        return v.decode() if v else None
+        return text(rec.get(name)) or None
 
-    def f(name: str) -> float | None:
-        v = s(name)
-        return float(v) if v else None
+    def when(name: str) -> float | None:
+        raw = rec.get(name)
+        if not raw:
+            return None
+        value = timestamp(raw)
+        if value is None:
+            problems.append(f"{name} {describe(raw)} is not a time")
+        return value
 
-    try:
-        payload = json.loads(rec.get("payload") or b"{}")
-    except ValueError:
-        payload = {}
-    error: dict[str, Any] = {}
+    status, wrong = read_status(rec.get("status"))
+    if wrong:
+        problems.append(wrong)
+    task = "?"
+    if "payload" in rec:
+        payload = json_object(rec["payload"])
+        if payload is None:
+            problems.append("its payload is not a JSON object")
+        elif isinstance(payload.get("task"), str):
+            task = str(payload["task"])
+    error: dict[str, object] = {}
     if rec.get("error"):
-        try:
-            error = json.loads(rec["error"])
-        except ValueError:
-            error = {"message": rec["error"].decode("utf-8", "replace")}
-    tries = attempts_from(job_id, rec, attempts)
+        error = json_object(rec["error"]) or {"message": s("error")}
+    attempt = integer(rec.get("attempt") or 0, 0, MAX_ATTEMPT)
+    if attempt is None:
+        problems.append(f"attempt {describe(rec.get('attempt'))} is not an attempt number")
+
+    def err(name: str) -> str | None:
+        value = error.get(name)
+        return value if isinstance(value, str) and value else None
+
     return JobInfo(
         id=job_id,
-        task=str(payload.get("task", "?")) if isinstance(payload, dict) else "?",
+        task=task,
         pool=job_id.rpartition(".")[0],
-        status=JobStatus(s("status") or "QUEUED"),
-        attempt=int(s("attempt") or 0),
+        status=status,
+        attempt=attempt or 0,
         machine_id=s("machine"),
-        created_at=f("created") or 0.0,
-        started_at=f("started"),
-        finished_at=f("finished"),
-        reason=s("reason"),
-        error_type=error.get("type") or None,
-        error_message=error.get("message") or None,
-        traceback=error.get("traceback") or None,
-        attempts=tries,
+        created_at=when("created") or 0.0,
+        started_at=when("started"),
+        finished_at=when("finished"),
+        reason=s("reason") or ("record_invalid" if status is JobStatus.INVALID else None),
+        error_type=err("type"),
+        error_message=err("message"),
+        traceback=err("traceback"),
+        attempts=attempts_from(job_id, rec, attempts),
+        problems=tuple(problems),
     )
 
 
@@ -214,20 +275,17 @@ class Store:
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """Turn redis-py connection errors into StoreError naming the (masked) URL."""
+        """Turn redis-py's errors into StoreError naming the (masked) URL."""
         import redis as redis_mod
 
         try:
             yield
         except (
-            redis_mod.ConnectionError,
-            redis_mod.TimeoutError,
+            redis_mod.RedisError,
             OSError,
             redis_mod.exceptions.RedisClusterException,  # no node answers, a slot unserved
         ) as exc:
-            raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
-        except redis_mod.ResponseError as exc:
-            raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {exc}") from None
+            raise store_error(self.url, exc) from None
 
     def keys(self, job_id: str) -> JobKeys:
         return JobKeys.of(self.namespace, job_id)
@@ -415,21 +473,17 @@ class Store:
     def shed(self, pk: PoolKeys, keep: int | None = None) -> list[str]:
         """Drop standby machines beyond ``keep`` (default: the pool's standby setting) from the
         pool's set; their ids, for the caller to destroy."""
-        out = self.eval(lua.SHED, pk, "" if keep is None else keep)
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in out]
+        if keep is None:  # read here, so that a setting altered in Redis counts as 0
+            with self.errors():
+                keep = integer(self.redis.hget(pk.cfg, "standby"), 0, MAX_MACHINES) or 0
+        out = self.eval(lua.SHED, pk, keep)
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in out]
 
     def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
         """The pool's stopped machines kept to be started again: machine id -> record."""
         with self.errors():
             raw = self.redis.hgetall(pk.standby)
-        out = {}
-        for k, v in raw.items():
-            try:
-                rec = json.loads(v)
-            except ValueError:
-                rec = {}
-            out[k.decode()] = rec if isinstance(rec, dict) else {}
-        return out
+        return {k.decode("utf-8", "replace"): json_object(v) or {} for k, v in raw.items()}
 
     def booting(self, pk: PoolKeys, slot: str) -> bool:
         """Renew the boot lease of a slot whose machine is about to be launched; False when
@@ -467,7 +521,7 @@ class Store:
         out = []
         for member, lease in leases:
             raw = infos.get(member)
-            out.append((member.decode(), float(lease), slot_entry(raw) if raw else {}))
+            out.append((member.decode("utf-8", "replace"), lease, slot_entry(raw) if raw else {}))
         return out
 
     def pool_stats(self, pool: str) -> dict[str, Any]:
@@ -482,13 +536,17 @@ class Store:
             pipe.hlen(pk.standby)
             cfg, infos, queued, delayed, standby = pipe.execute()
         states = [slot_entry(raw).get("state", "?") for raw in infos]
-        cfg_s = {k.decode(): v.decode() for k, v in cfg.items()}
+
+        def setting(name: str) -> float:
+            # The pool's settings as the last submit wrote them; 0 when altered in Redis.
+            return number(cfg.get(name.encode()), 0, 1e12) or 0
+
         return {
             "pool": pool,
-            "max_machines": int(float(cfg_s.get("cap", 0))),
-            "min_machines": int(float(cfg_s.get("min", 0))),
-            "idle_timeout": float(cfg_s.get("idle", 0)),
-            "standby_max": int(float(cfg_s.get("standby", 0))),
+            "max_machines": int(setting("cap")),
+            "min_machines": int(setting("min")),
+            "idle_timeout": setting("idle"),
+            "standby_max": int(setting("standby")),
             "standby": int(standby),
             "machines": len(states),
             "starting": states.count("starting"),
@@ -516,9 +574,13 @@ class Store:
 
     # ------------------------------------------------------------------ reads
     def status(self, jk: JobKeys) -> JobStatus | None:
+        """The job's status (``INVALID`` for a record that has none it could have); None when
+        there is no record."""
         with self.errors():
             raw = self.redis.hget(jk.job, "status")
-        return JobStatus(raw.decode()) if raw else None
+            if raw is None and not self.redis.exists(jk.job):
+                return None
+        return read_status(raw)[0]
 
     def record(self, jk: JobKeys) -> dict[str, bytes]:
         with self.errors():
@@ -561,7 +623,9 @@ class Store:
 
     def pools(self) -> list[str]:
         with self.errors():
-            return sorted(p.decode() for p in self.redis.smembers(pools_key(self.namespace)))
+            found = self.redis.smembers(pools_key(self.namespace))
+        # Only names a pool can have: anything else in the set was not written by balloons.
+        return sorted(n for n in (p.decode("utf-8", "replace") for p in found) if POOL_RE.match(n))
 
     def recent(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, across pools unless one is named."""
@@ -570,14 +634,7 @@ class Store:
             pipe = self.redis.pipeline(transaction=False)
             for p in pools:
                 pipe.zrevrange(PoolKeys(self.namespace, p).jobs, 0, limit - 1, withscores=True)
-            ranked = sorted(
-                (
-                    (score, f"{p}.{ulid.decode()}")
-                    for p, rows in zip(pools, pipe.execute(), strict=True)
-                    for ulid, score in rows
-                ),
-                reverse=True,
-            )[:limit]
+            ranked = sorted(_job_ids(pools, pipe.execute()), reverse=True)[:limit]
             pipe = self.redis.pipeline(transaction=False)
             for _, jid in ranked:
                 jk = self.keys(jid)
@@ -600,14 +657,7 @@ class Store:
                 key = PoolKeys(self.namespace, p).jobs
                 pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
             rows = pipe.execute()
-        return sorted(
-            (
-                (score, f"{p}.{ulid.decode()}")
-                for p, found in zip(pools, rows, strict=True)
-                for ulid, score in found
-            ),
-            reverse=True,
-        )
+        return sorted(_job_ids(pools, rows), reverse=True)
 
     def index_sizes(self, pools: Sequence[str]) -> list[int]:
         """How many jobs each pool's index holds."""
@@ -651,15 +701,16 @@ class Store:
                 pipe.hgetall(self.keys(jid).attempts)
             return list(pipe.execute())
 
-    def usage(self, pools: Sequence[str]) -> dict[str, dict[str, float]]:
-        """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds)."""
+    def usage(self, pools: Sequence[str]) -> dict[str, dict[str, float | None]]:
+        """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds); None for seconds that are
+        not a number of seconds (altered in Redis)."""
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)
             for p in pools:
                 pipe.hgetall(PoolKeys(self.namespace, p).usage)
             rows = pipe.execute()
         return {
-            p: {k.decode(): float(v) for k, v in row.items()}
+            p: {k.decode("utf-8", "replace"): number(v, 0, MAX_SECONDS) for k, v in row.items()}
             for p, row in zip(pools, rows, strict=True)
         }
 
@@ -667,9 +718,10 @@ class Store:
         """The job's last reported progress and note, if its task reported any."""
         with self.errors():
             raw, note = self.redis.hmget(jk.job, ["progress", "note"])
-        if raw is None:
+        fraction = number(raw, 0.0, 1.0)  # None too for a value altered in Redis
+        if fraction is None:
             return None
-        return float(raw), (note or b"").decode("utf-8", "replace")
+        return fraction, text(note) or ""
 
     def machine_records(self, limit: int = 1000) -> list[dict[str, str]]:
         """The newest machine records (``id``, ``state``, ``pool``, ...), newest first."""
@@ -679,11 +731,12 @@ class Store:
             for mid in ids:
                 pipe.hgetall(machine_key(self.namespace, mid.decode()))
             raws = pipe.execute()
-        return [
-            {"id": mid.decode(), **{k.decode(): v.decode() for k, v in raw.items()}}
-            for mid, raw in zip(ids, raws, strict=True)
-            if raw
-        ]
+        out = []
+        for mid, raw in zip(ids, raws, strict=True):
+            if raw:  # every value as text, whatever bytes it holds; "id" is the key's own
+                rec = {k.decode("utf-8", "replace"): text(v) or "" for k, v in raw.items()}
+                out.append({**rec, "id": mid.decode("utf-8", "replace")})
+        return out
 
     def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -694,10 +747,38 @@ class Store:
             self._sync = None
 
 
+def _job_ids(pools: Sequence[str], rows: list[Any]) -> Iterator[tuple[float, str]]:
+    """``(created, job id)`` of each pool's index rows; a member that is not a job's ULID (not
+    written by balloons) is left out."""
+    for p, found in zip(pools, rows, strict=True):
+        for member, score in found:
+            ulid = member.decode("utf-8", "replace")
+            if ULID_RE.match(ulid):
+                yield score, f"{p}.{ulid}"
+
+
+def store_error(url: str, exc: BaseException) -> StoreError:
+    """What a redis-py error means, as a :class:`StoreError` naming the masked ``url``."""
+    import redis as redis_mod
+
+    where = mask_url(url)
+    if isinstance(exc, redis_mod.exceptions.InvalidResponse):
+        return StoreError(
+            f"the server at {where} does not speak the Redis protocol (is it a Redis URL?): {exc}"
+        )
+    if isinstance(exc, redis_mod.ResponseError):
+        return StoreError(f"Redis at {where} refused a command: {exc}")
+    if isinstance(
+        exc,
+        redis_mod.ConnectionError
+        | redis_mod.TimeoutError
+        | OSError
+        | redis_mod.exceptions.RedisClusterException,
+    ):
+        return StoreError(f"cannot reach Redis at {where}: {exc}")
+    return StoreError(f"Redis at {where} answered wrongly: {exc!r}")
+
+
 def slot_entry(raw: bytes) -> dict[str, Any]:
     """A slot's JSON entry; ``{}`` for one that is not a JSON object (altered in Redis)."""
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        return {}
-    return info if isinstance(info, dict) else {}
+    return json_object(raw) or {}

@@ -35,6 +35,7 @@ from .ids import ulid
 from .keys import JobKeys, PoolKeys, gc_lock_key, machines_key
 from .reclaim import deadline_reason, end_slot, machine_outcome
 from .status import MachineInfo, Reason
+from .untrusted import MAX_ATTEMPT, integer, timestamp
 
 if TYPE_CHECKING:
     import asyncio
@@ -70,6 +71,17 @@ class Supervisor:
         orphan_min_age: float = 10.0,
         boot_probe: float = 5.0,
     ) -> None:
+        from .config import check_seconds
+
+        for what, value in (
+            ("interval", interval),
+            ("cancel_grace", cancel_grace),
+            ("timeout_grace", timeout_grace),
+            ("gc_interval", gc_interval),
+            ("orphan_min_age", orphan_min_age),
+            ("boot_probe", boot_probe),
+        ):
+            check_seconds(f"supervisor {what}", value, 0, 7 * 24 * 3600)
         self.app = app
         self.interval = interval
         self.cancel_grace = cancel_grace
@@ -111,7 +123,11 @@ class Supervisor:
 
     def _reclaim(self, pk: PoolKeys, now: float, report: StepReport) -> None:
         for slot, lease, info in self.app.store.slots(pk):
-            self._reclaim_slot(pk, slot, lease, info, now, report)
+            try:
+                self._reclaim_slot(pk, slot, lease, info, now, report)
+            except Exception as exc:  # one slot must not keep the others from being looked at
+                log.exception("supervisor: pool %s, slot %s: %s", pk.pool, slot, exc)
+                report.errors.append(f"{pk.pool}: slot {slot}: {exc}")
 
     def _reclaim_slot(
         self,
@@ -123,7 +139,7 @@ class Supervisor:
         report: StepReport,
     ) -> None:
         store = self.app.store
-        machine = str(info.get("machine") or "")
+        machine = _text(info.get("machine"))
         died_booting = None
         if (
             lease >= now
@@ -147,8 +163,8 @@ class Supervisor:
                 events.emit(
                     "machine_gone",
                     logging.WARNING,
-                    job=f"{pk.pool}.{info['job']}" if info.get("job") else "-",
-                    attempt=info.get("attempt", 0),
+                    job=f"{pk.pool}.{_text(info.get('job'))}" if info.get("job") else "-",
+                    attempt=integer(info.get("attempt"), 0, MAX_ATTEMPT) or 0,
                     machine=machine or "-",
                     slot=slot,
                     reason=reason,
@@ -160,10 +176,11 @@ class Supervisor:
             return
         if not machine or not info.get("job"):
             return
-        cancelled = info.get("cancel")
-        deadline = info.get("deadline")
-        if (cancelled and now - float(cancelled) > self.cancel_grace) or (
-            deadline and now - float(deadline) > self.timeout_grace
+        # Times as the worker and CANCEL write them; anything else (altered) is no time at all.
+        cancelled = timestamp(info.get("cancel"))
+        deadline = timestamp(info.get("deadline"))
+        if (cancelled and now - cancelled > self.cancel_grace) or (
+            deadline and now - deadline > self.timeout_grace
         ):
             last = self._stopped_machines.get(machine, 0.0)
             if now - last > self.cancel_grace:
@@ -178,13 +195,13 @@ class Supervisor:
         """A slot still booting after ``boot_probe`` seconds: ask the backend (at most every
         ``boot_probe`` seconds) whether its machine already died, rather than wait out the
         whole boot timeout. The reason, or None while it may still come up."""
-        since = float(info.get("since") or now)
+        since = timestamp(info.get("since")) or now
         if now - since < self.boot_probe or now - self._probed.get(slot, 0.0) < self.boot_probe:
             return None
         self._probed[slot] = now
         if len(self._probed) > 10_000:
             self._probed.clear()
-        machine = str(info.get("machine") or "")
+        machine = _text(info.get("machine"))
         if machine:  # a standby machine being started: its id is known
             m = None
             with contextlib.suppress(Exception):
@@ -211,7 +228,7 @@ class Supervisor:
                 return bool(report.launched)
             if not slot_b:
                 return False
-            slot = slot_b.decode()
+            slot = slot_b.decode("utf-8", "replace")
             pipe = store.redis.pipeline(transaction=False)
             pipe.zscore(jk.pool.slots, slot)
             pipe.hget(jk.pool.slot, slot)
@@ -230,7 +247,7 @@ class Supervisor:
 
     def _why(self, pk: PoolKeys, slot: str, info: dict[str, Any]) -> tuple[str, str]:
         """Ask the backend why a slot's machine stopped heartbeating."""
-        machine = str(info.get("machine") or "")
+        machine = _text(info.get("machine"))
         if not machine:
             found = self._machines_of_slot(pk, slot)
             if not found:
@@ -262,7 +279,8 @@ class Supervisor:
 
     def _fill(self, pk: PoolKeys, report: StepReport) -> None:
         store = self.app.store
-        cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
+        with store.errors():
+            cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
         ids = " ".join(ulid() for _ in range(cfg_min))
         flat = store.eval(lua.FILL, pk, ids)
         for i in range(0, len(flat), 5):
@@ -299,9 +317,7 @@ class Supervisor:
         lock = gc_lock_key(self.app.settings.namespace)
         token = ulid()
         give_up = time.monotonic() + wait
-        while not dry_run and not store.redis.set(
-            lock, token, nx=True, ex=max(5, int(self.gc_interval / 2))
-        ):
+        while not dry_run and not self._lock(lock, token):
             if time.monotonic() >= give_up:
                 return []  # another supervisor sweeps now
             time.sleep(0.1)
@@ -318,6 +334,12 @@ class Supervisor:
                         pipe.delete(lock)
                         pipe.execute()
 
+    def _lock(self, lock: str, token: str) -> bool:
+        with self.app.store.errors():
+            return bool(
+                self.app.store.redis.set(lock, token, nx=True, ex=max(5, int(self.gc_interval / 2)))
+            )
+
     def _sweep(self, report: StepReport, dry_run: bool, standby: bool) -> list[MachineInfo]:
         store = self.app.store
         ns = self.app.settings.namespace
@@ -326,8 +348,9 @@ class Supervisor:
             pk = PoolKeys(ns, pool)
             if dry_run:
                 kept = store.standby(pk)
-                keep = 0 if standby else _int(store.redis.hget(pk.cfg, "standby"))
-                ordered = sorted(kept, key=lambda k: -float(kept[k].get("since") or 0))
+                with store.errors():
+                    keep = 0 if standby else _int(store.redis.hget(pk.cfg, "standby"))
+                ordered = sorted(kept, key=lambda k: -(timestamp(kept[k].get("since")) or 0))
                 shed.update(ordered[keep:])
             else:
                 shed.update(store.shed(pk, 0 if standby else None))
@@ -365,13 +388,15 @@ class Supervisor:
     def _expire(self, now: float) -> None:
         store = self.app.store
         ttl = self.app.settings.record_ttl
-        pipe = store.redis.pipeline(transaction=False)
-        for pool in store.pools():
-            pipe.zremrangebyscore(
-                PoolKeys(self.app.settings.namespace, pool).jobs, "-inf", now - ttl
-            )
-        pipe.zremrangebyscore(machines_key(self.app.settings.namespace), "-inf", now - ttl)
-        pipe.execute()
+        pools = store.pools()
+        with store.errors():
+            pipe = store.redis.pipeline(transaction=False)
+            for pool in pools:
+                pipe.zremrangebyscore(
+                    PoolKeys(self.app.settings.namespace, pool).jobs, "-inf", now - ttl
+                )
+            pipe.zremrangebyscore(machines_key(self.app.settings.namespace), "-inf", now - ttl)
+            pipe.execute()
 
     # ------------------------------------------------------------------- run
     @property
@@ -427,10 +452,13 @@ def _reason_of(m: MachineInfo) -> tuple[str, str]:
 
 
 def _int(raw: bytes | None) -> int:
-    try:
-        return int(float((raw or b"0").decode()))
-    except ValueError:
-        return 0
+    """A pool setting (a count) as the last submit wrote it; 0 when altered in Redis."""
+    return integer(raw, 0, 1_000_000) or 0
+
+
+def _text(raw: object) -> str:
+    """A string field of a slot entry; ``""`` for anything else (altered in Redis)."""
+    return raw if isinstance(raw, str) else ""
 
 
 def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:

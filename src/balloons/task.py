@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .config import seconds_in
 from .errors import ConfigError
 from .frozen import Frozen
 from .keys import POOL_RE
+from .untrusted import MAX_CPUS, MAX_MEMORY_MB
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,6 +21,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT = 600.0  # seconds a task may run before its attempt fails with reason timeout
+#: Bounds of the options (NaN and infinity are refused too).
+MAX_TIMEOUT = 1e9
+MAX_RETRIES = 10_000
+MAX_MEMORY_FACTOR = 64.0
+MAX_COST = 1e6
 
 
 class TaskOptions(Frozen):
@@ -81,47 +88,55 @@ class TaskOptions(Frozen):
         priority: int = 0,
         max_cost: float | None = None,
     ) -> None:
-        if cpus is not None and (not isinstance(cpus, int) or cpus < 1):
-            raise ConfigError(f"cpus must be a positive integer, got {cpus!r}")
-        if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 64):
-            raise ConfigError(f"memory_mb must be an integer of at least 64, got {memory_mb!r}")
-        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 1e9:
+        if cpus is not None and not _whole(cpus, 1, MAX_CPUS):
+            raise ConfigError(f"cpus must be an integer from 1 to {MAX_CPUS}, got {cpus!r}")
+        if memory_mb is not None and not _whole(memory_mb, 64, MAX_MEMORY_MB):
             raise ConfigError(
-                f"timeout must be a positive number of seconds (at most 1e9), got {timeout!r}"
+                f"memory_mb must be an integer from 64 to {MAX_MEMORY_MB}, got {memory_mb!r}"
+            )
+        if not seconds_in(timeout, 0, MAX_TIMEOUT) or not timeout:
+            raise ConfigError(
+                f"timeout must be a positive number of seconds (at most {MAX_TIMEOUT:g}), "
+                f"got {timeout!r}"
             )
         if not isinstance(pool, str) or not POOL_RE.match(pool):
             raise ConfigError(
                 f"pool name {pool!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
                 "letter or digit"
             )
-        if not isinstance(retries, int) or retries < 0:
-            raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
+        if not _whole(retries, 0, MAX_RETRIES):
+            raise ConfigError(
+                f"retries must be an integer from 0 to {MAX_RETRIES}, got {retries!r}"
+            )
         for what, value in (
             ("retry_backoff", retry_backoff),
             ("retry_backoff_max", retry_backoff_max),
         ):
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{what} must be a number of seconds >= 0, got {value!r}")
-        if not isinstance(retry_memory_factor, (int, float)) or retry_memory_factor < 1:
+            if not seconds_in(value, 0, MAX_TIMEOUT):
+                raise ConfigError(
+                    f"{what} must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}"
+                )
+        if not seconds_in(retry_memory_factor, 1, MAX_MEMORY_FACTOR):
             raise ConfigError(
-                f"retry_memory_factor must be a number >= 1, got {retry_memory_factor!r}"
+                f"retry_memory_factor must be a number from 1 to {MAX_MEMORY_FACTOR:g}, "
+                f"got {retry_memory_factor!r}"
             )
-        if retry_memory_max is not None and (
-            not isinstance(retry_memory_max, int) or retry_memory_max < 64
-        ):
+        if retry_memory_max is not None and not _whole(retry_memory_max, 64, MAX_MEMORY_MB):
             raise ConfigError(
-                f"retry_memory_max must be an integer of at least 64, got {retry_memory_max!r}"
+                f"retry_memory_max must be an integer from 64 to {MAX_MEMORY_MB}, "
+                f"got {retry_memory_max!r}"
             )
         if not isinstance(retry_on, tuple) or not all(
             isinstance(c, type) and issubclass(c, BaseException) for c in retry_on
         ):
             raise ConfigError(f"retry_on must be a tuple of exception classes, got {retry_on!r}")
-        if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        if not _whole(priority, -1000, 1000):
             raise ConfigError(f"priority must be an integer in -1000..1000, got {priority!r}")
-        if max_cost is not None and (
-            isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0
-        ):
-            raise ConfigError(f"max_cost must be a positive number of US dollars, got {max_cost!r}")
+        if max_cost is not None and (not seconds_in(max_cost, 0, MAX_COST) or not max_cost):
+            raise ConfigError(
+                f"max_cost must be a positive number of US dollars (at most {MAX_COST:g}), "
+                f"got {max_cost!r}"
+            )
         self._set(
             cpus,
             memory_mb,
@@ -136,6 +151,11 @@ class TaskOptions(Frozen):
             priority,
             max_cost,
         )
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) from ``low`` to ``high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 class Task(Generic[P, R]):

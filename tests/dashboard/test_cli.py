@@ -48,7 +48,7 @@ def test_jobs_filters_by_status_task_and_pool() -> None:
     bad_pool = runner.invoke(cli, ["jobs", "--pool", "Bad Pool"])
     assert bad_pool.exit_code == 2 and "'Bad Pool' is not a pool name" in bad_pool.output
     bad_limit = runner.invoke(cli, ["jobs", "--limit", "0"])
-    assert bad_limit.exit_code == 2 and "expected at least 1" in bad_limit.output
+    assert bad_limit.exit_code == 2 and "0 is not in the range 1<=x<=10000" in bad_limit.output
 
 
 def test_pools_shows_jobs_by_status() -> None:

@@ -144,7 +144,7 @@ def test_a_machine_dying_before_it_claims_its_job_is_noticed_early(make_rig: Any
     """The jobs app lacks the worker's Redis URL, so each machine exits (code 2) before it
     claims its job. The waiter asks Fly about a machine still booting after a few seconds and
     fails the job with the machine's own account, well before the 60 s boot timeout."""
-    rig: FlyRig = make_rig(secrets={"BALLOONS_SECRET": "x"})
+    rig: FlyRig = make_rig(secrets={"BALLOONS_SECRET": "x" * 40})
     job = on(rig.app(), tasks.add).submit(1, 2)
     t0 = time.monotonic()
     with pytest.raises(JobFailed) as info:

@@ -34,7 +34,7 @@ from .conftest import JOBS_APP, ROOT, FlyRig, Served
 FLY_TOKEN = "fo1_hygiene-fly-token-" + os.urandom(6).hex()
 PASSWORD = "hygiene-redis-pw-" + os.urandom(6).hex()
 WRONG_PASSWORD = "hygiene-wrong-pw-" + os.urandom(6).hex()
-SIGNING_KEY = "hygiene-signing-key-" + os.urandom(6).hex()
+SIGNING_KEY = "hygiene-signing-key-" + os.urandom(8).hex()
 DASH_TOKEN = "hygiene-dashboard-token-" + os.urandom(6).hex()
 SECRETS = {
     "Fly token": FLY_TOKEN,

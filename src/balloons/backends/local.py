@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import secrets
 import signal
@@ -71,6 +70,10 @@ class LocalBackend:
     def __init__(self, isolation: str = "fork", idle_timeout: float | None = None) -> None:
         if isolation not in ISOLATIONS:
             raise ConfigError(f"unknown isolation {isolation!r}: expected one of {ISOLATIONS}")
+        if idle_timeout is not None:
+            from ..config import check_seconds
+
+            check_seconds("idle_timeout", idle_timeout, 0, 7 * 24 * 3600)
         self.isolation = isolation
         self.idle_timeout = idle_timeout
         self._ctx: BackendContext | None = None
@@ -183,7 +186,8 @@ class LocalBackend:
 
     def list(self, **metadata: str) -> list[MachineInfo]:
         r = self._redis
-        ids = [m.decode() for m in r.zrevrange(keys.machines_key(self.ctx.namespace), 0, 999)]
+        found = r.zrevrange(keys.machines_key(self.ctx.namespace), 0, 999)
+        ids = [m.decode(errors="replace") for m in found]
         pipe = r.pipeline(transaction=False)
         for mid in ids:
             pipe.hgetall(keys.machine_key(self.ctx.namespace, mid))
@@ -290,30 +294,6 @@ def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
-    """A machine record as read: hostile input, so a malformed number reads as unknown."""
+    """A machine record as read: hostile input, so a malformed value reads as unknown."""
     d = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
-
-    def num(name: str) -> int | None:
-        try:
-            return int(d[name])
-        except (KeyError, ValueError):
-            return None
-
-    try:
-        created: float | None = float(d["created"])
-    except (KeyError, ValueError):
-        created = None
-    return MachineInfo(
-        id=machine_id,
-        backend="local",
-        state=d.get("state", "unknown"),
-        job_id=d.get("job") or None,
-        attempt=num("attempt"),
-        pool=d.get("pool") or None,
-        created_at=created if created is not None and math.isfinite(created) else None,
-        exit_code=num("exit_code"),
-        signal=num("signal"),
-        oom_killed=d.get("oom") == "1",
-        requested_stop=d.get("requested_stop") == "1",
-        detail={k: d[k] for k in DETAIL if k in d},
-    )
+    return MachineInfo.from_record(machine_id, d, "local", DETAIL)

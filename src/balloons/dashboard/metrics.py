@@ -17,7 +17,9 @@ from prometheus_client.registry import Collector
 
 from ..fly import stats as fly_stats
 from ..listing import CHUNK, RUNNING_MACHINE_STATES, scan
+from ..status import MachineInfo
 from ..store import Store
+from ..untrusted import shown
 
 if TYPE_CHECKING:
     from ..app import App
@@ -50,12 +52,15 @@ class StoreCollector(Collector):
         pools = self.store.pools()
         by_status: Counter[tuple[str, str, str]] = Counter()
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        invalid: Counter[tuple[str, str]] = Counter()  # (pool, kind of record)
         seen = []
         for info in scan(self.store, pools, self.scan_limit, CHUNK, FIELDS):
             seen.append(info)
-            by_status[(info.pool, info.task, info.status.value)] += 1
+            by_status[(info.pool, shown(info.task), info.status.value)] += 1
+            if info.problems:
+                invalid[(info.pool, "job")] += 1
             if info.duration is not None:
-                durations[(info.pool, info.task)].append(info.duration)
+                durations[(info.pool, shown(info.task))].append(info.duration)
 
         jobs = GaugeMetricFamily(
             "balloons_jobs",
@@ -95,7 +100,11 @@ class StoreCollector(Collector):
         )
         states: Counter[tuple[str, str]] = Counter()
         for m in self.store.machine_records():
-            states[(m.get("pool", ""), m.get("state", "unknown"))] += 1
+            found = MachineInfo.from_record(m["id"], m, "local")
+            if found.problems or (m.get("pool") and found.pool is None):
+                invalid[(found.pool or "", "machine")] += 1
+                continue
+            states[(found.pool or "", shown(found.state))] += 1
         for (pool, state), n in sorted(states.items()):
             machines.add_metric([pool, state], n)
         for pool in sorted(set(pools) | {p for p, _ in states}):
@@ -105,7 +114,18 @@ class StoreCollector(Collector):
         yield running
         yield from _fly_calls()
         if self.app is not None:
-            yield from _cost(self.app.costs(pools, jobs=seen))
+            rep = self.app.costs(pools, jobs=seen)
+            invalid.update(rep.invalid)
+            yield from _cost(rep)
+        bad = GaugeMetricFamily(
+            "balloons_invalid_records",
+            "Records in Redis that could not be read (altered?), by pool and kind: job, "
+            "attempts (a job's attempt records), machine, usage (a pool's idle-time entry).",
+            labels=["pool", "kind"],
+        )
+        for (pool, kind), n in sorted(invalid.items()):
+            bad.add_metric([pool, kind], n)
+        yield bad
 
 
 def _fly_calls() -> Iterator[CounterMetricFamily]:
@@ -157,10 +177,16 @@ def _cost(rep: CostReport) -> Iterator[GaugeMetricFamily]:
         "Estimated cost of warm machines' idle time, by pool.",
         labels=["pool"],
     )
-    for (pool, task), t in sorted(rep.by_pool_task.items()):
-        usd.add_metric([pool, task], t.usd)
-        seconds.add_metric([pool, task], t.machine_seconds)
-        task_seconds.add_metric([pool, task], t.task_seconds)
+    rows: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for (pool, task), t in rep.by_pool_task.items():
+        row = rows[(pool, shown(task))]  # as the label shows it: one row per label
+        row[0] += t.usd
+        row[1] += t.machine_seconds
+        row[2] += t.task_seconds
+    for (pool, task), (dollars, machine_s, task_s) in sorted(rows.items()):
+        usd.add_metric([pool, task], dollars)
+        seconds.add_metric([pool, task], machine_s)
+        task_seconds.add_metric([pool, task], task_s)
     for pool in sorted(rep.idle_seconds):
         idle.add_metric([pool], rep.idle_seconds[pool])
         idle_usd.add_metric([pool], rep.idle_usd[pool])

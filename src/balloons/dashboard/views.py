@@ -22,6 +22,14 @@ from ..keys import JobKeys
 from ..listing import ROW_FIELDS
 from ..status import AttemptInfo, JobInfo
 from ..store import Store
+from ..untrusted import (
+    MAX_CPUS,
+    MAX_MEMORY_MB,
+    integer,
+    json_object,
+    json_value,
+    number,
+)
 
 #: Characters of one argument or result shown before it is cut.
 PREVIEW_CHARS = 2000
@@ -64,32 +72,40 @@ class Preview:
         return cls(label, text[:PREVIEW_CHARS], len(text), cut)
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+def _json_text(value: Any) -> str | None:
+    """``value`` as indented JSON; None when it nests too deep to be written back."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _raw(label: str, data: bytes) -> Preview:
+    return Preview.of(label, data.decode("utf-8", "replace"))
 
 
 def previews_of_call(data: bytes, ser: str) -> list[Preview]:
     """One preview per positional and keyword argument. Only JSON is decoded: the dashboard
-    never unpickles anything."""
+    never unpickles anything. Arguments that do not decode (or nest too deep) are shown raw."""
     if ser != "json":
         return [Preview(f"({ser})", f"{len(data):,} bytes, not decoded here", len(data), False)]
-    try:
-        call = json.loads(data)
-        args, kwargs = call["args"], call["kwargs"]
-    except (ValueError, KeyError, TypeError):
-        return [Preview.of("(raw)", data.decode("utf-8", "replace"))]
-    out = [Preview.of(f"[{i}]", _json_text(v)) for i, v in enumerate(args)]
-    out += [Preview.of(k, _json_text(v)) for k, v in kwargs.items()]
-    return out
+    call = json_object(data) or {}
+    args, kwargs = call.get("args"), call.get("kwargs")
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return [_raw("(raw)", data)]
+    out = [(f"[{i}]", _json_text(v)) for i, v in enumerate(args)]
+    out += [(str(k), _json_text(v)) for k, v in kwargs.items()]
+    if any(text is None for _, text in out):
+        return [_raw("(raw)", data)]
+    return [Preview.of(label, text or "") for label, text in out]
 
 
 def preview_result(data: bytes, ser: str) -> Preview:
     if ser != "json":
         return Preview(f"({ser})", f"{len(data):,} bytes, not decoded here", len(data), False)
-    try:
-        return Preview.of("result", _json_text(json.loads(data)))
-    except ValueError:
-        return Preview.of("result", data.decode("utf-8", "replace"))
+    value = json_value(data)  # None too for what is not JSON: then shown raw
+    text = _json_text(value) if value is not None or data.strip() == b"null" else None
+    return _raw("result", data) if text is None else Preview.of("result", text)
 
 
 @dataclass(frozen=True)
@@ -151,10 +167,22 @@ class Section:
 
 def _summary(ctx: JobContext) -> dict[str, Any]:
     p = ctx.payload
-    return {
-        "size": {k: p[k] for k in ("cpus", "memory_mb", "timeout") if k in p},
-        "serializer": p.get("ser", "json"),
+    # What the payload says, when it says it in numbers (the record may have been altered).
+    size = {
+        "cpus": integer(p.get("cpus"), 1, MAX_CPUS),
+        "memory_mb": integer(p.get("memory_mb"), 1, MAX_MEMORY_MB),
+        "timeout": number(p.get("timeout"), 0, 1e12),
     }
+    return {
+        "size": size if all(v is not None for v in size.values()) else {},
+        "serializer": _serializer(ctx),
+        "problems": "; ".join(ctx.info.all_problems),
+    }
+
+
+def _serializer(ctx: JobContext) -> str:
+    ser = ctx.payload.get("ser", "json")
+    return ser if isinstance(ser, str) else "?"
 
 
 def _attempts(ctx: JobContext) -> dict[str, Any] | None:
@@ -172,14 +200,14 @@ def _outcome(ctx: JobContext) -> dict[str, Any] | None:
     raw = ctx.store.fields([ctx.keys.job_id], ["status", "result"])[0].get("result")
     if raw is None:
         return None
-    return {"result": preview_result(raw, str(ctx.payload.get("ser", "json")))}
+    return {"result": preview_result(raw, _serializer(ctx))}
 
 
 def _arguments(ctx: JobContext) -> dict[str, Any] | None:
     raw = ctx.store.fields([ctx.keys.job_id], ["status", "args"])[0].get("args")
     if raw is None:
         return None
-    return {"args": previews_of_call(raw, str(ctx.payload.get("ser", "json"))), "bytes": len(raw)}
+    return {"args": previews_of_call(raw, _serializer(ctx)), "bytes": len(raw)}
 
 
 #: Lines of a job's log shown on its page (the newest).
@@ -206,9 +234,13 @@ def _logs(ctx: JobContext) -> dict[str, Any] | None:
 def _cost(ctx: JobContext) -> dict[str, Any] | None:
     if ctx.prices is None or not ctx.info.attempts:
         return None
-    size = (int(ctx.payload.get("cpus") or 1), int(ctx.payload.get("memory_mb") or 256))
+    p = ctx.payload
+    size = (
+        integer(p.get("cpus"), 1, MAX_CPUS) or 1,
+        integer(p.get("memory_mb"), 1, MAX_MEMORY_MB) or 256,
+    )
     c = job_cost(ctx.info, ctx.prices, size, time.time())
-    return {"cost": c, "max_cost": ctx.payload.get("max_cost")}
+    return {"cost": c, "max_cost": number(p.get("max_cost"), 0, 1e12)}
 
 
 #: The sections of the job page, in order.
@@ -228,13 +260,7 @@ def job_context(store: Store, keys: JobKeys, prices: PriceTable | None = None) -
     if info is None:
         return None
     raw = store.fields([keys.job_id], ["status", "payload"])[0].get("payload", b"{}")
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        payload = {}
-    return JobContext(
-        store, keys, info, payload if isinstance(payload, dict) else {}, prices=prices
-    )
+    return JobContext(store, keys, info, json_object(raw) or {}, prices=prices)
 
 
 def sections(ctx: JobContext, live: bool) -> list[tuple[Section, dict[str, Any]]]:

@@ -19,11 +19,13 @@ fetched from elsewhere).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,8 +42,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BalloonsError, JobNotFound, StoreError
 from ..keys import JobKeys
-from ..listing import Filters, find_jobs, pool_summaries
+from ..listing import MAX_PAGE, Filters, find_jobs, pool_summaries
 from ..status import JobStatus
+from ..untrusted import describe, shown
 from . import metrics, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
 
@@ -97,6 +100,7 @@ def create_app(app: App, *, token: str | None) -> Starlette:
     env = Environment(
         loader=PackageLoader("balloons.dashboard", "templates"),
         autoescape=select_autoescape(default=True),
+        finalize=_shown,
     )
     env.globals.update(
         fmt_time=views.fmt_time, fmt_duration=views.fmt_duration, fmt_clock=views.fmt_clock
@@ -201,8 +205,10 @@ def create_app(app: App, *, token: str | None) -> Starlette:
         q = request.query_params
         filters = Filters.parse(q.get("status"), q.get("task"), q.get("pool"))
         raw_page = q.get("page") or "1"
-        if not raw_page.isdigit() or int(raw_page) < 1:
-            raise ValueError(f"page must be a whole number from 1, got {raw_page!r}")
+        if not _PAGE_RE.match(raw_page) or not 1 <= int(raw_page) <= MAX_PAGE:
+            raise ValueError(
+                f"page must be a whole number from 1 to {MAX_PAGE}, got {describe(raw_page)}"
+            )
         return filters, int(raw_page)
 
     def jobs_table(request: Request, filters: Filters, page_no: int) -> str:
@@ -372,6 +378,17 @@ def create_app(app: App, *, token: str | None) -> Starlette:
     web.state.auth = auth
     web.add_middleware(_SecurityHeaders)
     return web
+
+
+def _shown(value: Any) -> Any:
+    """Every value a template prints: text with its control characters replaced (HTML is
+    escaped after this, by autoescape); markup the templates made themselves is left as is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return shown(value)
+    return value
+
+
+_PAGE_RE = re.compile(r"\A[0-9]{1,7}\Z")
 
 
 def _safe_next(raw: str) -> str:
