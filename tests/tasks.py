@@ -158,6 +158,12 @@ def _count(path: str) -> int:
     return n
 
 
+@app.task(timeout=30)
+def count(path: str) -> int:
+    """Counts its runs in ``path``."""
+    return _count(path)
+
+
 @app.task(timeout=30, retries=3, retry_backoff=0.05, retry_on=(ConnectionError,))
 def flaky(path: str, failures: int) -> int:
     """Fails with ConnectionError ``failures`` times, then returns the attempt count."""

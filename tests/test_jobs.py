@@ -14,7 +14,8 @@ import pytest
 import redis
 
 import balloons
-from balloons import JobFailed, JobNotFound, JobStatus, ResultTimeout, SerializationError
+from balloons import JobFailed, JobNotFound, JobStatus, ResultTimeout, SerializationError, lua
+from balloons.keys import JobKeys
 from tests import tasks
 
 
@@ -176,7 +177,11 @@ def test_forget_deletes_the_record(r: redis.Redis) -> None:
     job.forget()
     with pytest.raises(JobNotFound):
         job.status()
-    assert [k for k in r.keys("*") if job.id.split(".")[1].encode() in k] == []
+    # Only the job's runs marker stays (till it expires): a copy of the record put back in
+    # Redis is still not run again.
+    left = [k for k in r.keys("*") if job.id.split(".")[1].encode() in k]
+    assert left == [JobKeys.of("balloons", job.id).runs.encode()]
+    assert r.get(left[0]) == b"1 1"  # attempt 1 claimed and ended
 
 
 def test_records_expire_after_their_ttl(r: redis.Redis) -> None:
@@ -185,9 +190,12 @@ def test_records_expire_after_their_ttl(r: redis.Redis) -> None:
     job = t.submit(1, 2)
     assert job.result(timeout=30) == 3
     keys = [k for k in r.keys("*") if job.id.split(".")[1].encode() in k]
-    assert len(keys) == 3  # record, attempts, done token
+    assert len(keys) == 4  # record, attempts, done token, runs marker
+    runs = JobKeys.of("balloons", job.id).runs.encode()
     for k in keys:
-        assert 0 < r.ttl(k) <= 120
+        # The runs marker outlives the record a while: a worker refuses the record by then.
+        assert 0 < r.ttl(k) <= (120 + 2 * lua.FRESH_SLACK if k == runs else 120)
+    assert r.ttl(runs) > 120
 
 
 def test_async_submit_and_result() -> None:

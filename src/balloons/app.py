@@ -21,6 +21,7 @@ from .config import Settings
 from .errors import (
     BackendError,
     ConfigError,
+    JobFailed,
     JobNotFound,
     SerializationError,
     StoreError,
@@ -31,13 +32,13 @@ from .job import Job, job_keys
 from .keys import POOL_RE, JobKeys, PoolKeys
 from .pools import Pool
 from .resp import mask_url
-from .serialize import Serializer, dumps_call, get_serializer
-from .signing import sign, verify
+from .serialize import JSONSerializer, Serializer, dumps_call, get_serializer
+from .signing import result_serializer, sign, verify
 from .states import Reason
 from .task import DEFAULT_TIMEOUT, Task, TaskOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
     from types import ModuleType
     from typing import ParamSpec
@@ -264,7 +265,7 @@ class App:
             from .store import Store
 
             url = self.settings.redis_url or embedded.ensure(self.settings.state_dir)
-            self._store = Store(url, self.settings.namespace)
+            self._store = Store(url, self.settings.namespace, key=self._signing_key)
         return self._store
 
     @property
@@ -286,6 +287,14 @@ class App:
                     "App(secret=...) to the same value for the app and its workers"
                 )
         return self._secret
+
+    def _signing_key(self) -> bytes | None:
+        """The secret as a key, or None when none is configured (readers then verify nothing,
+        so they trust nothing a machine wrote)."""
+        try:
+            return self.secret.encode()
+        except ConfigError:
+            return None
 
     @property
     def backend(self) -> Backend:
@@ -412,7 +421,8 @@ class App:
         )
         now = time.time()
         new = JobKeys.of(self.settings.namespace, f"{opts.pool}.{ulid(now)}")
-        body = json.dumps({**p, "id": new.job_id, "created": now}, separators=(",", ":")).encode()
+        fields = {"id": new.job_id, "created": now, "ttl": self.settings.record_ttl}
+        body = json.dumps({**p, **fields}, separators=(",", ":")).encode()
         req = SubmitRequest(
             payload=body,
             args=data,
@@ -431,17 +441,35 @@ class App:
             self._launch(launch)
         return job
 
-    def decode_result(self, job_id: str, data: bytes, payload: bytes) -> Any:
-        from .untrusted import json_object
+    def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any:
+        """The result in a job's record (``result``, ``rsig``, ``attempt``), decoded with this
+        app's serializer once its tag verifies with the app's secret for that job and attempt
+        (JSON, the safe default, is read too). Nothing in the record chooses the decoder.
 
-        ser_name = (json_object(payload) or {}).get("ser", "json")
-        if not isinstance(ser_name, str):
-            raise SerializationError(
-                f"cannot decode the result of job {job_id}: its payload names no serializer"
+        Raises :class:`JobFailed` (reason ``result_invalid``) when the tag does not verify,
+        :class:`SerializationError` when the result was encoded with another serializer than
+        this app's or does not decode, and :class:`ConfigError` when no secret is set."""
+        ser = self.serializer
+        names = dict.fromkeys((ser.name, "json", "pickle"))
+        found = result_serializer(self.secret.encode(), job_id, rec, names)
+        if found is None:
+            raise JobFailed(
+                job_id,
+                "FAILED",
+                Reason.RESULT_INVALID.value,
+                "",
+                f"the result stored for job {job_id} does not verify with this app's secret "
+                "(altered in Redis, copied from another job or attempt, or written with another "
+                "secret): it was not decoded",
             )
-        ser = self.serializer if self.serializer.name == ser_name else get_serializer(ser_name)
+        if found != ser.name and found != "json":
+            raise SerializationError(
+                f"the result of job {job_id} was encoded with the {found} serializer, but this "
+                f"app decodes with {ser.name}: read it with App(serializer={found!r})"
+            )
+        decoder = ser if found == ser.name else JSONSerializer()
         try:
-            return ser.loads(data)
+            return decoder.loads(rec.get("result") or b"")
         except Exception as exc:
             raise SerializationError(f"cannot decode the result of job {job_id}: {exc}") from exc
 
@@ -511,6 +539,8 @@ class App:
                 "backoff_max": opts.retry_backoff_max,
                 "mem_factor": opts.retry_memory_factor,
                 "mem_max": opts.retry_memory_max,
+                # How long the record may be run: a worker refuses it later (a replay).
+                "ttl": self.settings.record_ttl,
                 **self._cost_cap(opts, pool),
             }
         )[:-1]

@@ -26,6 +26,7 @@ import time
 from . import lua
 from .keys import script_keys
 from .resp import RespClient
+from .signing import sign_outcome
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
@@ -61,7 +62,9 @@ def progress(fraction: float, note: str = "") -> None:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"progress must be from 0 to 1, got {fraction!r}")
     if _CURRENT:
-        _CURRENT[0].set_progress(float(fraction), str(note)[:200])
+        # Stored as UTF-8 and tagged as such: no lone surrogate may reach the encoder.
+        text = str(note)[:200].encode("utf-8", "replace").decode("utf-8")
+        _CURRENT[0].set_progress(float(fraction), text)
 
 
 class _Tee:
@@ -121,9 +124,10 @@ class _Tee:
 class LogCapture:
     """One worker's capture: a job at a time (warm reuse runs several in a row)."""
 
-    def __init__(self, redis_url: str, pk: PoolKeys) -> None:
+    def __init__(self, redis_url: str, pk: PoolKeys, secret: bytes = b"") -> None:
         self.redis_url = redis_url
         self.pk = pk
+        self._secret = secret  # tags the progress (see balloons.signing)
         self._client: RespClient | None = None
         self._lock = threading.Lock()  # the buffer and the current job
         self._send_lock = threading.Lock()  # one batch at a time, in order
@@ -219,14 +223,30 @@ class LogCapture:
                 self._buf, self._progress = [], None
             if job is None or (not buf and prog is None):
                 return
-            fraction, note = ("", "") if prog is None else (f"{prog[0]:.4f}", prog[1])
+            fraction, note, tag = "", "", ""
+            if prog is not None:
+                fraction, note = f"{prog[0]:.4f}", prog[1]
+                data = f"{fraction}\n{note}".encode()
+                tag = sign_outcome(
+                    self._secret, "progress", f"{self.pk.pool}.{job[0]}", job[1], data
+                )
             if self._client is None:
                 self._client = RespClient(self.redis_url)
             try:
                 self._client.eval(
                     lua.LOG,
                     script_keys(self.pk, job[0]),
-                    [self.pk.tag, time.time(), job[0], job[1], MAX_LOG_LINES, fraction, note, *buf],
+                    [
+                        self.pk.tag,
+                        time.time(),
+                        job[0],
+                        job[1],
+                        MAX_LOG_LINES,
+                        fraction,
+                        note,
+                        tag,
+                        *buf,
+                    ],
                 )
             except BaseException as exc:
                 self._client.close()  # a reply may be left unread: start afresh next time

@@ -52,7 +52,8 @@ class JobFailed(BalloonsError):
     """The job ended without a result.
 
     ``status`` is ``FAILED`` or ``CANCELLED``; ``reason`` is a short machine-readable cause
-    (``task_error``, ``oom``, ``timeout``, ``signature_invalid``, ``exit_code=N``, ...);
+    (``task_error``, ``oom``, ``timeout``, ``signature_invalid``, ``exit_code=N``, ...;
+    ``result_invalid`` when the stored result or error does not verify with the app's secret);
     ``error_type``, ``error_message`` and ``remote_traceback`` describe the remote exception
     when the task itself raised.
     """

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
 from .states import JobStatus, Reason
-from .untrusted import json_object, number, text
+from .untrusted import number, text
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -124,7 +124,8 @@ class Job(Generic[R]):
         return logs.follow_async(self.app.store, self._keys, after, check)
 
     def progress(self) -> tuple[float, str] | None:
-        """The task's last ``balloons.progress(fraction, note)``, or None if it reported none."""
+        """The task's last ``balloons.progress(fraction, note)``, or None if it reported none;
+        ``(0.0, note saying so)`` when what is stored does not verify with the app's secret."""
         return self.app.store.progress(self._keys)
 
     def cost(self) -> JobCost:
@@ -146,7 +147,9 @@ class Job(Generic[R]):
         return self.app.store.queue_position(self._keys)
 
     def forget(self) -> None:
-        """Delete the job's record and result now instead of at the end of their TTL."""
+        """Delete the job's record and result now instead of at the end of their TTL (the
+        marker of the attempts that ran stays until it expires: the record put back is not run
+        again)."""
         self.app.store.forget(self._keys)
 
     def _outcome(self, rec: dict[str, bytes]) -> JobStatus | None:
@@ -161,17 +164,16 @@ class Job(Generic[R]):
         if st is JobStatus.INVALID:
             raise _record_invalid(self.id, rec)
         if st is JobStatus.SUCCEEDED:
-            value: R = self.app.decode_result(
-                self.id, rec.get("result", b""), rec.get("payload", b"")
-            )
+            value: R = self.app.decode_result(self.id, rec)
             return value
-        err: dict[str, Any] = {}
-        if rec.get("error"):
-            err = json_object(rec["error"]) or {"message": text(rec["error"])}
+        from .store import record_error
+
+        # The error is shown only once it verifies with the app's secret (never decoded else).
+        reason, err = record_error(self.id, rec, self.app.store.signing_key())
         raise JobFailed(
             self.id,
             st.value,
-            text(rec.get("reason")) or str(err.get("reason", "")),
+            reason or "",
             str(err.get("type", "")),
             str(err.get("message", "")),
             str(err.get("traceback", "")),

@@ -17,6 +17,11 @@ key                                      type    TTL         written by
                                                              (the first from its first change)
 ``NS:{POOL}:done:ULID``                  list    record TTL  finish script: one token, rotated
                                                              by waiters with ``BLMOVE``
+``NS:{POOL}:runs:ULID``                  string  record TTL  claim, take, end and cancel scripts:
+                                                             ``CLAIMED ENDED``, the highest
+                                                             attempt claimed and ended (a
+                                                             replay is refused), kept a while
+                                                             past the payload's TTL
 ``NS:{POOL}:jobs``                       zset    trimmed     submit: job ULID by created time
 ``NS:{POOL}:queue``                      zset    none        jobs waiting for a machine, by
                                                              priority then arrival
@@ -50,12 +55,14 @@ key                                      type    TTL         written by
 ``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
 =======================================  ======  ==========  =================================
 
-Job hash fields: ``payload`` (signed JSON: task, module, options), ``args`` (serialized
-arguments), ``sig`` (HMAC-SHA256 hex of payload and args), ``status``, ``attempt``,
-``machine``, ``created``, ``started``, ``finished``, ``result``, ``error`` (JSON: type,
-message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need`` (``CPUS:MB``),
-``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and ``note``
-(the task's last :func:`balloons.progress`).
+Job hash fields: ``payload`` (signed JSON: task, module, options, record TTL), ``args``
+(serialized arguments), ``sig`` (HMAC-SHA256 hex of payload and args), ``status``,
+``attempt``, ``machine``, ``created``, ``started``, ``finished``, ``result``, ``error`` (JSON:
+type, message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need``
+(``CPUS:MB``), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and
+``note`` (the task's last :func:`balloons.progress`); ``rsig``, ``esig`` and ``psig`` tag the
+result, the error and the progress for one attempt, and ``grant`` permits a retry's attempt
+(:mod:`balloons.signing`).
 
 ``NS:pools``, the machine records and the sweeper's lock are not a pool's: no script touches
 them. Each is read and written by single-key commands (``SADD`` alongside a submit, plain
@@ -118,6 +125,9 @@ class PoolKeys(Frozen):
 
     def done(self, ulid: str) -> str:
         return f"{self.tag}:done:{ulid}"
+
+    def runs(self, ulid: str) -> str:
+        return f"{self.tag}:runs:{ulid}"
 
     @property
     def jobs(self) -> str:
@@ -210,6 +220,10 @@ class JobKeys(Frozen):
     def logs(self) -> str:
         return self.pool.logs(self.ulid)
 
+    @property
+    def runs(self) -> str:
+        return self.pool.runs(self.ulid)
+
 
 #: The pool's keys every script is given first, in ``KEYS`` order: :class:`PoolKeys`
 #: properties. The scripts name them in upper case (``QUEUE = KEYS[1]``, ...).
@@ -218,7 +232,9 @@ POOL_SCRIPT_KEYS = (
 )  # fmt: skip
 #: The keys of each job a script is given, after the pool's, in this order: the name of the
 #: function the scripts make them with, and the :class:`PoolKeys` method.
-JOB_SCRIPT_KEYS = (("jk", "job"), ("ak", "attempts"), ("dk", "done"), ("lk", "logs"))
+JOB_SCRIPT_KEYS = (
+    ("jk", "job"), ("ak", "attempts"), ("dk", "done"), ("lk", "logs"), ("rk", "runs"),
+)  # fmt: skip
 #: The idempotency key's function in the scripts, and its :class:`PoolKeys` method.
 IDEM_SCRIPT_KEY = ("idem", "idem")
 
@@ -239,7 +255,13 @@ def script_keys(pool: PoolKeys, *jobs: str, idem: str = "") -> list[str]:
     tag, seen = pool.tag, ""
     for u in jobs:
         if u and u != seen:  # PoolKeys' forms, in JOB_SCRIPT_KEYS order (a test checks both)
-            out += (f"{tag}:job:{u}", f"{tag}:attempts:{u}", f"{tag}:done:{u}", f"{tag}:logs:{u}")
+            out += (
+                f"{tag}:job:{u}",
+                f"{tag}:attempts:{u}",
+                f"{tag}:done:{u}",
+                f"{tag}:logs:{u}",
+                f"{tag}:runs:{u}",
+            )
             seen = u
     if idem:
         out.append(pool.idem(idem))

@@ -13,8 +13,13 @@ hash slot. They say so on their first line, for servers that refuse keys not dec
 keys they are given (``tests/test_cluster.py`` checks every key each script touches).
 
 Negative codes mean a guard refused: ``-1`` the job record (or the slot) is gone, ``-2`` the
-job has moved on to another attempt, ``-3`` the job is not in a state that allows the change,
-``-4`` another machine holds the attempt.
+job has moved on to another attempt, ``-3`` the job is not in a state that allows the change
+(or its attempt already ended), ``-4`` another machine holds the attempt.
+
+Each attempt of a job is claimed at most once and ends at most once: the job's ``runs`` key
+(highest attempt claimed, highest ended) is checked and written by the same scripts that claim
+(:data:`CLAIM`, :data:`TAKE`) and end (``end_attempt``, :data:`CANCEL`) it, so that a finished
+job's record put back in Redis is not run again.
 
 A *slot* is one machine's right to exist in its pool: ``ZCARD slots`` never exceeds the
 pool's cap, because slots are only added by :data:`SUBMIT` and :data:`FILL`, each of
@@ -26,6 +31,11 @@ hold no slot until :data:`ASSIGN` gives them one.
 from __future__ import annotations
 
 from .keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, PoolKeys
+
+#: Seconds past a record's TTL (counted from its creation, or from when its retry was granted)
+#: that a worker still runs it, for clocks that disagree; older, it is refused as a replay. A
+#: job's runs key is kept twice this long past its TTL.
+FRESH_SLACK = 600
 
 # Shared by every script: key names, the slot table, the attempt log, and the one place where
 # an attempt ends (for good, or with a retry scheduled).
@@ -124,22 +134,84 @@ local function take_slot(u, attempt)
   attempt_update(u, attempt, {launched=NOW, slot=slot, cpus=c, mem=m})
   return {slot, u, tostring(attempt), tostring(c), tostring(m)}
 end
+-- Each attempt runs at most once: a job's runs key holds 'CLAIMED ENDED', the highest attempt
+-- claimed and the highest ended (0 0 when there is none, or it is not one balloons wrote). It
+-- is kept as long as the job's record may still be run (the TTL its signed payload names: the
+-- worker refuses the record later) and then some, for clocks that disagree.
+local function runs_read(raw)
+  local c, e = string.match(raw or '', '^(%d+) (%d+)$')
+  return tonumber(c) or 0, tonumber(e) or 0
+end
+local function runs_get(u)
+  local ok, raw = pcall(redis.call, 'GET', rk(u))
+  return runs_read(ok and raw or '')
+end
+-- Write 'CLAIMED ENDED' for job u in one command; returns what the key held (claimed, ended,
+-- the raw value to put back when the caller refuses after all, and the expiry).
+local function runs_swap(u, claimed, ended, payload)
+  local at = string.find(payload or '', '"ttl":', 1, true)  -- a plain find: no pattern scan
+  local ttl = at and tonumber(string.match(payload, '^%d+', at + 6))
+    or tonumber(redis.call('HGET', jk(u), 'ttl')) or 86400
+  local keep = math.floor(math.max(0, math.min(ttl, 1e9))) + @KEEP@
+  local ok, old = pcall(redis.call, 'SET', rk(u), claimed..' '..ended, 'EX', keep, 'GET')
+  if not ok then  -- not a string: not one balloons wrote
+    redis.call('SET', rk(u), claimed..' '..ended, 'EX', keep)
+    old = false
+  end
+  local c, e = runs_read(old or '')
+  return c, e, old, keep
+end
+-- Whether attempt n of job u may be claimed now (no machine claimed it, and neither it nor a
+-- later attempt ended); if so the claim is recorded. (A claim of n follows the end of n - 1.)
+local function first_claim(u, n, payload)
+  n = tonumber(n)
+  if not n then return false end
+  local c, e, old, keep = runs_swap(u, n, n - 1, payload)
+  if c < n and e < n then return true end
+  redis.call('SET', rk(u), old, 'EX', keep)
+  return false
+end
+-- A record put back to run an attempt that already ran or ended (a replay) is not run again:
+-- the job ends FAILED, record_invalid, and its waiters are woken.
+local function refuse_replay(u)
+  local J = jk(u)
+  redis.call('ZREM', QUEUE, u)
+  redis.call('ZREM', DELAYED, u)
+  redis.call('HSET', J, 'status', 'FAILED', 'reason', 'record_invalid', 'finished', NOW)
+  redis.call('HDEL', J, 'error', 'esig', 'slot', 'machine', 'due')
+  redis.call('DEL', dk(u))
+  redis.call('LPUSH', dk(u), 'FAILED')
+  redis.call('EXPIRE', dk(u), tonumber(redis.call('HGET', J, 'ttl')) or 86400)
+end
 -- End attempt n of job u: for good (status), or with a retry when retry_delay is not ''.
 -- Returns 1 (ended), 2 (retry scheduled) or a negative guard code.
-local function end_attempt(u, n, machine, status, result, err, reason, retry_delay, retry_mem)
+-- tag: the outcome's (the result's, else the error's); grant: the next attempt's permission
+-- to run, when a retry is scheduled (both made by the caller, which holds the app's secret).
+local function end_attempt(u, n, machine, status, result, err, reason, retry_delay, retry_mem,
+    tag, grant)
   local J = jk(u)
-  local st = redis.call('HMGET', J, 'status', 'attempt', 'machine', 'ttl', 'need')
+  local st = redis.call('HMGET', J, 'status', 'attempt', 'machine', 'ttl', 'need', 'payload')
   if not st[1] then return -1 end
   if tonumber(st[2]) ~= tonumber(n) then return -2 end
   if st[1] ~= 'RUNNING' and st[1] ~= 'STARTING' then return -3 end
   if machine ~= '' and st[3] and st[3] ~= '' and st[3] ~= machine then return -4 end
+  -- An attempt ends once: a record put back to an attempt that ended (a replay) earns it no
+  -- retry; it ends record_invalid.
+  local _, ended, was, keep = runs_swap(u, tonumber(n), tonumber(n), st[6])
+  if ended >= tonumber(n) then
+    redis.call('SET', rk(u), was, 'EX', keep)
+    refuse_replay(u)
+    return -3
+  end
   local a = {ended=NOW, outcome=status}
   if reason ~= '' then a.reason = reason end
   if err ~= '' then
-    -- The human message stays with its attempt: the job's error is only its last one's.
+    -- The human message stays with its attempt (the job's error is only its last one's):
+    -- the error's summary, with the tag its writer gave it for this attempt.
     local ok, e = pcall(cjson.decode, err)
-    if ok and type(e) == 'table' and type(e.message) == 'string' and e.message ~= '' then
-      a.message = string.sub(e.message, 1, 500)
+    if ok and type(e) == 'table' and type(e.summary) == 'string' and e.summary ~= '' then
+      a.message = e.summary
+      if type(e.msig) == 'string' then a.msig = e.msig end
     end
   end
   if machine ~= '' then a.machine = machine end
@@ -147,7 +219,8 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
   local ttl = tonumber(st[4]) or 86400
   if status == 'FAILED' and retry_delay ~= '' then
     local next_n = tonumber(n) + 1
-    redis.call('HSET', J, 'attempt', next_n, 'reason', reason, 'error', err)
+    redis.call('HSET', J, 'attempt', next_n, 'reason', reason, 'error', err, 'esig', tag,
+      'grant', grant)
     if retry_mem ~= '' then
       -- 'FACTOR MAX': the next attempt's machine gets FACTOR times the memory, up to MAX.
       local c, m = string.match(st[5] or '1:256', '(%d+):(%d+)')
@@ -168,9 +241,9 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
   end
   redis.call('HSET', J, 'status', status, 'finished', NOW, 'reason', reason)
   if status == 'SUCCEEDED' then
-    redis.call('HSET', J, 'result', result)
+    redis.call('HSET', J, 'result', result, 'rsig', tag)
   else
-    redis.call('HSET', J, 'error', err)
+    redis.call('HSET', J, 'error', err, 'esig', tag)
   end
   redis.call('DEL', dk(u))
   redis.call('LPUSH', dk(u), status)
@@ -186,7 +259,7 @@ local function promote_due(limit)
   end
   return #due
 end
-"""
+""".replace("@KEEP@", str(2 * FRESH_SLACK))
 
 
 def _key_names() -> str:
@@ -370,11 +443,14 @@ return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
 )
 
 # A machine's first job, named by its handoff. ARGV: tag, now, ulid, attempt, machine, error
-# (the failure recorded when the slot's entry is unreadable)
-# Returns {1, payload, args, sig, heartbeat, idle} or {code, status}; {-4, 'bad slot'} when
-# the slot's entry was altered: the slot is freed and the attempt failed (record_invalid).
+# and its tag (the failure recorded when the slot's entry is unreadable)
+# Returns {1, payload, args, sig, heartbeat, idle, grant} or {code, status}; {-4, 'bad slot'}
+# when the slot's entry was altered: the slot is freed and the attempt failed (record_invalid);
+# {-5, 'replayed'} when the attempt was claimed or ended before (the record was put back): the
+# job ends FAILED (record_invalid) and the machine, its slot idle, takes queued work.
 CLAIM = _script(
-    "jk ak dk cfg slot_get slot_put slot_drop attempt_update enqueue end_attempt",
+    "jk ak dk rk cfg slot_get slot_put slot_drop attempt_update enqueue runs_read runs_swap "
+    "first_claim refuse_replay end_attempt",
     """
 local u, n, machine = ARGV[3], ARGV[4], ARGV[5]
 local slot = u..'-'..n
@@ -382,17 +458,24 @@ local info = slot_get(slot)
 if not redis.call('ZSCORE', SLOTS, slot) then return {-1, 'no slot'} end
 if info == false then
   slot_drop(slot)
-  end_attempt(u, n, machine, 'FAILED', '', ARGV[6], 'record_invalid', '', '')
+  end_attempt(u, n, machine, 'FAILED', '', ARGV[6], 'record_invalid', '', '', ARGV[7], '')
   return {-4, 'bad slot'}
 end
 if not info then return {-1, 'no slot'} end
 local J = jk(u)
-local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started', 'slot')
+local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started', 'slot',
+  'grant')
 info.machine = machine
-if not st[1] or tonumber(st[2]) ~= tonumber(n) or st[1] ~= 'STARTING' or st[7] ~= slot then
+local ok = st[1] == 'STARTING' and tonumber(st[2]) == tonumber(n) and st[7] == slot
+local replayed = ok and not first_claim(u, n, st[3])
+if not ok or replayed then
   info.job = ''
   info.state = 'idle'
   slot_put(slot, info)
+  if replayed then
+    refuse_replay(u)
+    return {-5, 'replayed'}
+  end
   if not st[1] then return {-1, ''} end
   if tonumber(st[2]) ~= tonumber(n) then return {-2, st[1]} end
   return {-3, st[1]}
@@ -404,18 +487,22 @@ redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
 redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine)
 if not st[6] then redis.call('HSET', J, 'started', NOW) end
 attempt_update(u, n, {machine=machine, started=NOW})
-return {1, st[3] or '', st[4] or '', st[5] or '', tostring(cfg('hb', 2)), tostring(cfg('idle', 10))}
+return {1, st[3] or '', st[4] or '', st[5] or '', tostring(cfg('hb', 2)), tostring(cfg('idle', 10)),
+  st[8] or ''}
 """,
 )
 
 # A warm machine asks for its next job. ARGV: tag, now, slot, machine, mode ('take' | 'release'),
 #       standby ('1' when the machine stops rather than being destroyed as its worker exits)
-# Returns {1, ulid, attempt, payload, args, sig} | {0, idle} (wait for a wake) |
+# Returns {1, ulid, attempt, payload, args, sig, grant} | {0, idle} (wait for a wake) |
 #         {-1} (the slot is gone: exit) | {-5} (slot given back: exit) |
 #         {-6} (slot given back and the machine kept in the pool's standby set: exit, and its
 #         machine stops until a launch starts it again)
+#         A queued record of an attempt that was claimed or ended before (put back: a replay)
+#         is not taken: its job ends FAILED (record_invalid).
 TAKE = _script(
-    "jk ak cfg slot_get slot_put slot_drop attempt_update need_of fits enqueue promote_due",
+    "jk ak dk rk cfg slot_get slot_put slot_drop attempt_update need_of fits enqueue promote_due "
+    "runs_read runs_get runs_swap first_claim refuse_replay",
     """
 local slot, machine, mode = ARGV[3], ARGV[4], ARGV[5]
 if not redis.call('ZSCORE', SLOTS, slot) then
@@ -432,22 +519,32 @@ if info.state == 'idle' and tonumber(info.since) then
   info.since = NOW
 end
 -- A job this machine already holds (the reply to an earlier TAKE or CLAIM was lost to a
--- dropped connection) is returned again rather than stranded.
+-- dropped connection) is returned again rather than stranded: only while its claim stands and
+-- it has not ended (else it is a finished job's record put back on this machine: refused).
 if info.job and info.job ~= '' then
   local cur = redis.call('HMGET', jk(info.job), 'status', 'attempt', 'payload', 'args', 'sig',
-    'slot', 'machine')
+    'slot', 'machine', 'grant')
   if cur[1] == 'RUNNING' and cur[6] == slot and cur[7] == machine
       and tonumber(cur[2]) == tonumber(info.attempt) then
-    return {1, info.job, cur[2], cur[3] or '', cur[4] or '', cur[5] or ''}
+    local claimed, ended = runs_get(info.job)
+    if claimed == tonumber(cur[2]) and ended < claimed then
+      return {1, info.job, cur[2], cur[3] or '', cur[4] or '', cur[5] or '', cur[8] or ''}
+    end
+    refuse_replay(info.job)
   end
 end
 promote_due(50)
 for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
   local J = jk(u)
-  local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started')
+  local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started',
+    'grant')
   if st[1] ~= 'QUEUED' then
     redis.call('ZREM', QUEUE, u)
-  elseif fits(info, u) then
+  elseif not fits(info, u) then
+    -- left for a machine that fits it
+  elseif not first_claim(u, st[2], st[3]) then
+    refuse_replay(u)  -- an attempt claimed or ended before, put back in the queue: a replay
+  else
     redis.call('ZREM', QUEUE, u)
     redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine, 'slot', slot)
     if not st[6] then redis.call('HSET', J, 'started', NOW) end
@@ -459,7 +556,7 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
     slot_put(slot, info)
     redis.call('SREM', IDLE, slot)
     redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', 2), slot)
-    return {1, u, st[2], st[3] or '', st[4] or '', st[5] or ''}
+    return {1, u, st[2], st[3] or '', st[4] or '', st[5] or '', st[7] or ''}
   end
 end
 if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', 0) then
@@ -518,22 +615,24 @@ return {1, status, tostring(hb), tostring(cfg('idle', 10))}
 
 # The worker records the end of an attempt.
 # ARGV: tag, now, ulid, attempt, machine, status, result, error, reason, retry delay ('' = none),
-#       retry memory ('FACTOR MAX', '' = same)
+#       retry memory ('FACTOR MAX', '' = same), the result's or the error's tag, the retry's
+#       grant ('' = none)
 FINISH = _script(
-    "jk ak dk attempt_update enqueue end_attempt",
+    "jk ak dk rk attempt_update enqueue runs_read runs_swap refuse_replay end_attempt",
     """
 return end_attempt(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
-  ARGV[11])
+  ARGV[11], ARGV[12], ARGV[13])
 """,
 )
 
 # A slot's machine is gone (it died, or its lease ran out): free the slot and end its job's
 # attempt with the reason. ARGV: tag, now, slot, ulid, attempt, error, reason, retry delay,
-# retry memory, only-if-expired ('1' | '0')
+# retry memory, only-if-expired ('1' | '0'), the error's tag, the retry's grant
 # Returns {1, ulid, attempt, machine, ended} | {0} (nothing to do) | {-2} (the slot moved on to
 # another job: read it again).
 LOST = _script(
-    "jk ak dk slot_get slot_drop attempt_update enqueue end_attempt",
+    "jk ak dk rk slot_get slot_drop attempt_update enqueue runs_read runs_swap refuse_replay "
+    "end_attempt",
     """
 local slot = ARGV[3]
 local lease = redis.call('ZSCORE', SLOTS, slot)
@@ -557,26 +656,30 @@ end
 slot_drop(slot)
 local ended = 0
 if u ~= '' then
-  ended = end_attempt(u, info.attempt, '', 'FAILED', '', ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+  ended = end_attempt(u, info.attempt, '', 'FAILED', '', ARGV[6], ARGV[7], ARGV[8], ARGV[9],
+    ARGV[11], ARGV[12])
 end
 return {1, u, tostring(info.attempt or 0), info.machine or '', ended}
 """,
 )
 
-# ARGV: tag, now, ulid, error
+# ARGV: tag, now, ulid. The job keeps no error (an earlier attempt's is dropped): readers say
+# it was cancelled. Its attempt counts as ended, so that the record put back is not run.
 # Returns {1, previous status, slot, machine} or {code, status}.
 CANCEL = _script(
-    "jk ak dk slot_get slot_put attempt_update",
+    "jk ak dk rk slot_get slot_put attempt_update runs_read runs_get runs_swap",
     """
 local u = ARGV[3]
 local J = jk(u)
-local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl')
+local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl', 'payload')
 if not st[1] then return {-1, ''} end
 if st[1] == 'SUCCEEDED' or st[1] == 'FAILED' or st[1] == 'CANCELLED' then return {-3, st[1]} end
 redis.call('ZREM', QUEUE, u)
 redis.call('ZREM', DELAYED, u)
-redis.call('HSET', J, 'status', 'CANCELLED', 'finished', NOW, 'reason', 'cancelled',
-  'error', ARGV[4])
+redis.call('HSET', J, 'status', 'CANCELLED', 'finished', NOW, 'reason', 'cancelled')
+redis.call('HDEL', J, 'error', 'esig')
+local claimed, ended = runs_get(u)
+if ended < (tonumber(st[2]) or 0) then runs_swap(u, claimed, tonumber(st[2]), st[6]) end
 if st[1] == 'RUNNING' or st[1] == 'STARTING' then
   attempt_update(u, st[2], {ended=NOW, outcome='CANCELLED', reason='cancelled'})
   local info = st[3] and slot_get(st[3])
@@ -793,9 +896,9 @@ return 1
 )
 
 # The worker appends a batch of log lines (and the task's latest progress) for one attempt.
-# ARGV: tag, now, ulid, attempt, max lines, progress ('' = unchanged), note, then one item
-#       per line: 'TIME SOURCE TEXT' (source: out | err | log; one argument a line keeps the
-#       worker's encoding cheap)
+# ARGV: tag, now, ulid, attempt, max lines, progress ('' = unchanged), note, their tag, then
+#       one item per line: 'TIME SOURCE TEXT' (source: out | err | log; one argument a line
+#       keeps the worker's encoding cheap)
 # Returns the number of lines stored, or -1 (record gone) / -2 (another attempt runs now).
 LOG = _script(
     "jk lk",
@@ -805,10 +908,12 @@ local J = jk(u)
 local st = redis.call('HMGET', J, 'attempt', 'ttl')
 if not st[1] then return -1 end
 if tonumber(st[1]) ~= tonumber(n) then return -2 end
-if ARGV[6] ~= '' then redis.call('HSET', J, 'progress', ARGV[6], 'note', ARGV[7]) end
+if ARGV[6] ~= '' then
+  redis.call('HSET', J, 'progress', ARGV[6], 'note', ARGV[7], 'psig', ARGV[8])
+end
 local L = lk(u)
 local count = 0
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local t, s, m = string.match(ARGV[i], '^(%S+) (%S+) (.*)$')
   if t then
     redis.call('XADD', L, '*', 't', t, 'a', n, 's', s, 'm', m)

@@ -3,7 +3,8 @@
 The local fork server (through the worker's RESP client) and the supervisor (through
 redis-py) both call :func:`end_slot`: read what the slot was running, decide on a retry from
 the job's policy, and free the slot and end the attempt in one script (:data:`lua.LOST`),
-which refuses if the slot moved on meanwhile, so the read is simply repeated.
+which refuses if the slot moved on meanwhile, so the read is simply repeated. Both hold the
+app's secret: the error they record is sealed with it, and so is a retry's grant.
 
 A machine that ended without a word while its job ran past its deadline ends the attempt with
 the deadline's reason (:func:`deadline_reason`), whoever noticed: what stopped it was a
@@ -22,6 +23,7 @@ from typing import Any
 from . import lua
 from .keys import PoolKeys, slot_job
 from .retry import decide
+from .signing import run_by, seal_error, sign_grant, verify
 from .status import MachineInfo, Reason, exit_reason
 
 Execute = Callable[..., Any]  # (command, *args) -> reply
@@ -36,9 +38,11 @@ def end_slot(
     reason: str,
     message: str,
     *,
+    secret: bytes,
     only_if_expired: bool = False,
 ) -> list[Any]:
-    """Free ``slot`` and end the attempt it runs (if any) with ``reason``.
+    """Free ``slot`` and end the attempt it runs (if any) with ``reason``; ``secret`` seals the
+    error and a retry's grant.
 
     Returns the LOST script's reply: ``[1, ulid, attempt, machine, ended]`` when the slot was
     freed, ``[0]`` when there was nothing to do (already freed, or its lease was renewed).
@@ -57,17 +61,20 @@ def end_slot(
         attempt = int(number) if ulid and number is not None else 0
         why, text, retry = reason, message, ("", "")
         if ulid:
-            payload = execute("HGET", pk.job(ulid), "payload")
+            rec = execute("HMGET", pk.job(ulid), "payload", "args", "sig", "grant")
+            payload = rec[0] if isinstance(rec, list) and len(rec) == 4 else None
             try:
                 spec = json.loads(payload) if payload else {}
             except (ValueError, RecursionError):
                 spec = {}
-            # The payload is not verified here: a forged retry count only earns the job more
-            # attempts, each of which its worker refuses unless the signature holds.
             spec = spec if isinstance(spec, dict) else {}
             why, text = deadline_reason(info, spec, reason, message, time.time())
             retry = decide(spec, attempt, why)
-        error = json.dumps({"type": "", "message": text, "traceback": "", "reason": why})
+            # A retry is granted (signed) only for an attempt its record lets run now: never
+            # for a forged record, nor for a finished one put back in Redis past its TTL.
+            if retry[0] and not _may_run(secret, f"{pk.pool}.{ulid}", attempt, spec, rec):
+                retry = ("", "")
+        error, tag, grant = sealed_end(secret, pk, slot, ulid, attempt, why, text, retry)
         reply = list(
             eval_(
                 lua.LOST,
@@ -79,12 +86,55 @@ def end_slot(
                 why,
                 *retry,
                 "1" if only_if_expired else "0",
+                tag,
+                grant,
                 jobs=(ulid, slot_job(slot)),
             )
         )
         if reply[0] != -2:
             return reply
     return reply
+
+
+def _may_run(
+    secret: bytes, job_id: str, attempt: int, spec: dict[str, Any], rec: list[Any]
+) -> bool:
+    """Whether ``rec`` (payload, args, sig, grant) is a record attempt ``attempt`` may run now:
+    signed with the secret, for this job, and no older than its TTL (see the worker)."""
+    payload, args, sig, grant = rec
+    if not payload or not verify(secret, payload, args or b"", sig or b""):
+        return False
+    try:
+        until = run_by(secret, job_id, attempt, spec, grant) if spec.get("id") == job_id else None
+    except (ValueError, KeyError, TypeError):
+        return False
+    return until is not None and time.time() <= until + lua.FRESH_SLACK
+
+
+def sealed_end(
+    secret: bytes,
+    pk: PoolKeys,
+    slot: str,
+    ulid: str,
+    attempt: int,
+    reason: str,
+    message: str,
+    retry: tuple[str, str],
+) -> tuple[str, str, str]:
+    """What :data:`lua.LOST` records for the attempt it ends: the error, its tag and the retry's
+    grant (``""``: none). With no job named (an altered slot entry), the attempt is the one
+    the slot's name gives, which LOST ends when it is still its job's."""
+    named, _, n = slot.rpartition("-")
+    whose = (ulid, attempt) if ulid else (named, int(n) if n.isdigit() else 0)
+    job_id = f"{pk.pool}.{whose[0]}"
+    error, tag = seal_error(
+        secret,
+        job_id,
+        whose[1],
+        {"type": "", "message": message, "traceback": "", "reason": reason},
+    )
+    grant = sign_grant(secret, job_id, attempt + 1, time.time()) if ulid and retry[0] else ""
+    return error, tag, grant
 
 
 def machine_outcome(info: MachineInfo) -> tuple[str, str] | None:

@@ -49,6 +49,9 @@ class Reason(enum.StrEnum):
     SERIALIZATION = "serialization"
     LAUNCH_FAILED = "launch_failed"
     COST_CAP = "cost_cap"  # the job's max_cost was reached: its machine was stopped
+    # A reader's verdict, never an attempt's: the stored result or error does not verify with
+    # the app's secret (altered in Redis, or copied from another job or attempt).
+    RESULT_INVALID = "result_invalid"
 
     def __str__(self) -> str:
         return self.value

@@ -10,16 +10,15 @@ client's routes (:mod:`balloons.cluster`) send each command to its key's node.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import lua
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .keys import (
     POOL_RE,
     ULID_RE,
@@ -33,7 +32,8 @@ from .keys import (
 )
 from .pools import MAX_MACHINES
 from .resp import RespClient, RespError, mask_url
-from .status import AttemptInfo, JobInfo, JobStatus
+from .signing import verify_outcome
+from .status import AttemptInfo, JobInfo, JobStatus, Reason
 from .untrusted import (
     MAX_ATTEMPT,
     MAX_CPUS,
@@ -122,21 +122,83 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, bytes]:
     return {k.decode(): v for k, v in raw.items()}
 
 
+# What readers show in place of what a machine wrote when it cannot be trusted: its tag does
+# not verify with the app's secret, or the reader has no secret to verify it with.
+INVALID_ERROR = (
+    "the error stored for this job does not verify with this app's secret (altered in Redis, "
+    "copied from another job or attempt, or written with another secret): not shown"
+)
+UNVERIFIED_ERROR = (
+    "the error stored for this job is not shown: this app has no signing key to verify it "
+    "with (BALLOONS_SECRET)"
+)
+INVALID_MESSAGE = "[message not shown: it does not verify with this app's secret]"
+UNVERIFIED_MESSAGE = "[message not shown: no signing key to verify it with]"
+INVALID_PROGRESS = "[progress not shown: it does not verify with this app's secret]"
+UNVERIFIED_PROGRESS = "[progress not shown: no signing key to verify it with]"
+#: The message of a cancelled job (which stores no error).
+CANCELLED_MESSAGE = "cancelled on request"
+
+
+def record_error(
+    job_id: str, rec: Mapping[str, bytes], secret: bytes | None
+) -> tuple[str | None, dict[str, object]]:
+    """The reason and the error (``type``, ``message``, ``traceback``) of a job's record. The
+    error is decoded only once its tag verifies, for an attempt it can be (the job's, when the
+    job failed; an earlier one's, after a retry); otherwise the message says why it is not
+    shown, and the reason is ``result_invalid`` when it did not verify."""
+    reason = text(rec.get("reason")) or None
+    raw = rec.get("error")
+    if not raw:
+        if rec.get("status") == b"CANCELLED":
+            return reason or Reason.CANCELLED.value, {"message": CANCELLED_MESSAGE}
+        return reason, {}
+    if secret is None:
+        return reason, {"message": UNVERIFIED_ERROR}
+    n = verify_outcome(secret, "error", job_id, raw, rec.get("esig"))
+    attempt = integer(rec.get("attempt") or 0, 0, MAX_ATTEMPT)
+    # The job's own attempt's error when it failed; an earlier attempt's after a retry.
+    failed = rec.get("status") == b"FAILED"
+    if n is not None and attempt is not None and (n == attempt if failed else n <= attempt):
+        err = json_object(raw)
+        if err is not None:
+            signed = err.get("reason")
+            return (signed if isinstance(signed, str) and signed else reason), err
+    claim = f" (it claims reason {describe(reason)})" if reason else ""
+    return Reason.RESULT_INVALID.value, {"message": INVALID_ERROR + claim}
+
+
+def _checked_message(job_id: str, n: int, d: object, secret: bytes | None) -> object:
+    """Attempt ``n``'s record with its message kept only when its tag verifies for it."""
+    if not isinstance(d, dict) or not d.get("message"):
+        return d
+    if secret is None:
+        return {**d, "message": UNVERIFIED_MESSAGE}
+    msg = d["message"]
+    data = msg.encode("utf-8", "replace") if isinstance(msg, str) else b""
+    if verify_outcome(secret, "message", job_id, data, d.get("msig")) != n:
+        return {**d, "message": INVALID_MESSAGE}
+    return d
+
+
 def attempts_from(
-    job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]
+    job_id: str,
+    rec: dict[str, bytes],
+    attempts: dict[bytes, bytes],
+    secret: bytes | None = None,
 ) -> tuple[AttemptInfo, ...]:
     """A job's attempts, in order, from its attempts hash; and its first attempt while the
     machine that submit launched for it has not yet reported (the record is written on the
     attempt's first change: until then the job's record holds what it says). ``rec`` needs
     ``attempt``, ``slot``, ``created`` and ``need`` for the latter. Whatever the hashes hold:
-    an attempt record that cannot be read is kept, with its :attr:`~AttemptInfo.problems`."""
-    tries = sorted(
-        (
-            AttemptInfo.from_dict(json_value(v), integer(k, 0, MAX_ATTEMPT) or 0)
-            for k, v in attempts.items()
-        ),
-        key=lambda a: a.number,
-    )
+    an attempt record that cannot be read is kept, with its :attr:`~AttemptInfo.problems`.
+    An attempt's message is shown only when it verifies with ``secret``."""
+
+    def attempt(k: bytes, v: bytes) -> AttemptInfo:
+        n = integer(k, 0, MAX_ATTEMPT) or 0
+        return AttemptInfo.from_dict(_checked_message(job_id, n, json_value(v), secret), n)
+
+    tries = sorted((attempt(k, v) for k, v in attempts.items()), key=lambda a: a.number)
     slot = text(rec.get("slot")) or ""
     if not tries and rec.get("attempt") == b"1" and slot == job_id.rpartition(".")[2] + "-1":
         cpus, _, mem = (text(rec.get("need")) or "").partition(":")
@@ -167,9 +229,16 @@ def read_status(raw: object) -> tuple[JobStatus, str | None]:
     return st, None
 
 
-def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -> JobInfo:
+def job_info(
+    job_id: str,
+    rec: dict[str, bytes],
+    attempts: dict[bytes, bytes],
+    secret: bytes | None = None,
+) -> JobInfo:
     """Build a :class:`JobInfo` from a raw job hash and its attempts hash, whatever they hold:
-    a field that cannot be read is left unknown and named in :attr:`JobInfo.problems`."""
+    a field that cannot be read is left unknown and named in :attr:`JobInfo.problems`. The
+    error (and each attempt's message) is shown only when it verifies with ``secret`` (see
+    :func:`record_error`)."""
     problems: list[str] = []
 
     def s(name: str) -> str | None:
@@ -194,9 +263,7 @@ def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -
             problems.append("its payload is not a JSON object")
         elif isinstance(payload.get("task"), str):
             task = str(payload["task"])
-    error: dict[str, object] = {}
-    if rec.get("error"):
-        error = json_object(rec["error"]) or {"message": s("error")}
+    reason, error = record_error(job_id, rec, secret)
     attempt = integer(rec.get("attempt") or 0, 0, MAX_ATTEMPT)
     if attempt is None:
         problems.append(f"attempt {describe(rec.get('attempt'))} is not an attempt number")
@@ -215,11 +282,11 @@ def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -
         created_at=when("created") or 0.0,
         started_at=when("started"),
         finished_at=when("finished"),
-        reason=s("reason") or ("record_invalid" if status is JobStatus.INVALID else None),
+        reason=reason or ("record_invalid" if status is JobStatus.INVALID else None),
         error_type=err("type"),
         error_message=err("message"),
         traceback=err("traceback"),
-        attempts=attempts_from(job_id, rec, attempts),
+        attempts=attempts_from(job_id, rec, attempts, secret),
         problems=tuple(problems),
     )
 
@@ -227,9 +294,12 @@ def job_info(job_id: str, rec: dict[str, bytes], attempts: dict[bytes, bytes]) -
 class Store:
     """Redis access for one app: ``url`` may carry a password; it is never shown unmasked."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(
+        self, url: str, namespace: str, key: Callable[[], bytes | None] | None = None
+    ) -> None:
         self.url = url
         self.namespace = namespace
+        self._key = key  # the app's signing key, read when first needed
         self._idle: list[RespClient] = []  # connections of the submit path, not in use
         self._pid = os.getpid()
         self._listed: dict[str, float] = {}  # pool -> when a submit last added it to the set
@@ -286,6 +356,10 @@ class Store:
             redis_mod.exceptions.RedisClusterException,  # no node answers, a slot unserved
         ) as exc:
             raise store_error(self.url, exc) from None
+
+    def signing_key(self) -> bytes | None:
+        """The app's signing key, which verifies what machines wrote (None: none is set)."""
+        return self._key() if self._key is not None else None
 
     def keys(self, job_id: str) -> JobKeys:
         return JobKeys.of(self.namespace, job_id)
@@ -434,8 +508,17 @@ class Store:
         retry: tuple[str, str],
         only_if_expired: bool = False,
     ) -> list[Any]:
-        """Free a slot whose machine is gone and end its job's attempt with ``reason``."""
-        error = json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
+        """Free a slot whose machine is gone and end its job's attempt with ``reason`` (the
+        error sealed with the app's secret)."""
+        from .reclaim import sealed_end
+
+        secret = self.signing_key()
+        if secret is None:
+            raise ConfigError(
+                f"cannot end the attempt of slot {slot}: its error is sealed with the app's "
+                "signing key, and none is set (BALLOONS_SECRET)"
+            )
+        error, tag, grant = sealed_end(secret, pk, slot, ulid, attempt, reason, message, retry)
         return list(
             self.eval(
                 lua.LOST,
@@ -447,6 +530,8 @@ class Store:
                 reason,
                 *retry,
                 "1" if only_if_expired else "0",
+                tag,
+                grant,
                 jobs=(ulid, slot_job(slot)),
             )
         )
@@ -494,10 +579,7 @@ class Store:
     def cancel(self, jk: JobKeys) -> tuple[str | None, str, str]:
         """Mark a job cancelled. Returns (previous status or None if it had ended, slot,
         machine)."""
-        error = json.dumps(
-            {"type": "", "message": "cancelled on request", "traceback": "", "reason": "cancelled"}
-        )
-        reply = self.eval(lua.CANCEL, jk.pool, jk.ulid, error, jobs=(jk.ulid,))
+        reply = self.eval(lua.CANCEL, jk.pool, jk.ulid, jobs=(jk.ulid,))
         if reply[0] == -1:
             from .errors import JobNotFound
 
@@ -596,7 +678,7 @@ class Store:
             pipe.hgetall(jk.job)
             pipe.hgetall(jk.attempts)
             rec, attempts = pipe.execute()
-        return job_info(jk.job_id, _decode(rec), attempts) if rec else None
+        return job_info(jk.job_id, _decode(rec), attempts, self.signing_key()) if rec else None
 
     def wait_done(self, jk: JobKeys, timeout: float) -> bool:
         """Block until the job's done token exists (no polling): True if it does."""
@@ -642,10 +724,11 @@ class Store:
                 pipe.hgetall(jk.attempts)
             raw = pipe.execute()
         out = []
+        secret = self.signing_key()
         for i, (_, jid) in enumerate(ranked):
             rec, attempts = raw[2 * i], raw[2 * i + 1]
             if rec:
-                out.append(job_info(jid, _decode(rec), attempts))
+                out.append(job_info(jid, _decode(rec), attempts, secret))
         return out
 
     def index(self, pools: Sequence[str], limit: int, offset: int = 0) -> list[tuple[float, str]]:
@@ -691,7 +774,7 @@ class Store:
         if row[0] is None:
             return None
         rec = {n: v for n, v in zip(names, row, strict=True) if v is not None}
-        return job_info(jk.job_id, rec, attempts)
+        return job_info(jk.job_id, rec, attempts, self.signing_key())
 
     def attempts_of(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
         """Each job's raw attempts hash (attempt number -> JSON), pipelined."""
@@ -715,12 +798,19 @@ class Store:
         }
 
     def progress(self, jk: JobKeys) -> tuple[float, str] | None:
-        """The job's last reported progress and note, if its task reported any."""
+        """The job's last reported progress and note, if its task reported any. Progress whose
+        tag does not verify with the app's secret reads as 0 with a note saying so."""
         with self.errors():
-            raw, note = self.redis.hmget(jk.job, ["progress", "note"])
-        fraction = number(raw, 0.0, 1.0)  # None too for a value altered in Redis
-        if fraction is None:
+            raw, note, tag = self.redis.hmget(jk.job, ["progress", "note", "psig"])
+        if raw is None:
             return None
+        secret = self.signing_key()
+        if secret is None:
+            return 0.0, UNVERIFIED_PROGRESS
+        data = raw + b"\n" + (note or b"")
+        fraction = number(raw, 0.0, 1.0)
+        if fraction is None or verify_outcome(secret, "progress", jk.job_id, data, tag) is None:
+            return 0.0, INVALID_PROGRESS
         return fraction, text(note) or ""
 
     def machine_records(self, limit: int = 1000) -> list[dict[str, str]]:

@@ -156,6 +156,7 @@ class Supervisor:
                 slot,
                 reason,
                 message,
+                secret=self.app.secret.encode(),
                 only_if_expired=died_booting is None,
             )
             if reply and reply[0] == 1:

@@ -35,7 +35,7 @@ from .keys import DEFAULT_NAMESPACE, PoolKeys, script_keys, slot_job, split_job_
 from .resp import RespClient, RespError
 from .retry import Retry, decide
 from .serialize import Serializer, get_serializer, loads_call
-from .signing import verify
+from .signing import run_by, seal_error, sign_grant, sign_outcome, verify
 from .states import Reason
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
@@ -145,26 +145,25 @@ def _log(msg: str) -> None:
     print(f"balloons worker: {msg}", file=sys.stderr, flush=True)
 
 
-def _error_json(reason: str, exc: BaseException | None, message: str = "") -> str:
+def _error(reason: str, exc: BaseException | None, message: str = "") -> dict[str, str]:
+    """An attempt's error record (sealed by :func:`balloons.signing.seal_error` to be stored)."""
     if exc is None:
-        return json.dumps({"type": "", "message": message, "traceback": "", "reason": reason})
+        return {"type": "", "message": message, "traceback": "", "reason": reason}
     import traceback
 
     cls = type(exc)
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-    return json.dumps(
-        {
-            "type": name,
-            "message": message or str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-            "reason": reason,
-        }
-    )
+    return {
+        "type": name,
+        "message": message or str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "reason": reason,
+    }
 
 
-_BAD_SLOT = _error_json(
+_BAD_SLOT = _error(
     "record_invalid",
     None,
     "the machine's slot entry in Redis is not one balloons wrote (altered?): the task was not "
@@ -195,7 +194,7 @@ class Worker:
         self.lock = threading.Lock()
         # The reply of a TAKE sent along with the last FINISH, for run() to act on.
         self.next_take: Any = None
-        self.capture = LogCapture(handoff.redis_url, self.pk)
+        self.capture = LogCapture(handoff.redis_url, self.pk, handoff.secret)
         self.job_start = _BOOT[0]  # when this machine began the current attempt
         self.capped = False  # the current deadline is the job's max_cost, not its timeout
 
@@ -228,17 +227,32 @@ class Worker:
                 time.sleep(delay)
                 delay = min(2.0, delay * 2)
 
+    def _seal(self, ulid: str, attempt: int, error: dict[str, str]) -> tuple[str, str]:
+        return seal_error(self.h.secret, f"{self.pool}.{ulid}", attempt, error)
+
+    def _grant(self, ulid: str, attempt: int, retry: tuple[str, str]) -> str:
+        """The next attempt's permission to run, when ``retry`` schedules one."""
+        if not retry[0]:
+            return ""
+        return sign_grant(self.h.secret, f"{self.pool}.{ulid}", attempt + 1, time.time())
+
     def finish(
         self,
         ulid: str,
         attempt: int,
         status: str,
-        result: bytes = b"",
-        error: str = "",
+        result: tuple[bytes, str] = (b"", ""),
+        error: dict[str, str] | None = None,
         reason: str = "",
         retry: tuple[str, str] = ("", ""),
     ) -> int:
-        args = (ulid, attempt, self.h.machine_id, status, result, error, reason, *retry)
+        """Record the outcome: ``result`` (the encoded value and its tag) or ``error``."""
+        data, tag = result
+        text = ""
+        if error is not None:
+            text, tag = self._seal(ulid, attempt, error)
+        grant = self._grant(ulid, attempt, retry)
+        args = (ulid, attempt, self.h.machine_id, status, data, text, reason, *retry, tag, grant)
         # An outcome is worth waiting for: keep trying through a Redis restart, for
         # STORE_PATIENCE seconds or until the job's deadline, whichever is later.
         until = max(time.monotonic() + STORE_PATIENCE, self.result_until)
@@ -281,8 +295,9 @@ class Worker:
         beat = threading.Thread(target=self._beat, name="balloons-heartbeat", daemon=True)
         if self.h.attempt > 0:
             ulid = self.slot.rpartition("-")[0]
+            bad_slot = self._seal(ulid, self.h.attempt, _BAD_SLOT)
             reply = self._patient(
-                lua.CLAIM, ulid, self.h.attempt, self.h.machine_id, _BAD_SLOT, jobs=(ulid,)
+                lua.CLAIM, ulid, self.h.attempt, self.h.machine_id, *bad_slot, jobs=(ulid,)
             )
             if reply[0] == -4:
                 _log(f"job {self.h.job_id}: its slot's entry in Redis is unreadable; refused")
@@ -293,9 +308,15 @@ class Worker:
                 # wait a period (a short job then ends before it, on one connection).
                 self.first_beat_in = self.heartbeat
                 beat.start()
-                code = self.run_job(ulid, self.h.attempt, reply[1], reply[2], reply[3])
+                code = self.run_job(
+                    ulid, self.h.attempt, reply[1], reply[2], reply[3], _at(reply, 6)
+                )
             else:
-                what = {-1: "its record is gone", -2: "it moved to another attempt"}
+                what = {
+                    -1: "its record is gone",
+                    -2: "it moved to another attempt",
+                    -5: "it was claimed or ended before (its record was put back): a replay",
+                }
                 if reply[1] == b"no slot":
                     what[-1] = "its machine's slot is gone"
                 _log(
@@ -321,7 +342,9 @@ class Worker:
                 reply = self._patient(lua.TAKE, *self._take_args(mode), until=patience)
             if reply[0] == 1:
                 self.job_start = time.time()
-                code = self.run_job(reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5])
+                code = self.run_job(
+                    reply[1].decode(), int(reply[2]), reply[3], reply[4], reply[5], _at(reply, 6)
+                )
                 mode, idle_until = "release" if self.idle <= 0 else "take", 0.0
                 continue
             if reply[0] == -6:
@@ -415,7 +438,11 @@ class Worker:
         reason = Reason.COST_CAP if self.capped else Reason.TIMEOUT
         retry = decide(spec, attempt, reason)
         what = "its max_cost" if self.capped else "its run timeout"
-        error = _error_json(reason, None, f"the task ignored {what}, so its machine was killed")
+        error, tag = self._seal(
+            ulid,
+            attempt,
+            _error(reason, None, f"the task ignored {what}, so its machine was killed"),
+        )
         with contextlib.suppress(Exception):
             self._eval(
                 lua.LOST,
@@ -426,6 +453,8 @@ class Worker:
                 reason,
                 *retry,
                 "0",
+                tag,
+                self._grant(ulid, attempt, retry),
                 client=client,
                 jobs=(ulid, slot_job(self.slot)),
             )
@@ -435,21 +464,25 @@ class Worker:
     # ------------------------------------------------------------------- job
     spec: dict[str, Any] | None = None
 
-    def run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
+    def run_job(
+        self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes, grant: bytes
+    ) -> int:
         try:
-            return self._run_job(ulid, attempt, payload, args, sig)
+            return self._run_job(ulid, attempt, payload, args, sig, grant)
         except _Interrupted:  # delivered just as the task returned: the job moved on anyway
             return EXIT_SKIPPED
         except TaskTimeout as exc:  # the timer fired just as the task returned
             _unwatch()  # recording it may ride out an outage
-            error = _error_json(Reason.TIMEOUT, exc, "the task reached its run timeout")
+            error = _error(Reason.TIMEOUT, exc, "the task reached its run timeout")
             self.finish(ulid, attempt, "FAILED", error=error, reason=Reason.TIMEOUT)
             return EXIT_TASK_FAILED
         finally:
             self.in_task = False
             self.capture.end()
 
-    def _run_job(self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes) -> int:
+    def _run_job(
+        self, ulid: str, attempt: int, payload: bytes, args: bytes, sig: bytes, grant: bytes
+    ) -> int:
         job_id = f"{self.pool}.{ulid}"
         self.spec = None
         self.result_until = 0.0
@@ -463,7 +496,7 @@ class Worker:
                 ulid,
                 attempt,
                 "FAILED",
-                error=_error_json(reason, exc, message),
+                error=_error(reason, exc, message),
                 reason=reason,
                 retry=retry,
             )
@@ -489,6 +522,21 @@ class Worker:
             spec = json.loads(payload)
             if not isinstance(spec, dict) or spec.get("id") != job_id:
                 raise ValueError("payload names another job")
+            # Each attempt runs once: one after the first needs the permission its retry was
+            # given, and no record is run past its TTL (counted from its creation or that
+            # permission): the claim scripts refuse an attempt claimed before, for that long.
+            until = run_by(self.h.secret, job_id, attempt, spec, grant)
+            if until is None:
+                raise WorkerError(
+                    Reason.SIGNATURE_INVALID,
+                    f"attempt {attempt} of this job was never granted by a holder of the app's "
+                    "secret (its record was altered): the task was not run",
+                )
+            if time.time() > until + lua.FRESH_SLACK:
+                raise ValueError(
+                    "the record is older than its TTL (a record put back in Redis); the task "
+                    "was not run"
+                )
             name = str(spec["task"])
             task = registry.load(name, spec.get("main"))
             ser: Serializer = _serializer_for(task, str(spec.get("ser", "json")))
@@ -581,7 +629,8 @@ class Worker:
                 f"the task returned {type(value).__name__}, which the {ser.name} serializer "
                 f"cannot encode: {exc}",
             )
-        if self.finish(ulid, attempt, "SUCCEEDED", result=data) < 0:
+        tag = sign_outcome(self.h.secret, f"result/{ser.name}", job_id, attempt, data)
+        if self.finish(ulid, attempt, "SUCCEEDED", result=(data, tag)) < 0:
             _log(f"job {job_id}: result not recorded, the job moved on")
             return EXIT_OK
         _log(f"event=succeeded job={job_id} attempt={attempt} run_s={time.time() - started:.3f}")
@@ -655,6 +704,11 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise TaskTimeout("run timeout")
+
+
+def _at(reply: list[Any], i: int) -> bytes:
+    """Item ``i`` of a script's reply, or b"" when the reply is shorter."""
+    return bytes(reply[i]) if len(reply) > i and reply[i] is not None else b""
 
 
 def _serializer_for(task: Any, name: str) -> Serializer:

@@ -54,6 +54,8 @@ class Child:
     pool: str
     slot: str
     log: str
+    # The app's signing key, which seals the error of an attempt ended here (never in a repr).
+    secret: bytes = field(default=b"", repr=False)
     started: float = field(default_factory=time.time)
     stop_requested: bool = False
     stop_deadline: float | None = None
@@ -194,6 +196,7 @@ class ForkServer:
             pool=str(req.get("pool", "")),
             slot=str(req.get("slot", "")),
             log=log,
+            secret=env.get("BALLOONS_SECRET", "").encode(),
         )
         self.children[pid] = child
         self.by_machine[machine] = child
@@ -347,6 +350,7 @@ class ForkServer:
             child.slot,
             reason,
             message,
+            secret=child.secret,
         )
 
     def _record(

@@ -20,6 +20,7 @@ from .. import logs as job_logs
 from ..cost import CostReport, PriceTable, job_cost
 from ..keys import JobKeys
 from ..listing import ROW_FIELDS
+from ..signing import result_serializer
 from ..status import AttemptInfo, JobInfo
 from ..store import Store
 from ..untrusted import (
@@ -34,7 +35,7 @@ from ..untrusted import (
 #: Characters of one argument or result shown before it is cut.
 PREVIEW_CHARS = 2000
 #: Fields the live part of a job page reads (never the arguments or the result).
-LIVE_FIELDS = (*ROW_FIELDS, "error", "slot", "need")
+LIVE_FIELDS = (*ROW_FIELDS, "error", "esig", "slot", "need")
 
 
 def fmt_time(ts: float | None) -> str:
@@ -197,10 +198,19 @@ def _outcome(ctx: JobContext) -> dict[str, Any] | None:
         return None
     if info.error_type or info.error_message or info.traceback:
         return {"error": True}
-    raw = ctx.store.fields([ctx.keys.job_id], ["status", "result"])[0].get("result")
+    rec = ctx.store.fields([ctx.keys.job_id], ["status", "result", "rsig", "attempt"])[0]
+    raw = rec.get("result")
     if raw is None:
         return None
-    return {"result": preview_result(raw, _serializer(ctx))}
+    # Shown only once its tag verifies with the app's secret (and decoded only as JSON).
+    secret = ctx.store.signing_key()
+    names = dict.fromkeys(("json", _serializer(ctx)))
+    found = result_serializer(secret, ctx.keys.job_id, rec, names) if secret else None
+    if found is None:
+        why = "it does not verify with" if secret else "no signing key to verify it with:"
+        text = f"{len(raw):,} bytes, not shown: {why} this app's secret"
+        return {"result": Preview("(result_invalid)", text, len(raw), False)}
+    return {"result": preview_result(raw, found)}
 
 
 def _arguments(ctx: JobContext) -> dict[str, Any] | None:
