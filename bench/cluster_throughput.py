@@ -51,6 +51,7 @@ def client(
     import _balloons_tasks
 
     import balloons
+    from balloons.pools import MAX_MACHINES
 
     app = balloons.App(
         redis_url=url,
@@ -61,7 +62,7 @@ def client(
     noop = app.task(timeout=60)(_balloons_tasks.noop.fn)
     tasks = []
     for p in pools:
-        app.pool(p, max_machines=1_000_000_000)  # every submit takes a new slot: launch path
+        app.pool(p, max_machines=MAX_MACHINES)  # every submit takes a new slot: launch path
         tasks.append(noop.options(pool=p))
     for t in tasks:  # connections made, scripts cached, the cluster's routes known
         t.submit()
@@ -88,6 +89,7 @@ def writer(
     import balloons
     from balloons import lua
     from balloons.cluster import hash_slot
+    from balloons.pools import MAX_MACHINES
     from balloons.resp import RespError
 
     app = balloons.App(
@@ -96,7 +98,7 @@ def writer(
     noop = app.task(timeout=60)(_balloons_tasks.noop.fn)
     tasks = []
     for p in pools:
-        app.pool(p, max_machines=1_000_000_000)
+        app.pool(p, max_machines=MAX_MACHINES)
         tasks.append(noop.options(pool=p))
     sha = hashlib.sha1(lua.SUBMIT.encode()).hexdigest()
     # Where each slot is served: this server, or the cluster's node for it.

@@ -34,6 +34,7 @@ import _rq_tasks
 from _common import SECRET, ManualBackend, header, table, temp_state_dir, valkey_server
 
 import balloons
+from balloons.pools import MAX_MACHINES
 
 Batch = Callable[[int], float]
 PING = "for scale: redis-py PING"
@@ -43,7 +44,7 @@ PING = "for scale: redis-py PING"
 # launched: here a backend call that returns at once) while the pool is under its cap, or the
 # queue once the cap is reached (no launch; a warm machine takes it later).
 PATHS = {
-    "launch": ("bench-launch", 1_000_000_000, "STARTING"),  # a cap no run reaches
+    "launch": ("bench-launch", MAX_MACHINES, "STARTING"),  # a cap no run reaches
     "queued": ("bench-queued", 1, "QUEUED"),  # the first submit takes the one slot
 }
 

@@ -294,3 +294,11 @@ def wait_then_mark(flag: str, mark: str) -> str:
         time.sleep(0.02)
     Path(mark).write_text("returned")
     return "ok"
+
+
+@app.task(timeout=30)
+def count_then_sleep(path: str, seconds: float) -> int:
+    """Counts its runs in ``path``, then sleeps: a healthy job that outlives a few leases."""
+    n = _count(path)
+    time.sleep(seconds)
+    return n

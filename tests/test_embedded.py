@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -205,3 +206,150 @@ def test_queued_jobs_survive_a_crash_of_the_server(home: Path) -> None:
     again = balloons.App()
     assert [again.job(j.id).queue_position() for j in queued] == [1, 2, 3, 4]
     assert again.job(first.id).status() is balloons.JobStatus.STARTING
+
+
+# ------------------------------------------------ machines gone while the server was down
+
+
+def _warm_task(app: balloons.App) -> balloons.Task[Any, Any]:
+    """``add`` in a pool whose machines idle warm for a minute, heartbeating twice a second."""
+    app.pool("warm", idle_timeout=60, heartbeat=0.5)
+    opts = balloons.TaskOptions(pool="warm", timeout=30)
+    return balloons.Task(app, tasks.add.fn, tasks.add.name, opts)
+
+
+def _idle_machine(app: balloons.App) -> tuple[str, int]:
+    """The id and pid of the pool's one machine, idle warm after its job."""
+    pk = app.store.keys(f"warm.{'0' * 26}").pool
+    deadline = time.monotonic() + 20
+    while True:
+        slots = app.store.slots(pk)
+        if slots and slots[0][2].get("state") == "idle":
+            break
+        assert time.monotonic() < deadline, slots
+        time.sleep(0.05)
+    machine = str(slots[0][2]["machine"])
+    info = app.backend.inspect(machine)
+    assert info is not None and info.running
+    return machine, int(info.detail["pid"])
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a process (group: a machine's, or the fork server's session) and wait it out."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+        assert time.monotonic() < deadline, f"process {pid} still alive"
+        time.sleep(0.02)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def _fork_server_pid(app: balloons.App) -> int:
+    from balloons.backends.local import _send
+
+    return int(_send(app.backend.socket_path(), {"op": "ping"})["pid"])  # type: ignore[attr-defined]
+
+
+def _dev(home: Path, *args: str) -> str:
+    """``balloons dev ARGS`` in a process of its own; its output."""
+    env = {**os.environ, "BALLOONS_HOME": str(home)}
+    out = subprocess.run(
+        [sys.executable, "-m", "balloons", "dev", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_dev_stop_stops_idle_machines_first_and_a_later_job_gets_a_machine(home: Path) -> None:
+    """A warm machine idles; `balloons dev stop`; its machine is gone when the next job comes.
+    The stop stopped it first (its slot freed while the server ran), so the next job is not
+    queued for a machine that is gone: it gets a machine, with no supervisor anywhere."""
+    app = balloons.App()
+    add = _warm_task(app)
+    assert add.submit(1, 2).result(timeout=30) == 3
+    _machine, pid = _idle_machine(app)
+    app.close()
+    out = _dev(home, "stop")
+    _kill(pid)  # gone, whatever the stop did: it gave up on the server, or was killed
+    again = balloons.App()
+    assert _warm_task(again).submit(3, 4).result(timeout=60) == 7
+    assert "stopped 1 machine" in out and out.strip().endswith("stopped")
+    embedded.stop_machines(home)
+
+
+def test_a_waiter_reclaims_an_idle_machine_that_vanished_and_gets_its_job_run(
+    home: Path,
+) -> None:
+    """The fork server and the warm machine are killed without a word: the slot still says
+    "idle machine", so the next job is queued for it. The waiter notices the slot's lease
+    lapse, reclaims it and launches a machine for its job, with no supervisor anywhere."""
+    app = balloons.App()
+    add = _warm_task(app)
+    assert add.submit(1, 2).result(timeout=30) == 3
+    machine, pid = _idle_machine(app)
+    _kill(_fork_server_pid(app))
+    _kill(pid)
+    job = add.submit(3, 4)
+    assert job.status() is balloons.JobStatus.QUEUED  # for the idle machine that is gone
+    assert job.result(timeout=60) == 7
+    gone = app.backend.inspect(machine)
+    assert gone is not None and not gone.running
+    embedded.stop_machines(home)
+
+
+def test_dev_start_reclaims_the_slots_of_machines_that_ended_while_it_was_down(
+    home: Path,
+) -> None:
+    """The server stops with a warm machine idle (the library's stop: machines untouched);
+    the machine and its fork server are killed meanwhile. `balloons dev start` reclaims the
+    slot (its machine's process is gone), so the next job gets a machine at once."""
+    app = balloons.App()
+    add = _warm_task(app)
+    assert add.submit(1, 2).result(timeout=30) == 3
+    _machine, pid = _idle_machine(app)
+    fork_server = _fork_server_pid(app)
+    app.close()
+    assert embedded.stop(home)
+    _kill(fork_server)
+    _kill(pid)
+    out = _dev(home, "start")
+    again = balloons.App()
+    assert again.store.slots(again.store.keys(f"warm.{'0' * 26}").pool) == []
+    job = _warm_task(again).submit(3, 4)
+    assert job.status() is balloons.JobStatus.STARTING  # a machine of its own, not a queue
+    assert job.result(timeout=60) == 7
+    assert "reclaimed the slots of 1 machine" in out
+    embedded.stop_machines(home)
+
+
+def test_a_machine_still_running_keeps_its_slot_when_the_server_starts_again(
+    home: Path,
+) -> None:
+    """A warm machine rides out a short outage: the restart reclaims nothing of it, and it
+    takes the next job."""
+    app = balloons.App()
+    add = _warm_task(app)
+    assert add.submit(1, 2).result(timeout=30) == 3
+    machine, _pid = _idle_machine(app)
+    app.close()
+    assert embedded.stop(home)
+    assert "reclaimed" not in _dev(home, "start")
+    again = balloons.App()
+    job = _warm_task(again).submit(3, 4)
+    assert job.result(timeout=60) == 7
+    assert job.info().machine_id == machine
+    embedded.stop_machines(home)

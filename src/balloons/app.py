@@ -264,7 +264,9 @@ class App:
             from . import embedded
             from .store import Store
 
-            url = self.settings.redis_url or embedded.ensure(self.settings.state_dir)
+            url = self.settings.redis_url or embedded.ensure(
+                self.settings.state_dir, namespace=self.settings.namespace
+            )
             self._store = Store(url, self.settings.namespace, key=self._signing_key)
         return self._store
 
@@ -430,7 +432,7 @@ class App:
             created=now,
             ttl=self.settings.record_ttl,
             pool_config=self.get_pool(opts.pool).redis_config(),
-            due=None,
+            due="",
             priority=0,
             cpus=int(p["cpus"]),
             memory_mb=int(p["memory_mb"]),
@@ -655,6 +657,10 @@ class App:
                 size=f"{cpus}x{memory_mb}MB",
                 launch_s=time.monotonic() - began,
             )
+        if info is not None and info.id and not attempt:
+            # A machine with no job of its own: its slot names it, so that a check of its boot
+            # asks about this machine (a waiter's job may count on it).
+            self.store.launched(PoolKeys(self.settings.namespace, pool), f"{ulid_}-0", info.id)
         if info is not None and info.detail.get("note") and attempt:
             # What the backend had to do (regions that refused, a lost answer recovered).
             self.store.note(
@@ -799,7 +805,7 @@ class App:
         due = (
             _due(extra.get("_delay"), extra.get("_at"), now, self.settings.record_ttl)
             if extra
-            else None
+            else ""
         )
         key = extra.get("_key")
         if key is not None and (not isinstance(key, str) or not key):
@@ -933,9 +939,10 @@ def _submitted(job: Job[Any], task: str, reply: list[Any], created: float) -> No
         events.emit("submitted", job=job.id, task=task, placed=placed, submit_s=submit_s)
 
 
-def _due(delay: Any, at: Any, now: float, ttl: int) -> float | None:
-    """When a job given ``_delay`` or ``_at`` falls due (None: now). It must fall due within
-    the record TTL, which its record would not outlive."""
+def _due(delay: Any, at: Any, now: float, ttl: int) -> str:
+    """SUBMIT's due time: ``''`` (now), ``+SECONDS`` (``_delay``, counted from the Redis
+    server's clock) or ``_at``'s epoch time (the server runs it at once when that has passed).
+    It must fall due within the record TTL, which its record would not outlive."""
     if delay is not None and at is not None:
         raise ConfigError("pass _delay or _at, not both")
     if delay is not None:
@@ -946,7 +953,7 @@ def _due(delay: Any, at: Any, now: float, ttl: int) -> float | None:
                 f"_delay must be a number of seconds from 0 to the record TTL ({ttl} s, "
                 f"record_ttl), got {delay!r}"
             )
-        return now + float(delay) if delay > 0 else None
+        return f"+{float(delay)!r}" if delay > 0 else ""
     if at is not None:
         import datetime as dt
 
@@ -959,8 +966,8 @@ def _due(delay: Any, at: Any, now: float, ttl: int) -> float | None:
             raise ConfigError(
                 f"_at must be within the record TTL ({ttl} s from now, record_ttl), got {at!r}"
             )
-        return ts if ts > now else None
-    return None
+        return repr(ts)
+    return ""
 
 
 def _in_background(app: App) -> bool:

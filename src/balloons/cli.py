@@ -716,11 +716,22 @@ def _state_dir() -> Path:
     return default_state_dir(os.environ)
 
 
+def _namespace() -> str:
+    return _app().settings.namespace
+
+
 @dev.command("start")
 def dev_start() -> None:
-    """Start the embedded server (no-op if it runs)."""
-    url = embedded.ensure(_state_dir())
+    """Start the embedded server (no-op if it runs), reclaiming the slots of machines that
+    ended while it was down."""
+    url, reclaimed = embedded.start(_state_dir(), namespace=_namespace())
+    if reclaimed:
+        click.echo(f"reclaimed the slots of {_machines(reclaimed)} that ended while it was down")
     click.echo(f"embedded Valkey running at {url}")
+
+
+def _machines(n: int) -> str:
+    return f"{n} machine{'s' if n != 1 else ''}"
 
 
 @dev.command("status")
@@ -747,10 +758,30 @@ def dev_status(as_json: bool) -> None:
 
 
 @dev.command("stop")
-def dev_stop() -> None:
-    """Stop the embedded server cleanly (its append-only file keeps every job)."""
-    stopped = embedded.stop(_state_dir())
-    click.echo("stopped" if stopped else "not running")
+@click.option(
+    "--all", "stop_all", is_flag=True, help="Also stop machines running a job (it is cancelled)."
+)
+def dev_stop(stop_all: bool) -> None:
+    """Stop the local machines with no job, then the embedded server cleanly (its append-only
+    file keeps every job). Machines running a job are left to finish it: each records its
+    outcome once the server is back (balloons dev start), or gives up at its deadline."""
+    state = _state_dir()
+    if embedded.status(state).running:
+        try:
+            stopped, left = embedded.stop_machines(state, _namespace(), running_too=stop_all)
+        except Exception as exc:  # the server is stopped all the same
+            err_console.print(f"[yellow]warning:[/yellow] machines not stopped: {exc}")
+        else:
+            if stopped:
+                click.echo(f"stopped {_machines(stopped)}")
+            if left:
+                click.echo(
+                    f"left {_machines(left)} running a job: each records its outcome once the "
+                    "server is back (balloons dev start), or gives up at its deadline; "
+                    "--all stops them"
+                )
+    stopped_server = embedded.stop(state)
+    click.echo("stopped" if stopped_server else "not running")
 
 
 if __name__ == "__main__":

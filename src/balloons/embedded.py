@@ -10,6 +10,8 @@ Layout of the state directory (``BALLOONS_HOME``, default ``~/.local/state/ballo
 The server is a daemon: it outlives the process that started it, is reused by every later
 process, and is stopped with ``balloons dev stop``. Persistence is append-only
 (``appendfsync everysec``; a clean stop flushes everything), so queued jobs survive restarts.
+The process that starts it on an earlier run's data reclaims the slots of machines that ended
+meanwhile (:meth:`balloons.supervisor.Supervisor.recover`), so no job is queued for them.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, StoreError
+from .keys import DEFAULT_NAMESPACE
+
+if TYPE_CHECKING:
+    from .status import MachineInfo
 
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
@@ -90,16 +97,52 @@ def status(state_dir: Path) -> EmbeddedStatus:
     return EmbeddedStatus(up, f"unix://{sock}", _read_pid(data) if up else None, state_dir, data)
 
 
-def ensure(state_dir: Path, timeout: float = 15.0) -> str:
-    """Start the embedded server unless it already runs; return its URL. Safe to race."""
+def ensure(state_dir: Path, timeout: float = 15.0, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """Start the embedded server unless it already runs; return its URL. Safe to race. The
+    process that starts it reclaims, in ``namespace``, the slots of machines of an earlier run
+    that have ended (:func:`recover`)."""
+    return start(state_dir, timeout, namespace)[0]
+
+
+def start(
+    state_dir: Path, timeout: float = 15.0, namespace: str = DEFAULT_NAMESPACE
+) -> tuple[str, int | None]:
+    """:func:`ensure`, also saying how many slots it reclaimed (None: the server already ran)."""
     sock = socket_path(state_dir)
     if _ping(sock):
-        return f"unix://{sock}"
+        return f"unix://{sock}", None
     with _locked(state_dir, "embedded.lock"):
         if _ping(sock):  # another process started it while we waited for the lock
-            return f"unix://{sock}"
+            return f"unix://{sock}", None
         _start(state_dir, sock, timeout)
-    return f"unix://{sock}"
+    return f"unix://{sock}", recover(state_dir, namespace)
+
+
+def recover(state_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> int:
+    """Reclaim the slots of local machines that ended while the server was down (they gave
+    up on it, or were killed): their jobs are retried or failed with the reason, and queued
+    jobs go to new machines rather than wait for those. Machines still running keep their
+    slots. Returns how many slots were reclaimed; never raises (a lease lapses anyway)."""
+    from .app import App
+
+    try:
+        app = App(
+            redis_url=url_for(state_dir),
+            secret=load_secret(state_dir),
+            namespace=namespace,
+            state_dir=state_dir,
+            backend="local",
+        )
+        try:
+            report = app.supervisor().recover()
+        finally:
+            app.close()
+    except Exception as exc:  # the app's first use must not fail for it
+        import logging
+
+        logging.getLogger("balloons").warning("could not reclaim earlier machines: %s", exc)
+        return 0
+    return len(report.reclaimed)
 
 
 def _start(state_dir: Path, sock: Path, timeout: float) -> None:
@@ -145,6 +188,57 @@ def _start(state_dir: Path, sock: Path, timeout: float) -> None:
             return
         time.sleep(0.02)
     raise StoreError(f"embedded Valkey did not answer on {sock} within {timeout}s")
+
+
+def stop_machines(
+    state_dir: Path,
+    namespace: str = DEFAULT_NAMESPACE,
+    *,
+    running_too: bool = False,
+    timeout: float = 15.0,
+) -> tuple[int, int]:
+    """Stop the local machines of the running embedded server that hold no job (idle, or on
+    their way with none), and with ``running_too`` those running one (the job ends as
+    ``cancelled``); wait until their exits are recorded, so their slots are freed while the
+    server still runs; then have the fork server exit once its machines have. Returns
+    ``(stopped, left)``: ``left`` machines still run a job."""
+    from .app import App
+    from .keys import PoolKeys
+
+    app = App(
+        redis_url=url_for(state_dir),
+        secret=load_secret(state_dir),
+        namespace=namespace,
+        state_dir=state_dir,
+        backend="local",
+    )
+    try:
+        backend, store = app.backend, app.store
+        stopping, left = [], 0
+        for m in backend.list():
+            if not m.running:
+                continue
+            slot = m.detail.get("slot") or ""
+            entry = store.slot_info(PoolKeys(namespace, m.pool or ""), slot) if slot else None
+            if entry and entry.get("job") and not running_too:
+                left += 1
+                continue
+            backend.stop(m.id)
+            stopping.append(m.id)
+        asked, deadline = len(stopping), time.monotonic() + timeout
+        while stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stopping = [mid for mid in stopping if _runs(backend.inspect(mid))]
+        shutdown = getattr(backend, "shutdown", None)
+        if shutdown is not None:
+            shutdown()  # the fork server exits once the machines left have
+        return asked - len(stopping), left + len(stopping)
+    finally:
+        app.close()
+
+
+def _runs(info: MachineInfo | None) -> bool:
+    return info is not None and info.running
 
 
 def stop(state_dir: Path, timeout: float = 15.0) -> bool:

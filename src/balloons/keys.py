@@ -50,6 +50,9 @@ key                                      type    TTL         written by
                                                              (slot ULID, cpus, mem, since);
                                                              ``TAKE`` adds, ``ASSIGN`` takes,
                                                              ``SHED`` drops (gc)
+``NS:{POOL}:check``                      string  2 s         a waiter checking the pool's
+                                                             machines for its waiting job
+                                                             (the others skip it meanwhile)
 ``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
 ``NS:machines``                          zset    trimmed     local fork server: MID by launch time
 ``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
@@ -175,6 +178,10 @@ class PoolKeys(Frozen):
     @property
     def standby(self) -> str:
         return f"{self.tag}:standby"
+
+    @property
+    def check(self) -> str:
+        return f"{self.tag}:check"
 
     def idem(self, digest: str) -> str:
         return f"{self.tag}:key:{digest}"

@@ -4,13 +4,19 @@ Scripts are plain strings so that both redis-py (client side) and the worker's s
 client can load them. Every script is given its keys in ``KEYS`` by
 :func:`balloons.keys.script_keys`: the pool's keys (``QUEUE`` is ``KEYS[1]``, so a cluster
 routes the script to the pool's hash slot), then the keys of the jobs its caller names. It
-takes the pool's key tag ``NS:{POOL}`` as ``ARGV[1]`` and the current time as ``ARGV[2]``.
-The scripts that find jobs in their pool's queue, delayed set or slot table (``SUBMIT``,
-``TAKE``, ``FILL``, ``ASSIGN``) make those jobs' key names from the tag with the forms of
-:class:`balloons.keys.PoolKeys` (``jk``, ``ak``, ``dk``, made from there): keys of the same
-hash slot. They say so on their first line, for servers that refuse keys not declared
+takes the pool's key tag ``NS:{POOL}`` as ``ARGV[1]``; ``ARGV[2]`` is the caller's clock, which
+no script reads. The scripts that find jobs in their pool's queue, delayed set or slot table
+(``SUBMIT``, ``TAKE``, ``FILL``, ``ASSIGN``) make those jobs' key names from the tag with the
+forms of :class:`balloons.keys.PoolKeys` (``jk``, ``ak``, ``dk``, made from there): keys of
+the same hash slot. They say so on their first line, for servers that refuse keys not declared
 (Dragonfly's ``allow-undeclared-keys``; a Lua comment elsewhere). The others touch only the
 keys they are given (``tests/test_cluster.py`` checks every key each script touches).
+
+One clock: every time a script writes or compares (leases, deadlines, due times, ``since``,
+``created``, ``finished``) is ``NOW``, the Redis server's ``TIME``, read in the script (a
+server that replicates script effects allows it before writes: Redis 5+, Valkey). A time the
+caller gives as ``+SECONDS`` is that many seconds after ``NOW``; callers' clocks only decide
+how long they sleep.
 
 Negative codes mean a guard refused: ``-1`` the job record (or the slot) is gone, ``-2`` the
 job has moved on to another attempt, ``-3`` the job is not in a state that allows the change
@@ -41,7 +47,7 @@ FRESH_SLACK = 600
 # an attempt ends (for good, or with a retry scheduled).
 _PRELUDE = """
 local T = ARGV[1]
-local NOW = tonumber(ARGV[2])
+local NOW = (function() local t = redis.call('TIME'); return t[1] + t[2] / 1e6 end)()
 --@keys
 
 local function cfg(name, default)
@@ -337,7 +343,8 @@ def _script(uses: str, body: str, later: str = "", finds: bool = False) -> str:
 
 
 # ARGV: tag, now, ulid, payload, args, sig, ttl, pool config ('name value ...': cap, boot,
-#       idle, min, hb, cpus, mem), due ('' = now), priority, cpus, memory_mb,
+#       idle, min, hb, cpus, mem), due ('' = now, '+SECONDS' = from now, else an epoch time),
+#       priority, cpus, memory_mb,
 #       idempotency digest ('' = none)
 # Returns {1, 'launch', slot, ulid, attempt, cpus, memory_mb} (the ulid is another job's when
 #         older jobs wait) | {1, 'warm', ''} | {1, 'queued', position} | {1, 'delayed', ''} |
@@ -388,11 +395,12 @@ local c, m = tonumber(ARGV[11]), tonumber(ARGV[12])
 -- The job's record, written once, with its placement: one more field when given.
 local function store(status, name, value)
   redis.call('HSET', J, 'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1,
-    'created', ARGV[2], 'ttl', ARGV[7], 'qscore', score, 'need', c..':'..m, 'status', status,
+    'created', NOW, 'ttl', ARGV[7], 'qscore', score, 'need', c..':'..m, 'status', status,
     name or 'status', value or status)
   if ARGV[13] ~= '' then redis.call('HSET', J, 'key', ARGV[13]) end
   redis.call('EXPIRE', J, ttl)
 end
+if string.sub(due, 1, 1) == '+' then due = NOW + tonumber(string.sub(due, 2)) end
 if due ~= '' and tonumber(due) > NOW then
   store('QUEUED', 'due', due)
   redis.call('ZADD', DELAYED, due, u)
@@ -420,7 +428,7 @@ if slots < cap and q == 0 then
   -- A new slot for this job, as take_slot gives one, without reading back what is known here;
   -- the attempt's record is written by its first change (see attempt_update).
   local slot = u..'-1'
-  local since = ARGV[2]  -- the submitter's clock, as a JSON number
+  local since = NOW
   store('STARTING', 'slot', slot)
   redis.call('ZADD', SLOTS, NOW + boot, slot)
   redis.call('HSET', SLOT, slot, '{"job":"'..u..'","attempt":1,"cpus":'..c..',"mem":'..m..
@@ -582,8 +590,8 @@ return {0, tostring(cfg('idle', 10))}
     finds=True,
 )
 
-# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none), capped ('1' when the
-#       deadline is the job's max_cost)
+# ARGV: tag, now, slot, ulid ('' = none), attempt, deadline ('' = none, '+SECONDS' = that long
+#       from now), capped ('1' when the deadline is the job's max_cost)
 # Returns {1, job status | 'GONE' | 'MOVED' | '', heartbeat, idle} or {-1} when the slot is
 # gone. The pool's heartbeat and idle timeout ride along: a machine launched with no job of its
 # own (ID-0, FRESH-0) never runs CLAIM, which tells the others.
@@ -597,7 +605,7 @@ redis.call('ZADD', SLOTS, 'XX', NOW + 5 * hb, slot)
 if ARGV[6] ~= '' then
   local info = slot_get(slot)
   if info then
-    info.deadline = tonumber(ARGV[6])
+    info.deadline = NOW + tonumber(string.sub(ARGV[6], 2))
     info.capped = (ARGV[7] == '1')
     slot_put(slot, info)
   end
@@ -938,3 +946,27 @@ INUSE = _script(
 return {redis.call('HEXISTS', STANDBY, ARGV[3]), redis.call('ZSCORE', SLOTS, ARGV[4])}
 """,
 )
+
+# The machine launched for a slot with no job (ID-0, FRESH-0: a warm-floor machine, or one
+# launched after its job went back to the queue) is named in the slot's entry once the backend
+# created it, while the slot still waits for it: whoever checks on the slot's boot (a
+# supervisor, a waiter) then asks the backend about that machine, and notices a machine that
+# died before taking work without waiting out the boot lease. ARGV: tag, now, slot, machine
+# Returns 1, or 0 when the slot has moved on (its machine already took it, or it is gone).
+LAUNCHED = _script(
+    "slot_get slot_put",
+    """
+local slot, machine = ARGV[3], ARGV[4]
+local info = slot_get(slot)
+if not info or info.state ~= 'starting' or (info.machine or '') ~= '' then return 0 end
+if not redis.call('ZSCORE', SLOTS, slot) then return 0 end
+info.machine = machine
+slot_put(slot, info)
+return 1
+""",
+)
+
+# The clock every script of the pool reads (on a cluster, that of the node serving the pool):
+# for a supervisor or a waiter to compare the leases and deadlines the scripts wrote.
+# Returns {seconds, microseconds}, as TIME.
+CLOCK = _script("", "\nreturn redis.call('TIME')\n")

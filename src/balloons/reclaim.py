@@ -48,6 +48,7 @@ def end_slot(
     freed, ``[0]`` when there was nothing to do (already freed, or its lease was renewed).
     """
     reply: list[Any] = [0]
+    now: float | None = None
     for _ in range(5):
         raw = execute("HGET", pk.slot, slot)
         try:
@@ -68,7 +69,9 @@ def end_slot(
             except (ValueError, RecursionError):
                 spec = {}
             spec = spec if isinstance(spec, dict) else {}
-            why, text = deadline_reason(info, spec, reason, message, time.time())
+            if now is None:
+                now = server_time(eval_, pk)
+            why, text = deadline_reason(info, spec, reason, message, now)
             retry = decide(spec, attempt, why)
             # A retry is granted (signed) only for an attempt its record lets run now: never
             # for a forged record, nor for a finished one put back in Redis past its TTL.
@@ -135,6 +138,13 @@ def sealed_end(
     )
     grant = sign_grant(secret, job_id, attempt + 1, time.time()) if ulid and retry[0] else ""
     return error, tag, grant
+
+
+def server_time(eval_: Eval, pk: PoolKeys) -> float:
+    """The clock of the Redis server (on a cluster, of the node serving ``pk``) through either
+    client: deadlines in slots are written in it, so only it may say whether one has passed."""
+    sec, usec = eval_(lua.CLOCK, pk)
+    return int(sec) + int(usec) / 1e6
 
 
 def machine_outcome(info: MachineInfo) -> tuple[str, str] | None:

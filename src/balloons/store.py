@@ -90,7 +90,7 @@ class SubmitRequest:
         created: float,
         ttl: int,
         pool_config: str,
-        due: float | None,
+        due: str | None,
         priority: int,
         cpus: int,
         memory_mb: int,
@@ -380,7 +380,7 @@ class Store:
             req.sig,
             req.ttl,
             req.pool_config,
-            "" if req.due is None else repr(req.due),
+            req.due or "",
             req.priority,
             req.cpus,
             req.memory_mb,
@@ -647,6 +647,11 @@ class Store:
         """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
         self.eval(lua.NOTE, pk, ulid, attempt, note, jobs=(ulid,))
 
+    def launched(self, pk: PoolKeys, slot: str, machine: str) -> bool:
+        """Name the machine just launched for a slot with no job in the slot's entry, while the
+        slot still waits for it (see :data:`lua.LAUNCHED`)."""
+        return int(self.eval(lua.LAUNCHED, pk, slot, machine)) == 1
+
     def forget(self, jk: JobKeys) -> None:
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)
@@ -655,6 +660,14 @@ class Store:
             pipe.execute()
 
     # ------------------------------------------------------------------ reads
+    def server_time(self, pk: PoolKeys | None = None) -> float:
+        """The Redis server's clock (``TIME``), in seconds: the one every lease, deadline and
+        due time is written in, so what is compared with them. On a cluster, the clock of the
+        node serving pool ``pk`` (:data:`lua.CLOCK`), else of any node."""
+        with self.errors():
+            sec, usec = self.eval(lua.CLOCK, pk) if pk is not None else self.redis.time()
+        return int(sec) + int(usec) / 1e6
+
     def status(self, jk: JobKeys) -> JobStatus | None:
         """The job's status (``INVALID`` for a record that has none it could have); None when
         there is no record."""

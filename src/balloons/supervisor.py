@@ -19,12 +19,17 @@ Each :meth:`Supervisor.step` visits every pool and
 Every change is one atomic script guarded by what it expects to find, so several supervisors
 can run at once without double work, and one that dies mid-step leaves nothing half done:
 a slot taken but never launched runs out its boot lease and is reclaimed like any other.
+
+A client waiting on a job does the first and third for its job's pool (:meth:`check_job`), so
+a waited-on job needs no supervisor. Leases, deadlines and ages are compared with the Redis
+server's clock (``TIME``), the one they are written in: this host's clock decides nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +48,10 @@ if TYPE_CHECKING:
     from .app import App
 
 log = logging.getLogger("balloons.supervisor")
+
+#: Seconds for which a waiter that checked its pool's machines spares the other waiters of the
+#: pool that work (:meth:`Supervisor.check_job`); each waiter checks every few seconds.
+POOL_CHECK_TURN = 2.0
 
 
 @dataclass
@@ -89,7 +98,7 @@ class Supervisor:
         self.gc_interval = gc_interval
         self.orphan_min_age = orphan_min_age
         self.boot_probe = boot_probe
-        self._last_gc = 0.0
+        self._last_gc = -math.inf  # time.monotonic() of the last sweep
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped_machines: dict[str, float] = {}
@@ -102,29 +111,28 @@ class Supervisor:
     def step(self, *, gc: bool | None = None) -> StepReport:
         report = StepReport()
         store = self.app.store
-        now = time.time()
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
-                self._reclaim(pk, now, report)
+                self._reclaim(pk, store.server_time(pk), report)
                 self._fill(pk, report)
             except Exception as exc:  # one bad pool must not stop the others
                 log.exception("supervisor: pool %s: %s", pool, exc)
                 report.errors.append(f"{pool}: {exc}")
-        if gc or (gc is None and now - self._last_gc >= self.gc_interval):
-            self._last_gc = now
+        if gc or (gc is None and time.monotonic() - self._last_gc >= self.gc_interval):
+            self._last_gc = time.monotonic()
             try:
                 self.collect_orphans(report)
-                self._expire(now)
+                self._expire(store.server_time())
             except Exception as exc:
                 log.exception("supervisor: gc: %s", exc)
                 report.errors.append(f"gc: {exc}")
         return report
 
-    def _reclaim(self, pk: PoolKeys, now: float, report: StepReport) -> None:
+    def _reclaim(self, pk: PoolKeys, now: float, report: StepReport, ended: bool = False) -> None:
         for slot, lease, info in self.app.store.slots(pk):
             try:
-                self._reclaim_slot(pk, slot, lease, info, now, report)
+                self._reclaim_slot(pk, slot, lease, info, now, report, ended=ended)
             except Exception as exc:  # one slot must not keep the others from being looked at
                 log.exception("supervisor: pool %s, slot %s: %s", pk.pool, slot, exc)
                 report.errors.append(f"{pk.pool}: slot {slot}: {exc}")
@@ -137,18 +145,26 @@ class Supervisor:
         info: dict[str, Any],
         now: float,
         report: StepReport,
+        *,
+        ended: bool = False,
     ) -> None:
+        """Reclaim ``slot`` if its lease lapsed or its booting machine already died; stop its
+        machine if its job was cancelled or is overdue. With ``ended``, only reclaim it, and
+        only if the backend says its machine has ended, whatever the slot's state and lease
+        (:meth:`recover`)."""
         store = self.app.store
         machine = _text(info.get("machine"))
         died_booting = None
-        if (
+        if ended or (
             lease >= now
             and info.get("state") == "starting"
             and (info.get("job") or info.get("machine"))
         ):
-            died_booting = self._died_booting(pk, slot, info, now)
+            died_booting = self._died_booting(pk, slot, info, now, at_once=ended)
+            if ended and died_booting is None:
+                return
         if lease < now or died_booting is not None:
-            reason, message = died_booting or self._why(pk, slot, info)
+            reason, message = died_booting or self._why(pk, slot, info, now)
             reply = end_slot(
                 lambda *cmd: store.redis.execute_command(*cmd),
                 store.eval,
@@ -191,13 +207,15 @@ class Supervisor:
                     report.stopped.append(machine)
 
     def _died_booting(
-        self, pk: PoolKeys, slot: str, info: dict[str, Any], now: float
+        self, pk: PoolKeys, slot: str, info: dict[str, Any], now: float, at_once: bool = False
     ) -> tuple[str, str] | None:
         """A slot still booting after ``boot_probe`` seconds: ask the backend (at most every
         ``boot_probe`` seconds) whether its machine already died, rather than wait out the
-        whole boot timeout. The reason, or None while it may still come up."""
+        whole boot timeout. The reason, or None while it may still come up. With ``at_once``,
+        whatever the slot's age and state."""
         since = timestamp(info.get("since")) or now
-        if now - since < self.boot_probe or now - self._probed.get(slot, 0.0) < self.boot_probe:
+        probed = self._probed.get(slot, 0.0)
+        if not at_once and (now - since < self.boot_probe or now - probed < self.boot_probe):
             return None
         self._probed[slot] = now
         if len(self._probed) > 10_000:
@@ -215,39 +233,65 @@ class Supervisor:
         return _reason_of(found[0])
 
     def check_job(self, jk: JobKeys) -> bool:
-        """What a waiter does for its own job while it waits: if the slot running the job has
-        lapsed (its machine died without a word), reclaim it now; if the job waits in its
-        pool's queue, launch machines for the queue under the cap. As a step would."""
+        """What a waiter does for its own job every few seconds, so that a waited-on job never
+        depends on a supervisor. A running job: if its slot's lease lapsed (its machine died
+        without a word), reclaim it now. A job waiting for a machine (queued, or starting):
+        check that its pool has a live machine that will take it, as a step does for the pool:
+        reclaim the pool's slots whose lease lapsed or whose booting machine already died (an
+        idle machine, or one on its way, that is gone would otherwise keep the job queued), then
+        take slots for queued work under the cap and launch. One waiter of a pool does the
+        latter in each :data:`POOL_CHECK_TURN`. Returns whether anything was done."""
         store = self.app.store
+        pk = jk.pool
         with store.errors():
             status_b, slot_b = store.redis.hmget(jk.job, "status", "slot")
-            if status_b == b"QUEUED":
-                # Waiting for a machine (a retry or a delayed job whose pool has none left, or
-                # a bigger one): take a slot for it under the cap and launch, as a step would.
-                report = StepReport()
-                self._fill(jk.pool, report)
-                return bool(report.launched)
-            if not slot_b:
-                return False
-            slot = slot_b.decode("utf-8", "replace")
+        report = StepReport()
+        if status_b in (b"QUEUED", b"STARTING"):
+            with store.errors():
+                turn = store.redis.set(pk.check, "1", nx=True, px=int(POOL_CHECK_TURN * 1000))
+            if turn:
+                self._reclaim(pk, store.server_time(pk), report)
+                self._fill(pk, report)
+            return bool(report)
+        if status_b != b"RUNNING" or not slot_b:
+            return False
+        slot = slot_b.decode("utf-8", "replace")
+        with store.errors():
             pipe = store.redis.pipeline(transaction=False)
-            pipe.zscore(jk.pool.slots, slot)
-            pipe.hget(jk.pool.slot, slot)
+            pipe.zscore(pk.slots, slot)
+            pipe.hget(pk.slot, slot)
             lease, raw = pipe.execute()
-        now = time.time()
-        if lease is None:
+        now = store.server_time(pk)
+        if lease is None or float(lease) >= now:
             return False
         from .store import slot_entry
 
         info = slot_entry(raw) if raw else {}
-        if float(lease) >= now and info.get("state") != "starting":
-            return False
-        report = StepReport()
-        self._reclaim_slot(jk.pool, slot, float(lease), info, now, report)
+        self._reclaim_slot(pk, slot, float(lease), info, now, report)
         return bool(report.reclaimed)
 
-    def _why(self, pk: PoolKeys, slot: str, info: dict[str, Any]) -> tuple[str, str]:
-        """Ask the backend why a slot's machine stopped heartbeating."""
+    def recover(self) -> StepReport:
+        """After the Redis server restarted on an earlier run's data (the embedded default's
+        start): reclaim every slot whose machine the backend says has ended, whatever its
+        lease (machines that died, or gave up on Redis, while the server was down). Slots
+        whose machine still runs keep their chance to heartbeat; one that does not is
+        reclaimed when its lease lapses, as ever."""
+        report = StepReport()
+        store = self.app.store
+        for pool in store.pools():
+            pk = PoolKeys(self.app.settings.namespace, pool)
+            try:
+                self._reclaim(pk, store.server_time(pk), report, True)
+            except Exception as exc:
+                log.exception("supervisor: recovering pool %s: %s", pool, exc)
+                report.errors.append(f"{pool}: {exc}")
+        return report
+
+    def _why(
+        self, pk: PoolKeys, slot: str, info: dict[str, Any], now: float | None = None
+    ) -> tuple[str, str]:
+        """Ask the backend why a slot's machine stopped heartbeating (``now``: the server's
+        clock, read when not given)."""
         machine = _text(info.get("machine"))
         if not machine:
             found = self._machines_of_slot(pk, slot)
@@ -267,7 +311,9 @@ class Supervisor:
         reason, message = _reason_of(m)
         # Stopped by a supervisor for running past its deadline, or silent past it: say which
         # deadline (end_slot, reading the job's timeout too, says the same).
-        return deadline_reason(info, {}, reason, message, time.time())
+        if now is None:
+            now = self.app.store.server_time(pk)
+        return deadline_reason(info, {}, reason, message, now)
 
     def _machines_of_slot(self, pk: PoolKeys, slot: str) -> list[MachineInfo]:
         with contextlib.suppress(Exception):
@@ -356,11 +402,14 @@ class Supervisor:
             else:
                 shed.update(store.shed(pk, 0 if standby else None))
         orphans = []
-        now = time.time()
+        now = store.server_time()
         # Only a backend that can start a machine again leaves stopped machines behind.
         restartable = callable(getattr(self.app.backend, "start", None))
         for m in self.app.backend.list():
-            if not m.pool or not (m.running or (restartable and m.state == "stopped")):
+            # "gone": a record says its machine runs, but its process has ended (local): the
+            # destroy marks the record stopped, saying why.
+            wanted = m.running or m.state == "gone" or (restartable and m.state == "stopped")
+            if not m.pool or not wanted:
                 continue
             if m.id not in shed and self._in_use(m, now):
                 continue

@@ -397,7 +397,9 @@ class Worker:
                         self.slot,
                         ulid,
                         attempt,
-                        f"{deadline:.3f}" if deadline else "",
+                        # The time left, not the time: the slot's deadline is reckoned on
+                        # the server's clock (a supervisor's overdue stop compares it with that).
+                        f"+{deadline - time.time():.3f}" if deadline else "",
                         "1" if self.capped else "",
                         client=client,
                         jobs=(ulid,),

@@ -36,7 +36,7 @@ from .. import keys
 from .. import worker as worker_mod
 from ..errors import StoreError
 from ..reclaim import end_slot
-from ..resp import RespClient
+from ..resp import RespClient, RespError
 from ..status import Reason, exit_reason
 from . import identity
 
@@ -68,6 +68,8 @@ class ForkServer:
         self.children: dict[int, Child] = {}
         self.by_machine: dict[str, Child] = {}
         self.clients: dict[str, RespClient] = {}
+        # Redis URL -> (the server's TIME, time.monotonic() when it was read)
+        self.clocks: dict[str, tuple[float, float]] = {}
         self.last_activity = time.monotonic()
         self.draining = False
         self.deferred: list[
@@ -312,7 +314,7 @@ class ForkServer:
     def _exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         sig = -code if code < 0 else None
-        fields: dict[str, Any] = {"state": "stopped", "exited": time.time()}
+        fields: dict[str, Any] = {"state": "stopped", "exited": self._now(child.redis_url)}
         if sig is not None:
             fields["signal"] = sig
         else:
@@ -359,6 +361,8 @@ class ForkServer:
         if not child.redis_url:
             return
         mk = keys.machine_key(child.namespace, child.machine)
+        if new:  # a machine's age decides when a sweep may destroy it: the server's clock
+            child.started = fields["created"] = self._now(child.redis_url)
         cmds: list[list[Any]] = [["HSET", mk, *[x for kv in fields.items() for x in kv]]]
         if new:
             zk = keys.machines_key(child.namespace)
@@ -369,6 +373,20 @@ class ForkServer:
             ]
         with contextlib.suppress(StoreError):
             self._client(child.redis_url).pipeline(cmds)
+
+    def _now(self, url: str) -> float:
+        """The clock of the Redis server at ``url``: its ``TIME``, read once a minute and
+        carried forward on this host's monotonic clock (this host's wall clock may be off)."""
+        mono = time.monotonic()
+        base = self.clocks.get(url)
+        if base is None or mono - base[1] > 60.0:
+            try:
+                sec, usec = self._client(url).execute("TIME")
+                now = int(sec) + int(usec) / 1e6
+            except (StoreError, RespError, OSError, TypeError, ValueError):  # asked in a minute
+                now = time.time() if base is None else base[0] + mono - base[1]
+            base = self.clocks[url] = (now, mono)
+        return base[0] + mono - base[1]
 
     def _client(self, url: str) -> RespClient:
         client = self.clients.get(url)

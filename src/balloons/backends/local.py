@@ -13,7 +13,9 @@ is what a Fly Machine does, at the price of interpreter start-up.
 Machine records live in Redis (``NS:machine:ID``), so any process can list, inspect and stop
 machines. A stop goes through the fork server that started the machine; when that server is
 gone, the record's pid is signalled only if the record proves it is the machine's process
-(:mod:`balloons.backends.identity`), and a record that does not is marked gone instead.
+(:mod:`balloons.backends.identity`), and a record that does not is marked gone instead. A
+record that says a machine of this host runs while its process has ended (its fork server was
+killed too, or Redis was down when it exited) reads as state ``gone``.
 """
 
 from __future__ import annotations
@@ -296,4 +298,32 @@ def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
 def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:
     """A machine record as read: hostile input, so a malformed value reads as unknown."""
     d = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+    if d.get("state") in RUNNING_STATES and _ended(d):
+        # Its process ended and no exit was recorded (yet): the fork server that would have
+        # seen it was gone too, or Redis was down (an earlier run of the embedded server).
+        d["state"] = "gone"
     return MachineInfo.from_record(machine_id, d, "local", DETAIL)
+
+
+def _ended(record: dict[str, str]) -> bool:
+    """Whether a record that says its machine runs on this host names a process that has ended:
+    no process has the pid, it is a zombie, or the process there now started at another time
+    than the one recorded (the pid was reused). Nothing is signalled; without ``/proc``, or with
+    a pid that does not parse, nothing can be told (the machine's lease decides)."""
+    pid, start = record.get("pid", ""), record.get("start", "")
+    if record.get("host") != socket.gethostname() or not identity.has_proc():
+        return False
+    if not (0 < len(pid) <= 10 and pid.isascii() and pid.isdigit()) or int(pid) < 2:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    # Field 2, the command name in parentheses, may hold spaces and parentheses itself.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if fields[:1] == [b"Z"]:
+        return True
+    return start.isascii() and start.isdigit() and len(fields) > 19 and fields[19] != start.encode()
