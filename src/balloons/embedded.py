@@ -34,6 +34,7 @@ from .errors import ConfigError, StoreError
 from .keys import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
+    from .app import App
     from .status import MachineInfo
 
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
@@ -118,21 +119,26 @@ def start(
     return f"unix://{sock}", recover(state_dir, namespace)
 
 
+def _local_app(state_dir: Path, namespace: str) -> App:
+    """An app on the embedded server of ``state_dir`` with its local machines."""
+    from .app import App
+
+    return App(
+        redis_url=url_for(state_dir),
+        secret=load_secret(state_dir),
+        namespace=namespace,
+        state_dir=state_dir,
+        backend="local",
+    )
+
+
 def recover(state_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> int:
     """Reclaim the slots of local machines that ended while the server was down (they gave
     up on it, or were killed): their jobs are retried or failed with the reason, and queued
     jobs go to new machines rather than wait for those. Machines still running keep their
     slots. Returns how many slots were reclaimed; never raises (a lease lapses anyway)."""
-    from .app import App
-
     try:
-        app = App(
-            redis_url=url_for(state_dir),
-            secret=load_secret(state_dir),
-            namespace=namespace,
-            state_dir=state_dir,
-            backend="local",
-        )
+        app = _local_app(state_dir, namespace)
         try:
             report = app.supervisor().recover()
         finally:
@@ -202,16 +208,9 @@ def stop_machines(
     ``cancelled``); wait until their exits are recorded, so their slots are freed while the
     server still runs; then have the fork server exit once its machines have. Returns
     ``(stopped, left)``: ``left`` machines still run a job."""
-    from .app import App
     from .keys import PoolKeys
 
-    app = App(
-        redis_url=url_for(state_dir),
-        secret=load_secret(state_dir),
-        namespace=namespace,
-        state_dir=state_dir,
-        backend="local",
-    )
+    app = _local_app(state_dir, namespace)
     try:
         backend, store = app.backend, app.store
         stopping, left = [], 0
