@@ -220,3 +220,12 @@ def test_a_machine_links_only_the_scripts_it_uses() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     assert json.loads(out.stdout) == [[], ["CLAIM"]]
+
+
+def test_the_files_are_plain_ascii() -> None:
+    """The loader reads identifiers byte-wise: a file holds printable ASCII and newlines."""
+    for f in os.listdir(LUA_DIR):
+        if f.endswith(".lua"):
+            with open(os.path.join(LUA_DIR, f), "rb") as fh:
+                data = fh.read()
+            assert all(32 <= b < 127 or b == 10 for b in data), f

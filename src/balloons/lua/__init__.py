@@ -73,6 +73,10 @@ _DIR = os.path.dirname(__file__)
 FINDS_JOBS = "--!df flags=allow-undeclared-keys\n"
 _DEFINE = "--@define "
 _SHAS: dict[str, str] = {}
+#: Every ASCII character that is not part of a Lua identifier made a space (the files are
+#: ASCII).
+_SEPARATORS = b"!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~\t\n\r\f\v"
+_SPACES = bytes.maketrans(_SEPARATORS, b" " * len(_SEPARATORS))
 
 
 def sha(script: str) -> str:
@@ -175,17 +179,10 @@ def _code(text: str) -> str:
     return "\n".join(out)
 
 
-def uses(code: str, name: str) -> bool:
-    """Whether Lua ``code`` mentions the identifier ``name``. Plain string search, no regular
-    expression: every machine links the scripts it runs."""
-    i = code.find(name)
-    while i >= 0:
-        before = code[i - 1] if i else " "
-        after = code[i + len(name) : i + len(name) + 1] or " "
-        if not (before.isalnum() or before == "_" or after.isalnum() or after == "_"):
-            return True
-        i = code.find(name, i + 1)
-    return False
+def names(code: str) -> set[str]:
+    """The identifiers Lua ``code`` mentions (in a string too, harmlessly; and numbers). Plain
+    string work: every machine links the scripts it runs."""
+    return set(code.encode().translate(_SPACES).decode().split())
 
 
 class _Prelude:
@@ -211,9 +208,14 @@ class _Prelude:
             )
         self.header = [(line.split()[1], line) for line in lines[: firsts[0]] if line.strip()]
         self.calls = {
-            name: {f for f in self.functions if f != name and uses(_code(code), f)}
-            for name, code in self.functions.items()
+            name: self.called(_code(code)) - {name} for name, code in self.functions.items()
         }
+        #: The names each function mentions, comments included (for the header lines).
+        self.mentions = {name: names(code) for name, code in self.functions.items()}
+
+    def called(self, code: str) -> set[str]:
+        """The prelude functions that Lua ``code`` (without comments) refers to."""
+        return names(code) & self.functions.keys()
 
     def closure(self, names: set[str]) -> set[str]:
         """``names`` and every prelude function they call, directly or not."""
@@ -252,9 +254,10 @@ def link(text: str) -> str:
         rest = body[:start] + body[end:]
     else:
         rest = body
-    top = prelude.closure({f for f in prelude.functions if f not in later and uses(_code(rest), f)})
+    top = prelude.closure(prelude.called(_code(rest)) - later)
     if at >= 0:
         body = body[:start] + prelude.define(prelude.closure(later) - top) + body[end:]
     code = prelude.define(top) + body
-    header = [line for name, line in prelude.header if name == "T" or uses(code, name)]
+    used = names(body).union(*(prelude.mentions[f] for f in prelude.closure(later) | top))
+    header = [line for name, line in prelude.header if name == "T" or name in used]
     return first + "".join(header) + code
