@@ -29,6 +29,8 @@ elsewhere).
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, PoolKeys
@@ -157,32 +159,26 @@ def _body(text: str, values: dict[str, str]) -> tuple[str, str]:
     if text.startswith("--!"):
         first, _, text = text.partition("\n")
         first += "\n"
-    lines = text.splitlines(keepends=True)
-    i = 0
-    while i < len(lines) and (lines[i].startswith("--") or not lines[i].strip()):
-        i += 1
-    body = "".join(lines[i:])
-    for token, value in values.items():
-        body = body.replace(token, value)
+    at = 0
+    while text.startswith(("--", "\n"), at):
+        at = text.find("\n", at) + 1 or len(text)
+    body = text[at:]
+    if "@" in body:
+        for token, value in values.items():
+            body = body.replace(token, value)
     return first, body
 
 
 def _code(text: str) -> str:
-    """Lua ``text`` without its comments (a ``--`` outside a quoted string, to the end of the
-    line): what refers to a prelude function."""
-    out = []
-    for line in text.splitlines():
-        at = line.find("--")
-        while at >= 0 and (line.count("'", 0, at) % 2 or line.count('"', 0, at) % 2):
-            at = line.find("--", at + 2)
-        out.append(line if at < 0 else line[:at])
-    return "\n".join(out)
+    """Lua ``text`` without its comments (``--`` to the end of the line; no string in the files
+    holds ``--``, a test checks): what refers to a prelude function or a key name."""
+    return re.sub("--.*", "", text)
 
 
-def names(code: str) -> set[str]:
-    """The identifiers Lua ``code`` mentions (in a string too, harmlessly; and numbers). Plain
-    string work: every machine links the scripts it runs."""
-    return set(code.encode().translate(_SPACES).decode().split())
+def mentioned(code: str, vocabulary: frozenset[str]) -> frozenset[str]:
+    """The names of ``vocabulary`` that Lua ``code`` mentions (in a string too, harmlessly).
+    Plain string work: every machine links the scripts it runs."""
+    return vocabulary.intersection(code.encode().translate(_SPACES).decode().split())
 
 
 class _Prelude:
@@ -207,17 +203,17 @@ class _Prelude:
                 lines[first:end]
             )
         self.header = [(line.split()[1], line) for line in lines[: firsts[0]] if line.strip()]
-        self.calls = {
-            name: self.called(_code(code)) - {name} for name, code in self.functions.items()
+        header = frozenset(name for name, _ in self.header)
+        #: The names a script may use from the prelude.
+        self.vocabulary = header | self.functions.keys()
+        mentions = {
+            name: mentioned(_code(code), self.vocabulary) for name, code in self.functions.items()
         }
-        #: The names each function mentions, comments included (for the header lines).
-        self.mentions = {name: names(code) for name, code in self.functions.items()}
+        #: The prelude functions each function calls, and the header's names it uses.
+        self.calls = {name: ids - header - {name} for name, ids in mentions.items()}
+        self.keys = {name: ids & header for name, ids in mentions.items()}
 
-    def called(self, code: str) -> set[str]:
-        """The prelude functions that Lua ``code`` (without comments) refers to."""
-        return names(code) & self.functions.keys()
-
-    def closure(self, names: set[str]) -> set[str]:
+    def closure(self, names: Iterable[str]) -> set[str]:
         """``names`` and every prelude function they call, directly or not."""
         out, todo = set(), list(names)
         while todo:
@@ -227,7 +223,9 @@ class _Prelude:
                 todo += self.calls[name]
         return out
 
-    def define(self, names: set[str]) -> str:
+    def define(self, names: Iterable[str]) -> str:
+        """The code of the prelude functions ``names``, in the prelude's order."""
+        names = set(names)
         return "".join(code for name, code in self.functions.items() if name in names)
 
 
@@ -251,13 +249,11 @@ def link(text: str) -> str:
         start = body.rfind("\n", 0, at) + 1
         end = body.index("\n", at) + 1
         later = set(body[at + len(_DEFINE) : end].split())
-        rest = body[:start] + body[end:]
-    else:
-        rest = body
-    top = prelude.closure(prelude.called(_code(rest)) - later)
+    ids = mentioned(_code(body), prelude.vocabulary)  # not the --@define line: a comment
+    top = prelude.closure((ids & prelude.functions.keys()) - later)
+    inner = prelude.closure(later) - top
     if at >= 0:
-        body = body[:start] + prelude.define(prelude.closure(later) - top) + body[end:]
-    code = prelude.define(top) + body
-    used = names(body).union(*(prelude.mentions[f] for f in prelude.closure(later) | top))
+        body = body[:start] + prelude.define(inner) + body[end:]
+    used = ids.union(*(prelude.keys[f] for f in top | inner))
     header = [line for name, line in prelude.header if name == "T" or name in used]
-    return first + "".join(header) + code
+    return first + "".join(header) + prelude.define(top) + body
