@@ -229,3 +229,13 @@ def test_the_files_are_plain_ascii() -> None:
             with open(os.path.join(LUA_DIR, f), "rb") as fh:
                 data = fh.read()
             assert all(32 <= b < 127 or b == 10 for b in data), f
+
+
+def test_no_string_in_the_files_holds_a_comment_mark() -> None:
+    """The loader reads ``--`` as the start of a comment wherever it stands."""
+    for f in os.listdir(LUA_DIR):
+        if f.endswith(".lua"):
+            with open(os.path.join(LUA_DIR, f)) as fh:
+                for line in fh:
+                    code = line.split("--", 1)[0]
+                    assert code.count("'") % 2 == 0 and code.count('"') % 2 == 0, (f, line)
