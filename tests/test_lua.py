@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import redis
@@ -239,3 +240,18 @@ def test_no_string_in_the_files_holds_a_comment_mark() -> None:
                 for line in fh:
                     code = line.split("--", 1)[0]
                     assert code.count("'") % 2 == 0 and code.count('"') % 2 == 0, (f, line)
+
+
+def test_the_store_sends_a_script_by_digest_and_again_whole_when_the_server_lost_it(
+    app: Any, r: redis.Redis
+) -> None:
+    pk = keys.PoolKeys(app.store.namespace, "default")
+    r.script_flush()
+    r.config_resetstat()
+    first = app.store.eval(lua.CLOCK, pk)  # NOSCRIPT, then the script itself
+    second = app.store.eval(lua.CLOCK, pk)  # by digest
+    assert int(first[0]) > 0 and int(second[0]) >= int(first[0])
+    stats = r.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 2
+    assert stats["cmdstat_eval"]["calls"] == 1
+    assert r.script_exists(lua.sha(lua.CLOCK)) == [True]
