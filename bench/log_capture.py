@@ -6,7 +6,7 @@ A private Valkey holds one job record; a :class:`balloons.capture.LogCapture` ca
 job as a worker does (``begin``, the task's writes, ``end`` with its final flush). Baselines
 are measured in the same run: the same prints to ``/dev/null`` without capture, and an empty
 task with no capture. stdout is ``/dev/null`` in both, so the figures are capture's own cost
-(buffering, the flusher thread's batched ``LOG`` scripts, the final flush).
+(buffering, the flusher thread's batched ``APPEND_LOGS`` scripts, the final flush).
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def _sha1(text: str) -> str:
 class KeyAudit:
     """Watches every node with ``MONITOR`` and checks each key a balloons script touches:
     one of the keys the script was given (``KEYS``), or, for a script that says it finds
-    jobs in its pool (``lua._FINDS_JOBS``), a key of the same pool (its hash tag). The
+    jobs in its pool (``lua.FINDS_JOBS``), a key of the same pool (its hash tag). The
     cluster itself refuses only keys served by another node, not those of another slot of
     the same node nor undeclared ones, which Dragonfly and cluster proxies refuse."""
 
@@ -301,9 +301,9 @@ class KeyAudit:
         from balloons import lua
 
         self.scripts: dict[str, tuple[str, bool]] = {}  # sha -> (name, finds jobs)
-        for name, text in vars(lua).items():
-            if name.isupper() and not name.startswith("_") and isinstance(text, str):
-                self.scripts[_sha1(text)] = (name, text.startswith(lua._FINDS_JOBS))
+        for name in lua.NAMES:
+            text = getattr(lua, name)
+            self.scripts[_sha1(text)] = (name, text.startswith(lua.FINDS_JOBS))
         self.cluster = cluster
         self.socks: list[socket.socket] = []
         self.threads: list[threading.Thread] = []

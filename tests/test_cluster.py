@@ -107,7 +107,7 @@ def test_jobs_retries_and_warm_machines_on_pools_of_every_node(
         assert j.status() is JobStatus.CANCELLED
     assert set(app.store.pools()) == set(pools)
     audit.check()
-    for name in ("SUBMIT", "CLAIM", "TAKE", "FINISH", "HEARTBEAT", "LOST", "CANCEL", "LOG"):
+    for name in ("SUBMIT", "CLAIM", "TAKE", "FINISH", "HEARTBEAT", "LOST", "CANCEL", "APPEND_LOGS"):
         assert audit.calls.get(name), (name, audit.calls)
 
 
@@ -120,7 +120,7 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
     pools = pools_on_each_node(cluster)
     for p in pools:
         app.pool(p, max_machines=1, idle_timeout=0.5)
-    # A job falling due in a pool with no machine left: the supervisor's FILL launches it.
+    # A job falling due in a pool with no machine left: the supervisor's SCALE_UP launches it.
     done = [on(app, tasks.add, p).submit(1, 2) for p in pools]
     [j.result(timeout=30) for j in done]
     due = [on(app, tasks.add, p).submit(3, 4, _delay=1.5) for p in pools]
@@ -169,7 +169,7 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
     finally:
         served.stop()
     audit.check()
-    for name in ("FILL", "SHED", "LOST", "INUSE"):
+    for name in ("SCALE_UP", "TRIM_STANDBY", "LOST", "MACHINE_WANTED"):
         assert audit.calls.get(name), (name, audit.calls)
 
 
@@ -259,7 +259,7 @@ def test_the_resp_client_follows_moved_and_ask_and_keeps_pipelines_in_order(
         pk = PoolKeys("balloons", pools[2])
         got = client.eval("return redis.call('GET', KEYS[1])", [keys[2]], [])
         assert got == b"2"
-        assert client.eval(lua.BOOTING, script_keys(pk), [pk.tag, time.time(), "x-1"]) == 0
+        assert client.eval(lua.CONFIRM_LAUNCH, script_keys(pk), [pk.tag, time.time(), "x-1"]) == 0
         # A slot being moved: the source answers ASK for a key it no longer has.
         src, dst = cluster.node_of(keys[0]), cluster.node_of(keys[1])
         slot = hash_slot(keys[0])
@@ -437,5 +437,13 @@ def test_the_launchers_scripts_touch_only_their_keys_on_every_node(
     finally:
         app.close()
     audit.check()
-    for name in ("BOOTING", "NOTE", "UNPIN", "ASSIGN", "RESLOT", "SHED", "LOST"):
+    for name in (
+        "CONFIRM_LAUNCH",
+        "NOTE_ATTEMPT",
+        "REQUEUE",
+        "PICK_MACHINE",
+        "START_FAILED",
+        "TRIM_STANDBY",
+        "LOST",
+    ):
         assert audit.calls.get(name, 0) >= 3, (name, audit.calls)

@@ -83,8 +83,8 @@ def test_several_supervisors_do_no_double_work() -> None:
 
 
 def test_a_queued_job_a_jobless_machine_is_coming_for_gets_no_second_machine() -> None:
-    # A launch that had to wait sent its job back to the queue (UNPIN), or a standby launch
-    # (ASSIGN): the slot, jobless and still starting, will take the job when its machine
+    # A launch that had to wait sent its job back to the queue (REQUEUE), or a standby launch
+    # (PICK_MACHINE): the slot, jobless and still starting, will take the job when its machine
     # boots. A step must not launch another machine for the same job.
     from balloons.ids import ulid
 
@@ -107,7 +107,7 @@ def test_a_queued_job_a_jobless_machine_is_coming_for_gets_no_second_machine() -
 
 
 def test_a_step_interrupted_after_taking_slots_leaves_nothing_stranded() -> None:
-    """FILL took slots, then its supervisor died before launching: the slots run out their
+    """SCALE_UP took slots, then its supervisor died before launching: the slots run out their
     boot lease and the next supervisor reclaims them and fills the pool again."""
     app, add = held_app("crash", max_machines=1, boot_timeout=1)
     first = add.submit(1, 1)

@@ -361,7 +361,7 @@ def test_a_take_sent_with_a_finish_that_failed_is_not_used(
 def test_a_job_sent_back_to_the_queue_is_run_by_its_former_slots_machine(
     held, redis_url, secret, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    # What a launch that has to wait for a rate limit does (UNPIN): the job goes back to the
+    # What a launch that has to wait for a rate limit does (REQUEUE): the job goes back to the
     # queue; the slot stays, jobless, as FRESH-0; its machine, once up, takes the job.
     from balloons.ids import ulid as new_ulid
 

@@ -673,7 +673,7 @@ class App:
         when the backend's launch is a remote call (``launches_in_background``: Fly's create,
         so that submit returns at once), or when the backend would make this caller wait for
         a rate limit (``launch_delay``) or launches already wait. A job whose machine has to
-        wait goes back to the queue (``UNPIN``): the pool's first free machine takes it, and
+        wait goes back to the queue (``REQUEUE``): the pool's first free machine takes it, and
         the slot's machine, launched with no job of its own, joins the pool. In a pool with
         standby machines, see :meth:`launch_standby`."""
         if launch[6]:
@@ -732,7 +732,7 @@ class App:
                 self.launch_slot(*launch)
 
     def launch_standby(self, launch: Launch, *, background: bool) -> bool:
-        """A launch in a pool with standby machines (``ASSIGN``): the slot's job goes back to
+        """A launch in a pool with standby machines (``PICK_MACHINE``): the slot's job goes back to
         the queue, and the slot becomes a machine's own (no job, attempt 0): a stopped machine
         of the pool's standby set, started (one ``start``, rate-limited per machine, so it
         never waits for the app's create limit), else a new standby-capable machine created
@@ -749,7 +749,7 @@ class App:
         return self.launch_slot(*got)
 
     def _start_standby(self, launch: Launch) -> bool | Launch:
-        """``ASSIGN`` and start the stopped machine it gave: True when one was started, False
+        """``PICK_MACHINE`` and start the stopped machine it gave: True when one was started, False
         when there is nothing to launch, else the create to make in its place."""
         from . import events
 

@@ -5,8 +5,8 @@ The worker wraps each task run in :meth:`LogCapture.begin` / :meth:`LogCapture.e
 own output), and, when the task's process already uses :mod:`logging`, a handler on the root
 logger records its log records (this module never imports :mod:`logging` itself: the hook is
 installed when ``logging`` is in ``sys.modules``, at the start of the task or at the next flush
-once the task imports it). Lines are kept in memory and sent in batches, one ``LOG`` script per
-batch (a list append per line on the task's side), by a flusher thread every
+once the task imports it). Lines are kept in memory and sent in batches, one ``APPEND_LOGS``
+script per batch (a list append per line on the task's side), by a flusher thread every
 :data:`FLUSH_INTERVAL` seconds or as soon as :data:`BATCH_LINES` wait, by the writer itself
 only when the flusher falls :data:`MAX_WAITING` lines behind, and in full by
 :meth:`LogCapture.end`, before the worker records the
@@ -234,7 +234,7 @@ class LogCapture:
                 self._client = RespClient(self.redis_url)
             try:
                 self._client.eval(
-                    lua.LOG,
+                    lua.APPEND_LOGS,
                     script_keys(self.pk, job[0]),
                     [
                         self.pk.tag,

@@ -307,19 +307,38 @@ def _float(name: str, raw: str | None, default: float, minimum: float, maximum: 
 
 def pool_defaults(env: Mapping[str, str]) -> dict[str, float]:
     """Defaults of every pool not declared with ``app.pool(...)``, from the environment."""
-    from .pools import MAX_HEARTBEAT, MAX_MACHINES, MAX_WAIT
+    from .pools import (
+        DEFAULT_BOOT_TIMEOUT,
+        DEFAULT_HEARTBEAT,
+        DEFAULT_IDLE_TIMEOUT,
+        MAX_HEARTBEAT,
+        MAX_MACHINES,
+        MAX_WAIT,
+    )
 
     return {
         "max_machines": _int(
             "BALLOONS_MAX_MACHINES", env.get("BALLOONS_MAX_MACHINES"), 10, maximum=MAX_MACHINES
         ),
         "idle_timeout": _float(
-            "BALLOONS_IDLE_TIMEOUT", env.get("BALLOONS_IDLE_TIMEOUT"), 10, 0, MAX_WAIT
+            "BALLOONS_IDLE_TIMEOUT",
+            env.get("BALLOONS_IDLE_TIMEOUT"),
+            DEFAULT_IDLE_TIMEOUT,
+            0,
+            MAX_WAIT,
         ),
         "boot_timeout": _float(
-            "BALLOONS_BOOT_TIMEOUT", env.get("BALLOONS_BOOT_TIMEOUT"), 60, 1, MAX_WAIT
+            "BALLOONS_BOOT_TIMEOUT",
+            env.get("BALLOONS_BOOT_TIMEOUT"),
+            DEFAULT_BOOT_TIMEOUT,
+            1,
+            MAX_WAIT,
         ),
         "heartbeat": _float(
-            "BALLOONS_HEARTBEAT", env.get("BALLOONS_HEARTBEAT"), 2, 0.1, MAX_HEARTBEAT
+            "BALLOONS_HEARTBEAT",
+            env.get("BALLOONS_HEARTBEAT"),
+            DEFAULT_HEARTBEAT,
+            0.1,
+            MAX_HEARTBEAT,
         ),
     }

@@ -39,8 +39,9 @@ key                                      type    TTL         written by
 ``NS:{POOL}:seq``                        string  none        submit: arrival counter for queue
                                                              order
 ``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID
-``NS:{POOL}:logs:ULID``                  stream  record TTL  worker (``LOG`` script, batched):
-                                                             one entry per line: ``t`` time,
+``NS:{POOL}:logs:ULID``                  stream  record TTL  worker (``APPEND_LOGS`` script,
+                                                             batched): one entry per line:
+                                                             ``t`` time,
                                                              ``a`` attempt, ``s`` out/err/log,
                                                              ``m`` text; capped (MAXLEN)
 ``NS:{POOL}:usage``                      hash    none        ``TAKE``: idle machine-seconds of
@@ -48,8 +49,8 @@ key                                      type    TTL         written by
 ``NS:{POOL}:standby``                    hash    none        stopped machines kept to be
                                                              started again: machine id -> JSON
                                                              (slot ULID, cpus, mem, since);
-                                                             ``TAKE`` adds, ``ASSIGN`` takes,
-                                                             ``SHED`` drops (gc)
+                                                             ``TAKE`` adds, ``PICK_MACHINE`` takes,
+                                                             ``TRIM_STANDBY`` drops (gc)
 ``NS:{POOL}:check``                      string  2 s         a waiter checking the pool's
                                                              machines for its waiting job
                                                              (the others skip it meanwhile)

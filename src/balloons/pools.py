@@ -25,6 +25,15 @@ MAX_MACHINES = 100_000
 MAX_WAIT = 7 * 24 * 3600.0
 #: Longest heartbeat period: an hour (a lease lasts five of them).
 MAX_HEARTBEAT = 3600.0
+#: A pool's defaults, which the scripts also assume when a pool's settings or a job's need are
+#: missing in Redis (:mod:`balloons.lua` writes them into the scripts).
+DEFAULT_CPUS = 1
+DEFAULT_MEMORY_MB = 256
+DEFAULT_MIN_MACHINES = 0
+DEFAULT_STANDBY = 0
+DEFAULT_IDLE_TIMEOUT = 10.0
+DEFAULT_BOOT_TIMEOUT = 60.0
+DEFAULT_HEARTBEAT = 2.0
 
 
 class Pool:
@@ -46,12 +55,12 @@ class Pool:
         *,
         max_machines: int,
         idle_timeout: float,
-        min_machines: int = 0,
-        cpus: int = 1,
-        memory_mb: int = 256,
-        boot_timeout: float = 60.0,
-        heartbeat: float = 2.0,
-        standby: int = 0,
+        min_machines: int = DEFAULT_MIN_MACHINES,
+        cpus: int = DEFAULT_CPUS,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        standby: int = DEFAULT_STANDBY,
     ) -> None:
         if not isinstance(name, str) or not POOL_RE.match(name):
             raise ConfigError(

@@ -19,7 +19,6 @@ serving its key's slot. A single server never sends one, and costs nothing more.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import select
 import socket
@@ -28,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .errors import ConfigError, StoreError
+from .lua import sha as script_sha
 
 Reply = Any
 #: What a Redis URL says: scheme, host, port, username, password, socket path (unix), db, query.
@@ -116,7 +116,6 @@ class RespClient:
         self._wait_avg = 0.0  # how long replies took to arrive, lately (moving average)
         self._sock: socket.socket | None = None
         self._buf = b""
-        self._shas: dict[str, str] = {}
         fields = _simple_url(url) or _read_url(url)
         scheme, self._host, self._port, self._username, self._password, path, db, query = fields
         self._query = query
@@ -304,10 +303,7 @@ class RespClient:
     ) -> Callable[[], Reply]:
         """:meth:`eval` in two halves: send now; the function returned reads the reply (call
         it once, before anything else is sent), so the caller can work while Redis does."""
-        sha = self._shas.get(script)
-        if sha is None:
-            sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
-        self.send([*before, ["EVALSHA", sha, len(keys), *keys, *args]])
+        self.send([*before, ["EVALSHA", script_sha(script), len(keys), *keys, *args]])
 
         def reply() -> Reply:
             replies = self.receive(len(before) + 1)

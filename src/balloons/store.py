@@ -55,7 +55,6 @@ _CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as 
 MAX_SECONDS = 100 * 365 * 24 * 3600.0
 
 
-_SHAS: dict[str, str] = {}
 #: Seconds between two ``SADD``s of one pool to the set of pools by one store's submits.
 RELIST_S = 10.0
 #: How long a submit polls for its reply before it sleeps on the socket (see
@@ -107,15 +106,6 @@ class SubmitRequest:
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.key_digest = key_digest
-
-
-def _sha(script: str) -> str:
-    sha = _SHAS.get(script)
-    if sha is None:
-        import hashlib
-
-        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
-    return sha
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, bytes]:
@@ -476,7 +466,7 @@ class Store:
                     pipe = self.aredis.pipeline(transaction=False)
                     for cmd_before in before:
                         pipe.execute_command(*cmd_before)
-                    pipe.evalsha(_sha(lua.SUBMIT), *cmd)
+                    pipe.evalsha(lua.sha(lua.SUBMIT), *cmd)
                     try:
                         *_, reply = await pipe.execute()
                         break
@@ -494,8 +484,14 @@ class Store:
     def eval(self, script: str, pk: PoolKeys, *args: Any, jobs: Sequence[str] = ()) -> Any:
         """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``, given the keys of
         the pool and of the ``jobs`` (ULIDs) that its arguments name."""
+        import redis as redis_mod
+
+        cmd = self._tagged(pk, jobs, args)
         with self.errors():
-            return self.redis.eval(script, *self._tagged(pk, jobs, args))
+            try:
+                return self.redis.evalsha(lua.sha(script), *cmd)
+            except redis_mod.exceptions.NoScriptError:
+                return self.redis.eval(script, *cmd)
 
     def lost(
         self,
@@ -539,13 +535,13 @@ class Store:
     def unpin(self, pk: PoolKeys, slot: str, ulid: str, fresh: str) -> bool:
         """Queue the job of a slot whose launch has to wait; the slot, now jobless, is renamed
         ``FRESH-0``. False when the job or the slot has moved on."""
-        return int(self.eval(lua.UNPIN, pk, slot, ulid, fresh, jobs=(ulid,))) == 1
+        return int(self.eval(lua.REQUEUE, pk, slot, ulid, fresh, jobs=(ulid,))) == 1
 
     def assign(self, pk: PoolKeys, slot: str, fresh: str) -> list[str] | None:
         """Turn a granted slot into a machine's own in a pool with standby machines
-        (:data:`lua.ASSIGN`): ``["start", machine, slot ulid, cpus, mem]`` (a stopped machine
+        (:data:`lua.PICK_MACHINE`): ``["start", machine, slot ulid, cpus, mem]`` (a stopped machine
         to start), ``["create", slot ulid, cpus, mem]``, or None (nothing to launch)."""
-        reply = self.eval(lua.ASSIGN, pk, slot, fresh)
+        reply = self.eval(lua.PICK_MACHINE, pk, slot, fresh)
         if reply[0] != 1:
             return None
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply[1:]]
@@ -553,7 +549,7 @@ class Store:
     def reslot(self, pk: PoolKeys, slot: str, machine: str, fresh: str) -> bool:
         """A standby machine failed to start: its slot, renamed ``FRESH-0``, waits for a new
         machine. False when the slot has moved on (the machine started after all)."""
-        return int(self.eval(lua.RESLOT, pk, slot, machine, fresh)) == 1
+        return int(self.eval(lua.START_FAILED, pk, slot, machine, fresh)) == 1
 
     def shed(self, pk: PoolKeys, keep: int | None = None) -> list[str]:
         """Drop standby machines beyond ``keep`` (default: the pool's standby setting) from the
@@ -561,7 +557,7 @@ class Store:
         if keep is None:  # read here, so that a setting altered in Redis counts as 0
             with self.errors():
                 keep = integer(self.redis.hget(pk.cfg, "standby"), 0, MAX_MACHINES) or 0
-        out = self.eval(lua.SHED, pk, keep)
+        out = self.eval(lua.TRIM_STANDBY, pk, keep)
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in out]
 
     def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
@@ -574,7 +570,7 @@ class Store:
         """Renew the boot lease of a slot whose machine is about to be launched; False when
         the slot is gone or already claimed, or was given back because it has no job and
         nothing is queued (nothing to launch)."""
-        return int(self.eval(lua.BOOTING, pk, slot)) == 1
+        return int(self.eval(lua.CONFIRM_LAUNCH, pk, slot)) == 1
 
     def cancel(self, jk: JobKeys) -> tuple[str | None, str, str]:
         """Mark a job cancelled. Returns (previous status or None if it had ended, slot,
@@ -645,7 +641,7 @@ class Store:
 
     def note(self, pk: PoolKeys, ulid: str, attempt: int, note: str) -> None:
         """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
-        self.eval(lua.NOTE, pk, ulid, attempt, note, jobs=(ulid,))
+        self.eval(lua.NOTE_ATTEMPT, pk, ulid, attempt, note, jobs=(ulid,))
 
     def launched(self, pk: PoolKeys, slot: str, machine: str) -> bool:
         """Name the machine just launched for a slot with no job in the slot's entry, while the

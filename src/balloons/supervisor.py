@@ -329,7 +329,7 @@ class Supervisor:
         with store.errors():
             cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
         ids = " ".join(ulid() for _ in range(cfg_min))
-        flat = store.eval(lua.FILL, pk, ids)
+        flat = store.eval(lua.SCALE_UP, pk, ids)
         for i in range(0, len(flat), 5):
             slot, u, n, cpus, mem = (
                 x.decode() if isinstance(x, bytes) else str(x) for x in flat[i : i + 5]
@@ -427,12 +427,13 @@ class Supervisor:
 
     def _in_use(self, m: MachineInfo, now: float) -> bool:
         """Whether a machine may still be wanted: it holds a slot, sits in its pool's standby
-        set, or was launched too recently for its slot to be known (:data:`lua.INUSE`)."""
+        set, or was launched too recently for its slot to be known
+        (:data:`lua.MACHINE_WANTED`)."""
         if m.running and m.created_at is not None and now - m.created_at < self.orphan_min_age:
             return True  # just launched: its slot may be on its way
         pk = PoolKeys(self.app.settings.namespace, m.pool or "")
         slot = m.detail.get("slot") or ""
-        kept, lease = self.app.store.eval(lua.INUSE, pk, m.id, slot or "-")
+        kept, lease = self.app.store.eval(lua.MACHINE_WANTED, pk, m.id, slot or "-")
         return bool(kept) or (bool(slot) and lease is not None)
 
     def _expire(self, now: float) -> None:

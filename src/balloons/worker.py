@@ -652,18 +652,10 @@ def _cost_cap_at(spec: Mapping[str, Any], since: float) -> float | None:
     return since + float(cap) / float(rate)
 
 
-_SHAS: dict[str, str] = {}
-
-
 def _evalsha(script: str, keys: list[str], args: list[Any]) -> list[Any]:
     """An ``EVALSHA`` command for :meth:`RespClient.pipeline` (NOSCRIPT comes back as a
     reply; the caller falls back to :meth:`RespClient.eval`)."""
-    sha = _SHAS.get(script)
-    if sha is None:
-        import hashlib
-
-        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
-    return ["EVALSHA", sha, len(keys), *keys, *args]
+    return ["EVALSHA", lua.sha(script), len(keys), *keys, *args]
 
 
 #: When the armed watchdog ends this process (``time.monotonic()``), 0.0 when it is not armed.

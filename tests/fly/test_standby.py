@@ -244,7 +244,7 @@ def test_a_started_standby_machine_that_never_boots_is_reclaimed_by_the_boot_pro
     # its start call: the slot waits for a machine that stays stopped.
     app.store.redis.hset(pk(app).cfg, "min", 1)
     floor = ulid()
-    flat = app.store.eval(lua.FILL, pk(app), floor)
+    flat = app.store.eval(lua.SCALE_UP, pk(app), floor)
     assert flat[0] == f"{floor}-0".encode()
     got = app.store.assign(pk(app), f"{floor}-0", ulid())
     assert got is not None and got[:2] == ["start", machine]
