@@ -230,7 +230,7 @@ def plot_warm_latency(plt: Any, b: Bench) -> Any:
     )
     left.set_title("against RQ and Celery (2026-11-28, n=300)", fontsize=10)
     baseline_note(left, "hatched: baseline (Celery = 1.00\u00d7)")
-    table = b["tables"][1]
+    table = b["tables"][-1]  # the newest before/after series
     pairs = [r for r in table["rows"] if r.get("before_ms") is not None]
     series = [c for c in table["columns"] if c["key"].endswith("_ms")]
     width = 0.8 / len(series)
@@ -264,7 +264,7 @@ def plot_warm_latency(plt: Any, b: Bench) -> Any:
     right.set_ylim(0, max(r.get(c["key"]) or 0 for r in pairs for c in series) * 1.3)
     right.set_ylabel("balloons median, ms")
     right.legend(fontsize=8, loc="lower right")
-    right.set_title("before vs after the trust work (2026-12-06, idle machine, n=500)", fontsize=10)
+    right.set_title(table["plot_title"], fontsize=10)
     right.spines[["top", "right"]].set_visible(False)
     fig.suptitle(
         "Warm job latency: submit → result of a no-op on an idle warm machine (lower is better)"
