@@ -197,14 +197,14 @@ def hbars(
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def baseline_note(ax: Any, text: str) -> None:
+def baseline_note(ax: Any, text: str, top: bool = False) -> None:
     ax.text(
         0.99,
-        0.01,
+        0.99 if top else 0.01,
         text,
         transform=ax.transAxes,
         ha="right",
-        va="bottom",
+        va="top" if top else "bottom",
         fontsize=8,
         color=BASE,
         style="italic",
@@ -261,9 +261,10 @@ def plot_warm_latency(plt: Any, b: Bench) -> Any:
             weight="bold",
         )
     right.set_xticks(range(len(pairs)), [f"pair {r['pair']}" for r in pairs])
-    right.set_ylim(0, max(r.get(c["key"]) or 0 for r in pairs for c in series) * 1.3)
+    right.set_ylim(0, max(r.get(c["key"]) or 0 for r in pairs for c in series) * 1.42)
     right.set_ylabel("balloons median, ms")
-    right.legend(fontsize=8, loc="lower right")
+    right.legend(fontsize=8, loc="upper left", ncol=2)
+    baseline_note(right, "bold: after \u00f7 before\nhatched: the baseline", top=True)
     right.set_title(table["plot_title"], fontsize=10)
     right.spines[["top", "right"]].set_visible(False)
     fig.suptitle(
