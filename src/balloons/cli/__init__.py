@@ -1,5 +1,7 @@
-"""The ``balloons`` command line (also ``python -m balloons``): one module per group of
-commands, each registering its commands on :data:`~balloons.cli.common.main`."""
+"""The ``balloons`` command line (and ``python -m balloons``): one module per group of commands.
+
+Each module registers its commands on the group, :data:`balloons.cli.common.main`.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What every command shares: the command group and its error handling, the app a command
-uses, argument types, and safe output of text read from Redis."""
+"""What every command shares: the group, its errors, the app, argument types, safe output."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Commands that run or look after balloons' own processes: supervise, gc, dashboard, worker,
-fly-emulator, and dev (the embedded server)."""
+"""Commands that run balloons' processes: supervise, gc, dashboard, worker, fly-emulator, dev."""
 
 from __future__ import annotations
 
