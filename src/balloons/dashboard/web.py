@@ -435,12 +435,12 @@ def _safe_next(raw: str) -> str:
 
 
 def _query(filters: Filters) -> str:
-    q = {
+    fields = {
         "status": filters.status.value if filters.status else "",
         "task": filters.task or "",
         "pool": filters.pool or "",
     }
-    return urlencode({k: v for k, v in q.items() if v})
+    return urlencode({k: v for k, v in fields.items() if v})
 
 
 def _sse(event: str, data: str) -> str:
