@@ -1,9 +1,9 @@
 """The control loop: what a step does to every pool, when steps run, and a waiter's check.
 
 It runs as ``balloons supervise``, in a thread (``app.start_supervisor()``), and in part in
-every client waiting on a job (:meth:`Supervisor.check_job`). How a slot whose machine is gone
-is ended is :mod:`balloons.reclaim`'s (shared with the fork server); the sweep of machines
-nothing holds is :mod:`balloons.orphans`'.
+every client waiting on a job (:meth:`Supervisor.check_job`). Ending a slot whose machine is
+gone lives in :mod:`balloons.reclaim` (the fork server runs it too), and the sweep of machines
+that nothing holds in :mod:`balloons.orphans`.
 
 Each :meth:`Supervisor.step` visits every pool and
 
