@@ -196,3 +196,29 @@ def test_status_shows_each_failed_attempts_message(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "(task_error)" in out.stdout
     assert "attempt 1 fails" in [line.strip() for line in out.stdout.splitlines()]
+
+
+def test_status_says_why_a_job_failed_or_is_invalid_and_shows_it_safely() -> None:
+    failed = tasks.fail.submit("nope")
+    with contextlib.suppress(Exception):
+        failed.result(timeout=30)
+    out = CliRunner().invoke(cli, ["status", failed.id])
+    assert out.exit_code == 0, out.output
+    assert "reason: task_error" in out.stdout
+
+    # Its status altered in Redis: the job is INVALID, and the text says why.
+    job = tasks.add.submit(1, 2)
+    assert job.result(timeout=30) == 3
+    r, record = tasks.app.store.redis, tasks.app.store.keys(job.id).job
+    r.hset(record, "status", "PWNED")
+    out = CliRunner().invoke(cli, ["status", job.id])
+    assert out.exit_code == 0, out.output
+    assert "reason: record_invalid" in out.stdout
+    assert "status 'PWNED' is not a job status" in out.stdout
+
+    # A reason written by someone else is shown as text: no escape sequence, no markup.
+    r.hset(record, mapping={"status": "SUCCEEDED", "reason": "\x1b]0;x\x07[bold]forged[/bold]"})
+    out = CliRunner().invoke(cli, ["status", job.id])
+    assert out.exit_code == 0, out.output
+    assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+    assert "[bold]forged[/bold]" in out.stdout

@@ -1,4 +1,8 @@
-"""Ending a slot whose machine is gone, the same way wherever it is noticed.
+"""Ending a slot whose machine is gone: one rule shared by the supervisor and the fork server.
+
+It is apart from :mod:`balloons.supervisor` because the fork server runs it too, with the
+worker's RESP client and no redis-py: it takes either client's commands as functions, and
+loads nothing of the supervisor's loop.
 
 The local fork server (through the worker's RESP client) and the supervisor (through
 redis-py) both call :func:`end_slot`: read what the slot was running, decide on a retry from
@@ -53,12 +57,12 @@ def end_slot(
         raw = execute("HGET", pk.slot, slot)
         try:
             info = json.loads(raw) if raw else {}
-            job, n = info.get("job") or "", info.get("attempt") or 0
+            job, raw_attempt = info.get("job") or "", info.get("attempt") or 0
         except (ValueError, AttributeError, RecursionError):
-            info, job, n = {}, "", 0
+            info, job, raw_attempt = {}, "", 0
         # An entry altered in Redis names no job here; LOST reads the slot's name instead.
         ulid = job if isinstance(job, str) else ""
-        number = _number(n)  # None for NaN or infinity, which JSON decodes too
+        number = _number(raw_attempt)  # None for NaN or infinity, which JSON decodes too
         attempt = int(number) if ulid and number is not None else 0
         why, text, retry = reason, message, ("", "")
         if ulid:

@@ -1,5 +1,9 @@
-"""The supervisor: makes sure nothing is stranded. ``balloons supervise`` or
-``app.start_supervisor()``.
+"""The control loop: what a step does to every pool, when steps run, and a waiter's check.
+
+It runs as ``balloons supervise``, in a thread (``app.start_supervisor()``), and in part in
+every client waiting on a job (:meth:`Supervisor.check_job`). Ending a slot whose machine is
+gone lives in :mod:`balloons.reclaim` (the fork server runs it too), and the sweep of machines
+that nothing holds in :mod:`balloons.orphans`.
 
 Each :meth:`Supervisor.step` visits every pool and
 
@@ -35,9 +39,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import events, lua
+from . import events, lua, orphans
 from .ids import ulid
-from .keys import JobKeys, PoolKeys, gc_lock_key, machines_key
+from .keys import JobKeys, PoolKeys
 from .reclaim import deadline_reason, end_slot, machine_outcome
 from .status import MachineInfo, Reason
 from .untrusted import MAX_ATTEMPT, integer, timestamp
@@ -123,7 +127,7 @@ class Supervisor:
             self._last_gc = time.monotonic()
             try:
                 self.collect_orphans(report)
-                self._expire(store.server_time())
+                orphans.expire(self.app, store.server_time())
             except Exception as exc:
                 log.exception("supervisor: gc: %s", exc)
                 report.errors.append(f"gc: {exc}")
@@ -191,8 +195,15 @@ class Supervisor:
                 if machine:
                     self._destroy(machine)
             return
-        if not machine or not info.get("job"):
-            return
+        if machine and info.get("job"):
+            self._stop_if_overdue(machine, info, now, report)
+
+    def _stop_if_overdue(
+        self, machine: str, info: dict[str, Any], now: float, report: StepReport
+    ) -> None:
+        """Stop the machine of a slot whose job was cancelled more than ``cancel_grace``
+        seconds ago, or is past its deadline by more than ``timeout_grace`` (at most once per
+        ``cancel_grace``)."""
         # Times as the worker and CANCEL write them; anything else (altered) is no time at all.
         cancelled = timestamp(info.get("cancel"))
         deadline = timestamp(info.get("deadline"))
@@ -302,12 +313,12 @@ class Supervisor:
                 )
             m = found[0]
         else:
-            m2 = None
+            inspected = None
             with contextlib.suppress(Exception):
-                m2 = self.app.backend.inspect(machine)
-            if m2 is None:
+                inspected = self.app.backend.inspect(machine)
+            if inspected is None:
                 return Reason.LOST.value, f"machine {machine} is gone without a word"
-            m = m2
+            m = inspected
         reason, message = _reason_of(m)
         # Stopped by a supervisor for running past its deadline, or silent past it: say which
         # deadline (end_slot, reading the job's timeout too, says the same).
@@ -360,94 +371,15 @@ class Supervisor:
         nothing when another swept in the last ``gc_interval / 2`` seconds (at least 5), unless
         ``wait`` gives it that many seconds to take its turn (``balloons gc``); such a sweep
         hands the turn back when it is done."""
-        store = self.app.store
-        lock = gc_lock_key(self.app.settings.namespace)
-        token = ulid()
-        give_up = time.monotonic() + wait
-        while not dry_run and not self._lock(lock, token):
-            if time.monotonic() >= give_up:
-                return []  # another supervisor sweeps now
-            time.sleep(0.1)
-        try:
-            return self._sweep(report if report is not None else StepReport(), dry_run, standby)
-        finally:
-            if wait > 0 and not dry_run:
-                # Handed back only if still ours (on a cluster, redis-py 6.1+ runs this
-                # transaction; with an older one the lock just runs out).
-                with contextlib.suppress(Exception), store.redis.pipeline(transaction=True) as pipe:
-                    pipe.watch(lock)
-                    if pipe.get(lock) == token.encode():
-                        pipe.multi()
-                        pipe.delete(lock)
-                        pipe.execute()
-
-    def _lock(self, lock: str, token: str) -> bool:
-        with self.app.store.errors():
-            return bool(
-                self.app.store.redis.set(lock, token, nx=True, ex=max(5, int(self.gc_interval / 2)))
-            )
-
-    def _sweep(self, report: StepReport, dry_run: bool, standby: bool) -> list[MachineInfo]:
-        store = self.app.store
-        ns = self.app.settings.namespace
-        shed: set[str] = set()
-        for pool in store.pools():
-            pk = PoolKeys(ns, pool)
-            if dry_run:
-                kept = store.standby(pk)
-                with store.errors():
-                    keep = 0 if standby else _int(store.redis.hget(pk.cfg, "standby"))
-                ordered = sorted(kept, key=lambda k: -(timestamp(kept[k].get("since")) or 0))
-                shed.update(ordered[keep:])
-            else:
-                shed.update(store.shed(pk, 0 if standby else None))
-        orphans = []
-        now = store.server_time()
-        # Only a backend that can start a machine again leaves stopped machines behind.
-        restartable = callable(getattr(self.app.backend, "start", None))
-        for m in self.app.backend.list():
-            # "gone": a record says its machine runs, but its process has ended (local): the
-            # destroy marks the record stopped, saying why.
-            wanted = m.running or m.state == "gone" or (restartable and m.state == "stopped")
-            if not m.pool or not wanted:
-                continue
-            if m.id not in shed and self._in_use(m, now):
-                continue
-            orphans.append(m)
-            if not dry_run:
-                self._destroy(m.id)
-                report.destroyed.append(m.id)
-                log.warning(
-                    "destroyed %s machine %s (slot %s)",
-                    "orphaned" if m.running else m.state,
-                    m.id,
-                    m.detail.get("slot") or "?",
-                )
-        return orphans
-
-    def _in_use(self, m: MachineInfo, now: float) -> bool:
-        """Whether a machine may still be wanted: it holds a slot, sits in its pool's standby
-        set, or was launched too recently for its slot to be known
-        (:data:`lua.MACHINE_WANTED`)."""
-        if m.running and m.created_at is not None and now - m.created_at < self.orphan_min_age:
-            return True  # just launched: its slot may be on its way
-        pk = PoolKeys(self.app.settings.namespace, m.pool or "")
-        slot = m.detail.get("slot") or ""
-        kept, lease = self.app.store.eval(lua.MACHINE_WANTED, pk, m.id, slot or "-")
-        return bool(kept) or (bool(slot) and lease is not None)
-
-    def _expire(self, now: float) -> None:
-        store = self.app.store
-        ttl = self.app.settings.record_ttl
-        pools = store.pools()
-        with store.errors():
-            pipe = store.redis.pipeline(transaction=False)
-            for pool in pools:
-                pipe.zremrangebyscore(
-                    PoolKeys(self.app.settings.namespace, pool).jobs, "-inf", now - ttl
-                )
-            pipe.zremrangebyscore(machines_key(self.app.settings.namespace), "-inf", now - ttl)
-            pipe.execute()
+        return orphans.collect(
+            self.app,
+            report.destroyed if report is not None else [],
+            gc_interval=self.gc_interval,
+            min_age=self.orphan_min_age,
+            dry_run=dry_run,
+            standby=standby,
+            wait=wait,
+        )
 
     # ------------------------------------------------------------------- run
     @property

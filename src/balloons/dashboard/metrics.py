@@ -90,6 +90,27 @@ class StoreCollector(Collector):
             hist.add_metric([pool, task], buckets, sum_value=sum(values))
         yield hist
 
+        yield from self._machines(pools, invalid)
+        yield from _fly_calls()
+        if self.app is not None:
+            report = self.app.costs(pools, jobs=seen)
+            invalid.update(report.invalid)
+            yield from _cost(report)
+        bad = GaugeMetricFamily(
+            "balloons_invalid_records",
+            "Records in Redis that could not be read (altered?), by pool and kind: job, "
+            "attempts (a job's attempt records), machine, usage (a pool's idle-time entry).",
+            labels=["pool", "kind"],
+        )
+        for (pool, kind), n in sorted(invalid.items()):
+            bad.add_metric([pool, kind], n)
+        yield bad
+
+    def _machines(
+        self, pools: list[str], invalid: Counter[tuple[str, str]]
+    ) -> Iterator[GaugeMetricFamily]:
+        """Machines by pool and state, and those still running, from their records; a record
+        that cannot be read is counted in ``invalid``."""
         machines = GaugeMetricFamily(
             "balloons_machines",
             "Machines with a record in Redis, by pool and state.",
@@ -112,20 +133,6 @@ class StoreCollector(Collector):
             running.add_metric([pool], n)
         yield machines
         yield running
-        yield from _fly_calls()
-        if self.app is not None:
-            rep = self.app.costs(pools, jobs=seen)
-            invalid.update(rep.invalid)
-            yield from _cost(rep)
-        bad = GaugeMetricFamily(
-            "balloons_invalid_records",
-            "Records in Redis that could not be read (altered?), by pool and kind: job, "
-            "attempts (a job's attempt records), machine, usage (a pool's idle-time entry).",
-            labels=["pool", "kind"],
-        )
-        for (pool, kind), n in sorted(invalid.items()):
-            bad.add_metric([pool, kind], n)
-        yield bad
 
 
 def _fly_calls() -> Iterator[CounterMetricFamily]:
@@ -151,7 +158,7 @@ def _fly_calls() -> Iterator[CounterMetricFamily]:
     yield errors
 
 
-def _cost(rep: CostReport) -> Iterator[GaugeMetricFamily]:
+def _cost(report: CostReport) -> Iterator[GaugeMetricFamily]:
     usd = GaugeMetricFamily(
         "balloons_cost_usd",
         "Estimated cost of the jobs kept in Redis (at the app's price table), by pool and task.",
@@ -178,7 +185,7 @@ def _cost(rep: CostReport) -> Iterator[GaugeMetricFamily]:
         labels=["pool"],
     )
     rows: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for (pool, task), t in rep.by_pool_task.items():
+    for (pool, task), t in report.by_pool_task.items():
         row = rows[(pool, shown(task))]  # as the label shows it: one row per label
         row[0] += t.usd
         row[1] += t.machine_seconds
@@ -187,9 +194,9 @@ def _cost(rep: CostReport) -> Iterator[GaugeMetricFamily]:
         usd.add_metric([pool, task], dollars)
         seconds.add_metric([pool, task], machine_s)
         task_seconds.add_metric([pool, task], task_s)
-    for pool in sorted(rep.idle_seconds):
-        idle.add_metric([pool], rep.idle_seconds[pool])
-        idle_usd.add_metric([pool], rep.idle_usd[pool])
+    for pool in sorted(report.idle_seconds):
+        idle.add_metric([pool], report.idle_seconds[pool])
+        idle_usd.add_metric([pool], report.idle_usd[pool])
     yield usd
     yield seconds
     yield task_seconds

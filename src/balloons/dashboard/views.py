@@ -167,12 +167,12 @@ class Section:
 
 
 def _summary(ctx: JobContext) -> dict[str, Any]:
-    p = ctx.payload
+    payload = ctx.payload
     # What the payload says, when it says it in numbers (the record may have been altered).
     size = {
-        "cpus": integer(p.get("cpus"), 1, MAX_CPUS),
-        "memory_mb": integer(p.get("memory_mb"), 1, MAX_MEMORY_MB),
-        "timeout": number(p.get("timeout"), 0, 1e12),
+        "cpus": integer(payload.get("cpus"), 1, MAX_CPUS),
+        "memory_mb": integer(payload.get("memory_mb"), 1, MAX_MEMORY_MB),
+        "timeout": number(payload.get("timeout"), 0, 1e12),
     }
     return {
         "size": size if all(v is not None for v in size.values()) else {},
@@ -244,13 +244,13 @@ def _logs(ctx: JobContext) -> dict[str, Any] | None:
 def _cost(ctx: JobContext) -> dict[str, Any] | None:
     if ctx.prices is None or not ctx.info.attempts:
         return None
-    p = ctx.payload
+    payload = ctx.payload
     size = (
-        integer(p.get("cpus"), 1, MAX_CPUS) or 1,
-        integer(p.get("memory_mb"), 1, MAX_MEMORY_MB) or 256,
+        integer(payload.get("cpus"), 1, MAX_CPUS) or 1,
+        integer(payload.get("memory_mb"), 1, MAX_MEMORY_MB) or 256,
     )
-    c = job_cost(ctx.info, ctx.prices, size, time.time())
-    return {"cost": c, "max_cost": number(p.get("max_cost"), 0, 1e12)}
+    cost = job_cost(ctx.info, ctx.prices, size, time.time())
+    return {"cost": cost, "max_cost": number(payload.get("max_cost"), 0, 1e12)}
 
 
 #: The sections of the job page, in order.

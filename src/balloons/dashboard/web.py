@@ -35,7 +35,7 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +49,8 @@ from . import metrics, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from ..app import App
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -105,38 +107,59 @@ def create_app(app: App, *, token: str | None) -> Starlette:
     env.globals.update(
         fmt_time=views.fmt_time, fmt_duration=views.fmt_duration, fmt_clock=views.fmt_clock
     )
-    templates = Jinja2Templates(env=env)
-    registry = metrics.registry_for(app.store, app)
-    store = app.store
+    dashboard = _Dashboard(app, auth, env, metrics.registry_for(app.store, app))
+    web = Starlette(
+        routes=dashboard.routes(),
+        exception_handlers={StoreError: dashboard.store_unreachable},
+    )
+    web.state.balloons = app
+    web.state.auth = auth
+    web.add_middleware(_SecurityHeaders)
+    return web
 
-    def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
+
+class _Rendering:
+    """What every page shares: rendering pages and live regions, the login gate, forms."""
+
+    def __init__(self, app: App, auth: TokenAuth, env: Environment) -> None:
+        self.app = app
+        self.store = app.store
+        self.auth = auth
+        self.env = env
+        self.templates = Jinja2Templates(env=env)
+
+    def page(self, request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
         session: Session | None = getattr(request.state, "session", None)
         ctx.setdefault("csrf", session.csrf if session else "")
         ctx.setdefault("statuses", [s.value for s in JobStatus])
-        resp = templates.TemplateResponse(request, name, ctx, status_code=status_code)
+        resp = self.templates.TemplateResponse(request, name, ctx, status_code=status_code)
         resp.headers["cache-control"] = "no-store"
         return resp
 
-    def fragment(request: Request, name: str, **ctx: Any) -> str:
+    def fragment(self, request: Request, name: str, **ctx: Any) -> str:
         session: Session | None = getattr(request.state, "session", None)
         ctx.setdefault("csrf", session.csrf if session else "")
         ctx.setdefault("statuses", [s.value for s in JobStatus])
-        return env.get_template(name).render(request=request, **ctx)
+        return self.env.get_template(name).render(request=request, **ctx)
 
-    def error(request: Request, status_code: int, message: str) -> Response:
-        return page(request, "error.html", status_code=status_code, message=message)
+    def error(self, request: Request, status_code: int, message: str) -> Response:
+        return self.page(request, "error.html", status_code=status_code, message=message)
 
-    def protected(endpoint: Endpoint) -> Endpoint:
+    async def store_unreachable(self, request: Request, exc: Exception) -> Response:
+        # The message names the masked URL (never a password): say what is wrong, not reset.
+        return self.error(request, 503, str(exc))
+
+    def protected(self, endpoint: Endpoint) -> Endpoint:
         async def check(request: Request) -> Response:
-            session = auth.authenticate(request)
+            session = self.auth.authenticate(request)
             if session is None:
-                return refuse(request)
+                return self.refuse(request)
             request.state.session = session
             return await endpoint(request)
 
         return check
 
-    def refuse(request: Request) -> Response:
+    def refuse(self, request: Request) -> Response:
         wants_page = (
             request.method == "GET"
             and "authorization" not in request.headers
@@ -152,35 +175,68 @@ def create_app(app: App, *, token: str | None) -> Starlette:
             headers={"www-authenticate": 'Bearer realm="balloons"'},
         )
 
-    async def form_of(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            return {}
-        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[0] for k, v in parsed.items()}
-
-    async def checked_form(request: Request) -> tuple[dict[str, str], Response | None]:
-        form = await form_of(request)
+    async def checked_form(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        """The form of a POST, and the refusal to answer instead when its CSRF token or origin
+        is wrong (``None`` when it may go on)."""
+        form = await _form_of(request)
         session = getattr(request.state, "session", None)
-        why = auth.post_allowed(request, session, form.get("csrf", ""))
-        return form, (error(request, 403, why) if why else None)
+        why = self.auth.post_allowed(request, session, form.get("csrf", ""))
+        return form, (self.error(request, 403, why) if why else None)
+
+    def job_keys(self, request: Request) -> JobKeys | None:
+        """The keys of the job the path names; ``None`` when it names no job id."""
+        try:
+            return self.store.keys(request.path_params["job_id"])
+        except ValueError:
+            return None
+
+
+class _Dashboard(_Rendering):
+    """The pages, live streams and actions of one app's dashboard."""
+
+    def __init__(
+        self, app: App, auth: TokenAuth, env: Environment, registry: CollectorRegistry
+    ) -> None:
+        super().__init__(app, auth, env)
+        self.registry = registry
+
+    def routes(self) -> list[BaseRoute]:
+        protected = self.protected
+        return [
+            Route("/", protected(self.home), name="home"),
+            Route("/login", self.login, methods=["GET", "POST"], name="login"),
+            Route("/logout", protected(self.logout), methods=["POST"], name="logout"),
+            Route("/jobs", protected(self.jobs), name="jobs"),
+            Route("/jobs/live", protected(self.jobs_live), name="jobs_live"),
+            Route("/jobs/{job_id}", protected(self.job), name="job"),
+            Route("/jobs/{job_id}/live", protected(self.job_live), name="job_live"),
+            Route("/jobs/{job_id}/cancel", protected(self.cancel), methods=["POST"], name="cancel"),
+            Route("/jobs/{job_id}/retry", protected(self.retry), methods=["POST"], name="retry"),
+            Route("/pools", protected(self.pools), name="pools"),
+            Route("/pools/live", protected(self.pools_live), name="pools_live"),
+            Route("/cost", protected(self.cost), name="cost"),
+            Route("/metrics", protected(self.metrics_endpoint), name="metrics"),
+            Mount(
+                "/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"
+            ),
+        ]
 
     # ------------------------------------------------------------------- login
-    async def login(request: Request) -> Response:
-        nxt = _safe_next(request.query_params.get("next", ""))
+    async def login(self, request: Request) -> Response:
+        next_path = _safe_next(request.query_params.get("next", ""))
         if request.method == "GET":
-            return page(request, "login.html", next=nxt, failed=False)
-        form, refused = await checked_form(request)
+            return self.page(request, "login.html", next=next_path, failed=False)
+        form, refused = await self.checked_form(request)
         if refused is not None:
             return refused
-        nxt = _safe_next(form.get("next", ""))
-        if not auth.token_ok(form.get("token", "")):
-            return page(request, "login.html", status_code=401, next=nxt, failed=True)
-        target = nxt or str(request.url_for("jobs").path)
+        next_path = _safe_next(form.get("next", ""))
+        if not self.auth.token_ok(form.get("token", "")):
+            return self.page(request, "login.html", status_code=401, next=next_path, failed=True)
+        target = next_path or str(request.url_for("jobs").path)
         resp = RedirectResponse(target, status_code=303)
         resp.set_cookie(
             COOKIE,
-            auth.new_cookie(),
+            self.auth.new_cookie(),
             max_age=SESSION_TTL,
             path=request.scope.get("root_path") or "/",
             httponly=True,
@@ -189,42 +245,32 @@ def create_app(app: App, *, token: str | None) -> Starlette:
         )
         return resp
 
-    async def logout(request: Request) -> Response:
-        _, refused = await checked_form(request)
+    async def logout(self, request: Request) -> Response:
+        _, refused = await self.checked_form(request)
         if refused is not None:
             return refused
         resp = RedirectResponse(str(request.url_for("login").path), status_code=303)
         resp.delete_cookie(COOKIE, path=request.scope.get("root_path") or "/")
         return resp
 
-    async def home(request: Request) -> Response:
+    async def home(self, request: Request) -> Response:
         return RedirectResponse(str(request.url_for("jobs").path), status_code=303)
 
     # -------------------------------------------------------------------- jobs
-    def filters_of(request: Request) -> tuple[Filters, int]:
-        q = request.query_params
-        filters = Filters.parse(q.get("status"), q.get("task"), q.get("pool"))
-        raw_page = q.get("page") or "1"
-        if not _PAGE_RE.match(raw_page) or not 1 <= int(raw_page) <= MAX_PAGE:
-            raise ValueError(
-                f"page must be a whole number from 1 to {MAX_PAGE}, got {describe(raw_page)}"
-            )
-        return filters, int(raw_page)
-
-    def jobs_table(request: Request, filters: Filters, page_no: int) -> str:
-        listing = find_jobs(store, filters, page_no, PER_PAGE)
-        return fragment(
+    def jobs_table(self, request: Request, filters: Filters, page_no: int) -> str:
+        listing = find_jobs(self.store, filters, page_no, PER_PAGE)
+        return self.fragment(
             request, "jobs_table.html", listing=listing, query=_query(filters), filters=filters
         )
 
-    async def jobs(request: Request) -> Response:
+    async def jobs(self, request: Request) -> Response:
         try:
-            filters, page_no = filters_of(request)
+            filters, page_no = _filters_of(request)
         except ValueError as exc:
-            return error(request, 400, str(exc))
-        table = await run_in_threadpool(jobs_table, request, filters, page_no)
-        pools = await run_in_threadpool(store.pools)
-        return page(
+            return self.error(request, 400, str(exc))
+        table = await run_in_threadpool(self.jobs_table, request, filters, page_no)
+        pools = await run_in_threadpool(self.store.pools)
+        return self.page(
             request,
             "jobs.html",
             table=table,
@@ -233,151 +279,138 @@ def create_app(app: App, *, token: str | None) -> Starlette:
             live_query=request.url.query,
         )
 
-    async def jobs_live(request: Request) -> Response:
+    async def jobs_live(self, request: Request) -> Response:
         try:
-            filters, page_no = filters_of(request)
+            filters, page_no = _filters_of(request)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
 
         async def render() -> tuple[str, bool]:
-            return await run_in_threadpool(jobs_table, request, filters, page_no), False
+            return await run_in_threadpool(self.jobs_table, request, filters, page_no), False
 
         return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
 
     # ---------------------------------------------------------------- one job
-    def keys_of(request: Request) -> JobKeys | None:
-        try:
-            return store.keys(request.path_params["job_id"])
-        except ValueError:
-            return None
-
-    def job_live_html(request: Request, keys: JobKeys) -> tuple[str, bool]:
-        ctx = views.job_context(store, keys, app.prices)
+    def job_live_html(self, request: Request, keys: JobKeys) -> tuple[str, bool]:
+        """The live region of a job's page, and whether the job has ended."""
+        ctx = views.job_context(self.store, keys, self.app.prices)
         if ctx is None:
-            return fragment(request, "job_gone.html", job_id=keys.job_id), True
-        return (
-            fragment(
-                request,
-                "job_live.html",
-                info=ctx.info,
-                sections=views.sections(ctx, live=True),
-                can_cancel=not ctx.info.status.terminal,
-            ),
-            ctx.info.status.terminal,
+            return self.fragment(request, "job_gone.html", job_id=keys.job_id), True
+        html = self.fragment(
+            request,
+            "job_live.html",
+            info=ctx.info,
+            sections=views.sections(ctx, live=True),
+            can_cancel=not ctx.info.status.terminal,
         )
+        return html, ctx.info.status.terminal
 
-    async def job(request: Request) -> Response:
-        keys = keys_of(request)
+    async def job(self, request: Request) -> Response:
+        keys = self.job_keys(request)
         if keys is None:
-            return error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
-        ctx = await run_in_threadpool(views.job_context, store, keys, app.prices)
+            return self.error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
+        ctx = await run_in_threadpool(views.job_context, self.store, keys, self.app.prices)
         if ctx is None:
-            return error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
-        live, _ = await run_in_threadpool(job_live_html, request, keys)
+            return self.error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
+        live, _ = await run_in_threadpool(self.job_live_html, request, keys)
         static = await run_in_threadpool(views.sections, ctx, False)
-        return page(request, "job.html", info=ctx.info, live=live, static_sections=static)
+        return self.page(request, "job.html", info=ctx.info, live=live, static_sections=static)
 
-    async def job_live(request: Request) -> Response:
-        keys = keys_of(request)
+    async def job_live(self, request: Request) -> Response:
+        keys = self.job_keys(request)
         if keys is None:
             return PlainTextResponse("not a job id", status_code=404)
 
         async def render() -> tuple[str, bool]:
-            return await run_in_threadpool(job_live_html, request, keys)
+            return await run_in_threadpool(self.job_live_html, request, keys)
 
         async def wait() -> None:
-            if await store.wait_done_async(keys, JOB_INTERVAL):
+            if await self.store.wait_done_async(keys, JOB_INTERVAL):
                 await asyncio.sleep(0.25)  # ended, or about to: re-read, but never spin
 
         return _stream(render, wait)
 
-    async def cancel(request: Request) -> Response:
-        return await act(request, "cancel")
+    async def cancel(self, request: Request) -> Response:
+        return await self.act(request, "cancel")
 
-    async def retry(request: Request) -> Response:
-        return await act(request, "retry")
+    async def retry(self, request: Request) -> Response:
+        return await self.act(request, "retry")
 
-    async def act(request: Request, action: str) -> Response:
-        _, refused = await checked_form(request)
+    async def act(self, request: Request, action: str) -> Response:
+        """Cancel or retry the job the path names, then show the job (a retry: the new one)."""
+        _, refused = await self.checked_form(request)
         if refused is not None:
             return refused
-        keys = keys_of(request)
+        keys = self.job_keys(request)
         if keys is None:
-            return error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
+            return self.error(request, 404, f"{request.path_params['job_id']!r} is not a job id")
         try:
             if action == "retry":
-                target = (await run_in_threadpool(app.retry, keys.job_id)).id
+                target = (await run_in_threadpool(self.app.retry, keys.job_id)).id
             else:
-                await run_in_threadpool(app.job(keys.job_id).cancel)
+                await run_in_threadpool(self.app.job(keys.job_id).cancel)
                 target = keys.job_id
         except JobNotFound:
-            return error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
+            return self.error(request, 404, f"job {keys.job_id} not found (expired or forgotten?)")
         except BalloonsError as exc:
-            return error(request, 409, f"could not {action} job {keys.job_id}: {exc}")
+            return self.error(request, 409, f"could not {action} job {keys.job_id}: {exc}")
         url = request.url_for("job", job_id=target).path
         return RedirectResponse(str(url), status_code=303)
 
     # ------------------------------------------------------------------- pools
-    def pools_table(request: Request) -> str:
-        found = pool_summaries(store)
+    def pools_table(self, request: Request) -> str:
+        found = pool_summaries(self.store)
         # The slot table of each pool: its cap and machines by state, its queue.
-        slots = {p.name: store.pool_stats(p.name) for p in found}
-        return fragment(request, "pools_table.html", pools=found, slots=slots)
+        slots = {p.name: self.store.pool_stats(p.name) for p in found}
+        return self.fragment(request, "pools_table.html", pools=found, slots=slots)
 
-    async def pools(request: Request) -> Response:
-        table = await run_in_threadpool(pools_table, request)
-        return page(request, "pools.html", table=table)
+    async def pools(self, request: Request) -> Response:
+        table = await run_in_threadpool(self.pools_table, request)
+        return self.page(request, "pools.html", table=table)
 
-    async def pools_live(request: Request) -> Response:
+    async def pools_live(self, request: Request) -> Response:
         async def render() -> tuple[str, bool]:
-            return await run_in_threadpool(pools_table, request), False
+            return await run_in_threadpool(self.pools_table, request), False
 
         return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
 
-    # -------------------------------------------------------------------- cost
-    async def cost(request: Request) -> Response:
-        rep = await run_in_threadpool(app.costs)
-        return page(
+    # ------------------------------------------------------------ cost, metrics
+    async def cost(self, request: Request) -> Response:
+        report = await run_in_threadpool(self.app.costs)
+        return self.page(
             request,
             "cost.html",
-            rep=rep,
-            chart=views.cost_chart(rep),
-            prices=app.prices,
-            pools=sorted(rep.by_pool.items()),
-            tasks=sorted(rep.by_task.items()),
+            rep=report,
+            chart=views.cost_chart(report),
+            prices=self.app.prices,
+            pools=sorted(report.by_pool.items()),
+            tasks=sorted(report.by_task.items()),
         )
 
-    # ----------------------------------------------------------------- metrics
-    async def metrics_endpoint(request: Request) -> Response:
-        body = await run_in_threadpool(metrics.exposition, registry)
+    async def metrics_endpoint(self, request: Request) -> Response:
+        body = await run_in_threadpool(metrics.exposition, self.registry)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    routes = [
-        Route("/", protected(home), name="home"),
-        Route("/login", login, methods=["GET", "POST"], name="login"),
-        Route("/logout", protected(logout), methods=["POST"], name="logout"),
-        Route("/jobs", protected(jobs), name="jobs"),
-        Route("/jobs/live", protected(jobs_live), name="jobs_live"),
-        Route("/jobs/{job_id}", protected(job), name="job"),
-        Route("/jobs/{job_id}/live", protected(job_live), name="job_live"),
-        Route("/jobs/{job_id}/cancel", protected(cancel), methods=["POST"], name="cancel"),
-        Route("/jobs/{job_id}/retry", protected(retry), methods=["POST"], name="retry"),
-        Route("/pools", protected(pools), name="pools"),
-        Route("/pools/live", protected(pools_live), name="pools_live"),
-        Route("/cost", protected(cost), name="cost"),
-        Route("/metrics", protected(metrics_endpoint), name="metrics"),
-        Mount("/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"),
-    ]
 
-    async def store_unreachable(request: Request, exc: Exception) -> Response:
-        # The message names the masked URL (never a password): say what is wrong, not reset.
-        return error(request, 503, str(exc))
+async def _form_of(request: Request) -> dict[str, str]:
+    """A POST's form fields (the first of each name); none when the body is too large."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
 
-    web = Starlette(routes=routes, exception_handlers={StoreError: store_unreachable})
-    web.state.balloons = app
-    web.state.auth = auth
-    web.add_middleware(_SecurityHeaders)
-    return web
+
+def _filters_of(request: Request) -> tuple[Filters, int]:
+    """A jobs page's filters and page number, from its query; ``ValueError`` naming a bad one."""
+    query = request.query_params
+    filters = Filters.parse(query.get("status"), query.get("task"), query.get("pool"))
+    raw_page = query.get("page") or "1"
+    if not _PAGE_RE.match(raw_page) or not 1 <= int(raw_page) <= MAX_PAGE:
+        raise ValueError(
+            f"page must be a whole number from 1 to {MAX_PAGE}, got {describe(raw_page)}"
+        )
+    return filters, int(raw_page)
 
 
 def _shown(value: Any) -> Any:
@@ -402,12 +435,12 @@ def _safe_next(raw: str) -> str:
 
 
 def _query(filters: Filters) -> str:
-    q = {
+    fields = {
         "status": filters.status.value if filters.status else "",
         "task": filters.task or "",
         "pool": filters.pool or "",
     }
-    return urlencode({k: v for k, v in q.items() if v})
+    return urlencode({k: v for k, v in fields.items() if v})
 
 
 def _sse(event: str, data: str) -> str:

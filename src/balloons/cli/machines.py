@@ -1,0 +1,176 @@
+"""Commands about pools and machines: pools, machines and cost."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.table import Table
+
+from ..keys import PoolKeys
+from .common import clock, console, err_console, load_app, main, safe
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..cost import CostReport, Total
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pools(as_json: bool) -> None:
+    """Each pool's cap, its machines (starting, running, idle, stopped on standby) and queued
+    jobs."""
+    from ..listing import pool_summaries
+
+    app = load_app()
+    rows = [app.store.pool_stats(p) for p in app.store.pools()]
+    by_pool = {s.name: s for s in pool_summaries(app.store)}
+    for r in rows:
+        found = by_pool.get(r["pool"])
+        r["jobs"] = dict(found.by_status) if found is not None else {}
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(show_edge=False)
+    for name in (
+        "pool", "cap", "floor", "starting", "running", "idle", "standby", "queued", "delayed",
+    ):  # fmt: skip
+        table.add_column(name, justify="left" if name == "pool" else "right")
+    for r in rows:
+        table.add_row(
+            r["pool"],
+            str(r["max_machines"]),
+            str(r["min_machines"]),
+            str(r["starting"]),
+            str(r["running"]),
+            str(r["idle"]),
+            f"{r['standby']}/{r['standby_max']}",
+            str(r["queued"]),
+            str(r["delayed"]),
+        )
+    console.print(table)
+
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Stopped machines too.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def machines(show_all: bool, as_json: bool) -> None:
+    """The backend's machines: id, state, pool, job and attempt, and the slot's state."""
+    rows = _machine_rows(load_app(), show_all)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(show_edge=False)
+    for name in ("id", "state", "pool", "slot", "job", "size", "created", "exit"):
+        table.add_column(name, no_wrap=name in ("id", "job"))
+    for r in rows:
+        size = f"{r['cpus']}x{r['memory_mb']}MB" if r["cpus"] else "-"
+        exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
+        table.add_row(
+            safe(r["id"]),
+            safe(r["state"]),
+            safe(r["pool"] or "-"),
+            safe(r["slot"] or "-"),
+            safe(r["job"] or "-"),
+            safe(size),
+            clock(r["created"]),
+            exit_code,
+        )
+    console.print(table)
+    if not rows:
+        err_console.print("no running machines" + ("" if show_all else " (--all: stopped too)"))
+
+
+def _machine_rows(app: App, show_all: bool) -> list[dict[str, Any]]:
+    """The backend's machines (running ones only, unless ``show_all``), each with what its
+    slot says (its state, job and size)."""
+    found = app.backend.list()
+    slots: dict[str, dict[str, Any]] = {}
+    for pool in app.store.pools():
+        pool_keys = PoolKeys(app.settings.namespace, pool)
+        for _slot, _lease, info in app.store.slots(pool_keys):
+            if info.get("machine"):
+                slots[str(info["machine"])] = info
+    rows = []
+    for m in found:
+        if not show_all and not m.running:
+            continue
+        slot = slots.get(m.id, {})
+        job = slot.get("job") or ""
+        rows.append(
+            {
+                "id": m.id,
+                "state": m.state,
+                "pool": m.pool,
+                "slot": slot.get("state", ""),
+                "job": f"{m.pool}.{job}" if job else (m.job_id or ""),
+                "attempt": m.attempt,
+                "cpus": slot.get("cpus"),
+                "memory_mb": slot.get("mem"),
+                "created": m.created_at,
+                "exit_code": m.exit_code,
+            }
+        )
+    return rows
+
+
+@main.command()
+@click.option("--pool", "pools", multiple=True, help="Only this pool (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cost(pools: tuple[str, ...], as_json: bool) -> None:
+    """Estimated cost of the jobs kept in Redis, per pool and task, and the efficiency
+    (billed machine-seconds / task-seconds)."""
+    app = load_app()
+    report = app.costs(list(pools) or None)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "total": _total(report.total),
+                    "usd": report.usd,
+                    "pools": {p: _total(t) for p, t in report.by_pool.items()},
+                    "tasks": {n: _total(t) for n, t in report.by_task.items()},
+                    "idle_seconds": dict(report.idle_seconds),
+                    "idle_usd": dict(report.idle_usd),
+                    "prices": {"source": app.prices.source, "checked": app.prices.checked},
+                }
+            )
+        )
+        return
+    _print_cost(app, report)
+
+
+def _total(total: Total) -> dict[str, Any]:
+    return {
+        "jobs": total.jobs,
+        "machine_seconds": round(total.machine_seconds, 3),
+        "task_seconds": round(total.task_seconds, 3),
+        "usd": total.usd,
+        "efficiency": total.efficiency,
+    }
+
+
+def _print_cost(app: App, report: CostReport) -> None:
+    """One table per pool and one per task, then the idle time of warm machines."""
+    for title, groups in (("pool", report.by_pool), ("task", report.by_task)):
+        table = Table(show_edge=False)
+        for name in (title, "jobs", "machine-s", "task-s", "efficiency", "USD"):
+            table.add_column(name, justify="left" if name == title else "right")
+        for name, t in sorted(groups.items()):
+            eff = f"{t.efficiency:.2f}" if t.efficiency is not None else "-"
+            table.add_row(
+                safe(name),
+                str(t.jobs),
+                f"{t.machine_seconds:.1f}",
+                f"{t.task_seconds:.1f}",
+                eff,
+                f"{t.usd:.6f}",
+            )
+        console.print(table)
+    idle = sum(report.idle_seconds.values())
+    console.print(
+        f"warm machines idle: {idle:.1f} machine-s, ${sum(report.idle_usd.values()):.6f}; "
+        f"total ${report.usd:.6f} (prices: {app.prices.source}, checked {app.prices.checked})",
+        highlight=False,
+    )
