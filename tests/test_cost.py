@@ -12,6 +12,7 @@ import balloons
 from balloons import ConfigError, JobFailed, TaskOptions
 from balloons.cost import PriceTable
 from tests import tasks
+from tests.waiting import wait_for
 
 MONTH = 30 * 24 * 3600
 
@@ -147,13 +148,11 @@ def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
     assert eff is not None and eff >= 1.0
     # The logsolo machine idles (idle timeout 3 s) and gives its slot back: its idle time is
     # the pool's, not the job's.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        rep = tasks.app.costs()
-        if rep.idle_seconds.get("logsolo", 0) > 2.0:
-            break
-        time.sleep(0.2)
-    assert rep.idle_seconds["logsolo"] > 2.0
+    rep = wait_for(
+        lambda: (c := tasks.app.costs()).idle_seconds.get("logsolo", 0) > 2.0 and c,
+        "over 2 s of idle time in pool logsolo",
+        interval=0.2,
+    )
     assert rep.idle_usd["logsolo"] == pytest.approx(
         rep.idle_seconds["logsolo"] * tasks.app.prices.per_second(1, 256)
     )

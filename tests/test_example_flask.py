@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "examples.flask_email"
@@ -75,17 +76,16 @@ def _post(client: FlaskClient, body: Any) -> tuple[int, dict[str, Any]]:
 
 def _wait(client: FlaskClient, task_id: str) -> tuple[dict[str, Any], set[str]]:
     """Poll GET /status until the job is no longer PENDING; return the answer and all seen."""
-    deadline = time.monotonic() + DEADLINE
     seen: set[str] = set()
-    while True:
+
+    def answered() -> dict[str, Any] | None:
         resp = client.get(f"/status/{task_id}")
         assert resp.status_code == 200, resp.get_data(as_text=True)
         data: dict[str, Any] = resp.get_json()
         seen.add(data["status"])
-        if data["status"] != "PENDING":
-            return data, seen
-        assert time.monotonic() < deadline, f"job {task_id} still PENDING after {DEADLINE}s"
-        time.sleep(0.05)
+        return None if data["status"] == "PENDING" else data
+
+    return wait_for(answered, f"job {task_id} to leave PENDING", DEADLINE), seen
 
 
 def _outbox(example: Example) -> list[dict[str, Any]]:

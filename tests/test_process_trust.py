@@ -32,16 +32,10 @@ from balloons.backends.local import LocalBackend
 from balloons.fly.emulator import procs
 from tests import tasks
 from tests.conftest import SECRET
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).parent.parent
 HOST = socket.gethostname()
-
-
-def wait_for(check: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

@@ -21,13 +21,7 @@ from balloons.cli import main as cli
 from balloons.task import TaskOptions
 from tests import tasks
 from tests.test_worker import HoldBackend
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+from tests.waiting import wait_for
 
 
 def held_app(pool: str, **pool_opts: Any) -> tuple[balloons.App, balloons.Task[Any, Any]]:

@@ -28,6 +28,7 @@ from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
 from tests.tlsterm import SAFETY_TIMEOUT, Terminator
+from tests.waiting import wait_for
 
 PASSWORD = "tls-pw-" + "b41c07"  # the default user's (requirepass)
 USER, USER_PASSWORD = "app", "tls-app-pw-" + "9e07d2"  # an ACL user's
@@ -291,10 +292,8 @@ def test_a_worker_keeps_its_connections_while_the_server_speaks_unasked(
     seen: list[int] = []
 
     def speak() -> None:
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while term.live < 3:  # the worker's, its heartbeat's and its log capture's
-            assert time.monotonic() < deadline, f"{term.live} connections"
-            time.sleep(0.02)
+        # the worker's, its heartbeat's and its log capture's
+        wait_for(lambda: term.live >= 3, "three live connections", SAFETY_TIMEOUT, 0.02)
         seen.append(term.accepted)
         for _ in range(3):
             seen.append(term.post_handshake())
@@ -336,10 +335,8 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
         job = sleep.options(timeout=30).submit(1.0)
 
         def restart() -> None:
-            deadline = time.monotonic() + SAFETY_TIMEOUT
-            while job.status() is not balloons.JobStatus.RUNNING:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            running = balloons.JobStatus.RUNNING
+            wait_for(lambda: job.status() is running, "the job to run", SAFETY_TIMEOUT, 0.02)
             server.stop()
             time.sleep(0.5)
             server.start()

@@ -27,6 +27,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from balloons.fly.emulator import Emulator, create_app
+from tests.waiting import wait_for
 
 from .conformance import (
     Conformance,
@@ -168,11 +169,12 @@ class _ServerThread:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while not self.server.started:
+
+        def started() -> bool:
             assert self.thread.is_alive(), "uvicorn thread died during start-up"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
+            return bool(self.server.started)
+
+        wait_for(started, "uvicorn to start", SAFETY_TIMEOUT, 0.01)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -271,10 +273,7 @@ class FlyRig:
         return found
 
     def wait_all_destroyed(self) -> None:
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while self.machines():
-            assert time.monotonic() < deadline, f"machines still alive: {self.machines()}"
-            time.sleep(0.2)
+        wait_for(lambda: not self.machines(), "every machine destroyed", SAFETY_TIMEOUT, 0.2)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import balloons
 from balloons import JobFailed, JobStatus
 from balloons.fly.emulator import Faults
 from tests import tasks
+from tests.waiting import wait_for
 
 from .conftest import JOBS_APP, JOBS_IMAGE, ROOT, TOKEN, FlyRig
 
@@ -42,12 +43,7 @@ def _failure(job: balloons.Job[Any], timeout: float = 40) -> JobFailed:
 
 
 def _wait_for(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
+    return wait_for(lambda: path.exists() and path.read_text(), f"{path} to be written", timeout)
 
 
 def test_success_costs_exactly_one_api_call(rig: FlyRig) -> None:
