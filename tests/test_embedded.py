@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 import balloons
@@ -199,6 +200,19 @@ def test_queued_jobs_survive_a_crash_of_the_server(home: Path) -> None:
     again = balloons.App()
     assert [again.job(j.id).queue_position() for j in queued] == [1, 2, 3, 4]
     assert again.job(first.id).status() is balloons.JobStatus.STARTING
+
+
+def test_the_server_acknowledges_a_write_only_once_it_is_on_disk(home: Path) -> None:
+    """With ``appendfsync everysec`` Valkey postpones writing its append-only file (up to 2 s)
+    while a background fsync is slow, and acknowledges the commands all the same: submits made
+    a second after the server started, on a busy disk, were gone after a SIGKILL. With
+    ``always`` a write is in the file, and synced, before its reply."""
+    client = redis.Redis.from_url(embedded.ensure(home))
+    try:
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        client.close()
 
 
 # ------------------------------------------------ machines gone while the server was down
