@@ -30,6 +30,8 @@ from tests import tasks
 from tests.cluster import KeyAudit, ValkeyCluster, pools_on_each_node
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ValkeyCluster]:

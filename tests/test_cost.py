@@ -103,6 +103,7 @@ def test_max_cost_is_validated() -> None:
         tasks.add.options(max_costs=1)
 
 
+@pytest.mark.machines
 def test_job_cost_counts_launch_to_end_at_the_machine_size() -> None:
     job = tasks.sleep.submit(0.3)
     job.result(timeout=30)
@@ -121,6 +122,7 @@ def test_job_cost_counts_launch_to_end_at_the_machine_size() -> None:
     assert b.usd == pytest.approx(b.machine_seconds * tasks.app.prices.per_second(2, 1024))
 
 
+@pytest.mark.machines
 def test_max_cost_stops_the_job_with_reason_cost_cap_and_no_retry() -> None:
     job = tasks.costly.options(retries=2).submit(20)
     began = time.monotonic()
@@ -135,6 +137,7 @@ def test_max_cost_stops_the_job_with_reason_cost_cap_and_no_retry() -> None:
     assert job.cost().usd <= cap * 1.5  # the cap, plus the time to stop and record
 
 
+@pytest.mark.machines
 def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
     jobs = [tasks.add.submit(i, i) for i in range(3)] + [tasks.solo_chatty.submit(1)]
     for j in jobs:
@@ -159,6 +162,7 @@ def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
     assert rep.usd > rep.total.usd
 
 
+@pytest.mark.machines
 def test_a_task_that_ignores_its_cost_cap_has_its_machine_killed() -> None:
     job = tasks.ignore_timeout.options(timeout=60, max_cost=0.0000005).submit(60)
     with pytest.raises(JobFailed) as err:

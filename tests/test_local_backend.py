@@ -16,6 +16,8 @@ from tests import tasks
 from tests.conftest import STATE_DIR, processes_mentioning
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 ROOT = Path(__file__).parent.parent
 
 

@@ -18,6 +18,8 @@ from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "outage-pw-" + "7f3a9c"
 
 

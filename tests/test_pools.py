@@ -18,6 +18,8 @@ from balloons import JobFailed, JobStatus
 from tests import tasks
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

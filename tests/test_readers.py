@@ -22,6 +22,8 @@ from tests.dashboard.conftest import ServerThread
 from tests.test_worker import job_key
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 TOKEN = "readers-test-token-" + "y" * 16
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 

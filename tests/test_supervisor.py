@@ -23,6 +23,8 @@ from tests import tasks
 from tests.test_worker import HoldBackend
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 
 def held_app(pool: str, **pool_opts: Any) -> tuple[balloons.App, balloons.Task[Any, Any]]:
     app = balloons.App(backend=HoldBackend())

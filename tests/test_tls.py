@@ -30,6 +30,8 @@ from tests.test_worker import HoldBackend
 from tests.tlsterm import SAFETY_TIMEOUT, Terminator
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "tls-pw-" + "b41c07"  # the default user's (requirepass)
 USER, USER_PASSWORD = "app", "tls-app-pw-" + "9e07d2"  # an ACL user's
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -138,6 +140,7 @@ def _submit_and_wait(url: str, secret: str, pool: str, clients: int = CLIENTS) -
         return list(threads.map(one, range(clients)))
 
 
+@pytest.mark.machines
 @pytest.mark.parametrize("verify", VERIFY)
 @pytest.mark.parametrize("auth", AUTHS)
 @pytest.mark.parametrize("version", VERSIONS)
@@ -185,6 +188,7 @@ def _hold_after_handshake(monkeypatch: pytest.MonkeyPatch, every: bool) -> None:
     monkeypatch.setattr(RespClient, "_tls", tls)
 
 
+@pytest.mark.machines
 @pytest.mark.parametrize("auth", ["requirepass", "acl"])
 def test_session_tickets_that_arrive_before_auth_fail_no_submit(
     auth: str, endpoints: Endpoints, pki: Pki, secret: str, monkeypatch: pytest.MonkeyPatch

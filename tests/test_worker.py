@@ -21,6 +21,8 @@ from balloons.worker import EXIT_OK, EXIT_REFUSED, EXIT_SKIPPED, EXIT_USAGE
 from tests import tasks
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 ROOT = Path(__file__).parent.parent
 
 

@@ -19,6 +19,8 @@ from tests.dashboard.conftest import TOKEN
 from tests.ports import free_port
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.machines
+
 ROOT = Path(__file__).parent.parent.parent
 
 
