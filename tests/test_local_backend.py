@@ -55,9 +55,13 @@ def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     }
 
 
-def test_each_machine_is_a_fresh_process_in_its_own_session() -> None:
-    # Submitted together, the two jobs find no idle machine and get one each.
-    ja, jb = tasks.environment.submit(), tasks.environment.submit()
+def test_each_machine_is_a_fresh_process_in_its_own_session(tmp_path: Path) -> None:
+    # Both jobs wait for the flag, so neither machine is idle when the other job is placed and
+    # each gets its own. (Without it, on a busy machine the first machine could finish before
+    # the second submit and take that job warm, in the same process.)
+    flag = tmp_path / "flag"
+    ja, jb = (tasks.environment_after.submit(str(flag)) for _ in range(2))
+    flag.touch()
     a, b = ja.result(timeout=30), jb.result(timeout=30)
     assert a["pid"] != b["pid"] != os.getpid()
     assert a["sid"] == a["pid"] and b["sid"] == b["pid"]
