@@ -166,6 +166,9 @@ class ValkeyCluster:
         wait_for(self._agreed, "the cluster to settle", timeout, ignoring=(redis.RedisError,))
 
     def _agreed(self) -> bool:
+        # Every slot served by a live primary: just after a primary is killed the others may
+        # still say ok, with the old map, until they find it failed.
+        live = {n.port for n in self.nodes if n.alive}
         maps = []
         for node in self.nodes:
             if not node.alive:
@@ -179,7 +182,9 @@ class ValkeyCluster:
                 role = c.execute_command("ROLE")
                 if role[0] == b"slave" and role[3] != b"connected":
                     return False
-        return len(maps) > 0 and all(m == maps[0] for m in maps)
+        if not maps or any(m != maps[0] for m in maps):
+            return False
+        return all(port in live for _, _, port, _ in maps[0])
 
     def slot_map(self) -> list[tuple[int, int, Node]]:
         """``(first slot, last slot, primary)`` as a live node says."""

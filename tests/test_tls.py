@@ -335,8 +335,10 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
         backend = HoldBackend()
         app = balloons.App(redis_url=url, secret=secret, backend=backend)
         app.pool("default", heartbeat=0.2, idle_timeout=0)
-        sleep = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
-        job = sleep.options(timeout=30).submit(1.0)
+        waits = tasks.print_then_wait
+        task = balloons.Task(app, waits.fn, waits.name, waits.opts)
+        flag = tmp_path / "restarted"
+        job = task.options(timeout=30).submit(str(flag))
 
         def restart() -> None:
             running = balloons.JobStatus.RUNNING
@@ -344,6 +346,7 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
             server.stop()
             time.sleep(0.5)
             server.start()
+            flag.touch()  # the task returns only now, so its outcome meets the new server
 
         restarter = threading.Thread(target=restart)
         restarter.start()
@@ -351,7 +354,7 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
         code = main(_worker_env(backend, url, secret))
         restarter.join()
         assert code == EXIT_OK
-        assert job.result(timeout=10) == 1.0
+        assert job.result(timeout=10) == "ok"
         assert term.accepted > 2  # it connected again after the restart
         app.close()
     finally:
