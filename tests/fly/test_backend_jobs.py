@@ -247,7 +247,9 @@ def test_many_concurrent_jobs_within_flys_rate_limits(make_rig: Any) -> None:
     app.close()  # makes the creates still waiting for the limiter
     calls = rig.stats()["calls"]
     assert list(calls) == [CREATE]
-    assert 2 <= calls[CREATE] == len(rig.emulator.machines) <= 6
+    # Each create is one machine (none refused). How many: as many as the limiter let through
+    # before machines already up had taken the queued jobs, which on a busy machine may be one.
+    assert 1 <= calls[CREATE] == len(rig.emulator.machines) <= 6
     rig.wait_all_destroyed()
 
 
