@@ -10,18 +10,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.ports import free_port
+from tests.waiting import wait_for
+
 SAFETY_TIMEOUT = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class AuthValkey:
@@ -29,7 +24,7 @@ class AuthValkey:
         """``users``: (name, password) of ACL users with every right, besides the default
         user's ``requirepass``."""
         self.root, self.password, self.users = root, password, tuple(users)
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,11 +54,12 @@ class AuthValkey:
             )
         )
         self.proc = subprocess.Popen([str(get_binary_path()), str(conf)])
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while not self._ready():
+
+        def ready() -> bool:
             assert self.proc.poll() is None, (self.root / "valkey.log").read_text()
-            assert time.monotonic() < deadline, "password-protected Valkey did not start"
-            time.sleep(0.02)
+            return self._ready()
+
+        wait_for(ready, "the password-protected Valkey", SAFETY_TIMEOUT, 0.02)
 
     def _ready(self) -> bool:
         auth = f"*2\r\n$4\r\nAUTH\r\n${len(self.password)}\r\n{self.password}\r\n"

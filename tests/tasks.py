@@ -63,6 +63,15 @@ def environment() -> dict[str, Any]:
 
 
 @app.task(timeout=30)
+def environment_after(flag: str) -> dict[str, Any]:
+    """``environment()`` once ``flag`` exists: jobs waiting on it hold their machines."""
+    deadline = time.monotonic() + 25
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return environment.fn()
+
+
+@app.task(timeout=30)
 def unserializable_result() -> object:
     return object()
 

@@ -13,6 +13,8 @@ import balloons
 from balloons import capture
 from tests import log_tasks, tasks
 
+pytestmark = pytest.mark.machines
+
 
 def test_stdout_stderr_and_logging_are_captured_with_time_and_attempt() -> None:
     before = time.time()

@@ -6,13 +6,16 @@ import contextlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from balloons.cli import main as cli
 from tests import tasks
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 ROOT = Path(__file__).parent.parent
 
@@ -165,10 +168,7 @@ def test_machines_jobs_filters_cancel_and_pools(tmp_path: Path) -> None:
     failed = tasks.fail.submit("boom")
     with contextlib.suppress(Exception):
         failed.result(timeout=30)
-    deadline = time.monotonic() + 20
-    while running.status().value != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: running.status().value == "RUNNING", "the job to run")
     out = runner.invoke(cli, ["machines", "--json"])
     assert out.exit_code == 0, out.output
     rows = json.loads(out.stdout)

@@ -51,6 +51,7 @@ def supervisor(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[byte
     proc.wait(timeout=30)
 
 
+@pytest.mark.machines
 @pytest.mark.parametrize("supervisor", SKEWS, indirect=True)
 @pytest.mark.parametrize("waiter_skew", SKEWS)
 def test_a_healthy_job_runs_once_under_a_skewed_supervisor_and_waiter(

@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ from balloons.resp import RespClient, RespError
 from balloons.states import JobStatus
 from tests import tasks
 from tests.cluster import KeyAudit, ValkeyCluster, pools_on_each_node
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +62,6 @@ def app(
 
 def on(app: balloons.App, task: balloons.Task[Any, Any], pool: str) -> balloons.Task[Any, Any]:
     return balloons.Task(app, task.fn, task.name, task.opts).options(pool=pool)
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_the_slot_of_a_key_is_the_one_redis_py_computes() -> None:

@@ -12,6 +12,7 @@ import balloons
 from balloons import ConfigError, JobFailed, TaskOptions
 from balloons.cost import PriceTable
 from tests import tasks
+from tests.waiting import wait_for
 
 MONTH = 30 * 24 * 3600
 
@@ -102,6 +103,7 @@ def test_max_cost_is_validated() -> None:
         tasks.add.options(max_costs=1)
 
 
+@pytest.mark.machines
 def test_job_cost_counts_launch_to_end_at_the_machine_size() -> None:
     job = tasks.sleep.submit(0.3)
     job.result(timeout=30)
@@ -120,6 +122,7 @@ def test_job_cost_counts_launch_to_end_at_the_machine_size() -> None:
     assert b.usd == pytest.approx(b.machine_seconds * tasks.app.prices.per_second(2, 1024))
 
 
+@pytest.mark.machines
 def test_max_cost_stops_the_job_with_reason_cost_cap_and_no_retry() -> None:
     job = tasks.costly.options(retries=2).submit(20)
     began = time.monotonic()
@@ -134,6 +137,7 @@ def test_max_cost_stops_the_job_with_reason_cost_cap_and_no_retry() -> None:
     assert job.cost().usd <= cap * 1.5  # the cap, plus the time to stop and record
 
 
+@pytest.mark.machines
 def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
     jobs = [tasks.add.submit(i, i) for i in range(3)] + [tasks.solo_chatty.submit(1)]
     for j in jobs:
@@ -147,19 +151,18 @@ def test_totals_per_task_and_pool_with_efficiency_and_idle_time() -> None:
     assert eff is not None and eff >= 1.0
     # The logsolo machine idles (idle timeout 3 s) and gives its slot back: its idle time is
     # the pool's, not the job's.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        rep = tasks.app.costs()
-        if rep.idle_seconds.get("logsolo", 0) > 2.0:
-            break
-        time.sleep(0.2)
-    assert rep.idle_seconds["logsolo"] > 2.0
+    rep = wait_for(
+        lambda: (c := tasks.app.costs()).idle_seconds.get("logsolo", 0) > 2.0 and c,
+        "over 2 s of idle time in pool logsolo",
+        interval=0.2,
+    )
     assert rep.idle_usd["logsolo"] == pytest.approx(
         rep.idle_seconds["logsolo"] * tasks.app.prices.per_second(1, 256)
     )
     assert rep.usd > rep.total.usd
 
 
+@pytest.mark.machines
 def test_a_task_that_ignores_its_cost_cap_has_its_machine_killed() -> None:
     job = tasks.ignore_timeout.options(timeout=60, max_cost=0.0000005).submit(60)
     with pytest.raises(JobFailed) as err:

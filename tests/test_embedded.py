@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 import balloons
 from balloons import embedded
 from balloons.cli import main as cli
 from tests import tasks
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -118,10 +120,7 @@ def test_long_state_dir_falls_back_to_a_short_socket_path(tmp_path: Path) -> Non
 
 
 def _wait_running(job: balloons.Job[Any]) -> None:
-    deadline = time.monotonic() + 20
-    while job.status() is not balloons.JobStatus.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: job.status() is balloons.JobStatus.RUNNING, f"job {job.id} to run")
 
 
 def test_a_running_job_survives_a_redis_restart(home: Path) -> None:
@@ -170,10 +169,8 @@ def test_a_result_written_while_redis_is_down_is_recorded_once_it_is_back(
     app.close()
     assert embedded.stop(home)
     flag.write_text("go")
-    deadline = time.monotonic() + 20
-    while not mark.exists():  # the task has returned: its result write meets the outage
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # the task has returned: its result write meets the outage
+    wait_for(mark.exists, "the task to return")
     time.sleep(0.5)  # a few of the worker's tries fail
     back = time.time()
     embedded.ensure(home)
@@ -199,13 +196,23 @@ def test_queued_jobs_survive_a_crash_of_the_server(home: Path) -> None:
     pid = embedded.status(home).pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while embedded.status(home).running:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: not embedded.status(home).running, "the embedded server to be down")
     again = balloons.App()
     assert [again.job(j.id).queue_position() for j in queued] == [1, 2, 3, 4]
     assert again.job(first.id).status() is balloons.JobStatus.STARTING
+
+
+def test_the_server_acknowledges_a_write_only_once_it_is_on_disk(home: Path) -> None:
+    """With ``appendfsync everysec`` Valkey postpones writing its append-only file (up to 2 s)
+    while a background fsync is slow, and acknowledges the commands all the same: submits made
+    a second after the server started, on a busy disk, were gone after a SIGKILL. With
+    ``always`` a write is in the file, and synced, before its reply."""
+    client = redis.Redis.from_url(embedded.ensure(home))
+    try:
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        client.close()
 
 
 # ------------------------------------------------ machines gone while the server was down
@@ -221,13 +228,10 @@ def _warm_task(app: balloons.App) -> balloons.Task[Any, Any]:
 def _idle_machine(app: balloons.App) -> tuple[str, int]:
     """The id and pid of the pool's one machine, idle warm after its job."""
     pk = app.store.keys(f"warm.{'0' * 26}").pool
-    deadline = time.monotonic() + 20
-    while True:
-        slots = app.store.slots(pk)
-        if slots and slots[0][2].get("state") == "idle":
-            break
-        assert time.monotonic() < deadline, slots
-        time.sleep(0.05)
+    slots = wait_for(
+        lambda: (s := app.store.slots(pk)) and s[0][2].get("state") == "idle" and s,
+        "the pool's machine to be idle",
+    )
     machine = str(slots[0][2]["machine"])
     info = app.backend.inspect(machine)
     assert info is not None and info.running
@@ -240,10 +244,11 @@ def _kill(pid: int) -> None:
 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
-        assert time.monotonic() < deadline, f"process {pid} still alive"
-        time.sleep(0.02)
+    wait_for(
+        lambda: not Path(f"/proc/{pid}").exists() or _state(pid) == "Z",
+        f"process {pid} to end",
+        interval=0.02,
+    )
 
 
 def _state(pid: int) -> str:

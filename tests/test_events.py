@@ -19,6 +19,7 @@ def fields_of(records: list[logging.LogRecord], event: str) -> list[dict[str, ob
     ]
 
 
+@pytest.mark.machines
 def test_submit_launch_and_end_are_logged_with_elapsed_times(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

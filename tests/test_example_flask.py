@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "examples.flask_email"
@@ -75,17 +76,16 @@ def _post(client: FlaskClient, body: Any) -> tuple[int, dict[str, Any]]:
 
 def _wait(client: FlaskClient, task_id: str) -> tuple[dict[str, Any], set[str]]:
     """Poll GET /status until the job is no longer PENDING; return the answer and all seen."""
-    deadline = time.monotonic() + DEADLINE
     seen: set[str] = set()
-    while True:
+
+    def answered() -> dict[str, Any] | None:
         resp = client.get(f"/status/{task_id}")
         assert resp.status_code == 200, resp.get_data(as_text=True)
         data: dict[str, Any] = resp.get_json()
         seen.add(data["status"])
-        if data["status"] != "PENDING":
-            return data, seen
-        assert time.monotonic() < deadline, f"job {task_id} still PENDING after {DEADLINE}s"
-        time.sleep(0.05)
+        return None if data["status"] == "PENDING" else data
+
+    return wait_for(answered, f"job {task_id} to leave PENDING", DEADLINE), seen
 
 
 def _outbox(example: Example) -> list[dict[str, Any]]:
@@ -96,6 +96,7 @@ def _outbox(example: Example) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------- end to end
+@pytest.mark.machines
 def test_send_then_poll_until_success(example: Example) -> None:
     status, data = _post(
         example.client, {"subject": "Hi", "body": "Hello from a balloon!", "to": "a@b.co"}
@@ -124,6 +125,7 @@ def test_send_then_poll_until_success(example: Example) -> None:
     assert example.client.get(f"/status/{task_id}").get_json() == final
 
 
+@pytest.mark.machines
 def test_several_emails_each_reach_the_outbox(example: Example) -> None:
     ids = []
     for i in range(3):
@@ -140,6 +142,7 @@ def test_several_emails_each_reach_the_outbox(example: Example) -> None:
         assert sent[r["result"]["message_id"]] == f"u{i}@example.com"
 
 
+@pytest.mark.machines
 def test_failure_reports_reason_without_traceback_or_secret(
     example: Example, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,6 +205,7 @@ def test_body_that_is_not_a_json_object_is_400(example: Example, raw: bytes) -> 
     assert "JSON object" in resp.get_json()["error"]
 
 
+@pytest.mark.machines
 def test_json_body_is_accepted_without_a_content_type(example: Example) -> None:
     raw = json.dumps({"subject": "s", "body": "b", "to": "a@b.co"})
     resp = example.client.post("/send", data=raw)  # curl -d without -H
@@ -339,6 +343,7 @@ def test_send_mailjet_reads_success_and_errors_without_leaking(example: Example)
         mailer.send_mailjet(config, subject="s", body="b", to="a@b.co", opener=offline)
 
 
+@pytest.mark.slow
 def test_worker_import_path_does_not_load_flask(example: Example) -> None:
     code = (
         "import sys, examples.flask_email.tasks as t; "

@@ -39,6 +39,8 @@ from balloons.status import MachineInfo, MachineSpec
 from balloons.untrusted import integer
 from tests.dashboard.conftest import ServerThread
 
+pytestmark = pytest.mark.slow
+
 #: Examples per run: CI runs them all; about 25 s on two shared cores (a minute at most).
 EXAMPLES = 40
 TOKEN = "hostile-readers-token-" + "z" * 16

@@ -35,6 +35,9 @@ from balloons.worker import (
 from tests import tasks
 from tests.test_worker import HoldBackend, job_key
 
+# Property tests: hundreds of records each.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = 100
 FUZZ = settings(
     max_examples=EXAMPLES,

@@ -18,6 +18,8 @@ from balloons import JobFailed, JobNotFound, JobStatus, ResultTimeout, Serializa
 from balloons.keys import JobKeys
 from tests import tasks
 
+pytestmark = pytest.mark.machines
+
 
 def test_submit_returns_a_job_and_the_result_arrives() -> None:
     job = tasks.add.submit(2, 3)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from balloons.launcher import Launch, Launcher
+from tests.waiting import wait_for
 
 
 def _launch(n: int) -> Launch:
@@ -52,9 +52,7 @@ def test_with_several_workers_up_to_that_many_launches_are_made_at_once() -> Non
     launcher = Launcher(launch, workers=3)
     for n in range(7):
         launcher.put(_launch(n))
-    deadline = time.monotonic() + 10
-    while most < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: most >= 3, "three launches at the gate", interval=0.01)
     assert most == 3 and launcher.busy()  # three held at the gate at once, no more
     gate.set()
     assert launcher.drain(timeout=10)

@@ -13,6 +13,8 @@ from balloons.store import SubmitRequest
 from tests import tasks
 from tests.dashboard.conftest import machines_settled
 
+pytestmark = pytest.mark.machines
+
 
 def test_filters_parse_user_input_and_explain_bad_values() -> None:
     f = Filters.parse("failed", "add", "other")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,15 @@ import balloons
 from balloons import JobFailed, JobStatus, LocalBackend
 from tests import tasks
 from tests.conftest import STATE_DIR, processes_mentioning
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 ROOT = Path(__file__).parent.parent
 
 
 def _wait_for(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
+    return wait_for(lambda: path.exists() and path.read_text(), f"{path} to be written", timeout)
 
 
 def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,9 +55,13 @@ def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     }
 
 
-def test_each_machine_is_a_fresh_process_in_its_own_session() -> None:
-    # Submitted together, the two jobs find no idle machine and get one each.
-    ja, jb = tasks.environment.submit(), tasks.environment.submit()
+def test_each_machine_is_a_fresh_process_in_its_own_session(tmp_path: Path) -> None:
+    # Both jobs wait for the flag, so neither machine is idle when the other job is placed and
+    # each gets its own. (Without it, on a busy machine the first machine could finish before
+    # the second submit and take that job warm, in the same process.)
+    flag = tmp_path / "flag"
+    ja, jb = (tasks.environment_after.submit(str(flag)) for _ in range(2))
+    flag.touch()
     a, b = ja.result(timeout=30), jb.result(timeout=30)
     assert a["pid"] != b["pid"] != os.getpid()
     assert a["sid"] == a["pid"] and b["sid"] == b["pid"]
@@ -91,13 +92,12 @@ def test_machine_records_are_in_redis_and_shared() -> None:
     assert machine_id
     # Another backend object (as in another process) sees the same record.
     other = balloons.App().backend
-    deadline = time.monotonic() + 10
-    while True:
+
+    def stopped() -> balloons.MachineInfo | None:
         info = other.inspect(machine_id)
-        if (info is not None and info.state == "stopped") or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert info is not None
+        return info if info is not None and info.state == "stopped" else None
+
+    info = wait_for(stopped, f"machine {machine_id} recorded as stopped")
     assert info.state == "stopped" and info.exit_code == 0
     assert info.job_id == job.id and info.attempt == 1 and info.pool == "default"
     assert [m.id for m in other.list(job=job.id)] == [machine_id]
@@ -215,10 +215,10 @@ def test_job_survives_the_submitting_process_exiting(tmp_path: Path) -> None:
     job_id = out.stdout.strip()
     assert tasks.app.job(job_id).result(timeout=30) == str(tmp_path / "ran")
     machine = tasks.app.job(job_id).info().machine_id or ""
-    deadline = time.monotonic() + 10
-    while processes_mentioning(f"BALLOONS_MACHINE_ID={machine}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert processes_mentioning(f"BALLOONS_MACHINE_ID={machine}") == []
+    wait_for(
+        lambda: processes_mentioning(f"BALLOONS_MACHINE_ID={machine}") == [],
+        f"the processes of machine {machine} to end",
+    )
 
 
 def test_launch_failure_fails_the_job_instead_of_losing_it() -> None:

@@ -210,6 +210,7 @@ def test_one_sha_cache_for_every_client() -> None:
     assert lua.sha(lua.CLOCK) is lua.sha(lua.CLOCK)
 
 
+@pytest.mark.slow
 def test_a_machine_links_only_the_scripts_it_uses() -> None:
     """Importing the worker reads no script file; a script is made on first use."""
     code = (

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.machines
+
 SCRIPT = Path(__file__).parent / "scripts" / "ten_lines.py"
 
 

@@ -16,6 +16,9 @@ from balloons.resp import mask_url
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.slow
 
 PASSWORD = "outage-pw-" + "7f3a9c"
 
@@ -30,10 +33,7 @@ def server(tmp_path: Path) -> Iterator[AuthValkey]:
 
 def _when_running(job: balloons.Job[Any], then: Callable[[], None]) -> None:
     """Call ``then`` once ``job`` runs (from a thread, while this process runs its worker)."""
-    deadline = time.monotonic() + 30
-    while job.status() is not balloons.JobStatus.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: job.status() is balloons.JobStatus.RUNNING, "the job to run", interval=0.02)
     then()
 
 
@@ -119,10 +119,10 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
     monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
     assert main(_worker_env(backend, server, secret)) == EXIT_STORE
     stopper.join()
-    deadline = time.monotonic() + 5
-    while any(t.name == "balloons-heartbeat" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the heartbeat thread outlived its worker"
-        time.sleep(0.05)
+    wait_for(
+        lambda: all(t.name != "balloons-heartbeat" for t in threading.enumerate()),
+        "the heartbeat thread to end with its worker",
+    )
     server.start()
 
 

@@ -10,13 +10,15 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import balloons
 from balloons import JobFailed, JobStatus
 from tests import tasks
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,13 +30,6 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
         live += d
         peak = max(peak, live)
     return peak
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_pool_settings_are_validated() -> None:

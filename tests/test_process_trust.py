@@ -32,16 +32,10 @@ from balloons.backends.local import LocalBackend
 from balloons.fly.emulator import procs
 from tests import tasks
 from tests.conftest import SECRET
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).parent.parent
 HOST = socket.gethostname()
-
-
-def wait_for(check: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -144,6 +138,7 @@ def forged_records(pid: int) -> dict[str, tuple[dict[str, Any], str]]:
     }
 
 
+@pytest.mark.slow
 def test_balloons_gc_never_signals_a_process_named_by_a_forged_record(
     r: redis.Redis, bystander: subprocess.Popen[bytes]
 ) -> None:
@@ -166,6 +161,7 @@ def test_balloons_gc_never_signals_a_process_named_by_a_forged_record(
     assert again.returncode == 0 and again.stdout.strip() == "[]", again.stderr
 
 
+@pytest.mark.slow
 def test_balloons_gc_survives_hostile_machine_records(r: redis.Redis) -> None:
     """A pid of 0 is the caller's own process group (gc ran in a session of its own); a
     negative or huge one, or a malformed attempt, made the sweep raise and stop there."""
@@ -208,6 +204,7 @@ def test_a_supervisor_pass_never_signals_a_process_named_by_a_forged_record(
     assert all(record(r, m)["state"] == "stopped" for m in forged)
 
 
+@pytest.mark.machines
 def test_a_machine_the_fork_server_knows_is_stopped_whatever_its_record_says(
     r: redis.Redis, bystander: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
@@ -231,6 +228,7 @@ def _fork_server_pid(backend: LocalBackend) -> int:
     return int(backend._request({"op": "ping"})["pid"])
 
 
+@pytest.mark.machines
 def test_a_machine_whose_fork_server_was_killed(
     r: redis.Redis, bystander: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
@@ -324,6 +322,7 @@ def test_a_true_record_names_its_pid(bystander: subprocess.Popen[bytes]) -> None
     assert isinstance(identity.verify(fields, "m1", HOST, SECRET + "x"), str)
 
 
+@pytest.mark.machines
 def test_the_fly_emulator_kills_a_machines_group_before_reaping_it() -> None:
     """Its stragglers die with it, and the group is killed while the leader's zombie still
     holds the pid (once reaped, the pid may be another process's)."""

@@ -4,7 +4,6 @@ tasks shown as text: the library, the command line and the dashboard (a real ser
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -21,6 +20,9 @@ from balloons.untrusted import shown
 from tests import tasks
 from tests.dashboard.conftest import ServerThread
 from tests.test_worker import job_key
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 TOKEN = "readers-test-token-" + "y" * 16
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -109,10 +111,7 @@ def test_a_machine_bigger_than_any_price_preset_is_priced_by_the_rates(
     assert cost.attempts[0].cpus == 12 and cost.usd > 0
     # The machine idles out (BALLOONS_IDLE_TIMEOUT=1): its idle time is its pool's, at 12 CPUs.
     usage = PoolKeys("balloons", "default").usage
-    deadline = time.monotonic() + 30
-    while not r.hexists(usage, "idle:12:256"):
-        assert time.monotonic() < deadline, r.hgetall(usage)
-        time.sleep(0.05)
+    wait_for(lambda: r.hexists(usage, "idle:12:256"), "the machine's idle time at 12 CPUs")
 
     def readers() -> None:
         report = json.loads(cli_ok("cost", "--json"))

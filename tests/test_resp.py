@@ -85,6 +85,7 @@ def _read_by_urllib(url: str) -> object:
         return ("error", str(exc))
 
 
+@pytest.mark.slow
 @given(*URL_PARTS)
 @settings(max_examples=2000, deadline=None)
 def test_the_light_url_reader_agrees_with_urllib_or_steps_aside(scheme: str, rest: str) -> None:
@@ -98,6 +99,7 @@ def test_the_light_url_reader_agrees_with_urllib_or_steps_aside(scheme: str, res
     st.sampled_from(["redis://", "rediss://", "unix://"]),
     st.text(alphabet="abcXYZ0129:@/.-_", max_size=40),
 )
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 def test_plain_urls_are_read_alike_by_both_readers(scheme: str, rest: str) -> None:
     url = scheme + rest
@@ -192,6 +194,7 @@ def test_the_url_options_a_machine_reads_it_reads_as_redis_py_does(url: str) -> 
             assert str(theirs[name]).lower() == value.lower()
 
 
+@pytest.mark.slow
 def test_a_worker_given_a_url_option_it_would_not_act_on_says_so(secret: str) -> None:
     from balloons.worker import EXIT_USAGE
     from tests.test_worker import run_worker

@@ -8,6 +8,8 @@ import redis
 from balloons import JobNotFound, StoreError
 from tests import tasks
 
+pytestmark = pytest.mark.machines
+
 
 def test_retry_runs_the_same_call_as_a_new_job() -> None:
     first = tasks.echo.options(memory_mb=128, pool="retries").submit(1, "two", three=3)

@@ -28,6 +28,9 @@ from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
 from tests.tlsterm import SAFETY_TIMEOUT, Terminator
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.slow
 
 PASSWORD = "tls-pw-" + "b41c07"  # the default user's (requirepass)
 USER, USER_PASSWORD = "app", "tls-app-pw-" + "9e07d2"  # an ACL user's
@@ -137,6 +140,7 @@ def _submit_and_wait(url: str, secret: str, pool: str, clients: int = CLIENTS) -
         return list(threads.map(one, range(clients)))
 
 
+@pytest.mark.machines
 @pytest.mark.parametrize("verify", VERIFY)
 @pytest.mark.parametrize("auth", AUTHS)
 @pytest.mark.parametrize("version", VERSIONS)
@@ -184,6 +188,7 @@ def _hold_after_handshake(monkeypatch: pytest.MonkeyPatch, every: bool) -> None:
     monkeypatch.setattr(RespClient, "_tls", tls)
 
 
+@pytest.mark.machines
 @pytest.mark.parametrize("auth", ["requirepass", "acl"])
 def test_session_tickets_that_arrive_before_auth_fail_no_submit(
     auth: str, endpoints: Endpoints, pki: Pki, secret: str, monkeypatch: pytest.MonkeyPatch
@@ -291,10 +296,8 @@ def test_a_worker_keeps_its_connections_while_the_server_speaks_unasked(
     seen: list[int] = []
 
     def speak() -> None:
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while term.live < 3:  # the worker's, its heartbeat's and its log capture's
-            assert time.monotonic() < deadline, f"{term.live} connections"
-            time.sleep(0.02)
+        # the worker's, its heartbeat's and its log capture's
+        wait_for(lambda: term.live >= 3, "three live connections", SAFETY_TIMEOUT, 0.02)
         seen.append(term.accepted)
         for _ in range(3):
             seen.append(term.post_handshake())
@@ -332,17 +335,18 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
         backend = HoldBackend()
         app = balloons.App(redis_url=url, secret=secret, backend=backend)
         app.pool("default", heartbeat=0.2, idle_timeout=0)
-        sleep = balloons.Task(app, tasks.sleep.fn, tasks.sleep.name, tasks.sleep.opts)
-        job = sleep.options(timeout=30).submit(1.0)
+        waits = tasks.print_then_wait
+        task = balloons.Task(app, waits.fn, waits.name, waits.opts)
+        flag = tmp_path / "restarted"
+        job = task.options(timeout=30).submit(str(flag))
 
         def restart() -> None:
-            deadline = time.monotonic() + SAFETY_TIMEOUT
-            while job.status() is not balloons.JobStatus.RUNNING:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            running = balloons.JobStatus.RUNNING
+            wait_for(lambda: job.status() is running, "the job to run", SAFETY_TIMEOUT, 0.02)
             server.stop()
             time.sleep(0.5)
             server.start()
+            flag.touch()  # the task returns only now, so its outcome meets the new server
 
         restarter = threading.Thread(target=restart)
         restarter.start()
@@ -350,7 +354,7 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
         code = main(_worker_env(backend, url, secret))
         restarter.join()
         assert code == EXIT_OK
-        assert job.result(timeout=10) == 1.0
+        assert job.result(timeout=10) == "ok"
         assert term.accepted > 2  # it connected again after the restart
         app.close()
     finally:

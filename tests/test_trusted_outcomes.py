@@ -347,6 +347,7 @@ def test_a_record_older_than_its_ttl_is_not_run(held: Held) -> None:
     assert info.reason == "record_invalid" and "older than its TTL" in (info.error_message or "")
 
 
+@pytest.mark.machines
 @pytest.mark.parametrize("attempt", [2, 3], ids=["same attempt", "next attempt"])
 def test_a_retried_job_put_back_is_not_run_again(tmp_path: Path, attempt: int) -> None:
     """On real machines: a job that succeeded at its second attempt, put back to run that

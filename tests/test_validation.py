@@ -258,6 +258,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_a_server_that_does_not_speak_resp_is_one_clean_line(
     http_url: str, args: list[str]
@@ -271,6 +272,7 @@ def test_a_server_that_does_not_speak_resp_is_one_clean_line(
     assert "hunter2" not in out.output and "Traceback" not in out.output
 
 
+@pytest.mark.slow
 def test_the_library_says_so_too(http_url: str) -> None:
     app = balloons.App(redis_url=http_url)
     calls: list[Callable[[], object]] = [

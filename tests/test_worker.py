@@ -19,6 +19,9 @@ from balloons.backends.base import BackendContext
 from balloons.signing import sign
 from balloons.worker import EXIT_OK, EXIT_REFUSED, EXIT_SKIPPED, EXIT_USAGE
 from tests import tasks
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 ROOT = Path(__file__).parent.parent
 
@@ -328,10 +331,7 @@ def test_busy_machine_survives_a_flushed_script_cache(r: redis.Redis) -> None:
     come back NOSCRIPT: it sends the scripts themselves, records the outcome and still takes
     the queued job."""
     first = tasks.solo_sleep.submit(0.5)
-    deadline = time.monotonic() + 30
-    while first.status() is not JobStatus.RUNNING:
-        assert time.monotonic() < deadline, "the first job never started"
-        time.sleep(0.02)
+    wait_for(lambda: first.status() is JobStatus.RUNNING, "the first job to run", interval=0.02)
     r.script_flush()
     second = tasks.solo_sleep.submit(0.0)
     assert first.result(timeout=60) == 0.5
@@ -416,10 +416,12 @@ def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
         cwd=ROOT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while job.status() is not JobStatus.RUNNING:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
+
+        def running() -> bool:
+            assert proc.poll() is None, "the worker exited"
+            return job.status() is JobStatus.RUNNING
+
+        wait_for(running, "the job to run", interval=0.02)
         pk = app.store.keys(job.id).pool
         if change == "cancel":
             assert job.cancel()

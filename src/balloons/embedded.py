@@ -8,8 +8,11 @@ Layout of the state directory (``BALLOONS_HOME``, default ``~/.local/state/ballo
     embedded.lock      flock that makes concurrent starts safe: one server, never two
 
 The server is a daemon: it outlives the process that started it, is reused by every later
-process, and is stopped with ``balloons dev stop``. Persistence is append-only
-(``appendfsync everysec``; a clean stop flushes everything), so queued jobs survive restarts.
+process, and is stopped with ``balloons dev stop``. Persistence is append-only with
+``appendfsync always``: a write is on disk before the server acknowledges it, so a job whose
+submit returned survives a restart, a killed server and a crash of the host. (With
+``everysec`` Valkey holds writes back for up to 2 s while a background fsync is slow, and still
+acknowledges them: a server killed meanwhile loses jobs it had accepted.)
 The process that starts it on an earlier run's data reclaims the slots of machines that ended
 meanwhile (:meth:`balloons.supervisor.Supervisor.recover`), so no job is queued for them.
 """
@@ -172,7 +175,7 @@ def _start(state_dir: Path, sock: Path, timeout: float) -> None:
                 f'logfile "{data / "valkey.log"}"',
                 f'dir "{data}"',
                 "appendonly yes",
-                "appendfsync everysec",
+                "appendfsync always",
                 'save ""',
                 "protected-mode yes",
                 "",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import uvicorn
 
 from balloons.dashboard import create_app
 from tests import tasks
+from tests.waiting import wait_for
 
 TOKEN = "dashboard-test-token-" + "x" * 12
 
@@ -56,11 +56,12 @@ class ServerThread:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
+
+        def started() -> bool:
             assert self.thread.is_alive(), "uvicorn thread died during start-up"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
+            return bool(self.server.started)
+
+        wait_for(started, "uvicorn to start", 10, 0.01)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -82,10 +83,12 @@ def machines_settled(stopped: int, pool: str = "default") -> dict[str, int]:
     writes them just after launch and just after exit, not in step with the job's record)."""
     from balloons.listing import pool_summaries
 
-    deadline = time.monotonic() + 15
-    while True:
+    def machines() -> dict[str, int]:
         found = {p.name: p.machines for p in pool_summaries(tasks.app.store)}
-        machines = found.get(pool, {})
-        if machines.get("stopped", 0) >= stopped or time.monotonic() > deadline:
-            return machines
-        time.sleep(0.05)
+        return found.get(pool, {})
+
+    try:
+        wait_for(lambda: machines().get("stopped", 0) >= stopped, f"{stopped} stopped machines")
+    except AssertionError:
+        pass  # the caller's assertion shows what there is
+    return machines()

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from tests import waiting
 from tests.tasks import app
 
 
 @app.task(timeout=60)
 def wait_for(path: str, seconds: float = 50.0) -> str:
     """Run until ``path`` exists (the test decides when), then return its text."""
-    deadline = time.monotonic() + seconds
-    while not Path(path).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.02)
+    waiting.wait_for(Path(path).exists, f"{path} to appear", seconds, 0.02)
     return Path(path).read_text()
 
 

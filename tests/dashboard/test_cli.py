@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +16,10 @@ from click.testing import CliRunner
 from balloons.cli import main as cli
 from tests import tasks
 from tests.dashboard.conftest import TOKEN
+from tests.ports import free_port
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.machines
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -70,14 +72,8 @@ def test_dashboard_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     assert "refusing to serve the dashboard on '0.0.0.0' without a token" in out.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_dashboard_command_serves_and_never_prints_the_token() -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BALLOONS_DASHBOARD_TOKEN": TOKEN}
     proc = subprocess.Popen(
         [sys.executable, "-m", "balloons", "dashboard", "--port", str(port)],
@@ -89,15 +85,14 @@ def test_dashboard_command_serves_and_never_prints_the_token() -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                resp = httpx.get(base + "/metrics", headers={"authorization": f"Bearer {TOKEN}"})
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the dashboard did not start"
-                time.sleep(0.1)
+
+        def metrics() -> httpx.Response:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            return httpx.get(base + "/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+
+        resp = wait_for(
+            metrics, "the dashboard to answer", interval=0.1, ignoring=(httpx.TransportError,)
+        )
         assert resp.status_code == 200
         assert httpx.get(base + "/metrics").status_code == 401
         httpx.post(base + "/login", data={"token": TOKEN}, headers={"origin": base})

@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 HEAVY = ("starlette", "jinja2", "prometheus_client", "uvicorn", "a2wsgi", "balloons.dashboard")
 
 

@@ -17,6 +17,8 @@ from balloons.dashboard import create_app
 from tests import tasks
 from tests.dashboard.conftest import TOKEN, ServerThread
 
+pytestmark = pytest.mark.machines
+
 
 @pytest.fixture
 def flask_server() -> Iterator[str]:

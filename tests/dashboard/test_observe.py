@@ -12,6 +12,8 @@ from balloons.fly import stats as fly_stats
 from tests import tasks
 from tests.dashboard.conftest import Dashboard
 
+pytestmark = pytest.mark.machines
+
 
 def test_job_page_shows_progress_logs_and_cost(dashboard: Dashboard) -> None:
     job = tasks.chatty.submit(3, 2)

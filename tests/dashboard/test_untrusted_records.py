@@ -14,6 +14,8 @@ from balloons.keys import JobKeys
 from tests import tasks
 from tests.dashboard.conftest import Dashboard
 
+pytestmark = pytest.mark.machines
+
 
 def test_job_page_shows_nothing_forged(dashboard: Dashboard, r: redis.Redis) -> None:
     ok = tasks.chatty.submit(1, 2)

@@ -15,6 +15,8 @@ from tests import tasks
 from tests.dashboard import tasks as dtasks
 from tests.dashboard.conftest import Dashboard, machines_settled
 
+pytestmark = pytest.mark.machines
+
 HTML = {"accept": "text/html"}
 
 

@@ -24,6 +24,7 @@ import balloons
 from balloons import JobFailed, JobStatus
 from balloons.fly.emulator import Faults
 from tests import tasks
+from tests.waiting import wait_for
 
 from .conftest import JOBS_APP, JOBS_IMAGE, ROOT, TOKEN, FlyRig
 
@@ -42,12 +43,7 @@ def _failure(job: balloons.Job[Any], timeout: float = 40) -> JobFailed:
 
 
 def _wait_for(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
+    return wait_for(lambda: path.exists() and path.read_text(), f"{path} to be written", timeout)
 
 
 def test_success_costs_exactly_one_api_call(rig: FlyRig) -> None:
@@ -251,7 +247,9 @@ def test_many_concurrent_jobs_within_flys_rate_limits(make_rig: Any) -> None:
     app.close()  # makes the creates still waiting for the limiter
     calls = rig.stats()["calls"]
     assert list(calls) == [CREATE]
-    assert 2 <= calls[CREATE] == len(rig.emulator.machines) <= 6
+    # Each create is one machine (none refused). How many: as many as the limiter let through
+    # before machines already up had taken the queued jobs, which on a busy machine may be one.
+    assert 1 <= calls[CREATE] == len(rig.emulator.machines) <= 6
     rig.wait_all_destroyed()
 
 

@@ -16,8 +16,9 @@ import pytest
 import balloons
 from balloons import JobFailed, JobStatus
 from tests import tasks
+from tests.waiting import wait_for
 
-from .conftest import SAFETY_TIMEOUT, FlyRig
+from .conftest import FlyRig
 from .test_backend_jobs import CREATE, _wait_for, on
 
 STOP = "POST /v1/apps/{app_name}/machines/{machine_id}/stop"
@@ -25,11 +26,7 @@ DELETE = "DELETE /v1/apps/{app_name}/machines/{machine_id}"
 LIST = "GET /v1/apps/{app_name}/machines"
 
 
-def wait_until(check: Any, timeout: float = SAFETY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+wait_until = wait_for
 
 
 def in_pool(app: balloons.App, task: balloons.Task[Any, Any], pool: str) -> balloons.Task[Any, Any]:

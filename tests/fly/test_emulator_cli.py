@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,8 @@ import pytest
 
 from balloons.fly.emulator import Faults
 from balloons.fly.emulator.server import build_parser, main, options_from
+from tests.ports import free_port
+from tests.waiting import wait_for
 
 from .conformance import Conformance, ConformantTransport
 from .conftest import SAFETY_TIMEOUT, Served, group_alive
@@ -62,17 +62,10 @@ def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -
     assert "error" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_module_entry_point_serves_and_kills_machines_on_sigterm(
     tmp_path: Path, conformance: Conformance
 ) -> None:
-    port = _free_port()
+    port = free_port()
     secret = "cli-secret-value-42"
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(SRC), "HOME": str(tmp_path)}
     proc = subprocess.Popen(
@@ -87,7 +80,6 @@ def test_module_entry_point_serves_and_kills_machines_on_sigterm(
         transport = ConformantTransport(httpx.HTTPTransport(), conformance)
         with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{port}",
                           headers={"Authorization": "Bearer tok"}, timeout=60) as client:  # fmt: skip
-            deadline = time.monotonic() + SAFETY_TIMEOUT
             _wait_up(proc, client)
             assert client.post("/v1/apps", json={"name": "cli", "org_slug": "personal"}).is_success
             machine = client.post("/v1/apps/cli/machines", json={"config": {"image": "emu/pid"}})
@@ -96,9 +88,7 @@ def test_module_entry_point_serves_and_kills_machines_on_sigterm(
                                  params={"state": "started", "timeout": 30})  # fmt: skip
             assert started.status_code == 200
             pid_file = tmp_path / "w" / machine_id / "root" / "pid"
-            while not pid_file.exists() or not pid_file.read_text():
-                assert time.monotonic() < deadline, "machine did not write its pid"
-                time.sleep(0.02)
+            wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the machine's pid")
             pid = int(pid_file.read_text())
             assert group_alive(pid)
     finally:
@@ -114,7 +104,7 @@ def test_module_entry_point_serves_and_kills_machines_on_sigterm(
 def test_without_a_seed_the_log_names_the_one_drawn_and_it_replays_the_run(
     tmp_path: Path, conformance: Conformance, make_server: Callable[..., Served]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(SRC), "HOME": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "balloons.fly.emulator", "--port", str(port),
@@ -139,15 +129,15 @@ def test_without_a_seed_the_log_names_the_one_drawn_and_it_replays_the_run(
 
 def _wait_up(proc: subprocess.Popen[bytes], client: httpx.Client) -> dict[str, Any]:
     """Wait for the emulator the module entry point started; its stats once it answers."""
-    deadline = time.monotonic() + SAFETY_TIMEOUT
-    while True:
+
+    def stats() -> dict[str, Any]:
         assert proc.poll() is None, "emulator exited during start-up"
-        assert time.monotonic() < deadline, "emulator did not start"
-        try:
-            stats: dict[str, Any] = client.get("/_emulator/stats").json()
-            return stats
-        except httpx.TransportError:
-            time.sleep(0.05)
+        answer: dict[str, Any] = client.get("/_emulator/stats").json()
+        return answer
+
+    return wait_for(
+        stats, "the emulator to answer", SAFETY_TIMEOUT, ignoring=(httpx.TransportError,)
+    )
 
 
 def _ids_of_one_run(client: httpx.Client) -> tuple[str, str]:

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from tests.waiting import wait_for_async
+
 from .helpers import MACHINE_ID, ULID, exit_events, launch, new_app, output, py, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -177,10 +179,7 @@ async def test_stop_escalates_to_sigkill_after_timeout(client: httpx.AsyncClient
     await wait_for(client, app, machine["id"], "started")
     url = f"/v1/apps/{app}/machines/{machine['id']}"
     # Wait until the handler is installed, so SIGTERM is really ignored.
-    deadline = time.monotonic() + 30
-    while "ready" not in await output(client, machine["id"]):
-        assert time.monotonic() < deadline
-        await _sleep()
+    await wait_for_async(lambda: _says(client, machine["id"], "ready"), "the handler installed")
     await client.post(f"{url}/stop", json={"signal": "SIGTERM", "timeout": "100ms"})
     await wait_for(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
@@ -188,10 +187,8 @@ async def test_stop_escalates_to_sigkill_after_timeout(client: httpx.AsyncClient
     assert exit_event["requested_stop"] is True
 
 
-async def _sleep() -> None:
-    import anyio
-
-    await anyio.sleep(0.02)
+async def _says(client: httpx.AsyncClient, machine_id: str, text: str) -> bool:
+    return text in await output(client, machine_id)
 
 
 async def test_signal_by_name_and_by_number(client: httpx.AsyncClient) -> None:
@@ -237,10 +234,7 @@ async def test_update_replaces_config_and_version(client: httpx.AsyncClient) -> 
     await wait_for(client, app, machine["id"], "started", version=body["instance_id"])
     versions = (await client.get(f"{url}/versions")).json()
     assert versions == [{"version": body["instance_id"], "user_config": body["config"]}]
-    deadline = time.monotonic() + 30
-    while "V=2" not in await output(client, machine["id"]):
-        assert time.monotonic() < deadline
-        await _sleep()
+    await wait_for_async(lambda: _says(client, machine["id"], "V=2"), "the new version's output")
 
 
 async def test_restart_endpoint(client: httpx.AsyncClient) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-import anyio
 import httpx
 import pytest
+
+from tests.waiting import wait_for_async
 
 from .conftest import SAFETY_TIMEOUT
 from .helpers import exit_events, launch, new_app, wait_for
@@ -66,11 +65,12 @@ async def test_always_restarts_even_clean_exits_until_stopped(client: httpx.Asyn
               "restart": {"policy": "always"}}  # fmt: skip
     machine = await launch(client, app, config)
     url = f"/v1/apps/{app}/machines/{machine['id']}"
+
     # Two clean exits, then the third run sleeps.
-    deadline = time.monotonic() + SAFETY_TIMEOUT
-    while len(await exit_events(client, app, machine["id"])) < 2:
-        assert time.monotonic() < deadline, "machine did not restart twice"
-        await anyio.sleep(0.02)
+    async def exited_twice() -> bool:
+        return len(await exit_events(client, app, machine["id"])) >= 2
+
+    await wait_for_async(exited_twice, "two exits of the machine", SAFETY_TIMEOUT, 0.02)
     await wait_for(client, app, machine["id"], "started")
     exits = await exit_events(client, app, machine["id"])
     assert [(e["exit_code"], e["restarting"]) for e in exits] == [(0, True), (0, True)]

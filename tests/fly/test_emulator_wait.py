@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.waiting import wait_for_async
+
 from .helpers import launch, new_app, py, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -69,19 +71,14 @@ async def test_waiting_on_a_forgotten_machine_is_404(make_client: object) -> Non
     # Destroyed and then forgotten at once: either answer is Fly's, depending on timing.
     response = await client.get(url, params={"state": "destroyed", "timeout": 30})
     assert response.status_code in (200, 404)
-    for _ in range(200):
-        if (await client.get(f"/v1/apps/{app}/machines/{machine['id']}")).status_code == 404:
-            break
-        await _tick()
+
+    async def forgotten() -> bool:
+        return (await client.get(f"/v1/apps/{app}/machines/{machine['id']}")).status_code == 404
+
+    await wait_for_async(forgotten, "the destroyed machine to be forgotten")
     gone = await client.get(url, params={"state": "destroyed", "timeout": 30})
     assert gone.status_code == 404
     assert gone.json() == {"error": "machine not found"}
-
-
-async def _tick() -> None:
-    import anyio
-
-    await anyio.sleep(0.05)
 
 
 async def test_version_must_match(client: httpx.AsyncClient) -> None:

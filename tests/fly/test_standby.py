@@ -26,6 +26,7 @@ from balloons.ids import ulid
 from balloons.keys import PoolKeys
 from balloons.task import TaskOptions
 from tests import tasks
+from tests.waiting import wait_for
 
 from .conformance import ConformantTransport
 from .conftest import JOBS_APP, JOBS_IMAGE, SAFETY_TIMEOUT, TOKEN, FlyRig
@@ -33,13 +34,6 @@ from .conftest import JOBS_APP, JOBS_IMAGE, SAFETY_TIMEOUT, TOKEN, FlyRig
 CREATE = "POST /v1/apps/{app_name}/machines"
 START = "POST /v1/apps/{app_name}/machines/{machine_id}/start"
 POOL = "sb"
-
-
-def wait_for(check: Any, what: str, timeout: float = SAFETY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def open_limiter() -> RateLimiter:
@@ -104,12 +98,11 @@ def cleanup() -> Iterator[list[tuple[FlyRig, balloons.App]]]:
     for rig, app in made:
         # A machine that has just finished its job may go back on standby after a pass: pass
         # again until none is left.
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while True:
+        def collected(app: balloons.App = app, rig: FlyRig = rig) -> bool:
             app.supervisor(orphan_min_age=0).collect_orphans(standby=True, wait=SAFETY_TIMEOUT)
-            if not rig.machines() or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return not rig.machines()
+
+        wait_for(collected, "the orphan sweep to destroy every machine", interval=0.2)
         rig.wait_all_destroyed()
         app.close()
     while _HTTP:
