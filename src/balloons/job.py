@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
@@ -11,12 +11,13 @@ from .states import JobStatus, Reason
 from .untrusted import number, text
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from .app import App
-    from .cost import JobCost
+    from .config import Settings
+    from .cost import JobCost, PriceTable
     from .logs import LogLine
     from .status import JobInfo
+    from .store import Store
 
 R = TypeVar("R")
 
@@ -27,10 +28,29 @@ _MAX_BLOCK = 5.0
 MAX_WAIT = 1e9
 
 
+class Client(Protocol):
+    """What a job handle needs of its app (:class:`~balloons.App`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def prices(self) -> PriceTable: ...
+
+    def check_lapsed(self, jk: JobKeys) -> bool: ...
+
+    def cancel(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool: ...
+
+    def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any: ...
+
+
 class Job(Generic[R]):
     """A submitted job. ``app.job(id)`` rebuilds the same handle in any other process."""
 
-    def __init__(self, app: App, job_id: str, keys: JobKeys | None = None) -> None:
+    def __init__(self, app: Client, job_id: str, keys: JobKeys | None = None) -> None:
         self.app = app
         self.id = job_id
         self._keys = job_keys(app.settings.namespace, job_id) if keys is None else keys

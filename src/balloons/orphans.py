@@ -84,7 +84,9 @@ def _sweep(
     orphans = []
     now = store.server_time()
     # Only a backend that can start a machine again leaves stopped machines behind.
-    restartable = callable(getattr(app.backend, "start", None))
+    from .backends.base import Restartable
+
+    restartable = isinstance(app.backend, Restartable)
     for m in app.backend.list():
         # "gone": a record says its machine runs, but its process has ended (local): the
         # destroy marks the record stopped, saying why.

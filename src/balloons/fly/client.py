@@ -153,9 +153,10 @@ def explain(status: int, error: str, method: str, path: str) -> str:
 class FlyClient:
     """Requests to the Machines API at ``base_url`` with ``token``.
 
-    ``http``: the httpx client to send with (made on first use when not given). ``limiter``: shared by everything that uses this
-    client (default Fly's documented limits). ``retry``: a :class:`RetryPolicy`. ``rng`` and
-    ``sleep`` are injectable for tests. ``repr`` never shows the token.
+    ``http``: the httpx client to send with (made on first use when not given). ``limiter``:
+    shared by everything that uses this client (default Fly's documented limits). ``retry``: a
+    :class:`RetryPolicy`. ``rng`` and ``sleep`` are injectable for tests. ``repr`` never shows
+    the token.
     """
 
     def __init__(
