@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, JobFailed, SerializationError, WorkerError
+from .errors import ConfigError, WorkerError
 from .job import Job
 from .keys import POOL_RE, JobKeys
-from .pools import Pool
+from .pools import Pool, check_standby
 from .resp import mask_url
-from .serialize import JSONSerializer, Serializer, get_serializer
-from .signing import result_serializer
-from .states import Reason
+from .serialize import Serializer, get_serializer
 from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
@@ -178,17 +176,8 @@ class App:
             heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
             standby=standby,
         )
-        if p.standby and not _can_start(self._backend_obj, self.settings.backend):
-            what = (
-                type(self._backend_obj).__name__
-                if self._backend_obj is not None
-                else f"the {self.settings.backend!r} backend"
-            )
-            raise ConfigError(
-                f"pool {name!r}: standby={standby} needs a backend that can start a stopped "
-                f"machine again (FlyBackend), but {what} has no start(): its machines are "
-                "gone when they exit. Use standby=0 with it"
-            )
+        if p.standby:
+            check_standby(p, self._backend_obj, self.settings.backend)
         self._pools[name] = p
         return p
 
@@ -246,11 +235,11 @@ class App:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
+            from .backends.base import BackendContext, make_backend
+
             backend = self._backend_obj
             if backend is None:
-                backend = _make_backend(self.settings.backend, self.settings.env)
-            from .backends.base import BackendContext
-
+                backend = make_backend(self.settings.backend)
             backend.bind(
                 BackendContext(
                     redis_url=self.store.url,
@@ -360,29 +349,9 @@ class App:
         Raises :class:`JobFailed` (reason ``result_invalid``) when the tag does not verify,
         :class:`SerializationError` when the result was encoded with another serializer than
         this app's or does not decode, and :class:`ConfigError` when no secret is set."""
-        ser = self.serializer
-        names = dict.fromkeys((ser.name, "json", "pickle"))
-        found = result_serializer(self.secret.encode(), job_id, rec, names)
-        if found is None:
-            raise JobFailed(
-                job_id,
-                "FAILED",
-                Reason.RESULT_INVALID.value,
-                "",
-                f"the result stored for job {job_id} does not verify with this app's secret "
-                "(altered in Redis, copied from another job or attempt, or written with another "
-                "secret): it was not decoded",
-            )
-        if found != ser.name and found != "json":
-            raise SerializationError(
-                f"the result of job {job_id} was encoded with the {found} serializer, but this "
-                f"app decodes with {ser.name}: read it with App(serializer={found!r})"
-            )
-        decoder = ser if found == ser.name else JSONSerializer()
-        try:
-            return decoder.loads(rec.get("result") or b"")
-        except Exception as exc:
-            raise SerializationError(f"cannot decode the result of job {job_id}: {exc}") from exc
+        from .job import decode_result
+
+        return decode_result(job_id, rec, self.serializer, self.secret.encode())
 
     def cancel(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
         """Cancel a job: a queued one never starts; a running one is told to stop (its worker
@@ -422,24 +391,3 @@ class App:
 
     def _submit_args(self, *args: Any) -> Any:
         return self.dispatcher.submit_args(*args)
-
-
-def _can_start(backend: object, name: str) -> bool:
-    """Whether the app's backend can start a stopped machine again (standby machines)."""
-    if backend is None:  # a backend by name: not imported on a machine's start-up path
-        return name == "fly"
-    from .backends.base import Restartable
-
-    return isinstance(backend, Restartable)
-
-
-def _make_backend(name: str, env: Any) -> Backend:
-    if name == "local":
-        from .backends.local import LocalBackend
-
-        return LocalBackend()
-    if name == "fly":
-        from .backends.fly import FlyBackend
-
-        return FlyBackend()  # its settings are read from the app's environment at bind
-    raise ConfigError(f"unknown backend {name!r}: expected 'local' or 'fly'")

@@ -104,3 +104,18 @@ class Restartable(Backend, Protocol):
     def start(self, machine_id: str) -> None:
         """Run the stopped machine again; raise when it is gone or refuses."""
         ...
+
+
+def make_backend(name: str) -> Backend:
+    """The backend named ``name`` (``local`` or ``fly``), unbound."""
+    from ..errors import ConfigError
+
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend()
+    if name == "fly":
+        from .fly import FlyBackend
+
+        return FlyBackend()  # its settings are read from the app's environment at bind
+    raise ConfigError(f"unknown backend {name!r}: expected 'local' or 'fly'")
