@@ -2,7 +2,7 @@
 
 :class:`SlotLauncher` (one per app, held by its :class:`~balloons.dispatch.Dispatcher`) builds
 a slot's :class:`~balloons.status.MachineSpec` and calls the backend's ``launch``; in a pool
-with standby machines it goes through ``ASSIGN`` and starts a stopped machine, else creates
+with standby machines it goes through ``PICK_MACHINE`` and starts a stopped machine, else creates
 one. A failed launch frees the slot and fails the attempt (``launch_failed``).
 
 A pool that grows under Fly's create limit (about one machine per second per app) would
@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .errors import BackendError
 from .ids import ulid
@@ -37,9 +37,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import ModuleType
 
-    from .app import App
     from .backends.base import Backend
+    from .config import Settings
     from .status import MachineSpec
+    from .store import Store
 
 #: Threads of an app's launcher: standby machines are started up to this many at once (Fly
 #: limits starts per machine), while creates are made one at a time.
@@ -49,7 +50,7 @@ LAUNCH_WORKERS = 4
 class Launch(NamedTuple):
     """A machine to launch for slot ``ULID-ATTEMPT`` of ``pool`` (attempt 0: a machine with no
     job of its own), sized ``cpus`` x ``memory_mb``, its first job's ``timeout``. ``keep``: a
-    pool with standby machines, launched through ``ASSIGN`` and created to stop rather than
+    pool with standby machines, launched through ``PICK_MACHINE`` and created to stop rather than
     be destroyed when it idles out."""
 
     pool: str
@@ -62,7 +63,7 @@ class Launch(NamedTuple):
 
 
 class Assigned(NamedTuple):
-    """What ``ASSIGN`` gave a launch in a pool with standby machines (:func:`assigned`)."""
+    """What ``PICK_MACHINE`` gave a launch in a pool with standby machines (:func:`assigned`)."""
 
     #: ``start``: the stopped ``machine`` now owns slot ``ulid``-0; ``create``: make a machine
     #: for slot ``ulid``-0.
@@ -81,14 +82,28 @@ def assigned(got: list[str]) -> Assigned:
     return Assigned("start", got[1], got[2], int(got[3]), int(got[4]))
 
 
+class Wiring(Protocol):
+    """What launching needs of an app (:class:`~balloons.App`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+
 class SlotLauncher:
     """Launches the machines of an app's granted slots (``app.dispatcher.slots``)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Wiring) -> None:
         self.app = app
         self._launcher: Launcher | None = None
         self._create_lock = threading.Lock()  # the launcher's creates, one at a time
-        self._caps: tuple[bool, Any] | None = None  # (launches in background, launch_delay)
+        # Whether the backend launches in the background, and its launch_delay (or None).
+        self._caps: tuple[bool, Callable[[], float] | None] | None = None
 
     def spec(
         self,
@@ -188,7 +203,7 @@ class SlotLauncher:
         when the backend's launch is a remote call (``launches_in_background``: Fly's create,
         so that submit returns at once), or when the backend would make this caller wait for
         a rate limit (``launch_delay``) or launches already wait. A job whose machine has to
-        wait goes back to the queue (``UNPIN``): the pool's first free machine takes it, and
+        wait goes back to the queue (``REQUEUE``): the pool's first free machine takes it, and
         the slot's machine, launched with no job of its own, joins the pool. In a pool with
         standby machines, see :meth:`launch_standby`."""
         if launch.keep:
@@ -246,7 +261,7 @@ class SlotLauncher:
                 self.launch_slot(launch)
 
     def launch_standby(self, launch: Launch, *, background: bool) -> bool:
-        """A launch in a pool with standby machines (``ASSIGN``): the slot's job goes back to
+        """A launch in a pool with standby machines (``PICK_MACHINE``): the slot's job goes back to
         the queue, and the slot becomes a machine's own (no job, attempt 0): a stopped machine
         of the pool's standby set, started (one ``start``, rate-limited per machine, so it
         never waits for the app's create limit), else a new standby-capable machine created
@@ -263,7 +278,7 @@ class SlotLauncher:
         return self.launch_slot(got)
 
     def _start_standby(self, launch: Launch) -> bool | Launch:
-        """``ASSIGN`` and start the stopped machine it gave: True when one was started, False
+        """``PICK_MACHINE`` and start the stopped machine it gave: True when one was started, False
         when there is nothing to launch, else the create to make in its place."""
         events = _events()
         pool = launch.pool
@@ -307,7 +322,7 @@ class SlotLauncher:
         )
         return True
 
-    def _capabilities(self) -> tuple[bool, Any]:
+    def _capabilities(self) -> tuple[bool, Callable[[], float] | None]:
         """Whether the backend launches in the background, and its ``launch_delay`` (or
         None): checked once, against the capability protocols of :mod:`balloons.backends.base`.
         Raises as ``app.backend`` does for a backend that cannot even be set up."""

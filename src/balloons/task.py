@@ -76,7 +76,7 @@ class TaskOptions(Frozen):
     priority: int = 0
     max_cost: float | None = None
     # The record's fields are the options, in their order (checked below: one list).
-    __match_args__ = tuple(Options.__annotations__)
+    __match_args__: tuple[str, ...] = tuple(Options.__annotations__)
 
     def __init__(self, **options: Unpack[Options]) -> None:
         unknown = options.keys() - _NAMES
