@@ -34,7 +34,6 @@ import _rq_tasks
 from _common import SECRET, ManualBackend, header, table, temp_state_dir, valkey_server
 
 import balloons
-from balloons.dispatch import placed
 from balloons.pools import MAX_MACHINES
 
 Batch = Callable[[int], float]
@@ -129,6 +128,8 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
     """Wall time of each step of one submit (new-slot path), mirroring ``Dispatcher.submit``
     (private API: keep in step with src/balloons/dispatch.py), with a bare round trip (PING)
     for scale."""
+    from balloons.dispatch import placed
+
     app = balloons.App(
         redis_url=url, secret=SECRET, backend=ManualBackend(keep_specs=False), state_dir=state_dir
     )
