@@ -83,9 +83,9 @@ def _sweep(
             shed.update(store.shed(pk, 0 if standby else None))
     orphans = []
     now = store.server_time()
-    # Only a backend that can start a machine again leaves stopped machines behind.
     from .backends.base import Restartable
 
+    # Only a backend that can start a machine again leaves stopped machines behind.
     restartable = isinstance(app.backend, Restartable)
     for m in app.backend.list():
         # "gone": a record says its machine runs, but its process has ended (local): the
