@@ -71,8 +71,13 @@ def placed(reply: list[Any]) -> Placed:
         return Placed(code, "")
     where = reply[1]
     if where != b"launch" and where != "launch":
-        return Placed(1, _text(where))
+        found = _PLACED.get(where) if isinstance(where, bytes) else None
+        return found if found is not None else Placed(1, _text(where))
     return Placed(1, "launch", _text(reply[3]), int(reply[4]), int(reply[5]), int(reply[6]))
+
+
+# The replies that name no machine, decoded once (the submit path is hot).
+_PLACED = {w: Placed(1, w.decode()) for w in (b"queued", b"warm", b"delayed")}
 
 
 class Dispatcher:
@@ -133,7 +138,8 @@ class Dispatcher:
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigError(f"_key must be a non-empty string, got {key!r}")
         priority = extra.get("_priority", opts.priority)
-        check_priority("_priority", priority)
+        if priority is not opts.priority:  # the task's own was checked with its options
+            check_priority("_priority", priority)
         req = _submit_request()(
             payload=payload,
             args=data,

@@ -157,7 +157,6 @@ class SlotLauncher:
         began = time.monotonic()
         pool, ulid_, attempt = launch.pool, launch.ulid, launch.attempt
         job = f"{pool}.{ulid_}" if attempt else "-"
-        pk = PoolKeys(self.app.settings.namespace, pool)
         try:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
@@ -176,7 +175,13 @@ class SlotLauncher:
             )
             lost = Reason.LAUNCH_FAILED.value
             self.app.store.lost(
-                pk, f"{ulid_}-{attempt}", ulid_ if attempt else "", attempt, lost, msg, ("", "")
+                PoolKeys(self.app.settings.namespace, pool),
+                f"{ulid_}-{attempt}",
+                ulid_ if attempt else "",
+                attempt,
+                lost,
+                msg,
+                ("", ""),
             )
             return False
         if events.enabled():
@@ -192,9 +197,11 @@ class SlotLauncher:
         if info is not None and info.id and not attempt:
             # A machine with no job of its own: its slot names it, so that a check of its boot
             # asks about this machine (a waiter's job may count on it).
+            pk = PoolKeys(self.app.settings.namespace, pool)
             self.app.store.launched(pk, f"{ulid_}-0", info.id)
         if info is not None and info.detail.get("note") and attempt:
             # What the backend had to do (regions that refused, a lost answer recovered).
+            pk = PoolKeys(self.app.settings.namespace, pool)
             self.app.store.note(pk, ulid_, attempt, info.detail["note"])
         return True
 
