@@ -125,36 +125,40 @@ def profile(label: str, batch: Batch, k: int, top: int = 25) -> None:
 
 
 def breakdown(url: str, state_dir: Path, k: int) -> None:
-    """Wall time of each step of one submit (new-slot path), mirroring ``App._submit``
-    (private API: keep in step with src/balloons/app.py), with a bare round trip (PING) for
-    scale."""
+    """Wall time of each step of one submit (new-slot path), mirroring ``Dispatcher.submit``
+    (private API: keep in step with src/balloons/dispatch.py), with a bare round trip (PING)
+    for scale."""
+    from balloons.dispatch import placed
+
     app = balloons.App(
         redis_url=url, secret=SECRET, backend=ManualBackend(keep_specs=False), state_dir=state_dir
     )
     pool, cap, _ = PATHS["launch"]
     app.pool(pool, max_machines=cap)
     task = app.task(timeout=60, pool=pool)(_balloons_tasks.noop.fn)
-    store, opts = app.store, task.opts
+    store, opts, dispatcher = app.store, task.opts, app.dispatcher
     steps = [
-        "_submit_args (json, ulid, hmac, SubmitRequest)",
-        "store.submit_start, _spec while Redis works, the reply (1 round trip)",
-        "_after_submit (reply, Job)",
+        "submit_args (json, ulid, hmac, SubmitRequest)",
+        "store.submit_start, spec while Redis works, the reply (1 round trip)",
+        "after_submit (reply, Job)",
         "launch_slot (backend.launch, returns at once)",
         "for scale: redis-py PING round trip",
     ]
     times: dict[str, list[float]] = {step: [] for step in steps}
     for _ in range(k):
         t = [time.perf_counter()]
-        jk, req = app._submit_args(task, opts, (), {})
+        jk, req = dispatcher.submit_args(task, opts, (), {})
         t.append(time.perf_counter())
         reply_of = store.submit_start(jk, req)
-        spec = app._spec(jk.pool.pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout)
+        spec = dispatcher.slots.spec(
+            jk.pool.pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout
+        )
         reply = reply_of()
         t.append(time.perf_counter())
-        _job, launch = app._after_submit(jk, opts, reply)
+        _job, launch = dispatcher.after_submit(jk, opts, placed(reply))
         t.append(time.perf_counter())
         assert launch is not None
-        app.launch_slot(*launch, spec=spec)
+        dispatcher.launch_slot(launch, spec)
         t.append(time.perf_counter())
         store.redis.ping()
         t.append(time.perf_counter())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import JobFailed, JobNotFound, ResultTimeout
 from .keys import JobKeys
@@ -11,12 +11,14 @@ from .states import JobStatus, Reason
 from .untrusted import number, text
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from .app import App
-    from .cost import JobCost
+    from .config import Settings
+    from .cost import JobCost, PriceTable
     from .logs import LogLine
+    from .serialize import Serializer
     from .status import JobInfo
+    from .store import Store
 
 R = TypeVar("R")
 
@@ -27,10 +29,29 @@ _MAX_BLOCK = 5.0
 MAX_WAIT = 1e9
 
 
+class Client(Protocol):
+    """What a job handle needs of its app (:class:`~balloons.App`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def prices(self) -> PriceTable: ...
+
+    def check_lapsed(self, jk: JobKeys) -> bool: ...
+
+    def cancel(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool: ...
+
+    def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any: ...
+
+
 class Job(Generic[R]):
     """A submitted job. ``app.job(id)`` rebuilds the same handle in any other process."""
 
-    def __init__(self, app: App, job_id: str, keys: JobKeys | None = None) -> None:
+    def __init__(self, app: Client, job_id: str, keys: JobKeys | None = None) -> None:
         self.app = app
         self.id = job_id
         self._keys = job_keys(app.settings.namespace, job_id) if keys is None else keys
@@ -236,3 +257,35 @@ def _observed(job_id: str, st: JobStatus, rec: dict[str, bytes]) -> None:
     if started and finished:
         fields["run_s"] = finished - started
     events.emit(st.value.lower(), **fields)
+
+
+def decode_result(job_id: str, rec: Mapping[str, bytes], ser: Serializer, key: bytes) -> Any:
+    """The result in a job's record (``result``, ``rsig``, ``attempt``), decoded with ``ser``
+    once its tag verifies with ``key`` for that job and attempt (JSON, the safe default, is
+    read too). Nothing in the record chooses the decoder. See :meth:`App.decode_result`."""
+    from .errors import SerializationError
+    from .serialize import JSONSerializer
+    from .signing import result_serializer
+
+    names = dict.fromkeys((ser.name, "json", "pickle"))
+    found = result_serializer(key, job_id, rec, names)
+    if found is None:
+        raise JobFailed(
+            job_id,
+            "FAILED",
+            Reason.RESULT_INVALID.value,
+            "",
+            f"the result stored for job {job_id} does not verify with this app's secret "
+            "(altered in Redis, copied from another job or attempt, or written with another "
+            "secret): it was not decoded",
+        )
+    if found != ser.name and found != "json":
+        raise SerializationError(
+            f"the result of job {job_id} was encoded with the {found} serializer, but this "
+            f"app decodes with {ser.name}: read it with App(serializer={found!r})"
+        )
+    decoder = ser if found == ser.name else JSONSerializer()
+    try:
+        return decoder.loads(rec.get("result") or b"")
+    except Exception as exc:
+        raise SerializationError(f"cannot decode the result of job {job_id}: {exc}") from exc

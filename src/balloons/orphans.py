@@ -83,8 +83,10 @@ def _sweep(
             shed.update(store.shed(pk, 0 if standby else None))
     orphans = []
     now = store.server_time()
+    from .backends.base import Restartable
+
     # Only a backend that can start a machine again leaves stopped machines behind.
-    restartable = callable(getattr(app.backend, "start", None))
+    restartable = isinstance(app.backend, Restartable)
     for m in app.backend.list():
         # "gone": a record says its machine runs, but its process has ended (local): the
         # destroy marks the record stopped, saying why.

@@ -114,3 +114,23 @@ def _positive_int(what: str, value: object, low: int, high: int) -> None:
         raise ConfigError(
             f"{what} must be an integer of at least {low} (and at most {high}), got {value!r}"
         )
+
+
+def check_standby(pool: Pool, backend: object, name: str) -> None:
+    """:class:`ConfigError` unless the app's backend (``backend``, an object, else the one
+    named ``name``) can start a stopped machine again, as a pool with ``standby`` needs."""
+    if backend is None:  # by name: no backend imported on a machine's start-up path
+        if name == "fly":
+            return
+        what = f"the {name!r} backend"
+    else:
+        from .backends.base import Restartable
+
+        if isinstance(backend, Restartable):
+            return
+        what = type(backend).__name__
+    raise ConfigError(
+        f"pool {pool.name!r}: standby={pool.standby} needs a backend that can start a stopped "
+        f"machine again (FlyBackend), but {what} has no start(): its machines are "
+        "gone when they exit. Use standby=0 with it"
+    )

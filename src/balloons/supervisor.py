@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from . import events, lua, orphans
 from .ids import ulid
 from .keys import JobKeys, PoolKeys
+from .launcher import Launch
 from .reclaim import deadline_reason, end_slot, machine_outcome
 from .status import MachineInfo, Reason
 from .untrusted import MAX_ATTEMPT, integer, timestamp
@@ -345,11 +346,12 @@ class Supervisor:
             slot, u, n, cpus, mem = (
                 x.decode() if isinstance(x, bytes) else str(x) for x in flat[i : i + 5]
             )
-            launch = (pk.pool, u, int(n), int(cpus), int(mem), _timeout_of(store, pk, u), True)
-            if standby > 0:
-                launched = self.app.launch_standby(launch, background=False)
+            timeout = _timeout_of(store, pk, u)
+            launch = Launch(pk.pool, u, int(n), int(cpus), int(mem), timeout, standby > 0)
+            if launch.keep:
+                launched = self.app.dispatcher.launch_standby(launch, background=False)
             else:
-                launched = self.app.launch_slot(*launch[:6])
+                launched = self.app.dispatcher.launch_slot(launch)
             if launched:
                 report.launched.append(slot)
 

@@ -3,12 +3,9 @@ is failed with it (``launch_failed``), and the token never shows."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 import balloons
@@ -18,7 +15,6 @@ from balloons.fly.client import RetryPolicy
 from balloons.fly.settings import FlySettings
 from tests import tasks
 
-from .conformance import ConformantAsyncTransport
 from .conftest import JOBS_APP, JOBS_IMAGE, TOKEN, FlyRig
 from .test_backend_jobs import on
 
@@ -169,23 +165,15 @@ def test_inspect_stop_destroy_and_list(rig: FlyRig) -> None:
     assert backend.list(job=job.id) == []
 
 
-def test_async_methods(rig: FlyRig) -> None:
-    async def main() -> tuple[Any, ...]:
-        http = httpx.AsyncClient(
-            transport=ConformantAsyncTransport(httpx.AsyncHTTPTransport(), rig.conformance)
-        )
-        async with http:
-            app = rig.app(backend=rig.backend(async_http=http))
-            spec = app._spec("default", "01m8fvfatdry2zscdq1e9q8azt", 1, 1, 256, 30.0)
-            launched = await app.backend.launch_async(spec)
-            listed = await app.backend.list_async(job=spec.job_id)
-            await app.backend.stop_async(launched.id)
-            await app.backend.destroy_async(launched.id)
-            seen = await app.backend.inspect_async(launched.id)
-            missing = await app.backend.inspect_async("0123456789abcd")
-            return launched, listed, seen, missing
-
-    launched, listed, seen, missing = asyncio.run(main())
+def test_launch_stop_destroy_a_machine_directly(rig: FlyRig) -> None:
+    app = rig.app()
+    spec = app._spec("default", "01m8fvfatdry2zscdq1e9q8azt", 1, 1, 256, 30.0)
+    launched = app.backend.launch(spec)
+    listed = app.backend.list(job=spec.job_id)
+    app.backend.stop(launched.id)
+    app.backend.destroy(launched.id)
+    seen = app.backend.inspect(launched.id)
+    missing = app.backend.inspect("0123456789abcd")
     assert launched.state == "created" and launched.job_id == "default.01m8fvfatdry2zscdq1e9q8azt"
     assert [m.id for m in listed] == [launched.id]
     assert seen is not None and seen.state in ("destroying", "destroyed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -94,20 +93,6 @@ def test_threads_share_one_limiter_and_queue_in_order() -> None:
     for t in threads:
         t.join()
     assert sorted(waits) == [0.0, 0.0, 0.0, *(pytest.approx(float(k)) for k in range(1, 18))]
-
-
-def test_async_acquire_sleeps_the_task_not_the_loop() -> None:
-    # The limiter's clock stands still: the waits do not depend on how fast this runs.
-    limiter = RateLimiter(
-        limits={}, default=Limit(rate=50.0, burst=1.0), headroom=0.0, spare=0.0, clock=Clock()
-    )
-
-    async def main() -> list[float]:
-        return [await limiter.acquire_async("create", "app") for _ in range(3)]
-
-    waits = asyncio.run(main())
-    assert waits[0] == 0.0
-    assert all(w > 0 for w in waits[1:])
 
 
 def test_bad_limits_are_refused() -> None:

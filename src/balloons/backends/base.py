@@ -14,17 +14,20 @@ several in a row) and then exits. A backend must:
 * ``list(**metadata)``: the machines balloons launched, filtered by metadata
   (``job``, ``pool``, ``attempt``, ``slot``).
 
-Optionally, ``launch_delay()``: the seconds the next ``launch`` would wait for a rate limit
-(``FlyBackend``); the app then launches from a thread of its own rather than hold its caller.
-And ``launches_in_background``: true when ``launch`` is a remote call (``FlyBackend``): the
-app always launches from that thread, so that a submit returns at once.
+Optional capabilities, each a sub-protocol the app checks with ``isinstance``:
 
-Optionally, ``start(id)``: run a stopped machine again, its worker with the env it was
-launched with (``FlyBackend``). A backend that has it gives pools *standby* machines: a
-spec with ``keep`` set is launched so that the machine stops, rather than being destroyed,
-when its worker exits; ``start`` raises (any error) when the machine is gone or refuses, and
-the app then creates a machine instead. A backend without it (``LocalBackend``) refuses pools
-with ``standby`` set.
+* :class:`RateLimited`, ``launch_delay()``: the seconds the next ``launch`` would wait for a
+  rate limit (``FlyBackend``); the app then launches from a thread of its own rather than hold
+  its caller.
+* :class:`BackgroundLaunches`, ``launches_in_background``: true when ``launch`` is a remote
+  call (``FlyBackend``): the app always launches from that thread, so that a submit returns at
+  once.
+* :class:`Restartable`, ``start(id)``: run a stopped machine again, its worker with the env it
+  was launched with (``FlyBackend``). A backend that has it gives pools *standby* machines: a
+  spec with ``keep`` set is launched so that the machine stops, rather than being destroyed,
+  when its worker exits; ``start`` raises (any error) when the machine is gone or refuses, and
+  the app then creates a machine instead. A backend without it (``LocalBackend``) refuses pools
+  with ``standby`` set.
 
 A machine that dies without a word is noticed when its slot's lease lapses (the supervisor,
 or a client waiting on the job), which then asks ``inspect`` (or, for a machine that never
@@ -75,3 +78,44 @@ class Backend(Protocol):
     def destroy(self, machine_id: str) -> None: ...
 
     def list(self, **metadata: str) -> list[MachineInfo]: ...
+
+
+@runtime_checkable
+class RateLimited(Backend, Protocol):
+    """A backend whose launches may wait for a rate limit."""
+
+    def launch_delay(self) -> float:
+        """Seconds the next ``launch`` would wait for the rate limit (0: none)."""
+        ...
+
+
+@runtime_checkable
+class BackgroundLaunches(Backend, Protocol):
+    """A backend whose ``launch`` may be a remote call, made from the app's launcher thread
+    when ``launches_in_background`` is true."""
+
+    launches_in_background: bool
+
+
+@runtime_checkable
+class Restartable(Backend, Protocol):
+    """A backend that can start a stopped machine again (pools with ``standby`` machines)."""
+
+    def start(self, machine_id: str) -> None:
+        """Run the stopped machine again; raise when it is gone or refuses."""
+        ...
+
+
+def make_backend(name: str) -> Backend:
+    """The backend named ``name`` (``local`` or ``fly``), unbound."""
+    from ..errors import ConfigError
+
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend()
+    if name == "fly":
+        from .fly import FlyBackend
+
+        return FlyBackend()  # its settings are read from the app's environment at bind
+    raise ConfigError(f"unknown backend {name!r}: expected 'local' or 'fly'")

@@ -20,13 +20,10 @@ attempt.
 A pool with standby machines (``app.pool(..., standby=N)``) has its machines created with
 ``auto_destroy: false``: a machine whose worker idles out stops, and :meth:`FlyBackend.start`
 runs it again later (``POST .../start``, rate-limited per machine rather than per app).
-
-Every method has an ``*_async`` twin for asyncio code (``httpx.AsyncClient``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import dataclasses
 import time
@@ -41,6 +38,9 @@ from ..fly.settings import FlySettings
 from ..keys import DEFAULT_NAMESPACE
 from ..status import MachineInfo, MachineSpec
 from .base import BackendContext
+
+if TYPE_CHECKING:
+    from .base import BackgroundLaunches, RateLimited, Restartable
 
 if TYPE_CHECKING:
     import httpx
@@ -64,7 +64,7 @@ class FlyBackend:
     (``BALLOONS_FLY_IMAGE``, else ``FLY_IMAGE_REF``), ``region`` (``BALLOONS_FLY_REGION``,
     else ``FLY_REGION``, else Fly's choice), ``fallback_regions``
     (``BALLOONS_FLY_FALLBACK_REGIONS``), ``cpu_kind`` (``BALLOONS_FLY_CPU_KIND``, default
-    ``shared``). ``command``: the worker command. ``http``/``async_http``: httpx clients to
+    ``shared``). ``command``: the worker command. ``http``: the httpx client to
     send with; ``limiter``/``retry``: rate limits and retry policy (Fly's documented limits).
     ``background_launches`` (default True): the app creates machines from its launcher thread,
     so that ``submit()`` returns without waiting for Fly's answer (a second or more on the
@@ -89,7 +89,6 @@ class FlyBackend:
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
-        async_http: httpx.AsyncClient | None = None,
         background_launches: bool = True,
     ) -> None:
         if capacity_tries < 1:
@@ -106,7 +105,6 @@ class FlyBackend:
         self._limiter = limiter
         self._retry = retry
         self._http = http
-        self._async_http = async_http
         self._settings: FlySettings | None = None
         self._client: FlyClient | None = None
         self._namespace = DEFAULT_NAMESPACE
@@ -128,7 +126,6 @@ class FlyBackend:
                 settings.api_url,
                 settings.token,
                 http=self._http,
-                async_http=self._async_http,
                 limiter=self._limiter,
                 retry=self._retry,
             )
@@ -175,32 +172,6 @@ class FlyBackend:
                 return log.info(machine)
         raise log.no_capacity(spec, self._regions())
 
-    async def launch_async(self, spec: MachineSpec) -> MachineInfo:
-        log = _LaunchLog()
-        for region in self._regions():
-            for tries in range(1, self.capacity_tries + 1):
-
-                async def recover() -> Any:
-                    return log.recovered(await self._find_async(spec))
-
-                try:
-                    machine = await self.client.request_async(
-                        "POST",
-                        self._path("/machines"),
-                        action="create",
-                        scope=self.settings.app,
-                        json=self._body(spec, region),
-                        idempotent=False,
-                        recover=recover,
-                    )
-                except CapacityRefusal as exc:
-                    log.refused(region, exc)
-                    if tries < self.capacity_tries:
-                        await asyncio.sleep(self.client.backoff(tries))
-                    continue
-                return log.info(machine)
-        raise log.no_capacity(spec, self._regions())
-
     def start(self, machine_id: str) -> None:
         """Start a stopped machine again: its worker runs with the env it was created with
         (one request; Fly limits starts per machine, not per app). A machine still on its
@@ -221,36 +192,10 @@ class FlyBackend:
             )  # fmt: skip
             self._start_once(machine_id)
 
-    async def start_async(self, machine_id: str) -> None:
-        try:
-            await self._start_once_async(machine_id)
-        except FlyAPIError as exc:
-            if exc.status != 412:
-                raise
-            path = self._path(f"/machines/{machine_id}")
-            machine = await self.client.request_async("GET", path, action="get", scope=machine_id)
-            self._check_restartable(machine_id, machine, exc)
-            await self.client.request_async(
-                "GET", f"{path}/wait", action="wait", scope=machine_id,
-                params=self._wait_params(machine),
-            )  # fmt: skip
-            await self._start_once_async(machine_id)
-
     def inspect(self, machine_id: str) -> MachineInfo | None:
         """The machine's state and its latest exit (code, signal, OOM, requested stop)."""
         try:
             data = self.client.request(
-                "GET", self._path(f"/machines/{machine_id}"), action="get", scope=machine_id
-            )
-        except FlyAPIError as exc:
-            if _machine_missing(exc):
-                return None
-            raise
-        return wire.machine_info(data)
-
-    async def inspect_async(self, machine_id: str) -> MachineInfo | None:
-        try:
-            data = await self.client.request_async(
                 "GET", self._path(f"/machines/{machine_id}"), action="get", scope=machine_id
             )
         except FlyAPIError as exc:
@@ -270,16 +215,6 @@ class FlyBackend:
             if not _already_gone(exc):
                 raise
 
-    async def stop_async(self, machine_id: str) -> None:
-        try:
-            await self.client.request_async(
-                "POST", self._path(f"/machines/{machine_id}/stop"), action="stop",
-                scope=machine_id, json=self._stop_body(), idempotent=True,
-            )  # fmt: skip
-        except FlyAPIError as exc:
-            if not _already_gone(exc):
-                raise
-
     def destroy(self, machine_id: str) -> None:
         """Destroy the machine, killing it if it runs (``force=true``); gone is fine."""
         try:
@@ -291,27 +226,10 @@ class FlyBackend:
             if not _already_gone(exc):
                 raise
 
-    async def destroy_async(self, machine_id: str) -> None:
-        try:
-            await self.client.request_async(
-                "DELETE", self._path(f"/machines/{machine_id}"), action="delete",
-                scope=machine_id, params={"force": "true"},
-            )  # fmt: skip
-        except FlyAPIError as exc:
-            if not _already_gone(exc):
-                raise
-
     def list(self, **metadata: str) -> list[MachineInfo]:
         """This namespace's machines that are not destroyed, filtered by ``job``, ``pool``
         and ``attempt`` (one request, filtered by Fly)."""
         data = self.client.request(
-            "GET", self._path("/machines"), action="list", scope=self.settings.app,
-            params=self._list_params(metadata),
-        )  # fmt: skip
-        return [wire.machine_info(m) for m in data or []]
-
-    async def list_async(self, **metadata: str) -> builtins.list[MachineInfo]:
-        data = await self.client.request_async(
             "GET", self._path("/machines"), action="list", scope=self.settings.app,
             params=self._list_params(metadata),
         )  # fmt: skip
@@ -364,18 +282,6 @@ class FlyBackend:
             recover=recover,
         )  # fmt: skip
 
-    async def _start_once_async(self, machine_id: str) -> None:
-        path = self._path(f"/machines/{machine_id}")
-
-        async def recover() -> Any:
-            state = await self.client.request_async("GET", path, action="get", scope=machine_id)
-            return state if _started(state) else None
-
-        await self.client.request_async(
-            "POST", f"{path}/start", action="start", scope=machine_id, idempotent=False,
-            recover=recover,
-        )  # fmt: skip
-
     def _wait_params(self, machine: Any) -> dict[str, str]:
         """``/wait`` for ``stopped`` of the machine's current version (Fly requires it)."""
         params = {"state": "stopped", "timeout": str(START_WAIT)}
@@ -420,13 +326,6 @@ class FlyBackend:
     def _find(self, spec: MachineSpec) -> dict[str, Any] | None:
         """The attempt's machine if an earlier create made it (its answer lost)."""
         found = self.client.request(
-            "GET", self._path("/machines"), action="list", scope=self.settings.app,
-            params=self._slot_params(spec),
-        )  # fmt: skip
-        return _named(found, spec.name)
-
-    async def _find_async(self, spec: MachineSpec) -> dict[str, Any] | None:
-        found = await self.client.request_async(
             "GET", self._path("/machines"), action="list", scope=self.settings.app,
             params=self._slot_params(spec),
         )  # fmt: skip
@@ -495,3 +394,9 @@ def _machine_missing(exc: FlyAPIError) -> bool:
 def _already_gone(exc: FlyAPIError) -> bool:
     """A stop or destroy of a machine that is already stopped, destroyed or forgotten."""
     return _machine_missing(exc) or exc.status == 412
+
+
+if TYPE_CHECKING:
+
+    def _capabilities(b: FlyBackend) -> tuple[RateLimited, BackgroundLaunches, Restartable]:
+        return b, b, b  # mypy checks that FlyBackend has each optional capability

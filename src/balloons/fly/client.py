@@ -1,8 +1,7 @@
 """A small client of the Fly Machines REST API: auth, rate limits, retries, clear errors.
 
-:class:`FlyClient` sends one logical request, sync (``httpx.Client``) or async
-(``httpx.AsyncClient``), and either returns the decoded JSON answer or raises
-:class:`~balloons.errors.FlyAPIError`. Around each try it:
+:class:`FlyClient` sends one logical request (``httpx.Client``) and either returns the
+decoded JSON answer or raises :class:`~balloons.errors.FlyAPIError`. Around each try it:
 
 * waits for the shared :class:`~balloons.fly.ratelimit.RateLimiter`;
 * retries, with exponential back-off and jitter (:class:`RetryPolicy`), what was certainly
@@ -22,13 +21,11 @@ never imports this module.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import random
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,10 +153,10 @@ def explain(status: int, error: str, method: str, path: str) -> str:
 class FlyClient:
     """Requests to the Machines API at ``base_url`` with ``token``.
 
-    ``http``/``async_http``: the httpx clients to send with (made on first use when not
-    given; an async one per event loop). ``limiter``: shared by everything that uses this
-    client (default Fly's documented limits). ``retry``: a :class:`RetryPolicy`. ``rng`` and
-    ``sleep`` are injectable for tests. ``repr`` never shows the token.
+    ``http``: the httpx client to send with (made on first use when not given). ``limiter``:
+    shared by everything that uses this client (default Fly's documented limits). ``retry``: a
+    :class:`RetryPolicy`. ``rng`` and ``sleep`` are injectable for tests. ``repr`` never shows
+    the token.
     """
 
     def __init__(
@@ -168,27 +165,20 @@ class FlyClient:
         token: str,
         *,
         http: httpx.Client | None = None,
-        async_http: httpx.AsyncClient | None = None,
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = auth_header(token)
         self._http = http
         self._own_http = http is None
-        self._given_async = async_http
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
         self.limiter = limiter or RateLimiter()
         self.retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._sleep = sleep
-        self._async_sleep = async_sleep
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -204,29 +194,11 @@ class FlyClient:
                 )
             return self._http
 
-    def _async_http(self) -> httpx.AsyncClient:
-        if self._given_async is not None:
-            return self._given_async
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            client = self._async[loop] = httpx.AsyncClient(
-                timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-            )
-        return client
-
     def close(self) -> None:
         """Close the sync httpx client if this object made it."""
         if self._own_http and self._http is not None:
             self._http.close()
             self._http = None
-
-    async def aclose(self) -> None:
-        """Close the async httpx client of the running loop if this object made it."""
-        loop = asyncio.get_running_loop()
-        client = self._async.pop(loop, None)
-        if client is not None:
-            await client.aclose()
 
     # ---------------------------------------------------------------------- requests
     def request(
@@ -270,44 +242,6 @@ class FlyClient:
             if step.error is not None:
                 raise step.error
             self._sleep(step.delay)
-
-    async def request_async(
-        self,
-        method: str,
-        path: str,
-        *,
-        action: str,
-        scope: str,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        idempotent: bool | None = None,
-        recover: Callable[[], Awaitable[Any]] | None = None,
-    ) -> Any:
-        """:meth:`request` from asyncio, with an ``async`` ``recover``."""
-        idem = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
-        tries = 0
-        while True:
-            tries += 1
-            await self.limiter.acquire_async(action, scope)
-            try:
-                response = await self._async_http().request(
-                    method, self._url(path), json=json, params=params, headers=self._headers()
-                )
-            except httpx.TransportError as exc:
-                stats.count(action, None)
-                step = self._after_error(exc, method, path, tries, idem, recover is not None)
-            else:
-                stats.count(action, response.status_code)
-                step = self._after_response(response, method, path, tries, idem, recover)
-            if step.done:
-                return step.value
-            if step.recover and recover is not None:
-                found = await recover()
-                if found is not None:
-                    return found
-            if step.error is not None:
-                raise step.error
-            await self._async_sleep(step.delay)
 
     # ---------------------------------------------------------------------- decisions
     def _url(self, path: str) -> str:

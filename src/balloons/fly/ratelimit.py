@@ -1,12 +1,11 @@
-"""A client-side rate limiter for the Fly Machines API, shared by every thread and task.
+"""A client-side rate limiter for the Fly Machines API, shared by every thread.
 
 Fly limits requests per action and per identifier (the app for a create or a list, the
 machine for the rest): 1 request/s with bursts of 3, except Get Machine at 5/s with bursts of
 10 (Fly docs, "Working with the Machines API"). :class:`RateLimiter` keeps one token bucket
 per (action, identifier) with those limits. A request *reserves* a token and learns how long
 to wait before sending; a bucket may go into debt, so callers queue in reservation order and
-none starves. The same reservation serves a thread (:meth:`RateLimiter.acquire`) and an
-asyncio task (:meth:`RateLimiter.acquire_async`).
+none starves: a thread waits for its turn in :meth:`RateLimiter.acquire`.
 
 Fly counts a request when it arrives, and this side when it is reserved: between the two,
 threads, the GIL and the network add jitter, and a burst whose first request arrives late
@@ -18,7 +17,6 @@ makes the next ones look early. So each bucket leaves ``spare`` tokens of Fly's 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -72,7 +70,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets per (action, identifier); thread-safe, usable from asyncio too.
+    """Token buckets per (action, identifier); thread-safe.
 
     ``limits`` overrides the limit of given actions (default :data:`FLY_LIMITS`), ``default``
     applies to the others; ``headroom`` and ``spare`` are the safety margins described in the
@@ -134,13 +132,6 @@ class RateLimiter:
         delay = self.reserve(action, scope)
         if delay > 0:
             self._sleep(delay)
-        return delay
-
-    async def acquire_async(self, action: str, scope: str) -> float:
-        """:meth:`acquire` for asyncio: the task sleeps, the event loop does not."""
-        delay = self.reserve(action, scope)
-        if delay > 0:
-            await asyncio.sleep(delay)
         return delay
 
     def _prune(self, now: float) -> None:

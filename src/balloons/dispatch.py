@@ -1,0 +1,404 @@
+"""``Dispatcher``: submit, place, launch, standby and cancel, for one :class:`~balloons.App`.
+
+``task.submit()`` comes here: the arguments are serialized and signed with the payload, one
+``SUBMIT`` script stores and places the job, and when it got a new slot its machine is
+launched (now, or from the app's :class:`~balloons.launcher.Launcher` when the backend's launch
+is a remote call or would wait for a rate limit). A pool with standby machines launches
+through ``PICK_MACHINE``: a stopped machine is started, else one is created. ``app.cancel()``
+and the supervisor's floor launches come here too.
+
+Loaded on an app's first submit: a machine that only runs jobs never imports it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from .errors import ConfigError, JobNotFound, SerializationError, StoreError
+from .ids import ulid
+from .job import Job, job_keys
+from .keys import JobKeys
+from .launcher import Launch, SlotLauncher
+from .serialize import dumps_call
+from .signing import sign, verify
+from .task import DEFAULT_TIMEOUT, TaskOptions, check_priority
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .app import App
+    from .pools import Pool
+    from .status import MachineSpec
+    from .store import SubmitRequest
+    from .task import Task
+
+R = TypeVar("R")
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per submit
+_SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
+#: Longest grace a cancel gives a running job before its machine is stopped.
+MAX_GRACE = 24 * 3600.0
+
+
+class Placed(NamedTuple):
+    """Where ``SUBMIT`` put a job (its reply, decoded by :func:`placed`)."""
+
+    #: 1: stored; 2: ``_key`` named an existing job (``ulid`` is its id's); else the id exists.
+    code: int
+    #: ``launch`` (a new slot: ``ulid``, ``attempt``, ``cpus``, ``memory_mb`` name its
+    #: machine), ``warm``, ``queued``, ``delayed``, or ``existing``.
+    where: str
+    ulid: str = ""
+    attempt: int = 0
+    cpus: int = 0
+    memory_mb: int = 0
+
+
+def placed(reply: list[Any]) -> Placed:
+    """The ``SUBMIT`` script's reply: ``{1, where, slot, ulid, attempt, cpus, mem}`` for a
+    launch, ``{1, where, ...}`` else, ``{2, ulid}`` for an existing job, ``{0}``."""
+    code = reply[0]
+    if code == 2:
+        return Placed(2, "existing", _text(reply[1]))
+    if code != 1:
+        return Placed(code, "")
+    where = reply[1]
+    if where != b"launch" and where != "launch":
+        found = _PLACED.get(where) if isinstance(where, bytes) else None
+        return found if found is not None else Placed(1, _text(where))
+    return Placed(1, "launch", _text(reply[3]), int(reply[4]), int(reply[5]), int(reply[6]))
+
+
+# The replies that name no machine, decoded once (the submit path is hot).
+_PLACED = {w: Placed(1, w.decode()) for w in (b"queued", b"warm", b"delayed")}
+
+
+class Dispatcher:
+    """Submits an app's jobs, launches their machines and cancels them (one per app:
+    ``app.dispatcher``)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.slots = SlotLauncher(app)
+        # (id(task), id(options)) -> (task, options, (cpus, memory_mb, main), payload head)
+        self._heads: dict[tuple[int, int], tuple[Any, TaskOptions, tuple[Any, ...], str]] = {}
+
+    # ----------------------------------------------------------------- submit
+    def submit(
+        self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job[R]:
+        jk, req = self.submit_args(task, opts, args, kwargs)
+        reply_of = self.app.store.submit_start(jk, req)
+        try:
+            # While Redis places the job: the machine it most likely gets (a new slot for its
+            # first attempt), so that only the launch itself is left once the reply is in.
+            spec = self.slots.spec(jk.pool.pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout)
+        finally:
+            got = placed(reply_of())
+        job, launch = self.after_submit(jk, opts, got)
+        _submitted(job, task.name, got.where, req.created)
+        if launch is not None:
+            self.slots.launch(
+                launch, spec if launch.ulid == jk.ulid and launch.attempt == 1 else None
+            )
+        return job
+
+    async def submit_async(
+        self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job[R]:
+        jk, req = self.submit_args(task, opts, args, kwargs)
+        got = placed(await self.app.store.submit_async(jk, req))
+        job, launch = self.after_submit(jk, opts, got)
+        _submitted(job, task.name, got.where, req.created)
+        if launch is not None:
+            import asyncio
+
+            await asyncio.to_thread(self.slots.launch, launch)
+        return job
+
+    def submit_args(
+        self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[JobKeys, SubmitRequest]:
+        """The job's keys and its ``SUBMIT`` request: arguments serialized and size-checked,
+        the payload signed with them, the per-call options (``_delay``, ``_at``, ``_key``,
+        ``_priority``) taken out of ``kwargs`` and checked."""
+        extra = {k: kwargs.pop(k) for k in _SUBMIT_KWARGS if k in kwargs} if kwargs else {}
+        jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
+        pool = self.app.get_pool(opts.pool)
+        ttl = self.app.settings.record_ttl
+        due = _due(extra.get("_delay"), extra.get("_at"), now, ttl) if extra else ""
+        key = extra.get("_key")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigError(f"_key must be a non-empty string, got {key!r}")
+        priority = extra.get("_priority", opts.priority)
+        if priority is not opts.priority:  # the task's own was checked with its options
+            check_priority("_priority", priority)
+        req = _submit_request()(
+            payload=payload,
+            args=data,
+            sig=sig,
+            created=now,
+            ttl=ttl,
+            pool_config=pool.redis_config(),
+            due=due,
+            priority=priority,
+            cpus=opts.cpus or pool.cpus,
+            memory_mb=opts.memory_mb or pool.memory_mb,
+            key_digest=hashlib.sha256(key.encode()).hexdigest()[:32] if key else "",
+        )
+        return jk, req
+
+    def after_submit(
+        self, jk: JobKeys, opts: TaskOptions, got: Placed
+    ) -> tuple[Job[Any], Launch | None]:
+        """The job's handle from where ``SUBMIT`` placed it, and its machine's launch if it
+        got a new slot."""
+        if got.code == 2:
+            job: Job[Any] = Job(self.app, f"{jk.pool.pool}.{got.ulid}")
+        elif got.code != 1:
+            raise StoreError(f"job id {jk.job_id} already exists")
+        else:
+            job = Job(self.app, jk.job_id, jk)
+        if got.where != "launch":
+            return job, None
+        return job, Launch(
+            jk.pool.pool,
+            got.ulid,
+            got.attempt,
+            got.cpus,
+            got.memory_mb,
+            opts.timeout if got.ulid == jk.ulid else DEFAULT_TIMEOUT,
+            self.app.get_pool(jk.pool.pool).standby > 0,
+        )
+
+    def resubmit(self, job_id: str) -> Job[Any]:
+        """A new job running the same task with the same options and arguments as
+        ``job_id``, its stored arguments reused as they are once its signature verifies."""
+        app = self.app
+        old = job_keys(app.settings.namespace, job_id)
+        rec = app.store.record(old)
+        if not rec:
+            raise JobNotFound(job_id)
+        payload, data = rec.get("payload", b""), rec.get("args", b"")
+        if not verify(app.secret.encode(), payload, data, rec.get("sig", b"")):
+            raise StoreError(
+                f"the record of job {job_id} does not verify with this app's secret: "
+                "refusing to retry it"
+            )
+        p = json.loads(payload)
+        opts = TaskOptions(
+            cpus=p["cpus"], memory_mb=p["memory_mb"], timeout=p["timeout"], pool=old.pool.pool
+        )
+        now = time.time()
+        new = JobKeys.of(app.settings.namespace, f"{opts.pool}.{ulid(now)}")
+        fields = {"id": new.job_id, "created": now, "ttl": app.settings.record_ttl}
+        body = json.dumps({**p, **fields}, separators=(",", ":")).encode()
+        req = _submit_request()(
+            payload=body,
+            args=data,
+            sig=sign(app.secret.encode(), body, data),
+            created=now,
+            ttl=app.settings.record_ttl,
+            pool_config=app.get_pool(opts.pool).redis_config(),
+            due="",
+            priority=0,
+            cpus=int(p["cpus"]),
+            memory_mb=int(p["memory_mb"]),
+            key_digest="",
+        )
+        job, launch = self.after_submit(new, opts, placed(app.store.submit(new, req)))
+        if launch is not None:
+            self.slots.launch(launch)
+        return job
+
+    def _prepare(
+        self, task: Task[Any, Any], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[JobKeys, bytes, bytes, str, float]:
+        app = self.app
+        data = dumps_call(app.serializer, args, kwargs)
+        limit = app.settings.max_arg_bytes
+        if len(data) > limit:
+            raise SerializationError(
+                f"the arguments of {task.name} are {len(data):,} bytes serialized, over the "
+                f"limit of {limit:,} (max_arg_bytes): pass a reference "
+                "(a URL, a key) instead of the data"
+            )
+        pool = app.get_pool(opts.pool)
+        now = time.time()
+        jk = JobKeys.fresh(app.settings.namespace, opts.pool, ulid(now))
+        main_path = None
+        if task.name.startswith("__main__:"):
+            main = sys.modules.get("__main__")
+            main_file = getattr(main, "__file__", None)
+            if not main_file:
+                raise ConfigError(
+                    f"task {task.name} lives in an interactive __main__ with no file: "
+                    "define it in a module or a script file"
+                )
+            main_path = os.path.abspath(main_file)
+        head = self._payload_head(task, opts, pool, main_path)
+        payload = f'{head},"id":"{jk.job_id}","created":{now!r}}}'.encode()
+        sig = sign(app.secret.encode(), payload, data)
+        return jk, payload, data, sig, now
+
+    def _payload_head(
+        self, task: Task[Any, Any], opts: TaskOptions, pool: Pool, main_path: str | None
+    ) -> str:
+        """The job payload's JSON without its closing brace and the two fields that change
+        with every job (``id``, ``created``): the same for every call of one task with one set
+        of options, so it is encoded once (the submit path is hot)."""
+        key = (id(task), id(opts))
+        hit = self._heads.get(key)
+        if (
+            hit is not None
+            and hit[0] is task
+            and hit[1] is opts
+            and hit[2] == (pool.cpus, pool.memory_mb, main_path)
+        ):
+            return hit[3]
+        head = _COMPACT.encode(
+            {
+                "v": 1,
+                "task": task.name,
+                "main": main_path,
+                "ser": self.app.serializer.name,
+                "timeout": opts.timeout,
+                "memory_mb": opts.memory_mb or pool.memory_mb,
+                "cpus": opts.cpus or pool.cpus,
+                "retries": opts.retries,
+                "backoff": opts.retry_backoff,
+                "backoff_max": opts.retry_backoff_max,
+                "mem_factor": opts.retry_memory_factor,
+                "mem_max": opts.retry_memory_max,
+                # How long the record may be run: a worker refuses it later (a replay).
+                "ttl": self.app.settings.record_ttl,
+                **self._cost_cap(opts, pool),
+            }
+        )[:-1]
+        if len(self._heads) >= 256:  # per-call options() make new options objects
+            self._heads.clear()
+        self._heads[key] = (task, opts, (pool.cpus, pool.memory_mb, main_path), head)
+        return head
+
+    def _cost_cap(self, opts: TaskOptions, pool: Pool) -> dict[str, float]:
+        """The payload fields a worker needs to enforce ``max_cost``: the cap and the price
+        per second of the job's machine, so the machine needs no price table."""
+        if opts.max_cost is None:
+            return {}
+        rate = self.app.prices.per_second(opts.cpus or pool.cpus, opts.memory_mb or pool.memory_mb)
+        return {"max_cost": float(opts.max_cost), "usd_per_s": rate}
+
+    # ----------------------------------------------------------------- cancel
+    def cancel(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
+        """See :meth:`balloons.App.cancel`."""
+        from .config import check_seconds
+
+        check_seconds("grace", grace, 0, MAX_GRACE)
+        jk = job_keys(self.app.settings.namespace, job_id)
+        prev, slot, _machine = self.app.store.cancel(jk)
+        if prev is None:
+            return False
+        if prev in ("RUNNING", "STARTING") and slot:
+            if wait:
+                self._stop_if_still(jk, slot, grace)
+            else:
+                threading.Thread(
+                    target=self._stop_if_still, args=(jk, slot, grace), daemon=True
+                ).start()
+        return True
+
+    def _stop_if_still(self, jk: JobKeys, slot: str, grace: float) -> None:
+        """Wait up to ``grace`` for the worker to leave the cancelled job, then stop its
+        machine if it has not."""
+        import contextlib
+
+        deadline = time.monotonic() + grace
+        with contextlib.suppress(Exception):
+            while True:
+                info = self.app.store.slot_info(jk.pool, slot)
+                if not info or info.get("job") != jk.ulid:
+                    return
+                if time.monotonic() >= deadline:
+                    if info.get("machine"):
+                        self.app.backend.stop(str(info["machine"]))
+                    return
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def launch_slot(self, launch: Launch, spec: MachineSpec | None = None) -> bool:
+        """See :meth:`SlotLauncher.launch_slot <balloons.launcher.SlotLauncher.launch_slot>`."""
+        return self.slots.launch_slot(launch, spec)
+
+    def launch_standby(self, launch: Launch, *, background: bool) -> bool:
+        """See :meth:`SlotLauncher.launch_standby
+        <balloons.launcher.SlotLauncher.launch_standby>`."""
+        return self.slots.launch_standby(launch, background=background)
+
+    def close(self) -> None:
+        """Make the launches still waiting for a rate limit."""
+        self.slots.close()
+
+
+def _submitted(job: Job[Any], task: str, where: str, created: float) -> None:
+    events = _events()
+    if events.enabled():
+        submit_s = time.time() - created
+        events.emit("submitted", job=job.id, task=task, placed=where, submit_s=submit_s)
+
+
+def _due(delay: Any, at: Any, now: float, ttl: int) -> str:
+    """SUBMIT's due time: ``''`` (now), ``+SECONDS`` (``_delay``, counted from the Redis
+    server's clock) or ``_at``'s epoch time (the server runs it at once when that has passed).
+    It must fall due within the record TTL, which its record would not outlive."""
+    if delay is not None and at is not None:
+        raise ConfigError("pass _delay or _at, not both")
+    if delay is not None:
+        from .config import seconds_in
+
+        if not seconds_in(delay, 0, ttl):
+            raise ConfigError(
+                f"_delay must be a number of seconds from 0 to the record TTL ({ttl} s, "
+                f"record_ttl), got {delay!r}"
+            )
+        return f"+{float(delay)!r}" if delay > 0 else ""
+    if at is not None:
+        import datetime as dt
+
+        if not isinstance(at, dt.datetime):
+            raise ConfigError(f"_at must be a datetime, got {at!r}")
+        if at.tzinfo is None:
+            raise ConfigError(f"_at must be timezone-aware (for example UTC), got {at!r}")
+        ts = at.timestamp()
+        if ts > now + ttl:
+            raise ConfigError(
+                f"_at must be within the record TTL ({ttl} s from now, record_ttl), got {at!r}"
+            )
+        return repr(ts)
+    return ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.cache
+def _events() -> ModuleType:
+    """Lifecycle events (they import logging): loaded on first use, then one call away on
+    the submit path rather than an import statement."""
+    from . import events
+
+    return events
+
+
+@functools.cache
+def _submit_request() -> type[SubmitRequest]:
+    """The store (redis-py) is not on a machine's start-up path: imported on first submit."""
+    from .store import SubmitRequest
+
+    return SubmitRequest
