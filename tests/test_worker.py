@@ -180,7 +180,7 @@ def test_altered_record_fails_with_signature_invalid(
 def test_a_worker_with_another_secret_refuses(held, redis_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     app, backend = held
     job = bound(app, tasks.touch).submit(str(tmp_path / "ran"))
-    out = run_worker(backend.specs[0].env, redis_url, "not-the-secret")
+    out = run_worker(backend.specs[0].env, redis_url, "not-the-secret-" + "0" * 32)
     assert out.returncode == EXIT_REFUSED
     assert not (tmp_path / "ran").exists()
     # What that worker recorded is sealed with its own secret: the app does not trust it, and
@@ -265,6 +265,22 @@ def test_worker_started_wrongly_says_why(redis_url, secret, env, message) -> Non
     assert out.returncode == EXIT_USAGE
     assert message in out.stderr
     assert secret not in out.stderr
+
+
+@pytest.mark.parametrize("short", ["q9", "s3cret", "x" * 31, "\u00e9" * 15 + "x"])  # 31 bytes
+def test_a_worker_refuses_a_signing_key_shorter_than_32_bytes(
+    held, redis_url, r, short: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Whoever launched it, a machine given a short key (one that can be guessed, and so
+    forged with) runs nothing: it says what it expected, never the key, and exits as for any
+    other configuration error, leaving the job untouched."""
+    app, backend = held
+    job = bound(app, tasks.add).submit(1, 2)
+    out = run_worker(backend.specs[0].env, redis_url, short)
+    assert out.returncode == EXIT_USAGE, out.stderr
+    assert "BALLOONS_SECRET" in out.stderr and "expected at least 32 bytes" in out.stderr
+    assert short not in out.stderr
+    assert job.status() is JobStatus.STARTING  # not claimed, not run
 
 
 def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ import time
 
 from . import lua, registry
 from .capture import LogCapture
+from .config import check_secret
 from .errors import ConfigError, SerializationError, StoreError, WorkerError
 from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE, PoolKeys, script_keys, slot_job, split_job_id
@@ -130,6 +131,10 @@ class Handoff(Frozen):
                 "usage",
                 "BALLOONS_SECRET is not set: the worker needs the app's signing key to verify jobs",
             )
+        try:
+            check_secret(secret, "BALLOONS_SECRET")  # a short key is guessed: refused here too
+        except ConfigError as exc:
+            raise WorkerError("usage", str(exc)) from None
         return cls(
             job_id=job_id,
             attempt=int(attempt),
