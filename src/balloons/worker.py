@@ -372,11 +372,28 @@ class Worker:
             # Wait for a wake-up token (a job handed to an idle machine), never long, so that
             # delayed jobs falling due are seen too.
             _unwatch()  # idle: no job to end
+            # A TAKE rides behind the wait, run by Redis as soon as the wait ends: a woken
+            # machine has its job without another round trip.
+            took: Any = None
             try:
-                self.client.execute("BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}")
-            except (StoreError, RespError):
+                woke, took = self.client.pipeline(
+                    [
+                        ["BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}"],
+                        _evalsha(
+                            lua.TAKE,
+                            script_keys(self.pk),
+                            [self.pk.tag, time.time(), *self._take_args("take")],
+                        ),
+                    ]
+                )
+                failed = isinstance(woke, RespError)
+            except StoreError:
+                failed = True
+            if failed:
                 time.sleep(min(left, 0.5))  # TAKE rides out the outage
             mode = "take" if time.monotonic() < idle_until else "release"
+            if isinstance(took, list) and took and (took[0] == 1 or mode == "take"):
+                self.next_take = took  # else its idle time is up: run() gives the slot back
         _unwatch()  # no job left to end
         self.stop = True
         self.capture.close()
