@@ -460,6 +460,25 @@ def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
     assert r.zcard(pk.slots) == 0  # its slot given back (or already taken away)
 
 
+def test_an_idle_machine_outlives_the_watchdog_of_its_last_job() -> None:
+    """Between jobs the watchdog stays armed only while an idle wait cannot reach its time: a
+    warm machine idle well past its last job's deadline and grace is not ended by it, and takes
+    the next job."""
+    app = tasks.app
+    app.pool("longidle", max_machines=1, idle_timeout=20, heartbeat=0.5)
+    opts = balloons.TaskOptions(pool="longidle", timeout=1)
+    task = balloons.Task(app, tasks.add.fn, tasks.add.name, opts)
+    first = task.submit(1, 1)
+    assert first.result(timeout=30) == 2
+    # Its watchdog would end the machine 1 s (timeout) + 6.5 s (grace) + 1 s (slack) after
+    # the job began.
+    time.sleep(10)
+    second = task.submit(2, 2)
+    assert second.result(timeout=30) == 4
+    ran_first, ran_second = first.info().attempts[-1], second.info().attempts[-1]
+    assert ran_second.warm and ran_second.machine_id == ran_first.machine_id
+
+
 def test_the_watchdog_is_armed_once_for_the_jobs_that_fit_its_window() -> None:
     """Arming starts a thread and disarming joins one: a warm machine's jobs share an arming
     whose time suits each of them (not before its deadline's grace, at most ``slack`` after)."""

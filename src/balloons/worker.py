@@ -371,14 +371,19 @@ class Worker:
                 continue
             # Wait for a wake-up token (a job handed to an idle machine), never long, so that
             # delayed jobs falling due are seen too.
-            _unwatch()  # idle: no job to end
+            # Idle: no job to end. The watchdog stays armed for the next job (arming starts a
+            # thread) unless this wait, or a reply overdue by the client's timeout, could
+            # reach its time.
+            wait, limit = min(left, 5.0), self.client.timeout
+            if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
+                _unwatch()
             # A TAKE rides behind the wait, run by Redis as soon as the wait ends: a woken
             # machine has its job without another round trip.
             took: Any = None
             try:
                 woke, took = self.client.pipeline(
                     [
-                        ["BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}"],
+                        ["BLPOP", self.pk.wake, f"{wait:.3f}"],
                         _evalsha(
                             lua.TAKE,
                             script_keys(self.pk),
@@ -688,8 +693,9 @@ def _watch(until: float, slack: float) -> None:
     """Have the watchdog end this process no earlier than ``until`` (monotonic) and no later
     than ``until + slack``. It is re-armed only when its time falls outside that window: arming
     starts a thread and disarming joins it (about 30 µs), so a warm machine's short jobs share
-    one arming rather than each paying for theirs. It is disarmed while nothing could hold the
-    interpreter past a deadline (:func:`_unwatch`)."""
+    one arming rather than each paying for theirs, idle waits between them included (those that
+    could reach its time disarm it). It is disarmed while nothing could hold the interpreter past
+    a deadline (:func:`_unwatch`)."""
     at = _WATCHDOG_AT[0]
     if until <= at <= until + slack:
         return
