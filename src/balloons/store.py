@@ -702,35 +702,6 @@ class Store:
                 return False  # a read timeout at the edge of the block: the caller re-reads
         return got is not None
 
-    def wait_record(self, jk: JobKeys, timeout: float) -> dict[str, bytes] | None:
-        """:meth:`wait_done`, then the job's record, in one round trip: Redis runs the
-        ``HGETALL`` sent behind the ``BLMOVE`` as soon as the done token wakes it. The record
-        once woken; None when nothing woke it within ``timeout``."""
-        import redis as redis_mod
-
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
-            pipe.hgetall(jk.job)
-            try:
-                got, rec = pipe.execute()
-            except redis_mod.TimeoutError:
-                return None  # a read timeout at the edge of the block: the caller re-reads
-        return _decode(rec) if got is not None else None
-
-    async def wait_record_async(self, jk: JobKeys, timeout: float) -> dict[str, bytes] | None:
-        import redis as redis_mod
-
-        with self.errors():
-            pipe = self.aredis.pipeline(transaction=False)
-            pipe.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
-            pipe.hgetall(jk.job)
-            try:
-                got, rec = await pipe.execute()
-            except redis_mod.TimeoutError:
-                return None
-        return _decode(rec) if got is not None else None
-
     async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
         import redis as redis_mod
 
