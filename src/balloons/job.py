@@ -87,17 +87,19 @@ class Job(Generic[R]):
         """
         store = self.app.store
         deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
+        rec = store.record(self._keys)
         while True:
-            rec = store.record(self._keys)
             done = self._outcome(rec)
             if done is not None:
                 return self._unwrap(rec, done)
             left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
             if left <= 0:
                 raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
-            if not store.wait_done(self._keys, _block(rec, left)):
+            woken = store.wait_record(self._keys, _block(rec, left))
+            if woken is None:
                 # Nothing for a while: make sure the job's machine is not dead without a word.
                 self.app.check_lapsed(self._keys)
+            rec = store.record(self._keys) if woken is None else woken
 
     async def result_async(self, timeout: float | None = None) -> R:
         store = self.app.store
