@@ -122,6 +122,24 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def machine_pids(backend: balloons.LocalBackend) -> list[int]:
+    """The processes of ``backend``'s running machines: its fork server's children (Linux's
+    ``/proc``; empty where there is none)."""
+    fs = forkserver_pid(backend)
+    pids: list[int] = []
+    for path in Path(f"/proc/{fs}/task").glob("*/children") if fs else []:
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in path.read_text().split()]
+    return pids
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def shutdown_local(backend: balloons.LocalBackend) -> None:
     """Ask the fork server to exit and wait for it; kill it if it lingers."""
     pid = forkserver_pid(backend)

@@ -14,7 +14,9 @@ the systems take turns job by job. Ratios are against Celery.
     .venv/bin/python bench/warm_latency.py [--n 300] [--warmup 20] [--celery-c 1] [--profile]
 
 ``--profile`` adds the client's split (submit vs waiting for the result) and Valkey's own
-work per balloons job (``INFO commandstats``).
+work per balloons job (``INFO commandstats``). Every run prints the CPU time a balloons job
+costs each side: the client's (``time.process_time`` around its submit and result) and the
+machine's (its process's, from ``/proc``, over the measured jobs).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import _balloons_tasks
 from _common import (
     SECRET,
     header,
+    machine_pids,
     machines_of,
     ms,
     p95,
+    process_cpu,
     server_profile,
     shutdown_local,
     stop_machines,
@@ -59,13 +63,15 @@ class BalloonsWarm:
         self.task = self.app.task(timeout=60, pool=POOL)(_balloons_tasks.noop.fn)
         self.jobs: list[balloons.Job[None]] = []
         self.split: list[tuple[float, float]] = []  # (submit, wait for the result)
+        self.cpu = 0.0  # the client's CPU seconds in its submits and results
 
     def one(self) -> None:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         job = self.task.submit()
         t1 = time.perf_counter()
         job.result(timeout=60)
         self.split.append((t1 - t0, time.perf_counter() - t1))
+        self.cpu += time.process_time() - c0
         self.jobs.append(job)
 
     def close(self) -> None:
@@ -114,12 +120,17 @@ def main() -> int:
             raise RuntimeError(f"expected one warm machine before measuring, found {stats}")
         warm_machines, _ = machines_of(bal.jobs[-1:])
         bal.jobs.clear(), bal.split.clear()
+        bal.cpu = 0.0
+        pids = machine_pids(bal.backend)
+        machine_cpu = process_cpu(pids[0]) if len(pids) == 1 else None
         samples: dict[str, list[float]] = {label: [] for label in runners}
         for _ in range(args.n):
             for label, run in runners.items():
                 t0 = time.perf_counter()
                 run()
                 samples[label].append(time.perf_counter() - t0)
+        if machine_cpu is not None:
+            machine_cpu = process_cpu(pids[0]) - machine_cpu
         machines, retries = machines_of(bal.jobs)
         cold = sum(1 for j in bal.jobs for a in j.info().attempts if not a.warm)
         if args.profile:
@@ -150,6 +161,11 @@ def main() -> int:
         f"machines that ran the measured jobs: {len(machines)} "
         f"(the warm one: {machines == warm_machines}), attempts not taken warm: {cold}, "
         f"retries: {retries}"
+    )
+    machine = f"{machine_cpu / args.n * 1e6:.0f} us" if machine_cpu is not None else "unknown"
+    print(
+        f"balloons CPU per job: client {bal.cpu / args.n * 1e6:.0f} us (submit and result), "
+        f"machine {machine} (its process, idle waits included)"
     )
     bm = statistics.median(samples[bal.label])
     verdict = "met" if bm <= base else "NOT met"

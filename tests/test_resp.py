@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from balloons import resp
 from balloons.resp import Redirect, RespClient, RespError, _Incomplete, _parse, _simple_url, _url
+from balloons.states import JobStatus
+from tests.authvalkey import AuthValkey
 
 REPLY = b"*6\r\n:1\r\n$6\r\nlaunch\r\n$-1\r\n*2\r\n+OK\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n"  # nested
 
@@ -48,6 +53,61 @@ def test_a_single_server_is_never_routed(redis_url: str) -> None:
         client.execute("HGET", "k", "f")
     assert client._routes is None
     client.close()
+
+
+def _plain(commands: list[list[object]]) -> bytes:
+    """RESP arrays of bulk strings, written out the long way."""
+    out = b""
+    for cmd in commands:
+        out += b"*%d\r\n" % len(cmd)
+        for arg in cmd:
+            raw = arg if isinstance(arg, bytes) else str(arg).encode()
+            out += b"$%d\r\n" % len(raw) + raw + b"\r\n"
+    return out
+
+
+ARG = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=200),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.sampled_from([*JobStatus, 1, 1.0, True, "1", b"1"]),  # equal keys, each its own bytes
+)
+
+
+@given(st.lists(st.lists(ARG, min_size=1, max_size=8), min_size=1, max_size=4))
+@settings(max_examples=500, deadline=None)
+def test_commands_encode_alike_however_often_their_strings_were_sent(
+    commands: list[list[object]],
+) -> None:
+    expected = _plain(commands)
+    assert resp._encode(commands) == expected  # first time
+    assert resp._encode(commands) == expected  # from what was kept
+    assert resp._encode(commands, memo=False) == expected
+
+
+def test_what_encoding_keeps_stays_bounded() -> None:
+    for i in range(resp._MEMO_SIZE + 10):
+        resp._encode([["GET", f"key:{i}"]])
+        assert len(resp._MEMO) <= resp._MEMO_SIZE
+    resp._encode([["SET", "k", "x" * (resp._MEMO_CHARS + 1)]])
+    assert "x" * (resp._MEMO_CHARS + 1) not in resp._MEMO
+    assert resp._encode([["GET", "key:3"]]) == _plain([["GET", "key:3"]])
+
+
+def test_the_password_of_a_connection_is_not_kept_by_encoding(tmp_path: Path) -> None:
+    password = "kept-nowhere-" + "93b1e0"
+    server = AuthValkey(tmp_path / "valkey", password, [("reader", password + "-user")])
+    server.start()
+    try:
+        for url in (server.url, f"redis://reader:{password}-user@127.0.0.1:{server.port}"):
+            client = RespClient(url)
+            assert client.execute("PING") == b"PONG"
+            client.close()
+    finally:
+        server.stop()
+    kept = b"".join(resp._MEMO.values()) + "".join(resp._MEMO).encode()
+    assert password.encode() not in kept
 
 
 def test_an_unknown_reply_kind_is_an_error() -> None:

@@ -196,3 +196,21 @@ def test_only_plain_connections_without_a_timeout_spin(redis_url: str, secret: s
     (client,) = app.store._idle
     assert client.spin == SUBMIT_SPIN_S
     app.close()
+
+
+def test_a_wait_on_a_result_reads_the_record_in_the_same_round_trip(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """The ``HGETALL`` behind the ``BLMOVE``: None while nothing wakes the waiter, the record
+    once the done token is there (for every waiter: it stays), on one connection reused."""
+    store = Store(redis_url, "balloons")
+    jk = JobKeys.of("balloons", "default.01jd3x9k2m8vq4t7w0c5r6y1zh")
+    r.hset(jk.job, mapping={"status": "RUNNING"})
+    assert store.wait_record(jk, 0.05) is None
+    r.hset(jk.job, mapping={"status": "SUCCEEDED", "result": b"\xff\x00"})
+    r.lpush(jk.done, "1")
+    for _ in range(2):
+        assert store.wait_record(jk, 1.0) == {"status": b"SUCCEEDED", "result": b"\xff\x00"}
+    assert len(store._waiting) == 1
+    store.close()
+    assert store._waiting == []

@@ -180,7 +180,7 @@ def test_altered_record_fails_with_signature_invalid(
 def test_a_worker_with_another_secret_refuses(held, redis_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     app, backend = held
     job = bound(app, tasks.touch).submit(str(tmp_path / "ran"))
-    out = run_worker(backend.specs[0].env, redis_url, "not-the-secret")
+    out = run_worker(backend.specs[0].env, redis_url, "not-the-secret-" + "0" * 32)
     assert out.returncode == EXIT_REFUSED
     assert not (tmp_path / "ran").exists()
     # What that worker recorded is sealed with its own secret: the app does not trust it, and
@@ -265,6 +265,22 @@ def test_worker_started_wrongly_says_why(redis_url, secret, env, message) -> Non
     assert out.returncode == EXIT_USAGE
     assert message in out.stderr
     assert secret not in out.stderr
+
+
+@pytest.mark.parametrize("short", ["q9", "s3cret", "x" * 31, "\u00e9" * 15 + "x"])  # 31 bytes
+def test_a_worker_refuses_a_signing_key_shorter_than_32_bytes(
+    held, redis_url, r, short: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Whoever launched it, a machine given a short key (one that can be guessed, and so
+    forged with) runs nothing: it says what it expected, never the key, and exits as for any
+    other configuration error, leaving the job untouched."""
+    app, backend = held
+    job = bound(app, tasks.add).submit(1, 2)
+    out = run_worker(backend.specs[0].env, redis_url, short)
+    assert out.returncode == EXIT_USAGE, out.stderr
+    assert "BALLOONS_SECRET" in out.stderr and "expected at least 32 bytes" in out.stderr
+    assert short not in out.stderr
+    assert job.status() is JobStatus.STARTING  # not claimed, not run
 
 
 def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-untyped-def]
@@ -442,6 +458,25 @@ def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
     assert f"stopped: {said}" in err
     assert "event=succeeded" not in err and "event=failed" not in err
     assert r.zcard(pk.slots) == 0  # its slot given back (or already taken away)
+
+
+def test_an_idle_machine_outlives_the_watchdog_of_its_last_job() -> None:
+    """Between jobs the watchdog stays armed only while an idle wait cannot reach its time: a
+    warm machine idle well past its last job's deadline and grace is not ended by it, and takes
+    the next job."""
+    app = tasks.app
+    app.pool("longidle", max_machines=1, idle_timeout=20, heartbeat=0.5)
+    opts = balloons.TaskOptions(pool="longidle", timeout=1)
+    task = balloons.Task(app, tasks.add.fn, tasks.add.name, opts)
+    first = task.submit(1, 1)
+    assert first.result(timeout=30) == 2
+    # Its watchdog would end the machine 1 s (timeout) + 6.5 s (grace) + 1 s (slack) after
+    # the job began.
+    time.sleep(10)
+    second = task.submit(2, 2)
+    assert second.result(timeout=30) == 4
+    ran_first, ran_second = first.info().attempts[-1], second.info().attempts[-1]
+    assert ran_second.warm and ran_second.machine_id == ran_first.machine_id
 
 
 def test_the_watchdog_is_armed_once_for_the_jobs_that_fit_its_window() -> None:

@@ -87,25 +87,28 @@ class Job(Generic[R]):
         """
         store = self.app.store
         deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
+        rec = store.record(self._keys)
         while True:
-            rec = store.record(self._keys)
             done = self._outcome(rec)
             if done is not None:
-                return self._unwrap(rec)
+                return self._unwrap(rec, done)
             left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
             if left <= 0:
                 raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
-            if not store.wait_done(self._keys, _block(rec, left)):
+            woken = store.wait_record(self._keys, _block(rec, left))
+            if woken is None:
                 # Nothing for a while: make sure the job's machine is not dead without a word.
                 self.app.check_lapsed(self._keys)
+            rec = store.record(self._keys) if woken is None else woken
 
     async def result_async(self, timeout: float | None = None) -> R:
         store = self.app.store
         deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
         while True:
             rec = await store.record_async(self._keys)
-            if self._outcome(rec) is not None:
-                return self._unwrap(rec)
+            done = self._outcome(rec)
+            if done is not None:
+                return self._unwrap(rec, done)
             left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
             if left <= 0:
                 raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
@@ -179,8 +182,8 @@ class Job(Generic[R]):
         st = _status(rec)
         return st if st.terminal else None
 
-    def _unwrap(self, rec: dict[str, bytes]) -> R:
-        st = _status(rec)
+    def _unwrap(self, rec: dict[str, bytes], st: JobStatus) -> R:
+        """The result of a record whose status, ``st`` (terminal), was read by :meth:`_outcome`."""
         _observed(self.id, st, rec)
         if st is JobStatus.INVALID:
             raise _record_invalid(self.id, rec)
@@ -202,6 +205,8 @@ class Job(Generic[R]):
 
 
 def _timeout(timeout: object) -> float:
+    if timeout.__class__ in (int, float) and 0 <= timeout <= MAX_WAIT:
+        return float(timeout)  # NaN fails the comparison
     from .config import check_seconds
 
     return check_seconds("timeout", timeout, 0, MAX_WAIT)
@@ -224,7 +229,14 @@ def job_keys(ns: str, job_id: str) -> JobKeys:
         raise JobNotFound(job_id, str(exc)) from None
 
 
+#: The statuses a job goes through, as stored: what nearly every record holds.
+_STATUSES = {s.value.encode(): s for s in JobStatus if s is not JobStatus.INVALID}
+
+
 def _status(rec: dict[str, bytes]) -> JobStatus:
+    st = _STATUSES.get(rec.get("status"))  # type: ignore[arg-type]
+    if st is not None:
+        return st
     from .store import read_status  # the store is not on a machine's start-up path
 
     return read_status(rec.get("status"))[0]
@@ -244,6 +256,9 @@ def _record_invalid(job_id: str, rec: dict[str, bytes]) -> JobFailed:
 
 def _observed(job_id: str, st: JobStatus, rec: dict[str, bytes]) -> None:
     from . import events
+
+    if not events.enabled():
+        return  # nothing would be logged: the line is not built
 
     def num(name: str) -> float:
         return number(rec.get(name), 0, 1e12) or 0.0

@@ -291,6 +291,7 @@ class Store:
         self.namespace = namespace
         self._key = key  # the app's signing key, read when first needed
         self._idle: list[RespClient] = []  # connections of the submit path, not in use
+        self._waiting: list[RespClient] = []  # connections of waits on results, not in use
         self._pid = os.getpid()
         self._listed: dict[str, float] = {}  # pool -> when a submit last added it to the set
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
@@ -702,6 +703,32 @@ class Store:
                 return False  # a read timeout at the edge of the block: the caller re-reads
         return got is not None
 
+    def wait_record(self, jk: JobKeys, timeout: float) -> dict[str, bytes] | None:
+        """:meth:`wait_done`, then the job's record, in one round trip: Redis runs the
+        ``HGETALL`` sent behind the ``BLMOVE`` as soon as the done token wakes it. The record
+        once woken; None when nothing woke it within ``timeout``. On a connection of balloons'
+        own RESP client (one per concurrent waiter), which costs less than redis-py's."""
+        if self._pid != os.getpid():  # forked: the idle connections belong to the parent
+            self._pid, self._idle, self._waiting = os.getpid(), [], []
+        try:
+            client = self._waiting.pop()
+        except IndexError:
+            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
+        wait = ["BLMOVE", jk.done, jk.done, "LEFT", "LEFT", f"{timeout:.3f}"]
+        try:
+            got, raw = client.pipeline([wait, ["HGETALL", jk.job]])
+        except BaseException:
+            client.close()  # whatever interrupted it may have left a reply unread
+            self._waiting.append(client)
+            raise
+        self._waiting.append(client)
+        for reply in (got, raw):
+            if isinstance(reply, RespError):
+                raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {reply}")
+        if got is None or not isinstance(raw, list):
+            return None
+        return {bytes(raw[i]).decode(): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+
     async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
         import redis as redis_mod
 
@@ -838,8 +865,8 @@ class Store:
         return out
 
     def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for client in idle:
+        idle, self._idle, waiting, self._waiting = self._idle, [], self._waiting, []
+        for client in (*idle, *waiting):
             client.close()
         if self._sync is not None:
             self._sync.close()

@@ -29,6 +29,7 @@ import time
 
 from . import lua, registry
 from .capture import LogCapture
+from .config import check_secret
 from .errors import ConfigError, SerializationError, StoreError, WorkerError
 from .frozen import Frozen
 from .keys import DEFAULT_NAMESPACE, PoolKeys, script_keys, slot_job, split_job_id
@@ -130,6 +131,10 @@ class Handoff(Frozen):
                 "usage",
                 "BALLOONS_SECRET is not set: the worker needs the app's signing key to verify jobs",
             )
+        try:
+            check_secret(secret, "BALLOONS_SECRET")  # a short key is guessed: refused here too
+        except ConfigError as exc:
+            raise WorkerError("usage", str(exc)) from None
         return cls(
             job_id=job_id,
             attempt=int(attempt),
@@ -366,12 +371,34 @@ class Worker:
                 continue
             # Wait for a wake-up token (a job handed to an idle machine), never long, so that
             # delayed jobs falling due are seen too.
-            _unwatch()  # idle: no job to end
+            # Idle: no job to end. The watchdog stays armed for the next job (arming starts a
+            # thread) unless this wait, or a reply overdue by the client's timeout, could
+            # reach its time.
+            wait, limit = min(left, 5.0), self.client.timeout
+            if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
+                _unwatch()
+            # A TAKE rides behind the wait, run by Redis as soon as the wait ends: a woken
+            # machine has its job without another round trip.
+            took: Any = None
             try:
-                self.client.execute("BLPOP", self.pk.wake, f"{min(left, 5.0):.3f}")
-            except (StoreError, RespError):
+                woke, took = self.client.pipeline(
+                    [
+                        ["BLPOP", self.pk.wake, f"{wait:.3f}"],
+                        _evalsha(
+                            lua.TAKE,
+                            script_keys(self.pk),
+                            [self.pk.tag, time.time(), *self._take_args("take")],
+                        ),
+                    ]
+                )
+                failed = isinstance(woke, RespError)
+            except StoreError:
+                failed = True
+            if failed:
                 time.sleep(min(left, 0.5))  # TAKE rides out the outage
             mode = "take" if time.monotonic() < idle_until else "release"
+            if isinstance(took, list) and took and (took[0] == 1 or mode == "take"):
+                self.next_take = took  # else its idle time is up: run() gives the slot back
         _unwatch()  # no job left to end
         self.stop = True
         self.capture.close()
@@ -666,8 +693,9 @@ def _watch(until: float, slack: float) -> None:
     """Have the watchdog end this process no earlier than ``until`` (monotonic) and no later
     than ``until + slack``. It is re-armed only when its time falls outside that window: arming
     starts a thread and disarming joins it (about 30 µs), so a warm machine's short jobs share
-    one arming rather than each paying for theirs. It is disarmed while nothing could hold the
-    interpreter past a deadline (:func:`_unwatch`)."""
+    one arming rather than each paying for theirs, idle waits between them included (those that
+    could reach its time disarm it). It is disarmed while nothing could hold the interpreter past
+    a deadline (:func:`_unwatch`)."""
     at = _WATCHDOG_AT[0]
     if until <= at <= until + slack:
         return
