@@ -21,11 +21,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from . import replies
 from .errors import ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job, job_keys
 from .keys import JobKeys
 from .launcher import Launch, SlotLauncher
+from .replies import Code, Submitted
 from .serialize import dumps_call
 from .signing import sign, verify
 from .task import DEFAULT_TIMEOUT, TaskOptions, check_priority
@@ -61,23 +63,23 @@ class Placed(NamedTuple):
     memory_mb: int = 0
 
 
-def placed(reply: list[Any]) -> Placed:
-    """The ``SUBMIT`` script's reply: ``{1, where, slot, ulid, attempt, cpus, mem}`` for a
-    launch, ``{1, where, ...}`` else, ``{2, ulid}`` for an existing job, ``{0}``."""
-    code = reply[0]
-    if code == 2:
-        return Placed(2, "existing", _text(reply[1]))
-    if code != 1:
-        return Placed(code, "")
-    where = reply[1]
-    if where != b"launch" and where != "launch":
-        found = _PLACED.get(where) if isinstance(where, bytes) else None
-        return found if found is not None else Placed(1, _text(where))
-    return Placed(1, "launch", _text(reply[3]), int(reply[4]), int(reply[5]), int(reply[6]))
+def placed(reply: Submitted | list[Any]) -> Placed:
+    """Where ``SUBMIT`` put a job, from its reply (decoded by :func:`balloons.replies.submit`
+    when it is not yet)."""
+    got = reply if isinstance(reply, Submitted) else replies.submit(reply)
+    if got.code is _EXISTING:
+        return Placed(2, "existing", got.existing)
+    grant = got.grant
+    if got.code is not _OK:
+        return Placed(int(got.code), "")
+    if grant is None:
+        return _PLACED.get(got.placed) or Placed(1, got.placed)
+    return Placed(1, "launch", grant.ulid, grant.attempt, grant.cpus, grant.memory_mb)
 
 
-# The replies that name no machine, decoded once (the submit path is hot).
-_PLACED = {w: Placed(1, w.decode()) for w in (b"queued", b"warm", b"delayed")}
+# The placements that name no machine, made once (the submit path is hot).
+_PLACED = {w: Placed(1, w) for w in ("queued", "warm", "delayed")}
+_OK, _EXISTING = Code.OK, Code.EXISTING
 
 
 class Dispatcher:
@@ -302,9 +304,10 @@ class Dispatcher:
 
         check_seconds("grace", grace, 0, MAX_GRACE)
         jk = job_keys(self.app.settings.namespace, job_id)
-        prev, slot, _machine = self.app.store.cancel(jk)
-        if prev is None:
+        got = self.app.store.cancel(jk)
+        if got.code is not Code.OK:
             return False
+        prev, slot = got.status, got.slot
         if prev in ("RUNNING", "STARTING") and slot:
             if wait:
                 self._stop_if_still(jk, slot, grace)
@@ -381,10 +384,6 @@ def _due(delay: Any, at: Any, now: float, ttl: int) -> str:
             )
         return repr(ts)
     return ""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @functools.cache

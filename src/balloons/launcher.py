@@ -27,9 +27,11 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from .errors import BackendError
+from . import replies
+from .errors import BackendError, StoreError
 from .ids import ulid
 from .keys import PoolKeys
+from .replies import Picked
 from .states import Reason
 from .task import DEFAULT_TIMEOUT
 
@@ -74,12 +76,16 @@ class Assigned(NamedTuple):
     memory_mb: int
 
 
-def assigned(got: list[str]) -> Assigned:
-    """``Store.assign``'s answer: ``[start, machine, ulid, cpus, mem]`` or ``[create, ulid,
-    cpus, mem]``."""
-    if got[0] == "create":
-        return Assigned("create", "", got[1], int(got[2]), int(got[3]))
-    return Assigned("start", got[1], got[2], int(got[3]), int(got[4]))
+def assigned(got: Picked | list[str]) -> Assigned:
+    """``PICK_MACHINE``'s reply, decoded by :func:`balloons.replies.pick_machine` (from the
+    words of ``Store.assign`` too: the reply after its code)."""
+    if not isinstance(got, Picked):
+        picked = replies.pick_machine([1, *got])
+        if picked is None:  # a code in the words: not what Store.assign gives
+            raise StoreError(f"no machine to launch in {got!r}")
+        got = picked
+    action = "start" if got.start else "create"
+    return Assigned(action, got.machine, got.own, got.cpus, got.memory_mb)
 
 
 class Wiring(Protocol):
@@ -181,7 +187,7 @@ class SlotLauncher:
                 attempt,
                 lost,
                 msg,
-                ("", ""),
+                None,
             )
             return False
         if events.enabled():
@@ -290,7 +296,7 @@ class SlotLauncher:
         events = _events()
         pool = launch.pool
         pk = PoolKeys(self.app.settings.namespace, pool)
-        reply = self.app.store.assign(pk, f"{launch.ulid}-{launch.attempt}", ulid())
+        reply = self.app.store.pick_machine(pk, f"{launch.ulid}-{launch.attempt}", ulid())
         if reply is None:
             return False
         got = assigned(reply)

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from . import lua
+from . import lua, replies
 from .ids import ulid
 from .keys import PoolKeys, gc_lock_key, machines_key
 from .status import MachineInfo
@@ -116,8 +116,8 @@ def _in_use(app: App, m: MachineInfo, now: float, min_age: float) -> bool:
         return True  # just launched: its slot may be on its way
     pk = PoolKeys(app.settings.namespace, m.pool or "")
     slot = m.detail.get("slot") or ""
-    kept, lease = app.store.eval(lua.MACHINE_WANTED, pk, m.id, slot or "-")
-    return bool(kept) or (bool(slot) and lease is not None)
+    wanted = replies.machine_wanted(app.store.eval(lua.MACHINE_WANTED, pk, m.id, slot or "-"))
+    return wanted.standby or (bool(slot) and wanted.lease is not None)
 
 
 def expire(app: App, now: float) -> None:

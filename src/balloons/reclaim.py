@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import lua
+from . import lua, replies
 from .keys import PoolKeys, slot_job
-from .retry import decide
+from .replies import Code, Lost
+from .retry import RetryPlan, decide, retry_argv
 from .signing import run_by, seal_error, sign_grant, verify
 from .status import MachineInfo, Reason, exit_reason
 
@@ -44,14 +45,15 @@ def end_slot(
     *,
     secret: bytes,
     only_if_expired: bool = False,
-) -> list[Any]:
+) -> Lost:
     """Free ``slot`` and end the attempt it runs (if any) with ``reason``; ``secret`` seals the
     error and a retry's grant.
 
-    Returns the LOST script's reply: ``[1, ulid, attempt, machine, ended]`` when the slot was
-    freed, ``[0]`` when there was nothing to do (already freed, or its lease was renewed).
+    Returns the LOST script's reply: code ``OK`` (with the job, attempt and machine the slot
+    held) when the slot was freed, ``NONE`` when there was nothing to do (already freed, or
+    its lease was renewed).
     """
-    reply: list[Any] = [0]
+    lost = replies.Lost(Code.NONE, "", 0, "", Code.NONE)
     now: float | None = None
     for _ in range(5):
         raw = execute("HGET", pk.slot, slot)
@@ -64,7 +66,7 @@ def end_slot(
         ulid = job if isinstance(job, str) else ""
         number = _number(raw_attempt)  # None for NaN or infinity, which JSON decodes too
         attempt = int(number) if ulid and number is not None else 0
-        why, text, retry = reason, message, ("", "")
+        why, text, retry = reason, message, None
         if ulid:
             rec = execute("HMGET", pk.job(ulid), "payload", "args", "sig", "grant")
             payload = rec[0] if isinstance(rec, list) and len(rec) == 4 else None
@@ -79,10 +81,10 @@ def end_slot(
             retry = decide(spec, attempt, why)
             # A retry is granted (signed) only for an attempt its record lets run now: never
             # for a forged record, nor for a finished one put back in Redis past its TTL.
-            if retry[0] and not _may_run(secret, f"{pk.pool}.{ulid}", attempt, spec, rec):
-                retry = ("", "")
+            if retry is not None and not _may_run(secret, f"{pk.pool}.{ulid}", attempt, spec, rec):
+                retry = None
         error, tag, grant = sealed_end(secret, pk, slot, ulid, attempt, why, text, retry)
-        reply = list(
+        lost = replies.lost(
             eval_(
                 lua.LOST,
                 pk,
@@ -91,16 +93,16 @@ def end_slot(
                 attempt,
                 error,
                 why,
-                *retry,
+                *retry_argv(retry),
                 "1" if only_if_expired else "0",
                 tag,
                 grant,
                 jobs=(ulid, slot_job(slot)),
             )
         )
-        if reply[0] != -2:
-            return reply
-    return reply
+        if lost.code is not Code.MOVED:
+            return lost
+    return lost
 
 
 def _may_run(
@@ -126,7 +128,7 @@ def sealed_end(
     attempt: int,
     reason: str,
     message: str,
-    retry: tuple[str, str],
+    retry: RetryPlan | None,
 ) -> tuple[str, str, str]:
     """What :data:`lua.LOST` records for the attempt it ends: the error, its tag and the retry's
     grant (``""``: none). With no job named (an altered slot entry), the attempt is the one
@@ -140,15 +142,18 @@ def sealed_end(
         whose[1],
         {"type": "", "message": message, "traceback": "", "reason": reason},
     )
-    grant = sign_grant(secret, job_id, attempt + 1, time.time()) if ulid and retry[0] else ""
+    grant = (
+        sign_grant(secret, job_id, attempt + 1, time.time())
+        if ulid and retry_argv(retry)[0]
+        else ""
+    )
     return error, tag, grant
 
 
 def server_time(eval_: Eval, pk: PoolKeys) -> float:
     """The clock of the Redis server (on a cluster, of the node serving ``pk``) through either
     client: deadlines in slots are written in it, so only it may say whether one has passed."""
-    sec, usec = eval_(lua.CLOCK, pk)
-    return int(sec) + int(usec) / 1e6
+    return replies.clock(eval_(lua.CLOCK, pk))
 
 
 def machine_outcome(info: MachineInfo) -> tuple[str, str] | None:

@@ -39,11 +39,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import events, lua, orphans
+from . import events, lua, orphans, replies
 from .ids import ulid
 from .keys import JobKeys, PoolKeys
 from .launcher import Launch
 from .reclaim import deadline_reason, end_slot, machine_outcome
+from .replies import Code
 from .status import MachineInfo, Reason
 from .untrusted import MAX_ATTEMPT, integer, timestamp
 
@@ -170,7 +171,7 @@ class Supervisor:
                 return
         if lease < now or died_booting is not None:
             reason, message = died_booting or self._why(pk, slot, info, now)
-            reply = end_slot(
+            lost = end_slot(
                 lambda *cmd: store.redis.execute_command(*cmd),
                 store.eval,
                 pk,
@@ -180,7 +181,7 @@ class Supervisor:
                 secret=self.app.secret.encode(),
                 only_if_expired=died_booting is None,
             )
-            if reply and reply[0] == 1:
+            if lost.code is Code.OK:
                 report.reclaimed.append((slot, reason))
                 events.emit(
                     "machine_gone",
@@ -341,19 +342,15 @@ class Supervisor:
         with store.errors():
             cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
         ids = " ".join(ulid() for _ in range(cfg_min))
-        flat = store.eval(lua.SCALE_UP, pk, ids)
-        for i in range(0, len(flat), 5):
-            slot, u, n, cpus, mem = (
-                x.decode() if isinstance(x, bytes) else str(x) for x in flat[i : i + 5]
-            )
-            timeout = _timeout_of(store, pk, u)
-            launch = Launch(pk.pool, u, int(n), int(cpus), int(mem), timeout, standby > 0)
+        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids)):
+            timeout = _timeout_of(store, pk, g.ulid)
+            launch = Launch(pk.pool, g.ulid, g.attempt, g.cpus, g.memory_mb, timeout, standby > 0)
             if launch.keep:
                 launched = self.app.dispatcher.launch_standby(launch, background=False)
             else:
                 launched = self.app.dispatcher.launch_slot(launch)
             if launched:
-                report.launched.append(slot)
+                report.launched.append(g.slot)
 
     # ---------------------------------------------------------------- orphans
     def collect_orphans(

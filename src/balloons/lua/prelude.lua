@@ -14,7 +14,8 @@
 -- '+SECONDS' is that many seconds after NOW. @NAME@ is a default from Python (the loader's
 -- constants()).
 --
--- Reply codes: 1 done (or more, as each script says), 0 nothing to do; a negative code means
+-- Reply codes (named by balloons.replies.Code, which decodes every reply): 1 done (or more,
+-- as each script says), 0 nothing to do; a negative code means
 -- a guard refused:
 --   -1  the job's record (or the slot) is gone
 --   -2  the job has moved on to another attempt (or the slot to another job)

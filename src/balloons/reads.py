@@ -1,0 +1,416 @@
+"""Reading a store: the connection to Redis (redis-py, sync and asyncio), running a script,
+and every plain read of job records, indexes, slots and pools. :class:`balloons.store.Store`
+builds the writes on it. Connection failures become :class:`~balloons.errors.StoreError`
+with the URL masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from . import lua, replies
+from .errors import StoreError
+from .keys import (
+    POOL_RE,
+    ULID_RE,
+    JobKeys,
+    PoolKeys,
+    machine_key,
+    machines_key,
+    pools_key,
+    script_keys,
+)
+from .records import (
+    INVALID_PROGRESS,
+    UNVERIFIED_PROGRESS,
+    decode_hash,
+    job_info,
+    read_status,
+    slot_entry,
+)
+from .resp import mask_url
+from .signing import verify_outcome
+from .status import JobInfo, JobStatus
+from .untrusted import json_object, number, text
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
+
+_CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
+#: Largest number of seconds a usage entry may hold (a century): beyond it, it was altered.
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
+
+
+class StoreReads:
+    """Redis access for one app: the connection, the scripts, and every plain read (the
+    writes are :class:`balloons.store.Store`'s). ``url`` may carry a password; it is never
+    shown unmasked."""
+
+    def __init__(
+        self, url: str, namespace: str, key: Callable[[], bytes | None] | None = None
+    ) -> None:
+        self.url = url
+        self.namespace = namespace
+        self._key = key  # the app's signing key, read when first needed
+        self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
+        # One asyncio client per event loop: a client is bound to the loop that made it.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"Store({mask_url(self.url)!r}, namespace={self.namespace!r})"
+
+    @property
+    def redis(self) -> Any:
+        """redis-py's client: ``redis.Redis``, or ``redis.cluster.RedisCluster`` when the
+        server is a cluster node (asked once: ``INFO cluster``)."""
+        if self._sync is None:
+            from .cluster import redis_client
+
+            self._sync = redis_client(self.url, _CONNECT_TIMEOUT)
+        return self._sync
+
+    @property
+    def aredis(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            from redis.cluster import RedisCluster
+
+            from .cluster import async_redis_client
+
+            # Cluster or not, as the sync client found (a round trip once per store).
+            cluster = isinstance(self.redis, RedisCluster)
+            client = self._async[loop] = async_redis_client(self.url, _CONNECT_TIMEOUT, cluster)
+        return client
+
+    async def aclose(self) -> None:
+        """Close this event loop's asyncio client (before the loop ends, to leave no socket
+        for the garbage collector)."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn redis-py's errors into StoreError naming the (masked) URL."""
+        import redis as redis_mod
+
+        try:
+            yield
+        except (
+            redis_mod.RedisError,
+            OSError,
+            redis_mod.exceptions.RedisClusterException,  # no node answers, a slot unserved
+        ) as exc:
+            raise store_error(self.url, exc) from None
+
+    def signing_key(self) -> bytes | None:
+        """The app's signing key, which verifies what machines wrote (None: none is set)."""
+        return self._key() if self._key is not None else None
+
+    def keys(self, job_id: str) -> JobKeys:
+        return JobKeys.of(self.namespace, job_id)
+
+    def _tagged(self, pk: PoolKeys, jobs: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        keys = script_keys(pk, *jobs)
+        return [len(keys), *keys, pk.tag, time.time(), *args]
+
+    def eval(self, script: str, pk: PoolKeys, *args: Any, jobs: Sequence[str] = ()) -> Any:
+        """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``, given the keys of
+        the pool and of the ``jobs`` (ULIDs) that its arguments name. Returns its raw reply,
+        for :mod:`balloons.replies` to decode."""
+        import redis as redis_mod
+
+        cmd = self._tagged(pk, jobs, args)
+        with self.errors():
+            try:
+                return self.redis.evalsha(lua.sha(script), *cmd)
+            except redis_mod.exceptions.NoScriptError:
+                return self.redis.eval(script, *cmd)
+
+    # ------------------------------------------------------------------ reads
+    def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
+        """The pool's stopped machines kept to be started again: machine id -> record."""
+        with self.errors():
+            raw = self.redis.hgetall(pk.standby)
+        return {k.decode("utf-8", "replace"): json_object(v) or {} for k, v in raw.items()}
+
+    def slot_info(self, pk: PoolKeys, slot: str) -> dict[str, Any] | None:
+        with self.errors():
+            raw = self.redis.hget(pk.slot, slot)
+        return slot_entry(raw) if raw else None
+
+    def slots(self, pk: PoolKeys) -> list[tuple[str, float, dict[str, Any]]]:
+        """Every slot of a pool: (slot, lease end, info)."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrange(pk.slots, 0, -1, withscores=True)
+            pipe.hgetall(pk.slot)
+            leases, infos = pipe.execute()
+        out = []
+        for member, lease in leases:
+            raw = infos.get(member)
+            out.append((member.decode("utf-8", "replace"), lease, slot_entry(raw) if raw else {}))
+        return out
+
+    def pool_stats(self, pool: str) -> dict[str, Any]:
+        """Cap, machines (starting, running, idle), queued and delayed counts of one pool."""
+        pk = PoolKeys(self.namespace, pool)
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(pk.cfg)
+            pipe.hvals(pk.slot)
+            pipe.zcard(pk.queue)
+            pipe.zcard(pk.delayed)
+            pipe.hlen(pk.standby)
+            cfg, infos, queued, delayed, standby = pipe.execute()
+        states = [slot_entry(raw).get("state", "?") for raw in infos]
+
+        def setting(name: str) -> float:
+            # The pool's settings as the last submit wrote them; 0 when altered in Redis.
+            return number(cfg.get(name.encode()), 0, 1e12) or 0
+
+        return {
+            "pool": pool,
+            "max_machines": int(setting("cap")),
+            "min_machines": int(setting("min")),
+            "idle_timeout": setting("idle"),
+            "standby_max": int(setting("standby")),
+            "standby": int(standby),
+            "machines": len(states),
+            "starting": states.count("starting"),
+            "running": states.count("running"),
+            "idle": states.count("idle"),
+            "queued": int(queued),
+            "delayed": int(delayed),
+        }
+
+    def queue_position(self, jk: JobKeys) -> int | None:
+        with self.errors():
+            rank = self.redis.zrank(jk.pool.queue, jk.ulid)
+        return None if rank is None else int(rank) + 1
+
+    def server_time(self, pk: PoolKeys | None = None) -> float:
+        """The Redis server's clock (``TIME``), in seconds: the one every lease, deadline and
+        due time is written in, so what is compared with them. On a cluster, the clock of the
+        node serving pool ``pk`` (:data:`lua.CLOCK`), else of any node."""
+        with self.errors():
+            raw = self.eval(lua.CLOCK, pk) if pk is not None else self.redis.time()
+        return replies.clock(raw)
+
+    def status(self, jk: JobKeys) -> JobStatus | None:
+        """The job's status (``INVALID`` for a record that has none it could have); None when
+        there is no record."""
+        with self.errors():
+            raw = self.redis.hget(jk.job, "status")
+            if raw is None and not self.redis.exists(jk.job):
+                return None
+        return read_status(raw)[0]
+
+    def record(self, jk: JobKeys) -> dict[str, bytes]:
+        with self.errors():
+            return decode_hash(self.redis.hgetall(jk.job))
+
+    async def record_async(self, jk: JobKeys) -> dict[str, bytes]:
+        with self.errors():
+            return decode_hash(await self.aredis.hgetall(jk.job))
+
+    def info(self, jk: JobKeys) -> JobInfo | None:
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(jk.job)
+            pipe.hgetall(jk.attempts)
+            rec, attempts = pipe.execute()
+        return job_info(jk.job_id, decode_hash(rec), attempts, self.signing_key()) if rec else None
+
+    def wait_done(self, jk: JobKeys, timeout: float) -> bool:
+        """Block until the job's done token exists (no polling): True if it does."""
+        # BLMOVE from the list to itself rotates the single token and leaves it in place, so
+        # every waiter, now or later, is woken by the one LPUSH of the finish script.
+        import redis as redis_mod
+
+        with self.errors():
+            try:
+                got = self.redis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
+            except redis_mod.TimeoutError:
+                return False  # a read timeout at the edge of the block: the caller re-reads
+        return got is not None
+
+    async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
+        import redis as redis_mod
+
+        with self.errors():
+            try:
+                got = await self.aredis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
+            except redis_mod.TimeoutError:
+                return False
+        return got is not None
+
+    def pools(self) -> list[str]:
+        with self.errors():
+            found = self.redis.smembers(pools_key(self.namespace))
+        # Only names a pool can have: anything else in the set was not written by balloons.
+        return sorted(n for n in (p.decode("utf-8", "replace") for p in found) if POOL_RE.match(n))
+
+    def recent(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
+        """The newest jobs, across pools unless one is named."""
+        pools = [pool] if pool else self.pools()
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                pipe.zrevrange(PoolKeys(self.namespace, p).jobs, 0, limit - 1, withscores=True)
+            ranked = sorted(_job_ids(pools, pipe.execute()), reverse=True)[:limit]
+            pipe = self.redis.pipeline(transaction=False)
+            for _, jid in ranked:
+                jk = self.keys(jid)
+                pipe.hgetall(jk.job)
+                pipe.hgetall(jk.attempts)
+            raw = pipe.execute()
+        out = []
+        secret = self.signing_key()
+        for i, (_, jid) in enumerate(ranked):
+            rec, attempts = raw[2 * i], raw[2 * i + 1]
+            if rec:
+                out.append(job_info(jid, decode_hash(rec), attempts, secret))
+        return out
+
+    def index(self, pools: Sequence[str], limit: int, offset: int = 0) -> list[tuple[float, str]]:
+        """``(created, job id)`` of each pool's jobs from the ``offset``-th newest, ``limit``
+        of them per pool, newest first across pools."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                key = PoolKeys(self.namespace, p).jobs
+                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
+            rows = pipe.execute()
+        return sorted(_job_ids(pools, rows), reverse=True)
+
+    def index_sizes(self, pools: Sequence[str]) -> list[int]:
+        """How many jobs each pool's index holds."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                pipe.zcard(PoolKeys(self.namespace, p).jobs)
+            return [int(n) for n in pipe.execute()]
+
+    def fields(self, job_ids: Sequence[str], names: Sequence[str]) -> list[dict[str, bytes]]:
+        """The named fields of each job's record (``{}`` for a record that is gone)."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for jid in job_ids:
+                pipe.hmget(self.keys(jid).job, names)
+            rows = pipe.execute()
+        return [
+            {n: v for n, v in zip(names, row, strict=True) if v is not None}
+            if row[0] is not None
+            else {}
+            for row in rows
+        ]
+
+    def snapshot(self, jk: JobKeys, names: Sequence[str]) -> JobInfo | None:
+        """:meth:`info` from the named fields only (``status`` first), without the arguments."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(jk.job, names)
+            pipe.hgetall(jk.attempts)
+            row, attempts = pipe.execute()
+        if row[0] is None:
+            return None
+        rec = {n: v for n, v in zip(names, row, strict=True) if v is not None}
+        return job_info(jk.job_id, rec, attempts, self.signing_key())
+
+    def attempts_of(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Each job's raw attempts hash (attempt number -> JSON), pipelined."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for jid in job_ids:
+                pipe.hgetall(self.keys(jid).attempts)
+            return list(pipe.execute())
+
+    def usage(self, pools: Sequence[str]) -> dict[str, dict[str, float | None]]:
+        """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds); None for seconds that are
+        not a number of seconds (altered in Redis)."""
+        with self.errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for p in pools:
+                pipe.hgetall(PoolKeys(self.namespace, p).usage)
+            rows = pipe.execute()
+        return {
+            p: {k.decode("utf-8", "replace"): number(v, 0, MAX_SECONDS) for k, v in row.items()}
+            for p, row in zip(pools, rows, strict=True)
+        }
+
+    def progress(self, jk: JobKeys) -> tuple[float, str] | None:
+        """The job's last reported progress and note, if its task reported any. Progress whose
+        tag does not verify with the app's secret reads as 0 with a note saying so."""
+        with self.errors():
+            raw, note, tag = self.redis.hmget(jk.job, ["progress", "note", "psig"])
+        if raw is None:
+            return None
+        secret = self.signing_key()
+        if secret is None:
+            return 0.0, UNVERIFIED_PROGRESS
+        data = raw + b"\n" + (note or b"")
+        fraction = number(raw, 0.0, 1.0)
+        if fraction is None or verify_outcome(secret, "progress", jk.job_id, data, tag) is None:
+            return 0.0, INVALID_PROGRESS
+        return fraction, text(note) or ""
+
+    def machine_records(self, limit: int = 1000) -> list[dict[str, str]]:
+        """The newest machine records (``id``, ``state``, ``pool``, ...), newest first."""
+        with self.errors():
+            ids = self.redis.zrevrange(machines_key(self.namespace), 0, limit - 1)
+            pipe = self.redis.pipeline(transaction=False)
+            for mid in ids:
+                pipe.hgetall(machine_key(self.namespace, mid.decode()))
+            raws = pipe.execute()
+        out = []
+        for mid, raw in zip(ids, raws, strict=True):
+            if raw:  # every value as text, whatever bytes it holds; "id" is the key's own
+                rec = {k.decode("utf-8", "replace"): text(v) or "" for k, v in raw.items()}
+                out.append({**rec, "id": mid.decode("utf-8", "replace")})
+        return out
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+def _job_ids(pools: Sequence[str], rows: list[Any]) -> Iterator[tuple[float, str]]:
+    """``(created, job id)`` of each pool's index rows; a member that is not a job's ULID (not
+    written by balloons) is left out."""
+    for p, found in zip(pools, rows, strict=True):
+        for member, score in found:
+            ulid = member.decode("utf-8", "replace")
+            if ULID_RE.match(ulid):
+                yield score, f"{p}.{ulid}"
+
+
+def store_error(url: str, exc: BaseException) -> StoreError:
+    """What a redis-py error means, as a :class:`StoreError` naming the masked ``url``."""
+    import redis as redis_mod
+
+    where = mask_url(url)
+    if isinstance(exc, redis_mod.exceptions.InvalidResponse):
+        return StoreError(
+            f"the server at {where} does not speak the Redis protocol (is it a Redis URL?): {exc}"
+        )
+    if isinstance(exc, redis_mod.ResponseError):
+        return StoreError(f"Redis at {where} refused a command: {exc}")
+    if isinstance(
+        exc,
+        redis_mod.ConnectionError
+        | redis_mod.TimeoutError
+        | OSError
+        | redis_mod.exceptions.RedisClusterException,
+    ):
+        return StoreError(f"cannot reach Redis at {where}: {exc}")
+    return StoreError(f"Redis at {where} answered wrongly: {exc!r}")
