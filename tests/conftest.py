@@ -114,10 +114,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         backend._sock = str(sock)
         backend.shutdown()
     leftovers = _wait_for_no_processes(str(SESSION_DIR), timeout=15)
+    if leftovers:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.keys("*:machine:*"):
+            print(key, client.hgetall(key), file=sys.stderr)
+        for key in client.keys("*:slots"):
+            print(key, client.zrange(key, 0, -1, withscores=True), file=sys.stderr)
     _server.stop()
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
     if leftovers:
-        message = f"balloons processes left running after the suite ({WORKER}): {leftovers}"
+        threads = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        message = (
+            f"balloons processes left running after the suite ({WORKER}): {leftovers}; "
+            f"threads still running in it: {threads}"
+        )
         print(f"\n{message}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if hasattr(session.config, "workeroutput"):
@@ -253,7 +263,8 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
         if "valkey-server" in cmd:
             continue
         if text in cmd or text in env:
-            out.append((int(entry), cmd.strip()))
+            job = [v for v in env.split("\0") if v.startswith("BALLOONS_JOB=")]
+            out.append((int(entry), cmd.strip() + (f" [{job[0]}]" if job else "")))
     return out
 
 
