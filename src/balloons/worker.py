@@ -171,8 +171,8 @@ class Worker:
         try:
             fin, take = self.client.pipeline(
                 [
-                    _evalsha(lua.FINISH, script_keys(self.pk, ulid), [self.pk.tag, now, *args]),
-                    _evalsha(lua.TAKE, keys, [self.pk.tag, now, *self._take_args(self._mode())]),
+                    lua.evalsha(lua.FINISH, script_keys(self.pk, ulid), [self.pk.tag, now, *args]),
+                    lua.evalsha(lua.TAKE, keys, [self.pk.tag, now, *self._take_args(self._mode())]),
                 ]
             )
         except StoreError:  # the connection failed: ride it out (run() takes the next job)
@@ -281,18 +281,15 @@ class Worker:
 
     def _wait_for_wake(self, left: float, until: float) -> None:
         """Wait for a wake-up token (a job handed to an idle machine), never long, so that
-        delayed jobs falling due are seen too. A ``TAKE`` rides behind the wait, run by Redis
-        as soon as the wait ends: a woken machine has its job without another round trip.
-        Its reply is kept for :meth:`_take_jobs` when it is a job, or while the machine may
-        still wait (``until``, monotonic); else the idle time is up and the slot is given back
-        by a ``TAKE`` in release mode."""
-        # Idle: no job to end. The watchdog stays armed for the next job (arming starts a
-        # thread) unless this wait, or a reply overdue by the client's timeout, could reach
-        # its time.
+        delayed jobs falling due are seen too, with a ``TAKE`` behind it that Redis runs as
+        soon as the wait ends (a woken machine has its job without another round trip). Its
+        reply is kept when it is a job, or while the machine may still wait (``until``); else
+        the idle time is up and :meth:`_take_jobs` gives the slot back. The watchdog stays
+        armed for the next job (arming starts a thread) unless the wait could reach its time."""
         wait, limit = min(left, 5.0), self.client.timeout
         if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
             _unwatch()
-        take = _evalsha(
+        take = lua.evalsha(
             lua.TAKE, script_keys(self.pk), [self.pk.tag, time.time(), *self._take_args("take")]
         )
         try:
@@ -458,12 +455,6 @@ class Worker:
 
 _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
 _BOOT = [time.time()]  # when this process started: the first attempt's machine time begins
-
-
-def _evalsha(script: str, keys: list[str], args: list[Any]) -> list[Any]:
-    """An ``EVALSHA`` command for :meth:`RespClient.pipeline` (NOSCRIPT comes back as a
-    reply; the caller falls back to :meth:`RespClient.eval`)."""
-    return ["EVALSHA", lua.sha(script), len(keys), *keys, *args]
 
 
 #: The watchdog's (see :mod:`balloons.watchdog`), by the names this module has long given them.

@@ -92,6 +92,12 @@ def sha(script: str) -> str:
     return digest
 
 
+def evalsha(script: str, keys: list[str], args: list[object]) -> list[object]:
+    """An ``EVALSHA`` command to send in a pipeline (a server that lost the script answers
+    NOSCRIPT in its place, and the caller falls back to a plain ``EVAL``)."""
+    return ["EVALSHA", sha(script), len(keys), *keys, *args]
+
+
 if not TYPE_CHECKING:  # mypy sees the names declared above, and only those
 
     def __getattr__(name: str) -> str:
