@@ -405,10 +405,10 @@ def test_the_launchers_scripts_touch_only_their_keys_on_every_node(
             job = task.submit(1, 2)
             u = job.id.rpartition(".")[2]
             slot = f"{u}-1"
-            assert store.booting(pk, slot)
-            store.note(pk, u, 1, "a note")
+            assert store.confirm_launch(pk, slot)
+            store.note_attempt(pk, u, 1, "a note")
             fresh = ulid()
-            assert store.unpin(pk, slot, u, fresh)
+            assert store.requeue(pk, slot, u, fresh)
             assert job.status() is JobStatus.QUEUED
             assert store.assign(pk, f"{fresh}-0", ulid()) == ["create", fresh, "1", "256"]
             # A stopped machine in the pool's standby set: the next launch starts it.
@@ -419,10 +419,10 @@ def test_the_launchers_scripts_touch_only_their_keys_on_every_node(
             task.submit(3, 4)  # launches for the job queued first
             got = store.assign(pk, launched_slot(), ulid())
             assert got == ["start", "abcdefabcdef01", kept, "1", "256"]
-            assert store.reslot(pk, f"{kept}-0", "abcdefabcdef01", ulid())
+            assert store.start_failed(pk, f"{kept}-0", "abcdefabcdef01", ulid())
             with redis.RedisCluster.from_url(cluster.url) as rc:
                 rc.hset(pk.standby, "abcdefabcdef02", json.dumps(rec))
-            assert store.shed(pk, 0) == ["abcdefabcdef02"]
+            assert store.trim_standby(pk, 0) == ["abcdefabcdef02"]
             # A slot entry altered in Redis: LOST finds the job by the slot's name.
             task.submit(5, 6)  # launches for the head of the queue
             slot, victim = launched_slot(), store.keys(backend.specs[-1].job_id)

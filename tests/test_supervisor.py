@@ -90,7 +90,7 @@ def test_a_queued_job_a_jobless_machine_is_coming_for_gets_no_second_machine() -
     assert len(backend.specs) == 1  # type: ignore[attr-defined]
     pk = app.store.keys(job.id).pool
     u = job.id.rpartition(".")[2]
-    assert app.store.unpin(pk, f"{u}-1", u, ulid())
+    assert app.store.requeue(pk, f"{u}-1", u, ulid())
     assert job.status() is JobStatus.QUEUED
     report = app.supervisor().step(gc=False)
     assert report.launched == []

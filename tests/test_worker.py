@@ -388,13 +388,13 @@ def test_a_job_sent_back_to_the_queue_is_run_by_its_former_slots_machine(
     (spec,) = backend.specs
     pk = app.store.keys(job.id).pool
     slot, ulid, fresh = spec.metadata["balloons_slot"], job.id.rpartition(".")[2], new_ulid()
-    assert app.store.unpin(pk, slot, ulid, fresh)
+    assert app.store.requeue(pk, slot, ulid, fresh)
     assert job.status() is JobStatus.QUEUED
-    assert not app.store.unpin(pk, slot, ulid, new_ulid())  # nothing left to send back
-    assert not app.store.booting(pk, slot)  # the old name is gone
+    assert not app.store.requeue(pk, slot, ulid, new_ulid())  # nothing left to send back
+    assert not app.store.confirm_launch(pk, slot)  # the old name is gone
     stats = app.store.pool_stats("default")
     assert (stats["machines"], stats["starting"], stats["queued"]) == (1, 1, 1)
-    assert app.store.booting(pk, f"{fresh}-0")
+    assert app.store.confirm_launch(pk, f"{fresh}-0")
     assert app.launch_slot("default", fresh, 0, 1, 256, 60.0)
     floor_spec = backend.specs[-1]
     assert floor_spec.env == {"BALLOONS_JOB": f"default.{fresh}/0"} and floor_spec.job_id == ""

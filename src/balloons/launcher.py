@@ -208,7 +208,7 @@ class SlotLauncher:
         if info is not None and info.detail.get("note") and attempt:
             # What the backend had to do (regions that refused, a lost answer recovered).
             pk = PoolKeys(self.app.settings.namespace, pool)
-            self.app.store.note(pk, ulid_, attempt, info.detail["note"])
+            self.app.store.note_attempt(pk, ulid_, attempt, info.detail["note"])
         return True
 
     def launch(self, launch: Launch, spec: MachineSpec | None = None) -> None:
@@ -235,7 +235,7 @@ class SlotLauncher:
             fresh = ulid()
             pk = PoolKeys(self.app.settings.namespace, launch.pool)
             slot = f"{launch.ulid}-{launch.attempt}"
-            if launch.attempt and self.app.store.unpin(pk, slot, launch.ulid, fresh):
+            if launch.attempt and self.app.store.requeue(pk, slot, launch.ulid, fresh):
                 launch = launch._replace(ulid=fresh, attempt=0, timeout=DEFAULT_TIMEOUT)
         self._later(launch)
 
@@ -256,7 +256,7 @@ class SlotLauncher:
         pk = PoolKeys(self.app.settings.namespace, launch.pool)
         if launch.keep:
             # A machine stopped since this launch was queued is started rather than created.
-            if not store.booting(pk, f"{launch.ulid}-{launch.attempt}"):
+            if not store.confirm_launch(pk, f"{launch.ulid}-{launch.attempt}"):
                 return
             got = self._start_standby(launch)
             if not isinstance(got, Launch):
@@ -270,7 +270,7 @@ class SlotLauncher:
             while delay > 0:
                 time.sleep(delay)
                 delay = self._launch_delay()
-            if store.booting(pk, f"{launch.ulid}-{launch.attempt}"):
+            if store.confirm_launch(pk, f"{launch.ulid}-{launch.attempt}"):
                 self.launch_slot(launch)
 
     def launch_standby(self, launch: Launch, *, background: bool) -> bool:
@@ -315,7 +315,7 @@ class SlotLauncher:
                 error=f"could not start standby machine {machine}: {exc}",
             )
             fresh = ulid()
-            if not self.app.store.reslot(pk, f"{got.ulid}-0", machine, fresh):
+            if not self.app.store.start_failed(pk, f"{got.ulid}-0", machine, fresh):
                 return False  # the machine did start after all, and took its slot
             if getattr(exc, "status", None) != 404:
                 import contextlib

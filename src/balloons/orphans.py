@@ -80,7 +80,7 @@ def _sweep(
             ordered = sorted(kept, key=lambda k: -(timestamp(kept[k].get("since")) or 0))
             shed.update(ordered[keep:])
         else:
-            shed.update(store.shed(pk, 0 if standby else None))
+            shed.update(store.trim_standby(pk, 0 if standby else None))
     orphans = []
     now = store.server_time()
     from .backends.base import Restartable

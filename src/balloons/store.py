@@ -321,7 +321,7 @@ class Store(StoreReads):
             )
         )
 
-    def unpin(self, pk: PoolKeys, slot: str, ulid: str, fresh: str) -> bool:
+    def requeue(self, pk: PoolKeys, slot: str, ulid: str, fresh: str) -> bool:
         """Queue the job of a slot whose launch has to wait; the slot, now jobless, is renamed
         ``FRESH-0``. False when the job or the slot has moved on."""
         return replies.flag("REQUEUE", self.eval(lua.REQUEUE, pk, slot, ulid, fresh, jobs=(ulid,)))
@@ -341,12 +341,12 @@ class Store(StoreReads):
         how = ["start", got.machine] if got.start else ["create"]
         return [*how, got.own, str(got.cpus), str(got.memory_mb)]
 
-    def reslot(self, pk: PoolKeys, slot: str, machine: str, fresh: str) -> bool:
+    def start_failed(self, pk: PoolKeys, slot: str, machine: str, fresh: str) -> bool:
         """A standby machine failed to start: its slot, renamed ``FRESH-0``, waits for a new
         machine. False when the slot has moved on (the machine started after all)."""
         return replies.flag("START_FAILED", self.eval(lua.START_FAILED, pk, slot, machine, fresh))
 
-    def shed(self, pk: PoolKeys, keep: int | None = None) -> list[str]:
+    def trim_standby(self, pk: PoolKeys, keep: int | None = None) -> list[str]:
         """Drop standby machines beyond ``keep`` (default: the pool's standby setting) from the
         pool's set; their ids, for the caller to destroy."""
         if keep is None:  # read here, so that a setting altered in Redis counts as 0
@@ -354,7 +354,7 @@ class Store(StoreReads):
                 keep = integer(self.redis.hget(pk.cfg, "standby"), 0, MAX_MACHINES) or 0
         return replies.names("TRIM_STANDBY", self.eval(lua.TRIM_STANDBY, pk, keep))
 
-    def booting(self, pk: PoolKeys, slot: str) -> bool:
+    def confirm_launch(self, pk: PoolKeys, slot: str) -> bool:
         """Renew the boot lease of a slot whose machine is about to be launched; False when
         the slot is gone or already claimed, or was given back because it has no job and
         nothing is queued (nothing to launch)."""
@@ -370,7 +370,7 @@ class Store(StoreReads):
             raise JobNotFound(jk.job_id)
         return reply
 
-    def note(self, pk: PoolKeys, ulid: str, attempt: int, note: str) -> None:
+    def note_attempt(self, pk: PoolKeys, ulid: str, attempt: int, note: str) -> None:
         """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
         self.eval(lua.NOTE_ATTEMPT, pk, ulid, attempt, note, jobs=(ulid,))
 
