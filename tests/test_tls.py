@@ -8,7 +8,9 @@ the session's (no password) or a module's own with ``requirepass`` and an ACL us
 
 from __future__ import annotations
 
+import contextlib
 import select
+import socket
 import ssl
 import threading
 import time
@@ -27,7 +29,7 @@ from balloons.store import SUBMIT_SPIN_S
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
-from tests.tlsterm import SAFETY_TIMEOUT, Terminator
+from tests.tlsterm import SAFETY_TIMEOUT, Terminator, in_handshake
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -255,6 +257,43 @@ def test_the_server_speaking_unasked_mid_connection_keeps_the_connection(
         assert term.accepted == 1 and sock() is first
     finally:
         client.close()
+
+
+def test_a_renegotiation_asked_for_mid_renegotiation_follows_it(
+    endpoints: Endpoints, pki: Pki, own_terminator: list[Terminator]
+) -> None:
+    """TLS 1.2: the terminator is asked to renegotiate again while the last renegotiation's
+    handshake is underway (the client answered the HelloRequest and has yet to finish: a
+    worker's connection idle after a reply, on a busy host), as a test that renegotiates
+    every heartbeat does. The client answers the second HelloRequest too and keeps its
+    connection: before, OpenSSL sent it once the first handshake ended but refused the
+    answer (``no_renegotiation``), and the client lost its connection (``SSL:
+    NO_RENEGOTIATION``, what a worker's heartbeat failed with)."""
+    own_terminator.append(term := endpoints.new("1.2", endpoints.open_valkey))
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    raw = socket.create_connection(("127.0.0.1", term.port), timeout=SAFETY_TIMEOUT)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"PING\r\n")
+        assert tls.recv(64) == b"+PONG\r\n"
+        # Asked mid-handshake, the server would send it only on its next read or write.
+        wait_for(lambda: term.handshaking() == 0, "the first handshake's end", SAFETY_TIMEOUT, 0.01)
+        assert term.post_handshake() == 1
+        tls.setblocking(False)
+
+        def answered() -> bool:  # the HelloRequest read, a ClientHello sent: no further
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls.recv(1)
+            return in_handshake(tls)
+
+        wait_for(answered, "the client's answer to a HelloRequest", SAFETY_TIMEOUT, 0.01)
+        # The server read it and waits for the client, which reads nothing for now.
+        wait_for(lambda: term.handshaking() == 1, "the server's answer", SAFETY_TIMEOUT, 0.01)
+        assert term.post_handshake() == 1
+        tls.settimeout(SAFETY_TIMEOUT)
+        for _ in range(3):  # the client ends the handshake, then answers the second
+            tls.sendall(b"PING\r\n")
+            assert tls.recv(64) == b"+PONG\r\n"
+    assert term.accepted == 1
 
 
 def _worker_env(backend: HoldBackend, url: str, secret: str) -> dict[str, str]:

@@ -11,7 +11,9 @@ enabled"), so this stands where a managed Redis's TLS endpoint would.
   with TLS 1.3 new session tickets and a key update (the client must answer with its own),
   with TLS 1.2 a renegotiation (a whole new handshake, with a new session ticket). Python's
   ``ssl`` has no call for these, so they go to OpenSSL through ``ctypes`` (the ``SSL*`` of a
-  socket is checked before use: same library, same file descriptor).
+  socket is checked before use: same library, same file descriptor). The client's answer to
+  a HelloRequest is taken even where OpenSSL forgot that it asked (see
+  :meth:`Terminator.post_handshake`).
 - It counts the connections it accepted, so tests can tell a reused connection from a new one.
 - With no certificate it is a plain TCP forwarder: what the forwarding alone costs
   (``bench/tls.py``).
@@ -34,6 +36,8 @@ from typing import Any
 import trustme
 
 SAFETY_TIMEOUT = 15.0
+#: OpenSSL 3's ``SSL_OP_ALLOW_CLIENT_RENEGOTIATION`` (Python's ``ssl`` does not name it).
+_ALLOW_CLIENT_RENEGOTIATION = 1 << 8
 
 
 class _Conn:
@@ -50,6 +54,22 @@ class _Conn:
         with contextlib.suppress(OSError):
             self.wake_w.send(b"x")
         return done
+
+    def run(self) -> None:
+        """Do the work asked for, in order. If the connection fails meanwhile, what is left
+        stays for its end to mark done."""
+        with self.lock:
+            todo, self.todo = self.todo, []
+        try:
+            while todo:
+                work, done = todo[0]
+                work(self.tls)
+                done.set()
+                del todo[0]
+        finally:
+            if todo:
+                with self.lock:
+                    self.todo[:0] = todo
 
 
 class Terminator:
@@ -70,6 +90,7 @@ class Terminator:
             cert.configure_cert(ctx)
             ctx.minimum_version = ctx.maximum_version = version
             ctx.options &= ~ssl.OP_NO_RENEGOTIATION  # the server may renegotiate (TLS 1.2)
+            ctx.options |= _ALLOW_CLIENT_RENEGOTIATION  # see post_handshake
             if client_ca is not None:
                 client_ca.configure_trust(ctx)
                 ctx.verify_mode = ssl.CERT_REQUIRED
@@ -144,11 +165,10 @@ class Terminator:
             readable, _, _ = select.select([tls, up, conn.wake_r], [], [], 0.5)
             if conn.wake_r in readable:
                 conn.wake_r.recv(64)
-                with conn.lock:
-                    todo, conn.todo = conn.todo, []
-                for work, done in todo:
-                    work(tls)
-                    done.set()
+                try:
+                    conn.run()
+                except OSError:  # the client went away while the server spoke
+                    return
             if tls in readable or (isinstance(tls, ssl.SSLSocket) and tls.pending()):
                 while True:  # a TLS record may hold more than one read takes
                     try:
@@ -172,7 +192,17 @@ class Terminator:
     def post_handshake(self, tickets: int = 2, key_update: bool = True) -> int:
         """Make the server send, unasked, on every open connection: TLS 1.3 ``tickets`` new
         session tickets and (``key_update``) a key update that asks the client for its own;
-        TLS 1.2 a renegotiation. Returns how many connections it was done on, once done."""
+        TLS 1.2 a renegotiation. Returns how many connections it was done on, once done.
+
+        A renegotiation asked for while the last one's handshake is underway (the client
+        answered its HelloRequest and finishes when it next reads or writes: a worker's
+        connection idle after a reply, on a busy host) is sent once that handshake ends, but
+        OpenSSL clears its mark that it asked when it does: the client's answer then looks
+        like a renegotiation the client started, which OpenSSL 3 refuses by default with a
+        ``no_renegotiation`` alert, and the client ends the connection
+        (``SSL: NO_RENEGOTIATION``). So the server allows a client's renegotiation
+        (``SSL_OP_ALLOW_CLIENT_RENEGOTIATION``).
+        """
         lib = _libssl()
 
         def work(tls: ssl.SSLSocket) -> None:
@@ -194,6 +224,20 @@ class Terminator:
         for done in events:
             assert done.wait(SAFETY_TIMEOUT), "a connection's thread did not answer"
         return len(events)
+
+    def handshaking(self) -> int:
+        """How many open connections are in a renegotiation's handshake (asked of each
+        connection's thread)."""
+        found: list[bool] = []
+
+        def work(tls: ssl.SSLSocket) -> None:
+            found.append(in_handshake(tls))
+
+        with self._lock:
+            live = list(self._live.values())
+        for done in [conn.ask(work) for conn in live]:
+            assert done.wait(SAFETY_TIMEOUT), "a connection's thread did not answer"
+        return sum(found)
 
     @property
     def live(self) -> int:
@@ -244,20 +288,34 @@ def _libssl() -> ctypes.CDLL:
         assert lib.OpenSSL_version_num() == ssl.OPENSSL_VERSION_NUMBER, (
             f"{name} is not the OpenSSL of Python's ssl ({ssl.OPENSSL_VERSION})"
         )
-        for fn in ("SSL_get_fd", "SSL_is_server", "SSL_new_session_ticket", "SSL_renegotiate"):
+        for fn in (
+            "SSL_get_fd",
+            "SSL_in_init",
+            "SSL_is_server",
+            "SSL_new_session_ticket",
+            "SSL_renegotiate",
+        ):
             getattr(lib, fn).argtypes = [ctypes.c_void_p]
         lib.SSL_key_update.argtypes = [ctypes.c_void_p, ctypes.c_int]
         _LIB.append(lib)
     return _LIB[0]
 
 
-def _ssl_handle(lib: ctypes.CDLL, tls: ssl.SSLSocket) -> int:
+def in_handshake(tls: ssl.SSLSocket) -> bool:
+    """Whether a TLS connection (either end) is in a renegotiation's handshake: a client from
+    its answer to a HelloRequest (a ClientHello), a server from reading that answer, each to
+    its last message. Call it from the one thread that uses the socket."""
+    lib = _libssl()
+    return bool(lib.SSL_in_init(_ssl_handle(lib, tls, server=tls.server_side)))
+
+
+def _ssl_handle(lib: ctypes.CDLL, tls: ssl.SSLSocket, server: bool = True) -> int:
     """The ``SSL*`` of a socket: in CPython's ``_ssl._SSLSocket``, after the object header and
     the weak reference to its socket. Checked against the socket before it is used."""
     obj = tls._sslobj  # type: ignore[attr-defined]
     ptr = ctypes.c_void_p.from_address(id(obj) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
     assert ptr, "no SSL object"
-    assert lib.SSL_get_fd(ptr) == tls.fileno() and lib.SSL_is_server(ptr) == 1, (
+    assert lib.SSL_get_fd(ptr) == tls.fileno() and lib.SSL_is_server(ptr) == server, (
         "not the SSL object of this socket (CPython's layout changed?)"
     )
     return ptr
