@@ -11,7 +11,8 @@ import balloons
 from balloons.config import Settings
 from balloons.errors import ConfigError, StoreError
 from balloons.keys import JobKeys, split_job_id
-from balloons.resp import RespClient, mask_url
+from balloons.redisurl import mask_url
+from balloons.resp import RespClient
 
 
 def test_argument_beats_environment_beats_default() -> None:

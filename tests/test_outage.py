@@ -12,7 +12,7 @@ import redis
 
 import balloons
 from balloons import StoreError
-from balloons.resp import mask_url
+from balloons.redisurl import mask_url
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend

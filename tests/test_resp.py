@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from balloons import resp
-from balloons.resp import Redirect, RespClient, RespError, _Incomplete, _parse, _simple_url, _url
+from balloons.redisurl import _simple_url, _url
+from balloons.resp import Redirect, RespClient, RespError, _Incomplete, _parse
 from balloons.states import JobStatus
 from tests.authvalkey import AuthValkey
 
@@ -225,7 +226,7 @@ def test_a_url_option_a_machine_would_not_act_on_is_refused_at_start(
     url: str, message: str, secret: str
 ) -> None:
     import balloons
-    from balloons.resp import check_url
+    from balloons.redisurl import check_url
 
     for start in (check_url, RespClient, lambda u: balloons.App(redis_url=u, secret=secret)):
         with pytest.raises(balloons.ConfigError) as info:
@@ -238,7 +239,7 @@ def test_a_url_option_a_machine_would_not_act_on_is_refused_at_start(
 def test_the_url_options_a_machine_reads_it_reads_as_redis_py_does(url: str) -> None:
     from redis.connection import parse_url
 
-    from balloons.resp import check_url
+    from balloons.redisurl import check_url
 
     check_url(url)
     _, host, port, username, password, path, db, query = _url(url)

@@ -17,7 +17,7 @@ from .errors import ConfigError, WorkerError
 from .job import Job
 from .keys import POOL_RE, JobKeys
 from .pools import Pool, check_standby
-from .resp import mask_url
+from .redisurl import mask_url
 from .serialize import Serializer, get_serializer
 from .task import Task, TaskOptions
 

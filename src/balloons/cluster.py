@@ -10,7 +10,8 @@ it pays nothing for this, and the worker imports this module only on a cluster.
 from __future__ import annotations
 
 from .errors import ConfigError, StoreError
-from .resp import Redirect, RespClient, mask_url
+from .redisurl import mask_url
+from .resp import Redirect, RespClient
 
 TYPE_CHECKING = False  # set without importing typing, as on the worker's path
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from .records import (
     read_status,
     slot_entry,
 )
-from .resp import mask_url
+from .redisurl import mask_url
 from .signing import verify_outcome
 from .status import JobInfo, JobStatus
 from .untrusted import json_object, number, text

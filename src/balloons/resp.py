@@ -7,10 +7,8 @@ Client-side code (the app, the CLI, the supervisor) uses redis-py, except for th
 (:meth:`balloons.store.Store.submit`), where redis-py's per-call overhead would cost more than
 the rest of a submit.
 
-URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS),
-``unix:///path/to.sock``; the query options of :data:`URL_OPTIONS`, read as redis-py reads
-them. Any other option is refused (:func:`check_url`): the app's redis-py client would act on
-it and machines would not.
+URLs (:mod:`balloons.redisurl`): ``redis://[user:password@]host[:port][/db]``, ``rediss://``
+(TLS), ``unix:///path/to.sock``, with the query options that module names.
 
 The URL of any node of a Redis Cluster will do: the first ``MOVED`` or ``ASK`` reply turns the
 client into a router (:class:`balloons.cluster.Routes`) that sends each command to the node
@@ -26,30 +24,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .errors import ConfigError, StoreError
+from .errors import StoreError
 from .lua import sha as script_sha
+from .redisurl import (
+    _BOOLS,
+    URL_OPTIONS,
+    _read_url,
+    _simple_url,
+    mask_url,
+)
 
 Reply = Any
-#: What a Redis URL says: scheme, host, port, username, password, socket path (unix), db, query.
-UrlFields = tuple[str, str, int, "str | None", "str | None", str, str, dict[str, list[str]]]
 #: A non-blocking read for a single call (0 where the platform has none: never spin there).
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
-#: The query options of a Redis URL that this client reads (as redis-py does), and the
-#: schemes each applies to.
-URL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "db": ("redis", "rediss", "unix"),
-    "username": ("redis", "rediss", "unix"),
-    "password": ("redis", "rediss", "unix"),
-    "ssl_ca_certs": ("rediss",),  # a PEM file of the CAs to trust (default: the system's)
-    "ssl_ca_path": ("rediss",),  # a directory of them
-    "ssl_cert_reqs": ("rediss",),  # required (default), optional or none
-    "ssl_check_hostname": ("rediss",),  # true (default) or false
-    "ssl_certfile": ("rediss",),  # the client's certificate (mutual TLS), PEM
-    "ssl_keyfile": ("rediss",),  # its key, when not in ssl_certfile
-}
-_CERT_REQS = ("none", "optional", "required")
-_BOOLS = {"1": True, "t": True, "true": True, "y": True, "yes": True}
-_BOOLS.update({"0": False, "f": False, "false": False, "n": False, "no": False})
 #: TLS contexts by their options, with what their files were when read: building one reads
 #: them (the system's CAs by default, milliseconds), so it is built once, not per connection,
 #: and again when a file is replaced (a certificate rotated).
@@ -63,30 +50,6 @@ class RespError(StoreError):
 
 class Redirect(RespError):
     """A cluster node's ``MOVED`` or ``ASK``: the command's key is served by another node."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for messages and logs."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" not in netloc and "password=" not in parts.query:
-        return url  # nothing to hide (and unix:/// stays as written)
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-        netloc = f"{user}:***@{host}" if user else f"***@{host}"
-    query = parts.query
-    if "password=" in query:  # password=, and ssl_password= too
-        query = "&".join(
-            q.split("=", 1)[0] + "=***" if q.split("=", 1)[0].endswith("password") else q
-            for q in query.split("&")
-        )
-    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 class RespClient:
@@ -460,117 +423,3 @@ def _parse(buf: bytes, pos: int) -> tuple[Reply, int]:
         text = buf[pos + 1 : end].decode("utf-8", "replace")
         return (Redirect if text.startswith(("MOVED ", "ASK ")) else RespError)(text), end + 2
     raise EOFError(f"unexpected reply from server: {buf[pos : min(end, pos + 40)]!r}")
-
-
-def check_url(url: str) -> None:
-    """Refuse a Redis URL that this client, and so a machine, would not read as the app's
-    redis-py client does: another scheme, a query option not in :data:`URL_OPTIONS` or one
-    given to the wrong scheme, twice, or with a value it cannot take. ``ConfigError`` names
-    the option and what was expected; the URL is masked."""
-    if _simple_url(url) is None:
-        _read_url(url)
-
-
-def _read_url(url: str) -> UrlFields:
-    """:func:`_url`, with the scheme and the query options checked (see :func:`check_url`)."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    where = mask_url(url)
-    try:
-        fields = _url(url)
-        options = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-    except ValueError as exc:
-        raise ConfigError(f"malformed Redis URL {where}: {exc}") from None
-    scheme = fields[0]
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"Redis URL {where!r} must start with redis://, rediss:// or unix://")
-    names = [name for name, _ in options]
-    for name, value in options:
-        if name not in URL_OPTIONS:
-            raise ConfigError(
-                f"Redis URL option {name!r} in {where} is not supported: a machine's Redis "
-                f"client reads only {', '.join(URL_OPTIONS)}"
-            )
-        if scheme not in URL_OPTIONS[name]:
-            raise ConfigError(
-                f"Redis URL option {name} in {where} applies to rediss:// URLs only "
-                "(a TLS connection)"
-            )
-        if names.count(name) > 1:
-            raise ConfigError(f"Redis URL option {name} is given twice in {where}: expected once")
-        shown = "***" if name == "password" else repr(value)
-        expected = {
-            "db": "a database number" if not value.isdigit() else "",
-            "ssl_cert_reqs": "none, optional or required" if value not in _CERT_REQS else "",
-            "ssl_check_hostname": "true or false" if value.lower() not in _BOOLS else "",
-        }.get(name, "" if value else "a value")
-        if expected:
-            raise ConfigError(f"Redis URL option {name}={shown} in {where}: expected {expected}")
-    if "ssl_keyfile" in names and "ssl_certfile" not in names:
-        raise ConfigError(
-            f"Redis URL option ssl_keyfile in {where} needs ssl_certfile: the client's "
-            "certificate that goes with the key"
-        )
-    userinfo = urlsplit(url).netloc.rpartition("@")[0]
-    for name in ("username", "password"):
-        if name in names and (userinfo.partition(":")[2 if name == "password" else 0]):
-            raise ConfigError(
-                f"Redis URL {where} gives its {name} twice, before the host and as an "
-                "option: expected one of them"
-            )
-    return fields
-
-
-def _url(url: str) -> UrlFields:
-    """The fields of a Redis URL, as redis-py reads them (``urllib.parse``)."""
-    from urllib.parse import parse_qs, unquote, urlsplit
-
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    unix = parts.scheme == "unix"
-    password = unquote(parts.password) if parts.password else None
-    if "password" in query:
-        password = query["password"][0]
-    username = unquote(parts.username) if parts.username else None
-    if "username" in query:
-        username = query["username"][0]
-    db = query.get("db", [""])[0] or ("" if unix else parts.path.strip("/"))
-    return (
-        parts.scheme,
-        parts.hostname or "127.0.0.1",
-        parts.port or 6379,
-        username,
-        password,
-        unquote(parts.path) if unix else "",
-        db,
-        query,
-    )
-
-
-def _simple_url(url: str) -> UrlFields | None:
-    """:func:`_url` for the URLs machines are given (``redis://[user:password@]host[:port]
-    [/db]``, ``unix:///path``: no query, escape, IPv6 or other oddity), without importing
-    ``urllib.parse`` (and ``ipaddress``), ~2 ms of every machine's start-up. None for any
-    other URL: :func:`_url` reads it. A test checks both agree."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("redis", "rediss", "unix"):
-        return None
-    if not rest.isascii() or any(odd in rest for odd in "?#[]%\\ \t\r\n"):
-        return None
-    netloc, slash, path = rest.partition("/")
-    userinfo, _, hostport = netloc.rpartition("@")
-    host, _, port = hostport.partition(":")
-    if ":" in port or (port and not (port.isdigit() and port.isascii() and int(port) <= 65535)):
-        return None  # urllib.parse's own errors, or its reading
-    user, has_password, password = userinfo.partition(":")
-    unix = scheme == "unix"
-    return (
-        scheme,
-        host.lower() or "127.0.0.1",
-        int(port or 0) or 6379,
-        user or None,
-        password if has_password and password else None,
-        slash + path if unix else "",
-        "" if unix else (slash + path).strip("/"),
-        {},
-    )

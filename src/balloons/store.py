@@ -35,8 +35,9 @@ from .records import (
     record_error,
     slot_entry,
 )
+from .redisurl import mask_url
 from .replies import Cancelled, Code, Lost, Picked, Submitted
-from .resp import RespClient, RespError, mask_url
+from .resp import RespClient, RespError
 from .retry import RetryPlan, retry_argv
 from .untrusted import integer
 
