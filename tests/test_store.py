@@ -100,6 +100,39 @@ def test_concurrent_submits_each_get_a_connection(redis_url: str, secret: str) -
     app.close()
 
 
+def test_threads_first_using_the_store_share_one_client(redis_url: str, r: redis.Redis) -> None:
+    # Each thread's first use builds the redis-py client at once; a second client built beside
+    # it and then dropped would close its pool, cutting a pipeline still waiting on it.
+    store = Store(redis_url, "balloons")
+    n = 8
+    start = threading.Barrier(n)
+    pools: list[object] = []
+    got: list[object] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        start.wait()
+        try:
+            pipe = store.redis.pipeline(transaction=False)
+            pools.append(pipe.connection_pool)
+            pipe.blpop("shared-client", 60)
+            got.extend(pipe.execute())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: r.info("clients")["blocked_clients"] + len(errors) == n)
+    r.rpush("shared-client", *range(n))
+    for t in threads:
+        t.join()
+    store.close()
+    assert not errors
+    assert len(got) == n
+    assert len({id(pool) for pool in pools}) == 1
+
+
 def test_a_forked_child_submits_on_its_own_connection(redis_url: str, secret: str) -> None:
     app = _fresh_app(redis_url, secret)
     _submit(app)  # leaves an idle connection the child inherits

@@ -7,6 +7,7 @@ with the URL masked.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,9 @@ class StoreReads:
         self.namespace = namespace
         self._key = key  # the app's signing key, read when first needed
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
+        # Made once for all threads: a second client, built beside it and dropped, would close
+        # its pool on collection, cutting whatever command a thread still had in flight on it.
+        self._sync_lock = threading.Lock()
         # One asyncio client per event loop: a client is bound to the loop that made it.
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = (
             weakref.WeakKeyDictionary()
@@ -70,11 +74,15 @@ class StoreReads:
     def redis(self) -> Any:
         """redis-py's client: ``redis.Redis``, or ``redis.cluster.RedisCluster`` when the
         server is a cluster node (asked once: ``INFO cluster``)."""
-        if self._sync is None:
-            from .cluster import redis_client
+        client = self._sync
+        if client is None:
+            with self._sync_lock:
+                client = self._sync
+                if client is None:
+                    from .cluster import redis_client
 
-            self._sync = redis_client(self.url, _CONNECT_TIMEOUT)
-        return self._sync
+                    client = self._sync = redis_client(self.url, _CONNECT_TIMEOUT)
+        return client
 
     @property
     def aredis(self) -> Any:
