@@ -4,7 +4,6 @@ and the backend capabilities it checks."""
 from __future__ import annotations
 
 import pickle
-from typing import Any
 
 import pytest
 
@@ -12,34 +11,14 @@ import balloons
 from balloons.backends.base import BackgroundLaunches, RateLimited, Restartable
 from balloons.dispatch import Placed, placed
 from balloons.launcher import Assigned, Launch, assigned
-from balloons.status import MachineInfo, MachineSpec
 from balloons.task import Options, TaskOptions
+from tests.test_worker import HoldBackend
 
 SECRET = "s" * 32
 
 
-class _Backend:
+class _Backend(HoldBackend):
     """The five calls of the contract, launching nothing."""
-
-    name = "nothing"
-
-    def bind(self, ctx: Any) -> None:
-        return None
-
-    def launch(self, spec: MachineSpec) -> MachineInfo:
-        return MachineInfo(id="m1", backend=self.name, state="created")
-
-    def inspect(self, machine_id: str) -> MachineInfo | None:
-        return None
-
-    def stop(self, machine_id: str) -> None:
-        return None
-
-    def destroy(self, machine_id: str) -> None:
-        return None
-
-    def list(self, **metadata: str) -> list[MachineInfo]:
-        return []
 
 
 class _Restartable(_Backend):
