@@ -275,38 +275,23 @@ class Worker:
             if left <= 0:
                 mode = "release"
                 continue
-            self._wait_for_wake(left, idle_until)
+            self._wait_for_wake(left)
             mode = "take" if time.monotonic() < idle_until else "release"
         return code
 
-    def _wait_for_wake(self, left: float, until: float) -> None:
+    def _wait_for_wake(self, left: float) -> None:
         """Wait for a wake-up token (a job handed to an idle machine), never long, so that
-        delayed jobs falling due are seen too, with a ``TAKE`` behind it that Redis runs as
-        soon as the wait ends (a woken machine has its job without another round trip). Its
-        reply is kept when it is a job, or while the machine may still wait (``until``); else
-        the idle time is up and :meth:`_take_jobs` gives the slot back. The watchdog stays
-        armed for the next job (arming starts a thread) unless the wait could reach its time."""
+        delayed jobs falling due are seen too. No ``TAKE`` rides behind the wait: a machine
+        killed while it waits would have Redis hand it the job that wakes it. The watchdog
+        stays armed for the next job (arming starts a thread) unless the wait could reach
+        its time."""
         wait, limit = min(left, 5.0), self.client.timeout
         if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
             _unwatch()
-        take = lua.evalsha(
-            lua.TAKE, script_keys(self.pk), [self.pk.tag, time.time(), *self._take_args("take")]
-        )
         try:
-            woke, raw = self.client.pipeline([["BLPOP", self.pk.wake, f"{wait:.3f}"], take])
-        except StoreError:
-            woke = raw = RespError("unreachable")
-        if isinstance(woke, RespError):
+            self.client.execute("BLPOP", self.pk.wake, f"{wait:.3f}")
+        except (StoreError, RespError):
             time.sleep(min(left, 0.5))  # TAKE rides out the outage
-            return
-        if isinstance(raw, RespError):
-            return  # NOSCRIPT, say: the next TAKE is sent on its own
-        try:
-            took = replies.take(raw)
-        except StoreError:
-            return  # the next TAKE, sent on its own, says what is wrong
-        if took.work is not None or time.monotonic() < until:
-            self.next_take = raw
 
     def _take_args(self, mode: str) -> tuple[str, str, str, str]:
         return (self.slot, self.handoff.machine_id, mode, "1" if self.handoff.standby else "")
