@@ -57,7 +57,7 @@ from balloons.errors import StoreError
 from balloons.fly import stats as fly_stats
 from balloons.fly.emulator import Faults
 from balloons.fly.ratelimit import Limit, RateLimiter
-from balloons.keys import PoolKeys
+from balloons.store.keys import PoolKeys
 
 KILL_SHARE = 0.10
 API_ERROR_RATE = 0.05

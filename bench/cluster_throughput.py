@@ -87,10 +87,10 @@ def writer(
     import _balloons_tasks
 
     import balloons
-    from balloons import lua
-    from balloons.cluster import hash_slot
     from balloons.pools import MAX_MACHINES
-    from balloons.resp import RespError
+    from balloons.store import lua
+    from balloons.store.cluster import hash_slot
+    from balloons.store.resp import RespError
 
     app = balloons.App(
         redis_url=url, secret=SECRET, backend=ManualBackend(keep_specs=False), state_dir=state
@@ -154,7 +154,7 @@ def _encode(cmd: list[Any]) -> bytes:
 
 
 def _read(sock: Any, n: int) -> list[Any]:
-    from balloons.resp import _Incomplete, _parse
+    from balloons.store.resp import _Incomplete, _parse
 
     buf, pos, out = b"", 0, []
     while len(out) < n:

@@ -2,7 +2,7 @@
 against LocalBackend, in the same run and against the same Valkey.
 
 * ``fly (emulator)``: ``FlyBackend`` creates a machine over real HTTP (uvicorn on 127.0.0.1);
-  the emulator spawns ``python -m balloons.worker`` as a fresh process, which gets the Redis
+  the emulator spawns ``python -m balloons.machine`` as a fresh process, which gets the Redis
   URL and the key from the app's secrets. The backend's rate limiter is opened wide here:
   this measures one job's path, not Fly's cap of about one create per second per app;
 * ``local exec``: ``LocalBackend(isolation="exec")``, also a fresh interpreter per job;

@@ -2,7 +2,7 @@
 
 10,000 jobs (``--n``) that each sleep 100 ms (``--sleep``) are submitted in a loop to a pool
 with ``max_machines=50`` (``--cap``) through ``FlyBackend`` and the emulator (served by uvicorn
-on 127.0.0.1, every machine a local ``python -m balloons.worker`` process). Reported: makespan
+on 127.0.0.1, every machine a local ``python -m balloons.machine`` process). Reported: makespan
 (first submit to the last result) against the ideal ``n * sleep / cap`` (target <= 1.2x),
 machines created, API calls per job (the emulator's ``GET /_emulator/stats``), jobs taken warm,
 and the peak memory of the submitting side. The submitting side (the app, its ``FlyBackend``
@@ -38,7 +38,7 @@ from typing import Any
 from _common import BENCH_DIR, SECRET, header, table, temp_state_dir, valkey_server
 
 import balloons
-from balloons.keys import PoolKeys
+from balloons.store.keys import PoolKeys
 
 SUBMITTER = "--submitter"
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/log_capture.py [--lines 20000] [--jobs 300]
 
-A private Valkey holds one job record; a :class:`balloons.capture.LogCapture` captures the
+A private Valkey holds one job record; a :class:`balloons.machine.capture.LogCapture` captures the
 job as a worker does (``begin``, the task's writes, ``end`` with its final flush). Baselines
 are measured in the same run: the same prints to ``/dev/null`` without capture, and an empty
 task with no capture. stdout is ``/dev/null`` in both, so the figures are capture's own cost
@@ -20,10 +20,10 @@ import time
 
 from _common import header, table, valkey_server
 
-from balloons.capture import LogCapture
 from balloons.ids import ulid
-from balloons.keys import PoolKeys
-from balloons.resp import RespClient
+from balloons.machine.capture import LogCapture
+from balloons.store.keys import PoolKeys
+from balloons.store.resp import RespClient
 
 
 def prints(n: int) -> None:

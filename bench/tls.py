@@ -49,7 +49,7 @@ from _common import (
 from cold_job import balloons_runner
 
 import balloons
-from balloons.resp import RespClient
+from balloons.store.resp import RespClient
 
 sys.path.insert(0, str(REPO_ROOT))
 import trustme

@@ -2,13 +2,13 @@
 goes.
 
 N no-op jobs are queued in a pool of one machine (the backend launches nothing); then this
-process runs the worker of that machine itself (``balloons.worker.Worker``, in the main
+process runs the worker of that machine itself (``balloons.machine.worker.Worker``, in the main
 thread, as a machine does) until the queue is empty and the pool's idle timeout (0) sends it
 away. Every round trip the worker makes is timed: the first job's ``CLAIM``, each ``TAKE``
 sent on its own, each ``FINISH`` (which carries the next ``TAKE`` in the same write) and
 the rest of a job (verify the signature, decode, call, encode). No peer: this isolates the
 balloons side of ``drain.py``. It uses the worker's internals, so keep it in step with
-``src/balloons/worker.py``.
+``src/balloons/machine/worker.py``.
 
     .venv/bin/python bench/worker_loop.py [--n 2000]
 """
@@ -26,9 +26,9 @@ import _balloons_tasks
 from _common import SECRET, ManualBackend, header, table, temp_state_dir, valkey_server
 
 import balloons
-from balloons import lua
-from balloons import worker as worker_mod
-from balloons.resp import RespClient
+from balloons.machine import worker as worker_mod
+from balloons.store import lua
+from balloons.store.resp import RespClient
 
 POOL = "loop"
 

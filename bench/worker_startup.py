@@ -1,10 +1,10 @@
 """Worker start-up: what every machine (a Fly Machine, an exec'd local process) pays.
 
-(a) ``python -X importtime -c "import balloons.worker"``: total and the 10 slowest imports.
-(b) wall time of a bare interpreter (``-c pass``) vs ``-c "import balloons.worker"`` vs a
-    whole no-op job in a fresh interpreter (``-m balloons.worker`` with a prepared job: claim,
+(a) ``python -X importtime -c "import balloons.machine.worker"``: total and the 10 slowest imports.
+(b) wall time of a bare interpreter (``-c pass``) vs ``-c "import balloons.machine.worker"`` vs a
+    whole no-op job in a fresh interpreter (``-m balloons.machine`` with a prepared job: claim,
     verify, import the task module, run, record), each minus the bare interpreter.
-(c) the modules ``balloons.worker`` (and a whole job run) loads that are neither the
+(c) the modules ``balloons.machine.worker`` (and a whole job run) loads that are neither the
     standard library nor balloons: must be none.
 
 Both with and without compiled bytecode: balloons is copied (without ``__pycache__``) to two
@@ -51,17 +51,17 @@ FORBIDDEN = ("redis", "hiredis", "click", "rich", "httpx", "starlette", "uvicorn
 LIST_MODULES = """
 import json, sys
 before = set(sys.modules)
-import balloons.worker
+import balloons.machine.worker
 print(json.dumps({"new": sorted(set(sys.modules) - before), "file": balloons.__file__}))
 """
-# Runs the worker as `-m balloons.worker` would, and dumps sys.modules at exit.
+# Runs the worker as `-m balloons.machine` would, and dumps sys.modules at exit.
 RUN_AND_LIST = """
 import atexit, json, os, runpy, sys
 def dump():
     with open(os.environ["BENCH_MODULES_OUT"], "w") as fh:
         json.dump(sorted(sys.modules), fh)
 atexit.register(dump)
-runpy.run_module("balloons.worker", run_name="__main__", alter_sys=True)
+runpy.run_module("balloons.machine.worker", run_name="__main__", alter_sys=True)
 """
 
 
@@ -137,8 +137,10 @@ def importtime_summary(tree: Tree, runs: int) -> tuple[int, list[Imp]]:
     startup = {i.name for i in importtime(tree, "pass")}
     results = []
     for _ in range(runs):
-        imps = [i for i in importtime(tree, "import balloons.worker") if i.name not in startup]
-        total = next(i.cum_us for i in imps if i.name == "balloons.worker")
+        imps = [
+            i for i in importtime(tree, "import balloons.machine.worker") if i.name not in startup
+        ]
+        total = next(i.cum_us for i in imps if i.name == "balloons.machine.worker")
         results.append((total, imps))
     results.sort(key=lambda r: r[0])
     return results[len(results) // 2]  # the median run
@@ -178,7 +180,7 @@ class JobMaker:
 
 
 def check_modules(tree: Tree, maker: JobMaker, tmp: Path) -> tuple[str, list[str], list[str]]:
-    """(balloons.__file__, foreign modules of `import balloons.worker`, of a whole job)."""
+    """(balloons.__file__, foreign modules of `import balloons.machine.worker`, of a whole job)."""
     proc = subprocess.run(
         [sys.executable, "-c", LIST_MODULES],
         env=tree.env(),
@@ -235,7 +237,7 @@ def main() -> int:
         for tree in trees:
             file, imp_foreign, job_foreign = check_modules(tree, maker, tmp)
             print(f"[{tree.label}] balloons from {file}")
-            print(f"  import balloons.worker: {imp_foreign or 'none'}")
+            print(f"  import balloons.machine.worker: {imp_foreign or 'none'}")
             print(f"  whole job run:          {job_foreign or 'none'}")
             bad = [m for m in (*imp_foreign, *job_foreign) if m.split(".")[0] in FORBIDDEN]
             if bad:
@@ -243,13 +245,14 @@ def main() -> int:
 
         # (a) importtime
         print(
-            "\n## python -X importtime -c 'import balloons.worker' "
+            "\n## python -X importtime -c 'import balloons.machine.worker' "
             f"(median of {args.importtime_runs} runs)\n"
         )
         summaries = {t.label: importtime_summary(t, args.importtime_runs) for t in trees}
         for label, (total, imps) in summaries.items():
             print(
-                f"[{label}] balloons.worker total (cumulative): {total:,} us, {len(imps)} modules"
+                f"[{label}] balloons.machine.worker total (cumulative): {total:,} us, "
+                f"{len(imps)} modules"
             )
         total, imps = summaries[".pyc"]
         by_name = {i.name: i for i in imps}
@@ -285,8 +288,8 @@ def main() -> int:
         # (b) wall time, interleaved round by round
         cmds = {
             "bare interpreter (-c pass)": ["-c", "pass"],
-            "-c 'import balloons.worker'": ["-c", "import balloons.worker"],
-            "no-op job (-m balloons.worker)": ["-m", "balloons.worker"],
+            "-c 'import balloons.machine.worker'": ["-c", "import balloons.machine.worker"],
+            "no-op job (-m balloons.machine)": ["-m", "balloons.machine"],
         }
         samples: dict[tuple[str, str], list[float]] = {
             (t.label, c): [] for t in trees for c in cmds
@@ -322,7 +325,7 @@ def main() -> int:
     print(table(["bytecode", "command", "median ms", "p90 ms", "over bare ms", "/ bare"], rows))
     for tree in trees:
         bare = statistics.median(samples[(tree.label, "bare interpreter (-c pass)")])
-        whole = statistics.median(samples[(tree.label, "no-op job (-m balloons.worker)")])
+        whole = statistics.median(samples[(tree.label, "no-op job (-m balloons.machine)")])
         verdict = "OK" if whole - bare <= 0.030 else "over target"
         print(
             f"[{tree.label}] no-op job over bare interpreter: {ms(whole - bare)} ms "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from balloons.cluster import hash_slot
+from balloons.store.cluster import hash_slot
 from tests.ports import free_port
 from tests.waiting import wait_for
 
@@ -229,7 +229,7 @@ def pools_on_each_node(
     """``per_node`` pool names per primary, whose keys (``NS:{POOL}:...``) live on that
     primary: the first primary's first, then the next primary's... (one per node: in node
     order)."""
-    from balloons.keys import PoolKeys
+    from balloons.store.keys import PoolKeys
 
     ranges = cluster.slot_map()
     found: dict[int, list[str]] = {n.port: [] for n in cluster.primaries}
@@ -289,7 +289,7 @@ class KeyAudit:
     the same node nor undeclared ones, which Dragonfly and cluster proxies refuse."""
 
     def __init__(self, cluster: ValkeyCluster) -> None:
-        from balloons import lua
+        from balloons.store import lua
 
         self.scripts: dict[str, tuple[str, bool]] = {}  # sha -> (name, finds jobs)
         for name in lua.NAMES:

@@ -46,7 +46,7 @@ def run_then_unload_finish(path: str) -> int:
     FINISH's: a machine whose first FINISH meets a server that never ran one."""
     import redis
 
-    from balloons import lua
+    from balloons.store import lua
 
     with open(path, "a") as f:
         f.write("ran\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import balloons
-from balloons import capture
+from balloons.machine import capture
 from tests import log_tasks, tasks
 
 pytestmark = pytest.mark.machines

@@ -20,12 +20,12 @@ import redis
 from click.testing import CliRunner
 
 import balloons
-from balloons import lua
 from balloons.cli import main as cli
-from balloons.cluster import Routes, hash_slot
-from balloons.keys import PoolKeys, script_keys
-from balloons.resp import RespClient, RespError
 from balloons.states import JobStatus
+from balloons.store import lua
+from balloons.store.cluster import Routes, hash_slot
+from balloons.store.keys import PoolKeys, script_keys
+from balloons.store.resp import RespClient, RespError
 from tests import tasks
 from tests.cluster import KeyAudit, ValkeyCluster, pools_on_each_node
 from tests.waiting import wait_for

@@ -10,9 +10,9 @@ import pytest
 import balloons
 from balloons.config import Settings
 from balloons.errors import ConfigError, StoreError
-from balloons.keys import JobKeys, split_job_id
-from balloons.redisurl import mask_url
-from balloons.resp import RespClient
+from balloons.store.keys import JobKeys, split_job_id
+from balloons.store.redisurl import mask_url
+from balloons.store.resp import RespClient
 
 
 def test_argument_beats_environment_beats_default() -> None:

@@ -16,8 +16,8 @@ import redis
 from click.testing import CliRunner
 
 import balloons
-from balloons import embedded
 from balloons.cli import main as cli
+from balloons.store import embedded
 from tests import tasks
 from tests.waiting import wait_for
 

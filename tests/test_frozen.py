@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from balloons.keys import JobKeys, PoolKeys
+from balloons.store.keys import JobKeys, PoolKeys
 
 JOB_ID = "builds.01jd3x9k2m8vq4t7w0c5r6y1zh"
 
@@ -45,8 +45,8 @@ def test_records_pickle_and_copy() -> None:
     from pathlib import Path
 
     from balloons.config import Settings
+    from balloons.machine.worker import Handoff
     from balloons.task import TaskOptions
-    from balloons.worker import Handoff
 
     records = [
         JobKeys.of("ns", JOB_ID),

@@ -33,9 +33,9 @@ from balloons import BalloonsError
 from balloons.backends.local import LocalBackend
 from balloons.cli import main as cli
 from balloons.dashboard import create_app
-from balloons.keys import JobKeys, PoolKeys, gc_lock_key, machine_key, machines_key, pools_key
+from balloons.info import MachineInfo, MachineSpec
 from balloons.listing import Filters, find_jobs, pool_summaries
-from balloons.status import MachineInfo, MachineSpec
+from balloons.store.keys import JobKeys, PoolKeys, gc_lock_key, machine_key, machines_key, pools_key
 from balloons.untrusted import integer
 from tests.dashboard.conftest import ServerThread
 

@@ -2,7 +2,7 @@
 never crash the worker without a recorded failure, and never run a task they were not signed
 for.
 
-The real worker entry (``balloons.worker.main(env)``) runs in this process against the
+The real worker entry (``balloons.machine.worker.main(env)``) runs in this process against the
 suite's Valkey; each example submits a fresh job (to a backend that launches nothing), alters
 what a machine would read, runs the worker, and checks what it did and what the record says.
 """
@@ -21,9 +21,7 @@ from hypothesis import strategies as st
 
 import balloons
 from balloons import JobStatus
-from balloons.keys import PoolKeys
-from balloons.signing import sign
-from balloons.worker import (
+from balloons.machine.worker import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_SKIPPED,
@@ -32,6 +30,8 @@ from balloons.worker import (
     EXIT_USAGE,
     main,
 )
+from balloons.signing import sign
+from balloons.store.keys import PoolKeys
 from tests import tasks
 from tests.test_worker import HoldBackend, job_key
 

@@ -14,8 +14,9 @@ import pytest
 import redis
 
 import balloons
-from balloons import JobFailed, JobNotFound, JobStatus, ResultTimeout, SerializationError, lua
-from balloons.keys import JobKeys
+from balloons import JobFailed, JobNotFound, JobStatus, ResultTimeout, SerializationError
+from balloons.store import lua
+from balloons.store.keys import JobKeys
 from tests import tasks
 
 pytestmark = pytest.mark.machines

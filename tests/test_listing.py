@@ -9,7 +9,7 @@ import pytest
 
 from balloons import JobStatus
 from balloons.listing import Filters, find_jobs, pool_summaries
-from balloons.store import SubmitRequest
+from balloons.store.writes import SubmitRequest
 from tests import tasks
 from tests.dashboard.conftest import machines_settled
 

@@ -172,7 +172,7 @@ def test_run_timeout_stops_cpu_bound_python_that_swallows_exceptions() -> None:
         job.result(timeout=30)
     assert info.value.reason == "timeout"
     assert "timeout of 1s" in info.value.error_message
-    assert info.value.error_type == "balloons.worker.TaskTimeout"
+    assert info.value.error_type == "balloons.machine.worker.TaskTimeout"
 
 
 def test_c_code_holding_the_interpreter_is_ended_by_the_workers_watchdog() -> None:

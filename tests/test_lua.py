@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from balloons import config, keys, lua, pools
+from balloons import config, pools
+from balloons.store import keys, lua
 
 LUA_DIR = os.path.dirname(lua.__file__)
 SCRIPTS = {name: getattr(lua, name) for name in lua.NAMES}
@@ -214,7 +215,7 @@ def test_one_sha_cache_for_every_client() -> None:
 def test_a_machine_links_only_the_scripts_it_uses() -> None:
     """Importing the worker reads no script file; a script is made on first use."""
     code = (
-        "import json, balloons.worker; from balloons import lua; "
+        "import json, balloons.machine.worker; from balloons.store import lua; "
         "before = [n for n in lua.NAMES if n in vars(lua)]; lua.CLAIM; "
         "print(json.dumps([before, [n for n in lua.NAMES if n in vars(lua)]]))"
     )

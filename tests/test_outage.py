@@ -12,7 +12,7 @@ import redis
 
 import balloons
 from balloons import StoreError
-from balloons.redisurl import mask_url
+from balloons.store.redisurl import mask_url
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
@@ -106,7 +106,7 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
     patience runs out, and leaves no heartbeat thread behind."""
     import threading
 
-    from balloons.worker import EXIT_STORE, main
+    from balloons.machine.worker import EXIT_STORE, main
 
     backend = HoldBackend()
     app = balloons.App(redis_url=server.url, secret=secret, backend=backend)
@@ -116,7 +116,7 @@ def test_a_worker_that_gives_up_on_redis_stops_its_heartbeat(
 
     stopper = threading.Thread(target=_when_running, args=(job, server.stop))
     stopper.start()
-    monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
+    monkeypatch.setattr("balloons.machine.worker.STORE_PATIENCE", 0.5)
     assert main(_worker_env(backend, server, secret)) == EXIT_STORE
     stopper.join()
     wait_for(
@@ -133,7 +133,7 @@ def test_a_worker_rides_out_an_outage_longer_than_its_patience_until_the_jobs_de
     outcome is still written, since the job's deadline is further off."""
     import threading
 
-    from balloons.worker import EXIT_OK, main
+    from balloons.machine.worker import EXIT_OK, main
 
     backend = HoldBackend()
     app = balloons.App(redis_url=server.url, secret=secret, backend=backend)
@@ -150,7 +150,7 @@ def test_a_worker_rides_out_an_outage_longer_than_its_patience_until_the_jobs_de
 
     outager = threading.Thread(target=_when_running, args=(job, outage))
     outager.start()
-    monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.5)
+    monkeypatch.setattr("balloons.machine.worker.STORE_PATIENCE", 0.5)
     code = main(_worker_env(backend, server, secret))
     outager.join()  # before any assertion: the server is back either way
     assert code == EXIT_OK

@@ -26,10 +26,11 @@ import pytest
 import redis
 
 import balloons
-from balloons import JobFailed, JobStatus, keys
+from balloons import JobFailed, JobStatus
 from balloons.backends import identity
 from balloons.backends.local import LocalBackend
 from balloons.fly.emulator import procs
+from balloons.store import keys
 from tests import tasks
 from tests.conftest import SECRET
 from tests.waiting import wait_for

@@ -15,7 +15,7 @@ import balloons
 from balloons import JobFailed, JobStatus
 from balloons.cli import main as cli
 from balloons.dashboard import create_app
-from balloons.keys import PoolKeys
+from balloons.store.keys import PoolKeys
 from balloons.untrusted import shown
 from tests import tasks
 from tests.dashboard.conftest import ServerThread

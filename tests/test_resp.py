@@ -9,10 +9,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balloons import resp
-from balloons.redisurl import _simple_url, _url
-from balloons.resp import Redirect, RespClient, RespError, _Incomplete, _parse
 from balloons.states import JobStatus
+from balloons.store import resp
+from balloons.store.redisurl import _simple_url, _url
+from balloons.store.resp import Redirect, RespClient, RespError, _Incomplete, _parse
 from tests.authvalkey import AuthValkey
 
 REPLY = b"*6\r\n:1\r\n$6\r\nlaunch\r\n$-1\r\n*2\r\n+OK\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n"  # nested
@@ -226,7 +226,7 @@ def test_a_url_option_a_machine_would_not_act_on_is_refused_at_start(
     url: str, message: str, secret: str
 ) -> None:
     import balloons
-    from balloons.redisurl import check_url
+    from balloons.store.redisurl import check_url
 
     for start in (check_url, RespClient, lambda u: balloons.App(redis_url=u, secret=secret)):
         with pytest.raises(balloons.ConfigError) as info:
@@ -239,7 +239,7 @@ def test_a_url_option_a_machine_would_not_act_on_is_refused_at_start(
 def test_the_url_options_a_machine_reads_it_reads_as_redis_py_does(url: str) -> None:
     from redis.connection import parse_url
 
-    from balloons.redisurl import check_url
+    from balloons.store.redisurl import check_url
 
     check_url(url)
     _, host, port, username, password, path, db, query = _url(url)
@@ -257,7 +257,7 @@ def test_the_url_options_a_machine_reads_it_reads_as_redis_py_does(url: str) -> 
 
 @pytest.mark.slow
 def test_a_worker_given_a_url_option_it_would_not_act_on_says_so(secret: str) -> None:
-    from balloons.worker import EXIT_USAGE
+    from balloons.machine.worker import EXIT_USAGE
     from tests.test_worker import run_worker
 
     url = "rediss://:hunter2@h:6380/0?ssl_cert_reqs=none&socket_keepalive=true"

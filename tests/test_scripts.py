@@ -1,5 +1,5 @@
 """The Lua scripts, called directly against the real Valkey: chosen keys and arguments in, the
-keys checked after, each reply read through :mod:`balloons.replies`. No machine, no app: the
+keys checked after, each reply read through :mod:`balloons.store.replies`. No machine, no app: the
 guards (each code by name), the cap (also under concurrent submitters), FIFO order within a
 priority, and leases (a heartbeat renews one; a lapsed one is reclaimed)."""
 
@@ -13,12 +13,12 @@ import pytest
 import redis
 
 import balloons
-from balloons import lua, replies
+from balloons.control.reclaim import end_slot
 from balloons.errors import StoreError
 from balloons.ids import ulid as new_ulid
-from balloons.keys import PoolKeys, script_keys
-from balloons.reclaim import end_slot
-from balloons.replies import Code
+from balloons.store import lua, replies
+from balloons.store.keys import PoolKeys, script_keys
+from balloons.store.replies import Code
 from tests import tasks
 from tests.test_worker import HoldBackend
 
@@ -456,7 +456,7 @@ def test_a_worker_given_a_malformed_reply_exits_with_a_store_error(
 ) -> None:
     """The real worker entry, in this process, whose script answers in a shape it never has:
     a store error naming the script (exit 5), not an IndexError or ValueError."""
-    from balloons.worker import EXIT_STORE, main
+    from balloons.machine.worker import EXIT_STORE, main
 
     own = new_ulid()
     handoff = f"default.{own}/0"

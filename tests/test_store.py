@@ -10,8 +10,8 @@ import redis
 
 import balloons
 from balloons import JobStatus
-from balloons.keys import JobKeys
-from balloons.store import Store
+from balloons.store.keys import JobKeys
+from balloons.store.writes import Store
 from tests import tasks
 from tests.waiting import wait_for
 
@@ -197,7 +197,7 @@ class _SlowPong:
 
 
 def test_a_submit_connection_polls_for_its_reply_only_while_replies_come_fast() -> None:
-    from balloons.resp import RespClient
+    from balloons.store.resp import RespClient
 
     server = _SlowPong()
     client = RespClient(f"redis://127.0.0.1:{server.port}", timeout=None, spin=0.002)
@@ -218,8 +218,8 @@ def test_a_submit_connection_polls_for_its_reply_only_while_replies_come_fast() 
 
 
 def test_only_plain_connections_without_a_timeout_spin(redis_url: str, secret: str) -> None:
-    from balloons.resp import RespClient
-    from balloons.store import SUBMIT_SPIN_S
+    from balloons.store.resp import RespClient
+    from balloons.store.writes import SUBMIT_SPIN_S
 
     assert RespClient(redis_url, timeout=None, spin=0.001).spinning
     assert not RespClient(redis_url, timeout=5.0, spin=0.001).spinning  # a read would block

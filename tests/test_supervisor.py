@@ -279,7 +279,7 @@ class _StoppedOnRequest:
         pass
 
     def inspect(self, machine_id: str) -> Any:
-        from balloons.status import MachineInfo
+        from balloons.info import MachineInfo
 
         return MachineInfo(machine_id, "test", "stopped", requested_stop=True)
 

@@ -24,8 +24,8 @@ import redis
 import trustme
 
 import balloons
-from balloons.resp import RespClient
-from balloons.store import SUBMIT_SPIN_S
+from balloons.store.resp import RespClient
+from balloons.store.writes import SUBMIT_SPIN_S
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
@@ -316,7 +316,7 @@ def test_a_worker_keeps_its_connections_while_the_server_speaks_unasked(
     """The worker's connections (its own, its heartbeat's, its log capture's) get session
     tickets and key updates (TLS 1.3) or renegotiations (TLS 1.2) while its task runs: the
     job ends as usual and no connection is made again."""
-    from balloons.worker import EXIT_OK, main
+    from balloons.machine.worker import EXIT_OK, main
 
     upstream = ("127.0.0.1", endpoints.acl_valkey.port)
     own_terminator.append(app_term := endpoints.new(version, upstream))
@@ -364,7 +364,7 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
 ) -> None:
     """Redis restarts while the task runs: the worker's connections through the TLS endpoint
     are closed, it connects again (TLS, AUTH as an ACL user) and writes the outcome."""
-    from balloons.worker import EXIT_OK, main
+    from balloons.machine.worker import EXIT_OK, main
 
     server = AuthValkey(tmp_path / "valkey", PASSWORD, [(USER, USER_PASSWORD)])
     server.start()
@@ -389,7 +389,7 @@ def test_a_worker_over_tls_rides_out_a_redis_restart(
 
         restarter = threading.Thread(target=restart)
         restarter.start()
-        monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 30.0)
+        monkeypatch.setattr("balloons.machine.worker.STORE_PATIENCE", 30.0)
         code = main(_worker_env(backend, url, secret))
         restarter.join()
         assert code == EXIT_OK

@@ -2,7 +2,7 @@
 task's, a result, an error or progress it wrote; or make a worker run an attempt again (a
 finished job's record put back to run: a replay).
 
-As in ``tests/test_hostile_records.py``, the real worker entry (``balloons.worker.main``) runs
+As in ``tests/test_hostile_records.py``, the real worker entry (``balloons.machine.worker.main``) runs
 in this process against the suite's Valkey, for machines of a backend that launches nothing;
 the replays of retried jobs go through the suite's real local machines.
 """
@@ -27,10 +27,10 @@ import balloons
 from balloons import JobFailed, JobStatus, SerializationError
 from balloons.cli import main as cli
 from balloons.ids import ulid as new_ulid
-from balloons.keys import JobKeys, PoolKeys
+from balloons.machine.worker import EXIT_OK, main
 from balloons.signing import sign, sign_outcome
-from balloons.store import INVALID_MESSAGE, INVALID_PROGRESS
-from balloons.worker import EXIT_OK, main
+from balloons.store.keys import JobKeys, PoolKeys
+from balloons.store.writes import INVALID_MESSAGE, INVALID_PROGRESS
 from tests import tasks
 from tests.test_worker import HoldBackend
 

@@ -16,8 +16,8 @@ import redis
 import balloons
 from balloons import JobFailed, JobStatus, MachineInfo, MachineSpec
 from balloons.backends.base import BackendContext
+from balloons.machine.worker import EXIT_OK, EXIT_REFUSED, EXIT_SKIPPED, EXIT_USAGE
 from balloons.signing import sign
-from balloons.worker import EXIT_OK, EXIT_REFUSED, EXIT_SKIPPED, EXIT_USAGE
 from tests import tasks
 from tests.waiting import wait_for
 
@@ -81,7 +81,7 @@ def run_worker(
     env_extra: dict[str, str], redis_url: str, secret: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "balloons.worker"],
+        [sys.executable, "-m", "balloons.machine"],
         env=worker_env(env_extra, redis_url, secret),
         capture_output=True,
         text=True,
@@ -286,7 +286,7 @@ def test_a_worker_refuses_a_signing_key_shorter_than_32_bytes(
 def test_worker_without_secret_or_url(redis_url) -> None:  # type: ignore[no-untyped-def]
     env = {"PATH": os.environ["PATH"], "BALLOONS_JOB": "default.01jd3x9k2m8vq4t7w0c5r6y1zh/1"}
     out = subprocess.run(
-        [sys.executable, "-m", "balloons.worker"],
+        [sys.executable, "-m", "balloons.machine"],
         env=env,
         capture_output=True,
         text=True,
@@ -319,10 +319,10 @@ HEAVY = (
     "dataclasses",
     "inspect",
     "pathlib",
-    "balloons.status",
-    "balloons.store",
-    "balloons.cluster",  # only once a server redirects: a cluster
-    "balloons.embedded",
+    "balloons.info",
+    "balloons.store.writes",
+    "balloons.store.cluster",  # only once a server redirects: a cluster
+    "balloons.store.embedded",
     "balloons.backends.base",
 )
 
@@ -330,7 +330,7 @@ HEAVY = (
 def test_the_worker_start_up_path_stays_lean() -> None:
     # A task module builds its App at import time on the machine too.
     code = (
-        "import json, sys, balloons.worker, balloons; "
+        "import json, sys, balloons.machine.worker, balloons; "
         "balloons.App(); balloons.TaskOptions(); "
         "print(json.dumps(sorted(sys.modules)))"
     )
@@ -338,7 +338,7 @@ def test_the_worker_start_up_path_stays_lean() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     loaded = set(json.loads(out.stdout))
-    assert "balloons.worker" in loaded and "balloons.app" in loaded
+    assert "balloons.machine.worker" in loaded and "balloons.app" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY) == []
 
 
@@ -424,7 +424,7 @@ def test_a_worker_leaves_a_job_that_is_no_longer_its_own_and_exits(
     job = bound(app, tasks.print_then_wait).submit(str(tmp_path / "never"), 60)
     env = worker_env(backend.specs[0].env, redis_url, secret)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "balloons.worker"],
+        [sys.executable, "-m", "balloons.machine"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -484,7 +484,7 @@ def test_an_idle_machine_outlives_the_watchdog_of_its_last_job() -> None:
 def test_the_watchdog_is_armed_once_for_the_jobs_that_fit_its_window() -> None:
     """Arming starts a thread and disarming joins one: a warm machine's jobs share an arming
     whose time suits each of them (not before its deadline's grace, at most ``slack`` after)."""
-    from balloons import worker
+    from balloons.machine import worker
 
     now = time.monotonic()
     try:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 from .app import App
-from .capture import progress
 from .errors import (
     BackendError,
     BalloonsError,
@@ -31,6 +30,7 @@ from .errors import (
     WorkerError,
 )
 from .job import Job
+from .machine.capture import progress
 from .pools import Pool
 from .retry import Retry
 from .serialize import JSONSerializer, PickleSerializer, Serializer
@@ -44,21 +44,21 @@ if TYPE_CHECKING:
     from .backends.base import Backend, BackendContext
     from .backends.fly import FlyBackend
     from .backends.local import LocalBackend
-    from .status import AttemptInfo, JobInfo, MachineInfo, MachineSpec
-    from .supervisor import Supervisor
+    from .control.supervisor import Supervisor
+    from .info import AttemptInfo, JobInfo, MachineInfo, MachineSpec
 
 # Machines import this package on start-up: what the worker never needs (the records, built
 # with dataclasses, and the backends) loads on first use.
 _LAZY = {
-    "AttemptInfo": "balloons.status",
-    "JobInfo": "balloons.status",
-    "MachineInfo": "balloons.status",
-    "MachineSpec": "balloons.status",
+    "AttemptInfo": "balloons.info",
+    "JobInfo": "balloons.info",
+    "MachineInfo": "balloons.info",
+    "MachineSpec": "balloons.info",
     "Backend": "balloons.backends.base",
     "BackendContext": "balloons.backends.base",
     "FlyBackend": "balloons.backends.fly",
     "LocalBackend": "balloons.backends.local",
-    "Supervisor": "balloons.supervisor",
+    "Supervisor": "balloons.control.supervisor",
 }
 
 

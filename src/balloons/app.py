@@ -15,10 +15,10 @@ from . import registry
 from .config import Settings
 from .errors import ConfigError, WorkerError
 from .job import Job
-from .keys import POOL_RE, JobKeys
 from .pools import Pool, check_standby
-from .redisurl import mask_url
 from .serialize import Serializer, get_serializer
+from .store.keys import POOL_RE, JobKeys
+from .store.redisurl import mask_url
 from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from typing import ParamSpec, Unpack
 
     from .backends.base import Backend
+    from .control.supervisor import Supervisor
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
-    from .status import JobInfo, MachineSpec
-    from .store import Store
-    from .supervisor import Supervisor
+    from .info import JobInfo, MachineSpec
+    from .store.writes import Store
     from .task import Options
 
     P = ParamSpec("P")
@@ -195,8 +195,8 @@ class App:
     def store(self) -> Store:
         """The Redis store, connecting (and starting the embedded server) on first use."""
         if self._store is None:
-            from . import embedded
-            from .store import Store
+            from .store import embedded
+            from .store.writes import Store
 
             url = self.settings.redis_url or embedded.ensure(
                 self.settings.state_dir, namespace=self.settings.namespace
@@ -210,8 +210,8 @@ class App:
             if self.settings.secret:
                 self._secret = self.settings.secret
             elif self.settings.embedded:
-                from . import embedded
                 from .config import check_secret
+                from .store import embedded
 
                 key = embedded.load_secret(self.settings.state_dir)
                 check_secret(key, f"the file {self.settings.state_dir / 'secret'}")
@@ -280,7 +280,7 @@ class App:
 
         from .cost import report
         from .listing import scan
-        from .store import attempts_from
+        from .store.writes import attempts_from
 
         store = self.store
         names = list(pools) if pools is not None else store.pools()
@@ -297,8 +297,8 @@ class App:
         return report(priced, store.usage(names), self.prices, time.time())
 
     def supervisor(self, **options: Any) -> Supervisor:
-        """A :class:`~balloons.supervisor.Supervisor` for this app (not started)."""
-        from .supervisor import Supervisor
+        """A :class:`~balloons.control.supervisor.Supervisor` for this app (not started)."""
+        from .control.supervisor import Supervisor
 
         return Supervisor(self, **options)
 

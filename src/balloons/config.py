@@ -12,8 +12,8 @@ import os
 
 from .errors import ConfigError
 from .frozen import Frozen
-from .keys import DEFAULT_NAMESPACE
-from .redisurl import check_url, mask_url
+from .store.keys import DEFAULT_NAMESPACE
+from .store.redisurl import check_url, mask_url
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any
 
 from .errors import ConfigError
-from .status import AttemptInfo, JobInfo
+from .info import AttemptInfo, JobInfo
 from .untrusted import MAX_CPUS, MAX_MEMORY_MB, integer
 
 _MONTH = 30 * 24 * 3600

@@ -21,24 +21,24 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import replies
 from .errors import ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job, job_keys
-from .keys import JobKeys
 from .launcher import Launch, SlotLauncher
-from .replies import Code, Submitted
 from .serialize import dumps_call
 from .signing import sign, verify
+from .store import replies
+from .store.keys import JobKeys
+from .store.replies import Code, Submitted
 from .task import DEFAULT_TIMEOUT, TaskOptions, check_priority
 
 if TYPE_CHECKING:
     from types import ModuleType
 
     from .app import App
+    from .info import MachineSpec
     from .pools import Pool
-    from .status import MachineSpec
-    from .store import SubmitRequest
+    from .store.writes import SubmitRequest
     from .task import Task
 
 R = TypeVar("R")
@@ -64,7 +64,7 @@ class Placed(NamedTuple):
 
 
 def placed(reply: Submitted | list[Any]) -> Placed:
-    """Where ``SUBMIT`` put a job, from its reply (decoded by :func:`balloons.replies.submit`
+    """Where ``SUBMIT`` put a job, from its reply (decoded by :func:`balloons.store.replies.submit`
     when it is not yet)."""
     got = reply if isinstance(reply, Submitted) else replies.submit(reply)
     if got.code is _EXISTING:
@@ -390,14 +390,14 @@ def _due(delay: Any, at: Any, now: float, ttl: int) -> str:
 def _events() -> ModuleType:
     """Lifecycle events (they import logging): loaded on first use, then one call away on
     the submit path rather than an import statement."""
-    from . import events
+    from . import lifecycle
 
-    return events
+    return lifecycle
 
 
 @functools.cache
 def _submit_request() -> type[SubmitRequest]:
     """The store (redis-py) is not on a machine's start-up path: imported on first submit."""
-    from .store import SubmitRequest
+    from .store.writes import SubmitRequest
 
     return SubmitRequest

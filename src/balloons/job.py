@@ -6,8 +6,8 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import JobFailed, JobNotFound, ResultTimeout
-from .keys import JobKeys
 from .states import JobStatus, Reason
+from .store.keys import JobKeys
 from .untrusted import number, text
 
 if TYPE_CHECKING:
@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .cost import JobCost, PriceTable
+    from .info import JobInfo
     from .logs import LogLine
     from .serialize import Serializer
-    from .status import JobInfo
-    from .store import Store
+    from .store.writes import Store
 
 R = TypeVar("R")
 
@@ -190,7 +190,7 @@ class Job(Generic[R]):
         if st is JobStatus.SUCCEEDED:
             value: R = self.app.decode_result(self.id, rec)
             return value
-        from .store import record_error
+        from .store.writes import record_error
 
         # The error is shown only once it verifies with the app's secret (never decoded else).
         reason, err = record_error(self.id, rec, self.app.store.signing_key())
@@ -237,13 +237,13 @@ def _status(rec: dict[str, bytes]) -> JobStatus:
     st = _STATUSES.get(rec.get("status"))  # type: ignore[arg-type]
     if st is not None:
         return st
-    from .store import read_status  # the store is not on a machine's start-up path
+    from .store.writes import read_status  # the store is not on a machine's start-up path
 
     return read_status(rec.get("status"))[0]
 
 
 def _record_invalid(job_id: str, rec: dict[str, bytes]) -> JobFailed:
-    from .store import read_status
+    from .store.writes import read_status
 
     why = read_status(rec.get("status"))[1]
     return JobFailed(
@@ -255,9 +255,9 @@ def _record_invalid(job_id: str, rec: dict[str, bytes]) -> JobFailed:
 
 
 def _observed(job_id: str, st: JobStatus, rec: dict[str, bytes]) -> None:
-    from . import events
+    from . import lifecycle
 
-    if not events.enabled():
+    if not lifecycle.enabled():
         return  # nothing would be logged: the line is not built
 
     def num(name: str) -> float:
@@ -271,7 +271,7 @@ def _observed(job_id: str, st: JobStatus, rec: dict[str, bytes]) -> None:
         fields["total_s"] = finished - created
     if started and finished:
         fields["run_s"] = finished - started
-    events.emit(st.value.lower(), **fields)
+    lifecycle.emit(st.value.lower(), **fields)
 
 
 def decode_result(job_id: str, rec: Mapping[str, bytes], ser: Serializer, key: bytes) -> Any:

@@ -1,7 +1,7 @@
 """Launching the machines of the slots the store grants: now, or from a thread of its own.
 
 :class:`SlotLauncher` (one per app, held by its :class:`~balloons.dispatch.Dispatcher`) builds
-a slot's :class:`~balloons.status.MachineSpec` and calls the backend's ``launch``; in a pool
+a slot's :class:`~balloons.info.MachineSpec` and calls the backend's ``launch``; in a pool
 with standby machines it goes through ``PICK_MACHINE`` and starts a stopped machine, else creates
 one. A failed launch frees the slot and fails the attempt (``launch_failed``).
 
@@ -27,12 +27,12 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from . import replies
 from .errors import BackendError, StoreError
 from .ids import ulid
-from .keys import PoolKeys
-from .replies import Picked
 from .states import Reason
+from .store import replies
+from .store.keys import PoolKeys
+from .store.replies import Picked
 from .task import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
     from .backends.base import Backend
     from .config import Settings
-    from .status import MachineSpec
-    from .store import Store
+    from .info import MachineSpec
+    from .store.writes import Store
 
 #: Threads of an app's launcher: standby machines are started up to this many at once (Fly
 #: limits starts per machine), while creates are made one at a time.
@@ -77,7 +77,7 @@ class Assigned(NamedTuple):
 
 
 def assigned(got: Picked | list[str]) -> Assigned:
-    """``PICK_MACHINE``'s reply, decoded by :func:`balloons.replies.pick_machine` (from the
+    """``PICK_MACHINE``'s reply, decoded by :func:`balloons.store.replies.pick_machine` (from the
     words of ``Store.assign`` too: the reply after its code)."""
     if not isinstance(got, Picked):
         picked = replies.pick_machine([1, *got])
@@ -464,15 +464,15 @@ def _start(backend: Backend, machine: str) -> None:
 @functools.cache
 def _events() -> ModuleType:
     """Lifecycle events (they import logging): loaded on first use."""
-    from . import events
+    from . import lifecycle
 
-    return events
+    return lifecycle
 
 
 @functools.cache
 def _machine_spec() -> type[MachineSpec]:
     """The records (dataclasses) are not on a machine's start-up path: imported on first launch."""
-    from .status import MachineSpec
+    from .info import MachineSpec
 
     return MachineSpec
 

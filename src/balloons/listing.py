@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .keys import POOL_RE
-from .status import JobInfo, JobStatus
-from .store import Store, job_info
+from .info import JobInfo, JobStatus
+from .store.keys import POOL_RE
+from .store.writes import Store, job_info
 
 #: How many of the newest jobs of each pool a listing looks through.
 SCAN_LIMIT = 5000

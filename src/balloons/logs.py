@@ -1,5 +1,6 @@
 """Reading a job's captured output: :class:`LogLine` records, a snapshot, and a follow that
-blocks on the stream (``XREAD BLOCK``) rather than polling. Written by :mod:`balloons.capture`."""
+blocks on the stream (``XREAD BLOCK``) rather than polling. Written by
+:mod:`balloons.machine.capture`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .keys import JobKeys
-from .store import Store, read_status
+from .store.keys import JobKeys
+from .store.writes import Store, read_status
 from .untrusted import MAX_ATTEMPT, integer, shown, text, timestamp
 
 #: Longest single block on the stream before the job's status is read again.

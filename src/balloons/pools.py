@@ -3,7 +3,7 @@
 ``app.pool("builds", max_machines=2, idle_timeout=10, cpus=4, memory_mb=4096)`` declares one;
 tasks name it with ``@app.task(pool="builds")``. A pool never has more than ``max_machines``
 machines (starting, running or idle) at once, however many processes submit: the cap is
-checked by the same Lua script that takes a slot (:mod:`balloons.lua`). The pool's settings
+checked by the same Lua script that takes a slot (:mod:`balloons.store.lua`). The pool's settings
 travel to Redis with every submit, so workers and supervisors read the submitter's values.
 
 ``standby=N`` keeps up to N of the pool's machines *stopped* rather than destroyed when they
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .config import check_seconds
 from .errors import ConfigError
-from .keys import POOL_RE
+from .store.keys import POOL_RE
 from .untrusted import MAX_CPUS, MAX_MEMORY_MB
 
 #: Most machines a pool may have.
@@ -26,7 +26,7 @@ MAX_WAIT = 7 * 24 * 3600.0
 #: Longest heartbeat period: an hour (a lease lasts five of them).
 MAX_HEARTBEAT = 3600.0
 #: A pool's defaults, which the scripts also assume when a pool's settings or a job's need are
-#: missing in Redis (:mod:`balloons.lua` writes them into the scripts).
+#: missing in Redis (:mod:`balloons.store.lua` writes them into the scripts).
 DEFAULT_CPUS = 1
 DEFAULT_MEMORY_MB = 256
 DEFAULT_MIN_MACHINES = 0

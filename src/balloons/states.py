@@ -1,5 +1,5 @@
 """Job statuses and failure reasons: ``str`` enums, light enough for a machine's start-up path
-(the records that describe jobs and machines are in :mod:`balloons.status`)."""
+(the records that describe jobs and machines are in :mod:`balloons.info`)."""
 
 from __future__ import annotations
 

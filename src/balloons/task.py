@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, 
 from .config import seconds_in
 from .errors import ConfigError
 from .frozen import Frozen
-from .keys import POOL_RE
+from .store.keys import POOL_RE
 from .untrusted import MAX_CPUS, MAX_MEMORY_MB
 
 if TYPE_CHECKING:

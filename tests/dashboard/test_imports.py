@@ -25,7 +25,7 @@ def loaded_after(statement: str) -> list[str]:
 
 
 def test_the_worker_and_the_library_import_nothing_of_the_dashboard() -> None:
-    assert loaded_after("import balloons, balloons.worker, balloons.app") == []
+    assert loaded_after("import balloons, balloons.machine.worker, balloons.app") == []
 
 
 def test_the_cli_imports_the_dashboard_only_for_its_command() -> None:

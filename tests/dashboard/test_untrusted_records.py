@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from balloons import JobFailed
-from balloons.keys import JobKeys
+from balloons.store.keys import JobKeys
 from tests import tasks
 from tests.dashboard.conftest import Dashboard
 

@@ -12,7 +12,7 @@ from balloons.dashboard.views import (
     previews_of_call,
     timeline,
 )
-from balloons.status import AttemptInfo, JobInfo, JobStatus
+from balloons.info import AttemptInfo, JobInfo, JobStatus
 
 
 def test_arguments_are_previewed_one_by_one_and_cut() -> None:

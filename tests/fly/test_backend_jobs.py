@@ -75,7 +75,7 @@ def test_the_create_request_is_what_the_contract_says(
     assert config["restart"] == {"policy": "no"}
     assert config["guest"] == {"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}
     assert config["image"] == JOBS_IMAGE
-    assert config["init"] == {"cmd": ["python", "-m", "balloons.worker"]}
+    assert config["init"] == {"cmd": ["python", "-m", "balloons.machine"]}
     assert config["env"] == {"BALLOONS_JOB": f"{job.id}/1", "ALLOWED_VAR": "yes"}
     assert config["metadata"] == {
         "balloons_job": job.id, "balloons_attempt": "1", "balloons_pool": "default",
@@ -274,7 +274,7 @@ def test_main_script_tasks_configured_from_the_environment(rig: FlyRig, tmp_path
 
 def test_the_worker_import_path_stays_free_of_httpx() -> None:
     code = (
-        "import sys, balloons, balloons.worker, tests.tasks; "
+        "import sys, balloons, balloons.machine.worker, tests.tasks; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', "
         "'starlette', 'uvicorn') or m.startswith('balloons.fly')))"
     )

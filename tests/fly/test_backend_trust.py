@@ -9,7 +9,7 @@ import time
 import pytest
 
 from balloons import BackendError
-from balloons.keys import PoolKeys, pools_key
+from balloons.store.keys import PoolKeys, pools_key
 
 from .conftest import SAFETY_TIMEOUT, FlyRig
 from .helpers import py

@@ -8,6 +8,7 @@ import random
 import httpx
 import pytest
 
+from balloons.control.reclaim import machine_outcome
 from balloons.fly.client import (
     CapacityRefusal,
     FlyClient,
@@ -16,8 +17,7 @@ from balloons.fly.client import (
     auth_header,
     explain,
 )
-from balloons.reclaim import machine_outcome
-from balloons.status import MachineInfo
+from balloons.info import MachineInfo
 
 CREATE_PATH = "/apps/jobs/machines"
 

@@ -154,5 +154,5 @@ def test_the_example_runs_as_deployed(deployed: tuple[Any, Served, Path]) -> Non
     (machine,) = served.emulator.machines.values()
     assert machine.app == "balloons-demo-jobs" and machine.region == "iad"
     assert machine.config["image"] == WEB_IMAGE
-    assert machine.config["init"] == {"cmd": ["python", "-m", "balloons.worker"]}
+    assert machine.config["init"] == {"cmd": ["python", "-m", "balloons.machine"]}
     assert machine.config["env"] == {"BALLOONS_JOB": f"{task_id}/1"}

@@ -24,7 +24,7 @@ import balloons
 from balloons import ConfigError, JobFailed, StoreError
 from balloons.backends.base import BackendContext
 from balloons.fly.client import RetryPolicy
-from balloons.worker import EXIT_STORE, Handoff
+from balloons.machine.worker import EXIT_STORE, Handoff
 from tests import tasks
 from tests.authvalkey import AuthValkey
 
@@ -219,14 +219,14 @@ def test_no_secret_shows_anywhere(
         seen.error(f"refused AUTH ({what})", info.value)
 
     # The worker's own output on its error paths (in this process, to keep it quick).
-    monkeypatch.setattr("balloons.worker.STORE_PATIENCE", 0.3)
+    monkeypatch.setattr("balloons.machine.worker.STORE_PATIENCE", 0.3)
     for url in (wrong, f"redis://:{PASSWORD}@127.0.0.1:{_closed_port()}/0"):
         env = {
             "BALLOONS_JOB": f"{ok.id}/1",
             "BALLOONS_REDIS_URL": url,
             "BALLOONS_SECRET": SIGNING_KEY,
         }
-        assert balloons.worker.main(env) == EXIT_STORE
+        assert balloons.machine.worker.main(env) == EXIT_STORE
     worker_err = capsys.readouterr().err
     assert "balloons worker:" in worker_err
     seen.add("worker stderr (in-process)", worker_err)

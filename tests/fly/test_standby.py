@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 import balloons
-from balloons import lua
 from balloons.cli import main as cli
 from balloons.fly.emulator import Faults
 from balloons.fly.ratelimit import Limit, RateLimiter
 from balloons.ids import ulid
-from balloons.keys import PoolKeys
+from balloons.store import lua
+from balloons.store.keys import PoolKeys
 from balloons.task import TaskOptions
 from tests import tasks
 from tests.waiting import wait_for

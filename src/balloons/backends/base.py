@@ -3,7 +3,7 @@
 A *machine* runs exactly one worker process, which runs one job attempt (or, with warm reuse,
 several in a row) and then exits. A backend must:
 
-* ``launch(spec)``: start a machine that runs ``python -m balloons.worker`` with
+* ``launch(spec)``: start a machine that runs ``python -m balloons.machine`` with
   ``spec.env`` (the handoff variable ``BALLOONS_JOB`` plus allow-listed names) and gives
   the worker a way to reach Redis and the signing key that does not pass through ``spec``;
   return at once with the machine's id. It must not wait for the job.
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..status import MachineInfo, MachineSpec
+from ..info import MachineInfo, MachineSpec
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -35,8 +35,8 @@ from ..fly import wire
 from ..fly.client import CapacityRefusal, FlyClient, RetryPolicy
 from ..fly.ratelimit import RateLimiter
 from ..fly.settings import FlySettings
-from ..keys import DEFAULT_NAMESPACE
-from ..status import MachineInfo, MachineSpec
+from ..info import MachineInfo, MachineSpec
+from ..store.keys import DEFAULT_NAMESPACE
 from .base import BackendContext
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import httpx
 
 #: What a job machine runs (``init.cmd``: the image's entrypoint, if any, stays).
-DEFAULT_COMMAND = ("python", "-m", "balloons.worker")
+DEFAULT_COMMAND = ("python", "-m", "balloons.machine")
 #: Creates tried per region when Fly has no capacity there, before the next region.
 DEFAULT_CAPACITY_TRIES = 2
 #: Seconds a stopped machine has between SIGTERM and SIGKILL.

@@ -2,9 +2,9 @@
 
 Starting a fresh interpreter and importing a Redis client costs more than a whole small job, so
 ``LocalBackend`` keeps one long-lived parent per state directory and balloons version. The
-parent imports ``balloons.worker`` once, runs no user code, and for each launch forks a child
-that starts a new session, drops to the machine's allow-listed environment, applies its memory
-limit, and runs the worker (``mode="fork"``) or execs a fresh interpreter (``mode="exec"``).
+parent imports ``balloons.machine.worker`` once, runs no user code, and for each launch forks
+a child that starts a new session, drops to the machine's allow-listed environment, applies its
+memory limit, and runs the worker (``mode="fork"``) or execs a fresh interpreter (``mode="exec"``).
 
 The parent also *notices* for its children, which is what makes local crash detection
 immediate: it writes each machine's record on launch (with what proves its process to a
@@ -32,12 +32,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import keys
-from .. import worker as worker_mod
+from ..control.reclaim import end_slot
 from ..errors import StoreError
-from ..reclaim import end_slot
-from ..resp import RespClient, RespError
-from ..status import Reason, exit_reason
+from ..info import Reason, exit_reason
+from ..machine import worker as worker_mod
+from ..store import keys
+from ..store.resp import RespClient, RespError
 from . import identity
 
 STOP_GRACE = 10.0
@@ -254,7 +254,7 @@ class ForkServer:
             os.environ.clear()
             os.environ.update(env)
             if req.get("mode") == "exec":
-                os.execve(sys.executable, [sys.executable, "-m", "balloons.worker"], env)
+                os.execve(sys.executable, [sys.executable, "-m", "balloons.machine"], env)
             sys.argv = ["balloons-worker"]
             code = worker_mod.main(env)
         except SystemExit as exc:

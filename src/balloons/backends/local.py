@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import keys
 from ..errors import BackendError, ConfigError
-from ..status import MachineInfo, MachineSpec
+from ..info import MachineInfo, MachineSpec
+from ..store import keys
 from . import identity
 from .base import BackendContext
 
@@ -142,7 +142,7 @@ class LocalBackend:
     @property
     def _redis(self) -> Any:
         if self._client is None:
-            from ..cluster import redis_client
+            from ..store.cluster import redis_client
 
             self._client = redis_client(self.ctx.redis_url, 5.0)
         return self._client

@@ -18,8 +18,8 @@ from rich.markup import escape
 from ..app import App
 from ..config import default_state_dir
 from ..errors import BalloonsError
-from ..keys import split_job_id
-from ..status import JobInfo, JobStatus
+from ..info import JobInfo, JobStatus
+from ..store.keys import split_job_id
 from ..untrusted import shown
 
 # No ":name:" emoji codes: text from tasks is printed through these too.
@@ -172,7 +172,7 @@ class _Group(click.Group):
                 exc, redis.RedisError | redis.exceptions.RedisClusterException
             ):
                 raise
-            from ..store import store_error
+            from ..store.writes import store_error
 
             app = ctx.meta.get("balloons.app")
             url = app.store.url if isinstance(app, App) else "redis://?"

@@ -13,9 +13,9 @@ import click
 from rich.table import Table
 
 from ..errors import JobFailed, ResultTimeout
+from ..info import JobInfo, JobStatus
 from ..job import Job
 from ..listing import MAX_PER_PAGE
-from ..status import JobInfo, JobStatus
 from ..untrusted import shown
 from .common import (
     JOB_ID,

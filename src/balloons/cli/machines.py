@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from ..keys import PoolKeys
+from ..store.keys import PoolKeys
 from .common import clock, console, err_console, load_app, main, safe
 
 if TYPE_CHECKING:

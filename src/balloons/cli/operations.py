@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .. import embedded
+from ..store import embedded
 from ..untrusted import shown
 from .common import Seconds, err_console, import_app, load_app, main, state_dir
 
@@ -100,8 +100,8 @@ def dashboard(host: str, port: int) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the job named by BALLOONS_JOB: what a machine runs (python -m balloons.worker)."""
-    from ..worker import main as worker_main
+    """Run the job named by BALLOONS_JOB: what a machine runs (python -m balloons.machine)."""
+    from ..machine.worker import main as worker_main
 
     sys.exit(worker_main())
 

@@ -16,9 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..fly import stats as fly_stats
+from ..info import MachineInfo
 from ..listing import CHUNK, RUNNING_MACHINE_STATES, scan
-from ..status import MachineInfo
-from ..store import Store
+from ..store.writes import Store
 from ..untrusted import shown
 
 if TYPE_CHECKING:

@@ -18,11 +18,11 @@ from typing import Any
 
 from .. import logs as job_logs
 from ..cost import CostReport, PriceTable, job_cost
-from ..keys import JobKeys
+from ..info import AttemptInfo, JobInfo
 from ..listing import ROW_FIELDS
 from ..signing import result_serializer
-from ..status import AttemptInfo, JobInfo
-from ..store import Store
+from ..store.keys import JobKeys
+from ..store.writes import Store
 from ..untrusted import (
     MAX_CPUS,
     MAX_MEMORY_MB,

@@ -41,9 +41,9 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BalloonsError, JobNotFound, StoreError
-from ..keys import JobKeys
+from ..info import JobStatus
 from ..listing import MAX_PAGE, Filters, find_jobs, pool_summaries
-from ..status import JobStatus
+from ..store.keys import JobKeys
 from ..untrusted import describe, shown
 from . import metrics, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth

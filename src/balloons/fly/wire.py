@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..status import MachineInfo, MachineSpec
+from ..info import MachineInfo, MachineSpec
 
 #: Metadata key of the tag every balloons machine carries; its value is the namespace.
 TAG = "balloons"

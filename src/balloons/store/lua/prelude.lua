@@ -1,8 +1,8 @@
--- The prelude: what every script shares. The loader (balloons/lua/__init__.py) puts before a
+-- The prelude: what every script shares. The loader (balloons/store/lua/__init__.py) puts before a
 -- script the lines below that it uses and the functions it calls (and those they call), and
--- writes the pool's key names where the line --@keys stands, from balloons/keys.py.
+-- writes the pool's key names where the line --@keys stands, from balloons/store/keys.py.
 --
--- KEYS of every script (balloons.keys.script_keys): the pool's keys, in POOL_SCRIPT_KEYS
+-- KEYS of every script (balloons.store.keys.script_keys): the pool's keys, in POOL_SCRIPT_KEYS
 -- order (QUEUE is KEYS[1], so a cluster routes the script to the pool's hash slot), then the
 -- keys of each job its caller names (JOB_SCRIPT_KEYS), then the idempotency key if any.
 -- ARGV[1] is the pool's key tag NS:{POOL}; ARGV[2] is the caller's clock, which no script
@@ -14,7 +14,7 @@
 -- '+SECONDS' is that many seconds after NOW. @NAME@ is a default from Python (the loader's
 -- constants()).
 --
--- Reply codes (named by balloons.replies.Code, which decodes every reply): 1 done (or more,
+-- Reply codes (named by balloons.store.replies.Code, which decodes every reply): 1 done (or more,
 -- as each script says), 0 nothing to do; a negative code means
 -- a guard refused:
 --   -1  the job's record (or the slot) is gone

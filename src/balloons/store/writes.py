@@ -1,12 +1,12 @@
 """Client-side access to the job records in Redis (redis-py, sync and asyncio): the writes.
 
-Every multi-key change goes through a script from :mod:`balloons.lua`, its reply decoded by
-:mod:`balloons.replies`; the connection and the plain reads are :mod:`balloons.reads`', and
-decoding a job's record :mod:`balloons.records`'. The submit write, the client's hottest path,
+Every multi-key change goes through a script from :mod:`.lua`, its reply decoded by
+:mod:`.replies`; the connection and the plain reads are :mod:`.reads`, and
+decoding a job's record :mod:`.records`. The submit write, the client's hottest path,
 uses balloons' own RESP client.
 Connection failures become :class:`~balloons.errors.StoreError` with the URL masked. On a
 Redis Cluster, redis-py's cluster client (chosen when the store first connects) and the RESP
-client's routes (:mod:`balloons.cluster`) send each command to its key's node.
+client's routes (:mod:`balloons.store.cluster`) send each command to its key's node.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ConfigError, StoreError
+from ..pools import MAX_MACHINES
+from ..retry import RetryPlan, retry_argv
+from ..untrusted import integer
 from . import lua, replies
-from .errors import ConfigError, StoreError
 from .keys import JobKeys, PoolKeys, pools_key, script_keys, slot_job
-from .pools import MAX_MACHINES
 from .reads import _CONNECT_TIMEOUT, MAX_SECONDS, StoreReads, store_error
 from .records import (
     CANCELLED_MESSAGE,
@@ -38,8 +40,6 @@ from .records import (
 from .redisurl import mask_url
 from .replies import Cancelled, Code, Lost, Picked, Submitted
 from .resp import RespClient, RespError
-from .retry import RetryPlan, retry_argv
-from .untrusted import integer
 
 __all__ = [  # what callers have long imported from here
     "CANCELLED_MESSAGE",
@@ -63,7 +63,7 @@ __all__ = [  # what callers have long imported from here
 #: Seconds between two ``SADD``s of one pool to the set of pools by one store's submits.
 RELIST_S = 10.0
 #: How long a submit polls for its reply before it sleeps on the socket (see
-#: :attr:`balloons.resp.RespClient.spin`): a local Redis answers within it, and a submit
+#: :attr:`balloons.store.resp.RespClient.spin`): a local Redis answers within it, and a submit
 #: then costs no wake-up of its thread; a distant one does not, and the polling stops.
 SUBMIT_SPIN_S = 200e-6
 
@@ -114,7 +114,7 @@ class SubmitRequest:
 
 
 class Store(StoreReads):
-    """Redis access for one app: :class:`~balloons.reads.StoreReads` and the writes, each one
+    """Redis access for one app: :class:`~balloons.store.reads.StoreReads` and the writes, each one
     script (the submit on balloons' own RESP client). ``url`` may carry a password; it is
     never shown unmasked."""
 
@@ -166,7 +166,7 @@ class Store(StoreReads):
 
     # ----------------------------------------------------------------- writes
     def _submit_cmd(self, jk: JobKeys, req: SubmitRequest) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of the SUBMIT script (see :mod:`balloons.lua`)."""
+        """KEYS and ARGV of the SUBMIT script (see :mod:`balloons.store.lua`)."""
         return script_keys(jk.pool, jk.ulid, idem=req.key_digest), [
             jk.pool.tag,
             repr(req.created),
@@ -296,7 +296,7 @@ class Store(StoreReads):
     ) -> Lost:
         """Free a slot whose machine is gone and end its job's attempt with ``reason`` (the
         error sealed with the app's secret)."""
-        from .reclaim import sealed_end
+        from ..control.reclaim import sealed_end
 
         secret = self.signing_key()
         if secret is None:
@@ -366,7 +366,7 @@ class Store(StoreReads):
         when it had ended; the slot and machine it held."""
         reply = replies.cancel(self.eval(lua.CANCEL, jk.pool, jk.ulid, jobs=(jk.ulid,)))
         if reply.code is Code.GONE:
-            from .errors import JobNotFound
+            from ..errors import JobNotFound
 
             raise JobNotFound(jk.job_id)
         return reply

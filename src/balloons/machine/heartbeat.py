@@ -11,14 +11,14 @@ import signal
 import threading
 import time
 
-from . import lua, replies
+from ..errors import StoreError
+from ..retry import decide, retry_argv
+from ..states import Reason
+from ..store import lua, replies
+from ..store.keys import slot_job
+from ..store.replies import Beat, Code
+from ..store.resp import RespClient
 from .attempt import error_record, log
-from .errors import StoreError
-from .keys import slot_job
-from .replies import Beat, Code
-from .resp import RespClient
-from .retry import decide, retry_argv
-from .states import Reason
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from balloons import JobFailed, events
+from balloons import JobFailed, lifecycle
 from tests import tasks
 from tests.conftest import REDIS_URL, SECRET
 
@@ -73,12 +73,12 @@ def test_a_failed_launch_is_logged_as_an_error(caplog: pytest.LogCaptureFixture)
 
 
 def test_lines_are_logfmt() -> None:
-    assert events.line("x", {"a": 1, "b": 0.5, "c": "two words", "d": 'q"'}) == (
+    assert lifecycle.line("x", {"a": 1, "b": 0.5, "c": "two words", "d": 'q"'}) == (
         'event=x a=1 b=0.500 c="two words" d="q\\""'
     )
 
 
 def test_values_read_from_records_stay_on_one_line_without_escapes() -> None:
-    assert events.line("failed", {"reason": "x\ny=1 \x1b[2J\t"}) == (
+    assert lifecycle.line("failed", {"reason": "x\ny=1 \x1b[2J\t"}) == (
         'event=failed reason="x\\ny=1 ␛[2J\\t"'
     )

@@ -2,8 +2,8 @@
 
 It runs as ``balloons supervise``, in a thread (``app.start_supervisor()``), and in part in
 every client waiting on a job (:meth:`Supervisor.check_job`). Ending a slot whose machine is
-gone lives in :mod:`balloons.reclaim` (the fork server runs it too), and the sweep of machines
-that nothing holds in :mod:`balloons.orphans`.
+gone lives in :mod:`.reclaim` (the fork server runs it too), and the sweep of machines
+that nothing holds in :mod:`.orphans`.
 
 Each :meth:`Supervisor.step` visits every pool and
 
@@ -39,21 +39,23 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import events, lua, orphans, replies
-from .ids import ulid
-from .keys import JobKeys, PoolKeys
-from .launcher import Launch
+from .. import lifecycle
+from ..ids import ulid
+from ..info import MachineInfo, Reason
+from ..launcher import Launch
+from ..store import lua, replies
+from ..store.keys import JobKeys, PoolKeys
+from ..store.replies import Code
+from ..untrusted import MAX_ATTEMPT, integer, timestamp
+from . import orphans
 from .reclaim import deadline_reason, end_slot, machine_outcome
-from .replies import Code
-from .status import MachineInfo, Reason
-from .untrusted import MAX_ATTEMPT, integer, timestamp
 
 if TYPE_CHECKING:
     import asyncio
 
-    from .app import App
+    from ..app import App
 
-log = logging.getLogger("balloons.supervisor")
+log = logging.getLogger("balloons.control.supervisor")
 
 #: Seconds for which a waiter that checked its pool's machines spares the other waiters of the
 #: pool that work (:meth:`Supervisor.check_job`); each waiter checks every few seconds.
@@ -86,7 +88,7 @@ class Supervisor:
         orphan_min_age: float = 10.0,
         boot_probe: float = 5.0,
     ) -> None:
-        from .config import check_seconds
+        from ..config import check_seconds
 
         for what, value in (
             ("interval", interval),
@@ -183,7 +185,7 @@ class Supervisor:
             )
             if lost.code is Code.OK:
                 report.reclaimed.append((slot, reason))
-                events.emit(
+                lifecycle.emit(
                     "machine_gone",
                     logging.WARNING,
                     job=f"{pk.pool}.{_text(info.get('job'))}" if info.get("job") else "-",
@@ -277,7 +279,7 @@ class Supervisor:
         now = store.server_time(pk)
         if lease is None or float(lease) >= now:
             return False
-        from .store import slot_entry
+        from ..store.writes import slot_entry
 
         info = slot_entry(raw) if raw else {}
         self._reclaim_slot(pk, slot, float(lease), info, now, report)

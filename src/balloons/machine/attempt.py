@@ -11,13 +11,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import lua, registry
-from .errors import WorkerError
-from .replies import NO_SLOT, Claim, Code, Work
-from .retry import Retry
-from .serialize import Serializer, get_serializer, loads_call
-from .signing import run_by
-from .states import Reason
+from .. import registry
+from ..errors import WorkerError
+from ..retry import Retry
+from ..serialize import Serializer, get_serializer, loads_call
+from ..signing import run_by
+from ..states import Reason
+from ..store import lua
+from ..store.replies import NO_SLOT, Claim, Code, Work
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

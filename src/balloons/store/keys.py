@@ -77,14 +77,14 @@ of :data:`POOL_SCRIPT_KEYS` (the scripts' ``QUEUE``, ``DELAYED``, ... name ``KEY
 ``KEYS[2]``, ...), then the keys of each job the caller names (:data:`JOB_SCRIPT_KEYS`).
 A script that finds jobs in its pool's queue, delayed set or slot table (their ids are known
 only inside it) makes those jobs' key names with the forms of :class:`PoolKeys`, which
-:mod:`balloons.lua` takes from here: keys of the same pool, hence of the same hash slot.
+:mod:`balloons.store.lua` takes from here: keys of the same pool, hence of the same hash slot.
 """
 
 from __future__ import annotations
 
 import re
 
-from .frozen import Frozen
+from ..frozen import Frozen
 
 DEFAULT_NAMESPACE = "balloons"
 DEFAULT_POOL = "default"
@@ -278,7 +278,7 @@ def script_keys(pool: PoolKeys, *jobs: str, idem: str = "") -> list[str]:
 
 def slot_job(slot: str) -> str:
     """The job a slot was made for, from its name (``ULID-ATTEMPT``, attempt > 0): what
-    :data:`balloons.lua.LOST` reads when the slot's entry is unreadable. ``""`` for a slot
+    :data:`balloons.store.lua.LOST` reads when the slot's entry is unreadable. ``""`` for a slot
     named for a machine (``ID-0``) or not named by balloons."""
     ulid, sep, n = slot.rpartition("-")
     if not sep or not ulid or not n or not (n.isascii() and n.isdigit()) or n == "0":

@@ -1,7 +1,7 @@
 """The sweep: destroy machines nothing will use again, and trim old entries from the indexes.
 
-A supervisor sweeps every ``gc_interval`` seconds (:meth:`~balloons.supervisor.Supervisor.step`),
-and ``balloons gc`` on demand (:meth:`~balloons.supervisor.Supervisor.collect_orphans`, whose
+A supervisor sweeps every ``gc_interval`` seconds (:meth:`.Supervisor.step`),
+and ``balloons gc`` on demand (:meth:`.Supervisor.collect_orphans`, whose
 docstring says what is destroyed). It is apart from the supervisor's slot work because it looks
 at the backend's machines, not at the pools' slots: a machine is an orphan when no slot and no
 standby set of its pool holds it.
@@ -14,16 +14,16 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from . import lua, replies
-from .ids import ulid
-from .keys import PoolKeys, gc_lock_key, machines_key
-from .status import MachineInfo
-from .untrusted import integer, timestamp
+from ..ids import ulid
+from ..info import MachineInfo
+from ..store import lua, replies
+from ..store.keys import PoolKeys, gc_lock_key, machines_key
+from ..untrusted import integer, timestamp
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
-log = logging.getLogger("balloons.supervisor")
+log = logging.getLogger("balloons.control.supervisor")
 
 
 def collect(
@@ -37,7 +37,7 @@ def collect(
     wait: float = 0.0,
 ) -> list[MachineInfo]:
     """Destroy the orphans of ``app``'s backend, adding their ids to ``destroyed``, and return
-    them (see :meth:`~balloons.supervisor.Supervisor.collect_orphans`)."""
+    them (see :meth:`~balloons.control.supervisor.Supervisor.collect_orphans`)."""
     store = app.store
     lock = gc_lock_key(app.settings.namespace)
     token = ulid()
@@ -83,7 +83,7 @@ def _sweep(
             shed.update(store.trim_standby(pk, 0 if standby else None))
     orphans = []
     now = store.server_time()
-    from .backends.base import Restartable
+    from ..backends.base import Restartable
 
     # Only a backend that can start a machine again leaves stopped machines behind.
     restartable = isinstance(app.backend, Restartable)

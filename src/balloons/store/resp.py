@@ -4,14 +4,14 @@ Machines pay for every import: redis-py costs ~100 ms to import on small machine
 more than a whole job should take. A worker needs a handful of commands (``EVALSHA``,
 ``HGETALL``, ``HSET``, ``EXPIRE``), one connection and no pooling, so it speaks RESP itself.
 Client-side code (the app, the CLI, the supervisor) uses redis-py, except for the submit write
-(:meth:`balloons.store.Store.submit`), where redis-py's per-call overhead would cost more than
+(:meth:`.writes.Store.submit`), where redis-py's per-call overhead would cost more than
 the rest of a submit.
 
-URLs (:mod:`balloons.redisurl`): ``redis://[user:password@]host[:port][/db]``, ``rediss://``
+URLs (:mod:`balloons.store.redisurl`): ``redis://[user:password@]host[:port][/db]``, ``rediss://``
 (TLS), ``unix:///path/to.sock``, with the query options that module names.
 
 The URL of any node of a Redis Cluster will do: the first ``MOVED`` or ``ASK`` reply turns the
-client into a router (:class:`balloons.cluster.Routes`) that sends each command to the node
+client into a router (:class:`balloons.store.cluster.Routes`) that sends each command to the node
 serving its key's slot. A single server never sends one, and costs nothing more.
 """
 
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .errors import StoreError
+from ..errors import StoreError
 from .lua import sha as script_sha
 from .redisurl import (
     _BOOLS,
@@ -204,7 +204,7 @@ class RespClient:
     def _redirected(self, replies: list[Reply]) -> list[Reply]:
         """The server is a cluster node, which sent a command of the last :meth:`send` to
         another node: from now on every command goes to the node that serves its key's slot
-        (:class:`balloons.cluster.Routes`), and the redirected ones are sent again there."""
+        (:class:`balloons.store.cluster.Routes`), and the redirected ones are sent again there."""
         from .cluster import Routes
 
         sent, self._sent = self._sent, ()

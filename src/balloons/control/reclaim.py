@@ -1,6 +1,6 @@
 """Ending a slot whose machine is gone: one rule shared by the supervisor and the fork server.
 
-It is apart from :mod:`balloons.supervisor` because the fork server runs it too, with the
+It is apart from :mod:`balloons.control.supervisor` because the fork server runs it too, with the
 worker's RESP client and no redis-py: it takes either client's commands as functions, and
 loads nothing of the supervisor's loop.
 
@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import lua, replies
-from .keys import PoolKeys, slot_job
-from .replies import Code, Lost
-from .retry import RetryPlan, decide, retry_argv
-from .signing import run_by, seal_error, sign_grant, verify
-from .status import MachineInfo, Reason, exit_reason
+from ..info import MachineInfo, Reason, exit_reason
+from ..retry import RetryPlan, decide, retry_argv
+from ..signing import run_by, seal_error, sign_grant, verify
+from ..store import lua, replies
+from ..store.keys import PoolKeys, slot_job
+from ..store.replies import Code, Lost
 
 Execute = Callable[..., Any]  # (command, *args) -> reply
 Eval = Callable[..., Any]  # (script, pool keys, *args, jobs=ULIDs the args name) -> reply

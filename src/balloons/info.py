@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .keys import POOL_RE
 from .states import TERMINAL, JobStatus, Reason, exit_reason
+from .store.keys import POOL_RE
 from .untrusted import MAX_ATTEMPT, MAX_CPUS, MAX_MEMORY_MB, describe, integer, timestamp
 
 T = TypeVar("T")

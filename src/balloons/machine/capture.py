@@ -23,16 +23,16 @@ import sys
 import threading
 import time
 
-from . import lua
-from .keys import script_keys
-from .resp import RespClient
-from .signing import sign_outcome
+from ..signing import sign_outcome
+from ..store import lua
+from ..store.keys import script_keys
+from ..store.resp import RespClient
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
-    from .keys import PoolKeys
+    from ..store.keys import PoolKeys
 
 #: Lines a job's log stream keeps (across its attempts); older ones are trimmed.
 MAX_LOG_LINES = 10_000

@@ -1,6 +1,6 @@
 """Job records read from Redis, decoded as hostile input: a job's status, its error (shown only
 once its tag verifies with the app's secret), its attempts, a slot's entry. Pure functions: the
-readers (:class:`balloons.store.Store`, listings, the dashboard) fetch, this module decodes.
+readers (:class:`balloons.store.writes.Store`, listings, the dashboard) fetch, this module decodes.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .signing import verify_outcome
-from .status import AttemptInfo, JobInfo, JobStatus, Reason
-from .untrusted import (
+from ..info import AttemptInfo, JobInfo, JobStatus, Reason
+from ..signing import verify_outcome
+from ..untrusted import (
     MAX_ATTEMPT,
     MAX_CPUS,
     MAX_MEMORY_MB,

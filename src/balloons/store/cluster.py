@@ -1,6 +1,6 @@
 """Redis Cluster: hash slots, the RESP client's routes, redis-py's cluster client.
 
-Any node's URL is enough. balloons' RESP client (:mod:`balloons.resp`: the worker, the submit
+Any node's URL is enough. balloons' RESP client (:mod:`balloons.store.resp`: the worker, the submit
 write) finds out at the first ``MOVED`` or ``ASK`` reply, and from then on sends each command
 to the node that serves its key's hash slot (:class:`Routes`); redis-py's client is chosen
 once per store (``INFO cluster``: :func:`redis_client`). A single server never redirects, so
@@ -9,7 +9,7 @@ it pays nothing for this, and the worker imports this module only on a cluster.
 
 from __future__ import annotations
 
-from .errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError
 from .redisurl import mask_url
 from .resp import Redirect, RespClient
 
@@ -84,7 +84,7 @@ def key_of(cmd: Sequence[Any]) -> str | bytes | None:
 
 
 class Routes:
-    """The commands of one :class:`~balloons.resp.RespClient` on a cluster: the node serving
+    """The commands of one :class:`~balloons.store.resp.RespClient` on a cluster: the node serving
     each hash slot (from ``CLUSTER SLOTS``, read again after a ``MOVED`` or a lost node) and
     one connection per node, each a copy of the client (same credentials, TLS and
     timeouts). A pipeline is split by node, written to each, and its replies put back in

@@ -9,9 +9,9 @@ not all of them); :func:`sha` gives its ``EVALSHA`` digest, the one cache of dig
 
 Made at load time, never written by hand twice:
 
-* the key names: ``QUEUE`` is ``KEYS[1]``, ... in :data:`balloons.keys.POOL_SCRIPT_KEYS`
+* the key names: ``QUEUE`` is ``KEYS[1]``, ... in :data:`balloons.store.keys.POOL_SCRIPT_KEYS`
   order, and ``jk(u)``, ``ak(u)``, ... make the keys of a job the script finds in its pool from
-  the pool's tag (``ARGV[1]``) with the forms of :class:`balloons.keys.PoolKeys`;
+  the pool's tag (``ARGV[1]``) with the forms of :class:`balloons.store.keys.PoolKeys`;
 * the defaults: ``@NAME@`` in a file is the Python value of :func:`constants` (a pool's
   defaults, the record TTL), so no Python default is typed again in Lua;
 * the prelude functions a script defines: those it calls, and those they call, in the
@@ -116,8 +116,8 @@ def read(name: str) -> str:
 
 def constants() -> dict[str, str]:
     """What ``@NAME@`` stands for in the files: Python's defaults, as Lua numbers."""
-    from ..config import DEFAULT_RECORD_TTL
-    from ..pools import (
+    from ...config import DEFAULT_RECORD_TTL
+    from ...pools import (
         DEFAULT_BOOT_TIMEOUT,
         DEFAULT_CPUS,
         DEFAULT_HEARTBEAT,
@@ -146,7 +146,7 @@ def constants() -> dict[str, str]:
 
 
 def key_names() -> str:
-    """The prelude's key names, from :mod:`balloons.keys`: one line per key of the pool
+    """The prelude's key names, from :mod:`balloons.store.keys`: one line per key of the pool
     (``local QUEUE = KEYS[1]``, ...) and a function per kind of job key, which makes the key
     of any job of the pool from its id (``jk(u)``: the job's record, ...)."""
     lines = [f"local {name.upper()} = KEYS[{i}]\n" for i, name in enumerate(POOL_SCRIPT_KEYS, 1)]

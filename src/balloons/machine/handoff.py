@@ -5,10 +5,10 @@ one reader of a machine's environment; on every machine's start-up path (lean im
 
 from __future__ import annotations
 
-from .config import check_secret
-from .errors import ConfigError, WorkerError
-from .frozen import Frozen
-from .keys import DEFAULT_NAMESPACE, split_job_id
+from ..config import check_secret
+from ..errors import ConfigError, WorkerError
+from ..frozen import Frozen
+from ..store.keys import DEFAULT_NAMESPACE, split_job_id
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Reading a store: the connection to Redis (redis-py, sync and asyncio), running a script,
-and every plain read of job records, indexes, slots and pools. :class:`balloons.store.Store`
+and every plain read of job records, indexes, slots and pools. :class:`balloons.store.writes.Store`
 builds the writes on it. Connection failures become :class:`~balloons.errors.StoreError`
 with the URL masked.
 """
@@ -14,8 +14,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StoreError
+from ..info import JobInfo, JobStatus
+from ..signing import verify_outcome
+from ..untrusted import json_object, number, text
 from . import lua, replies
-from .errors import StoreError
 from .keys import (
     POOL_RE,
     ULID_RE,
@@ -35,9 +38,6 @@ from .records import (
     slot_entry,
 )
 from .redisurl import mask_url
-from .signing import verify_outcome
-from .status import JobInfo, JobStatus
-from .untrusted import json_object, number, text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
@@ -49,7 +49,7 @@ MAX_SECONDS = 100 * 365 * 24 * 3600.0
 
 class StoreReads:
     """Redis access for one app: the connection, the scripts, and every plain read (the
-    writes are :class:`balloons.store.Store`'s). ``url`` may carry a password; it is never
+    writes are :class:`balloons.store.writes.Store`'s). ``url`` may carry a password; it is never
     shown unmasked."""
 
     def __init__(
@@ -131,9 +131,9 @@ class StoreReads:
         return [len(keys), *keys, pk.tag, time.time(), *args]
 
     def eval(self, script: str, pk: PoolKeys, *args: Any, jobs: Sequence[str] = ()) -> Any:
-        """Run one of :mod:`balloons.lua`'s scripts against pool ``pk``, given the keys of
+        """Run one of :mod:`balloons.store.lua`'s scripts against pool ``pk``, given the keys of
         the pool and of the ``jobs`` (ULIDs) that its arguments name. Returns its raw reply,
-        for :mod:`balloons.replies` to decode."""
+        for :mod:`balloons.store.replies` to decode."""
         import redis as redis_mod
 
         cmd = self._tagged(pk, jobs, args)

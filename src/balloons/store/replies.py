@@ -15,7 +15,7 @@ from enum import IntEnum
 from operator import itemgetter
 from typing import Any, Self
 
-from .errors import StoreError
+from ..errors import StoreError
 
 
 class Code(IntEnum):

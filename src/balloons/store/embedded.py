@@ -14,7 +14,7 @@ submit returned survives a restart, a killed server and a crash of the host. (Wi
 ``everysec`` Valkey holds writes back for up to 2 s while a background fsync is slow, and still
 acknowledges them: a server killed meanwhile loses jobs it had accepted.)
 The process that starts it on an earlier run's data reclaims the slots of machines that ended
-meanwhile (:meth:`balloons.supervisor.Supervisor.recover`), so no job is queued for them.
+meanwhile (:meth:`balloons.control.supervisor.Supervisor.recover`), so no job is queued for them.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError
 from .keys import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
-    from .app import App
-    from .status import MachineInfo
+    from ..app import App
+    from ..info import MachineInfo
 
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
@@ -124,7 +124,7 @@ def start(
 
 def _local_app(state_dir: Path, namespace: str) -> App:
     """An app on the embedded server of ``state_dir`` with its local machines."""
-    from .app import App
+    from ..app import App
 
     return App(
         redis_url=url_for(state_dir),

@@ -1,4 +1,4 @@
-"""The worker: what runs on a machine. ``python -m balloons.worker`` (also ``balloons worker``).
+"""The worker: what runs on a machine. ``python -m balloons.machine`` (also ``balloons worker``).
 
 Its handoff ``BALLOONS_JOB=POOL.ULID/ATTEMPT`` names its first job and its slot (``ULID-ATTEMPT``;
 attempt 0 is a warm-floor machine with no job yet). It claims that attempt in Redis (one script
@@ -25,7 +25,15 @@ import sys
 import threading
 import time
 
-from . import heartbeat, lua, replies
+from ..errors import ConfigError, SerializationError, StoreError, WorkerError
+from ..retry import Retry, RetryPlan, decide, retry_argv
+from ..signing import seal_error, sign_grant, sign_outcome, verify
+from ..states import Reason
+from ..store import lua, replies
+from ..store.keys import PoolKeys, script_keys
+from ..store.replies import NO_SLOT, Code, Work
+from ..store.resp import RespClient, RespError
+from . import heartbeat
 from .attempt import (
     BAD_SLOT,
     Call,
@@ -38,15 +46,8 @@ from .attempt import (
     task_failure,
 )
 from .capture import LogCapture
-from .errors import ConfigError, SerializationError, StoreError, WorkerError
 from .handoff import Handoff
 from .heartbeat import TIMEOUT_GRACE
-from .keys import PoolKeys, script_keys
-from .replies import NO_SLOT, Code, Work
-from .resp import RespClient, RespError
-from .retry import Retry, RetryPlan, decide, retry_argv
-from .signing import seal_error, sign_grant, sign_outcome, verify
-from .states import Reason
 from .watchdog import ARMED_AT, arm_deadline, unwatch, watch
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
@@ -442,7 +443,7 @@ _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
 _BOOT = [time.time()]  # when this process started: the first attempt's machine time begins
 
 
-#: The watchdog's (see :mod:`balloons.watchdog`), by the names this module has long given them.
+#: The watchdog's (see :mod:`.watchdog`), by the names this module has long given them.
 _WATCHDOG_AT, _watch, _unwatch = ARMED_AT, watch, unwatch
 
 

@@ -8,7 +8,7 @@ every machine reads its URL here.
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: What a Redis URL says: scheme, host, port, username, password, socket path (unix), db, query.
 UrlFields = tuple[str, str, int, "str | None", "str | None", str, str, dict[str, list[str]]]

@@ -1,0 +1,9 @@
+"""The store: Redis and everything balloons keeps there.
+
+The key schema (:mod:`.keys`), the Lua scripts behind every multi-key change (:mod:`.lua`)
+and their typed replies (:mod:`.replies`), the clients (redis-py in :mod:`.reads` and
+:mod:`.writes`, the small RESP client of the hot paths in :mod:`.resp`, Cluster routing in
+:mod:`.cluster`, URLs in :mod:`.redisurl`), the records read back as hostile input
+(:mod:`.records`), and the embedded Valkey server of the default setup (:mod:`.embedded`).
+Machines import parts of this package, so it imports nothing itself.
+"""
