@@ -410,15 +410,19 @@ def test_the_launchers_scripts_touch_only_their_keys_on_every_node(
             fresh = ulid()
             assert store.requeue(pk, slot, u, fresh)
             assert job.status() is JobStatus.QUEUED
-            assert store.assign(pk, f"{fresh}-0", ulid()) == ["create", fresh, "1", "256"]
+            got = store.pick_machine(pk, f"{fresh}-0", ulid())
+            assert got is not None
+            assert (got.start, got.own, got.cpus, got.memory_mb) == (False, fresh, 1, 256)
             # A stopped machine in the pool's standby set: the next launch starts it.
             kept = ulid()
             with redis.RedisCluster.from_url(cluster.url) as rc:
                 rec = {"slot": kept, "cpus": 1, "mem": 256, "since": time.time()}
                 rc.hset(pk.standby, "abcdefabcdef01", json.dumps(rec))
             task.submit(3, 4)  # launches for the job queued first
-            got = store.assign(pk, launched_slot(), ulid())
-            assert got == ["start", "abcdefabcdef01", kept, "1", "256"]
+            got = store.pick_machine(pk, launched_slot(), ulid())
+            assert got is not None
+            assert (got.start, got.machine, got.own) == (True, "abcdefabcdef01", kept)
+            assert (got.cpus, got.memory_mb) == (1, 256)
             assert store.start_failed(pk, f"{kept}-0", "abcdefabcdef01", ulid())
             with redis.RedisCluster.from_url(cluster.url) as rc:
                 rc.hset(pk.standby, "abcdefabcdef02", json.dumps(rec))

@@ -239,11 +239,11 @@ def test_a_started_standby_machine_that_never_boots_is_reclaimed_by_the_boot_pro
     floor = ulid()
     flat = app.store.eval(lua.SCALE_UP, pk(app), floor)
     assert flat[0] == f"{floor}-0".encode()
-    got = app.store.assign(pk(app), f"{floor}-0", ulid())
-    assert got is not None and got[:2] == ["start", machine]
+    got = app.store.pick_machine(pk(app), f"{floor}-0", ulid())
+    assert got is not None and got.start and got.machine == machine
     app.store.redis.hset(pk(app).cfg, "min", 0)
     report = app.supervisor(boot_probe=0.0).step(gc=False)
-    assert [slot for slot, _ in report.reclaimed] == [f"{got[2]}-0"]
+    assert [slot for slot, _ in report.reclaimed] == [f"{got.own}-0"]
     wait_for(lambda: machine not in live(rig), "the machine to be destroyed")
     assert app.store.pool_stats(POOL)["machines"] == 0
 

@@ -333,15 +333,6 @@ class Store(StoreReads):
         is nothing to launch."""
         return replies.pick_machine(self.eval(lua.PICK_MACHINE, pk, slot, fresh))
 
-    def assign(self, pk: PoolKeys, slot: str, fresh: str) -> list[str] | None:
-        """:meth:`pick_machine` in words: ``["start", machine, slot ulid, cpus, mem]``,
-        ``["create", slot ulid, cpus, mem]``, or None."""
-        got = self.pick_machine(pk, slot, fresh)
-        if got is None:
-            return None
-        how = ["start", got.machine] if got.start else ["create"]
-        return [*how, got.own, str(got.cpus), str(got.memory_mb)]
-
     def start_failed(self, pk: PoolKeys, slot: str, machine: str, fresh: str) -> bool:
         """A standby machine failed to start: its slot, renamed ``FRESH-0``, waits for a new
         machine. False when the slot has moved on (the machine started after all)."""
