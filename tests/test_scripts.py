@@ -260,15 +260,20 @@ def test_a_machine_takes_queued_jobs_by_priority_then_in_order(r: redis.Redis) -
     order = [("a", 0), ("b", 0), ("c", 5), ("d", 0), ("e", 5), ("f", -1)]
     ids = {name: p.submit(priority=prio)[0] for name, prio in order}
     assert p.finish(first) is Code.OK
-    taken = []
+    taken, more = [], []
     for _ in order:
         took = p.take(f"{first}-1")
         assert took.code is Code.OK and took.work is not None and took.work.attempt == 1
         taken.append(took.work.ulid)
+        more.append(took.more)
         assert p.finish(took.work.ulid) is Code.OK
     names = {u: name for name, u in ids.items()}
     assert [names[u] for u in taken] == ["c", "e", "a", "b", "d", "f"]
-    assert p.take(f"{first}-1").code is Code.NONE
+    # Each reply says whether jobs were left in the queue: the machine's cue to send its next
+    # TAKE with its FINISH, or after it.
+    assert more == [True, True, True, True, True, False]
+    idle = p.take(f"{first}-1")
+    assert idle.code is Code.NONE and not idle.more
 
 
 def test_a_retried_job_keeps_its_place_in_line(r: redis.Redis) -> None:

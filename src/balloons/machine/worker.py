@@ -96,6 +96,11 @@ class Worker:
         self.lock = threading.Lock()
         # The reply of a TAKE sent along with the last FINISH, for run() to act on.
         self.next_take: Any = None
+        # Whether other jobs were queued when this machine took its current one: then the
+        # next TAKE rides with the FINISH (one round trip per job); else it follows the FINISH's
+        # reply, so that a waiter woken by the FINISH is not kept waiting behind a TAKE that
+        # would most likely find nothing.
+        self.more = True
         self.capture = LogCapture(handoff.redis_url, self.pk, handoff.secret)
         self.job_start = _BOOT[0]  # when this machine began the current attempt
         self.capped = False  # the current deadline is the job's max_cost, not its timeout
@@ -165,17 +170,17 @@ class Worker:
         return replies.ended(fin)
 
     def _finish_and_take(self, ulid: str, args: tuple[Any, ...]) -> Any:
-        """``FINISH`` with the machine's next ``TAKE`` in the same write, so a busy machine pays
-        one round trip per job, not two; run() uses the TAKE's reply. Returns FINISH's reply,
-        or None when it must be sent again on its own (riding out an outage)."""
-        now, keys = time.time(), script_keys(self.pk)
+        """``FINISH``, with the machine's next ``TAKE`` in the same write while jobs were
+        queued, so a busy machine pays one round trip per job, not two; run() uses the TAKE's
+        reply. Returns FINISH's reply, or None when it must be sent again on its own (riding
+        out an outage)."""
+        now = time.time()
+        commands = [lua.evalsha(lua.FINISH, script_keys(self.pk, ulid), [self.pk.tag, now, *args])]
+        if self.more:
+            take_args = [self.pk.tag, now, *self._take_args(self._mode())]
+            commands.append(lua.evalsha(lua.TAKE, script_keys(self.pk), take_args))
         try:
-            fin, take = self.client.pipeline(
-                [
-                    lua.evalsha(lua.FINISH, script_keys(self.pk, ulid), [self.pk.tag, now, *args]),
-                    lua.evalsha(lua.TAKE, keys, [self.pk.tag, now, *self._take_args(self._mode())]),
-                ]
-            )
+            fin, *take = self.client.pipeline(commands)
         except StoreError:  # the connection failed: ride it out (run() takes the next job)
             return None
         if isinstance(fin, RespError):
@@ -185,8 +190,8 @@ class Worker:
             # still running on this machine then. Not used: run() asks again, and a job the
             # TAKE did give this machine is handed back to it then (TAKE returns a held job).
             return None
-        if not isinstance(take, RespError):
-            self.next_take = take
+        if take and not isinstance(take[0], RespError):
+            self.next_take = take[0]
         return fin
 
     # ------------------------------------------------------------------ loop
@@ -256,6 +261,7 @@ class Worker:
                 raw = self._patient(lua.TAKE, *self._take_args(mode), until=patience)
             took = replies.take(raw)
             if took.work is not None:
+                self.more = took.more
                 self.job_start = time.time()
                 code = self.run_job(took.work)
                 mode, idle_until = self._mode(), 0.0

@@ -88,12 +88,14 @@ class Claim(_Reply):
 
 class Take(_Reply):
     """``TAKE``: the next job (``OK``), a wait for a wake of at most ``idle`` seconds
-    (``NONE``), or the end of the machine (``GONE``, ``RELEASED``, ``STANDBY``)."""
+    (``NONE``), or the end of the machine (``GONE``, ``RELEASED``, ``STANDBY``). ``more``:
+    other jobs were still queued when this one was taken (unknown counts as more)."""
 
     __slots__ = ()
     code: Code = _item(0)
     work: Work | None = _item(1)
     idle: float = _item(2)
+    more: bool = _item(3)
 
 
 class Beat(_Reply):
@@ -240,7 +242,7 @@ def claim(raw: Any, ulid: str, attempt: int) -> Claim:
 
 
 def take(raw: Any) -> Take:
-    items = _items("TAKE", raw, (1, 2, 6, 7))
+    items = _items("TAKE", raw, (1, 2, 6, 7, 8))
     allowed = (_OK, _NONE, _GONE, _RELEASED, _STANDBY)
     code = _code("TAKE", items, allowed)
     if code is _OK:
@@ -254,12 +256,12 @@ def take(raw: Any) -> Take:
             _bytes("TAKE", items[5]),
             _bytes("TAKE", items[6]) if len(items) > 6 else b"",
         )
-        return Take(code, work, 0.0)
+        return Take(code, work, 0.0, len(items) < 8 or items[7] != 0)
     if code is _NONE:
         _length("TAKE", raw, 2)
-        return Take(code, None, _seconds("TAKE", items[1]))
+        return Take(code, None, _seconds("TAKE", items[1]), False)
     _length("TAKE", raw, 1)
-    return Take(code, None, 0.0)
+    return Take(code, None, 0.0, False)
 
 
 def heartbeat(raw: Any) -> Beat:

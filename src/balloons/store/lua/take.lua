@@ -9,7 +9,8 @@
 -- ARGV: 1 tag, 2 now (not read), 3 slot, 4 machine, 5 mode ('take' | 'release'), 6 standby
 --       ('1' when the machine stops rather than being destroyed as its worker exits)
 -- Returns:
---   {1, ulid, attempt, payload, args, sig, grant}  run it
+--   {1, ulid, attempt, payload, args, sig, grant, more}  run it; more is 1 while other jobs
+--         wait in the queue (the machine then sends its next TAKE with this job's FINISH)
 --   {0, idle}  nothing to do: wait for a wake, up to the pool's idle timeout
 --   {-1}  the slot is gone: exit
 --   {-5}  the slot was given back: exit
@@ -40,7 +41,8 @@ if info.job and info.job ~= '' then
       and tonumber(cur[2]) == tonumber(info.attempt) then
     local claimed, ended = runs_get(info.job)
     if claimed == tonumber(cur[2]) and ended < claimed then
-      return {1, info.job, cur[2], cur[3] or '', cur[4] or '', cur[5] or '', cur[8] or ''}
+      return {1, info.job, cur[2], cur[3] or '', cur[4] or '', cur[5] or '', cur[8] or '',
+        math.min(1, redis.call('ZCARD', QUEUE))}
     end
     refuse_replay(info.job)
   end
@@ -68,7 +70,8 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
     slot_put(slot, info)
     redis.call('SREM', IDLE, slot)
     redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', @HEARTBEAT@), slot)
-    return {1, u, st[2], st[3] or '', st[4] or '', st[5] or '', st[7] or ''}
+    return {1, u, st[2], st[3] or '', st[4] or '', st[5] or '', st[7] or '',
+      math.min(1, redis.call('ZCARD', QUEUE))}
   end
 end
 if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', @MIN@) then
