@@ -9,7 +9,7 @@ from tests.tasks import app
 
 
 @app.task(timeout=60)
-def wait_for(path: str, seconds: float = 50.0) -> str:
+def wait_for_file(path: str, seconds: float = 50.0) -> str:
     """Run until ``path`` exists (the test decides when), then return its text."""
     waiting.wait_for(Path(path).exists, f"{path} to appear", seconds, 0.02)
     return Path(path).read_text()

@@ -81,7 +81,7 @@ def test_a_job_moves_from_running_to_succeeded_without_a_reload(
     context: BrowserContext, dashboard: Dashboard, tmp_path: Path
 ) -> None:
     flag = tmp_path / "go"
-    job = dtasks.wait_for.submit(str(flag))
+    job = dtasks.wait_for_file.submit(str(flag))
     try:
         page = context.new_page()
         log_in(page, dashboard, f"/jobs/{job.id}")
@@ -138,7 +138,7 @@ def test_cancel_from_the_page_cancels_a_running_job(
     context: BrowserContext, dashboard: Dashboard, tmp_path: Path
 ) -> None:
     flag = tmp_path / "never"
-    job = dtasks.wait_for.submit(str(flag))
+    job = dtasks.wait_for_file.submit(str(flag))
     try:
         page = context.new_page()
         log_in(page, dashboard, f"/jobs/{job.id}")

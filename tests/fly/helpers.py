@@ -33,7 +33,7 @@ async def launch(
     return machine
 
 
-async def wait_for(
+async def wait_state(
     client: httpx.AsyncClient, app: str, machine_id: str, state: str, **params: Any
 ) -> dict[str, Any]:
     """Wait (server side) for ``state``; fail the test on anything but 200."""

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from .helpers import launch, new_app, output, py, wait_for
+from .helpers import launch, new_app, output, py, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ DUMP_ENV = (
 async def _run_and_read(client: httpx.AsyncClient, app: str, config: dict[str, object],
                         **body: object) -> dict[str, object]:  # fmt: skip
     machine = await launch(client, app, {**config, "restart": {"policy": "no"}}, **body)
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     result: dict[str, object] = json.loads((await output(client, machine["id"])).splitlines()[-1])
     result["machine"] = machine
     return result
@@ -136,7 +136,7 @@ async def test_command_sources(
 ) -> None:
     app = await new_app(client)
     machine = await launch(client, app, {**config, "restart": {"policy": "no"}})
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     assert expected in await output(client, machine["id"])
 
 
@@ -144,7 +144,7 @@ async def test_image_commands_match_with_or_without_tag(client: httpx.AsyncClien
     app = await new_app(client)
     for image in ("registry.fly.io/emu-app", "registry.fly.io/emu-app:deployment-01H9RK9E"):
         machine = await launch(client, app, {"image": image, "restart": {"policy": "no"}})
-        await wait_for(client, app, machine["id"], "stopped")
+        await wait_state(client, app, machine["id"], "stopped")
         events = (await client.get(f"/v1/apps/{app}/machines/{machine['id']}/events")).json()
         assert events[0]["request"]["exit_event"]["exit_code"] == 7  # the mapped command ran
 
@@ -153,5 +153,5 @@ async def test_default_command(make_client: MakeClient) -> None:
     client = await make_client(default_command=["python", "-c", "print('the default')"])
     app = await new_app(client)
     machine = await launch(client, app, {"image": "anything", "restart": {"policy": "no"}})
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     assert "the default" in await output(client, machine["id"])

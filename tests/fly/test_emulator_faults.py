@@ -9,7 +9,7 @@ import pytest
 
 from balloons.fly.emulator import Faults
 
-from .helpers import exit_events, launch, new_app, wait_for
+from .helpers import exit_events, launch, new_app, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -88,7 +88,7 @@ async def test_kill_fault_sigkills_running_machines(make_client: MakeClient) -> 
     client = await make_client(faults=Faults(seed=3, kill_rate=50.0))
     app = await new_app(client)
     machine = await launch(client, app, {"image": "emu/sleep", "restart": {"policy": "no"}})
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["signal"] == 9
     assert exit_event["requested_stop"] is False

@@ -11,7 +11,7 @@ import pytest
 
 from tests.waiting import wait_for_async
 
-from .helpers import MACHINE_ID, ULID, exit_events, launch, new_app, output, py, wait_for
+from .helpers import MACHINE_ID, ULID, exit_events, launch, new_app, output, py, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ async def test_job_runs_exits_and_auto_destroys(client: httpx.AsyncClient) -> No
     config = py("print('hello from the job'); raise SystemExit(3)",
                 auto_destroy=True, restart={"policy": "no"})  # fmt: skip
     machine = await launch(client, app, config, name="job-1", region="ord")
-    done = await wait_for(client, app, machine["id"], "destroyed")
+    done = await wait_state(client, app, machine["id"], "destroyed")
     assert done["state"] == "destroyed"
 
     # Destroyed machines stay readable, with the exit event.
@@ -77,13 +77,13 @@ async def test_a_stopped_auto_destroy_machine_goes_through_flys_states_in_order(
 ) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py(SLEEP, auto_destroy=True, restart={"policy": "no"}))
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     url = f"/v1/apps/{app}/machines/{machine['id']}"
     # The stop timeout as Go's integer nanoseconds, as older docs send it (NOTES §10).
     stopped = await client.post(f"{url}/stop", json={"signal": "SIGTERM", "timeout": 5 * 10**9})
     assert stopped.status_code == 200 and stopped.json() == {"ok": True}
     assert client.conformance_exceptions()["stop_timeout_as_number"] == 1  # type: ignore[attr-defined]
-    await wait_for(client, app, machine["id"], "destroyed")
+    await wait_state(client, app, machine["id"], "destroyed")
     # Every state the machine reached, each with the id a wait's from_event_id compares.
     emulator = client.emulator  # type: ignore[attr-defined]
     reached = emulator.machines[machine["id"]].transitions
@@ -93,7 +93,7 @@ async def test_a_stopped_auto_destroy_machine_goes_through_flys_states_in_order(
     assert [tid for tid, _ in reached] == sorted(tid for tid, _ in reached)
     # A wait from the launch event sees the stop the machine has since left.
     launch_event = machine["events"][0]["id"]
-    seen = await wait_for(client, app, machine["id"], "stopped", from_event_id=launch_event)
+    seen = await wait_state(client, app, machine["id"], "stopped", from_event_id=launch_event)
     assert seen["state"] == "stopped"
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["requested_stop"] is True and exit_event["signal"] == signal.SIGTERM
@@ -102,7 +102,7 @@ async def test_a_stopped_auto_destroy_machine_goes_through_flys_states_in_order(
 async def test_without_auto_destroy_an_exited_machine_stops(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py("pass", restart={"policy": "no"}))
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["exit_code"] == 0
 
@@ -120,11 +120,11 @@ async def test_start_of_an_exited_machine_runs_its_command_again_with_its_env(
     )
     config = py(record, auto_destroy=False, restart={"policy": "no"}, env={"MARK": "m1"})
     machine = await launch(client, app, config)
-    first = await wait_for(client, app, machine["id"], "stopped")
+    first = await wait_state(client, app, machine["id"], "stopped")
     started = await client.post(f"/v1/apps/{app}/machines/{machine['id']}/start")
     assert started.status_code == 200
     assert started.json()["previous_state"] == "stopped"
-    await wait_for(client, app, machine["id"], "stopped", from_event_id=first["event_id"])
+    await wait_state(client, app, machine["id"], "stopped", from_event_id=first["event_id"])
     root = client.emulator.machine_dir(machine["id"]) / "root"  # type: ignore[attr-defined]
     line = f"m1 {machine['id']} s3"
     assert (root / "runs.txt").read_text().splitlines() == [line, line]
@@ -135,11 +135,11 @@ async def test_stop_start_and_forced_delete(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py(SLEEP, restart={"policy": "always"}))
     url = f"/v1/apps/{app}/machines/{machine['id']}"
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
 
     stopped = await client.post(f"{url}/stop", json={"signal": "SIGTERM", "timeout": "5s"})
     assert stopped.status_code == 200 and stopped.json() == {"ok": True}
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["requested_stop"] is True  # so "always" did not restart it
     assert exit_event["signal"] == signal.SIGTERM
@@ -148,7 +148,7 @@ async def test_stop_start_and_forced_delete(client: httpx.AsyncClient) -> None:
     started = await client.post(f"{url}/start")
     assert started.status_code == 200
     assert started.json() == {"previous_state": "stopped", "migrated": False, "new_host": ""}
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     again = await client.post(f"{url}/start")
     assert again.status_code == 412
     assert again.json()["error"].startswith("failed_precondition:")
@@ -156,7 +156,7 @@ async def test_stop_start_and_forced_delete(client: httpx.AsyncClient) -> None:
     refused = await client.delete(url)
     assert refused.status_code == 412  # running, and no force
     assert (await client.delete(url, params={"force": "true"})).json() == {"ok": True}
-    await wait_for(client, app, machine["id"], "destroyed")
+    await wait_state(client, app, machine["id"], "destroyed")
     gone = await client.delete(url, params={"force": "true"})
     assert gone.status_code == 404
 
@@ -164,10 +164,10 @@ async def test_stop_start_and_forced_delete(client: httpx.AsyncClient) -> None:
 async def test_delete_accepts_kill_as_fly_go_sends_it(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, {"image": "emu/sleep"})
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     url = f"/v1/apps/{app}/machines/{machine['id']}"
     assert (await client.delete(url, params={"kill": "true"})).status_code == 200
-    await wait_for(client, app, machine["id"], "destroyed")
+    await wait_state(client, app, machine["id"], "destroyed")
 
 
 async def test_stop_escalates_to_sigkill_after_timeout(client: httpx.AsyncClient) -> None:
@@ -176,12 +176,12 @@ async def test_stop_escalates_to_sigkill_after_timeout(client: httpx.AsyncClient
         "print('ready', flush=True); time.sleep(600)"
     )
     machine = await launch(client, app, py(stubborn, restart={"policy": "no"}))
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     url = f"/v1/apps/{app}/machines/{machine['id']}"
     # Wait until the handler is installed, so SIGTERM is really ignored.
     await wait_for_async(lambda: _says(client, machine["id"], "ready"), "the handler installed")
     await client.post(f"{url}/stop", json={"signal": "SIGTERM", "timeout": "100ms"})
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["signal"] == signal.SIGKILL
     assert exit_event["requested_stop"] is True
@@ -195,11 +195,11 @@ async def test_signal_by_name_and_by_number(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     for sig in ("SIGKILL", 9):
         machine = await launch(client, app, py(SLEEP, restart={"policy": "no"}))
-        await wait_for(client, app, machine["id"], "started")
+        await wait_state(client, app, machine["id"], "started")
         url = f"/v1/apps/{app}/machines/{machine['id']}"
         response = await client.post(f"{url}/signal", json={"signal": sig})
         assert response.status_code == 200
-        await wait_for(client, app, machine["id"], "stopped")
+        await wait_state(client, app, machine["id"], "stopped")
         [exit_event] = await exit_events(client, app, machine["id"])
         assert exit_event["signal"] == 9
         assert exit_event["requested_stop"] is False
@@ -216,13 +216,13 @@ async def test_skip_launch_then_start(client: httpx.AsyncClient) -> None:
     assert (await client.get(url)).json()["state"] == "created"
     started = await client.post(f"{url}/start")
     assert started.json()["previous_state"] == "created"
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
 
 
 async def test_update_replaces_config_and_version(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py(SLEEP, env={"V": "1"}))
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     url = f"/v1/apps/{app}/machines/{machine['id']}"
     code = "import os; print('V=' + os.environ['V'], flush=True); import time; time.sleep(600)"
     updated = await client.post(url, json={"config": py(code, env={"V": "2"})})
@@ -231,7 +231,7 @@ async def test_update_replaces_config_and_version(client: httpx.AsyncClient) -> 
     assert body["instance_id"] != machine["instance_id"]
     assert body["config"]["env"] == {"V": "2"}
     assert body["events"][0]["type"] == "update"
-    await wait_for(client, app, machine["id"], "started", version=body["instance_id"])
+    await wait_state(client, app, machine["id"], "started", version=body["instance_id"])
     versions = (await client.get(f"{url}/versions")).json()
     assert versions == [{"version": body["instance_id"], "user_config": body["config"]}]
     await wait_for_async(lambda: _says(client, machine["id"], "V=2"), "the new version's output")
@@ -240,12 +240,12 @@ async def test_update_replaces_config_and_version(client: httpx.AsyncClient) -> 
 async def test_restart_endpoint(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py(SLEEP, restart={"policy": "no"}))
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     url = f"/v1/apps/{app}/machines/{machine['id']}"
     before = (await client.get(f"{url}/events")).json()[0]["id"]
     response = await client.post(f"{url}/restart", params={"signal": "SIGTERM", "timeout": "5s"})
     assert response.status_code == 200
-    await wait_for(client, app, machine["id"], "started", from_event_id=before)
+    await wait_state(client, app, machine["id"], "started", from_event_id=before)
     events = (await client.get(f"{url}/events")).json()
     assert [e["type"] for e in events][:2] == ["start", "exit"]
 
@@ -253,7 +253,7 @@ async def test_restart_endpoint(client: httpx.AsyncClient) -> None:
 async def test_events_limit(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, py("pass", restart={"policy": "no"}))
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     url = f"/v1/apps/{app}/machines/{machine['id']}/events"
     assert len((await client.get(url)).json()) == 3
     limited = (await client.get(url, params={"limit": 1})).json()
@@ -285,7 +285,7 @@ async def test_missing_command_exits_127(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     config = {"image": "x", "init": {"exec": ["/nonexistent/binary"]}, "restart": {"policy": "no"}}
     machine = await launch(client, app, config)
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["exit_code"] == 127
     assert "nonexistent" in exit_event["error"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .helpers import exit_events, launch, new_app, output, py, wait_for
+from .helpers import exit_events, launch, new_app, output, py, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +35,7 @@ async def test_watchdog_kills_a_machine_over_its_memory(client: httpx.AsyncClien
     app = await new_app(client)
     config = py(GROW_RSS, guest={"memory_mb": 64}, restart={"policy": "no"})
     machine = await launch(client, app, config)
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert exit_event["oom_killed"] is True
     assert exit_event["signal"] == 9
@@ -47,7 +47,7 @@ async def test_rlimit_makes_allocation_fail_inside_the_program(client: httpx.Asy
     app = await new_app(client)
     config = py(ALLOCATE, guest={"memory_mb": 64}, restart={"policy": "no"})
     machine = await launch(client, app, config)
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     [exit_event] = await exit_events(client, app, machine["id"])
     assert "MemoryError" in await output(client, machine["id"])
     # The program handled it and exited by itself: not an OOM kill (see procs.py).
@@ -59,5 +59,5 @@ async def test_within_its_memory_a_machine_runs(client: httpx.AsyncClient) -> No
     app = await new_app(client)
     config = py(ALLOCATE, guest={"memory_mb": 1024}, restart={"policy": "no"})
     machine = await launch(client, app, config)
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     assert "allocated" in await output(client, machine["id"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .helpers import launch, new_app, py, wait_for
+from .helpers import launch, new_app, py, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -47,8 +47,8 @@ async def test_list_filters(client: httpx.AsyncClient) -> None:
                           skip_launch=True)  # fmt: skip
     done = await launch(client, app, py("pass", auto_destroy=True, restart={"policy": "no"},
                                         metadata={"pool": "a"}))  # fmt: skip
-    await wait_for(client, app, sleeping["id"], "started")
-    await wait_for(client, app, done["id"], "destroyed")
+    await wait_state(client, app, sleeping["id"], "started")
+    await wait_state(client, app, done["id"], "destroyed")
     url = f"/v1/apps/{app}/machines"
 
     async def ids(**params: str) -> list[str]:

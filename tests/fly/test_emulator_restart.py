@@ -8,7 +8,7 @@ import pytest
 from tests.waiting import wait_for_async
 
 from .conftest import SAFETY_TIMEOUT
-from .helpers import exit_events, launch, new_app, wait_for
+from .helpers import exit_events, launch, new_app, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -21,7 +21,7 @@ def _exits(code: int, **config: object) -> dict[str, object]:
 async def test_policy_no_never_restarts(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, _exits(1, restart={"policy": "no"}, auto_destroy=True))
-    await wait_for(client, app, machine["id"], "destroyed")
+    await wait_state(client, app, machine["id"], "destroyed")
     exits = await exit_events(client, app, machine["id"])
     assert [e["exit_code"] for e in exits] == [1]
 
@@ -30,7 +30,7 @@ async def test_on_failure_retries_then_gives_up(client: httpx.AsyncClient) -> No
     app = await new_app(client)
     config = _exits(2, restart={"policy": "on-failure", "max_retries": 2}, auto_destroy=True)
     machine = await launch(client, app, config)
-    await wait_for(client, app, machine["id"], "destroyed")
+    await wait_state(client, app, machine["id"], "destroyed")
     exits = await exit_events(client, app, machine["id"])
     assert [e["exit_code"] for e in exits] == [2, 2, 2]  # first run + 2 retries
     assert [e["restarting"] for e in exits] == [False, True, True]
@@ -43,14 +43,14 @@ async def test_on_failure_does_not_restart_a_clean_exit(client: httpx.AsyncClien
     app = await new_app(client)
     config = _exits(0, restart={"policy": "on-failure", "max_retries": 5})
     machine = await launch(client, app, config)
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     assert len(await exit_events(client, app, machine["id"])) == 1
 
 
 async def test_default_policy_is_on_failure(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, _exits(0))
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     assert [e["restarting"] for e in await exit_events(client, app, machine["id"])] == [False]
 
 
@@ -71,9 +71,9 @@ async def test_always_restarts_even_clean_exits_until_stopped(client: httpx.Asyn
         return len(await exit_events(client, app, machine["id"])) >= 2
 
     await wait_for_async(exited_twice, "two exits of the machine", SAFETY_TIMEOUT, 0.02)
-    await wait_for(client, app, machine["id"], "started")
+    await wait_state(client, app, machine["id"], "started")
     exits = await exit_events(client, app, machine["id"])
     assert [(e["exit_code"], e["restarting"]) for e in exits] == [(0, True), (0, True)]
     await client.post(f"{url}/stop", json={"signal": "SIGKILL"})
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     assert (await exit_events(client, app, machine["id"]))[0]["restarting"] is False

@@ -7,7 +7,7 @@ import pytest
 
 from tests.waiting import wait_for_async
 
-from .helpers import launch, new_app, py, wait_for
+from .helpers import launch, new_app, py, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +45,7 @@ async def test_several_states_comma_separated_or_repeated(client: httpx.AsyncCli
 async def test_settled_and_bad_state(client: httpx.AsyncClient) -> None:
     app = await new_app(client)
     machine = await launch(client, app, {"image": "emu/sleep"}, skip_launch=True)
-    settled = await wait_for(client, app, machine["id"], "settled")
+    settled = await wait_state(client, app, machine["id"], "settled")
     assert settled["state"] == "created"
     assert settled["version"] == machine["instance_id"]
     url = f"/v1/apps/{app}/machines/{machine['id']}/wait"
@@ -57,9 +57,9 @@ async def test_from_event_id_sees_a_state_already_left(client: httpx.AsyncClient
     app = await new_app(client)
     machine = await launch(client, app, py("pass", restart={"policy": "no"}))
     launch_event = machine["events"][0]["id"]
-    await wait_for(client, app, machine["id"], "stopped")
+    await wait_state(client, app, machine["id"], "stopped")
     # The machine is stopped now, but it was started after its launch event.
-    seen = await wait_for(client, app, machine["id"], "started", from_event_id=launch_event)
+    seen = await wait_state(client, app, machine["id"], "started", from_event_id=launch_event)
     assert seen["state"] == "started"
 
 
