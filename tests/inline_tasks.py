@@ -47,3 +47,11 @@ def unencodable() -> Any:
 def sleeps(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.task(timeout=30)
+def reports(n: int) -> list[int]:
+    for i in range(n):
+        print(f"line {i}")
+    balloons.progress(0.5, "half way")
+    return list(range(n))

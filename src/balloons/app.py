@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
     from .info import JobInfo, MachineSpec
+    from .store.queries import Query
     from .store.writes import Store
     from .task import Options
 
@@ -325,13 +326,22 @@ class App:
 
     def jobs(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, newest first (``limit``: 1 to 10,000)."""
+        return self.store.run(self._jobs(limit, pool))
+
+    async def jobs_async(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
+        """:meth:`jobs` for asyncio."""
+        return await self.store.run_async(self._jobs(limit, pool))
+
+    def _jobs(self, limit: int, pool: str | None) -> Query[list[JobInfo]]:
         from .listing import MAX_PER_PAGE
+        from .store import queries
 
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PER_PAGE:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_PER_PAGE}, got {limit!r}")
         if pool is not None and (not isinstance(pool, str) or not POOL_RE.match(pool)):
             raise ConfigError(f"{pool!r} is not a pool name")
-        return self.store.recent(limit, pool)
+        ns = self.settings.namespace
+        return (yield from queries.recent(ns, limit, pool, self.store.signing_key()))
 
     def retry(self, job_id: str) -> Job[Any]:
         """Submit a new job running the same task with the same options and arguments.
@@ -340,6 +350,10 @@ class App:
         checked, so a record altered in Redis is refused rather than signed anew.
         """
         return self.dispatcher.resubmit(job_id)
+
+    async def retry_async(self, job_id: str) -> Job[Any]:
+        """:meth:`retry` for asyncio."""
+        return await self.dispatcher.resubmit_async(job_id)
 
     def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any:
         """The result in a job's record (``result``, ``rsig``, ``attempt``), decoded with this
@@ -360,12 +374,25 @@ class App:
         Returns False if the job had already ended."""
         return self.dispatcher.cancel(job_id, grace, wait)
 
+    async def cancel_async(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
+        """:meth:`cancel` for asyncio."""
+        return await self.dispatcher.cancel_async(job_id, grace, wait)
+
     def close(self) -> None:
         """Make the launches still waiting for a rate limit, then close the connections."""
         if self._dispatcher is not None:
             self._dispatcher.close()
         if self._store is not None:
             self._store.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and this event loop's asyncio connections first (call it before the
+        loop ends, to leave no socket for the garbage collector)."""
+        import asyncio
+
+        if self._store is not None:
+            await self._store.aclose()
+        await asyncio.to_thread(self.close)
 
     # ---------------------------------------------------------------- dispatch
     @property

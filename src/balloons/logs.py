@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .store.keys import JobKeys
+from .store.queries import Query, call
 from .store.writes import Store, read_status
 from .untrusted import MAX_ATTEMPT, integer, shown, text, timestamp
 
@@ -62,16 +63,24 @@ def _line(entry_id: bytes, fields: dict[bytes, bytes]) -> LogLine:
 
 def read(store: Store, jk: JobKeys, after: str = "", limit: int | None = None) -> list[LogLine]:
     """The job's lines after entry ``after`` (all of them with ``""``), oldest first."""
+    return store.run(read_query(jk, after, limit))
+
+
+def read_query(jk: JobKeys, after: str = "", limit: int | None = None) -> Query[list[LogLine]]:
+    """:func:`read` as a query (:mod:`balloons.store.queries`)."""
     start = f"({after}" if after else "-"
-    with store.errors():
-        rows = store.redis.xrange(jk.logs, start, "+", count=limit)
+    (rows,) = yield [call("xrange", jk.logs, start, "+", count=limit)]
     return [_line(i, f) for i, f in rows]
 
 
 def tail(store: Store, jk: JobKeys, n: int) -> list[LogLine]:
     """The job's last ``n`` lines, oldest first."""
-    with store.errors():
-        rows = store.redis.xrevrange(jk.logs, "+", "-", count=n)
+    return store.run(tail_query(jk, n))
+
+
+def tail_query(jk: JobKeys, n: int) -> Query[list[LogLine]]:
+    """:func:`tail` as a query (:mod:`balloons.store.queries`)."""
+    (rows,) = yield [call("xrevrange", jk.logs, "+", "-", count=n)]
     return [_line(i, f) for i, f in reversed(rows)]
 
 
