@@ -55,6 +55,8 @@ def test_reads_of_a_job_that_ran(ran: Job[list[int]]) -> None:
         (ran.queue_position(), ran.queue_position_async),
         (app.jobs(), app.jobs_async),
         (app.jobs(limit=1, pool="default"), lambda: app.jobs_async(limit=1, pool="default")),
+        (app.costs(), app.costs_async),
+        (app.costs(pools=["default"], limit=1), lambda: app.costs_async(["default"], 1)),
         (ran.cancel(), ran.cancel_async),  # False: it has ended
     ]
     for sync, twin in pairs:
@@ -130,6 +132,7 @@ def test_a_twin_waiting_on_redis_leaves_the_loop_free(
         job_.cost_async,
         job_.queue_position_async,
         app.jobs_async,
+        app.costs_async,
         lambda: app.retry_async(job_.id),
         job_.cancel_async,
         job_.forget_async,

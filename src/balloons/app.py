@@ -277,25 +277,43 @@ class App:
         """Cost totals per task, pool and hour of the jobs kept in Redis (newest ``limit`` per
         pool), and each pool's idle warm-machine time. ``jobs``: summaries already read (with
         ``created``), whose attempts are read here."""
+        return self.store.run(self._costs(pools, limit, jobs))
+
+    async def costs_async(
+        self,
+        pools: Sequence[str] | None = None,
+        limit: int = 100_000,
+        jobs: Sequence[JobInfo] | None = None,
+    ) -> CostReport:
+        """:meth:`costs` for asyncio."""
+        return await self.store.run_async(self._costs(pools, limit, jobs))
+
+    def _costs(
+        self, pools: Sequence[str] | None, limit: int, jobs: Sequence[JobInfo] | None
+    ) -> Query[CostReport]:
         import dataclasses
 
         from .cost import report
-        from .listing import scan
-        from .store.writes import attempts_from
+        from .store import queries
+        from .store.writes import attempts_from, job_info
 
-        store = self.store
-        names = list(pools) if pools is not None else store.pools()
+        ns = self.settings.namespace
+        names = list(pools) if pools is not None else (yield from queries.pools(ns))
         if jobs is None:
+            ids = [jid for _, jid in (yield from queries.index(ns, names, limit))]
             fields = ("status", "payload", "created", "started", "finished")
-            jobs = list(scan(store, names, limit, 500, fields))
+            recs = yield from queries.fields(ns, ids, fields)
+            jobs = [job_info(jid, rec, {}) for jid, rec in zip(ids, recs, strict=True) if rec]
         ids = [i.id for i in jobs]
         # What a first attempt's record may still be in (see store.attempts_from).
-        firsts = store.fields(ids, ("attempt", "slot", "created", "need"))
+        firsts = yield from queries.fields(ns, ids, ("attempt", "slot", "created", "need"))
+        raws = yield from queries.attempts_of(ns, ids)
         priced = []
-        for info, rec, raw in zip(jobs, firsts, store.attempts_of(ids), strict=True):
+        for info, rec, raw in zip(jobs, firsts, raws, strict=True):
             tries = attempts_from(info.id, rec, raw)
             priced.append((dataclasses.replace(info, attempts=tries), (1, 256)))
-        return report(priced, store.usage(names), self.prices, time.time())
+        used = yield from queries.usage(ns, names)
+        return report(priced, used, self.prices, time.time())
 
     def supervisor(self, **options: Any) -> Supervisor:
         """A :class:`~balloons.control.supervisor.Supervisor` for this app (not started)."""

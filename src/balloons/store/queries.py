@@ -145,3 +145,59 @@ def job_ids(pools: Sequence[str], rows: list[Any]) -> Iterator[tuple[float, str]
             ulid = member.decode("utf-8", "replace")
             if ULID_RE.match(ulid):
                 yield score, f"{p}.{ulid}"
+
+
+def index(
+    namespace: str, pools: Sequence[str], limit: int, offset: int = 0
+) -> Query[list[tuple[float, str]]]:
+    """``(created, job id)`` of each pool's jobs from the ``offset``-th newest, ``limit`` of
+    them per pool, newest first across pools."""
+    rows = yield [
+        call("zrevrange", PoolKeys(namespace, p).jobs, offset, offset + limit - 1, withscores=True)
+        for p in pools
+    ]
+    return sorted(job_ids(pools, rows), reverse=True)
+
+
+#: Records read per round trip by :func:`fields` and :func:`attempts_of`.
+BATCH = 1000
+
+
+def fields(
+    namespace: str, job_ids_: Sequence[str], names: Sequence[str]
+) -> Query[list[dict[str, bytes]]]:
+    """The named fields of each job's record (``{}`` for a record that is gone)."""
+    out: list[dict[str, bytes]] = []
+    for i in range(0, len(job_ids_), BATCH):
+        batch = job_ids_[i : i + BATCH]
+        rows = yield [call("hmget", JobKeys.of(namespace, j).job, names) for j in batch]
+        out += [
+            {n: v for n, v in zip(names, row, strict=True) if v is not None}
+            if row[0] is not None
+            else {}
+            for row in rows
+        ]
+    return out
+
+
+def attempts_of(namespace: str, job_ids_: Sequence[str]) -> Query[list[dict[bytes, bytes]]]:
+    """Each job's raw attempts hash (attempt number -> JSON)."""
+    out: list[dict[bytes, bytes]] = []
+    for i in range(0, len(job_ids_), BATCH):
+        batch = job_ids_[i : i + BATCH]
+        out += yield [call("hgetall", JobKeys.of(namespace, j).attempts) for j in batch]
+    return out
+
+
+#: Largest number of seconds a usage entry may hold (a century): beyond it, it was altered.
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
+
+
+def usage(namespace: str, pools: Sequence[str]) -> Query[dict[str, dict[str, float | None]]]:
+    """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds); None for seconds that are
+    not a number of seconds (altered in Redis)."""
+    rows = yield [call("hgetall", PoolKeys(namespace, p).usage) for p in pools]
+    return {
+        p: {k.decode("utf-8", "replace"): number(v, 0, MAX_SECONDS) for k, v in row.items()}
+        for p, row in zip(pools, rows, strict=True)
+    }

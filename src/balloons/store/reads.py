@@ -38,8 +38,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
-#: Largest number of seconds a usage entry may hold (a century): beyond it, it was altered.
-MAX_SECONDS = 100 * 365 * 24 * 3600.0
+MAX_SECONDS = queries.MAX_SECONDS
 
 
 class StoreReads:
@@ -314,13 +313,7 @@ class StoreReads:
     def index(self, pools: Sequence[str], limit: int, offset: int = 0) -> list[tuple[float, str]]:
         """``(created, job id)`` of each pool's jobs from the ``offset``-th newest, ``limit``
         of them per pool, newest first across pools."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for p in pools:
-                key = PoolKeys(self.namespace, p).jobs
-                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
-            rows = pipe.execute()
-        return sorted(_job_ids(pools, rows), reverse=True)
+        return self.run(queries.index(self.namespace, pools, limit, offset))
 
     def index_sizes(self, pools: Sequence[str]) -> list[int]:
         """How many jobs each pool's index holds."""
@@ -332,17 +325,7 @@ class StoreReads:
 
     def fields(self, job_ids: Sequence[str], names: Sequence[str]) -> list[dict[str, bytes]]:
         """The named fields of each job's record (``{}`` for a record that is gone)."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for jid in job_ids:
-                pipe.hmget(self.keys(jid).job, names)
-            rows = pipe.execute()
-        return [
-            {n: v for n, v in zip(names, row, strict=True) if v is not None}
-            if row[0] is not None
-            else {}
-            for row in rows
-        ]
+        return self.run(queries.fields(self.namespace, job_ids, names))
 
     def snapshot(self, jk: JobKeys, names: Sequence[str]) -> JobInfo | None:
         """:meth:`info` from the named fields only (``status`` first), without the arguments."""
@@ -358,24 +341,12 @@ class StoreReads:
 
     def attempts_of(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
         """Each job's raw attempts hash (attempt number -> JSON), pipelined."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for jid in job_ids:
-                pipe.hgetall(self.keys(jid).attempts)
-            return list(pipe.execute())
+        return self.run(queries.attempts_of(self.namespace, job_ids))
 
     def usage(self, pools: Sequence[str]) -> dict[str, dict[str, float | None]]:
         """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds); None for seconds that are
         not a number of seconds (altered in Redis)."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for p in pools:
-                pipe.hgetall(PoolKeys(self.namespace, p).usage)
-            rows = pipe.execute()
-        return {
-            p: {k.decode("utf-8", "replace"): number(v, 0, MAX_SECONDS) for k, v in row.items()}
-            for p, row in zip(pools, rows, strict=True)
-        }
+        return self.run(queries.usage(self.namespace, pools))
 
     def progress(self, jk: JobKeys) -> tuple[float, str] | None:
         """The job's last reported progress and note, if its task reported any. Progress whose
