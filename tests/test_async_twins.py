@@ -13,6 +13,7 @@ import pytest
 
 import balloons
 from balloons import App, Job, JobNotFound, JobStatus
+from balloons.logs import LogLine
 from balloons.testing import inline
 from tests import inline_tasks
 from tests.holdproxy import HoldProxy
@@ -61,6 +62,12 @@ def test_reads_of_a_job_that_ran(ran: Job[list[int]]) -> None:
     ]
     for sync, twin in pairs:
         assert run(twin(), app) == sync
+    assert run(ran.result_async(timeout=0), app) == ran.result(timeout=0) == [0, 1, 2]
+
+    async def streamed() -> list[LogLine]:
+        return [line async for line in ran.stream_logs_async()]
+
+    assert run(streamed(), app) == list(ran.stream_logs()) == ran.logs()
     assert ran.progress() == (0.5, "half way")
     assert [line.text for line in ran.logs()] == ["line 0", "line 1", "line 2"]
     assert ran.cancel() is False

@@ -233,3 +233,11 @@ def test_off_the_main_thread_a_timeout_ends_the_attempt_not_the_task(inline_app:
         got[0].result(timeout=0)
     assert err.value.reason == "timeout"
     assert "ignored its run timeout" in err.value.error_message
+
+
+def test_a_delayed_job_runs_when_it_is_waited_for(inline_app: App) -> None:
+    """``_delay`` keeps the job in the delayed set, as on machines; the waiter that finds it
+    due takes its slot, and the inline backend runs it in the waiting thread."""
+    job = add.submit(2, 2, _delay=0.2)
+    assert job.status() is JobStatus.QUEUED
+    assert job.result(timeout=30) == 4

@@ -11,7 +11,7 @@ from .store.keys import JobKeys
 from .untrusted import number, text
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from .config import Settings
     from .cost import JobCost, PriceTable
@@ -109,36 +109,45 @@ class Job(Generic[R]):
         ``TimeoutError``) if ``timeout`` seconds pass first.
         """
         store = self.app.store
-        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
+        left = self._wait_left(timeout)
         rec = store.record(self._keys)
-        while True:
-            done = self._outcome(rec)
-            if done is not None:
-                return self._unwrap(rec, done)
-            left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
-            if left <= 0:
-                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
-            woken = store.wait_record(self._keys, _block(rec, left))
+        while (block := left(rec)) is not None:
+            woken = store.wait_record(self._keys, block)
             if woken is None:
                 # Nothing for a while: make sure the job's machine is not dead without a word.
                 self.app.check_lapsed(self._keys)
             rec = store.record(self._keys) if woken is None else woken
+        return self._unwrap(rec)
 
     async def result_async(self, timeout: float | None = None) -> R:
-        store = self.app.store
-        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
-        while True:
-            rec = await store.record_async(self._keys)
-            done = self._outcome(rec)
-            if done is not None:
-                return self._unwrap(rec, done)
-            left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
-            if left <= 0:
-                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
-            if not await store.wait_done_async(self._keys, _block(rec, left)):
-                import asyncio
+        """:meth:`result` for asyncio."""
+        import asyncio
 
+        store = self.app.store
+        left = self._wait_left(timeout)
+        rec = await store.record_async(self._keys)
+        while (block := left(rec)) is not None:
+            if not await store.wait_done_async(self._keys, block):
                 await asyncio.to_thread(self.app.check_lapsed, self._keys)
+            rec = await store.record_async(self._keys)
+        return self._unwrap(rec)
+
+    def _wait_left(self, timeout: float | None) -> Callable[[dict[str, bytes]], float | None]:
+        """A wait on the job's end for ``timeout`` seconds (None: for ever), apart from its
+        I/O: given the record just read, None once the job has ended, else how long to block
+        on its done token; :class:`~balloons.ResultTimeout` once the time is up."""
+        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
+
+        def left(rec: dict[str, bytes]) -> float | None:
+            if self._outcome(rec) is not None:
+                return None
+            now = time.monotonic()
+            more = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - now)
+            if more <= 0:
+                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
+            return _block(rec, more)
+
+        return left
 
     def logs(self, after: str = "", tail: int | None = None) -> list[LogLine]:
         """What the task printed (stdout, stderr) and logged, oldest first: every line, the
@@ -250,8 +259,9 @@ class Job(Generic[R]):
         st = _status(rec)
         return st if st.terminal else None
 
-    def _unwrap(self, rec: dict[str, bytes], st: JobStatus) -> R:
-        """The result of a record whose status, ``st`` (terminal), was read by :meth:`_outcome`."""
+    def _unwrap(self, rec: dict[str, bytes]) -> R:
+        """The result of a record whose status is terminal (see :meth:`_outcome`)."""
+        st = _status(rec)
         _observed(self.id, st, rec)
         if st is JobStatus.INVALID:
             raise _record_invalid(self.id, rec)

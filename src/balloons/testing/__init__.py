@@ -31,6 +31,8 @@ Where inline differs from a machine (nothing else does):
   returns is discarded. No watchdog ends the process.
 * A cancel does not interrupt a running inline task: the job is ``CANCELLED`` at once, and
   the task's outcome is discarded when it returns.
+* A delayed job (``_delay``, ``_at``) waits in the delayed set as on machines: the waiter
+  (``job.result()``) that finds it due takes its slot and runs it, in the waiting thread.
 
 This module is never imported by a machine's worker.
 """
