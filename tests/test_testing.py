@@ -156,7 +156,7 @@ def test_failures_read_the_same_inline_and_on_a_machine() -> None:
 @pytest.mark.slow
 def test_a_user_project_tests_its_tasks_with_the_fixture(tmp_path: Path) -> None:
     """A project of its own, tested with pytest as its developer would: the plugin's
-    ``balloons_server`` fixture (loaded through its entry point) and ``inline``."""
+    ``balloons_server`` fixture (enabled in the project's conftest.py) and ``inline``."""
     (tmp_path / "shop.py").write_text(
         textwrap.dedent(
             """
@@ -172,6 +172,7 @@ def test_a_user_project_tests_its_tasks_with_the_fixture(tmp_path: Path) -> None
             """
         )
     )
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["balloons.testing.pytest_plugin"]\n')
     (tmp_path / "test_shop.py").write_text(
         textwrap.dedent(
             """

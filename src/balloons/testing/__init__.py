@@ -13,8 +13,9 @@ read it from Redis as usual.
 Inline mode keeps Redis: job handles, their reads and every state change are the store's
 scripts, and a second copy of them without Redis would be a second set of semantics. With
 no Redis configured it is the embedded server; :func:`server` (and the pytest fixture
-``balloons_server`` of :mod:`balloons.testing.pytest_plugin`) gives a test a Valkey of its
-own and a fresh namespace.
+``balloons_server`` of :mod:`balloons.testing.pytest_plugin`: ``pytest_plugins =
+["balloons.testing.pytest_plugin"]`` in a project's ``conftest.py``) gives a test a Valkey of
+its own and a fresh namespace.
 
 Where inline differs from a machine (nothing else does):
 

@@ -1,5 +1,11 @@
-"""pytest fixtures of balloons' test mode, registered as the pytest plugin ``balloons`` (an
-entry point: installed with balloons, nothing to enable; ``-p no:balloons`` turns it off).
+"""pytest fixtures of balloons' test mode. A project enables them in its top-level
+``conftest.py``::
+
+    pytest_plugins = ["balloons.testing.pytest_plugin"]
+
+(or with ``pytest -p balloons.testing.pytest_plugin``). It is not loaded on its own wherever
+balloons is installed: a plugin loaded before a coverage tool starts would hide the import of
+the user's own code from it.
 
 * ``balloons_server``: a Valkey of the test's own, on a unix socket in the test's temporary
   directory, with a fresh namespace and signing key (:class:`balloons.testing.Server`).
