@@ -55,3 +55,9 @@ def reports(n: int) -> list[int]:
         print(f"line {i}")
     balloons.progress(0.5, "half way")
     return list(range(n))
+
+
+@app.task(timeout=30)
+def add_twice(a: int, b: int) -> int:
+    """Submits a job of its own and waits for it (inline: run at once, inside this run)."""
+    return add.submit(a, b).result(timeout=30) * 2

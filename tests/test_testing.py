@@ -242,3 +242,15 @@ def test_a_delayed_job_runs_when_it_is_waited_for(inline_app: App) -> None:
     job = add.submit(2, 2, _delay=0.2)
     assert job.status() is JobStatus.QUEUED
     assert job.result(timeout=30) == 4
+
+
+def test_a_task_that_submits_a_job_gets_its_result(inline_app: App) -> None:
+    """The inner job runs inline too, inside the outer one's run."""
+    before = signal.getitimer(signal.ITIMER_REAL)
+    job = inline_tasks.add_twice.submit(1, 2)
+    assert job.result(timeout=0) == 6
+    (inner,) = [j for j in inline_app.jobs() if j.id != job.id]
+    assert inner.status is JobStatus.SUCCEEDED and inner.task == add.name
+    # The caller's timer (pytest-timeout's) runs on, from where it was.
+    after = signal.getitimer(signal.ITIMER_REAL)
+    assert (after[0] > 0) == (before[0] > 0) and after[0] <= before[0]

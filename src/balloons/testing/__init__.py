@@ -32,6 +32,8 @@ Where inline differs from a machine (nothing else does):
   returns is discarded. No watchdog ends the process.
 * A cancel does not interrupt a running inline task: the job is ``CANCELLED`` at once, and
   the task's outcome is discarded when it returns.
+* A job a task submits runs at once, inside the task's own run: the outer job's logs show
+  the inner one's lines too.
 * A delayed job (``_delay``, ``_at``) waits in the delayed set as on machines: the waiter
   (``job.result()``) that finds it due takes its slot and runs it, in the waiting thread.
 
@@ -53,6 +55,7 @@ from ..handoff import Handoff
 from ..keys import JobKeys, PoolKeys, script_keys, split_job_id
 from ..resp import RespClient
 from ..status import MachineInfo, MachineSpec
+from ..untrusted import number
 from ..worker import Worker, _on_alarm
 
 if TYPE_CHECKING:
@@ -84,6 +87,7 @@ class InlineWorker(Worker):
     def end_machine(self, code: int) -> None:
         pass  # the attempt was ended by the hard stop; the caller's process lives on
 
+    # The two below are the worker loop's own steps (see Worker._take_jobs).
     def _mode(self) -> str:
         return "release"  # never idles: a queued job is taken, else the slot is given back
 
@@ -100,7 +104,6 @@ class InlineBackend:
     def __init__(self) -> None:
         self._ctx: BackendContext | None = None
         self._machines: dict[str, MachineInfo] = {}
-        self._local = threading.local()  # the launches queued behind this thread's run
 
     def __repr__(self) -> str:
         return "<InlineBackend>"
@@ -118,19 +121,14 @@ class InlineBackend:
                 f"{spec.pool}: a min_machines floor?)"
             )
         info = self._record(spec.job_id, spec.attempt, spec.pool)
-        queue: list[tuple[str, str, int]] | None = getattr(self._local, "queue", None)
-        if queue is not None:  # launched while this thread runs a job (a retry): next
-            queue.append((info.id, spec.job_id, spec.attempt))
-            return info
-        self._local.queue = queue = [(info.id, spec.job_id, spec.attempt)]
-        try:
-            while queue:
-                machine, job_id, attempt = queue.pop(0)
-                code = self._run(self._ctx, machine, job_id, attempt)
-                self._machines[machine] = _ended(self._machines[machine], code)
-                queue.extend(self._due_retry(self._ctx, job_id))
-        finally:
-            self._local.queue = None
+        # A task that submits a job runs it here and now, inside its own run (a nested run
+        # saves and restores the outer one's timer as it does the caller's).
+        queue = [(info.id, spec.job_id, spec.attempt)]
+        while queue:
+            machine, job_id, attempt = queue.pop(0)
+            code = self._run(self._ctx, machine, job_id, attempt)
+            self._machines[machine] = _ended(self._machines[machine], code)
+            queue.extend(self._due_retry(self._ctx, job_id))
         return info
 
     def _record(self, job_id: str, attempt: int, pool: str) -> MachineInfo:
@@ -177,15 +175,16 @@ class InlineBackend:
         pk = jk.pool
         client = RespClient(ctx.redis_url)
         try:
-            status, due = client.execute("HMGET", jk.job, "status", "due")
+            status, raw_due = client.execute("HMGET", jk.job, "status", "due")
             if status != b"QUEUED":
                 return []
+            due = number(raw_due, 0, 1e12)  # what is not a time (altered in Redis) is now
             if due is not None:
-                now = replies.clock(client.execute("TIME"))
-                wait = float(due) - now
-                if not 0 <= wait <= MAX_RETRY_WAIT:
-                    return [] if wait > 0 else self._scale_up(client, pk)
-                time.sleep(wait + 0.01)
+                wait = due - replies.clock(client.execute("TIME"))
+                if wait > MAX_RETRY_WAIT:
+                    return []  # left queued, as a job waiting for a machine is
+                if wait > 0:
+                    time.sleep(wait + 0.01)
             return self._scale_up(client, pk)
         finally:
             client.close()
