@@ -94,7 +94,7 @@ def test_a_timeout_interrupts_the_task_and_the_caller_alarm_is_restored(inline_a
     with pytest.raises(JobFailed) as err:
         sleeps.submit(30).result(timeout=0)
     assert err.value.reason == "timeout"
-    assert err.value.error_type == "balloons.worker.TaskTimeout"
+    assert err.value.error_type == "balloons.machine.worker.TaskTimeout"
     assert signal.getsignal(signal.SIGALRM) is before
 
 
@@ -224,7 +224,7 @@ def test_off_the_main_thread_a_timeout_ends_the_attempt_not_the_task(inline_app:
     """From another thread no signal reaches the task: its heartbeat fails the attempt with
     reason timeout five seconds past its deadline, the task runs on, and what it returns is
     discarded (the test process lives on)."""
-    from balloons.heartbeat import TIMEOUT_GRACE
+    from balloons.machine.heartbeat import TIMEOUT_GRACE
 
     got: list[Job[float]] = []
     t = threading.Thread(target=lambda: got.append(sleeps.submit(TIMEOUT_GRACE + 1.5)))

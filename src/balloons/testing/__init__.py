@@ -49,14 +49,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import lua, replies
 from ..errors import BackendError, ConfigError
-from ..handoff import Handoff
-from ..keys import JobKeys, PoolKeys, script_keys, split_job_id
-from ..resp import RespClient
-from ..status import MachineInfo, MachineSpec
+from ..info import MachineInfo, MachineSpec
+from ..machine.handoff import Handoff
+from ..machine.worker import Worker, _on_alarm
+from ..store import lua, replies
+from ..store.keys import JobKeys, PoolKeys, script_keys, split_job_id
+from ..store.resp import RespClient
 from ..untrusted import number
-from ..worker import Worker, _on_alarm
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
