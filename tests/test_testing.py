@@ -20,6 +20,7 @@ from balloons.errors import ConfigError
 from balloons.testing import InlineBackend, inline
 from tests import inline_tasks
 from tests.inline_tasks import add, always_fails, fails_with_backoff, flaky, sleeps, unencodable
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -147,6 +148,8 @@ def test_failures_read_the_same_inline_and_on_a_machine() -> None:
     app = inline_tasks.app
     assert app.settings.backend == "local"
     on_machines = run_both()
+    # Its machines idle out before the next test (their exit records would land in its data).
+    wait_for(lambda: not any(m.running for m in app.backend.list()), "the machines to exit")
     with inline(app):
         inlined = run_both()
     assert inlined == on_machines
