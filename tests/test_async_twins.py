@@ -14,6 +14,7 @@ import pytest
 import balloons
 from balloons import App, Job, JobNotFound, JobStatus
 from balloons.logs import LogLine
+from balloons.store.keys import JobKeys
 from balloons.testing import inline
 from tests import inline_tasks
 from tests.holdproxy import HoldProxy
@@ -174,3 +175,22 @@ def test_a_twin_waiting_on_redis_leaves_the_loop_free(
         proxy.close()
         app.close()
     assert orders == [["other ran", "twin ended"]] * len(twins)
+
+
+def test_an_altered_record_reads_the_same_through_both(ran: Job[list[int]], r: Any) -> None:
+    """Hostile input: the twins decode what Redis holds as their sync calls do."""
+    app = ran.app
+    assert isinstance(app, App)
+    jk = JobKeys.of("balloons", ran.id)
+    assert r.exists(jk.job)
+    r.hset(jk.job, mapping={"status": "\x1b[31mDONE", "attempt": "-7", "progress": "nan"})
+    r.xadd(jk.logs, {"m": b"\xff\xfe", "a": "x", "t": "later"})
+    assert ran.status() is JobStatus.INVALID
+    for sync, twin in [
+        (ran.status(), ran.status_async),
+        (ran.info(), ran.info_async),
+        (ran.progress(), ran.progress_async),
+        (ran.logs(), ran.logs_async),
+        (app.jobs(), app.jobs_async),
+    ]:
+        assert run(twin(), app) == sync

@@ -65,9 +65,11 @@ def record(jk: JobKeys) -> Query[dict[str, bytes]]:
 def status(jk: JobKeys) -> Query[JobStatus | None]:
     """The job's status (``INVALID`` for a record that has none it could have); None when
     there is no record."""
-    raw, exists = yield [call("hget", jk.job, "status"), call("exists", jk.job)]
-    if raw is None and not exists:
-        return None
+    (raw,) = yield [call("hget", jk.job, "status")]
+    if raw is None:  # no status: no record, or one that has none it could have
+        (exists,) = yield [call("exists", jk.job)]
+        if not exists:
+            return None
     return read_status(raw)[0]
 
 
