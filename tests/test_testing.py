@@ -107,10 +107,10 @@ def test_a_submit_from_another_thread_runs_there(inline_app: App) -> None:
     assert got == [9]
 
 
-def test_inline_refuses_a_warm_floor() -> None:
+def test_inline_refuses_pools_that_keep_machines() -> None:
     app = App()
     app.pool("warm", min_machines=1)
-    with pytest.raises(ConfigError, match="min_machines"), inline(app):
+    with pytest.raises(ConfigError, match=r"\['warm'\] have min_machines"), inline(app):
         pass
 
 

@@ -20,8 +20,9 @@ its own and a fresh namespace.
 Where inline differs from a machine (nothing else does):
 
 * No process of its own: globals, ``os.environ`` and mocks are the caller's (that is the
-  point in a test). Each attempt runs on a fresh worker; a pool's ``min_machines`` floor has
-  no machines (a launch with no job is refused).
+  point in a test). Each attempt runs on a fresh worker; a pool's ``min_machines`` floor and
+  ``standby`` machines have none (``inline`` refuses such pools, and a launch with no job is
+  refused).
 * Retries run within the submit: an attempt scheduled with a backoff is waited for (its due
   time on the Redis clock), so give tasks ``retry_backoff=0`` in tests.
 * The run timeout interrupts the task (``TaskTimeout``, reason ``timeout``, retried as on a
@@ -264,11 +265,11 @@ def inline(app: App, on: Server | None = None) -> Iterator[App]:
     """Run ``app``'s jobs inline (see the module's docstring) inside the block, on the Redis
     of ``on`` (its URL, namespace and key) when given, else the app's own. The app is as it
     was after the block (its connections to ``on`` closed)."""
-    low = [p.name for p in app.pools.values() if p.min_machines]
-    if low:
+    kept = [p.name for p in app.pools.values() if p.min_machines or p.standby]
+    if kept:
         raise ConfigError(
-            f"inline mode keeps no machine between jobs: pool(s) {low} have min_machines set; "
-            "declare them without it in tests"
+            f"inline mode keeps no machine between jobs: pool(s) {kept} have min_machines or "
+            "standby set; declare them without these in tests"
         )
     saved = dict(vars(app))
     settings = app.settings.replace(backend="inline")
