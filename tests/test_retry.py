@@ -39,3 +39,16 @@ def test_retry_refuses_unknown_and_altered_records(r: redis.Redis) -> None:
     with pytest.raises(StoreError, match="does not verify"):
         tasks.app.retry(job.id)
     assert len(tasks.app.jobs()) == 1
+
+
+def test_a_zero_backoff_retries_at_once() -> None:
+    """``retry_backoff=0`` is in the options' range: the retry is scheduled with no delay, not
+    the default backoff (as a missing backoff is)."""
+    from balloons.retry import decide
+
+    plan = decide({"retries": 2, "backoff": 0.0, "backoff_max": 300.0}, 1, "task_error")
+    assert plan is not None and plan.delay == 0.0
+    plan = decide({"retries": 2, "backoff": 5.0, "backoff_max": 0.0}, 1, "task_error")
+    assert plan is not None and plan.delay == 0.0
+    default = decide({"retries": 2}, 1, "task_error")
+    assert default is not None and 0.5 <= default.delay <= 1.0

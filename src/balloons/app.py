@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
     from .info import JobInfo, MachineSpec
+    from .store.queries import Query
     from .store.writes import Store
     from .task import Options
 
@@ -276,25 +277,43 @@ class App:
         """Cost totals per task, pool and hour of the jobs kept in Redis (newest ``limit`` per
         pool), and each pool's idle warm-machine time. ``jobs``: summaries already read (with
         ``created``), whose attempts are read here."""
+        return self.store.run(self._costs(pools, limit, jobs))
+
+    async def costs_async(
+        self,
+        pools: Sequence[str] | None = None,
+        limit: int = 100_000,
+        jobs: Sequence[JobInfo] | None = None,
+    ) -> CostReport:
+        """:meth:`costs` for asyncio."""
+        return await self.store.run_async(self._costs(pools, limit, jobs))
+
+    def _costs(
+        self, pools: Sequence[str] | None, limit: int, jobs: Sequence[JobInfo] | None
+    ) -> Query[CostReport]:
         import dataclasses
 
         from .cost import report
-        from .listing import scan
-        from .store.writes import attempts_from
+        from .store import queries
+        from .store.writes import attempts_from, job_info
 
-        store = self.store
-        names = list(pools) if pools is not None else store.pools()
+        ns = self.settings.namespace
+        names = list(pools) if pools is not None else (yield from queries.pools(ns))
         if jobs is None:
+            ids = [jid for _, jid in (yield from queries.index(ns, names, limit))]
             fields = ("status", "payload", "created", "started", "finished")
-            jobs = list(scan(store, names, limit, 500, fields))
+            recs = yield from queries.fields(ns, ids, fields)
+            jobs = [job_info(jid, rec, {}) for jid, rec in zip(ids, recs, strict=True) if rec]
         ids = [i.id for i in jobs]
         # What a first attempt's record may still be in (see store.attempts_from).
-        firsts = store.fields(ids, ("attempt", "slot", "created", "need"))
+        firsts = yield from queries.fields(ns, ids, ("attempt", "slot", "created", "need"))
+        raws = yield from queries.attempts_of(ns, ids)
         priced = []
-        for info, rec, raw in zip(jobs, firsts, store.attempts_of(ids), strict=True):
+        for info, rec, raw in zip(jobs, firsts, raws, strict=True):
             tries = attempts_from(info.id, rec, raw)
             priced.append((dataclasses.replace(info, attempts=tries), (1, 256)))
-        return report(priced, store.usage(names), self.prices, time.time())
+        used = yield from queries.usage(ns, names)
+        return report(priced, used, self.prices, time.time())
 
     def supervisor(self, **options: Any) -> Supervisor:
         """A :class:`~balloons.control.supervisor.Supervisor` for this app (not started)."""
@@ -325,13 +344,22 @@ class App:
 
     def jobs(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, newest first (``limit``: 1 to 10,000)."""
+        return self.store.run(self._jobs(limit, pool))
+
+    async def jobs_async(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
+        """:meth:`jobs` for asyncio."""
+        return await self.store.run_async(self._jobs(limit, pool))
+
+    def _jobs(self, limit: int, pool: str | None) -> Query[list[JobInfo]]:
         from .listing import MAX_PER_PAGE
+        from .store import queries
 
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PER_PAGE:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_PER_PAGE}, got {limit!r}")
         if pool is not None and (not isinstance(pool, str) or not POOL_RE.match(pool)):
             raise ConfigError(f"{pool!r} is not a pool name")
-        return self.store.recent(limit, pool)
+        ns = self.settings.namespace
+        return (yield from queries.recent(ns, limit, pool, self.store.signing_key()))
 
     def retry(self, job_id: str) -> Job[Any]:
         """Submit a new job running the same task with the same options and arguments.
@@ -340,6 +368,10 @@ class App:
         checked, so a record altered in Redis is refused rather than signed anew.
         """
         return self.dispatcher.resubmit(job_id)
+
+    async def retry_async(self, job_id: str) -> Job[Any]:
+        """:meth:`retry` for asyncio."""
+        return await self.dispatcher.resubmit_async(job_id)
 
     def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any:
         """The result in a job's record (``result``, ``rsig``, ``attempt``), decoded with this
@@ -360,12 +392,25 @@ class App:
         Returns False if the job had already ended."""
         return self.dispatcher.cancel(job_id, grace, wait)
 
+    async def cancel_async(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
+        """:meth:`cancel` for asyncio."""
+        return await self.dispatcher.cancel_async(job_id, grace, wait)
+
     def close(self) -> None:
         """Make the launches still waiting for a rate limit, then close the connections."""
         if self._dispatcher is not None:
             self._dispatcher.close()
         if self._store is not None:
             self._store.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and this event loop's asyncio connections first (call it before the
+        loop ends, to leave no socket for the garbage collector)."""
+        import asyncio
+
+        if self._store is not None:
+            await self._store.aclose()
+        await asyncio.to_thread(self.close)
 
     # ---------------------------------------------------------------- dispatch
     @property

@@ -26,13 +26,13 @@ DEFAULT_RECORD_TTL = 24 * 3600  # seconds a job record and its result are kept
 DEFAULT_MAX_ARG_BYTES = 1024 * 1024  # serialized arguments larger than this are refused
 #: Shortest signing key accepted, in bytes (the embedded default makes one of 64 hex digits).
 MIN_SECRET_BYTES = 32
-BACKENDS = ("local", "fly")
+BACKENDS = ("local", "fly", "inline")
 
 # Every environment variable balloons understands, with what it sets. Unknown BALLOONS_*
 # names are refused, so a typo never silently falls back to a default.
 ENV_VARS: dict[str, str] = {
     "BALLOONS_REDIS_URL": "Redis URL (falls back to REDIS_URL); unset: embedded Valkey",
-    "BALLOONS_BACKEND": "machine backend: local (default) or fly",
+    "BALLOONS_BACKEND": "machine backend: local (default), fly, or inline (tests)",
     "BALLOONS_SECRET": "job signing key; required with an external Redis",
     "BALLOONS_NAMESPACE": f"prefix of every Redis key (default {DEFAULT_NAMESPACE})",
     "BALLOONS_HOME": "state directory (default ~/.local/state/balloons)",

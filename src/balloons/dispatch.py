@@ -33,11 +33,14 @@ from .store.replies import Code, Submitted
 from .task import DEFAULT_TIMEOUT, TaskOptions, check_priority
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType
 
     from .app import App
     from .info import MachineSpec
     from .pools import Pool
+    from .store.queries import Query
+    from .store.replies import Cancelled
     from .store.writes import SubmitRequest
     from .task import Task
 
@@ -183,9 +186,30 @@ class Dispatcher:
     def resubmit(self, job_id: str) -> Job[Any]:
         """A new job running the same task with the same options and arguments as
         ``job_id``, its stored arguments reused as they are once its signature verifies."""
+        new, opts, req = self.app.store.run(self._resubmit(job_id))
+        job, launch = self.after_submit(new, opts, placed(self.app.store.submit(new, req)))
+        if launch is not None:
+            self.slots.launch(launch)
+        return job
+
+    async def resubmit_async(self, job_id: str) -> Job[Any]:
+        """:meth:`resubmit` for asyncio."""
+        import asyncio
+
+        new, opts, req = await self.app.store.run_async(self._resubmit(job_id))
+        got = placed(await self.app.store.submit_async(new, req))
+        job, launch = self.after_submit(new, opts, got)
+        if launch is not None:
+            await asyncio.to_thread(self.slots.launch, launch)
+        return job
+
+    def _resubmit(self, job_id: str) -> Query[tuple[JobKeys, TaskOptions, SubmitRequest]]:
+        """The new job's keys, options and ``SUBMIT`` request, from ``job_id``'s record."""
+        from .store import queries
+
         app = self.app
         old = job_keys(app.settings.namespace, job_id)
-        rec = app.store.record(old)
+        rec = yield from queries.record(old)
         if not rec:
             raise JobNotFound(job_id)
         payload, data = rec.get("payload", b""), rec.get("args", b"")
@@ -215,10 +239,7 @@ class Dispatcher:
             memory_mb=int(p["memory_mb"]),
             key_digest="",
         )
-        job, launch = self.after_submit(new, opts, placed(app.store.submit(new, req)))
-        if launch is not None:
-            self.slots.launch(launch)
-        return job
+        return new, opts, req
 
     def _prepare(
         self, task: Task[Any, Any], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -300,22 +321,43 @@ class Dispatcher:
     # ----------------------------------------------------------------- cancel
     def cancel(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
         """See :meth:`balloons.App.cancel`."""
+        jk, got = self.app.store.run(self._cancel(job_id, grace))
+        stop = self._stop_after(jk, got, grace, wait)
+        if stop is not None:
+            stop()
+        return got.code is Code.OK
+
+    async def cancel_async(self, job_id: str, grace: float = 10.0, wait: bool = False) -> bool:
+        """:meth:`cancel` for asyncio (a wait for the machine's stop runs in a thread)."""
+        import asyncio
+
+        jk, got = await self.app.store.run_async(self._cancel(job_id, grace))
+        stop = self._stop_after(jk, got, grace, wait)
+        if stop is not None:
+            await asyncio.to_thread(stop)
+        return got.code is Code.OK
+
+    def _cancel(self, job_id: str, grace: float) -> Query[tuple[JobKeys, Cancelled]]:
         from .config import check_seconds
+        from .store import queries
 
         check_seconds("grace", grace, 0, MAX_GRACE)
         jk = job_keys(self.app.settings.namespace, job_id)
-        got = self.app.store.cancel(jk)
-        if got.code is not Code.OK:
-            return False
-        prev, slot = got.status, got.slot
-        if prev in ("RUNNING", "STARTING") and slot:
-            if wait:
-                self._stop_if_still(jk, slot, grace)
-            else:
-                threading.Thread(
-                    target=self._stop_if_still, args=(jk, slot, grace), daemon=True
-                ).start()
-        return True
+        return jk, (yield from queries.cancel(jk))
+
+    def _stop_after(
+        self, jk: JobKeys, got: Cancelled, grace: float, wait: bool
+    ) -> Callable[[], None] | None:
+        """What a cancel does after ``CANCEL``: a job that held a machine has it stopped after
+        ``grace`` if it lingers, from a daemon thread, or by the function returned (``wait``:
+        the caller waits for it)."""
+        slot = got.slot
+        if got.code is not Code.OK or got.status not in ("RUNNING", "STARTING") or not slot:
+            return None
+        if wait:
+            return functools.partial(self._stop_if_still, jk, slot, grace)
+        threading.Thread(target=self._stop_if_still, args=(jk, slot, grace), daemon=True).start()
+        return None
 
     def _stop_if_still(self, jk: JobKeys, slot: str, grace: float) -> None:
         """Wait up to ``grace`` for the worker to leave the cancelled job, then stop its

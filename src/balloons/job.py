@@ -11,13 +11,14 @@ from .store.keys import JobKeys
 from .untrusted import number, text
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from .config import Settings
     from .cost import JobCost, PriceTable
     from .info import JobInfo
     from .logs import LogLine
     from .serialize import Serializer
+    from .store.queries import Query
     from .store.writes import Store
 
 R = TypeVar("R")
@@ -45,6 +46,8 @@ class Client(Protocol):
 
     def cancel(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool: ...
 
+    async def cancel_async(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool: ...
+
     def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any: ...
 
 
@@ -65,15 +68,35 @@ class Job(Generic[R]):
     def __hash__(self) -> int:
         return hash(self.id)
 
+    # Each read and control call is one query (:mod:`balloons.store.queries`), run by the sync
+    # client in ``name()`` and by the asyncio client in ``await name_async()``.
     def status(self) -> JobStatus:
-        st = self.app.store.status(self._keys)
+        return self.app.store.run(self._status())
+
+    async def status_async(self) -> JobStatus:
+        """:meth:`status` for asyncio."""
+        return await self.app.store.run_async(self._status())
+
+    def _status(self) -> Query[JobStatus]:
+        from .store import queries  # the store's side: not on a machine's start-up path
+
+        st = yield from queries.status(self._keys)
         if st is None:
             raise JobNotFound(self.id)
         return st
 
     def info(self) -> JobInfo:
         """Status, attempts (machine, start, end, outcome, reason), timestamps and error."""
-        info = self.app.store.info(self._keys)
+        return self.app.store.run(self._info())
+
+    async def info_async(self) -> JobInfo:
+        """:meth:`info` for asyncio."""
+        return await self.app.store.run_async(self._info())
+
+    def _info(self) -> Query[JobInfo]:
+        from .store import queries
+
+        info = yield from queries.info(self._keys, self.app.store.signing_key())
         if info is None:
             raise JobNotFound(self.id)
         return info
@@ -86,46 +109,62 @@ class Job(Generic[R]):
         ``TimeoutError``) if ``timeout`` seconds pass first.
         """
         store = self.app.store
-        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
+        left = self._wait_left(timeout)
         rec = store.record(self._keys)
-        while True:
-            done = self._outcome(rec)
-            if done is not None:
-                return self._unwrap(rec, done)
-            left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
-            if left <= 0:
-                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
-            woken = store.wait_record(self._keys, _block(rec, left))
+        while (block := left(rec)) is not None:
+            woken = store.wait_record(self._keys, block)
             if woken is None:
                 # Nothing for a while: make sure the job's machine is not dead without a word.
                 self.app.check_lapsed(self._keys)
             rec = store.record(self._keys) if woken is None else woken
+        return self._unwrap(rec)
 
     async def result_async(self, timeout: float | None = None) -> R:
-        store = self.app.store
-        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
-        while True:
-            rec = await store.record_async(self._keys)
-            done = self._outcome(rec)
-            if done is not None:
-                return self._unwrap(rec, done)
-            left = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - time.monotonic())
-            if left <= 0:
-                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
-            if not await store.wait_done_async(self._keys, _block(rec, left)):
-                import asyncio
+        """:meth:`result` for asyncio."""
+        import asyncio
 
+        store = self.app.store
+        left = self._wait_left(timeout)
+        rec = await store.record_async(self._keys)
+        while (block := left(rec)) is not None:
+            if not await store.wait_done_async(self._keys, block):
                 await asyncio.to_thread(self.app.check_lapsed, self._keys)
+            rec = await store.record_async(self._keys)
+        return self._unwrap(rec)
+
+    def _wait_left(self, timeout: float | None) -> Callable[[dict[str, bytes]], float | None]:
+        """A wait on the job's end for ``timeout`` seconds (None: for ever), apart from its
+        I/O: given the record just read, None once the job has ended, else how long to block
+        on its done token; :class:`~balloons.ResultTimeout` once the time is up."""
+        deadline = None if timeout is None else time.monotonic() + _timeout(timeout)
+
+        def left(rec: dict[str, bytes]) -> float | None:
+            if self._outcome(rec) is not None:
+                return None
+            now = time.monotonic()
+            more = _MAX_BLOCK if deadline is None else min(_MAX_BLOCK, deadline - now)
+            if more <= 0:
+                raise ResultTimeout(f"job {self.id} still {_status(rec).value} after {timeout}s")
+            return _block(rec, more)
+
+        return left
 
     def logs(self, after: str = "", tail: int | None = None) -> list[LogLine]:
         """What the task printed (stdout, stderr) and logged, oldest first: every line, the
         lines after entry id ``after``, or the last ``tail`` lines. Each line carries its time,
         attempt and source."""
+        return self.app.store.run(self._logs(after, tail))
+
+    async def logs_async(self, after: str = "", tail: int | None = None) -> list[LogLine]:
+        """:meth:`logs` for asyncio."""
+        return await self.app.store.run_async(self._logs(after, tail))
+
+    def _logs(self, after: str, tail: int | None) -> Query[list[LogLine]]:
         from . import logs
 
         if tail is not None:
-            return logs.tail(self.app.store, self._keys, tail)
-        return logs.read(self.app.store, self._keys, after)
+            return (yield from logs.tail_query(self._keys, tail))
+        return (yield from logs.read_query(self._keys, after))
 
     def stream_logs(self, after: str = "") -> Iterator[LogLine]:
         """The job's lines as they are written (blocking on the stream, no polling), ending once
@@ -150,14 +189,30 @@ class Job(Generic[R]):
     def progress(self) -> tuple[float, str] | None:
         """The task's last ``balloons.progress(fraction, note)``, or None if it reported none;
         ``(0.0, note saying so)`` when what is stored does not verify with the app's secret."""
-        return self.app.store.progress(self._keys)
+        return self.app.store.run(self._progress())
+
+    async def progress_async(self) -> tuple[float, str] | None:
+        """:meth:`progress` for asyncio."""
+        return await self.app.store.run_async(self._progress())
+
+    def _progress(self) -> Query[tuple[float, str] | None]:
+        from .store import queries
+
+        return queries.progress(self._keys, self.app.store.signing_key())
 
     def cost(self) -> JobCost:
         """Machine-seconds, task-seconds and estimated US dollars of each attempt (a running
         attempt counts up to now), priced with ``app.prices``."""
+        return self.app.store.run(self._cost())
+
+    async def cost_async(self) -> JobCost:
+        """:meth:`cost` for asyncio."""
+        return await self.app.store.run_async(self._cost())
+
+    def _cost(self) -> Query[JobCost]:
         from .cost import job_cost
 
-        info = self.info()
+        info = yield from self._info()
         return job_cost(info, self.app.prices, (1, 256), time.time())
 
     def cancel(self, grace: float = 10.0, wait: bool = False) -> bool:
@@ -166,15 +221,37 @@ class Job(Generic[R]):
         status becomes CANCELLED at once. False if the job had already ended."""
         return self.app.cancel(self.id, grace=grace, wait=wait)
 
+    async def cancel_async(self, grace: float = 10.0, wait: bool = False) -> bool:
+        """:meth:`cancel` for asyncio."""
+        return await self.app.cancel_async(self.id, grace=grace, wait=wait)
+
     def queue_position(self) -> int | None:
         """1 for the next job of its pool to get a machine; None when not queued."""
-        return self.app.store.queue_position(self._keys)
+        return self.app.store.run(self._queue_position())
+
+    async def queue_position_async(self) -> int | None:
+        """:meth:`queue_position` for asyncio."""
+        return await self.app.store.run_async(self._queue_position())
+
+    def _queue_position(self) -> Query[int | None]:
+        from .store import queries
+
+        return queries.queue_position(self._keys)
 
     def forget(self) -> None:
         """Delete the job's record and result now instead of at the end of their TTL (the
         marker of the attempts that ran stays until it expires: the record put back is not run
         again)."""
-        self.app.store.forget(self._keys)
+        self.app.store.run(self._forget())
+
+    async def forget_async(self) -> None:
+        """:meth:`forget` for asyncio."""
+        await self.app.store.run_async(self._forget())
+
+    def _forget(self) -> Query[None]:
+        from .store import queries
+
+        return queries.forget(self._keys)
 
     def _outcome(self, rec: dict[str, bytes]) -> JobStatus | None:
         if not rec:
@@ -182,8 +259,9 @@ class Job(Generic[R]):
         st = _status(rec)
         return st if st.terminal else None
 
-    def _unwrap(self, rec: dict[str, bytes], st: JobStatus) -> R:
-        """The result of a record whose status, ``st`` (terminal), was read by :meth:`_outcome`."""
+    def _unwrap(self, rec: dict[str, bytes]) -> R:
+        """The result of a record whose status is terminal (see :meth:`_outcome`)."""
+        st = _status(rec)
         _observed(self.id, st, rec)
         if st is JobStatus.INVALID:
             raise _record_invalid(self.id, rec)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .store.keys import JobKeys
+from .store.queries import Query, call
 from .store.writes import Store, read_status
 from .untrusted import MAX_ATTEMPT, integer, shown, text, timestamp
 
@@ -62,17 +63,61 @@ def _line(entry_id: bytes, fields: dict[bytes, bytes]) -> LogLine:
 
 def read(store: Store, jk: JobKeys, after: str = "", limit: int | None = None) -> list[LogLine]:
     """The job's lines after entry ``after`` (all of them with ``""``), oldest first."""
+    return store.run(read_query(jk, after, limit))
+
+
+def read_query(jk: JobKeys, after: str = "", limit: int | None = None) -> Query[list[LogLine]]:
+    """:func:`read` as a query (:mod:`balloons.store.queries`)."""
     start = f"({after}" if after else "-"
-    with store.errors():
-        rows = store.redis.xrange(jk.logs, start, "+", count=limit)
+    (rows,) = yield [call("xrange", jk.logs, start, "+", count=limit)]
     return [_line(i, f) for i, f in rows]
 
 
 def tail(store: Store, jk: JobKeys, n: int) -> list[LogLine]:
     """The job's last ``n`` lines, oldest first."""
-    with store.errors():
-        rows = store.redis.xrevrange(jk.logs, "+", "-", count=n)
+    return store.run(tail_query(jk, n))
+
+
+def tail_query(jk: JobKeys, n: int) -> Query[list[LogLine]]:
+    """:func:`tail` as a query (:mod:`balloons.store.queries`)."""
+    (rows,) = yield [call("xrevrange", jk.logs, "+", "-", count=n)]
     return [_line(i, f) for i, f in reversed(rows)]
+
+
+class _Follower:
+    """The state of a follow, apart from its I/O: the query of its next round (the job's
+    status, then the lines after the last one, blocking while the job runs), what a round's
+    reply yields, and whether it is done or quiet. :func:`follow` and :func:`follow_async`
+    run it, each with its client."""
+
+    def __init__(self, jk: JobKeys, after: str) -> None:
+        self.jk = jk
+        self.last = after or "0-0"
+        self.done = False
+        self.quiet_since = time.monotonic()
+
+    def round(self) -> Query[tuple[bool, list[Any]]]:
+        (raw,) = yield [call("hget", self.jk.job, "status")]
+        ended = _terminal(raw)
+        block = None if ended else int(FOLLOW_BLOCK * 1000)
+        (got,) = yield [call("xread", {self.jk.logs: self.last}, count=READ_COUNT, block=block)]
+        return ended, got[0][1] if got else []
+
+    def took(self, reply: tuple[bool, list[Any]]) -> list[LogLine]:
+        ended, rows = reply
+        lines = [_line(i, f) for i, f in rows]
+        if lines:
+            self.last = lines[-1].id
+            self.quiet_since = time.monotonic()
+        self.done = ended and not lines
+        return lines
+
+    def quiet(self) -> bool:
+        """Whether nothing came for :data:`QUIET` seconds (then the clock starts again)."""
+        if self.done or time.monotonic() - self.quiet_since <= QUIET:
+            return False
+        self.quiet_since = time.monotonic()
+        return True
 
 
 def follow(
@@ -85,26 +130,11 @@ def follow(
     lines are read. The worker stores every line before it records the outcome, so once the
     status is terminal one more read finds them all. ``on_quiet`` is called when nothing came
     for :data:`QUIET` seconds (a waiter's check that the job's machine is not dead)."""
-    last = after or "0-0"
-    quiet_since = time.monotonic()
-    while True:
-        with store.errors():
-            ended = _terminal(store.redis.hget(jk.job, "status"))
-            got = store.redis.xread(
-                {jk.logs: last}, count=READ_COUNT, block=None if ended else int(FOLLOW_BLOCK * 1000)
-            )
-        rows = got[0][1] if got else []
-        for i, f in rows:
-            line = _line(i, f)
-            last = line.id
-            yield line
-        if ended and not rows:
-            return
-        if rows:
-            quiet_since = time.monotonic()
-        elif on_quiet is not None and time.monotonic() - quiet_since > QUIET:
+    f = _Follower(jk, after)
+    while not f.done:
+        yield from f.took(store.run(f.round()))
+        if f.quiet() and on_quiet is not None:
             on_quiet()
-            quiet_since = time.monotonic()
 
 
 async def follow_async(
@@ -114,26 +144,12 @@ async def follow_async(
     on_quiet: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[LogLine]:
     """:func:`follow` for asyncio."""
-    last = after or "0-0"
-    quiet_since = time.monotonic()
-    while True:
-        with store.errors():
-            ended = _terminal(await store.aredis.hget(jk.job, "status"))
-            got = await store.aredis.xread(
-                {jk.logs: last}, count=READ_COUNT, block=None if ended else int(FOLLOW_BLOCK * 1000)
-            )
-        rows = got[0][1] if got else []
-        for i, f in rows:
-            line = _line(i, f)
-            last = line.id
+    f = _Follower(jk, after)
+    while not f.done:
+        for line in f.took(await store.run_async(f.round())):
             yield line
-        if ended and not rows:
-            return
-        if rows:
-            quiet_since = time.monotonic()
-        elif on_quiet is not None and time.monotonic() - quiet_since > QUIET:
+        if f.quiet() and on_quiet is not None:
             await on_quiet()
-            quiet_since = time.monotonic()
 
 
 def _terminal(raw: bytes | None) -> bool:

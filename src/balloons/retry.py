@@ -122,8 +122,10 @@ def _decide(
     if requested_delay is not None:
         delay = float(requested_delay)
     else:
+        # 0 is a backoff a task may ask for (retry at once): only a missing one is the default.
+        base, cap = spec.get("backoff"), spec.get("backoff_max")
         delay = backoff(
-            attempt, float(spec.get("backoff") or 1.0), float(spec.get("backoff_max") or 300.0)
+            attempt, 1.0 if base is None else float(base), 300.0 if cap is None else float(cap)
         )
     memory = ""
     factor = float(spec.get("mem_factor") or 1.0)

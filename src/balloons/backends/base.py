@@ -107,7 +107,8 @@ class Restartable(Backend, Protocol):
 
 
 def make_backend(name: str) -> Backend:
-    """The backend named ``name`` (``local`` or ``fly``), unbound."""
+    """The backend named ``name`` (``local``, ``fly``, or ``inline``: the test mode of
+    :mod:`balloons.testing`), unbound."""
     from ..errors import ConfigError
 
     if name == "local":
@@ -118,4 +119,8 @@ def make_backend(name: str) -> Backend:
         from .fly import FlyBackend
 
         return FlyBackend()  # its settings are read from the app's environment at bind
-    raise ConfigError(f"unknown backend {name!r}: expected 'local' or 'fly'")
+    if name == "inline":
+        from ..testing import InlineBackend
+
+        return InlineBackend()
+    raise ConfigError(f"unknown backend {name!r}: expected 'local', 'fly' or 'inline'")

@@ -6,9 +6,7 @@ machine when a task ignores its deadline. Lean imports only: every machine impor
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import threading
 import time
 
 from ..errors import StoreError
@@ -85,7 +83,7 @@ def interrupt(w: Worker, ulid: str, attempt: int, why: str) -> None:
             return  # that job already ended here; the next one is not concerned
         if w.in_task and not w.interrupted:
             w.interrupted = why
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            w.signal_task()
 
 
 def hard_stop(w: Worker, client: RespClient, ulid: str, attempt: int) -> None:
@@ -117,4 +115,4 @@ def hard_stop(w: Worker, client: RespClient, ulid: str, attempt: int) -> None:
     log(f"job {w.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after {what}")
     from .worker import EXIT_TASK_FAILED
 
-    os._exit(EXIT_TASK_FAILED)
+    w.end_machine(EXIT_TASK_FAILED)

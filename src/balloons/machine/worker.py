@@ -402,10 +402,25 @@ class Worker:
             f"wait_s={started - float(call.spec.get('created') or started):.3f}"
         )
         self.capture.begin(work.ulid, work.attempt)
+        self.arm(deadline, call.timeout)
+        return started, deadline
+
+    # What a worker does to the process it runs in: its own on a machine. A worker run inside
+    # another program (:mod:`balloons.testing`) overrides these three.
+    def arm(self, deadline: float | None, timeout: float) -> None:
+        """Arm the attempt's run-timeout signal and the watchdog (see
+        :func:`balloons.watchdog.arm_deadline`)."""
         # The watchdog fires after the timer and the heartbeat's hard stop had their chance.
         grace = TIMEOUT_GRACE + self.heartbeat + 1.0
-        arm_deadline(deadline, min(call.timeout, 60.0), grace, _on_alarm)
-        return started, deadline
+        arm_deadline(deadline, min(timeout, 60.0), grace, _on_alarm)
+
+    def signal_task(self) -> None:
+        """Interrupt the running task (the heartbeat thread's call, under ``self.lock``)."""
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    def end_machine(self, code: int) -> None:
+        """End the machine at once (the heartbeat's hard stop of a task past its deadline)."""
+        os._exit(code)
 
     def _end_task(self, deadline: float | None) -> None:
         self.in_task = False  # first: from here on a cancel signal is ignored

@@ -12,29 +12,22 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StoreError
 from ..info import JobInfo, JobStatus
-from ..signing import verify_outcome
 from ..untrusted import json_object, number, text
-from . import lua, replies
+from . import lua, queries, replies
 from .keys import (
-    POOL_RE,
-    ULID_RE,
     JobKeys,
     PoolKeys,
     machine_key,
     machines_key,
-    pools_key,
     script_keys,
 )
+from .queries import Query, Script, Step
 from .records import (
-    INVALID_PROGRESS,
-    UNVERIFIED_PROGRESS,
-    decode_hash,
     job_info,
-    read_status,
     slot_entry,
 )
 from .redisurl import mask_url
@@ -42,9 +35,10 @@ from .redisurl import mask_url
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
 
+T = TypeVar("T")
+
 _CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
-#: Largest number of seconds a usage entry may hold (a century): beyond it, it was altered.
-MAX_SECONDS = 100 * 365 * 24 * 3600.0
+MAX_SECONDS = queries.MAX_SECONDS
 
 
 class StoreReads:
@@ -143,6 +137,67 @@ class StoreReads:
             except redis_mod.exceptions.NoScriptError:
                 return self.redis.eval(script, *cmd)
 
+    async def eval_async(
+        self, script: str, pk: PoolKeys, *args: Any, jobs: Sequence[str] = ()
+    ) -> Any:
+        """:meth:`eval` on the asyncio client."""
+        import redis as redis_mod
+
+        cmd = self._tagged(pk, jobs, args)
+        with self.errors():
+            try:
+                return await self.aredis.evalsha(lua.sha(script), *cmd)
+            except redis_mod.exceptions.NoScriptError:
+                return await self.aredis.eval(script, *cmd)
+
+    # ---------------------------------------------------------------- queries
+    def run(self, query: Query[T]) -> T:
+        """Run a query of :mod:`balloons.store.queries` on redis-py's client."""
+        try:
+            step = next(query)
+            while True:
+                step = query.send(self._send(step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def run_async(self, query: Query[T]) -> T:
+        """Run a query of :mod:`balloons.store.queries` on redis-py's asyncio client (the same
+        commands and decoding as :meth:`run`)."""
+        try:
+            step = next(query)
+            while True:
+                step = query.send(await self._send_async(step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _send(self, step: Step) -> Any:
+        if isinstance(step, Script):
+            return self.eval(step.script, step.pk, *step.args, jobs=step.jobs)
+        if not step:
+            return []
+        with self.errors():
+            if len(step) == 1:  # no pipeline's machinery for a single command
+                method, args, kwargs = step[0]
+                return [getattr(self.redis, method)(*args, **kwargs)]
+            pipe = self.redis.pipeline(transaction=False)
+            for method, args, kwargs in step:
+                getattr(pipe, method)(*args, **kwargs)
+            return pipe.execute()
+
+    async def _send_async(self, step: Step) -> Any:
+        if isinstance(step, Script):
+            return await self.eval_async(step.script, step.pk, *step.args, jobs=step.jobs)
+        if not step:
+            return []
+        with self.errors():
+            if len(step) == 1:
+                method, args, kwargs = step[0]
+                return [await getattr(self.aredis, method)(*args, **kwargs)]
+            pipe = self.aredis.pipeline(transaction=False)
+            for method, args, kwargs in step:
+                getattr(pipe, method)(*args, **kwargs)
+            return await pipe.execute()
+
     # ------------------------------------------------------------------ reads
     def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
         """The pool's stopped machines kept to be started again: machine id -> record."""
@@ -201,9 +256,7 @@ class StoreReads:
         }
 
     def queue_position(self, jk: JobKeys) -> int | None:
-        with self.errors():
-            rank = self.redis.zrank(jk.pool.queue, jk.ulid)
-        return None if rank is None else int(rank) + 1
+        return self.run(queries.queue_position(jk))
 
     def server_time(self, pk: PoolKeys | None = None) -> float:
         """The Redis server's clock (``TIME``), in seconds: the one every lease, deadline and
@@ -216,27 +269,16 @@ class StoreReads:
     def status(self, jk: JobKeys) -> JobStatus | None:
         """The job's status (``INVALID`` for a record that has none it could have); None when
         there is no record."""
-        with self.errors():
-            raw = self.redis.hget(jk.job, "status")
-            if raw is None and not self.redis.exists(jk.job):
-                return None
-        return read_status(raw)[0]
+        return self.run(queries.status(jk))
 
     def record(self, jk: JobKeys) -> dict[str, bytes]:
-        with self.errors():
-            return decode_hash(self.redis.hgetall(jk.job))
+        return self.run(queries.record(jk))
 
     async def record_async(self, jk: JobKeys) -> dict[str, bytes]:
-        with self.errors():
-            return decode_hash(await self.aredis.hgetall(jk.job))
+        return await self.run_async(queries.record(jk))
 
     def info(self, jk: JobKeys) -> JobInfo | None:
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hgetall(jk.job)
-            pipe.hgetall(jk.attempts)
-            rec, attempts = pipe.execute()
-        return job_info(jk.job_id, decode_hash(rec), attempts, self.signing_key()) if rec else None
+        return self.run(queries.info(jk, self.signing_key()))
 
     def wait_done(self, jk: JobKeys, timeout: float) -> bool:
         """Block until the job's done token exists (no polling): True if it does."""
@@ -262,43 +304,16 @@ class StoreReads:
         return got is not None
 
     def pools(self) -> list[str]:
-        with self.errors():
-            found = self.redis.smembers(pools_key(self.namespace))
-        # Only names a pool can have: anything else in the set was not written by balloons.
-        return sorted(n for n in (p.decode("utf-8", "replace") for p in found) if POOL_RE.match(n))
+        return self.run(queries.pools(self.namespace))
 
     def recent(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, across pools unless one is named."""
-        pools = [pool] if pool else self.pools()
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for p in pools:
-                pipe.zrevrange(PoolKeys(self.namespace, p).jobs, 0, limit - 1, withscores=True)
-            ranked = sorted(_job_ids(pools, pipe.execute()), reverse=True)[:limit]
-            pipe = self.redis.pipeline(transaction=False)
-            for _, jid in ranked:
-                jk = self.keys(jid)
-                pipe.hgetall(jk.job)
-                pipe.hgetall(jk.attempts)
-            raw = pipe.execute()
-        out = []
-        secret = self.signing_key()
-        for i, (_, jid) in enumerate(ranked):
-            rec, attempts = raw[2 * i], raw[2 * i + 1]
-            if rec:
-                out.append(job_info(jid, decode_hash(rec), attempts, secret))
-        return out
+        return self.run(queries.recent(self.namespace, limit, pool, self.signing_key()))
 
     def index(self, pools: Sequence[str], limit: int, offset: int = 0) -> list[tuple[float, str]]:
         """``(created, job id)`` of each pool's jobs from the ``offset``-th newest, ``limit``
         of them per pool, newest first across pools."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for p in pools:
-                key = PoolKeys(self.namespace, p).jobs
-                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
-            rows = pipe.execute()
-        return sorted(_job_ids(pools, rows), reverse=True)
+        return self.run(queries.index(self.namespace, pools, limit, offset))
 
     def index_sizes(self, pools: Sequence[str]) -> list[int]:
         """How many jobs each pool's index holds."""
@@ -310,17 +325,7 @@ class StoreReads:
 
     def fields(self, job_ids: Sequence[str], names: Sequence[str]) -> list[dict[str, bytes]]:
         """The named fields of each job's record (``{}`` for a record that is gone)."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for jid in job_ids:
-                pipe.hmget(self.keys(jid).job, names)
-            rows = pipe.execute()
-        return [
-            {n: v for n, v in zip(names, row, strict=True) if v is not None}
-            if row[0] is not None
-            else {}
-            for row in rows
-        ]
+        return self.run(queries.fields(self.namespace, job_ids, names))
 
     def snapshot(self, jk: JobKeys, names: Sequence[str]) -> JobInfo | None:
         """:meth:`info` from the named fields only (``status`` first), without the arguments."""
@@ -336,40 +341,17 @@ class StoreReads:
 
     def attempts_of(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
         """Each job's raw attempts hash (attempt number -> JSON), pipelined."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for jid in job_ids:
-                pipe.hgetall(self.keys(jid).attempts)
-            return list(pipe.execute())
+        return self.run(queries.attempts_of(self.namespace, job_ids))
 
     def usage(self, pools: Sequence[str]) -> dict[str, dict[str, float | None]]:
         """Each pool's ``usage`` hash (``idle:CPUS:MB`` -> seconds); None for seconds that are
         not a number of seconds (altered in Redis)."""
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for p in pools:
-                pipe.hgetall(PoolKeys(self.namespace, p).usage)
-            rows = pipe.execute()
-        return {
-            p: {k.decode("utf-8", "replace"): number(v, 0, MAX_SECONDS) for k, v in row.items()}
-            for p, row in zip(pools, rows, strict=True)
-        }
+        return self.run(queries.usage(self.namespace, pools))
 
     def progress(self, jk: JobKeys) -> tuple[float, str] | None:
         """The job's last reported progress and note, if its task reported any. Progress whose
         tag does not verify with the app's secret reads as 0 with a note saying so."""
-        with self.errors():
-            raw, note, tag = self.redis.hmget(jk.job, ["progress", "note", "psig"])
-        if raw is None:
-            return None
-        secret = self.signing_key()
-        if secret is None:
-            return 0.0, UNVERIFIED_PROGRESS
-        data = raw + b"\n" + (note or b"")
-        fraction = number(raw, 0.0, 1.0)
-        if fraction is None or verify_outcome(secret, "progress", jk.job_id, data, tag) is None:
-            return 0.0, INVALID_PROGRESS
-        return fraction, text(note) or ""
+        return self.run(queries.progress(jk, self.signing_key()))
 
     def machine_records(self, limit: int = 1000) -> list[dict[str, str]]:
         """The newest machine records (``id``, ``state``, ``pool``, ...), newest first."""
@@ -392,14 +374,8 @@ class StoreReads:
             self._sync = None
 
 
-def _job_ids(pools: Sequence[str], rows: list[Any]) -> Iterator[tuple[float, str]]:
-    """``(created, job id)`` of each pool's index rows; a member that is not a job's ULID (not
-    written by balloons) is left out."""
-    for p, found in zip(pools, rows, strict=True):
-        for member, score in found:
-            ulid = member.decode("utf-8", "replace")
-            if ULID_RE.match(ulid):
-                yield score, f"{p}.{ulid}"
+#: The index rows' reader (see :func:`balloons.store.queries.job_ids`), by its long-standing name.
+_job_ids = queries.job_ids
 
 
 def store_error(url: str, exc: BaseException) -> StoreError:

@@ -20,7 +20,7 @@ from ..errors import ConfigError, StoreError
 from ..pools import MAX_MACHINES
 from ..retry import RetryPlan, retry_argv
 from ..untrusted import integer
-from . import lua, replies
+from . import lua, queries, replies
 from .keys import JobKeys, PoolKeys, pools_key, script_keys, slot_job
 from .reads import _CONNECT_TIMEOUT, MAX_SECONDS, StoreReads, store_error
 from .records import (
@@ -38,7 +38,7 @@ from .records import (
     slot_entry,
 )
 from .redisurl import mask_url
-from .replies import Cancelled, Code, Lost, Picked, Submitted
+from .replies import Cancelled, Lost, Picked, Submitted
 from .resp import RespClient, RespError
 
 __all__ = [  # what callers have long imported from here
@@ -355,12 +355,7 @@ class Store(StoreReads):
     def cancel(self, jk: JobKeys) -> Cancelled:
         """Mark a job cancelled. Returns its status before (code ``OK``), or code ``REFUSED``
         when it had ended; the slot and machine it held."""
-        reply = replies.cancel(self.eval(lua.CANCEL, jk.pool, jk.ulid, jobs=(jk.ulid,)))
-        if reply.code is Code.GONE:
-            from ..errors import JobNotFound
-
-            raise JobNotFound(jk.job_id)
-        return reply
+        return self.run(queries.cancel(jk))
 
     def note_attempt(self, pk: PoolKeys, ulid: str, attempt: int, note: str) -> None:
         """Add a note to an attempt's record (e.g. the regions that refused its machine)."""
@@ -372,8 +367,4 @@ class Store(StoreReads):
         return replies.flag("LAUNCHED", self.eval(lua.LAUNCHED, pk, slot, machine))
 
     def forget(self, jk: JobKeys) -> None:
-        with self.errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(jk.job, jk.attempts, jk.done, jk.logs)
-            pipe.zrem(jk.pool.jobs, jk.ulid)
-            pipe.execute()
+        self.run(queries.forget(jk))
