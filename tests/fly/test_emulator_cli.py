@@ -146,3 +146,35 @@ def _ids_of_one_run(client: httpx.Client) -> tuple[str, str]:
     body = {"config": {"image": "emu/none", "init": {"exec": ["true"]}}, "skip_launch": True}
     machine = client.post("/v1/apps/seeded/machines", json=body).json()
     return machine["id"], machine["name"]
+
+
+def test_one_click_command_for_both_entries_and_a_lean_balloons_help() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env,
+                              timeout=SAFETY_TIMEOUT)  # fmt: skip
+
+    via_balloons = run("-m", "balloons", "fly-emulator", "--help")
+    via_module = run("-m", "balloons.fly.emulator", "--help")
+    assert via_balloons.returncode == via_module.returncode == 0, via_balloons.stderr
+    assert via_balloons.stdout.startswith("Usage: balloons fly-emulator [OPTIONS]")
+    assert via_module.stdout.startswith("Usage: python -m balloons.fly.emulator [OPTIONS]")
+    options = via_balloons.stdout[via_balloons.stdout.index("Options:") :]
+    assert options == via_module.stdout[via_module.stdout.index("Options:") :]
+    assert "--image-command IMAGE=CMD" in options and "--destroyed-retention S" in options
+    # Listing the commands loads neither the emulator's server nor its web framework.
+    probe = run("-c", "import sys; from balloons.cli import main; "
+                "print(sorted({m.split('.')[0] for m in sys.modules} & "
+                "{'starlette', 'uvicorn', 'httpx', 'anyio'}))")  # fmt: skip
+    assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stderr
+
+
+def test_without_its_server_installed_the_command_names_the_extra() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    code = ("import sys; sys.modules['uvicorn'] = None; "
+            "from balloons.fly.emulator.cli import main; main(['--port', '0'])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=SAFETY_TIMEOUT)  # fmt: skip
+    assert done.returncode == 1
+    assert "pip install 'balloons[fly]'" in done.stderr and "Traceback" not in done.stderr
