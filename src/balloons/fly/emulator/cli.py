@@ -9,7 +9,6 @@ emulator's extra installed.
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +40,8 @@ def _rate(text: str, flag: str) -> float:
 def options_from(params: Mapping[str, Any]) -> dict[str, Any]:
     """``create_app`` keyword arguments from the command's parsed options (``ValueError``, naming
     the option and the value, when one is invalid)."""
+    import shlex
+
     secrets = dict(_pair(s, "--secret") for s in params["secret"])
     image_commands = {
         image: shlex.split(cmd)
