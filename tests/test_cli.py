@@ -61,7 +61,7 @@ def test_bad_input_is_explained() -> None:
     out = runner.invoke(cli, ["submit", "tests.tasks:echo", "-k", "novalue"])
     assert out.exit_code == 2 and "KEY=VALUE" in out.output
     out = runner.invoke(cli, ["status", "default.01jd3x9k2m8vq4t7w0c5r6y1zh"])
-    assert out.exit_code == 1 and "not found" in out.output
+    assert out.exit_code == 4 and "not found" in out.output
     out = runner.invoke(cli, ["status", "garbage"])
     assert out.exit_code == 2 and "not a balloons job id" in out.output
 
@@ -116,7 +116,7 @@ def test_logs_wait_retry_and_cost_commands(tmp_path: Path) -> None:
     out = runner.invoke(cli, ["logs", job.id, "-f"])  # ended: prints everything and returns
     assert out.exit_code == 0 and out.stdout.splitlines() == printed
     out = runner.invoke(cli, ["logs", "default.01jd3x9k2m8vq4t7w0c5r6y1zh"])
-    assert out.exit_code == 1 and "not found" in out.output
+    assert out.exit_code == 4 and "not found" in out.output
 
     out = runner.invoke(cli, ["retry", job.id, "--json"])
     assert out.exit_code == 0, out.output

@@ -200,7 +200,7 @@ def test_a_short_signing_key_is_refused_without_being_quoted(
     with pytest.raises(ConfigError, match="BALLOONS_SECRET"):
         balloons.App()
     out = CliRunner().invoke(cli, ["jobs"])
-    assert out.exit_code == 1 and "expected at least 32 bytes" in out.stderr
+    assert out.exit_code == 2 and "expected at least 32 bytes" in out.stderr  # a bad setting
     assert secret not in out.output
 
 
@@ -264,7 +264,8 @@ def test_a_server_that_does_not_speak_resp_is_one_clean_line(
     http_url: str, args: list[str]
 ) -> None:
     out = CliRunner().invoke(cli, args, env={"BALLOONS_REDIS_URL": http_url})
-    assert isinstance(out.exception, SystemExit) and out.exit_code == 1, out.exception
+    # 5: Redis unreachable (what answers is no Redis)
+    assert isinstance(out.exception, SystemExit) and out.exit_code == 5, out.exception
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     port = http_url.rsplit(":", 1)[1]
@@ -293,5 +294,5 @@ def test_a_port_with_nothing_listening_is_one_clean_line_too() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = CliRunner().invoke(cli, ["jobs"], env={"BALLOONS_REDIS_URL": f"redis://127.0.0.1:{port}"})
-    assert out.exit_code == 1 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.exit_code == 5 and len(out.stderr.splitlines()) == 1, out.stderr
     assert "cannot reach Redis at redis://127.0.0.1" in out.stderr

@@ -68,7 +68,7 @@ def test_pools_shows_jobs_by_status() -> None:
 
 def test_dashboard_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     out = CliRunner().invoke(cli, ["dashboard", "--host", "0.0.0.0", "--port", "1"])
-    assert out.exit_code == 1
+    assert out.exit_code == 2  # a usage error: --host beyond loopback needs a token
     assert "refusing to serve the dashboard on '0.0.0.0' without a token" in out.output
 
 

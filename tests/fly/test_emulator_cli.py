@@ -1,4 +1,5 @@
-"""The argparse CLI: flag parsing, and ``python -m balloons.fly.emulator`` as a real server."""
+"""The emulator's command line (Click): its options, and ``python -m balloons.fly.emulator`` as a
+real server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from balloons.fly.emulator import Faults
-from balloons.fly.emulator.server import build_parser, main, options_from
+from balloons.fly.emulator.cli import command, main, options_from
 from tests.ports import free_port
 from tests.waiting import wait_for
 
@@ -25,15 +26,15 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_flags_become_create_app_options() -> None:
-    args = build_parser().parse_args([
+    params = command.make_context("fly-emulator", [
         "--token", "T", "--secret", "A=1", "--secret", "B=x=y",
         "--image-command", "img=python -c 'print(1)'", "--seed", "9",
         "--fault-error-rate", "create=0.05", "--fault-error-rate", "start=0.5", "--rate-limit",
         "--boot-delay", "0.5", "--capacity-refusal-rate", "0.1",
         "--capacity-refusal-rate", "ord=0.9", "--kill-rate", "0.01",
         "--lost-response-rate", "0.2", "--destroyed-retention", "60", "--region", "ams",
-    ])  # fmt: skip
-    options = options_from(args)
+    ]).params  # fmt: skip
+    options = options_from(params)
     assert options["token"] == "T"
     assert options["secrets"] == {"A": "1", "B": "x=y"}
     assert options["image_commands"] == {"img": ["python", "-c", "print(1)"]}
@@ -59,7 +60,7 @@ def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
-    assert "error" in capsys.readouterr().err
+    assert "error" in capsys.readouterr().err.lower()
 
 
 def test_module_entry_point_serves_and_kills_machines_on_sigterm(
@@ -145,3 +146,35 @@ def _ids_of_one_run(client: httpx.Client) -> tuple[str, str]:
     body = {"config": {"image": "emu/none", "init": {"exec": ["true"]}}, "skip_launch": True}
     machine = client.post("/v1/apps/seeded/machines", json=body).json()
     return machine["id"], machine["name"]
+
+
+def test_one_click_command_for_both_entries_and_a_lean_balloons_help() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env,
+                              timeout=SAFETY_TIMEOUT)  # fmt: skip
+
+    via_balloons = run("-m", "balloons", "fly-emulator", "--help")
+    via_module = run("-m", "balloons.fly.emulator", "--help")
+    assert via_balloons.returncode == via_module.returncode == 0, via_balloons.stderr
+    assert via_balloons.stdout.startswith("Usage: balloons fly-emulator [OPTIONS]")
+    assert via_module.stdout.startswith("Usage: python -m balloons.fly.emulator [OPTIONS]")
+    options = via_balloons.stdout[via_balloons.stdout.index("Options:") :]
+    assert options == via_module.stdout[via_module.stdout.index("Options:") :]
+    assert "--image-command IMAGE=CMD" in options and "--destroyed-retention S" in options
+    # Listing the commands loads neither the emulator's server nor its web framework.
+    probe = run("-c", "import sys; from balloons.cli import main; "
+                "print(sorted({m.split('.')[0] for m in sys.modules} & "
+                "{'starlette', 'uvicorn', 'httpx', 'anyio'}))")  # fmt: skip
+    assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stderr
+
+
+def test_without_its_server_installed_the_command_names_the_extra() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    code = ("import sys; sys.modules['uvicorn'] = None; "
+            "from balloons.fly.emulator.cli import main; main(['--port', '0'])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=SAFETY_TIMEOUT)  # fmt: skip
+    assert done.returncode == 1
+    assert "pip install 'balloons[fly]'" in done.stderr and "Traceback" not in done.stderr

@@ -1,5 +1,6 @@
 """``python -m balloons.cli``: the same CLI as the ``balloons`` command."""
 
 from . import main
+from .common import PROG
 
-main()
+main(prog_name=PROG)

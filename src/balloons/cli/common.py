@@ -21,6 +21,7 @@ from ..errors import BalloonsError
 from ..info import JobInfo, JobStatus
 from ..store.keys import split_job_id
 from ..untrusted import shown
+from .exits import code_for, epilog
 
 # No ":name:" emoji codes: text from tasks is printed through these too.
 console = Console(emoji=False)
@@ -153,17 +154,14 @@ def info_dict(info: JobInfo) -> dict[str, Any]:
 
 
 class _Group(click.Group):
-    """Errors said in one line: balloons' own exit 1, bad values exit 2."""
+    """Errors said in one line, each with its exit code (:func:`balloons.cli.exits.code_for`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BalloonsError as exc:
+        except (BalloonsError, ValueError) as exc:
             error(exc)
-            sys.exit(1)
-        except ValueError as exc:
-            error(exc)
-            sys.exit(2)
+            sys.exit(code_for(exc))
         except Exception as exc:
             # A Redis error of a read made outside the store (a backend's, say): said as the
             # store says it, with the URL masked. (Not imported for commands that need none.)
@@ -176,8 +174,9 @@ class _Group(click.Group):
 
             app = ctx.meta.get("balloons.app")
             url = app.store.url if isinstance(app, App) else "redis://?"
-            error(store_error(url, exc))
-            sys.exit(1)
+            failure = store_error(url, exc)
+            error(failure)
+            sys.exit(code_for(failure))
 
 
 def error(exc: BaseException) -> None:
@@ -185,7 +184,16 @@ def error(exc: BaseException) -> None:
     err_console.print(f"[red]error:[/red] {safe(exc)}", highlight=False, soft_wrap=True)
 
 
-@click.group(cls=_Group)
+#: How to turn on shell completion (Click's), for the help epilog and the README.
+COMPLETION = """\b
+Shell completion (zsh_source and fish_source for zsh and fish):
+  eval "$(_BALLOONS_COMPLETE=bash_source balloons)"   # in ~/.bashrc"""
+
+#: The name completion and usage lines know the command by, however it was started.
+PROG = "balloons"
+
+
+@click.group(cls=_Group, epilog=f"{epilog()}\n\n{COMPLETION}")
 @click.version_option(package_name="balloons")
 def main() -> None:
     """balloons: run each background job on its own ephemeral machine."""

@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from ..errors import JobFailed, ResultTimeout
 from ..info import JobInfo, JobStatus
@@ -20,6 +19,7 @@ from ..untrusted import shown
 from .common import (
     JOB_ID,
     SECONDS,
+    STYLE,
     Seconds,
     clock,
     console,
@@ -31,6 +31,8 @@ from .common import (
     safe,
     styled,
 )
+from .exits import Exit, code_for
+from .tables import Column, print_table, wide_option
 
 if TYPE_CHECKING:
     from ..cost import JobCost
@@ -173,7 +175,7 @@ def _print_result(job: Job[Any], timeout: float | None) -> None:
         err_console.print(f"[red]{safe(exc)}[/red]", highlight=False)
         if exc.remote_traceback:
             err_console.print(shown(exc.remote_traceback), highlight=False, markup=False)
-        sys.exit(1)
+        sys.exit(code_for(exc))
     click.echo(json.dumps(value, default=repr))
 
 
@@ -245,6 +247,19 @@ def result(job_id: str, timeout: float | None) -> None:
     _print_result(load_app().job(job_id), timeout)
 
 
+#: The columns of ``balloons jobs``; a narrow terminal drops the machine first, the task last.
+JOB_COLUMNS = (
+    Column("id", is_id=True),
+    Column("task", drop=6),
+    Column("status"),
+    Column("attempt", drop=2, justify="right"),
+    Column("machine", drop=1, is_id=True),
+    Column("created", drop=4),
+    Column("took", drop=3, justify="right"),
+    Column("reason", drop=5),
+)
+
+
 @main.command()
 @click.option(
     "--limit",
@@ -263,8 +278,9 @@ def result(job_id: str, timeout: float | None) -> None:
 )
 @click.option("--task", default=None, help="Only this task (module:function, or function).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@wide_option(JOB_COLUMNS)
 def jobs(
-    limit: int, pool: str | None, status_: str | None, task: str | None, as_json: bool
+    limit: int, pool: str | None, status_: str | None, task: str | None, as_json: bool, wide: bool
 ) -> None:
     """A table of recent jobs, newest first."""
     from ..listing import Filters, find_jobs
@@ -274,28 +290,35 @@ def jobs(
     if as_json:
         click.echo(json.dumps([info_dict(r) for r in rows]))
         return
-    table = Table(show_edge=False)
-    table.add_column("id", no_wrap=True)
-    for name in ("task", "status", "attempt", "machine", "created", "took", "reason"):
-        table.add_column(name, no_wrap=name in ("status", "created"))
-    for r in rows:
-        took = f"{r.duration:.3f}s" if r.duration is not None else "-"
-        table.add_row(
-            r.id,
-            safe(r.task),
-            styled(r.status),
-            str(r.attempt),
-            safe(r.machine_id or "-"),
-            clock(r.created_at),
-            took,
-            safe(r.reason or ""),
-        )
-    console.print(table)
+    print_table(
+        console,
+        JOB_COLUMNS,
+        [
+            [
+                r.id,
+                r.task,
+                (r.status.value, STYLE[r.status]),
+                str(r.attempt),
+                r.machine_id or "-",
+                clock(r.created_at),
+                f"{r.duration:.3f}s" if r.duration is not None else "-",
+                r.reason or "",
+            ]
+            for r in rows
+        ],
+        wide=wide,
+    )
 
 
 @main.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--grace", type=Seconds(86400), default=10.0, show_default=True)
+@click.option(
+    "--grace",
+    type=Seconds(86400),
+    default=10.0,
+    show_default=True,
+    help="Seconds a running job has to stop on its own before its machine is stopped.",
+)
 def cancel(job_id: str, grace: float) -> None:
     """Cancel a job: a queued one never starts, a running one is stopped."""
     app = load_app()
@@ -303,7 +326,7 @@ def cancel(job_id: str, grace: float) -> None:
         click.echo(f"{job_id} cancelled")
     else:
         click.echo(f"{job_id} had already ended ({app.job(job_id).status().value})")
-        sys.exit(1)
+        sys.exit(Exit.FAILED)
 
 
 @main.command()

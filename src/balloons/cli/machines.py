@@ -10,15 +10,43 @@ from rich.table import Table
 
 from ..store.keys import PoolKeys
 from .common import clock, console, err_console, load_app, main, safe
+from .tables import Column, print_table, wide_option
 
 if TYPE_CHECKING:
     from ..app import App
     from ..cost import CostReport, Total
 
 
+#: The columns of ``balloons pools``; a narrow terminal drops the floor first.
+POOL_COLUMNS = (
+    Column("pool", is_id=True),
+    Column("cap", drop=6, justify="right"),
+    Column("floor", drop=1, justify="right"),
+    Column("starting", drop=4, justify="right"),
+    Column("running", justify="right"),
+    Column("idle", drop=5, justify="right"),
+    Column("standby", drop=2, justify="right"),
+    Column("queued", justify="right"),
+    Column("delayed", drop=3, justify="right"),
+)
+
+#: The columns of ``balloons machines``; a narrow terminal drops the exit code first.
+MACHINE_COLUMNS = (
+    Column("id", is_id=True),
+    Column("state"),
+    Column("pool", drop=5, is_id=True),
+    Column("slot", drop=4),
+    Column("job", is_id=True),
+    Column("size", drop=2),
+    Column("created", drop=3),
+    Column("exit", drop=1, justify="right"),
+)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def pools(as_json: bool) -> None:
+@wide_option(POOL_COLUMNS)
+def pools(as_json: bool, wide: bool) -> None:
     """Each pool's cap, its machines (starting, running, idle, stopped on standby) and queued
     jobs."""
     from ..listing import pool_summaries
@@ -32,52 +60,55 @@ def pools(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table(show_edge=False)
-    for name in (
-        "pool", "cap", "floor", "starting", "running", "idle", "standby", "queued", "delayed",
-    ):  # fmt: skip
-        table.add_column(name, justify="left" if name == "pool" else "right")
-    for r in rows:
-        table.add_row(
-            r["pool"],
-            str(r["max_machines"]),
-            str(r["min_machines"]),
-            str(r["starting"]),
-            str(r["running"]),
-            str(r["idle"]),
-            f"{r['standby']}/{r['standby_max']}",
-            str(r["queued"]),
-            str(r["delayed"]),
-        )
-    console.print(table)
+    print_table(
+        console,
+        POOL_COLUMNS,
+        [
+            [
+                r["pool"],
+                str(r["max_machines"]),
+                str(r["min_machines"]),
+                str(r["starting"]),
+                str(r["running"]),
+                str(r["idle"]),
+                f"{r['standby']}/{r['standby_max']}",
+                str(r["queued"]),
+                str(r["delayed"]),
+            ]
+            for r in rows
+        ],
+        wide=wide,
+    )
 
 
 @main.command()
 @click.option("--all", "show_all", is_flag=True, help="Stopped machines too.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def machines(show_all: bool, as_json: bool) -> None:
+@wide_option(MACHINE_COLUMNS)
+def machines(show_all: bool, as_json: bool, wide: bool) -> None:
     """The backend's machines: id, state, pool, job and attempt, and the slot's state."""
     rows = _machine_rows(load_app(), show_all)
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table(show_edge=False)
-    for name in ("id", "state", "pool", "slot", "job", "size", "created", "exit"):
-        table.add_column(name, no_wrap=name in ("id", "job"))
-    for r in rows:
-        size = f"{r['cpus']}x{r['memory_mb']}MB" if r["cpus"] else "-"
-        exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
-        table.add_row(
-            safe(r["id"]),
-            safe(r["state"]),
-            safe(r["pool"] or "-"),
-            safe(r["slot"] or "-"),
-            safe(r["job"] or "-"),
-            safe(size),
-            clock(r["created"]),
-            exit_code,
-        )
-    console.print(table)
+    print_table(
+        console,
+        MACHINE_COLUMNS,
+        [
+            [
+                r["id"],
+                r["state"],
+                r["pool"] or "-",
+                r["slot"] or "-",
+                r["job"] or "-",
+                f"{r['cpus']}x{r['memory_mb']}MB" if r["cpus"] else "-",
+                clock(r["created"]),
+                "-" if r["exit_code"] is None else str(r["exit_code"]),
+            ]
+            for r in rows
+        ],
+        wide=wide,
+    )
     if not rows:
         err_console.print("no running machines" + ("" if show_all else " (--all: stopped too)"))
 

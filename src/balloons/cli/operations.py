@@ -1,4 +1,6 @@
-"""Commands that run balloons' processes: supervise, gc, dashboard, worker, fly-emulator, dev."""
+"""Commands that run balloons' processes: supervise, gc, dashboard, worker, fly-emulator, dev.
+
+``fly-emulator`` is the emulator's own command (:mod:`balloons.fly.emulator.cli`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 
 import click
 
+from ..fly.emulator.cli import command as fly_emulator_command
 from ..store import embedded
 from ..untrusted import shown
 from .common import Seconds, err_console, import_app, load_app, main, state_dir
@@ -75,7 +78,13 @@ def gc(dry_run: bool, standby: bool, min_age: float, as_json: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8270, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8270,
+    show_default=True,
+    help="Port to listen on.",
+)
 def dashboard(host: str, port: int) -> None:
     """Serve the web dashboard (token: BALLOONS_DASHBOARD_TOKEN).
 
@@ -106,20 +115,8 @@ def worker() -> None:
     sys.exit(worker_main())
 
 
-@main.command(
-    "fly-emulator",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_extra_args": True,
-        "help_option_names": [],
-    },
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def fly_emulator(args: tuple[str, ...]) -> None:
-    """A local Fly Machines API emulator (--host, --port, --token, --secret, faults; see --help)."""
-    from ..fly.emulator.server import main as emulator_main
-
-    sys.exit(emulator_main(list(args)))
+# The emulator's own command (Click), loaded without its server: see balloons.fly.emulator.cli.
+main.add_command(fly_emulator_command, "fly-emulator")
 
 
 @main.group()
@@ -146,7 +143,7 @@ def dev_start() -> None:
 
 
 @dev.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dev_status(as_json: bool) -> None:
     """Is the embedded server running, where, and with what data directory."""
     server = embedded.status(state_dir())

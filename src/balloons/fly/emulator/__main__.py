@@ -1,5 +1,5 @@
-"""``python -m balloons.fly.emulator``: serve the emulator (see ``server.main``)."""
+"""``python -m balloons.fly.emulator``: serve the emulator (the command of ``.cli``)."""
 
-from .server import main
+from .cli import main
 
-raise SystemExit(main())
+main(prog_name="python -m balloons.fly.emulator")

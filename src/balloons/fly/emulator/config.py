@@ -8,6 +8,10 @@ from pathlib import Path
 
 from .faults import Faults
 
+#: Port the emulator listens on: Fly's internal Machines API port (``http://_api.internal:4280``).
+DEFAULT_PORT = 4280
+#: Interface the emulator listens on.
+DEFAULT_HOST = "127.0.0.1"
 #: Region of machines created without one (and of ``FLY_REGION``/``PRIMARY_REGION``).
 DEFAULT_REGION = "iad"
 #: Org slug of apps created without one; Fly's alias for the caller's personal org.
