@@ -23,7 +23,6 @@ from .untrusted import MAX_CPUS, MAX_MEMORY_MB
 
 if TYPE_CHECKING:
     import datetime as dt
-    import inspect
     from collections.abc import Callable, Coroutine, Mapping
     from typing import ClassVar, Concatenate, Self
 
@@ -245,8 +244,9 @@ class Task(Generic[P, R]):
     #: The per-call options of ``options(delay=..., at=..., key=...)`` (see
     #: :class:`CallOptions`): none but for a task made by ``options()``.
     call_options: Mapping[str, Any] = MappingProxyType({})
-    #: The function's signature, once the first submit has needed it (``False``: it has none).
-    _signature: inspect.Signature | bool | None = None
+    #: What checks a submit's arguments, once the first submit has needed it (``False``: the
+    #: function has no signature to check against); see :func:`balloons.dispatch.check_call`.
+    _binder: Callable[..., None] | bool | None = None
 
     def __init__(self, app: Submitter, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
         self.app = app
@@ -271,15 +271,19 @@ class Task(Generic[P, R]):
         return await self.app.dispatcher.submit_async(self, self.opts, args, kwargs)
 
     @keywords_of(CallOptions)
-    def options(self, **overrides: Any) -> Self:
+    def options(self, **overrides: Any) -> Task[P, R]:
         """The same task with other options for the calls made through it:
         ``task.options(memory_mb=512, timeout=60).submit(...)``, or for one job
         ``task.options(delay=30, key="order-42", priority=5).submit(...)``
         (see :class:`TaskOptions` and :class:`CallOptions`)."""
+        return self._with(overrides)
+
+    def _with(self, overrides: dict[str, Any]) -> Self:
+        """A copy of this task (of its class) with ``overrides`` (see :meth:`options`)."""
         unknown = sorted(overrides.keys() - CallOptions._names)
         if unknown:
             raise ConfigError(
-                f"unknown task option(s) {unknown}: expected some of {sorted(CallOptions._names)}"
+                f"unknown task option(s) {unknown}: expected some of {CallOptions._sorted}"
             )
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -301,6 +305,11 @@ class AsyncTask(Task[P, R]):
     ) -> Coroutine[Any, Any, R]:
         fn: Callable[P, Coroutine[Any, Any, R]] = self.fn  # type: ignore[assignment]
         return fn(*args, **kwargs)
+
+    @keywords_of(CallOptions)
+    def options(self, **overrides: Any) -> AsyncTask[P, R]:
+        """See :meth:`Task.options`."""
+        return self._with(overrides)
 
 
 class Register(Protocol):
