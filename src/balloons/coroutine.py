@@ -43,6 +43,7 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     loop = asyncio.new_event_loop()
     raised: list[BaseException] = []
     saved: dict[signal.Signals, Any] = {}
+    value = None
     try:
         asyncio.set_event_loop(loop)
         main = loop.create_task(coro)
@@ -54,21 +55,19 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
         try:
             value = loop.run_until_complete(main)
         except BaseException:
-            if raised:
-                raise raised[0] from None
-            raise
-        if raised:  # the task took the cancellation and returned all the same
-            raise raised[0]
-        return value
-    finally:
-        try:
-            _close(loop, clean=not raised)
+            if not raised:
+                raise
         finally:
-            for signum, handler in saved.items():
-                signal.signal(signum, handler)
-            if raised and signal.SIGALRM in saved:
-                signal.setitimer(signal.ITIMER_REAL, 0)  # the escalation, if still armed
-            asyncio.set_event_loop(None)
+            _close(loop, clean=not raised)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        if raised and signal.SIGALRM in saved:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # the escalation, if still armed
+        asyncio.set_event_loop(None)
+    if raised:  # also when the task took the cancellation and returned all the same
+        raise raised[0]
+    return value
 
 
 def _deferred(
