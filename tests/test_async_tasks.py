@@ -64,7 +64,7 @@ def test_a_timed_out_async_attempt_fails_and_retries_as_a_sync_one(
         outcomes.append((info.value.reason, info.value.error_type, _attempts(job)))
     assert outcomes[0] == outcomes[1]
     reason, error_type, attempts = outcomes[1]
-    assert (reason, error_type) == ("timeout", "balloons.worker.TaskTimeout")
+    assert (reason, error_type) == ("timeout", "balloons.machine.worker.TaskTimeout")
     assert attempts == [("FAILED", "timeout", "the task ran past its timeout of 1s")] * 2
 
 
@@ -88,7 +88,7 @@ def test_an_async_task_that_never_awaits_times_out_as_a_sync_one() -> None:
             job.result(timeout=30)
         outcomes.append((info.value.reason, info.value.error_type, _attempts(job)))
     assert outcomes[0] == outcomes[1]
-    assert outcomes[1][:2] == ("timeout", "balloons.worker.TaskTimeout")
+    assert outcomes[1][:2] == ("timeout", "balloons.machine.worker.TaskTimeout")
 
 
 def test_async_failures_and_retries_follow_the_tasks_policy(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``balloons.coroutine.run``: an async task's coroutine in an event loop of its own, where the
+"""``balloons.machine.coroutine.run``: an async task's coroutine in an event loop of its own, where the
 worker's job-ending signals (whose handlers raise) cancel the coroutine through the loop and
 their exception is raised once it has ended. Real signals, sent to this process."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from balloons.coroutine import run
+from balloons.machine.coroutine import run
 
 
 class Ended(BaseException):

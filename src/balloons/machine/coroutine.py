@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 #: Seconds a coroutine whose run timeout fired has to reach an ``await`` and take the
 #: cancellation, before the timeout is raised wherever it runs.
 ESCALATE = 1.0
-#: The signals whose handlers end a job (see :mod:`balloons.worker`).
+#: The signals whose handlers end a job (see :mod:`balloons.machine.worker`).
 _SIGNALS = (signal.SIGALRM, signal.SIGUSR1)
 
 
