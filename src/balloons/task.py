@@ -57,8 +57,9 @@ class Fields(Frozen):
         super().__init_subclass__()
         names: dict[str, None] = {}
         for klass in reversed(cls.__mro__):
-            for name, kind in vars(klass).get("__annotations__", {}).items():
-                if not name.startswith("_") and not str(kind).startswith("ClassVar"):
+            # A class's own annotations (3.10+: never its bases'), strings here.
+            for name, kind in getattr(klass, "__annotations__", {}).items():
+                if not name.startswith("_") and "ClassVar" not in str(kind).partition("[")[0]:
                     names[name] = None
         type.__setattr__(cls, "__match_args__", tuple(names))  # the fields, in their order
         cls._names = frozenset(names)
