@@ -18,15 +18,17 @@ from balloons import JobStatus
 from tests import async_tasks, tasks
 from tests.test_worker import HoldBackend
 
+NAMESPACE = "calls"  # the held app's own: no machine of another test writes there
+
 
 def nothing_stored(r: redis.Redis) -> None:
-    assert r.dbsize() == 0, sorted(k.decode() for k in r.keys("*"))
+    assert r.keys(f"{NAMESPACE}:*") == []
 
 
 @pytest.fixture
 def held() -> Iterator[balloons.App]:
     """An app whose machines are never launched: what a submit stores is all there is."""
-    app = balloons.App(backend=HoldBackend())
+    app = balloons.App(backend=HoldBackend(), namespace=NAMESPACE)
     yield app
     app.close()
 
@@ -56,20 +58,28 @@ SIGNATURE = r"cannot submit tests\.tasks:add\(a, b\): "
     ],
 )
 def test_a_call_that_does_not_bind_is_refused_and_nothing_is_stored(
-    r: redis.Redis, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str
+    r: redis.Redis,
+    held: balloons.App,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    problem: str,
 ) -> None:
+    add = on(held, tasks.add)
     with pytest.raises(TypeError, match=SIGNATURE + problem):
-        tasks.add.submit(*args, **kwargs)
+        add.submit(*args, **kwargs)
     with pytest.raises(TypeError, match=SIGNATURE + problem):
-        asyncio.run(tasks.add.submit_async(*args, **kwargs))
+        asyncio.run(add.submit_async(*args, **kwargs))
     with pytest.raises(TypeError, match=SIGNATURE + problem):
-        tasks.add.options(delay=5, key="k").submit(*args, **kwargs)
+        add.options(delay=5, key="k").submit(*args, **kwargs)
     nothing_stored(r)
+    add.submit(1, 2)  # the same app stores a call that binds
+    assert r.keys(f"{NAMESPACE}:*")
 
 
-def test_an_async_tasks_call_is_checked_too(r: redis.Redis) -> None:
+def test_an_async_tasks_call_is_checked_too(r: redis.Redis, held: balloons.App) -> None:
+    assert isinstance(async_tasks.add_async, balloons.AsyncTask)
     with pytest.raises(TypeError, match=r"add_async\(a, b\): missing 1"):
-        async_tasks.add_async.submit(1)
+        on(held, async_tasks.add_async).submit(1)
     nothing_stored(r)
 
 
