@@ -18,6 +18,7 @@ sync task does. Standard library only.
 from __future__ import annotations
 
 import signal
+import threading
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
@@ -37,21 +38,25 @@ _SIGNALS = (signal.SIGALRM, signal.SIGUSR1)
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run ``coro`` to its end in a new event loop and return its value; what a job-ending
-    signal's handler raises meanwhile cancels it, and is raised when it has ended."""
+    signal's handler raises meanwhile cancels it, and is raised when it has ended. (Signal
+    handlers are the main thread's: elsewhere none is changed. A thread that already runs a
+    loop, as the test mode's can, runs it in a thread of its own.)"""
     import asyncio
 
+    if asyncio._get_running_loop() is not None:
+        return _in_thread(coro)
     loop = asyncio.new_event_loop()
     raised: list[BaseException] = []
     saved: dict[signal.Signals, Any] = {}
     value = None
     try:
-        asyncio.set_event_loop(loop)
         main = loop.create_task(coro)
-        for signum in _SIGNALS:
-            handler = signal.getsignal(signum)
-            if callable(handler):
-                saved[signum] = handler
-                signal.signal(signum, _deferred(handler, signum, loop, main, raised))
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    saved[signum] = handler
+                    signal.signal(signum, _deferred(handler, signum, loop, main, raised))
         try:
             value = loop.run_until_complete(main)
         except BaseException:
@@ -64,9 +69,27 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
             signal.signal(signum, handler)
         if raised and signal.SIGALRM in saved:
             signal.setitimer(signal.ITIMER_REAL, 0)  # the escalation, if still armed
-        asyncio.set_event_loop(None)
     if raised:  # also when the task took the cancellation and returned all the same
         raise raised[0]
+    return value
+
+
+def _in_thread(coro: Coroutine[Any, Any, Any]) -> Any:
+    """:func:`run` in a thread of its own, waited for; its value or what it raised."""
+    out: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            out.append((True, run(coro)))
+        except BaseException as exc:
+            out.append((False, exc))
+
+    thread = threading.Thread(target=target, name="balloons-async-task", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
     return value
 
 
