@@ -287,9 +287,9 @@ def submit_all(
         while True:
             try:
                 if name == "work":
-                    job = work.submit(str(out_dir), i, seconds, fail, _key=f"chaos-{i}")
+                    job = work.options(key=f"chaos-{i}").submit(str(out_dir), i, seconds, fail)
                 else:
-                    job = overrun.submit(str(out_dir), i, seconds, _key=f"chaos-{i}")
+                    job = overrun.options(key=f"chaos-{i}").submit(str(out_dir), i, seconds)
                 break
             except StoreError:
                 out.submit_retries += 1

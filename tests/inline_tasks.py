@@ -61,3 +61,19 @@ def reports(n: int) -> list[int]:
 def add_twice(a: int, b: int) -> int:
     """Submits a job of its own and waits for it (inline: run at once, inside this run)."""
     return add.submit(a, b).result(timeout=30) * 2
+
+
+@app.task(timeout=30)
+async def add_async(a: int, b: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    return a + b
+
+
+@app.task(timeout=1)
+async def sleeps_async(seconds: float) -> float:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return seconds

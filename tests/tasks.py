@@ -311,3 +311,11 @@ def count_then_sleep(path: str, seconds: float) -> int:
     n = _count(path)
     time.sleep(seconds)
     return n
+
+
+@app.task(timeout=30)
+def imported(module: str) -> bool:
+    """Whether this machine has imported ``module``."""
+    import sys
+
+    return module in sys.modules

@@ -83,7 +83,7 @@ def test_a_delay_is_counted_on_the_servers_clock(
     add = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts)
     before = _server_now(app)
     monkeypatch.setattr(time, "time", skewed(skew))
-    job = add.submit(1, 2, _delay=30)
+    job = add.options(delay=30).submit(1, 2)
     after = _server_now(app)
     app.check_lapsed(job._keys)  # a waiter promotes due jobs: this one is not due
     rec = app.store.record(job._keys)
@@ -95,14 +95,14 @@ def test_a_delay_is_counted_on_the_servers_clock(
 def test_an_at_time_in_the_past_runs_now_whatever_the_clients_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``_at`` is the user's absolute time: the server, not the client, says it has passed."""
+    """``at`` is the user's absolute time: the server, not the client, says it has passed."""
     import datetime as dt
 
     app = balloons.App(backend=_no_launch())
     add = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts)
     at = dt.datetime.fromtimestamp(_server_now(app) - 5, dt.UTC)
     monkeypatch.setattr(time, "time", skewed(-60.0))
-    job = add.submit(1, 2, _at=at)
+    job = add.options(at=at).submit(1, 2)
     assert job.status() is JobStatus.STARTING
 
 

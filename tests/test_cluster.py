@@ -82,9 +82,9 @@ def test_jobs_retries_and_warm_machines_on_pools_of_every_node(
     warm = [on(app, tasks.add, p).submit(i, 10) for i, p in enumerate(pools)]
     flaky = [on(app, tasks.flaky, p).submit(str(tmp_path / f"f{p}"), 2) for p in pools]
     dies = [on(app, tasks.dies_once, p).submit(str(tmp_path / f"d{p}")) for p in pools]
-    later = [on(app, tasks.add, p).submit(1, 1, _delay=0.3) for p in pools]
-    keyed = [on(app, tasks.add, p).submit(2, 2, _key="same") for p in pools]
-    again = [on(app, tasks.add, p).submit(2, 2, _key="same") for p in pools]
+    later = [on(app, tasks.add, p).options(delay=0.3).submit(1, 1) for p in pools]
+    keyed = [on(app, tasks.add, p).options(key="same").submit(2, 2) for p in pools]
+    again = [on(app, tasks.add, p).options(key="same").submit(2, 2) for p in pools]
     chatty = [on(app, tasks.chatty, p).submit(3, 2) for p in pools]
     slow = [on(app, tasks.sleep, p).submit(30) for p in pools]
     assert [j.result(timeout=30) for j in warm] == [10, 11, 12]
@@ -119,7 +119,7 @@ def test_supervisor_gc_listings_and_dashboard_on_a_cluster(
     # A job falling due in a pool with no machine left: the supervisor's SCALE_UP launches it.
     done = [on(app, tasks.add, p).submit(1, 2) for p in pools]
     [j.result(timeout=30) for j in done]
-    due = [on(app, tasks.add, p).submit(3, 4, _delay=1.5) for p in pools]
+    due = [on(app, tasks.add, p).options(delay=1.5).submit(3, 4) for p in pools]
     wait_for(lambda: all(not app.store.slots(PoolKeys("balloons", p)) for p in pools))
     sup = app.supervisor(orphan_min_age=0)
     wait_for(lambda: sup.step().launched or all(j.status() is not JobStatus.QUEUED for j in due))

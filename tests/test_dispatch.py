@@ -4,6 +4,7 @@ and the backend capabilities it checks."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ import balloons
 from balloons.backends.base import BackgroundLaunches, RateLimited, Restartable
 from balloons.dispatch import Placed, placed
 from balloons.launcher import Assigned, Launch, assigned
-from balloons.task import Options, TaskOptions
+from balloons.task import TaskOptions
 from tests.test_worker import HoldBackend
 
 SECRET = "s" * 32
@@ -52,7 +53,11 @@ def test_a_launch_is_a_named_record_that_unpacks_as_before() -> None:
 
 
 def test_the_task_options_are_one_list() -> None:
-    assert TaskOptions.__match_args__ == tuple(Options.__annotations__)
+    # One definition: the record's annotated fields, in order, each with its default.
+    assert TaskOptions.__match_args__ == tuple(TaskOptions.__annotations__)
+    assert TaskOptions() == TaskOptions(
+        **{n: getattr(TaskOptions, n) for n in TaskOptions.__match_args__}
+    )
     opts = TaskOptions(memory_mb=512, retry_on=(ValueError,), max_cost=1.5)
     assert (opts.memory_mb, opts.cpus, opts.timeout, opts.max_cost) == (512, None, 600.0, 1.5)
     assert pickle.loads(pickle.dumps(opts)) == opts
@@ -64,7 +69,7 @@ def test_the_task_options_are_one_list() -> None:
 
 def test_app_task_takes_every_option_and_refuses_others() -> None:
     app = balloons.App(redis_url="redis://127.0.0.1:1", secret=SECRET, backend=_Backend())
-    every: Options = {
+    every: dict[str, Any] = {
         "cpus": 2, "memory_mb": 512, "timeout": 5.0, "pool": "p", "retries": 3,
         "retry_backoff": 2.0, "retry_backoff_max": 9.0, "retry_on": (KeyError,),
         "retry_memory_factor": 2.0, "retry_memory_max": 2048, "priority": 7, "max_cost": 3.0,

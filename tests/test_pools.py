@@ -187,30 +187,30 @@ def test_delayed_job_waits_then_runs_under_the_supervisor(tmp_path: Path) -> Non
     sup = tasks.app.start_supervisor(interval=0.1)
     try:
         at = time.time()
-        job = tasks.touch.submit(str(tmp_path / "later"), _delay=1.0)
+        job = tasks.touch.options(delay=1.0).submit(str(tmp_path / "later"))
         assert job.status() is JobStatus.QUEUED
         assert not (tmp_path / "later").exists()
         job.result(timeout=30)
         assert (job.info().started_at or 0) - at >= 1.0
         when = datetime.now(UTC) + timedelta(seconds=0.5)
-        assert tasks.add.submit(1, 2, _at=when).result(timeout=30) == 3
+        assert tasks.add.options(at=when).submit(1, 2).result(timeout=30) == 3
     finally:
         sup.stop()
     with pytest.raises(balloons.ConfigError, match="timezone"):
-        tasks.add.submit(1, 2, _at=datetime.now())
-    with pytest.raises(balloons.ConfigError, match="_delay"):
-        tasks.add.submit(1, 2, _delay=-1)
+        tasks.add.options(at=datetime.now()).submit(1, 2)
+    with pytest.raises(balloons.ConfigError, match="delay must be"):
+        tasks.add.options(delay=-1).submit(1, 2)
 
 
 def test_idempotency_key_returns_the_same_job() -> None:
-    a = tasks.add.submit(1, 2, _key="order-42")
-    b = tasks.add.submit(1, 2, _key="order-42")
-    c = tasks.add.submit(1, 2, _key="order-43")
+    a = tasks.add.options(key="order-42").submit(1, 2)
+    b = tasks.add.options(key="order-42").submit(1, 2)
+    c = tasks.add.options(key="order-43").submit(1, 2)
     assert a.id == b.id != c.id
     assert a.result(timeout=30) == 3
-    assert tasks.add.submit(5, 5, _key="order-42").id == a.id
+    assert tasks.add.options(key="order-42").submit(5, 5).id == a.id
     a.forget()
-    assert tasks.add.submit(1, 2, _key="order-42").id != a.id
+    assert tasks.add.options(key="order-42").submit(1, 2).id != a.id
 
 
 def test_cancel_a_queued_job_never_starts_it(tmp_path: Path) -> None:

@@ -245,7 +245,7 @@ def test_async_supervisor_runs_in_the_event_loop(tmp_path: Any) -> None:
         sup = tasks.app.supervisor(interval=0.1)
         runner = sup.start_async()
         try:
-            job = await tasks.touch.submit_async(str(tmp_path / "later"), _delay=0.3)
+            job = await tasks.touch.options(delay=0.3).submit_async(str(tmp_path / "later"))
             return str(await job.result_async(timeout=30))
         finally:
             sup.stop()
@@ -265,7 +265,7 @@ def test_a_waiting_client_launches_its_retry_without_a_supervisor(tmp_path: Any)
 
 def test_a_waiting_client_starts_its_delayed_job_when_due(tmp_path: Any) -> None:
     at = time.time()
-    job = tasks.touch.submit(str(tmp_path / "later"), _delay=0.5)
+    job = tasks.touch.options(delay=0.5).submit(str(tmp_path / "later"))
     assert job.result(timeout=30) == str(tmp_path / "later")
     started = job.info().started_at or 0.0
     assert started - at >= 0.5

@@ -240,9 +240,9 @@ def test_off_the_main_thread_a_timeout_ends_the_attempt_not_the_task(inline_app:
 
 
 def test_a_delayed_job_runs_when_it_is_waited_for(inline_app: App) -> None:
-    """``_delay`` keeps the job in the delayed set, as on machines; the waiter that finds it
+    """``delay`` keeps the job in the delayed set, as on machines; the waiter that finds it
     due takes its slot, and the inline backend runs it in the waiting thread."""
-    job = add.submit(2, 2, _delay=0.2)
+    job = add.options(delay=0.2).submit(2, 2)
     assert job.status() is JobStatus.QUEUED
     assert job.result(timeout=30) == 4
 
@@ -257,3 +257,29 @@ def test_a_task_that_submits_a_job_gets_its_result(inline_app: App) -> None:
     # The caller's timer (pytest-timeout's) runs on, from where it was.
     after = signal.getitimer(signal.ITIMER_REAL)
     assert (after[0] > 0) == (before[0] > 0) and after[0] <= before[0]
+
+
+def test_an_async_task_runs_inline_in_its_own_event_loop(inline_app: App) -> None:
+    assert inline_tasks.add_async.submit(2, 3).result(timeout=0) == 5
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(JobFailed) as err:
+        inline_tasks.sleeps_async.submit(30).result(timeout=0)
+    assert err.value.reason == "timeout"
+    assert err.value.error_type == "balloons.machine.worker.TaskTimeout"
+    assert signal.getsignal(signal.SIGALRM) is before
+
+
+def test_an_async_task_submitted_from_a_running_event_loop_runs_inline(inline_app: App) -> None:
+    """A test's own coroutine submits: the job's loop cannot run inside the caller's, so it
+    runs in a thread of its own (``submit``), or in the thread ``submit_async`` launches in."""
+    import asyncio
+
+    async def main() -> list[int]:
+        first = inline_tasks.add_async.submit(1, 2)
+        second = await inline_tasks.add_async.submit_async(3, 4)
+        try:
+            return [first.result(timeout=0), await second.result_async(timeout=0)]
+        finally:
+            await inline_app.aclose()
+
+    assert asyncio.run(main()) == [3, 7]

@@ -82,21 +82,21 @@ def test_task_options_out_of_range_are_refused(option: str, value: object) -> No
 @pytest.mark.parametrize(
     "extra",
     [
-        {"_delay": NAN},
-        {"_delay": INF},
-        {"_delay": -1},
-        {"_delay": 1e308},
-        {"_delay": "5"},
-        {"_delay": True},
-        {"_at": datetime.now(UTC) + timedelta(days=400)},
-        {"_priority": True},
-        {"_priority": 10**9},
+        {"delay": NAN},
+        {"delay": INF},
+        {"delay": -1},
+        {"delay": 1e308},
+        {"delay": "5"},
+        {"delay": True},
+        {"at": datetime.now(UTC) + timedelta(days=400)},
+        {"priority": True},
+        {"priority": 10**9},
     ],
 )
 def test_a_refused_submit_stores_nothing(r: redis.Redis, extra: dict[str, Any]) -> None:
     name = next(iter(extra))
     with pytest.raises(ConfigError, match=rf"{name} must be"):
-        tasks.add.submit(1, 2, **extra)
+        tasks.add.options(**extra).submit(1, 2)
     nothing_stored(r)
 
 

@@ -35,7 +35,7 @@ from .pools import Pool
 from .retry import Retry
 from .serialize import JSONSerializer, PickleSerializer, Serializer
 from .states import JobStatus
-from .task import Task, TaskOptions
+from .task import AsyncTask, CallOptions, Task, TaskOptions
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
@@ -76,11 +76,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AsyncTask",
     "AttemptInfo",
     "Backend",
     "BackendContext",
     "BackendError",
     "BalloonsError",
+    "CallOptions",
     "ConfigError",
     "FlyAPIError",
     "FlyBackend",

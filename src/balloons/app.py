@@ -19,12 +19,12 @@ from .pools import Pool, check_standby
 from .serialize import Serializer, get_serializer
 from .store.keys import POOL_RE, JobKeys
 from .store.redisurl import mask_url
-from .task import Task, TaskOptions
+from .task import AsyncTask, Registration, Task, TaskOptions, is_coroutine_function, keywords_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Mapping, Sequence
     from pathlib import Path
-    from typing import ParamSpec, Unpack
+    from typing import ParamSpec
 
     from .backends.base import Backend
     from .control.supervisor import Supervisor
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .info import JobInfo, MachineSpec
     from .store.queries import Query
     from .store.writes import Store
-    from .task import Options
+    from .task import Register
 
     P = ParamSpec("P")
 
@@ -95,22 +95,20 @@ class App:
 
     # ------------------------------------------------------------ registration
     @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(
-        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[Options]
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    @keywords_of(Registration)
+    def task(self, **options: Any) -> Register: ...
 
-    def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        **options: Unpack[Options],
-    ) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(memory_mb=512, ...)``.
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(memory_mb=512, ...)``
+        (the options: :class:`~balloons.TaskOptions`; ``name``: the task's name, by default
+        the function's qualified name). An ``async def`` function makes an
+        :class:`~balloons.task.AsyncTask`, run in an event loop on its machine.
 
         ``cpus`` and ``memory_mb`` default to the pool's. ``retries`` attempts more are made
         when the task raises one of ``retry_on`` or raises :class:`balloons.Retry`, or when its
@@ -120,6 +118,7 @@ class App:
         attempt whose machine has cost that much (at :attr:`prices`) is stopped and the job
         fails with reason ``cost_cap``.
         """
+        name = options.pop("name", None)
         if "retry_on" in options:  # any iterable of exception classes
             options["retry_on"] = tuple(options["retry_on"])
         opts = TaskOptions(**options)
@@ -136,7 +135,8 @@ class App:
                 registry.check_task_name(full)
             except WorkerError as exc:  # the worker's refusal, said at registration
                 raise ConfigError(str(exc)) from None
-            t = Task(self, f, full, opts)
+            kind = AsyncTask if is_coroutine_function(f) else Task
+            t = kind(self, f, full, opts)
             registry.register(full, t)
             return t
 

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per submit
-_SUBMIT_KWARGS = ("_delay", "_at", "_key", "_priority")
+#: The per-call options' former spelling, as keyword arguments of ``submit`` (deprecated).
+_SUBMIT_KWARGS = frozenset({"_delay", "_at", "_key", "_priority"})
 #: Longest grace a cancel gives a running job before its machine is stopped.
 MAX_GRACE = 24 * 3600.0
 
@@ -55,7 +56,7 @@ MAX_GRACE = 24 * 3600.0
 class Placed(NamedTuple):
     """Where ``SUBMIT`` put a job (its reply, decoded by :func:`placed`)."""
 
-    #: 1: stored; 2: ``_key`` named an existing job (``ulid`` is its id's); else the id exists.
+    #: 1: stored; 2: ``key`` named an existing job (``ulid`` is its id's); else the id exists.
     code: int
     #: ``launch`` (a new slot: ``ulid``, ``attempt``, ``cpus``, ``memory_mb`` name its
     #: machine), ``warm``, ``queued``, ``delayed``, or ``existing``.
@@ -131,20 +132,26 @@ class Dispatcher:
     def submit_args(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[JobKeys, SubmitRequest]:
-        """The job's keys and its ``SUBMIT`` request: arguments serialized and size-checked,
-        the payload signed with them, the per-call options (``_delay``, ``_at``, ``_key``,
-        ``_priority``) taken out of ``kwargs`` and checked."""
-        extra = {k: kwargs.pop(k) for k in _SUBMIT_KWARGS if k in kwargs} if kwargs else {}
+        """The job's keys and its ``SUBMIT`` request: the arguments bound to the task's
+        signature, serialized and size-checked, the payload signed with them, the per-call
+        options (``task.options(delay=..., at=..., key=..., priority=...)``) checked."""
+        call = task.call_options
+        if kwargs and not _SUBMIT_KWARGS.isdisjoint(kwargs):
+            call = {**call, **_deprecated_call_options(kwargs)}
+        check_call(task, args, kwargs)
         jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
         pool = self.app.get_pool(opts.pool)
         ttl = self.app.settings.record_ttl
-        due = _due(extra.get("_delay"), extra.get("_at"), now, ttl) if extra else ""
-        key = extra.get("_key")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ConfigError(f"_key must be a non-empty string, got {key!r}")
-        priority = extra.get("_priority", opts.priority)
-        if priority is not opts.priority:  # the task's own was checked with its options
-            check_priority("_priority", priority)
+        key = None
+        due, priority = "", opts.priority
+        if call:
+            due = _due(call.get("delay"), call.get("at"), now, ttl)
+            key = call.get("key")
+            if key is not None and (not isinstance(key, str) or not key):
+                raise ConfigError(f"key must be a non-empty string, got {key!r}")
+            priority = call.get("priority", opts.priority)
+            if priority is not opts.priority:  # the task's own was checked with its options
+                check_priority("priority", priority)
         req = _submit_request()(
             payload=payload,
             args=data,
@@ -390,6 +397,72 @@ class Dispatcher:
         self.slots.close()
 
 
+def _deprecated_call_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the per-call options given the former way (``submit(..., _delay=30)``) out of
+    ``kwargs``, with a ``DeprecationWarning`` naming the new spelling."""
+    import warnings
+
+    call = {k[1:]: kwargs.pop(k) for k in sorted(_SUBMIT_KWARGS & kwargs.keys())}
+    spelled = ", ".join(f"{k}=..." for k in call)
+    warnings.warn(
+        f"submit(..., {', '.join('_' + k + '=...' for k in call)}) is deprecated: "
+        f"use task.options({spelled}).submit(...)",
+        DeprecationWarning,
+        stacklevel=5,  # the caller of task.submit (through Dispatcher.submit, submit_args)
+    )
+    return call
+
+
+def check_call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the task and the problem unless ``args`` and ``kwargs`` bind
+    to the signature of the task's function. The check is made once per task (kept on it) into
+    a function with that signature and no body, which the interpreter binds the call to: under
+    half a microsecond a submit, where ``inspect.Signature.bind`` takes about four."""
+    binder = task._binder
+    if binder is None:
+        binder = task._binder = _binder(task.fn)
+    if isinstance(binder, bool):
+        return
+    try:
+        binder(*args, **kwargs)
+    except TypeError as exc:
+        problem = str(exc).removeprefix(f"{_BINDER}() ")
+        raise TypeError(f"cannot submit {task.name}{binder.__doc__}: {problem}") from None
+
+
+_BINDER = "call"
+
+
+def _binder(fn: Callable[..., Any]) -> Callable[..., None] | bool:
+    """A function that takes the arguments ``fn`` takes and does nothing (its docstring is
+    ``fn``'s signature, without annotations), or False when ``fn`` has no signature to check
+    against."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (ValueError, TypeError):  # a callable that does not say what it takes
+        return False
+    kind = inspect.Parameter
+    params: list[str] = []
+    for p in sig.parameters.values():
+        if p.kind is kind.KEYWORD_ONLY and not any(x.startswith("*") for x in params):
+            params.append("*")
+        star = "**" if p.kind is kind.VAR_KEYWORD else "*" if p.kind is kind.VAR_POSITIONAL else ""
+        params.append(f"{star}{p.name}{'=None' if p.default is not p.empty else ''}")
+    positional_only = sum(p.kind is kind.POSITIONAL_ONLY for p in sig.parameters.values())
+    if positional_only:
+        params.insert(positional_only, "/")
+    space: dict[str, Any] = {}
+    # The source holds only the parameters' names (identifiers) and placeholder defaults:
+    # binding depends on which parameters have a default, never on its value.
+    exec(f"def {_BINDER}({', '.join(params)}): pass", space)  # noqa: S102
+    binder: Callable[..., None] = space[_BINDER]
+    plain = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
+    binder.__doc__ = str(sig.replace(parameters=plain, return_annotation=sig.empty))
+    return binder
+
+
 def _submitted(job: Job[Any], task: str, where: str, created: float) -> None:
     events = _events()
     if events.enabled():
@@ -398,17 +471,17 @@ def _submitted(job: Job[Any], task: str, where: str, created: float) -> None:
 
 
 def _due(delay: Any, at: Any, now: float, ttl: int) -> str:
-    """SUBMIT's due time: ``''`` (now), ``+SECONDS`` (``_delay``, counted from the Redis
-    server's clock) or ``_at``'s epoch time (the server runs it at once when that has passed).
+    """SUBMIT's due time: ``''`` (now), ``+SECONDS`` (``delay``, counted from the Redis
+    server's clock) or ``at``'s epoch time (the server runs it at once when that has passed).
     It must fall due within the record TTL, which its record would not outlive."""
     if delay is not None and at is not None:
-        raise ConfigError("pass _delay or _at, not both")
+        raise ConfigError("pass delay or at, not both")
     if delay is not None:
         from .config import seconds_in
 
         if not seconds_in(delay, 0, ttl):
             raise ConfigError(
-                f"_delay must be a number of seconds from 0 to the record TTL ({ttl} s, "
+                f"delay must be a number of seconds from 0 to the record TTL ({ttl} s, "
                 f"record_ttl), got {delay!r}"
             )
         return f"+{float(delay)!r}" if delay > 0 else ""
@@ -416,13 +489,13 @@ def _due(delay: Any, at: Any, now: float, ttl: int) -> str:
         import datetime as dt
 
         if not isinstance(at, dt.datetime):
-            raise ConfigError(f"_at must be a datetime, got {at!r}")
+            raise ConfigError(f"at must be a datetime, got {at!r}")
         if at.tzinfo is None:
-            raise ConfigError(f"_at must be timezone-aware (for example UTC), got {at!r}")
+            raise ConfigError(f"at must be timezone-aware (for example UTC), got {at!r}")
         ts = at.timestamp()
         if ts > now + ttl:
             raise ConfigError(
-                f"_at must be within the record TTL ({ttl} s from now, record_ttl), got {at!r}"
+                f"at must be within the record TTL ({ttl} s from now, record_ttl), got {at!r}"
             )
         return repr(ts)
     return ""

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar
+from types import MappingProxyType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    dataclass_transform,
+    overload,
+)
 
 from .config import seconds_in
 from .errors import ConfigError
@@ -12,11 +22,17 @@ from .store.keys import POOL_RE
 from .untrusted import MAX_CPUS, MAX_MEMORY_MB
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Unpack
+    import datetime as dt
+    from collections.abc import Callable, Coroutine, Mapping
+    from typing import ClassVar, Concatenate, Self
 
     from .dispatch import Dispatcher
     from .job import Job
+
+    OP = ParamSpec("OP")
+    S = TypeVar("S")
+    T = TypeVar("T")
+    F = TypeVar("F", bound="Fields")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,27 +46,51 @@ MAX_COST = 1e6
 MAX_PRIORITY = 1000
 
 
-class Options(TypedDict, total=False):
-    """The task options, as keyword arguments of ``@app.task(...)``, ``task.options(...)`` and
-    :class:`TaskOptions` (their defaults and meaning: :class:`TaskOptions`)."""
+@dataclass_transform(kw_only_default=True, frozen_default=True)
+class Fields(Frozen):
+    """A record whose fields are its class's annotated attributes, each with its default:
+    one definition gives the names, their types (mypy reads the keyword arguments of the
+    constructor from it, and :func:`keywords_of` hands them to other functions) and the
+    defaults. ``__init__`` takes the fields by name and checks them with ``_check``."""
 
-    cpus: int | None
-    memory_mb: int | None
-    timeout: float
-    pool: str
-    retries: int
-    retry_backoff: float
-    retry_backoff_max: float
-    retry_on: tuple[type[BaseException], ...]
-    retry_memory_factor: float
-    retry_memory_max: int | None
-    priority: int
-    max_cost: float | None
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        names: dict[str, None] = {}
+        for klass in reversed(cls.__mro__):
+            # A class's own annotations (3.10+: never its bases'), strings here.
+            for name, kind in getattr(klass, "__annotations__", {}).items():
+                if not name.startswith("_") and "ClassVar" not in str(kind).partition("[")[0]:
+                    names[name] = None
+        type.__setattr__(cls, "__match_args__", tuple(names))  # the fields, in their order
+        cls._names = frozenset(names)
+        cls._sorted = sorted(names)
+
+    _names: ClassVar[frozenset[str]] = frozenset()
+    _sorted: ClassVar[list[str]] = []
+    _what: ClassVar[str] = "field"
+
+    def __init__(self, **values: Any) -> None:
+        unknown = values.keys() - self._names
+        if unknown:
+            raise TypeError(
+                f"unknown {self._what}(s) {sorted(unknown)}: expected some of {self._sorted}"
+            )
+        self._check(values)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _check(self, values: Mapping[str, Any]) -> None:
+        """Raise for a value out of its range (none is, here)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy rebuild through __init__, which takes the fields by name.
+        return (_rebuild, (type(self), dict(zip(self.__match_args__, self._values(), strict=True))))
 
 
-class TaskOptions(Frozen):
-    """How a task's machine is sized, how long it may run and how it retries. Per-call:
-    ``task.options(...)``. The fields are those of :class:`Options`, with these defaults:
+class TaskOptions(Fields):
+    """How a task's machine is sized, how long it may run and how it retries: the keyword
+    arguments of ``@app.task(...)`` and ``task.options(...)`` (this class is their one
+    definition), with these defaults:
 
     * ``cpus``, ``memory_mb``: the machine's size; ``None``: the pool's.
     * ``timeout``: seconds an attempt may run (``DEFAULT_TIMEOUT``).
@@ -75,23 +115,55 @@ class TaskOptions(Frozen):
     retry_memory_max: int | None = None
     priority: int = 0
     max_cost: float | None = None
-    # The record's fields are the options, in their order (checked below: one list).
-    __match_args__: tuple[str, ...] = tuple(Options.__annotations__)
 
-    def __init__(self, **options: Unpack[Options]) -> None:
-        unknown = options.keys() - _NAMES
-        if unknown:
-            raise TypeError(f"unknown task option(s) {sorted(unknown)}: expected some of {_SORTED}")
-        check_options(options)
-        for name, value in options.items():
-            object.__setattr__(self, name, value)
+    _what = "task option"
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # pickle and copy rebuild through __init__, which takes the options by name.
-        return (_rebuild, (dict(zip(self.__match_args__, self._values(), strict=True)),))
+    def _check(self, values: Mapping[str, Any]) -> None:
+        check_options(values)
 
 
-def check_options(o: Options) -> None:
+class CallOptions(TaskOptions):
+    """The options of ``task.options(...)``: the task options, and these, which concern one
+    call (its job) only:
+
+    * ``delay``: seconds from now (the Redis server's clock) before the job may run.
+    * ``at``: a timezone-aware ``datetime`` before which the job does not run.
+    * ``key``: an idempotency key: a submit returns the pool's job of that key while its
+      record lives, and stores nothing.
+
+    Both ``delay`` and ``at`` must fall within the record TTL. This record types those keyword
+    arguments; a task keeps the per-call ones beside its :class:`TaskOptions`.
+    """
+
+    delay: float | None = None
+    at: dt.datetime | None = None
+    key: str | None = None
+
+
+#: The options that concern one call, not the task.
+CALL_ONLY = CallOptions._names - TaskOptions._names
+
+
+class Registration(TaskOptions):
+    """The keyword arguments of ``@app.task(...)``: the task options, and the task's
+    ``name`` (default: the function's qualified name)."""
+
+    name: str | None = None
+
+
+def keywords_of(
+    record: Callable[OP, object],
+) -> Callable[[Callable[Concatenate[S, ...], T]], Callable[Concatenate[S, OP], T]]:
+    """Give a method the keyword arguments of ``record``'s constructor, for mypy: the options
+    are written once, in the record. At run time the method is left as it is."""
+
+    def keep(method: Callable[Concatenate[S, ...], T]) -> Callable[Concatenate[S, OP], T]:
+        return method
+
+    return keep
+
+
+def check_options(o: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the first option in ``o`` out of its range."""
     for name in ("cpus", "memory_mb", "retry_memory_max"):
         value = o.get(name)
@@ -146,14 +218,8 @@ def check_priority(what: str, value: object) -> None:
         )
 
 
-_NAMES = frozenset(TaskOptions.__match_args__)
-_SORTED = sorted(_NAMES)
-if {n for n in vars(TaskOptions) if not n.startswith("_")} != _NAMES:
-    raise TypeError("TaskOptions must give every field of Options a default, and no other")
-
-
-def _rebuild(options: Options) -> TaskOptions:
-    return TaskOptions(**options)
+def _rebuild(cls: type[F], values: dict[str, Any]) -> F:
+    return cls(**values)
 
 
 def _whole(value: object, low: int, high: int) -> bool:
@@ -172,8 +238,16 @@ class Task(Generic[P, R]):
     """A function registered with ``@app.task``.
 
     Calling it runs the function here; ``submit`` runs it as a job on a fresh machine and
-    returns a :class:`~balloons.job.Job` at once.
+    returns a :class:`~balloons.job.Job` at once. An ``async def`` function is an
+    :class:`AsyncTask`: the same, its job's result the coroutine's.
     """
+
+    #: The per-call options of ``options(delay=..., at=..., key=...)`` (see
+    #: :class:`CallOptions`): none but for a task made by ``options()``.
+    call_options: Mapping[str, Any] = MappingProxyType({})
+    #: What checks a submit's arguments, once the first submit has needed it (``False``: the
+    #: function has no signature to check against); see :func:`balloons.dispatch.check_call`.
+    _binder: Callable[..., None] | bool | None = None
 
     def __init__(self, app: Submitter, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
         self.app = app
@@ -189,19 +263,71 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
-        """Store the job, start a machine for it, and return its handle without waiting."""
+        """Store the job, start a machine for it, and return its handle without waiting.
+        The arguments must bind to the function's signature (else ``TypeError``, and nothing
+        is stored)."""
         return self.app.dispatcher.submit(self, self.opts, args, kwargs)
 
     async def submit_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         return await self.app.dispatcher.submit_async(self, self.opts, args, kwargs)
 
-    def options(self, **overrides: Unpack[Options]) -> Task[P, R]:
-        """The same task with other machine options for the calls made through it:
-        ``task.options(memory_mb=512, timeout=60).submit(...)``."""
-        unknown = sorted(overrides.keys() - _NAMES)
+    @keywords_of(CallOptions)
+    def options(self, **overrides: Any) -> Task[P, R]:
+        """The same task with other options for the calls made through it:
+        ``task.options(memory_mb=512, timeout=60).submit(...)``, or for one job
+        ``task.options(delay=30, key="order-42", priority=5).submit(...)``
+        (see :class:`TaskOptions` and :class:`CallOptions`)."""
+        return self._with(overrides)
+
+    def _with(self, overrides: dict[str, Any]) -> Self:
+        """A copy of this task (of its class) with ``overrides`` (see :meth:`options`)."""
+        unknown = sorted(overrides.keys() - CallOptions._names)
         if unknown:
-            raise ConfigError(f"unknown task option(s) {unknown}: expected some of {_SORTED}")
-        clone: Task[P, R] = Task.__new__(Task)
+            raise ConfigError(
+                f"unknown task option(s) {unknown}: expected some of {CallOptions._sorted}"
+            )
+        clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.opts = self.opts.replace(**overrides)
+        call = {k: overrides.pop(k) for k in CALL_ONLY & overrides.keys()}
+        if call:
+            clone.call_options = {**self.call_options, **call}
+        if overrides:
+            clone.opts = self.opts.replace(**overrides)
         return clone
+
+
+class AsyncTask(Task[P, R]):
+    """A task whose function is an ``async def``: its job runs the coroutine in an event loop
+    on the machine, and its result is what the coroutine returns. Calling it here returns
+    the coroutine, as calling the function does."""
+
+    def __call__(  # type: ignore[override]  # the coroutine whose result is R
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        fn: Callable[P, Coroutine[Any, Any, R]] = self.fn  # type: ignore[assignment]
+        return fn(*args, **kwargs)
+
+    @keywords_of(CallOptions)
+    def options(self, **overrides: Any) -> AsyncTask[P, R]:
+        """See :meth:`Task.options`."""
+        return self._with(overrides)
+
+
+class Register(Protocol):
+    """What ``@app.task(...)`` with options returns: it makes a function a task."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def is_coroutine_function(fn: object) -> bool:
+    """Whether ``fn`` is an ``async def`` function (without importing ``inspect``, which the
+    machine's start-up path does without)."""
+    code = getattr(fn, "__code__", None)
+    return bool(getattr(code, "co_flags", 0) & _CO_COROUTINE)
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE

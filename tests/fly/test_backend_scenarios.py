@@ -138,7 +138,7 @@ def test_machines_created_with_no_job_keep_the_pools_heartbeat(make_rig: Any) ->
 def test_a_delayed_job_gets_its_machine_when_due(rig: FlyRig) -> None:
     app = rig.app()
     at = time.time()
-    job = on(app, tasks.add).submit(1, 2, _delay=1.0)
+    job = on(app, tasks.add).options(delay=1.0).submit(1, 2)
     assert job.status() is JobStatus.QUEUED
     assert rig.stats()["calls"] == {}  # nothing is created before the job is due
     assert job.result(timeout=30) == 3  # the waiting client launches it, no supervisor

@@ -2,7 +2,8 @@
 
 The worker loop (:mod:`.worker`), one attempt's record opened and checked (:mod:`.attempt`),
 what a machine is told at launch (:mod:`.handoff`), the heartbeat thread (:mod:`.heartbeat`),
-the watchdog of its deadlines (:mod:`.watchdog`) and the capture of a task's output
+the watchdog of its deadlines (:mod:`.watchdog`), an async task's event loop
+(:mod:`.coroutine`) and the capture of a task's output
 (:mod:`.capture`). Every job pays this package's start-up, so it imports nothing itself and
 its modules keep to the import budget ``tests/test_worker.py`` checks.
 """

@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from types import CoroutineType
 
 from ..errors import ConfigError, SerializationError, StoreError, WorkerError
 from ..retry import Retry, RetryPlan, decide, retry_argv
@@ -377,6 +378,8 @@ class Worker:
         try:
             try:
                 value = call.task.fn(*call.args, **call.kwargs)
+                if type(value) is CoroutineType:  # an async task: run in an event loop
+                    value = _run_coroutine(value)
             finally:
                 self._end_task(deadline)
         except _Interrupted:
@@ -475,6 +478,13 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise TaskTimeout("run timeout")
+
+
+def _run_coroutine(coro: CoroutineType[Any, Any, Any]) -> Any:
+    """An async task's coroutine, run in an event loop (imported with the first one)."""
+    from .coroutine import run
+
+    return run(coro)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

@@ -35,8 +35,9 @@ Where inline differs from a machine (nothing else does):
   the task's outcome is discarded when it returns.
 * A job a task submits runs at once, inside the task's own run: the outer job's logs show
   the inner one's lines too.
-* A delayed job (``_delay``, ``_at``) waits in the delayed set as on machines: the waiter
-  (``job.result()``) that finds it due takes its slot and runs it, in the waiting thread.
+* A delayed job (``task.options(delay=...)`` or ``at=``) waits in the delayed set as on
+  machines: the waiter (``job.result()``) that finds it due takes its slot and runs it, in
+  the waiting thread.
 
 This module is never imported by a machine's worker.
 """
