@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import ParamSpec
 
     from .backends.base import Backend
+    from .compat import Compat
     from .control.supervisor import Supervisor
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
@@ -59,6 +60,7 @@ class App:
         env_allowlist: Sequence[str] | None = None,
         max_arg_bytes: int | None = None,
         prices: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             os.environ,
@@ -71,6 +73,7 @@ class App:
             serializer=serializer if isinstance(serializer, str) else None,
             env_allowlist=tuple(env_allowlist) if env_allowlist is not None else None,
             max_arg_bytes=max_arg_bytes,
+            version=version,
         )
         self.serializer = get_serializer(
             serializer
@@ -88,6 +91,7 @@ class App:
         self._prices_path = prices
         self._prices: PriceTable | None = None
         self._dispatcher: Dispatcher | None = None
+        self._compat: tuple[int, Compat] | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -232,6 +236,19 @@ class App:
             return self.secret.encode()
         except ConfigError:
             return None
+
+    def compat(self) -> Compat:
+        """The code version of this app's jobs and their compatibility tag (see
+        :mod:`balloons.compat`), worked out again when more tasks are registered."""
+        from . import registry
+        from .compat import compat_of
+
+        n = len(registry.TASKS)
+        if self._compat is None or self._compat[0] != n:
+            image = getattr(self.backend, "image", None)
+            got = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
+            self._compat = (n, got)
+        return self._compat[1]
 
     @property
     def backend(self) -> Backend:
