@@ -38,8 +38,10 @@ class Tagged(Pool):
         args = (u, payload, "{}", "sig", 600, conf, "", priority, 1, 256, "", tag)
         return u, replies.submit(self.run(lua.SUBMIT, *args, jobs=(u,)))
 
-    def take_as(self, slot: str, tag: str, machine: str = "m1", mode: str = "take") -> Any:
-        return replies.take(self.run(lua.TAKE, slot, machine, mode, "", tag))
+    def take_as(
+        self, slot: str, tag: str, machine: str = "m1", mode: str = "take", standby: str = ""
+    ) -> Any:
+        return replies.take(self.run(lua.TAKE, slot, machine, mode, standby, tag))
 
     def scale_up(self, tag: str, *fresh: str) -> list[replies.Grant]:
         return replies.scale_up(self.run(lua.SCALE_UP, " ".join(fresh), tag))
@@ -191,3 +193,20 @@ def test_tags_read_from_redis_are_checked(r: redis.Redis) -> None:
     r.hset(p.pk.cfg, "v:" + A[:12], "\x00" * 40)
     r.hset(p.pk.slot, slot, json.dumps({"job": "", "compat": 7, "state": "idle"}))
     assert p.take_as(slot, A, mode="release").code is Code.RELEASED
+
+
+def test_a_launch_starts_only_a_stopped_machine_of_the_slots_tag(r: redis.Redis) -> None:
+    p = Tagged(r, cap=2, standby=2)
+    r.hset(p.pk.cfg, mapping={"cap": 2, "standby": 2, "min": 1})
+    (g,) = p.scale_up(A, new_ulid())  # a floor machine of version A, which then stops
+    r.hset(p.pk.cfg, "min", 0)
+    assert p.take_as(g.slot, A, "0123456789abcd", "release", "1").code is Code.STANDBY
+    assert json.loads(r.hget(p.pk.standby, "0123456789abcd") or b"{}")["compat"] == A
+    _, placed = p.submit_as(B)
+    assert placed.grant is not None
+    picked = replies.pick_machine(p.run(lua.PICK_MACHINE, placed.grant.slot, new_ulid()))
+    assert picked is not None and not picked.start  # version A's stopped machine stays stopped
+    _, placed = p.submit_as(A)
+    assert placed.grant is not None
+    picked = replies.pick_machine(p.run(lua.PICK_MACHINE, placed.grant.slot, new_ulid()))
+    assert picked is not None and picked.start and picked.machine == "0123456789abcd"

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 _KEY_LABEL = b"balloons key id v1"
 #: A tag as balloons writes it; anything else read from Redis is no tag.
 TAG_RE = re.compile(r"^[0-9a-f]{12}\.[0-9a-f]{12}$")
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 #: The longest version string an app may set (an image reference fits easily).
 MAX_VERSION = 256
 #: The prefix of a version made from source digests.
@@ -69,6 +70,13 @@ def check_version(version: str, what: str = "version") -> str:
     if not version.isprintable():
         raise ValueError(f"{what} must be printable text, got {version!r}")
     return version
+
+
+def read_key_id(raw: object) -> str | None:
+    """A key id read from Redis (hostile): itself when it is one, else None."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", errors="replace")
+    return raw if isinstance(raw, str) and _KEY_ID_RE.match(raw) else None
 
 
 def read_tag(raw: object) -> str:

@@ -99,7 +99,7 @@ if mode == 'release' and (redis.call('ZCARD', SLOTS) > cfg('min', @MIN@) or not 
   if ARGV[6] == '1' and own and machine ~= ''
       and redis.call('HLEN', STANDBY) < cfg('standby', @STANDBY@) then
     redis.call('HSET', STANDBY, machine, cjson.encode({slot=own, cpus=tonumber(info.cpus) or @CPUS@,
-      mem=tonumber(info.mem) or @MEM@, since=NOW}))
+      mem=tonumber(info.mem) or @MEM@, since=NOW, compat=mine}))
     return {-6}
   end
   return {-5}
