@@ -21,6 +21,7 @@ OTHER_KEY = b"o" * 32
 A = compat.tag(KEY, "A")
 B = compat.tag(KEY, "B")  # the same key, another version
 K = compat.tag(OTHER_KEY, "A")  # another key, the same version
+KEY_ID = compat.key_id(KEY)
 
 
 def conf_of(tag: str) -> str:
@@ -210,3 +211,22 @@ def test_a_launch_starts_only_a_stopped_machine_of_the_slots_tag(r: redis.Redis)
     assert placed.grant is not None
     picked = replies.pick_machine(p.run(lua.PICK_MACHINE, placed.grant.slot, new_ulid()))
     assert picked is not None and picked.start and picked.machine == "0123456789abcd"
+
+
+def test_a_tag_of_no_known_version_matches_every_version_of_its_key_only(
+    r: redis.Redis,
+) -> None:
+    anyv = compat.tag(KEY, "")  # a supervisor, a machine or a resubmit that knows no version
+    assert anyv.endswith("." + compat.ANY_VERSION)
+    p = Tagged(r, cap=1, min=1)
+    u0, slot = p.busy_machine(anyv, "m1")
+    k1, _ = p.submit_as(K)
+    b1, _ = p.submit_as(B)
+    assert p.finish(u0) is Code.OK
+    took = p.take_as(slot, anyv)
+    assert took.code is Code.OK and took.work is not None and took.work.ulid == b1
+    assert p.finish(b1) is Code.OK
+    assert r.hget(p.pk.cfg, "v:" + KEY_ID) == B[13:].encode()  # not replaced by "any"
+    assert p.scale_up(anyv) == [] and r.hget(p.pk.cfg, "v:" + KEY_ID) == B[13:].encode()
+    assert p.take_as(slot, anyv, mode="release").code is Code.NONE  # it keeps the floor
+    assert r.zrange(p.pk.queue, 0, -1) == [k1.encode()]

@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # set without importing typing: these names serve annotat
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from .store.keys import PoolKeys
+
 #: What the key id is an HMAC of (changing it changes every tag).
 _KEY_LABEL = b"balloons key id v1"
 #: A tag as balloons writes it; anything else read from Redis is no tag.
@@ -39,8 +41,17 @@ def key_id(secret: bytes) -> str:
     return hmac.new(secret, _KEY_LABEL, hashlib.sha256).hexdigest()[:12]
 
 
+#: The version part of a tag that knows no version (a supervisor or a machine not told its
+#: code, a job resubmitted by a process that imported no task): it matches every version of
+#: its key, as before versions were checked.
+ANY_VERSION = "0" * 12
+
+
 def tag(secret: bytes, version: str) -> str:
-    """The compatibility tag of jobs signed with ``secret`` for code ``version``."""
+    """The compatibility tag of jobs signed with ``secret`` for code ``version`` (``""``: any
+    version of that key)."""
+    if not version:
+        return f"{key_id(secret)}.{ANY_VERSION}"
     return f"{key_id(secret)}.{hashlib.sha256(version.encode()).hexdigest()[:12]}"
 
 
@@ -104,7 +115,7 @@ class Compat:
         kid, _, digest = tag.partition(".")
         #: The pool setting SUBMIT stores with each job: the current version of this key's
         #: jobs, which a pool's warm floor keeps machines of (``v:KEYID DIGEST``).
-        self.conf = f" v:{kid} {digest}"
+        self.conf = f" v:{kid} {digest}" if digest != ANY_VERSION else ""
         #: What a machine is told at launch to work out the same version.
         self.env = self._machine_env()
 
@@ -129,7 +140,7 @@ def compat_of(secret: bytes, version: str | None, image: object, tasks: Iterable
     if isinstance(image, str) and image:
         return Compat(tag(secret, image), image, (), False)
     files = task_files(tasks)
-    v = source_version(files)
+    v = source_version(files) if files else ""  # no task module: any version of the key
     return Compat(tag(secret, v), v, files, False)
 
 
@@ -145,3 +156,12 @@ def task_files(tasks: Iterable[str]) -> tuple[str, ...]:
         if isinstance(path, str) and path.endswith(".py"):
             out.add(os.path.abspath(path))
     return tuple(sorted(out))
+
+
+def wake_keys(pk: PoolKeys, tag_: str) -> tuple[str, ...]:
+    """The wake lists a machine of tag ``tag_`` waits on: its tag's, its key's for jobs of no
+    known version, and the pool's for jobs with no tag."""
+    kid, _, version = tag_.partition(".")
+    if version == ANY_VERSION:
+        return (pk.wake_of(tag_), pk.wake)
+    return (pk.wake_of(tag_), pk.wake_of(f"{kid}.{ANY_VERSION}"), pk.wake)

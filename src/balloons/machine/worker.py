@@ -27,6 +27,7 @@ import time
 from types import CoroutineType
 
 from ..compat import tag as compat_tag
+from ..compat import wake_keys
 from ..errors import ConfigError, SerializationError, StoreError, WorkerError
 from ..retry import Retry, RetryPlan, decide, retry_argv
 from ..signing import seal_error, sign_grant, sign_outcome, verify
@@ -108,6 +109,7 @@ class Worker:
         self.capped = False  # the current deadline is the job's max_cost, not its timeout
         # Which queued jobs this machine may take: those of its key and version.
         self.compat = compat_tag(handoff.secret, handoff.version)
+        self.wake_keys = wake_keys(self.pk, self.compat)
 
     # --------------------------------------------------------------- scripts
     def _eval(
@@ -300,7 +302,7 @@ class Worker:
         if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
             _unwatch()
         try:
-            self.client.execute("BLPOP", self.pk.wake_of(self.compat), self.pk.wake, f"{wait:.3f}")
+            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}")
         except (StoreError, RespError):
             time.sleep(min(left, 0.5))  # TAKE rides out the outage
 

@@ -73,8 +73,13 @@ local function tag_of(c)
   return ''
 end
 local function job_tag(u) return tag_of(redis.call('HGET', jk(u), 'compat')) end
--- Whether a machine of tag m may take a job of tag j.
-local function compatible(j, m) return j == '' or m == '' or j == m end
+-- Whether a machine of tag m may take a job of tag j: the same tag, or the same key when
+-- either knows no version (balloons.compat.ANY_VERSION).
+local function compatible(j, m)
+  if j == '' or m == '' or j == m then return true end
+  return string.sub(j, 1, 12) == string.sub(m, 1, 12)
+    and (string.sub(j, 14) == '000000000000' or string.sub(m, 14) == '000000000000')
+end
 -- A wake token for the idle machines of tag c (of the pool's wake list for no tag).
 local function wake(c, u)
   local k = c ~= '' and wk(c) or WAKE
@@ -90,7 +95,7 @@ local function retire_idle(c, same_key)
   for _, s in ipairs(redis.call('SMEMBERS', IDLE)) do
     local info = slot_get(s)
     local t = info and tag_of(info.compat) or ''
-    if info and t ~= '' and t ~= c
+    if info and t ~= '' and not compatible(t, c)
         and (not same_key or string.sub(t, 1, 12) == string.sub(c, 1, 12)) then
       slot_drop(s)
       wake(t, 'retire')

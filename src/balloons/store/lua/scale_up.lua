@@ -14,7 +14,9 @@
 -- floor machine), attempt, cpus, memory_mb; {} when there is nothing to launch.
 
 local tag = tag_of(ARGV[4])
-if tag ~= '' then redis.call('HSET', CFG, 'v:'..string.sub(tag, 1, 12), string.sub(tag, 14)) end
+if tag ~= '' and string.sub(tag, 14) ~= '000000000000' then
+  redis.call('HSET', CFG, 'v:'..string.sub(tag, 1, 12), string.sub(tag, 14))
+end
 promote_due(1000)
 local out = {}
 local cap = cfg('cap', @CAP@)

@@ -89,7 +89,8 @@ end
 -- any).
 local function current()
   local v = mine ~= '' and redis.call('HGET', CFG, 'v:'..string.sub(mine, 1, 12))
-  return not v or v == string.sub(mine, 14)
+  return not v or v == string.sub(mine, 14) or v == '000000000000'
+    or string.sub(mine, 14) == '000000000000'
 end
 if mode == 'release' and (redis.call('ZCARD', SLOTS) > cfg('min', @MIN@) or not current()) then
   slot_drop(slot)
