@@ -13,9 +13,9 @@ from balloons import compat
 from balloons.backends.fly import FlyBackend
 from balloons.config import Settings
 from balloons.errors import ConfigError
-from balloons.handoff import machine_version
-from balloons.records import job_info
-from balloons.status import JobStatus
+from balloons.info import JobStatus
+from balloons.machine.handoff import machine_version
+from balloons.store.records import job_info
 from tests import tasks
 
 SECRET = b"s" * 32

@@ -11,9 +11,10 @@ from typing import Any
 
 import redis
 
-from balloons import compat, lua, replies
+from balloons import compat
 from balloons.ids import ulid as new_ulid
-from balloons.replies import Code
+from balloons.store import lua, replies
+from balloons.store.replies import Code
 from tests.test_scripts import Pool
 
 KEY = b"k" * 32
