@@ -99,7 +99,7 @@ def test_submit_defines_its_slow_path_functions_only_inside_slow() -> None:
     top, _, _ = SCRIPTS["SUBMIT"].partition("local function slow()")
     # The hot path's own: the job's key, the idempotency key, and the wake-up of the idle
     # machines of the job's compatibility tag.
-    assert re.findall(r"local function (\w+)\(", top) == ["jk", "idem", "wk", "tag_of", "wake"]
+    assert re.findall(r"local function (\w+)\(", top) == ["jk", "idem", "wk", "wake"]
 
 
 def test_the_prelude_splits_into_its_header_and_functions() -> None:

@@ -240,15 +240,15 @@ class App:
     def compat(self) -> Compat:
         """The code version of this app's jobs and their compatibility tag (see
         :mod:`balloons.compat`), worked out again when more tasks are registered."""
-        from . import registry
+        got = self._compat
+        if got is not None and got[0] == len(registry.TASKS):  # the submit path: one check
+            return got[1]
         from .compat import compat_of
 
-        n = len(registry.TASKS)
-        if self._compat is None or self._compat[0] != n:
-            image = getattr(self.backend, "image", None)
-            got = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
-            self._compat = (n, got)
-        return self._compat[1]
+        image = getattr(self.backend, "image", None)
+        new = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
+        self._compat = (len(registry.TASKS), new)
+        return new
 
     @property
     def backend(self) -> Backend:

@@ -31,7 +31,9 @@ local function slow()
   --@define idle_fit_count take_slot retire_idle job_tag compatible
   return idle_fit_count, take_slot, retire_idle, job_tag, compatible
 end
-local tag = tag_of(ARGV[14])
+-- The caller's tag (balloons.compat makes it; tags read from Redis go through tag_of).
+local tag = ARGV[14] or ''
+if #tag ~= 25 then tag = '' end
 if ARGV[13] ~= '' then
   local ik = idem(ARGV[13])
   local prev = redis.call('GET', ik)
@@ -101,24 +103,23 @@ if slots < cap and q == 0 then
   return {ok, 'launch', slot, u, '1', tostring(c), tostring(m)}
 end
 queue()
--- The job a machine of this tag is launched for: the first queued one it may take (older
--- jobs of other tags are left for machines of theirs), this one at the latest.
-local function launch_head()
-  local _, take_slot, _, job_tag, compatible = slow()
-  local h = u
-  for _, v in ipairs(redis.call('ZRANGE', QUEUE, 0, 99)) do
-    if v == u or (compatible(job_tag(v), tag)
-        and redis.call('HGET', jk(v), 'status') == 'QUEUED') then h = v; break end
-  end
-  redis.call('ZREM', QUEUE, h)
-  local l = take_slot(h, redis.call('HGET', jk(h), 'attempt'), tag)
-  return {ok, 'launch', l[1], l[2], l[3], l[4], l[5]}
-end
-if slots < cap then return launch_head() end
-if idle > 0 and tag ~= '' then
+if slots >= cap then
   -- At the cap, with machines idle: when none of this tag would take the job, one of another
   -- tag (another version, another key) gives its slot up to a machine of this one.
+  if idle == 0 or tag == '' then return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)} end
   local idle_fit_count, _, retire_idle = slow()
-  if idle_fit_count(c, m, 0, tag) == 0 and retire_idle(tag, false) then return launch_head() end
+  if idle_fit_count(c, m, 0, tag) > 0 or not retire_idle(tag, false) then
+    return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
+  end
 end
-return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
+-- A machine of this tag is launched for the first queued job it may take (older jobs of other
+-- tags are left for machines of theirs), this one at the latest.
+local _, take_slot, _, job_tag, compatible = slow()
+local h = u
+for _, v in ipairs(redis.call('ZRANGE', QUEUE, 0, 99)) do
+  if v == u or (compatible(job_tag(v), tag)
+      and redis.call('HGET', jk(v), 'status') == 'QUEUED') then h = v; break end
+end
+redis.call('ZREM', QUEUE, h)
+local l = take_slot(h, redis.call('HGET', jk(h), 'attempt'), tag)
+return {ok, 'launch', l[1], l[2], l[3], l[4], l[5]}
