@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, WorkerError
+from .errors import BackendError, ConfigError, WorkerError
 from .job import Job
 from .pools import Pool, check_standby
 from .serialize import Serializer, get_serializer
@@ -245,9 +245,13 @@ class App:
             return got[1]
         from .compat import compat_of
 
-        image = getattr(self.backend, "image", None)
+        try:
+            image, known = getattr(self.backend, "image", None), True
+        except (ConfigError, BackendError):  # said by the launch, which fails the job
+            image, known = None, False
         new = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
-        self._compat = (len(registry.TASKS), new)
+        if known:
+            self._compat = (len(registry.TASKS), new)
         return new
 
     @property
