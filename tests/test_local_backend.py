@@ -52,6 +52,7 @@ def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
         "BALLOONS_NAMESPACE",
         "BALLOONS_MACHINE_ID",
         "BALLOONS_PYTHONPATH",
+        "BALLOONS_VERSION_FILES",  # the task modules whose source is the machine's version
     }
 
 

@@ -97,7 +97,9 @@ def test_a_function_named_only_in_a_comment_is_not_defined() -> None:
 
 def test_submit_defines_its_slow_path_functions_only_inside_slow() -> None:
     top, _, _ = SCRIPTS["SUBMIT"].partition("local function slow()")
-    assert re.findall(r"local function (\w+)\(", top) == ["jk", "idem"]
+    # The hot path's own: the job's key, the idempotency key, and the wake-up of the idle
+    # machines of the job's compatibility tag.
+    assert re.findall(r"local function (\w+)\(", top) == ["jk", "idem", "wk", "wake"]
 
 
 def test_the_prelude_splits_into_its_header_and_functions() -> None:
@@ -143,6 +145,7 @@ def test_no_file_spells_a_key_name_of_its_own() -> None:
         assert not [s for s in suffixes if f"'{s}" in code or f'"{s}' in code], f
     makers = {f"local function {fn}(u) return T..'" for fn, _ in keys.JOB_SCRIPT_KEYS}
     makers.add(f"local function {keys.IDEM_SCRIPT_KEY[0]}(u) return T..'")
+    makers.add(f"local function {keys.WAKE_SCRIPT_KEY[0]}(u) return T..'")
     for name, script in SCRIPTS.items():
         for line in script.splitlines():
             if "T.." in line:

@@ -103,7 +103,7 @@ def test_held_job_runs_when_the_worker_is_started_by_hand(
     job = bound(app, tasks.touch).submit(str(marker))
     assert job.status() is JobStatus.STARTING
     (spec,) = backend.specs
-    assert spec.env == {"BALLOONS_JOB": f"{job.id}/1"}
+    assert spec.env == {"BALLOONS_JOB": f"{job.id}/1", **app.compat().env}
     out = run_worker(spec.env, redis_url, secret)
     assert out.returncode == EXIT_OK, out.stderr
     assert marker.read_text() == "ran"
@@ -397,7 +397,8 @@ def test_a_job_sent_back_to_the_queue_is_run_by_its_former_slots_machine(
     assert app.store.confirm_launch(pk, f"{fresh}-0")
     assert app.launch_slot("default", fresh, 0, 1, 256, 60.0)
     floor_spec = backend.specs[-1]
-    assert floor_spec.env == {"BALLOONS_JOB": f"default.{fresh}/0"} and floor_spec.job_id == ""
+    assert floor_spec.env == {"BALLOONS_JOB": f"default.{fresh}/0", **app.compat().env}
+    assert floor_spec.job_id == ""
     out = run_worker(floor_spec.env, redis_url, secret)
     assert out.returncode == EXIT_OK, out.stderr
     assert job.result(timeout=5) == str(marker)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import ConfigError, WorkerError
+from .errors import BackendError, ConfigError, WorkerError
 from .job import Job
 from .pools import Pool, check_standby
 from .serialize import Serializer, get_serializer
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import ParamSpec
 
     from .backends.base import Backend
+    from .compat import Compat
     from .control.supervisor import Supervisor
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
@@ -59,6 +60,7 @@ class App:
         env_allowlist: Sequence[str] | None = None,
         max_arg_bytes: int | None = None,
         prices: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             os.environ,
@@ -71,6 +73,7 @@ class App:
             serializer=serializer if isinstance(serializer, str) else None,
             env_allowlist=tuple(env_allowlist) if env_allowlist is not None else None,
             max_arg_bytes=max_arg_bytes,
+            version=version,
         )
         self.serializer = get_serializer(
             serializer
@@ -88,6 +91,7 @@ class App:
         self._prices_path = prices
         self._prices: PriceTable | None = None
         self._dispatcher: Dispatcher | None = None
+        self._compat: tuple[int, Compat] | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -232,6 +236,23 @@ class App:
             return self.secret.encode()
         except ConfigError:
             return None
+
+    def compat(self) -> Compat:
+        """The code version of this app's jobs and their compatibility tag (see
+        :mod:`balloons.compat`), worked out again when more tasks are registered."""
+        got = self._compat
+        if got is not None and got[0] == len(registry.TASKS):  # the submit path: one check
+            return got[1]
+        from .compat import compat_of
+
+        try:
+            image, known = getattr(self.backend, "image", None), True
+        except (ConfigError, BackendError):  # said by the launch, which fails the job
+            image, known = None, False
+        new = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
+        if known:
+            self._compat = (len(registry.TASKS), new)
+        return new
 
     @property
     def backend(self) -> Backend:

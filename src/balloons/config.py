@@ -40,10 +40,14 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_SERIALIZER": "json (default) or pickle",
     "BALLOONS_ENV_ALLOWLIST": "comma-separated names of variables passed on to machines",
     "BALLOONS_MAX_ARG_BYTES": f"largest serialized arguments (default {DEFAULT_MAX_ARG_BYTES})",
+    "BALLOONS_VERSION": "the code version; machines take only jobs of theirs "
+    "(default: the Fly image, else a digest of the task modules)",
     # Set by balloons for machines; read by the worker entrypoint.
     "BALLOONS_JOB": "worker handoff: JOB_ID/ATTEMPT (set by balloons on each machine)",
     "BALLOONS_MACHINE_ID": "the machine's id (set by the local backend; FLY_MACHINE_ID on Fly)",
     "BALLOONS_STANDBY": "1 on a machine kept stopped on standby at idle (set by balloons)",
+    "BALLOONS_VERSION_FILES": "task module files whose source is a local machine's version "
+    "(set by balloons)",
     "BALLOONS_PYTHONPATH": "import path entries of the submitting process (local backend)",
     "BALLOONS_FORKSERVER_IDLE": "seconds an idle local fork server lingers (default 30)",
     # Pool defaults (each pool can override them with app.pool(...))
@@ -160,6 +164,7 @@ class Settings(Frozen):
         "redis_url",
         "secret",
         "serializer",
+        "version",
     )
     __match_args__ = (
         "redis_url",
@@ -172,6 +177,7 @@ class Settings(Frozen):
         "env_allowlist",
         "max_arg_bytes",
         "env",
+        "version",
     )
     redis_url: str | None
     backend: str
@@ -183,6 +189,9 @@ class Settings(Frozen):
     env_allowlist: tuple[str, ...]
     max_arg_bytes: int
     env: Mapping[str, str]
+    #: The code version the app names (``App(version=...)``, ``BALLOONS_VERSION``), or None:
+    #: then the Fly backend's image, else a digest of the task modules (``balloons.compat``).
+    version: str | None
 
     def __init__(
         self,
@@ -196,6 +205,7 @@ class Settings(Frozen):
         env_allowlist: tuple[str, ...],
         max_arg_bytes: int,
         env: Mapping[str, str] | None = None,
+        version: str | None = None,
     ) -> None:
         values = (
             redis_url,
@@ -208,6 +218,7 @@ class Settings(Frozen):
             env_allowlist,
             max_arg_bytes,
             {} if env is None else env,
+            version,
         )
         for name, value in zip(self.__match_args__, values, strict=True):
             # state_dir is kept as a string: pathlib is not on a machine's start-up path.
@@ -245,6 +256,7 @@ class Settings(Frozen):
         serializer: str | None = None,
         env_allowlist: tuple[str, ...] | list[str] | None = None,
         max_arg_bytes: int | None = None,
+        version: str | None = None,
     ) -> Settings:
         check_env_names(env)
         url = redis_url or env.get("BALLOONS_REDIS_URL") or env.get("REDIS_URL") or None
@@ -269,6 +281,14 @@ class Settings(Frozen):
         key = secret or env.get("BALLOONS_SECRET") or None
         if key is not None:
             check_secret(key)
+        ver = version or env.get("BALLOONS_VERSION") or None
+        if ver is not None:
+            from .compat import check_version
+
+            try:
+                check_version(ver)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         allow = env_allowlist
         if allow is None:
             raw = env.get("BALLOONS_ENV_ALLOWLIST", "")
@@ -290,6 +310,7 @@ class Settings(Frozen):
                 DEFAULT_MAX_ARG_BYTES,
             ),
             env=dict(env),
+            version=ver,
         )
 
 

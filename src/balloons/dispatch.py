@@ -152,18 +152,20 @@ class Dispatcher:
             priority = call.get("priority", opts.priority)
             if priority is not opts.priority:  # the task's own was checked with its options
                 check_priority("priority", priority)
+        compat = self.app.compat()
         req = _submit_request()(
             payload=payload,
             args=data,
             sig=sig,
             created=now,
             ttl=ttl,
-            pool_config=pool.redis_config(),
+            pool_config=pool.redis_config() + compat.conf,
             due=due,
             priority=priority,
             cpus=opts.cpus or pool.cpus,
             memory_mb=opts.memory_mb or pool.memory_mb,
             key_digest=hashlib.sha256(key.encode()).hexdigest()[:32] if key else "",
+            compat=compat.tag,
         )
         return jk, req
 
@@ -233,18 +235,20 @@ class Dispatcher:
         new = JobKeys.of(app.settings.namespace, f"{opts.pool}.{ulid(now)}")
         fields = {"id": new.job_id, "created": now, "ttl": app.settings.record_ttl}
         body = json.dumps({**p, **fields}, separators=(",", ":")).encode()
+        compat = app.compat()
         req = _submit_request()(
             payload=body,
             args=data,
             sig=sign(app.secret.encode(), body, data),
             created=now,
             ttl=app.settings.record_ttl,
-            pool_config=app.get_pool(opts.pool).redis_config(),
+            pool_config=app.get_pool(opts.pool).redis_config() + compat.conf,
             due="",
             priority=0,
             cpus=int(p["cpus"]),
             memory_mb=int(p["memory_mb"]),
             key_digest="",
+            compat=compat.tag,
         )
         return new, opts, req
 

@@ -122,6 +122,24 @@ class JobInfo:
     #: What could not be read of the job's record (altered in Redis), if anything; a status
     #: that cannot be read makes :attr:`status` ``INVALID``.
     problems: tuple[str, ...] = ()
+    #: The job's compatibility tag, ``KEYID.VERSION`` (:mod:`balloons.compat`): only machines
+    #: holding that signing key and running that code version take it. None if unreadable.
+    compat: str | None = None
+    #: The key id of a machine that left the job in the queue because it does not hold the
+    #: job's signing key (another app's machine in the same pool), if one did.
+    passed_by: str | None = None
+
+    @property
+    def note(self) -> str | None:
+        """Why a queued job was left by a machine, when one left it for another key."""
+        if self.passed_by is None or self.status is not JobStatus.QUEUED:
+            return None
+        key = self.compat.partition(".")[0] if self.compat else "unknown"
+        return (
+            f"left in the queue by a machine holding another signing key (key id "
+            f"{self.passed_by}); it is signed with key id {key} and waits for a machine "
+            "of its own app"
+        )
 
     @property
     def invalid(self) -> bool:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from .backends.base import Backend
+    from .compat import Compat
     from .config import Settings
     from .info import MachineSpec
     from .store.writes import Store
@@ -100,6 +101,8 @@ class Wiring(Protocol):
     @property
     def backend(self) -> Backend: ...
 
+    def compat(self) -> Compat: ...
+
 
 class SlotLauncher:
     """Launches the machines of an app's granted slots (``app.dispatcher.slots``)."""
@@ -130,6 +133,7 @@ class SlotLauncher:
         env = {"BALLOONS_JOB": f"{job_id}/{attempt}"}
         if keep:
             env["BALLOONS_STANDBY"] = "1"
+        env.update(self.app.compat().env)  # how the machine knows its code version
         settings = self.app.settings
         for name in settings.env_allowlist:
             if name in settings.env:

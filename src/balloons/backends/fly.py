@@ -139,6 +139,11 @@ class FlyBackend:
         return self._settings
 
     @property
+    def image(self) -> str:
+        """The image job machines run: their code version (``FLY_IMAGE_REF`` on each)."""
+        return self.settings.image
+
+    @property
     def client(self) -> FlyClient:
         if self._client is None:
             raise BackendError("FlyBackend is not bound to an app: use App(backend=...)")

@@ -150,6 +150,8 @@ def info_dict(info: JobInfo) -> dict[str, Any]:
         "reason": info.reason,
         "error": info.error_message,
         "problems": list(info.problems),
+        "compat": info.compat,
+        "note": info.note,
     }
 
 

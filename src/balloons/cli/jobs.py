@@ -215,6 +215,8 @@ def _print_status(info: JobInfo, progress: tuple[float, str] | None, cost: JobCo
         console.print(
             f"  [bold red]record invalid[/] (altered in Redis?): {safe(problems)}", highlight=False
         )
+    if info.note:
+        console.print(f"  note: {safe(info.note)}", highlight=False)
     if progress is not None:
         console.print(f"  progress: {progress[0]:.0%} {safe(progress[1])}", highlight=False)
     if cost.attempts:

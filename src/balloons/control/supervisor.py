@@ -344,7 +344,8 @@ class Supervisor:
         with store.errors():
             cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
         ids = " ".join(ulid() for _ in range(cfg_min))
-        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids)):
+        tag = self.app.compat().tag  # queued work and a floor of this app's tag only
+        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag)):
             timeout = _timeout_of(store, pk, g.ulid)
             launch = Launch(pk.pool, g.ulid, g.attempt, g.cpus, g.memory_mb, timeout, standby > 0)
             if launch.keep:

@@ -178,6 +178,7 @@ def _summary(ctx: JobContext) -> dict[str, Any]:
         "size": size if all(v is not None for v in size.values()) else {},
         "serializer": _serializer(ctx),
         "problems": "; ".join(ctx.info.all_problems),
+        "note": ctx.info.note or "",
     }
 
 

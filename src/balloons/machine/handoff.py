@@ -5,6 +5,7 @@ one reader of a machine's environment; on every machine's start-up path (lean im
 
 from __future__ import annotations
 
+from ..compat import MAX_VERSION, source_version
 from ..config import check_secret
 from ..errors import ConfigError, WorkerError
 from ..frozen import Frozen
@@ -20,9 +21,11 @@ class Handoff(Frozen):
 
     __slots__ = (
         "attempt", "job_id", "machine_id", "namespace", "redis_url", "secret", "standby",
+        "version",
     )  # fmt: skip
     __match_args__ = (
         "job_id", "attempt", "redis_url", "secret", "namespace", "machine_id", "standby",
+        "version",
     )  # fmt: skip
     job_id: str
     attempt: int
@@ -31,6 +34,7 @@ class Handoff(Frozen):
     namespace: str
     machine_id: str
     standby: bool  # the machine stops rather than vanishing when the worker exits
+    version: str  # the code version this machine runs (see balloons.compat)
 
     def __init__(
         self,
@@ -41,8 +45,9 @@ class Handoff(Frozen):
         namespace: str,
         machine_id: str,
         standby: bool = False,
+        version: str = "",
     ) -> None:
-        self._set(job_id, attempt, redis_url, secret, namespace, machine_id, standby)
+        self._set(job_id, attempt, redis_url, secret, namespace, machine_id, standby, version)
 
     def __repr__(self) -> str:
         return (
@@ -94,4 +99,20 @@ class Handoff(Frozen):
             namespace=env.get("BALLOONS_NAMESPACE") or DEFAULT_NAMESPACE,
             machine_id=env.get("BALLOONS_MACHINE_ID") or env.get("FLY_MACHINE_ID") or "",
             standby=env.get("BALLOONS_STANDBY") == "1" and attempt == "0",
+            version=machine_version(env),
         )
+
+
+def machine_version(env: Mapping[str, str]) -> str:
+    """The code version of this machine: the app's own (``BALLOONS_VERSION``, given at
+    launch when the app sets one), else its image on Fly (``FLY_IMAGE_REF``), else the digest
+    of the task modules' source named at launch (``BALLOONS_VERSION_FILES``, read now)."""
+    version = env.get("BALLOONS_VERSION") or env.get("FLY_IMAGE_REF") or ""
+    if version:
+        return version[:MAX_VERSION]
+    files = env.get("BALLOONS_VERSION_FILES", "")
+    if not files:
+        return ""
+    import os
+
+    return source_version(files.split(os.pathsep))

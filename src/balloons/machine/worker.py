@@ -26,6 +26,8 @@ import threading
 import time
 from types import CoroutineType
 
+from ..compat import tag as compat_tag
+from ..compat import wake_keys
 from ..errors import ConfigError, SerializationError, StoreError, WorkerError
 from ..retry import Retry, RetryPlan, decide, retry_argv
 from ..signing import seal_error, sign_grant, sign_outcome, verify
@@ -105,6 +107,9 @@ class Worker:
         self.capture = LogCapture(handoff.redis_url, self.pk, handoff.secret)
         self.job_start = _BOOT[0]  # when this machine began the current attempt
         self.capped = False  # the current deadline is the job's max_cost, not its timeout
+        # Which queued jobs this machine may take: those of its key and version.
+        self.compat = compat_tag(handoff.secret, handoff.version)
+        self.wake_keys = wake_keys(self.pk, self.compat)
 
     # --------------------------------------------------------------- scripts
     def _eval(
@@ -297,12 +302,13 @@ class Worker:
         if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
             _unwatch()
         try:
-            self.client.execute("BLPOP", self.pk.wake, f"{wait:.3f}")
+            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}")
         except (StoreError, RespError):
             time.sleep(min(left, 0.5))  # TAKE rides out the outage
 
-    def _take_args(self, mode: str) -> tuple[str, str, str, str]:
-        return (self.slot, self.handoff.machine_id, mode, "1" if self.handoff.standby else "")
+    def _take_args(self, mode: str) -> tuple[str, str, str, str, str]:
+        standby = "1" if self.handoff.standby else ""
+        return (self.slot, self.handoff.machine_id, mode, standby, self.compat)
 
     # ------------------------------------------------------------------- job
     spec: dict[str, Any] | None = None

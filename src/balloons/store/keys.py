@@ -34,8 +34,12 @@ key                                      type    TTL         written by
 ``NS:{POOL}:idle``                       set     none        slots waiting for work
 ``NS:{POOL}:wake``                       list    none        one token per job handed to an
                                                              idle machine (``BLPOP``)
+``NS:{POOL}:wake:TAG``                   list    1 day       the same, for the idle machines of
+                                                             one compatibility tag
 ``NS:{POOL}:cfg``                        hash    none        cap, idle timeout, floor, boot
-                                                             timeout, heartbeat (last submit)
+                                                             timeout, heartbeat (last submit);
+                                                             ``v:KEYID``: the current version
+                                                             of that key's jobs
 ``NS:{POOL}:seq``                        string  none        submit: arrival counter for queue
                                                              order
 ``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID
@@ -63,7 +67,9 @@ Job hash fields: ``payload`` (signed JSON: task, module, options, record TTL), `
 (serialized arguments), ``sig`` (HMAC-SHA256 hex of payload and args), ``status``,
 ``attempt``, ``machine``, ``created``, ``started``, ``finished``, ``result``, ``error`` (JSON:
 type, message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need``
-(``CPUS:MB``), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and
+(``CPUS:MB``), ``compat`` (its compatibility tag, ``KEYID.VERSION``: the machines that may
+take it, :mod:`balloons.compat`), ``passed`` (the key id of a machine that left it for
+another key's), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and
 ``note`` (the task's last :func:`balloons.progress`); ``rsig``, ``esig`` and ``psig`` tag the
 result, the error and the progress for one attempt, and ``grant`` permits a retry's attempt
 (:mod:`balloons.signing`).
@@ -161,6 +167,10 @@ class PoolKeys(Frozen):
     def wake(self) -> str:
         return f"{self.tag}:wake"
 
+    def wake_of(self, compat: str) -> str:
+        """The wake list of the idle machines of one compatibility tag (``balloons.compat``)."""
+        return f"{self.tag}:wake:{compat}"
+
     @property
     def cfg(self) -> str:
         return f"{self.tag}:cfg"
@@ -245,6 +255,8 @@ JOB_SCRIPT_KEYS = (
 )  # fmt: skip
 #: The idempotency key's function in the scripts, and its :class:`PoolKeys` method.
 IDEM_SCRIPT_KEY = ("idem", "idem")
+#: The function that makes a compatibility tag's wake list in the scripts, and its method.
+WAKE_SCRIPT_KEY = ("wk", "wake_of")
 
 _SCRIPT_KEYS: dict[tuple[str, str], tuple[str, ...]] = {}
 

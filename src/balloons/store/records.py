@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..compat import read_key_id, read_tag
 from ..info import AttemptInfo, JobInfo, JobStatus, Reason
 from ..signing import verify_outcome
 from ..untrusted import (
@@ -193,6 +194,8 @@ def job_info(
         traceback=err("traceback"),
         attempts=attempts_from(job_id, rec, attempts, secret),
         problems=tuple(problems),
+        compat=read_tag(rec.get("compat")) or None,
+        passed_by=read_key_id(rec.get("passed")),
     )
 
 

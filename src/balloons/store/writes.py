@@ -73,6 +73,7 @@ class SubmitRequest:
 
     __slots__ = (
         "args",
+        "compat",
         "cpus",
         "created",
         "due",
@@ -99,6 +100,7 @@ class SubmitRequest:
         cpus: int,
         memory_mb: int,
         key_digest: str,
+        compat: str = "",
     ) -> None:
         self.payload = payload
         self.args = args
@@ -111,6 +113,8 @@ class SubmitRequest:
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.key_digest = key_digest
+        #: The job's compatibility tag (:mod:`balloons.compat`): which machines may take it.
+        self.compat = compat
 
 
 class Store(StoreReads):
@@ -181,6 +185,7 @@ class Store(StoreReads):
             req.cpus,
             req.memory_mb,
             req.key_digest,
+            req.compat,
         ]
 
     def submit(self, jk: JobKeys, req: SubmitRequest) -> Submitted:

@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, PoolKeys
+from ..keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, WAKE_SCRIPT_KEY, PoolKeys
 
 #: Seconds past a record's TTL (counted from its creation, or from when its retry was granted)
 #: that a worker still runs it, for clocks that disagree; older, it is refused as a replay. A
@@ -42,6 +42,9 @@ FRESH_SLACK = 600
 #: The cap a script assumes for a pool whose settings are missing in Redis (none written since
 #: Redis lost them): one machine, until the pool's next submit writes them again.
 MISSING_CAP = 1
+#: Seconds a compatibility tag's wake list outlives its last token (a version's machines are
+#: gone by then).
+WAKE_TTL = 24 * 3600
 
 #: Every script, by the name it has here; its file is the name in lower case, ``.lua``.
 NAMES = (
@@ -138,6 +141,7 @@ def constants() -> dict[str, str]:
         "STANDBY": DEFAULT_STANDBY,
         "CAP": MISSING_CAP,
         "KEEP": 2 * FRESH_SLACK,  # how long a runs key outlives its job's TTL
+        "WAKE_TTL": WAKE_TTL,
     }
     return {
         f"@{k}@": str(int(v)) if float(v).is_integer() else repr(float(v))
@@ -151,7 +155,7 @@ def key_names() -> str:
     of any job of the pool from its id (``jk(u)``: the job's record, ...)."""
     lines = [f"local {name.upper()} = KEYS[{i}]\n" for i, name in enumerate(POOL_SCRIPT_KEYS, 1)]
     sample = PoolKeys("NS", "POOL")
-    for fn, method in (*JOB_SCRIPT_KEYS, IDEM_SCRIPT_KEY):
+    for fn, method in (*JOB_SCRIPT_KEYS, IDEM_SCRIPT_KEY, WAKE_SCRIPT_KEY):
         # Each is the pool's tag, a suffix, then the id.
         suffix = getattr(sample, method)("\0").removeprefix(sample.tag).removesuffix("\0")
         lines.append(f"local function {fn}(u) return T..'{suffix}'..u end\n")

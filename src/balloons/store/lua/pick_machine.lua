@@ -3,8 +3,9 @@
 -- for this slot) goes back to the queue, as with REQUEUE, and the slot becomes a machine's
 -- own, with no job (ID-0, as a warm-floor machine's, so that the machine can stop and start
 -- again under the same handoff): the stopped machine of the pool's standby set that fits the
--- slot's size most closely (taken out of the set in this script, so no two launchers start the
--- same machine), else a machine to create, under the name FRESH-0 (a jobless ID-0 slot keeps
+-- slot's size most closely, of the slot's compatibility tag (a stopped machine of another
+-- version or key would take none of its work) (taken out of the set in this script, so no two
+-- launchers start the same machine), else a machine to create, under the name FRESH-0 (a jobless ID-0 slot keeps
 -- its name). The slot count does not change: the cap holds.
 --
 -- KEYS: the pool's
@@ -31,7 +32,8 @@ for i = 1, #flat, 2 do
   if not ok or type(rec) ~= 'table' or type(rec.slot) ~= 'string' or not tonumber(rec.cpus)
       or not tonumber(rec.mem) or redis.call('ZSCORE', SLOTS, rec.slot..'-0') then
     redis.call('HDEL', STANDBY, flat[i])  -- unreadable, or its slot is taken: not usable
-  elseif tonumber(rec.cpus) >= c and tonumber(rec.mem) >= m then
+  elseif tonumber(rec.cpus) >= c and tonumber(rec.mem) >= m
+      and compatible(tag_of(rec.compat), tag_of(info.compat)) then
     local key = {tonumber(rec.mem), tonumber(rec.cpus), tonumber(rec.since) or 0}
     if not pick or key[1] < pick[1] or (key[1] == pick[1] and (key[2] < pick[2]
         or (key[2] == pick[2] and key[3] < pick[3]))) then

@@ -50,7 +50,7 @@ local function slot_get(s)
   if not raw then return nil end
   local ok, info = pcall(cjson.decode, raw)
   if not ok or type(info) ~= 'table' or #info > 0 then return false end
-  for _, k in ipairs({'job', 'machine', 'state'}) do
+  for _, k in ipairs({'job', 'machine', 'state', 'compat'}) do
     if info[k] ~= nil and type(info[k]) ~= 'string' then return false end
   end
   for _, k in ipairs({'attempt', 'cpus', 'mem', 'since', 'deadline', 'cancel'}) do
@@ -64,6 +64,45 @@ local function slot_drop(s)
   redis.call('ZREM', SLOTS, s)
   redis.call('HDEL', SLOT, s)
   redis.call('SREM', IDLE, s)
+end
+-- A compatibility tag (KEYID.VERSION, 12 hex digits each: balloons.compat) read from Redis:
+-- itself when balloons could have written it, else '' (none: a job or machine from before
+-- tags, which any machine may take, or which may take any job).
+local function tag_of(c)
+  if type(c) == 'string' and #c == 25 and string.match(c, '^%x+%.%x+$') then return c end
+  return ''
+end
+local function job_tag(u) return tag_of(redis.call('HGET', jk(u), 'compat')) end
+-- Whether a machine of tag m may take a job of tag j: the same tag, or the same key when
+-- either knows no version (balloons.compat.ANY_VERSION).
+local function compatible(j, m)
+  if j == '' or m == '' or j == m then return true end
+  return string.sub(j, 1, 12) == string.sub(m, 1, 12)
+    and (string.sub(j, 14) == '000000000000' or string.sub(m, 14) == '000000000000')
+end
+-- A wake token for the idle machines of tag c (of the pool's wake list for no tag).
+local function wake(c, u)
+  local k = c ~= '' and wk(c) or WAKE
+  redis.call('LPUSH', k, u)
+  redis.call('LTRIM', k, 0, 999)
+  if c ~= '' then redis.call('EXPIRE', k, @WAKE_TTL@) end
+end
+-- Retire an idle machine of another tag than c (of c's key only, with same_key), so that its
+-- slot goes to a machine of tag c: the slot is dropped and a wake token sent, on which the
+-- machine asks for work, finds its slot gone and exits. Returns whether one was.
+local function retire_idle(c, same_key)
+  if c == '' then return false end
+  for _, s in ipairs(redis.call('SMEMBERS', IDLE)) do
+    local info = slot_get(s)
+    local t = info and tag_of(info.compat) or ''
+    if info and t ~= '' and not compatible(t, c)
+        and (not same_key or string.sub(t, 1, 12) == string.sub(c, 1, 12)) then
+      slot_drop(s)
+      wake(t, 'retire')
+      return true
+    end
+  end
+  return false
 end
 local function attempt_update(u, n, fields)
   local raw = redis.call('HGET', ak(u), n)
@@ -91,15 +130,16 @@ local function fits(info, u)
   local c, m = need_of(u)
   return (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m
 end
--- How many idle machines could run a job needing c cpus and m MB, counting no further than
--- limit + 1 (nil: all).
-local function idle_fit_count(c, m, limit)
+-- How many idle machines could run a job of tag t needing c cpus and m MB, counting no
+-- further than limit + 1 (nil: all).
+local function idle_fit_count(c, m, limit, t)
   local idle = redis.call('SMEMBERS', IDLE)
   if #idle == 0 or (limit and #idle <= limit) then return #idle end
   local n = 0
   for _, s in ipairs(idle) do
     local info = slot_get(s)
-    if info and (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m then
+    if info and (tonumber(info.cpus) or 0) >= c and (tonumber(info.mem) or 0) >= m
+        and compatible(t, tag_of(info.compat)) then
       n = n + 1
       if limit and n > limit then return n end
     end
@@ -111,19 +151,18 @@ local function enqueue(u)
   redis.call('ZADD', QUEUE, score, u)
   redis.call('HSET', jk(u), 'status', 'QUEUED')
   redis.call('HDEL', jk(u), 'due', 'slot', 'machine')
-  if redis.call('SCARD', IDLE) > 0 then
-    redis.call('LPUSH', WAKE, u)
-    redis.call('LTRIM', WAKE, 0, 999)
-  end
+  if redis.call('SCARD', IDLE) > 0 then wake(job_tag(u), u) end
 end
--- Give job u a new slot (a machine to be launched for it). The caller checked the cap.
--- Returns what the launcher needs: {slot, ulid, attempt, cpus, memory_mb}.
-local function take_slot(u, attempt)
+-- Give job u a new slot (a machine to be launched for it, of the job's tag, else of tag t).
+-- The caller checked the cap. Returns what the launcher needs: {slot, ulid, attempt, cpus,
+-- memory_mb}.
+local function take_slot(u, attempt, t)
   local slot = u..'-'..attempt
   local c, m = need_of(u)
+  local jt = job_tag(u)
   redis.call('ZADD', SLOTS, NOW + cfg('boot', @BOOT@), slot)
   slot_put(slot, {job=u, attempt=tonumber(attempt), cpus=c, mem=m, state='starting', since=NOW,
-    machine=''})
+    machine='', compat=(jt ~= '' and jt or t or '')})
   redis.call('HSET', jk(u), 'status', 'STARTING', 'slot', slot)
   redis.call('HDEL', jk(u), 'due')
   attempt_update(u, attempt, {launched=NOW, slot=slot, cpus=c, mem=m})

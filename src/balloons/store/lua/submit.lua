@@ -9,7 +9,9 @@
 -- ARGV: 1 tag, 2 now (not read), 3 ulid, 4 payload, 5 args, 6 sig, 7 ttl, 8 pool config
 --       ('name value ...': cap, boot, idle, min, hb, cpus, mem, standby), 9 due ('' = now,
 --       '+SECONDS' = from now, else an epoch time), 10 priority, 11 cpus, 12 memory_mb,
---       13 idempotency digest ('' = none)
+--       13 idempotency digest ('' = none), 14 the job's compatibility tag (KEYID.VERSION:
+--       only idle machines of that tag are counted, the queued job launched for is one of
+--       that tag, and at the cap an idle machine of another tag is retired to make room)
 -- Returns:
 --   {1, 'launch', slot, ulid, attempt, cpus, memory_mb}  launch a machine for the slot (the
 --        ulid is another job's when older jobs wait)
@@ -26,9 +28,12 @@ local ttl = tonumber(ARGV[7])
 -- The functions of the rarer paths (idle machines to check, older jobs waiting), made only
 -- when one of those runs.
 local function slow()
-  --@define idle_fit_count take_slot
-  return idle_fit_count, take_slot
+  --@define idle_fit_count take_slot retire_idle job_tag compatible
+  return idle_fit_count, take_slot, retire_idle, job_tag, compatible
 end
+-- The caller's tag (balloons.compat makes it; tags read from Redis go through tag_of).
+local tag = ARGV[14] or ''
+if #tag ~= 25 then tag = '' end
 if ARGV[13] ~= '' then
   local ik = idem(ARGV[13])
   local prev = redis.call('GET', ik)
@@ -60,8 +65,8 @@ local c, m = tonumber(ARGV[11]), tonumber(ARGV[12])
 -- The job's record, written once, with its placement: one more field when given.
 local function store(status, name, value)
   redis.call('HSET', J, 'payload', ARGV[4], 'args', ARGV[5], 'sig', ARGV[6], 'attempt', 1,
-    'created', NOW, 'ttl', ARGV[7], 'qscore', score, 'need', c..':'..m, 'status', status,
-    name or 'status', value or status)
+    'created', NOW, 'ttl', ARGV[7], 'qscore', score, 'need', c..':'..m, 'compat', tag,
+    'status', status, name or 'status', value or status)
   if ARGV[13] ~= '' then redis.call('HSET', J, 'key', ARGV[13]) end
   redis.call('EXPIRE', J, ttl)
 end
@@ -76,14 +81,11 @@ local idle = redis.call('SCARD', IDLE)
 local function queue()
   store('QUEUED')
   redis.call('ZADD', QUEUE, score, u)
-  if idle > 0 then
-    redis.call('LPUSH', WAKE, u)
-    redis.call('LTRIM', WAKE, 0, 999)
-  end
+  if idle > 0 then wake(tag, u) end
 end
 if idle > q then
   local idle_fit_count = slow()
-  if idle_fit_count(c, m, q) > q then
+  if idle_fit_count(c, m, q, tag) > q then
     queue()
     return {ok, 'warm', ''}
   end
@@ -97,16 +99,27 @@ if slots < cap and q == 0 then
   store('STARTING', 'slot', slot)
   redis.call('ZADD', SLOTS, NOW + boot, slot)
   redis.call('HSET', SLOT, slot, '{"job":"'..u..'","attempt":1,"cpus":'..c..',"mem":'..m..
-    ',"state":"starting","since":'..since..',"machine":""}')
+    ',"state":"starting","since":'..since..',"machine":"","compat":"'..tag..'"}')
   return {ok, 'launch', slot, u, '1', tostring(c), tostring(m)}
 end
 queue()
-if slots < cap then
-  -- Older jobs wait ahead of this one: launch for the head of the queue instead.
-  local _, take_slot = slow()
-  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
-  redis.call('ZREM', QUEUE, head)
-  local l = take_slot(head, redis.call('HGET', jk(head), 'attempt'))
-  return {ok, 'launch', l[1], l[2], l[3], l[4], l[5]}
+if slots >= cap then
+  -- At the cap, with machines idle: when none of this tag would take the job, one of another
+  -- tag (another version, another key) gives its slot up to a machine of this one.
+  if idle == 0 or tag == '' then return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)} end
+  local idle_fit_count, _, retire_idle = slow()
+  if idle_fit_count(c, m, 0, tag) > 0 or not retire_idle(tag, false) then
+    return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
+  end
 end
-return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
+-- A machine of this tag is launched for the first queued job it may take (older jobs of other
+-- tags are left for machines of theirs), this one at the latest.
+local _, take_slot, _, job_tag, compatible = slow()
+local h = u
+for _, v in ipairs(redis.call('ZRANGE', QUEUE, 0, 99)) do
+  if v == u or (compatible(job_tag(v), tag)
+      and redis.call('HGET', jk(v), 'status') == 'QUEUED') then h = v; break end
+end
+redis.call('ZREM', QUEUE, h)
+local l = take_slot(h, redis.call('HGET', jk(h), 'attempt'), tag)
+return {ok, 'launch', l[1], l[2], l[3], l[4], l[5]}

@@ -7,7 +7,11 @@
 --
 -- KEYS: the pool's
 -- ARGV: 1 tag, 2 now (not read), 3 slot, 4 machine, 5 mode ('take' | 'release'), 6 standby
---       ('1' when the machine stops rather than being destroyed as its worker exits)
+--       ('1' when the machine stops rather than being destroyed as its worker exits), 7 the
+--       machine's compatibility tag (KEYID.VERSION): it takes only jobs of its tag; a job of
+--       another key is noted in its record ('passed': this key's id) and left for a machine of
+--       its key. Released, a machine of a version other than its key's current one (the pool's
+--       cfg 'v:KEYID', from the latest submit) gives its slot back even under the warm floor.
 -- Returns:
 --   {1, ulid, attempt, payload, args, sig, grant, more}  run it; more is 1 while other jobs
 --         wait in the queue (the machine then sends its next TAKE with this job's FINISH)
@@ -17,7 +21,7 @@
 --   {-6}  the slot was given back and the machine kept in the pool's standby set: exit, and
 --         the machine stops until a launch starts it again
 
-local slot, machine, mode = ARGV[3], ARGV[4], ARGV[5]
+local slot, machine, mode, mine = ARGV[3], ARGV[4], ARGV[5], tag_of(ARGV[7])
 if not redis.call('ZSCORE', SLOTS, slot) then
   redis.call('HDEL', SLOT, slot)
   redis.call('SREM', IDLE, slot)
@@ -25,6 +29,7 @@ if not redis.call('ZSCORE', SLOTS, slot) then
 end
 local info = slot_get(slot) or {cpus=@CPUS@, mem=@MEM@}
 info.machine = machine
+if mine ~= '' then info.compat = mine end
 -- A warm machine's idle time belongs to its pool, not to a job: count it per machine size.
 if info.state == 'idle' and tonumber(info.since) then
   redis.call('HINCRBYFLOAT', USAGE, 'idle:'..(info.cpus or @CPUS@)..':'..(info.mem or @MEM@),
@@ -51,9 +56,15 @@ promote_due(50)
 for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
   local J = jk(u)
   local st = redis.call('HMGET', J, 'status', 'attempt', 'payload', 'args', 'sig', 'started',
-    'grant')
+    'grant', 'compat')
+  local jt = tag_of(st[8])
   if st[1] ~= 'QUEUED' then
     redis.call('ZREM', QUEUE, u)
+  elseif not compatible(jt, mine) then
+    -- left for a machine of its tag; one of another key says so in the job's record
+    if string.sub(jt, 1, 12) ~= string.sub(mine, 1, 12) then
+      redis.call('HSETNX', J, 'passed', string.sub(mine, 1, 12))
+    end
   elseif not fits(info, u) then
     -- left for a machine that fits it
   elseif not first_claim(u, st[2], st[3]) then
@@ -74,7 +85,14 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
       math.min(1, redis.call('ZCARD', QUEUE))}
   end
 end
-if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', @MIN@) then
+-- Whether this machine runs the version of its key that the warm floor keeps (none known:
+-- any).
+local function current()
+  local v = mine ~= '' and redis.call('HGET', CFG, 'v:'..string.sub(mine, 1, 12))
+  return not v or v == string.sub(mine, 14) or v == '000000000000'
+    or string.sub(mine, 14) == '000000000000'
+end
+if mode == 'release' and (redis.call('ZCARD', SLOTS) > cfg('min', @MIN@) or not current()) then
   slot_drop(slot)
   -- A machine of its own slot (ID-0) that stops when it exits is kept for a later launch to
   -- start again, while the pool keeps fewer stopped machines than its standby setting.
@@ -82,7 +100,7 @@ if mode == 'release' and redis.call('ZCARD', SLOTS) > cfg('min', @MIN@) then
   if ARGV[6] == '1' and own and machine ~= ''
       and redis.call('HLEN', STANDBY) < cfg('standby', @STANDBY@) then
     redis.call('HSET', STANDBY, machine, cjson.encode({slot=own, cpus=tonumber(info.cpus) or @CPUS@,
-      mem=tonumber(info.mem) or @MEM@, since=NOW}))
+      mem=tonumber(info.mem) or @MEM@, since=NOW, compat=mine}))
     return {-6}
   end
   return {-5}
