@@ -76,9 +76,16 @@ def test_jobs_retries_and_warm_machines_on_pools_of_every_node(
 ) -> None:
     pools = pools_on_each_node(cluster)
     assert len({cluster.node_of(PoolKeys("balloons", p).queue).port for p in pools}) == 3
+    for p in pools:  # the first machines wait for the next jobs, however busy the host
+        app.pool(p, idle_timeout=30)
     first = [on(app, tasks.add, p).submit(i, 1) for i, p in enumerate(pools)]
     assert [j.result(timeout=30) for j in first] == [1, 2, 3]
-    # The same machines take the next jobs (warm, within the idle timeout).
+    for p in pools:
+        idle = PoolKeys("balloons", p).idle
+        wait_for(lambda idle=idle: app.store.redis.scard(idle) == 1, f"{p}'s machine idle")
+        app.pool(p)  # the suite's idle timeout again, from the next job on
+    # The same machines take the next jobs (warm): each is idle until a job comes, and
+    # SUBMIT launches for later jobs, never for one an idle machine was woken for.
     warm = [on(app, tasks.add, p).submit(i, 10) for i, p in enumerate(pools)]
     flaky = [on(app, tasks.flaky, p).submit(str(tmp_path / f"f{p}"), 2) for p in pools]
     dies = [on(app, tasks.dies_once, p).submit(str(tmp_path / f"d{p}")) for p in pools]
@@ -96,7 +103,9 @@ def test_jobs_retries_and_warm_machines_on_pools_of_every_node(
     assert [j.result(timeout=30) for j in keyed] == [4, 4, 4]
     assert [j.result(timeout=30) for j in chatty] == [3, 3, 3]
     assert all("line 2" in [x.text for x in j.logs()] for j in chatty)
-    assert any(j.info().attempts[-1].warm for j in warm)
+    for j, f in zip(warm, first, strict=True):
+        ran, before = j.info().attempts[-1], f.info().attempts[-1]
+        assert ran.warm and ran.machine_id == before.machine_id, (ran, before)
     for j in slow:
         wait_for(lambda j=j: j.status() is JobStatus.RUNNING)
         assert j.cancel(grace=1.0, wait=True)

@@ -43,10 +43,12 @@ class Pool:
         keys = script_keys(self.pk, *jobs)
         return self.r.eval(script, len(keys), *keys, self.pk.tag, 0, *args)
 
-    def submit(self, u: str = "", priority: int = 0, due: str = "") -> tuple[str, Any]:
+    def submit(
+        self, u: str = "", priority: int = 0, due: str = "", cpus: int = 1
+    ) -> tuple[str, Any]:
         u = u or new_ulid()
         payload = json.dumps({"id": f"{self.pk.pool}.{u}", "ttl": 600})
-        args = (u, payload, "{}", "sig", 600, self.conf, due, priority, 1, 256, "")
+        args = (u, payload, "{}", "sig", 600, self.conf, due, priority, cpus, 256, "")
         return u, replies.submit(self.run(lua.SUBMIT, *args, jobs=(u,)))
 
     def claim(self, u: str, n: int = 1, machine: str = "m1") -> replies.Claim:
@@ -274,6 +276,36 @@ def test_a_machine_takes_queued_jobs_by_priority_then_in_order(r: redis.Redis) -
     assert more == [True, True, True, True, True, False]
     idle = p.take(f"{first}-1")
     assert idle.code is Code.NONE and not idle.more
+
+
+def test_a_launch_goes_to_a_queued_job_no_idle_machine_will_take(r: redis.Redis) -> None:
+    """An idle machine is woken for a job (``warm``); the next job comes before it takes it. The
+    new machine is launched for the job the idle machine will not take, and the idle machine
+    takes the one it was woken for. Before, the launch always went to the head of the queue:
+    the job first in line waited for a boot while the one after it ran warm, and a job the idle
+    machine is too small for was left queued with no machine coming until it idled out."""
+    p = Pool(r, cap=4)
+    u = p.running()
+    assert p.finish(u) is Code.OK
+    idle = f"{u}-1"
+    for later_cpus in (1, 2):  # the next job: one the idle machine fits, one it does not
+        assert p.take(idle).code is Code.NONE  # idle, one CPU
+        woken, placed = p.submit()
+        assert placed.placed == "warm"
+        later, placed = p.submit(cpus=later_cpus)
+        assert placed.placed == "launch" and placed.grant.ulid == later, later_cpus
+        assert p.status(woken) == b"QUEUED" and p.status(later) == b"STARTING"
+        took = p.take(idle)
+        assert took.work is not None and took.work.ulid == woken
+        assert p.finish(woken) is Code.OK
+    # A job first in line that no idle machine fits still gets the launch.
+    assert p.take(idle).code is Code.NONE
+    fits, placed = p.submit()
+    assert placed.placed == "warm"
+    big, placed = p.submit(priority=5, cpus=2)  # ahead of it in line
+    assert placed.placed == "launch" and placed.grant.ulid == big
+    took = p.take(idle)
+    assert took.work is not None and took.work.ulid == fits
 
 
 def test_a_retried_job_keeps_its_place_in_line(r: redis.Redis) -> None:

@@ -8,7 +8,6 @@ the session's (no password) or a module's own with ``requirepass`` and an ACL us
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import ssl
@@ -29,7 +28,7 @@ from balloons.store.writes import SUBMIT_SPIN_S
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
-from tests.tlsterm import SAFETY_TIMEOUT, Terminator, in_handshake
+from tests.tlsterm import SAFETY_TIMEOUT, Terminator
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -259,6 +258,54 @@ def test_the_server_speaking_unasked_mid_connection_keeps_the_connection(
         client.close()
 
 
+class _PassedClient:
+    """A TLS client over memory buffers: it gets the server's records only as the test passes
+    them, one at a time when it asks for more, so it stops where the test wants it. A client on
+    a socket reads whatever has arrived: on a busy host the server's answer to its ClientHello
+    is often there before its next read, and it ends a renegotiation within the one call that
+    began it, so a test cannot count on catching it in between."""
+
+    def __init__(self, ctx: ssl.SSLContext, sock: socket.socket) -> None:
+        self.sock = sock
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+
+    def flush(self) -> int:
+        """Send what the client wrote; how many bytes that was."""
+        data = self.outgoing.read()
+        self.sock.sendall(data)
+        return len(data)
+
+    def pass_record(self) -> None:
+        """Pass the client the server's next TLS record (waiting for it)."""
+        head = self._recv_exactly(5)
+        self.incoming.write(head + self._recv_exactly(int.from_bytes(head[3:5], "big")))
+
+    def _recv_exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return data
+
+    def call(self, fn: Any) -> Any:
+        """``fn()``, passing the server's records while the client wants to read."""
+        while True:
+            try:
+                result = fn()
+            except ssl.SSLWantReadError:
+                self.flush()
+                self.pass_record()
+                continue
+            self.flush()
+            return result
+
+    def ping(self) -> bytes:
+        self.call(lambda: self.tls.write(b"PING\r\n"))
+        return self.call(lambda: self.tls.read(64))  # type: ignore[no-any-return]
+
+
 def test_a_renegotiation_asked_for_mid_renegotiation_follows_it(
     endpoints: Endpoints, pki: Pki, own_terminator: list[Terminator]
 ) -> None:
@@ -272,27 +319,22 @@ def test_a_renegotiation_asked_for_mid_renegotiation_follows_it(
     own_terminator.append(term := endpoints.new("1.2", endpoints.open_valkey))
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
     raw = socket.create_connection(("127.0.0.1", term.port), timeout=SAFETY_TIMEOUT)
-    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-        tls.sendall(b"PING\r\n")
-        assert tls.recv(64) == b"+PONG\r\n"
+    with raw:
+        client = _PassedClient(ctx, raw)
+        client.call(client.tls.do_handshake)
+        assert client.ping() == b"+PONG\r\n"
         # Asked mid-handshake, the server would send it only on its next read or write.
         wait_for(lambda: term.handshaking() == 0, "the first handshake's end", SAFETY_TIMEOUT, 0.01)
         assert term.post_handshake() == 1
-        tls.setblocking(False)
-
-        def answered() -> bool:  # the HelloRequest read, a ClientHello sent: no further
-            with contextlib.suppress(ssl.SSLWantReadError):
-                tls.recv(1)
-            return in_handshake(tls)
-
-        wait_for(answered, "the client's answer to a HelloRequest", SAFETY_TIMEOUT, 0.01)
-        # The server read it and waits for the client, which reads nothing for now.
+        client.pass_record()  # the HelloRequest, alone: the client answers, then waits
+        with pytest.raises(ssl.SSLWantReadError):
+            client.tls.read(64)
+        assert client.flush() > 0  # its ClientHello
+        # The server read it and waits for the client, which is passed nothing for now.
         wait_for(lambda: term.handshaking() == 1, "the server's answer", SAFETY_TIMEOUT, 0.01)
         assert term.post_handshake() == 1
-        tls.settimeout(SAFETY_TIMEOUT)
         for _ in range(3):  # the client ends the handshake, then answers the second
-            tls.sendall(b"PING\r\n")
-            assert tls.recv(64) == b"+PONG\r\n"
+            assert client.ping() == b"+PONG\r\n"
     assert term.accepted == 1
 
 

@@ -146,6 +146,39 @@ local function idle_fit_count(c, m, limit, t)
   end
   return n
 end
+-- The first queued job that a machine of tag t may take and no idle machine will take, for a
+-- launch: each idle machine takes the first queued job of its tag that fits it (TAKE), so the
+-- jobs in line, from the head, are each given the smallest idle machine left that may take
+-- them. At most 50 idle machines are counted; nil when they would take every job up to last.
+local function untaken_job(t, last)
+  local free = {}
+  for _, s in ipairs(redis.call('SMEMBERS', IDLE)) do
+    local info = slot_get(s)
+    if info then
+      free[#free + 1] = {tonumber(info.cpus) or 0, tonumber(info.mem) or 0, tag_of(info.compat)}
+    end
+    if #free == 50 then break end
+  end
+  for _, v in ipairs(redis.call('ZRANGE', QUEUE, 0, 99)) do
+    if v == last or redis.call('HGET', jk(v), 'status') == 'QUEUED' then
+      local jt, c, m = job_tag(v), need_of(v)
+      local best
+      for i, f in ipairs(free) do
+        if f[1] >= c and f[2] >= m and compatible(jt, f[3]) and (not best or f[1] < free[best][1]
+            or (f[1] == free[best][1] and f[2] < free[best][2])) then
+          best = i
+        end
+      end
+      if best then
+        table.remove(free, best)
+      elseif compatible(jt, t) then
+        return v
+      end
+    end
+    if v == last then return nil end
+  end
+  return nil
+end
 local function enqueue(u)
   local score = redis.call('HGET', jk(u), 'qscore') or NOW
   redis.call('ZADD', QUEUE, score, u)

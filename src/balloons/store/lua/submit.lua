@@ -2,6 +2,8 @@
 -- SUBMIT: store a new job and place it, in one script: on an idle machine that fits it
 -- (queued, with a wake token), else on a new slot if the pool is under its cap and no older job
 -- waits, else in the queue (FIFO within a priority); a due time puts it in the delayed set.
+-- With older jobs queued, a slot under the cap goes to the first job in line that no idle
+-- machine will take (this one, when idle machines were woken for those ahead of it).
 -- The job is placed before its record is written, so that the record is written once, with
 -- its final status: this is the path every job takes, and it is kept to a dozen commands.
 --
@@ -14,7 +16,7 @@
 --       that tag, and at the cap an idle machine of another tag is retired to make room)
 -- Returns:
 --   {1, 'launch', slot, ulid, attempt, cpus, memory_mb}  launch a machine for the slot (the
---        ulid is another job's when older jobs wait)
+--        ulid is another job's when older jobs wait that no idle machine will take)
 --   {1, 'warm', ''}  an idle machine will take it     {1, 'queued', position}  queued
 --   {1, 'delayed', ''}  in the delayed set
 --   3 in place of 1: the pool's keys were new (its first job, or a Redis that lost its
@@ -28,8 +30,8 @@ local ttl = tonumber(ARGV[7])
 -- The functions of the rarer paths (idle machines to check, older jobs waiting), made only
 -- when one of those runs.
 local function slow()
-  --@define idle_fit_count take_slot retire_idle job_tag compatible
-  return idle_fit_count, take_slot, retire_idle, job_tag, compatible
+  --@define idle_fit_count take_slot retire_idle untaken_job
+  return idle_fit_count, take_slot, retire_idle, untaken_job
 end
 -- The caller's tag (balloons.compat makes it; tags read from Redis go through tag_of).
 local tag = ARGV[14] or ''
@@ -112,14 +114,12 @@ if slots >= cap then
     return {ok, 'queued', tostring(redis.call('ZRANK', QUEUE, u) + 1)}
   end
 end
--- A machine of this tag is launched for the first queued job it may take (older jobs of other
--- tags are left for machines of theirs), this one at the latest.
-local _, take_slot, _, job_tag, compatible = slow()
-local h = u
-for _, v in ipairs(redis.call('ZRANGE', QUEUE, 0, 99)) do
-  if v == u or (compatible(job_tag(v), tag)
-      and redis.call('HGET', jk(v), 'status') == 'QUEUED') then h = v; break end
-end
+-- A machine of this tag is launched for the first queued job it may take that no idle machine
+-- will take (older jobs of other tags are left for machines of theirs, and one an idle machine
+-- was woken for to it: it would wait for a boot while a later job ran warm, and a job too big
+-- for the idle machines would get no machine), this one at the latest.
+local _, take_slot, _, untaken_job = slow()
+local h = untaken_job(tag, u) or u
 redis.call('ZREM', QUEUE, h)
 local l = take_slot(h, redis.call('HGET', jk(h), 'attempt'), tag)
 return {ok, 'launch', l[1], l[2], l[3], l[4], l[5]}
