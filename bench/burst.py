@@ -1,6 +1,6 @@
 """Burst: N no-op jobs submitted at once to a pool capped at ``max_machines`` machines.
 
-balloons (``LocalBackend``, fork isolation) starts each round from zero machines (the pool
+balloons (``LocalBackend``, machines forked) starts each round from zero machines (the pool
 scales to zero: its idle timeout is short, and the round waits until every machine has
 exited), so the makespan includes launching the machines; warm reuse then runs the rest of
 the burst on those few machines. Reported: the makespan (first submit to last result held
@@ -50,7 +50,7 @@ class BalloonsBurst:
     label = "balloons fork"
 
     def __init__(self, url: str, state: object, cap: int, idle: float) -> None:
-        self.backend = balloons.LocalBackend(isolation="fork")
+        self.backend = balloons.LocalBackend(start="fork")
         self.app = balloons.App(redis_url=url, secret=SECRET, backend=self.backend, state_dir=state)
         self.app.pool(POOL, max_machines=cap, idle_timeout=idle)
         self.task = self.app.task(timeout=60, pool=POOL)(_balloons_tasks.noop.fn)

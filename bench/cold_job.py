@@ -2,8 +2,8 @@
 
 Compares, in one run and against one private Valkey server:
 
-* balloons ``LocalBackend(isolation="fork")``: the fork server forks a child per job;
-* balloons ``LocalBackend(isolation="exec")``: the child execs a fresh interpreter;
+* balloons ``LocalBackend(start="fork")``: the fork server forks a child per job;
+* balloons ``LocalBackend(start="exec")``: the child execs a fresh interpreter;
 * RQ ``Worker``: a long-running worker that forks a work horse per job;
 * RQ ``SpawnWorker`` (if the installed RQ has it): ``posix_spawn`` of a fresh interpreter.
 
@@ -59,10 +59,10 @@ Runner = Callable[[], float]
 COLD_POOL = "cold"
 
 
-def balloons_runner(app: balloons.App) -> Runner:
+def balloons_runner(app: balloons.App, isolation: str) -> Runner:
     # A pool that scales to zero at once, and each job submitted only once the previous
     # machine has exited (not timed): every job gets a fresh machine, never a warm one.
-    app.pool(COLD_POOL, max_machines=1, idle_timeout=0)
+    app.pool(COLD_POOL, max_machines=1, idle_timeout=0, isolation=isolation)
     task = app.task(timeout=60, pool=COLD_POOL)(_balloons_tasks.noop.fn)
 
     def run() -> float:
@@ -113,6 +113,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5, help="unmeasured jobs per system first")
     ap.add_argument("--no-exec", action="store_true", help="skip balloons isolation=exec")
     ap.add_argument("--no-spawn", action="store_true", help="skip RQ SpawnWorker")
+    ap.add_argument(
+        "--isolation",
+        default="machine",
+        choices=("machine", "process", "none"),
+        help="the pool's isolation (default: machine, a machine per job)",
+    )
     args = ap.parse_args()
 
     import rq
@@ -129,14 +135,14 @@ def main() -> int:
             runners: dict[str, Runner] = {}
             first_launch: dict[str, float] = {}
             for iso in ("fork", "exec") if not args.no_exec else ("fork",):
-                backend = balloons.LocalBackend(isolation=iso)
+                backend = balloons.LocalBackend(start=iso)
                 backends.append(backend)
                 # One state dir per app, so each first job pays for starting a fork server.
                 app = balloons.App(
                     redis_url=url, secret=SECRET, backend=backend, state_dir=state / iso
                 )
                 label = f"balloons {iso}"
-                runners[label] = balloons_runner(app)
+                runners[label] = balloons_runner(app, args.isolation)
                 first_launch[label] = runners[label]()
             for kind in ["fork", *(["spawn"] if has_spawn else [])]:
                 label = "rq Worker (fork)" if kind == "fork" else "rq SpawnWorker"
@@ -172,6 +178,7 @@ def main() -> int:
                 f"{med / base:.2f}x",
             ]
         )
+    print(f"balloons: the pool's isolation is {args.isolation!r}")
     print(
         table(
             ["system", "median ms", "p90 ms", "min ms", "first job ms", "median / rq fork"],

@@ -1,6 +1,6 @@
 """Drain: N no-op jobs submitted at once, jobs/s from the first submit to the last result.
 
-balloons (``LocalBackend``, fork isolation) with warm reuse, for each cap in ``--caps``:
+balloons (``LocalBackend``, machines forked) with warm reuse, for each cap in ``--caps``:
 
 * *warm*: the pool's machines are already up and idle when the burst arrives (as the peers'
   workers are); they are checked idle before each round;
@@ -52,11 +52,16 @@ WARM_IDLE = 600.0  # seconds: warm pools keep their machines for the whole run
 
 
 class BalloonsDrain:
-    def __init__(self, app: balloons.App, cap: int, warm: bool) -> None:
+    def __init__(self, app: balloons.App, cap: int, warm: bool, isolation: str) -> None:
         self.app, self.cap, self.warm = app, cap, warm
-        self.pool = f"drain{cap}{'w' if warm else 'c'}"
-        self.label = f"balloons {'warm' if warm else 'cold'} max_machines={cap}"
-        app.pool(self.pool, max_machines=cap, idle_timeout=WARM_IDLE if warm else COLD_IDLE)
+        self.pool = f"drain{cap}{'w' if warm else 'c'}-{isolation}"
+        self.label = f"balloons {'warm' if warm else 'cold'} max_machines={cap} ({isolation})"
+        app.pool(
+            self.pool,
+            max_machines=cap,
+            idle_timeout=WARM_IDLE if warm else COLD_IDLE,
+            isolation=isolation,
+        )
         self.task = app.task(timeout=60, pool=self.pool)(_balloons_tasks.noop.fn)
         self.machines: list[int] = []
         self.submit_s: list[float] = []
@@ -102,6 +107,11 @@ def main() -> int:
     ap.add_argument("--caps", default="2,4", help="max_machines values to run balloons with")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-pool variants")
     ap.add_argument("--profile", action="store_true", help="Valkey commandstats per job")
+    ap.add_argument(
+        "--isolation",
+        default="process",
+        help="the pools' isolations, comma-separated (default: process; e.g. process,none)",
+    )
     args = ap.parse_args()
     caps = [int(c) for c in args.caps.split(",") if c]
 
@@ -118,14 +128,15 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         state: Path = stack.enter_context(temp_state_dir())
         url = stack.enter_context(valkey_server())
-        backend = balloons.LocalBackend(isolation="fork")
+        backend = balloons.LocalBackend(start="fork")
         app = balloons.App(redis_url=url, secret=SECRET, backend=backend, state_dir=state)
         stack.callback(app.close)
         stack.callback(shutdown_local, backend)
         stack.callback(stop_machines, backend)
-        ours = [BalloonsDrain(app, cap, warm=True) for cap in caps]
+        isolations = [i for i in args.isolation.split(",") if i]
+        ours = [BalloonsDrain(app, cap, True, iso) for cap in caps for iso in isolations]
         if not args.no_cold:
-            ours += [BalloonsDrain(app, cap, warm=False) for cap in caps]
+            ours += [BalloonsDrain(app, cap, False, iso) for cap in caps for iso in isolations]
         peers: list[Peer] = [
             CeleryPeer(stack.enter_context(valkey_server()), 2),
             ArqPeer(stack.enter_context(valkey_server())),

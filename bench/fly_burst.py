@@ -9,7 +9,7 @@ plus retries) and API calls per job counted by the emulator itself (``GET /_emul
 every route; target < 0.1). Two Fly runs: the client's rate limiter as shipped with the
 emulator enforcing Fly's documented limits (1 create/s per app, bursts of 3), and the limiter
 opened wide with the emulator's limits off. Baseline in the same run: the same burst on
-``LocalBackend`` with exec isolation (a fresh interpreter per machine, like a Fly machine
+``LocalBackend`` with exec start (a fresh interpreter per machine, like a Fly machine
 here), same cap.
 
     .venv/bin/python bench/fly_burst.py [--n 200] [--cap 4] [--rounds 3]
@@ -71,7 +71,7 @@ def fly_round(url: str, state: Any, n: int, cap: int, label: str, pool: str) -> 
 
 
 def local_round(url: str, state: Any, n: int, cap: int, pool: str) -> dict[str, Any]:
-    backend = balloons.LocalBackend(isolation="exec")
+    backend = balloons.LocalBackend(start="exec")
     app = balloons.App(redis_url=url, secret=SECRET, state_dir=state / pool, backend=backend)
     try:
         r = burst(app, pool, n, cap)

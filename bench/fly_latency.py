@@ -5,7 +5,7 @@ against LocalBackend, in the same run and against the same Valkey.
   the emulator spawns ``python -m balloons.machine`` as a fresh process, which gets the Redis
   URL and the key from the app's secrets. The backend's rate limiter is opened wide here:
   this measures one job's path, not Fly's cap of about one create per second per app;
-* ``local exec``: ``LocalBackend(isolation="exec")``, also a fresh interpreter per job;
+* ``local exec``: ``LocalBackend(start="exec")``, also a fresh interpreter per job;
 * ``local fork``: ``LocalBackend()``, a fork of a pre-imported parent (the default).
 
 Jobs run one at a time, the systems interleaved round by round. For the two fresh-interpreter
@@ -74,7 +74,7 @@ def main() -> int:
                                backend=emu.backend(limiter=wide_open))  # fmt: skip
         runners["fly (emulator)"] = runner(fly_app, "fly")
         for iso in ("exec", "fork"):
-            backend = balloons.LocalBackend(isolation=iso)
+            backend = balloons.LocalBackend(start=iso)
             locals_.append(backend)
             app = balloons.App(redis_url=url, secret=SECRET, state_dir=state / iso,
                                backend=backend)  # fmt: skip

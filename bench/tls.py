@@ -211,7 +211,7 @@ def loopback(
     try:
         runners = {}
         for i, label in enumerate(labels):
-            backend = balloons.LocalBackend(isolation="fork")
+            backend = balloons.LocalBackend(start="fork")
             backends.append(backend)
             app = balloons.App(
                 redis_url=eps[label][2],

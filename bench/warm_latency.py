@@ -1,6 +1,7 @@
 """Warm job latency: submit -> result of a no-op while a worker is already waiting for it.
 
-balloons (``LocalBackend``, fork isolation): a pool of one machine whose idle timeout
+balloons (``LocalBackend``, machines forked; the pool's ``--isolation``, by default
+``process``: each job in a child forked by the machine): a pool of one machine whose idle timeout
 outlasts the run; an unmeasured first job launches the machine, which then waits idle
 (``BLPOP`` on its pool's wake list) for the next job, and every measured job is taken by it
 (checked afterwards: every attempt ran on that one machine, none launched another).
@@ -55,11 +56,12 @@ POOL = "warm"
 class BalloonsWarm:
     label = "balloons warm machine"
 
-    def __init__(self, url: str, state: Path, idle: float) -> None:
+    def __init__(self, url: str, state: Path, idle: float, isolation: str) -> None:
         self.url = url
-        self.backend = balloons.LocalBackend(isolation="fork")
+        self.label = f"balloons warm machine ({isolation})"
+        self.backend = balloons.LocalBackend(start="fork")
         self.app = balloons.App(redis_url=url, secret=SECRET, backend=self.backend, state_dir=state)
-        self.app.pool(POOL, max_machines=1, idle_timeout=idle)
+        self.app.pool(POOL, max_machines=1, idle_timeout=idle, isolation=isolation)
         self.task = self.app.task(timeout=60, pool=POOL)(_balloons_tasks.noop.fn)
         self.jobs: list[balloons.Job[None]] = []
         self.split: list[tuple[float, float]] = []  # (submit, wait for the result)
@@ -87,6 +89,12 @@ def main() -> int:
     ap.add_argument("--celery-c", type=int, default=1, help="Celery prefork concurrency")
     ap.add_argument("--idle", type=float, default=600.0, help="the pool's idle timeout (s)")
     ap.add_argument("--profile", action="store_true", help="Valkey commandstats per job")
+    ap.add_argument(
+        "--isolation",
+        default="process",
+        choices=("process", "none"),
+        help="the pool's isolation (default: process, a fresh process per job)",
+    )
     args = ap.parse_args()
 
     import celery
@@ -100,7 +108,7 @@ def main() -> int:
 
     with contextlib.ExitStack() as stack:
         state = stack.enter_context(temp_state_dir())
-        bal = BalloonsWarm(stack.enter_context(valkey_server()), state, args.idle)
+        bal = BalloonsWarm(stack.enter_context(valkey_server()), state, args.idle, args.isolation)
         stack.callback(bal.close)
         celery_peer = CeleryPeer(stack.enter_context(valkey_server()), args.celery_c)
         rq_peer = RQPeer(stack.enter_context(valkey_server()), 1, "simple")

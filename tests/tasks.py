@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def run_then_unload_finish(path: str) -> int:
 
 @app.task(timeout=30)
 def environment() -> dict[str, Any]:
-    return {"env": dict(os.environ), "sid": os.getsid(0), "pid": os.getpid()}
+    return {"env": dict(os.environ), "sid": os.getsid(0), "pid": os.getpid(), "ppid": os.getppid()}
 
 
 @app.task(timeout=30)
@@ -319,3 +320,81 @@ def imported(module: str) -> bool:
     import sys
 
     return module in sys.modules
+
+
+# ------------------------------------------------------------------ isolation
+# One warm machine per pool, kept between the jobs of a test: what one job leaves behind is
+# what the next may see.
+for _iso in ("process", "machine", "none"):
+    app.pool(f"iso-{_iso}", max_machines=1, idle_timeout=3, isolation=_iso)
+LEFT_BEHIND: list[str] = []  # a module global each job appends to
+
+
+def _leave_state(tag: str) -> dict[str, Any]:
+    """What the jobs before left in this interpreter; then leave the same for the next job: a
+    module global, an environment variable, a thread of each kind (ending on their own)."""
+    seen = {
+        "pid": os.getpid(),
+        "global": list(LEFT_BEHIND),
+        "env": os.environ.get("BALLOONS_TEST_LEFT", ""),
+        "threads": sorted(t.name for t in threading.enumerate() if t.name.startswith("left-")),
+    }
+    LEFT_BEHIND.append(tag)
+    os.environ["BALLOONS_TEST_LEFT"] = tag
+    for daemon in (False, True):
+        name = f"left-{'daemon' if daemon else 'plain'}-{tag}"
+        threading.Thread(target=time.sleep, args=(2.0,), name=name, daemon=daemon).start()
+    return seen
+
+
+@app.task(pool="iso-process", timeout=30)
+def leave_state_process(tag: str) -> dict[str, Any]:
+    return _leave_state(tag)
+
+
+@app.task(pool="iso-machine", timeout=30)
+def leave_state_machine(tag: str) -> dict[str, Any]:
+    return _leave_state(tag)
+
+
+@app.task(pool="iso-none", timeout=30)
+def leave_state_none(tag: str) -> dict[str, Any]:
+    return _leave_state(tag)
+
+
+@app.task(pool="iso-process", timeout=30, retries=1, retry_backoff=0.05)
+def crash_once(path: str, how: str) -> int:
+    """The first attempt's process dies (``segv``: a segmentation fault; ``exit``:
+    ``os._exit(3)``; ``kill``: SIGKILL, as the kernel's OOM killer sends); the second
+    succeeds."""
+    n = _count(path)
+    if n == 1:
+        if how == "segv":
+            import ctypes
+
+            ctypes.string_at(0)  # reads address 0
+        elif how == "exit":
+            os._exit(3)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return n
+
+
+@app.task(pool="iso-process", timeout=1)
+def iso_spin_in_c() -> int:
+    """Holds the GIL in C past its timeout: only a kill from outside ends it."""
+    return sum(range(10**13))
+
+
+@app.task(pool="iso-process", timeout=60)
+def iso_sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(pool="iso-process", timeout=60)
+def iso_deaf_sleep(seconds: float) -> float:
+    """Ignores the cancel signal, as code stuck in C would."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    time.sleep(seconds)
+    return seconds

@@ -65,17 +65,20 @@ def test_each_machine_is_a_fresh_process_in_its_own_session(tmp_path: Path) -> N
     flag.touch()
     a, b = ja.result(timeout=30), jb.result(timeout=30)
     assert a["pid"] != b["pid"] != os.getpid()
-    assert a["sid"] == a["pid"] and b["sid"] == b["pid"]
+    # Each job runs in a process forked by its machine's (the pool's isolation="process"),
+    # which leads a session of its own.
+    assert a["ppid"] != b["ppid"]
+    assert a["sid"] == a["ppid"] and b["sid"] == b["ppid"]
     assert a["sid"] != os.getsid(0)
 
 
-def test_exec_isolation_runs_a_fresh_interpreter() -> None:
-    app = balloons.App(backend=LocalBackend(isolation="exec"))
+def test_exec_start_runs_a_fresh_interpreter() -> None:
+    app = balloons.App(backend=LocalBackend(start="exec"))
     t = balloons.Task(app, tasks.environment.fn, tasks.environment.name, tasks.environment.opts)
     out = t.submit().result(timeout=60)
-    assert out["sid"] == out["pid"]
-    with pytest.raises(balloons.ConfigError, match="isolation"):
-        LocalBackend(isolation="thread")
+    assert out["sid"] == out["ppid"]  # the machine's process; the job runs in its child
+    with pytest.raises(balloons.ConfigError, match="start 'thread'"):
+        LocalBackend(start="thread")
 
 
 def test_memory_limit_fails_the_job_with_oom() -> None:
@@ -108,8 +111,10 @@ def test_machine_records_are_in_redis_and_shared() -> None:
 def test_killed_machine_fails_its_job_with_reason(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     job = tasks.pid_then_sleep.submit(str(pidfile), 20)
-    pid = int(_wait_for(pidfile))
-    os.kill(pid, signal.SIGKILL)
+    _wait_for(pidfile)  # the job runs (in a child of the machine's process)
+    running = tasks.app.backend.inspect(job.info().machine_id or "")
+    assert running is not None
+    os.kill(int(running.detail["pid"]), signal.SIGKILL)  # the machine's process
     with pytest.raises(JobFailed) as info:
         job.result(timeout=30)
     assert info.value.reason == "killed"
@@ -179,8 +184,10 @@ def test_run_timeout_stops_cpu_bound_python_that_swallows_exceptions() -> None:
 def test_c_code_holding_the_interpreter_is_ended_by_the_workers_watchdog() -> None:
     """``sum(range(10**13))`` runs in C for hours holding the GIL: neither the timer's signal
     handler nor the heartbeat thread runs. The worker's watchdog (a C thread) ends the
-    machine; the heartbeat of 3 s leaves the lease (15 s) running well past that."""
-    tasks.app.pool("hog", heartbeat=3, idle_timeout=0)
+    machine; the heartbeat of 3 s leaves the lease (15 s) running well past that. (One process
+    runs the task: with the default isolation="process" its parent kills it instead, see
+    tests/test_isolation.py.)"""
+    tasks.app.pool("hog", heartbeat=3, idle_timeout=0, isolation="none")
     spin = balloons.Task(tasks.app, tasks.spin_in_c.fn, tasks.spin_in_c.name,
                          balloons.TaskOptions(pool="hog", timeout=1))  # fmt: skip
     job = spin.submit()
@@ -197,8 +204,12 @@ def test_c_code_holding_the_interpreter_is_ended_by_the_workers_watchdog() -> No
 
 def test_c_code_holding_the_interpreter_past_its_lease_is_reclaimed_as_a_timeout() -> None:
     """The suite's heartbeat of 0.5 s: the lease lapses before the watchdog fires, and the
-    waiting client reclaims the machine, past its job's deadline: a timeout, not a loss."""
-    job = tasks.spin_in_c.submit()
+    waiting client reclaims the machine, past its job's deadline: a timeout, not a loss. (One
+    process runs the task: with the default isolation="process" its parent holds the lease.)"""
+    tasks.app.pool("hog-lease", isolation="none")
+    spin = balloons.Task(tasks.app, tasks.spin_in_c.fn, tasks.spin_in_c.name,
+                         balloons.TaskOptions(pool="hog-lease", timeout=1))  # fmt: skip
+    job = spin.submit()
     with pytest.raises(JobFailed) as info:
         job.result(timeout=60)
     assert info.value.reason == "timeout", info.value

@@ -237,6 +237,7 @@ def test_a_machine_whose_fork_server_was_killed(
     once it has exited, its record (still ``started``: nobody saw the exit) is marked gone;
     and were its pid reused, the process with that pid is not signalled."""
     app = balloons.App(state_dir=tmp_path / "state")
+    app.pool("default", isolation="none")  # the task's pid is the machine's
     task = balloons.Task(app, tasks.pid_then_sleep.fn, tasks.pid_then_sleep.name,
                          tasks.pid_then_sleep.opts)  # fmt: skip
     pidfile = tmp_path / "pid"

@@ -226,9 +226,13 @@ def test_cli_pools_supervise_and_cancel() -> None:
 
 
 def test_machine_loss_retries_on_a_new_machine(tmp_path: Any) -> None:
+    # The task kills its own process: the machine's when one process runs the jobs.
+    tasks.app.pool("one-process", isolation="none")
+    opts = balloons.TaskOptions(pool="one-process", timeout=30, retries=1, retry_backoff=0.05)
+    dies_once = balloons.Task(tasks.app, tasks.dies_once.fn, tasks.dies_once.name, opts)
     sup = tasks.app.start_supervisor(interval=0.1)
     try:
-        job = tasks.dies_once.submit(str(tmp_path / "n"))
+        job = dies_once.submit(str(tmp_path / "n"))
         assert job.result(timeout=60) == 2
     finally:
         sup.stop()

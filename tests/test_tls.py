@@ -368,7 +368,7 @@ def test_a_worker_keeps_its_connections_while_the_server_speaks_unasked(
     app = balloons.App(
         redis_url=pki.url(app_term.port, "acl", "ca_certs"), secret=secret, backend=backend
     )
-    app.pool("default", heartbeat=0.2, idle_timeout=0)
+    app.pool("default", heartbeat=0.2, idle_timeout=0, isolation="none")  # one process
     wait = balloons.Task(
         app, tasks.print_then_wait.fn, tasks.print_then_wait.name, tasks.print_then_wait.opts
     )

@@ -159,6 +159,7 @@ class App:
         boot_timeout: float | None = None,
         heartbeat: float | None = None,
         standby: int = 0,
+        isolation: str = "process",
     ) -> Pool:
         """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
 
@@ -166,6 +167,10 @@ class App:
         ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``, ``BALLOONS_HEARTBEAT``).
         ``standby=N`` keeps up to N machines stopped when they idle out, for later launches
         to start rather than create (a backend with ``start``: ``FlyBackend``).
+        ``isolation`` is what a job may leave behind for the next: ``"process"`` (the
+        default: a fresh process per job, forked from a clean pre-imported parent on a warm
+        machine), ``"machine"`` (a machine per job, no reuse) or ``"none"`` (one interpreter
+        runs job after job, sharing its globals, environment and threads: the fastest).
         """
         from .config import pool_defaults
 
@@ -180,6 +185,7 @@ class App:
             boot_timeout=boot_timeout if boot_timeout is not None else d["boot_timeout"],
             heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
             standby=standby,
+            isolation=isolation,
         )
         if p.standby:
             check_standby(p, self._backend_obj, self.settings.backend)

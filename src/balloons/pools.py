@@ -10,6 +10,15 @@ travel to Redis with every submit, so workers and supervisors read the submitter
 idle out, so that a later launch starts one (Fly: a start is rate-limited per machine, a
 create per app) instead of creating a machine; a stopped machine costs only its root file
 system. It needs a backend that can start a stopped machine again (``FlyBackend``).
+
+``isolation`` says what one job may leave behind for the next:
+
+* ``"process"`` (the default): every job runs in a fresh OS process. A warm machine keeps a
+  clean parent (the task's module imported, no job run in it) and forks a child per job, so
+  no module global, ``os.environ`` change or thread of a job is seen by the next.
+* ``"machine"``: every job gets a machine of its own; a machine exits after its job.
+* ``"none"``: one interpreter runs job after job on a warm machine: the fastest, and jobs
+  share its state (globals, caches, environment, threads). An opt-in for throughput.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ DEFAULT_STANDBY = 0
 DEFAULT_IDLE_TIMEOUT = 10.0
 DEFAULT_BOOT_TIMEOUT = 60.0
 DEFAULT_HEARTBEAT = 2.0
+#: What a job may leave behind for the next (see the module's doc), the default first.
+ISOLATIONS = ("process", "machine", "none")
+DEFAULT_ISOLATION = "process"
 
 
 class Pool:
@@ -42,6 +54,7 @@ class Pool:
         "cpus",
         "heartbeat",
         "idle_timeout",
+        "isolation",
         "max_machines",
         "memory_mb",
         "min_machines",
@@ -61,11 +74,19 @@ class Pool:
         boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
         heartbeat: float = DEFAULT_HEARTBEAT,
         standby: int = DEFAULT_STANDBY,
+        isolation: str = DEFAULT_ISOLATION,
     ) -> None:
         if not isinstance(name, str) or not POOL_RE.match(name):
             raise ConfigError(
                 f"pool name {name!r} must be 1-40 of a-z, 0-9, '_' or '-', starting with a "
                 "letter or digit"
+            )
+        if not isinstance(isolation, str) or isolation not in ISOLATIONS:
+            raise ConfigError(
+                f"pool {name!r}: isolation {isolation!r} is not one of "
+                f'{", ".join(map(repr, ISOLATIONS))} ("process": a fresh process per job, '
+                'the default; "machine": a machine per job; "none": jobs share one '
+                "interpreter)"
             )
         _positive_int("max_machines", max_machines, 1, MAX_MACHINES)
         _positive_int("min_machines", min_machines, 0, MAX_MACHINES)
@@ -92,11 +113,13 @@ class Pool:
         self.boot_timeout = float(boot_timeout)
         self.heartbeat = float(heartbeat)
         self.standby = standby
+        self.isolation = isolation
 
     def __repr__(self) -> str:
         return (
             f"<Pool {self.name} max_machines={self.max_machines} min={self.min_machines} "
             f"idle_timeout={self.idle_timeout:g}s standby={self.standby} "
+            f"isolation={self.isolation} "
             f"{self.cpus}cpu/{self.memory_mb}MB>"
         )
 
@@ -105,7 +128,7 @@ class Pool:
         return (
             f"cap {self.max_machines} boot {self.boot_timeout:g} idle {self.idle_timeout:g} "
             f"min {self.min_machines} hb {self.heartbeat:g} cpus {self.cpus} mem {self.memory_mb} "
-            f"standby {self.standby}"
+            f"standby {self.standby} iso {self.isolation}"
         )
 
 

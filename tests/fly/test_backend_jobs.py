@@ -119,7 +119,7 @@ def test_a_task_holding_the_interpreter_is_ended_by_the_workers_watchdog(rig: Fl
     ends the machine (exit code 1), and Fly's exit event with the slot's deadline says which
     timeout it was. A heartbeat of 3 s keeps the lease (15 s) out of it."""
     app = rig.app()
-    app.pool("hog", heartbeat=3, idle_timeout=0)
+    app.pool("hog", heartbeat=3, idle_timeout=0, isolation="none")  # the machine's own process
     job = balloons.Task(app, tasks.spin_in_c.fn, tasks.spin_in_c.name,
                         balloons.TaskOptions(pool="hog", timeout=1)).submit()  # fmt: skip
     exc = _failure(job, timeout=60)
@@ -139,6 +139,7 @@ def test_killed_machine_fails_its_job_with_the_platforms_reason(
     rig: FlyRig, tmp_path: Path
 ) -> None:
     app = rig.app()
+    app.pool("default", isolation="none")  # the task's process is the machine's
     pidfile = tmp_path / "pid"
     job = on(app, tasks.pid_then_sleep).submit(str(pidfile), 30)
     os.kill(int(_wait_for(pidfile)), signal.SIGKILL)

@@ -61,6 +61,7 @@ def test_task_errors_retry_on_new_machines_then_succeed(rig: FlyRig, tmp_path: P
 
 def test_machine_loss_retries_on_a_new_machine(rig: FlyRig, tmp_path: Path) -> None:
     app = rig.app()
+    app.pool("default", isolation="none")  # the task's process is the machine's
     job = on(app, tasks.dies_once).submit(str(tmp_path / "n"))
     assert job.result(timeout=60) == 2
     first, second = job.info().attempts
@@ -89,6 +90,7 @@ def test_a_machine_killed_for_its_memory_fails_its_job_with_oom(rig: FlyRig) -> 
     # Python's MemoryError never comes: the worker dies without a word, and the reason is read
     # from the machine's exit event (oom_killed), as on Fly.
     app = rig.app()
+    app.pool("default", isolation="none")  # the task's process is the machine's
     job = on(app, tasks.grow_shared).submit(400)  # 400 MiB against 128 MiB
     with pytest.raises(JobFailed) as info:
         job.result(timeout=60)
@@ -185,6 +187,7 @@ def test_cancel_stops_a_fly_machine_that_ignores_it(rig: FlyRig) -> None:
 
 def test_orphaned_machines_are_found_by_metadata_and_destroyed(rig: FlyRig, tmp_path: Path) -> None:
     app = rig.app()
+    app.pool("default", isolation="none")  # the task's process is the machine's
     pidfile = tmp_path / "pid"
     job = on(app, tasks.pid_then_sleep).submit(str(pidfile), 30)
     pid = int(_wait_for(pidfile))

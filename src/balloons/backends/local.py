@@ -6,9 +6,11 @@ its own session, and exits when idle. Each machine runs in a session of its own 
 allow-listed environment (what a worker needs plus the names the app lists: never the
 parent's other variables) and its ``memory_mb`` as a hard data-segment limit.
 
-``isolation="fork"`` (default) forks from the pre-imported parent: a cold job costs a fork,
-not an interpreter start. ``isolation="exec"`` execs a fresh interpreter per machine, which
-is what a Fly Machine does, at the price of interpreter start-up.
+How a machine's process starts, ``start=``: ``"fork"`` (default) forks from the pre-imported
+parent: a cold job costs a fork, not an interpreter start. ``"exec"`` execs a fresh
+interpreter per machine, which is what a Fly Machine does, at the price of interpreter
+start-up. (This keyword was ``isolation=``, which still works with a ``DeprecationWarning``:
+what one job may leave for the next is the pool's ``isolation``, see :mod:`balloons.pools`.)
 
 Machine records live in Redis (``NS:machine:ID``), so any process can list, inspect and stop
 machines. A stop goes through the fork server that started the machine; when that server is
@@ -45,7 +47,7 @@ from .base import BackendContext
 # Variables every local machine gets from the parent, when set. Everything else is dropped
 # unless the app allow-lists it.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
-ISOLATIONS = ("fork", "exec")
+START_METHODS = ("fork", "exec")
 DEFAULT_IDLE = 30.0
 RUNNING_STATES = ("created", "starting", "started")
 #: Record fields a machine's ``detail`` shows; ``gone`` says why one was found not running.
@@ -65,25 +67,51 @@ def _package_fingerprint() -> str:
 
 
 class LocalBackend:
-    """Machines as local processes. ``isolation``: ``"fork"`` (default) or ``"exec"``."""
+    """Machines as local processes. ``start``: how a machine's process starts, ``"fork"``
+    (default) or ``"exec"``; ``isolation`` is its former name (deprecated)."""
 
     name = "local"
 
-    def __init__(self, isolation: str = "fork", idle_timeout: float | None = None) -> None:
-        if isolation not in ISOLATIONS:
-            raise ConfigError(f"unknown isolation {isolation!r}: expected one of {ISOLATIONS}")
+    def __init__(
+        self,
+        start: str | None = None,
+        idle_timeout: float | None = None,
+        *,
+        isolation: str | None = None,
+    ) -> None:
+        if isolation is not None:
+            import warnings
+
+            warnings.warn(
+                f"LocalBackend(isolation={isolation!r}) is now LocalBackend(start={isolation!r}): "
+                "it says how a machine's process starts; what a job may leave for the next is "
+                "the pool's isolation (app.pool(..., isolation=...))",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if start is not None and start != isolation:
+                raise ConfigError(
+                    f"LocalBackend: start={start!r} and isolation={isolation!r} disagree; "
+                    "give start= only"
+                )
+            start = isolation
+        start = "fork" if start is None else start
+        if start not in START_METHODS:
+            raise ConfigError(
+                f"LocalBackend: unknown start {start!r}: expected one of {START_METHODS}"
+            )
         if idle_timeout is not None:
             from ..config import check_seconds
 
             check_seconds("idle_timeout", idle_timeout, 0, 7 * 24 * 3600)
-        self.isolation = isolation
+        self.start_method = start
         self.idle_timeout = idle_timeout
         self._ctx: BackendContext | None = None
         self._sock: str | None = None
         self._client: Any = None  # redis.Redis, made on first use
 
     def __repr__(self) -> str:
-        return f"LocalBackend(isolation={self.isolation!r})"
+        return f"LocalBackend(start={self.start_method!r})"
 
     # -------------------------------------------------------------- contract
     def bind(self, ctx: BackendContext) -> None:
@@ -115,7 +143,7 @@ class LocalBackend:
         req = {
             "op": "launch",
             "machine": machine,
-            "mode": self.isolation,
+            "mode": self.start_method,
             "env": env,
             "cwd": spec.cwd,
             "memory_mb": spec.memory_mb,

@@ -16,6 +16,7 @@ from ..store import lua, replies
 from ..store.keys import slot_job
 from ..store.replies import Beat, Code
 from ..store.resp import RespClient
+from . import isolate
 from .attempt import error_record, log
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
@@ -29,7 +30,7 @@ def run(w: Worker) -> None:
     """The heartbeat thread of worker ``w``: renew the slot's lease, notice cancellation,
     enforce deadlines."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM})
-    client = RespClient(w.handoff.redis_url)
+    client = w.beat_client = RespClient(w.handoff.redis_url)
     if w.first_beat_in > 0:
         time.sleep(w.first_beat_in)
     try:
@@ -76,7 +77,8 @@ def heard(w: Worker, beat: Beat, ulid: str, attempt: int) -> None:
 
 
 def interrupt(w: Worker, ulid: str, attempt: int, why: str) -> None:
-    """Interrupt the task if it still runs the job the heartbeat looked at."""
+    """Interrupt the task if it still runs the job the heartbeat looked at: in its own process
+    (isolation "process"), signal that; kill it if it still runs a heartbeat later."""
     with w.lock:
         cur = w.current
         if cur is None or cur[:2] != (ulid, attempt):
@@ -84,12 +86,23 @@ def interrupt(w: Worker, ulid: str, attempt: int, why: str) -> None:
         if w.in_task and not w.interrupted:
             w.interrupted = why
             w.signal_task()
+        elif w.child and w.interrupted:
+            isolate.kill(w, signal.SIGKILL)
 
 
 def hard_stop(w: Worker, client: RespClient, ulid: str, attempt: int) -> None:
-    """The task ignored its timeout signal: record the failure and end the machine."""
-    spec = w.spec or {}
+    """The task ignored its timeout signal: record the failure and end the machine. A task in
+    a process of its own is killed instead: the worker records its failure and goes on."""
     reason = Reason.COST_CAP if w.capped else Reason.TIMEOUT
+    with w.lock:
+        if w.child:
+            cur = w.current
+            if cur is not None and cur[:2] == (ulid, attempt) and not w.killed_for:
+                w.killed_for = reason
+                log(f"job {w.pool}.{ulid}: its process killed {TIMEOUT_GRACE:g}s past its deadline")
+                isolate.kill(w, signal.SIGKILL)
+            return
+    spec = w.spec or {}
     retry = decide(spec, attempt, reason)
     what = "its max_cost" if w.capped else "its run timeout"
     error, tag = w._seal(

@@ -53,16 +53,19 @@ def arm_deadline(
     slack: float,
     grace: float,
     on_alarm: Callable[[int, FrameType | None], None],
+    watchdog: bool = True,
 ) -> None:
     """Arm the run-timeout timer for ``deadline`` (``time.time()``; ``on_alarm`` handles its
     ``SIGALRM``) and the watchdog for ``grace`` seconds after it (see :func:`watch`); with no
     deadline, disarm the watchdog: nothing may end the job. The timer's handler runs between
     two bytecodes, and the heartbeat's hard stop needs the interpreter lock: C code that holds
     it keeps both out. The watchdog is a C thread: it dumps every thread's stack to the
-    machine's log and ends the process (exit code 1)."""
+    machine's log and ends the process (exit code 1). Without ``watchdog`` (a job's own
+    process, which its parent kills past the deadline) only the timer is armed."""
     if deadline is None:
         unwatch()
         return
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
-    watch(time.monotonic() + deadline - time.time() + grace, slack)
+    if watchdog:
+        watch(time.monotonic() + deadline - time.time() + grace, slack)

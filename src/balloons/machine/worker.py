@@ -36,7 +36,7 @@ from ..store import lua, replies
 from ..store.keys import PoolKeys, script_keys
 from ..store.replies import NO_SLOT, Code, Work
 from ..store.resp import RespClient, RespError
-from . import heartbeat
+from . import heartbeat, isolate
 from .attempt import (
     BAD_SLOT,
     Call,
@@ -110,6 +110,15 @@ class Worker:
         # Which queued jobs this machine may take: those of its key and version.
         self.compat = compat_tag(handoff.secret, handoff.version)
         self.wake_keys = wake_keys(self.pk, self.compat)
+        # Isolation (see balloons.machine.isolate): the child running the current job (0: none, or
+        # this process runs it), the spare waiting for the next, why the heartbeat killed the
+        # child; in a child, its pipe to the parent (-1 in the parent).
+        self.child = 0
+        self.spare: isolate.Child | None = None
+        self.killed_for = ""
+        self.events = -1
+        self.beat_client: RespClient | None = None  # the heartbeat thread's connection
+        self.retire = False  # a machine of a pool with isolation "machine" ran its job
 
     # --------------------------------------------------------------- scripts
     def _eval(
@@ -222,6 +231,7 @@ class Worker:
         code = self._take_jobs(code)
         _unwatch()  # no job left to end
         self.stop = True
+        isolate.close(self)
         self.capture.close()
         return code
 
@@ -248,7 +258,10 @@ class Worker:
 
     def _mode(self) -> str:
         """How a TAKE with no job to give ends: with no idle timeout, a machine never waits:
-        it takes a job or gives its slot back."""
+        it takes a job or gives its slot back. A machine of a pool with isolation "machine"
+        takes no second job."""
+        if self.retire:
+            return "retire"
         return "release" if self.idle <= 0 else "take"
 
     def _take_jobs(self, code: int) -> int:
@@ -312,8 +325,20 @@ class Worker:
 
     # ------------------------------------------------------------------- job
     spec: dict[str, Any] | None = None
+    #: Whether a job of a pool with isolation "process" runs in a child forked for it.
+    forks = True
 
     def run_job(self, work: Work) -> int:
+        """Run a job as its pool's isolation says: in a child process forked for it (see
+        :mod:`balloons.machine.isolate`), or in this one (``"none"``; ``"machine"``, whose machine
+        then gives its slot back)."""
+        self.retire = work.isolation == "machine"
+        if work.isolation == "process" and self.events < 0 and self.forks:
+            return isolate.run(self, work)
+        return self.run_here(work)
+
+    def run_here(self, work: Work) -> int:
+        """Run a job in this process."""
         try:
             return self._run_job(work)
         except _Interrupted:  # delivered just as the task returned: the job moved on anyway
@@ -326,6 +351,11 @@ class Worker:
         finally:
             self.in_task = False
             self.capture.end()
+
+    def fail(self, work: Work, reason: str, message: str) -> int:
+        """Record a failed attempt that raised nothing here (its process crashed), with a
+        retry as the job's policy allows."""
+        return self._fail(work, reason, None, message)
 
     def _fail(
         self,
@@ -389,7 +419,11 @@ class Worker:
             finally:
                 self._end_task(deadline)
         except _Interrupted:
-            log(f"job {self.pool}.{work.ulid} attempt {work.attempt} stopped: {self.interrupted}")
+            if self.events < 0:  # else its parent, which knows why, says so
+                log(
+                    f"job {self.pool}.{work.ulid} attempt {work.attempt} stopped: "
+                    f"{self.interrupted}"
+                )
             return EXIT_SKIPPED
         except BaseException as exc:
             return self._failed(work, call, exc)
@@ -406,6 +440,8 @@ class Worker:
             self.current = (work.ulid, work.attempt, deadline)
             self.interrupted = ""
             self.in_task = True
+        if self.events >= 0:  # a job's own process: its parent enforces the deadline too
+            isolate.began(self, deadline)
         log(
             f"event=started job={self.pool}.{work.ulid} attempt={work.attempt} task={call.name} "
             f"wait_s={started - float(call.spec.get('created') or started):.3f}"
@@ -421,11 +457,16 @@ class Worker:
         :func:`balloons.watchdog.arm_deadline`)."""
         # The watchdog fires after the timer and the heartbeat's hard stop had their chance.
         grace = TIMEOUT_GRACE + self.heartbeat + 1.0
-        arm_deadline(deadline, min(timeout, 60.0), grace, _on_alarm)
+        # A job's own process needs no watchdog: its parent kills it past the deadline.
+        arm_deadline(deadline, min(timeout, 60.0), grace, _on_alarm, self.events < 0)
 
     def signal_task(self) -> None:
-        """Interrupt the running task (the heartbeat thread's call, under ``self.lock``)."""
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        """Interrupt the running task (the heartbeat thread's call, under ``self.lock``): in
+        a process of its own (isolation "process"), signal that process."""
+        if self.child:
+            isolate.kill(self, signal.SIGUSR1)
+        else:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
 
     def end_machine(self, code: int) -> None:
         """End the machine at once (the heartbeat's hard stop of a task past its deadline)."""
@@ -521,6 +562,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _unwatch()  # on every way out (a process that called main() lives on)
         if worker is not None:
             worker.stop = True  # ends the heartbeat thread on every way out
+            isolate.close(worker)
         client.close()
 
 

@@ -247,6 +247,8 @@ class StoreReads:
             "idle_timeout": setting("idle"),
             "standby_max": int(setting("standby")),
             "standby": int(standby),
+            # What the scripts run a job of the pool with: anything else stored is the default.
+            "isolation": replies.isolation(cfg.get(b"iso", b"")),
             "machines": len(states),
             "starting": states.count("starting"),
             "running": states.count("running"),

@@ -72,6 +72,8 @@ class Work(_Reply):
     args: bytes = _item(3)
     sig: bytes = _item(4)
     grant: bytes = _item(5)  #: the attempt's permission to run (b"" for a first attempt)
+    #: The pool's isolation (:data:`balloons.pools.ISOLATIONS`): how the machine runs it.
+    isolation: str = _item(6)
 
 
 class Claim(_Reply):
@@ -223,7 +225,7 @@ def submit(raw: Any) -> Submitted:
 
 def claim(raw: Any, ulid: str, attempt: int) -> Claim:
     """``CLAIM`` of ``ulid``'s ``attempt``."""
-    items = _items("CLAIM", raw, (2, 6, 7))
+    items = _items("CLAIM", raw, (2, 6, 7, 8))
     code = _code("CLAIM", items, (_OK, _GONE, _MOVED, _REFUSED, _BAD_SLOT, _REPLAYED))
     if code is not _OK:
         _length("CLAIM", raw, 2)
@@ -237,12 +239,13 @@ def claim(raw: Any, ulid: str, attempt: int) -> Claim:
         _bytes("CLAIM", items[2]),
         _bytes("CLAIM", items[3]),
         _bytes("CLAIM", items[6]) if len(items) > 6 else b"",
+        _isolation("CLAIM", items[7] if len(items) > 7 else b""),
     )
     return Claim(code, work, _seconds("CLAIM", items[4]), _seconds("CLAIM", items[5]), "")
 
 
 def take(raw: Any) -> Take:
-    items = _items("TAKE", raw, (1, 2, 6, 7, 8))
+    items = _items("TAKE", raw, (1, 2, 6, 7, 8, 9))
     allowed = (_OK, _NONE, _GONE, _RELEASED, _STANDBY)
     code = _code("TAKE", items, allowed)
     if code is _OK:
@@ -255,6 +258,7 @@ def take(raw: Any) -> Take:
             _bytes("TAKE", items[4]),
             _bytes("TAKE", items[5]),
             _bytes("TAKE", items[6]) if len(items) > 6 else b"",
+            _isolation("TAKE", items[8] if len(items) > 8 else b""),
         )
         return Take(code, work, 0.0, len(items) < 8 or items[7] != 0)
     if code is _NONE:
@@ -406,6 +410,22 @@ def _bytes(script: str, raw: Any) -> bytes:
     if isinstance(raw, str):
         return raw.encode()
     raise _malformed(script, raw, "a string")
+
+
+#: How a machine runs a job of each isolation a pool may name; anything else stored in Redis
+#: (a pool whose settings predate it, a value written by hand) runs as the default, "process":
+#: never shared state on a word Redis holds.
+_ISOLATIONS = {b"process": "process", b"machine": "machine", b"none": "none"}
+
+
+def _isolation(script: str, raw: Any) -> str:
+    return _ISOLATIONS.get(_bytes(script, raw), "process")
+
+
+def isolation(raw: bytes) -> str:
+    """A pool's isolation as stored in its settings (``iso``): one balloons knows, else the
+    default, ``"process"``."""
+    return _ISOLATIONS.get(raw, "process") if isinstance(raw, bytes) else "process"
 
 
 def _text(script: str, raw: Any) -> str:

@@ -78,6 +78,8 @@ class InlineWorker(Worker):
     machine: it owns nothing of the process (no watchdog, no exit, no signal but the run
     timeout's on the main thread) and gives its slot back after each job."""
 
+    forks = False  # each job runs in the caller's thread, whatever its pool's isolation
+
     def arm(self, deadline: float | None, timeout: float) -> None:
         if deadline is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGALRM, _on_alarm)

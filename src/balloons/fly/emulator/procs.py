@@ -212,6 +212,23 @@ def signal_leader(popen: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
+def wait_groups_gone(pgids: list[int], timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout`` seconds in all) until no process of these groups is left: a
+    machine's own children (its job's process, forked by the worker) outlive its leader by
+    the moment their SIGKILL takes, as the processes of a VM stop with it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    for pgid in pgids:
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            kill_group(pgid)
+            time.sleep(0.01)
+
+
 def kill_all(live: dict[int, subprocess.Popen[bytes]]) -> None:
     """SIGKILL and reap every process group in ``live`` (by leader pid), emptying it."""
     for pid, popen in list(live.items()):

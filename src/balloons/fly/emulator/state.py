@@ -392,6 +392,7 @@ class Emulator:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         procs.kill_all(self._live)
+        procs.wait_groups_gone(self.spawned_pgids)
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
         self.notifier.notify()

@@ -4,7 +4,7 @@
 -- ARGV: 1 tag, 2 now (not read), 3 ulid, 4 attempt, 5 machine, 6 error and 7 its tag (the
 --       failure recorded when the slot's entry is unreadable)
 -- Returns:
---   {1, payload, args, sig, heartbeat, idle, grant}  run it
+--   {1, payload, args, sig, heartbeat, idle, grant, isolation}  run it (isolation: the pool's)
 --   {-1, 'no slot' | ''}  the slot or the job's record is gone
 --   {-2, status}  the job moved on to another attempt
 --   {-3, status}  the job is not STARTING on this slot
@@ -50,4 +50,4 @@ redis.call('HSET', J, 'status', 'RUNNING', 'machine', machine)
 if not st[6] then redis.call('HSET', J, 'started', NOW) end
 attempt_update(u, n, {machine=machine, started=NOW})
 return {1, st[3] or '', st[4] or '', st[5] or '', tostring(cfg('hb', @HEARTBEAT@)), tostring(cfg('idle', @IDLE@)),
-  st[8] or ''}
+  st[8] or '', redis.call('HGET', CFG, 'iso') or ''}

@@ -6,15 +6,18 @@
 -- (record_invalid).
 --
 -- KEYS: the pool's
--- ARGV: 1 tag, 2 now (not read), 3 slot, 4 machine, 5 mode ('take' | 'release'), 6 standby
+-- ARGV: 1 tag, 2 now (not read), 3 slot, 4 machine, 5 mode ('take' | 'release' |
+--       'retire': give the slot back whatever the warm floor, the machine of a pool with
+--       isolation 'machine' after its job), 6 standby
 --       ('1' when the machine stops rather than being destroyed as its worker exits), 7 the
 --       machine's compatibility tag (KEYID.VERSION): it takes only jobs of its tag; a job of
 --       another key is noted in its record ('passed': this key's id) and left for a machine of
 --       its key. Released, a machine of a version other than its key's current one (the pool's
 --       cfg 'v:KEYID', from the latest submit) gives its slot back even under the warm floor.
 -- Returns:
---   {1, ulid, attempt, payload, args, sig, grant, more}  run it; more is 1 while other jobs
---         wait in the queue (the machine then sends its next TAKE with this job's FINISH)
+--   {1, ulid, attempt, payload, args, sig, grant, more, isolation}  run it; more is 1
+--         while other jobs wait in the queue (the machine then sends its next TAKE with
+--         this job's FINISH); isolation is the pool's
 --   {0, idle}  nothing to do: wait for a wake, up to the pool's idle timeout
 --   {-1}  the slot is gone: exit
 --   {-5}  the slot was given back: exit
@@ -47,10 +50,15 @@ if info.job and info.job ~= '' then
     local claimed, ended = runs_get(info.job)
     if claimed == tonumber(cur[2]) and ended < claimed then
       return {1, info.job, cur[2], cur[3] or '', cur[4] or '', cur[5] or '', cur[8] or '',
-        math.min(1, redis.call('ZCARD', QUEUE))}
+        math.min(1, redis.call('ZCARD', QUEUE)), redis.call('HGET', CFG, 'iso') or ''}
     end
     refuse_replay(info.job)
   end
+end
+-- A machine of a pool with isolation 'machine' ran its job: no other job for it.
+if mode == 'retire' then
+  slot_drop(slot)
+  return {-5}
 end
 promote_due(50)
 for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
@@ -82,7 +90,7 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 49)) do
     redis.call('SREM', IDLE, slot)
     redis.call('ZADD', SLOTS, 'XX', NOW + 5 * cfg('hb', @HEARTBEAT@), slot)
     return {1, u, st[2], st[3] or '', st[4] or '', st[5] or '', st[7] or '',
-      math.min(1, redis.call('ZCARD', QUEUE))}
+      math.min(1, redis.call('ZCARD', QUEUE)), redis.call('HGET', CFG, 'iso') or ''}
   end
 end
 -- Whether this machine runs the version of its key that the warm floor keeps (none known:
