@@ -1,0 +1,129 @@
+"""Packaging: each optional part, without its extra installed, fails with a message naming the
+extra (run in a fresh interpreter where importing the library raises ``ModuleNotFoundError``, as
+it does where it is not installed); and the wheel ships its metadata, data files and licence."""
+
+from __future__ import annotations
+
+import email.parser
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import balloons
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def without(*packages: str) -> str:
+    """Python source that makes importing any of ``packages`` (or their submodules) fail the
+    way it does when they are not installed."""
+    return (
+        "import sys\n"
+        "class _Absent:\n"
+        f"    names = {packages!r}\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in self.names:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Absent())\n"
+    )
+
+
+def run(packages: tuple[str, ...], code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", without(*packages) + code], capture_output=True,
+                          text=True, cwd=ROOT, timeout=TIMEOUT)  # fmt: skip
+
+
+def run_cli(packages: tuple[str, ...], *argv: str) -> subprocess.CompletedProcess[str]:
+    code = f"sys.argv = ['balloons', *{list(argv)!r}]\nfrom balloons.cli import main\nmain()\n"
+    return run(packages, code)
+
+
+@pytest.mark.slow
+def test_the_blocker_blocks() -> None:
+    done = run(("httpx",), "import httpx\n")
+    assert done.returncode == 1 and "No module named 'httpx'" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_fly_backend_without_httpx_names_the_fly_extra() -> None:
+    code = (
+        "from balloons import FlyBackend, ConfigError\n"
+        "from balloons.backends.base import make_backend\n"
+        "for make in (FlyBackend, lambda: make_backend('fly')):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except ConfigError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = run(("httpx",), code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    for line in lines:
+        assert "pip install 'balloons[fly]'" in line and "httpx" in line
+
+
+@pytest.mark.slow
+def test_the_fly_emulator_without_its_server_names_the_emulator_extra() -> None:
+    for packages in (("starlette",), ("uvicorn",)):
+        done = run_cli(packages, "fly-emulator", "--port", "0")
+        assert done.returncode == 1, done.stderr
+        assert "pip install 'balloons[emulator]'" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_dashboard_without_its_libraries_names_the_dashboard_extra() -> None:
+    for packages in (("starlette",), ("uvicorn",), ("jinja2",)):
+        done = run_cli(packages, "dashboard", "--port", "0")
+        assert done.returncode == 1, done.stderr
+        assert "pip install 'balloons[dashboard]'" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_production_extras_leave_out_the_local_servers() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {extra: {d.split(">")[0].split("[")[0] for d in deps} for extra, deps in extras.items()}
+    assert names["fly"] == {"httpx"}
+    assert names["emulator"] == {"starlette", "uvicorn"}
+    assert all(deps for deps in names.values()), "an extra with nothing in it"
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_metadata_scripts_prices_and_the_licence(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("balloons-*.whl")
+    assert wheel.name.startswith(f"balloons-{balloons.__version__}-py3-none-any")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        dist = f"balloons-{balloons.__version__}.dist-info"
+        meta = email.parser.Parser().parsestr(z.read(f"{dist}/METADATA").decode())
+    assert meta["Name"] == "balloons" and meta["Version"] == balloons.__version__
+    assert meta["Requires-Python"] == ">=3.11"
+    assert meta["License-Expression"] == "MIT" or meta["License"] == "MIT"
+    classifiers = meta.get_all("Classifier") or []
+    assert "License :: OSI Approved :: MIT License" in classifiers
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert {"fly", "emulator", "dashboard"} <= set(meta.get_all("Provides-Extra") or [])
+    # The Lua scripts, the price table and the licence ship.
+    lua = {n for n in names if n.endswith(".lua")}
+    on_disk = {f"balloons/{p.relative_to(ROOT / 'src' / 'balloons')}"
+               for p in (ROOT / "src" / "balloons").rglob("*.lua")}  # fmt: skip
+    assert lua == on_disk and lua
+    assert "balloons/prices.json" in names and "balloons/py.typed" in names
+    assert any(n.startswith(f"{dist}/") and n.endswith("LICENSE") for n in names), names
+    licence = next(n for n in names if n.startswith(f"{dist}/") and n.endswith("LICENSE"))
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read(licence).decode() == (ROOT / "LICENSE").read_text()
