@@ -70,6 +70,20 @@ def test_the_fly_backend_without_httpx_names_the_fly_extra() -> None:
 
 
 @pytest.mark.slow
+def test_the_msgpack_serializer_without_msgpack_names_the_msgpack_extra() -> None:
+    code = (
+        "import balloons\n"
+        "try:\n"
+        "    balloons.App(serializer='msgpack')\n"
+        "except balloons.ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run(("msgpack",), code)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'balloons[msgpack]'" in done.stdout and "msgpack" in done.stdout
+
+
+@pytest.mark.slow
 def test_the_fly_emulator_without_its_server_names_the_emulator_extra() -> None:
     for packages in (("starlette",), ("uvicorn",)):
         done = run_cli(packages, "fly-emulator", "--port", "0")
