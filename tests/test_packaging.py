@@ -141,3 +141,25 @@ def test_the_wheel_ships_metadata_scripts_prices_and_the_licence(tmp_path: Path)
     licence = next(n for n in names if n.startswith(f"{dist}/") and n.endswith("LICENSE"))
     with zipfile.ZipFile(wheel) as z:
         assert z.read(licence).decode() == (ROOT / "LICENSE").read_text()
+
+
+def test_the_readme_starts_with_pip_install_and_links_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```")[1]
+    assert first_block.startswith("bash\npip install balloons ")
+    assert "](CONTRIBUTING.md" in readme
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    section = contributing[contributing.index("## The two commands") :]
+    commands = [
+        line.split()[0] for line in section.split("```bash\n")[1].split("```")[0].splitlines()
+    ]
+    assert commands == ["scripts/quickstart", "scripts/test"]
+    for command in commands:
+        assert (ROOT / command).stat().st_mode & 0o111, command
+    # CI runs the documented test command.
+    ci = [
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and line[0] != "#"
+    ]
+    assert any(line.split()[0] == "scripts/test" for line in ci), ci
+    # The quickstart installs balloons alone: no dev tools, no browser.
+    assert "scripts/setup --quickstart" in (ROOT / "scripts" / "quickstart").read_text()
