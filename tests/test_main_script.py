@@ -28,6 +28,14 @@ def test_ten_line_script_runs_its_task_on_a_machine(tmp_path: Path) -> None:
     assert out.stdout.strip() == "HELLO!"
 
 
+def test_a_msgpack_app_sends_and_gets_bytes_through_a_machine(tmp_path: Path) -> None:
+    script = Path(__file__).parent / "scripts" / "msgpack_job.py"
+    out = subprocess.run([sys.executable, str(script), "abc"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, env=dict(os.environ))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "b'\\xffcba'"
+
+
 def test_typing_checks_submit_arguments_and_results(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(

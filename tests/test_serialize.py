@@ -7,6 +7,7 @@ import pytest
 from balloons.errors import SerializationError
 from balloons.serialize import (
     JSONSerializer,
+    MsgpackSerializer,
     PickleSerializer,
     dumps_call,
     get_serializer,
@@ -33,6 +34,17 @@ def test_pickle_by_name_and_bad_names() -> None:
         get_serializer("yaml")
     with pytest.raises(SerializationError, match="not a serializer"):
         get_serializer(object())  # type: ignore[arg-type]
+
+
+def test_msgpack_by_name_keeps_bytes_and_refuses_what_it_cannot_encode() -> None:
+    ser = get_serializer("msgpack")
+    assert isinstance(ser, MsgpackSerializer)
+    data = dumps_call(ser, (b"\x00\xff", (1, 2)), {"k": {1: "one"}})
+    assert loads_call(ser, data) == ([b"\x00\xff", [1, 2]], {"k": {1: "one"}})
+    with pytest.raises(SerializationError, match="positional argument 0 \\(set"):
+        dumps_call(ser, ({1},), {})
+    with pytest.raises(SerializationError, match="cannot decode"):
+        loads_call(ser, b"\xc1")
 
 
 @pytest.mark.parametrize("data", [b"[1,2]", b"{}", b'{"args": 1, "kwargs": {}}', b"\xff"])

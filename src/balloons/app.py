@@ -260,6 +260,15 @@ class App:
             self._compat = (len(registry.TASKS), new)
         return new
 
+    def require_backend_installed(self) -> None:
+        """Raise ``ConfigError`` naming the extra to install when the backend named by the
+        settings (``BALLOONS_BACKEND``) needs a library that is missing: checked before a job
+        is stored, so that none is left to fail its launch for it."""
+        if self._backend_obj is None and self._backend is None and self.settings.backend == "fly":
+            from .backends.fly import require_httpx
+
+            require_httpx()
+
     @property
     def backend(self) -> Backend:
         if self._backend is None:

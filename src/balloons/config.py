@@ -37,7 +37,7 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_NAMESPACE": f"prefix of every Redis key (default {DEFAULT_NAMESPACE})",
     "BALLOONS_HOME": "state directory (default ~/.local/state/balloons)",
     "BALLOONS_RECORD_TTL": f"seconds records and results are kept (default {DEFAULT_RECORD_TTL})",
-    "BALLOONS_SERIALIZER": "json (default) or pickle",
+    "BALLOONS_SERIALIZER": "json (default), msgpack or pickle",
     "BALLOONS_ENV_ALLOWLIST": "comma-separated names of variables passed on to machines",
     "BALLOONS_MAX_ARG_BYTES": f"largest serialized arguments (default {DEFAULT_MAX_ARG_BYTES})",
     "BALLOONS_VERSION": "the code version; machines take only jobs of theirs "

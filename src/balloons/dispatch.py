@@ -256,6 +256,7 @@ class Dispatcher:
         self, task: Task[Any, Any], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[JobKeys, bytes, bytes, str, float]:
         app = self.app
+        app.require_backend_installed()
         data = dumps_call(app.serializer, args, kwargs)
         limit = app.settings.max_arg_bytes
         if len(data) > limit:

@@ -1,7 +1,8 @@
 """Serializers: how arguments and results become bytes. JSON by default.
 
 A serializer is anything with ``name``, ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj``.
-``pickle`` is available by name; since the worker verifies a job's signature before it
+``msgpack`` (the ``msgpack`` extra: compact, and bytes stay bytes) and ``pickle`` are available
+by name; since the worker verifies a job's signature before it
 decodes its arguments, only payloads signed with the app's secret are ever unpickled.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import SerializationError
+from .errors import ConfigError, SerializationError
 
 
 @runtime_checkable
@@ -54,14 +55,41 @@ class PickleSerializer:
         return pickle.loads(data)  # noqa: S301 - only signed payloads reach here
 
 
-_BUILTIN: dict[str, type[JSONSerializer] | type[PickleSerializer]] = {
+class MsgpackSerializer:
+    """MessagePack: compact, bytes stay bytes, tuples come back as lists. Needs the ``msgpack``
+    extra; made without it, raises ``ConfigError`` naming the extra to install."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:
+            raise ConfigError(
+                f"the msgpack serializer needs msgpack, which is not installed ({exc}): "
+                "pip install 'balloons[msgpack]'"
+            ) from None
+        self._msgpack = msgpack
+
+    def dumps(self, obj: Any) -> bytes:
+        data: bytes = self._msgpack.packb(obj, use_bin_type=True)
+        return data
+
+    def loads(self, data: bytes) -> Any:
+        # Only signed payloads reach here; keys other than strings (ints) come back as sent.
+        return self._msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+_BUILTIN: dict[str, type[JSONSerializer] | type[PickleSerializer] | type[MsgpackSerializer]] = {
     "json": JSONSerializer,
+    "msgpack": MsgpackSerializer,
     "pickle": PickleSerializer,
 }
 
 
 def get_serializer(spec: str | Serializer) -> Serializer:
-    """A serializer from a name (``json``, ``pickle``) or an object that already is one."""
+    """A serializer from a name (``json``, ``msgpack``, ``pickle``) or an object that already
+    is one."""
     if isinstance(spec, str):
         try:
             return _BUILTIN[spec]()

@@ -177,4 +177,4 @@ def test_without_its_server_installed_the_command_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=SAFETY_TIMEOUT)  # fmt: skip
     assert done.returncode == 1
-    assert "pip install 'balloons[fly]'" in done.stderr and "Traceback" not in done.stderr
+    assert "pip install 'balloons[emulator]'" in done.stderr and "Traceback" not in done.stderr

@@ -30,9 +30,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError, FlyAPIError
+from ..errors import BackendError, ConfigError, FlyAPIError
 from ..fly import wire
-from ..fly.client import CapacityRefusal, FlyClient, RetryPolicy
 from ..fly.ratelimit import RateLimiter
 from ..fly.settings import FlySettings
 from ..info import MachineInfo, MachineSpec
@@ -44,6 +43,23 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     import httpx
+
+    from ..fly.client import CapacityRefusal, FlyClient, RetryPolicy
+
+#: The extra that installs the Fly backend's HTTP client (httpx).
+EXTRA = "fly"
+
+
+def require_httpx() -> None:
+    """Raise ``ConfigError`` naming the extra to install when httpx cannot be imported."""
+    try:
+        import httpx  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"the Fly backend needs httpx, which is not installed ({exc}): "
+            f"pip install 'balloons[{EXTRA}]'"
+        ) from None
+
 
 #: What a job machine runs (``init.cmd``: the image's entrypoint, if any, stays).
 DEFAULT_COMMAND = ("python", "-m", "balloons.machine")
@@ -91,6 +107,7 @@ class FlyBackend:
         http: httpx.Client | None = None,
         background_launches: bool = True,
     ) -> None:
+        require_httpx()
         if capacity_tries < 1:
             raise ValueError(f"capacity_tries must be at least 1, got {capacity_tries}")
         self._options: dict[str, Any] = {
@@ -120,6 +137,9 @@ class FlyBackend:
     def bind(self, ctx: BackendContext) -> None:
         """Resolve the settings from the app's environment (``ConfigError`` naming what is
         missing) and make the API client."""
+        require_httpx()
+        from ..fly.client import FlyClient
+
         settings = FlySettings.resolve(ctx.env, **self._options)
         if self._client is None or settings != self._settings:
             self._client = FlyClient(
@@ -156,6 +176,8 @@ class FlyBackend:
 
     def launch(self, spec: MachineSpec) -> MachineInfo:
         """Create the attempt's machine (one request when all goes well)."""
+        from ..fly.client import CapacityRefusal
+
         log = _LaunchLog()
         for region in self._regions():
             for tries in range(1, self.capacity_tries + 1):

@@ -92,7 +92,9 @@ def dashboard(host: str, port: int) -> None:
     kept in the state directory (mode 0600); its path is printed, never the token.
     """
     try:
-        from ..dashboard.server import resolve_token, serve
+        from ..dashboard.server import check_installed, resolve_token, serve
+
+        check_installed()
     except ImportError as exc:
         raise click.ClickException(
             f"the dashboard needs the dashboard extra (pip install 'balloons[dashboard]'): {exc}"

