@@ -45,7 +45,8 @@ def _config_from(body: Mapping[str, Any]) -> dict[str, Any]:
 def _check_command(emu: Emulator, config: Mapping[str, Any]) -> None:
     # Refuse at create time a machine the emulator could never run, instead of letting it
     # fail at boot: that is a set-up mistake, not behaviour worth emulating.
-    procs.command_for(config, emu.config.image_commands, emu.config.default_command)
+    mapped = procs.lookup_image(emu.config.images, str(config.get("image", ""))) is not None
+    procs.command_for(config, emu.config.image_commands, emu.config.default_command, mapped=mapped)
 
 
 def _not_destroyed(machine: Machine, action: str) -> None:
