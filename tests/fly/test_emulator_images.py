@@ -197,3 +197,23 @@ def test_create_app_refuses_a_missing_image_directory(tmp_path: Path) -> None:
     missing = tmp_path / "gone"
     with pytest.raises(ValueError, match=r"demo=.*gone.*not an existing directory"):
         create_app(images={"demo": missing}, work_dir=tmp_path)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [({"init": []}, "config.init"), ({"init": {"exec": "python"}}, "config.init.exec 'python'"),
+     ({"processes": {"cmd": ["x"]}}, "config.processes"),
+     ({"processes": [{"cmd": ["x", 1]}]}, "config.processes[0].cmd ['x', 1]")],
+)  # fmt: skip
+async def test_malformed_command_fields_are_refused(
+    make_client: MakeClient, image_dir: Path, fields: dict[str, Any], named: str
+) -> None:
+    client = await make_client(images={"demo": image_dir})
+    app = await new_app(client, "malformed")
+    raw: httpx.AsyncClient = client.raw  # type: ignore[attr-defined]
+    response = await raw.post(
+        f"/v1/apps/{app}/machines", json={"config": {"image": "demo", **fields}}
+    )
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]

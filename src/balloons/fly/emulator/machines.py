@@ -37,6 +37,7 @@ def _config_from(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(files, list):
         raise bad_request("invalid config.files: expected a list")
     procs.check_files(files)
+    procs.check_command_fields(config)
     echoed = copy.deepcopy(config)
     echoed.setdefault("dns", {})  # Fly echoes configs with an empty dns section
     return echoed

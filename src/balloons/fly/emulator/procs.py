@@ -84,6 +84,30 @@ def command_for(
     return argv
 
 
+def check_command_fields(config: Mapping[str, Any]) -> None:
+    """400 unless ``init`` is an object, ``processes`` a list of objects, and their ``exec``,
+    ``entrypoint`` and ``cmd`` lists of strings (the spec's ``fly.MachineInit`` and
+    ``fly.MachineProcess``), checked at create/update."""
+    init = config.get("init")
+    if init is not None and not isinstance(init, dict):
+        raise bad_request("invalid config.init: expected an object")
+    processes = config.get("processes")
+    if processes is not None and not isinstance(processes, list):
+        raise bad_request("invalid config.processes: expected a list")
+    sections = [("config.init", init or {})]
+    for i, process in enumerate(processes or []):
+        if not isinstance(process, dict):
+            raise bad_request(f"invalid config.processes[{i}]: expected an object")
+        sections.append((f"config.processes[{i}]", process))
+    for where, section in sections:
+        for name in ("exec", "entrypoint", "cmd"):
+            value = section.get(name)
+            if value is not None and not (
+                isinstance(value, list) and all(isinstance(a, str) for a in value)
+            ):
+                raise bad_request(f"invalid {where}.{name} {value!r}: expected a list of strings")
+
+
 def _strings(section: Mapping[str, Any], name: str) -> list[str]:
     return [str(a) for a in section.get(name) or []]
 
