@@ -63,6 +63,8 @@ def create_app(
     secrets: Mapping[str, str] | None = None,
     image_commands: Mapping[str, Sequence[str]] | None = None,
     default_command: Sequence[str] | None = None,
+    images: Mapping[str, Path] | None = None,
+    path: str | None = None,
     base_env: Mapping[str, str] | None = None,
     region: str = DEFAULT_REGION,
     destroyed_retention: float = DEFAULT_DESTROYED_RETENTION,
@@ -74,16 +76,21 @@ def create_app(
 
     ``token``: the only accepted API token (default: any non-empty one). ``secrets``: secrets
     every app's machines get as env vars. ``image_commands``: default command per image
-    reference, ``default_command`` for any other image. ``base_env``: extra env for every
-    machine. ``region``: default region. ``destroyed_retention``: seconds destroyed machines
-    stay readable. ``work_dir``: where machine directories go (default: a temporary dir,
-    removed at shutdown). ``faults``: what to inject. ``clock``: the rate limiter's clock.
+    reference, ``default_command`` for any other image. ``images``: directory standing for an
+    image's filesystem, by image reference (``--image REF=DIR``). ``path``: the ``PATH`` of
+    machines, on which mapped images' programs are found (default: this process's).
+    ``base_env``: extra env for every machine. ``region``: default region.
+    ``destroyed_retention``: seconds destroyed machines stay readable. ``work_dir``: where
+    machine directories go (default: a temporary dir, removed at shutdown). ``faults``: what to
+    inject. ``clock``: the rate limiter's clock.
     """
     config = EmulatorConfig(
         token=token,
         secrets=dict(secrets or {}),
         image_commands={k: list(v) for k, v in (image_commands or {}).items()},
         default_command=list(default_command) if default_command else None,
+        images={ref: Path(d) for ref, d in (images or {}).items()},
+        **({} if path is None else {"path": path}),
         base_env=dict(base_env or {}),
         region=region,
         destroyed_retention=destroyed_retention,

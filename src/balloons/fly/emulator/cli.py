@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from .config import DEFAULT_DESTROYED_RETENTION, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REGION
+from .config import (
+    DEFAULT_DESTROYED_RETENTION,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_REGION,
+    check_image,
+)
 from .faults import Faults
 
 #: The extra that installs the emulator's server.
@@ -28,6 +34,17 @@ def _pair(text: str, flag: str) -> tuple[str, str]:
     if not sep or not name:
         raise ValueError(f"{flag} expects NAME=VALUE, got {text!r}")
     return name, value
+
+
+def _image(text: str) -> tuple[str, Path]:
+    ref, sep, directory = text.partition("=")
+    if not sep or not ref or not directory:
+        raise ValueError(f"--image expects REF=DIR, got {text!r}")
+    try:
+        check_image(ref, Path(directory))
+    except ValueError:
+        raise ValueError(f"--image {text!r}: {directory!r} is not an existing directory") from None
+    return ref, Path(directory)
 
 
 def _rate(text: str, flag: str) -> float:
@@ -47,6 +64,7 @@ def options_from(params: Mapping[str, Any]) -> dict[str, Any]:
         image: shlex.split(cmd)
         for image, cmd in (_pair(s, "--image-command") for s in params["image_command"])
     }
+    images = dict(_image(s) for s in params["image"])
     error_rates = {
         action: _rate(p, "--fault-error-rate")
         for action, p in (_pair(s, "--fault-error-rate") for s in params["fault_error_rate"])
@@ -75,6 +93,7 @@ def options_from(params: Mapping[str, Any]) -> dict[str, Any]:
         "secrets": secrets,
         "image_commands": image_commands,
         "default_command": shlex.split(default_command) if default_command else None,
+        "images": images,
         "region": params["region"],
         "destroyed_retention": params["destroyed_retention"],
         "work_dir": params["work_dir"],
@@ -106,6 +125,13 @@ def options_from(params: Mapping[str, Any]) -> dict[str, Any]:
     multiple=True,
     metavar="IMAGE=CMD",
     help="The default command of an image, shell-split (repeatable).",
+)
+@click.option(
+    "--image",
+    multiple=True,
+    metavar="REF=DIR",
+    help="Run machines of image REF in a fresh copy of DIR, as its WORKDIR, with programs "
+    "found on this PATH (repeatable).",
 )
 @click.option(
     "--default-command", metavar="CMD", help="The command of any other image, shell-split."

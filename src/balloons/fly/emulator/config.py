@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,13 @@ class EmulatorConfig:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: Default command of an image, by image reference (exact, or without its tag/digest).
     image_commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: Image reference -> directory standing for the image's filesystem (``--image REF=DIR``):
+    #: a machine of a mapped image runs in a fresh copy of it, its command resolved as a
+    #: container's (see :mod:`~balloons.fly.emulator.procs`). Matched like ``image_commands``.
+    images: Mapping[str, Path] = field(default_factory=dict)
+    #: The ``PATH`` machines get and mapped images' programs are looked up on: the emulator's
+    #: own when it was configured.
+    path: str = field(default_factory=lambda: os.environ.get("PATH", os.defpath))
     #: Command of an image found in neither ``image_commands`` nor the machine's config.
     default_command: Sequence[str] | None = None
     #: Extra environment every machine process gets, below Fly's variables.
@@ -68,6 +76,8 @@ class EmulatorConfig:
         for name in self.secrets:
             if not name or "=" in name:
                 raise ValueError(f"invalid secret name {name!r}")
+        for ref, directory in self.images.items():
+            check_image(ref, directory)
         if self.destroyed_retention < 0:
             raise ValueError("destroyed_retention must not be negative")
 
@@ -75,3 +85,13 @@ class EmulatorConfig:
     def secret_names(self) -> list[str]:
         """Names of the emulator-wide secrets (their values are never shown)."""
         return sorted(self.secrets)
+
+
+def check_image(ref: str, directory: Path) -> None:
+    """``ValueError`` naming the mapping unless ``ref`` is non-empty and ``directory`` exists."""
+    if not ref:
+        raise ValueError(f"image mapping ={directory}: the image reference is empty")
+    if not Path(directory).is_dir():
+        raise ValueError(
+            f"image mapping {ref}={directory}: {str(directory)!r} is not an existing directory"
+        )

@@ -37,6 +37,7 @@ def _config_from(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(files, list):
         raise bad_request("invalid config.files: expected a list")
     procs.check_files(files)
+    procs.check_command_fields(config)
     echoed = copy.deepcopy(config)
     echoed.setdefault("dns", {})  # Fly echoes configs with an empty dns section
     return echoed
@@ -45,7 +46,8 @@ def _config_from(body: Mapping[str, Any]) -> dict[str, Any]:
 def _check_command(emu: Emulator, config: Mapping[str, Any]) -> None:
     # Refuse at create time a machine the emulator could never run, instead of letting it
     # fail at boot: that is a set-up mistake, not behaviour worth emulating.
-    procs.command_for(config, emu.config.image_commands, emu.config.default_command)
+    mapped = procs.lookup_image(emu.config.images, str(config.get("image", ""))) is not None
+    procs.command_for(config, emu.config.image_commands, emu.config.default_command, mapped=mapped)
 
 
 def _not_destroyed(machine: Machine, action: str) -> None:

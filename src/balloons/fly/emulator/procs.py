@@ -1,15 +1,35 @@
 """Running a machine as a local process.
 
-A machine's command comes from its config, first match wins: ``init.exec``; ``init.entrypoint``
-+ ``init.cmd``; ``processes[0]`` (``exec``, or ``entrypoint`` + ``cmd``); the image's default
-command from ``image_commands`` (exact reference, then without tag/digest); the emulator's
-``default_command``. A bare ``python``/``python3`` becomes :data:`sys.executable`, so machines
-run the emulator's own interpreter rather than whatever shim is first on ``PATH``.
+An image is either *mapped* (``--image REF=DIR``, :attr:`EmulatorConfig.images`) or not.
 
-The process starts in a clean environment: ``PATH``, ``HOME`` and ``LANG`` from the emulator,
-then ``base_env``, then Fly's runtime variables (NOTES §6), then the app's secrets, then the
-config's ``env``, then ``FLY_EMULATOR_ROOT``. Config ``files`` are written under that root
-(``/job/x.json`` becomes ``$FLY_EMULATOR_ROOT/job/x.json``), which is also the working directory.
+Unmapped images (balloons' own): a machine's command comes from its config, first match wins:
+``init.exec``; ``init.entrypoint`` + ``init.cmd``; ``processes[0]`` (``exec``, or ``entrypoint``
++ ``cmd``); the image's default command from ``image_commands`` (exact reference, then without
+tag/digest); the emulator's ``default_command``. A bare ``python``/``python3`` becomes
+:data:`sys.executable`, so machines run the emulator's own interpreter rather than whatever shim
+is first on ``PATH``. The working directory is a fresh empty folder.
+
+Mapped images run in a fresh copy of their directory (made at every start, as a Fly machine's
+root filesystem is rebuilt from its image), which is the working directory, as the image's
+``WORKDIR`` would be. The command is resolved the way a container runtime resolves it, from the
+spec's ``fly.MachineInit`` and ``fly.MachineProcess`` fields (NOTES §3), first match wins:
+
+1. ``init.exec``, then ``processes[0].exec``: the whole argv, replacing entrypoint and cmd;
+2. otherwise entrypoint + cmd, where entrypoint is ``init.entrypoint`` or
+   ``processes[0].entrypoint`` (the emulator knows no image ``ENTRYPOINT``) and cmd is
+   ``init.cmd`` or ``processes[0].cmd``, else the image's default command (``image_commands``,
+   standing for its ``CMD``) unless an entrypoint was given (Docker drops the image's ``CMD``
+   when the entrypoint is overridden), else ``default_command`` likewise.
+
+A program without a ``/`` is looked up on the ``PATH`` the emulator was started with (no
+interpreter substitution: ``python`` is the first ``python`` on that ``PATH``); one with a ``/``
+is taken as is, relative to the working directory.
+
+The process starts in a clean environment: ``PATH`` (the emulator's), ``HOME`` and ``LANG``
+from the emulator, then ``base_env``, then Fly's runtime variables (NOTES §6), then the app's
+secrets, then the config's ``env``, then ``FLY_EMULATOR_ROOT``. Config ``files`` are written
+under that root (``/job/x.json`` becomes ``$FLY_EMULATOR_ROOT/job/x.json``), which is also the
+working directory.
 
 Memory: ``guest.memory_mb`` caps the process's data segment with ``RLIMIT_DATA`` (a program
 over it sees allocation failures itself, e.g. ``MemoryError``, and exits as it chooses), and
@@ -24,12 +44,13 @@ import binascii
 import logging
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import bad_request
 
@@ -37,40 +58,133 @@ log = logging.getLogger("balloons.fly.emulator")
 
 MIB = 1024 * 1024
 _PYTHON_NAMES = frozenset({"python", "python3"})
+_T = TypeVar("_T")
 
 
 def command_for(
     config: Mapping[str, Any],
     image_commands: Mapping[str, Sequence[str]],
     default_command: Sequence[str] | None,
+    *,
+    mapped: bool = False,
 ) -> list[str]:
-    """The argv a machine with ``config`` runs; 400 when there is none."""
-    init = config.get("init") or {}
-    argv = _from_section(init)
-    if argv is None:
-        processes = config.get("processes") or []
-        if processes:
-            argv = _from_section(processes[0])
-    if argv is None:
-        image = str(config.get("image", ""))
-        found = image_commands.get(image) or image_commands.get(_strip_tag(image))
-        argv = list(found) if found else (list(default_command) if default_command else None)
+    """The argv a machine with ``config`` runs, as the module docstring says (``mapped``: its
+    image is mapped to a directory); 400 when there is none."""
+    if mapped:
+        argv = _container_command(config, image_commands, default_command)
+    else:
+        argv = _legacy_command(config, image_commands, default_command)
     if not argv:
         raise bad_request(
             f"emulator has no command for image {config.get('image')!r}: set init.exec or "
             "init.cmd, or configure image_commands / a default command"
         )
-    if argv[0] in _PYTHON_NAMES:
+    if not mapped and argv[0] in _PYTHON_NAMES:
         argv[0] = sys.executable
     return argv
 
 
+def check_command_fields(config: Mapping[str, Any]) -> None:
+    """400 unless ``init`` is an object, ``processes`` a list of objects, and their ``exec``,
+    ``entrypoint`` and ``cmd`` lists of strings (the spec's ``fly.MachineInit`` and
+    ``fly.MachineProcess``), checked at create/update."""
+    init = config.get("init")
+    if init is not None and not isinstance(init, dict):
+        raise bad_request("invalid config.init: expected an object")
+    processes = config.get("processes")
+    if processes is not None and not isinstance(processes, list):
+        raise bad_request("invalid config.processes: expected a list")
+    sections = [("config.init", init or {})]
+    for i, process in enumerate(processes or []):
+        if not isinstance(process, dict):
+            raise bad_request(f"invalid config.processes[{i}]: expected an object")
+        sections.append((f"config.processes[{i}]", process))
+    for where, section in sections:
+        for name in ("exec", "entrypoint", "cmd"):
+            value = section.get(name)
+            if value is not None and not (
+                isinstance(value, list) and all(isinstance(a, str) for a in value)
+            ):
+                raise bad_request(f"invalid {where}.{name} {value!r}: expected a list of strings")
+
+
+def _strings(section: Mapping[str, Any], name: str) -> list[str]:
+    return [str(a) for a in section.get(name) or []]
+
+
+def _legacy_command(
+    config: Mapping[str, Any],
+    image_commands: Mapping[str, Sequence[str]],
+    default_command: Sequence[str] | None,
+) -> list[str] | None:
+    argv = _from_section(config.get("init") or {})
+    if argv is None:
+        processes = config.get("processes") or []
+        if processes:
+            argv = _from_section(processes[0])
+    if argv is None:
+        argv = _image_default(config, image_commands, default_command)
+    return argv
+
+
+def _container_command(
+    config: Mapping[str, Any],
+    image_commands: Mapping[str, Sequence[str]],
+    default_command: Sequence[str] | None,
+) -> list[str] | None:
+    init = config.get("init") or {}
+    processes = config.get("processes") or []
+    process = processes[0] if processes else {}
+    exec_argv = _strings(init, "exec") or _strings(process, "exec")
+    if exec_argv:
+        return exec_argv
+    entrypoint = _strings(init, "entrypoint") or _strings(process, "entrypoint")
+    cmd = _strings(init, "cmd") or _strings(process, "cmd")
+    if not cmd and not entrypoint:
+        cmd = _image_default(config, image_commands, default_command) or []
+    return entrypoint + cmd or None
+
+
+def _image_default(
+    config: Mapping[str, Any],
+    image_commands: Mapping[str, Sequence[str]],
+    default_command: Sequence[str] | None,
+) -> list[str] | None:
+    found = lookup_image(image_commands, str(config.get("image", "")))
+    if found:
+        return list(found)
+    return list(default_command) if default_command else None
+
+
 def _from_section(section: Mapping[str, Any]) -> list[str] | None:
     if section.get("exec"):
-        return [str(a) for a in section["exec"]]
-    entrypoint = [str(a) for a in section.get("entrypoint") or []]
-    cmd = [str(a) for a in section.get("cmd") or []]
-    return entrypoint + cmd or None
+        return _strings(section, "exec")
+    return _strings(section, "entrypoint") + _strings(section, "cmd") or None
+
+
+def lookup_image(table: Mapping[str, _T], image: str) -> _T | None:
+    """``table``'s entry for ``image``: by exact reference, then without its tag/digest."""
+    found = table.get(image)
+    return found if found is not None else table.get(_strip_tag(image))
+
+
+def resolve_program(argv: Sequence[str], path: str) -> list[str]:
+    """``argv`` with a bare program name replaced by its file on ``path``; ``ValueError``
+    naming the program when there is none (the machine then fails to exec, exit 127)."""
+    program = argv[0]
+    if "/" in program:
+        return list(argv)
+    found = shutil.which(program, path=path)
+    if found is None:
+        raise ValueError(f"program {program!r} not found on the emulator's PATH {path!r}")
+    return [found, *argv[1:]]
+
+
+def copy_image(source: Path, root: Path) -> None:
+    """Make ``root`` a fresh copy of the image directory ``source`` (symlinks kept as such)."""
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(source, root, symlinks=True)
 
 
 def _strip_tag(image: str) -> str:
@@ -86,10 +200,11 @@ def machine_env(
     secrets: Mapping[str, str],
     config_env: Mapping[str, str],
     root: Path,
+    path: str,
 ) -> dict[str, str]:
     """The environment of a machine process, layered as the module docstring says."""
     env = {
-        "PATH": os.environ.get("PATH", os.defpath),
+        "PATH": path,
         "HOME": os.environ.get("HOME", str(root)),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
     }

@@ -203,11 +203,20 @@ class Emulator:
         memory_mb = int((config.get("guest") or {}).get("memory_mb") or DEFAULT_MEMORY_MB)
         directory = self.machine_dir(machine.id)
         root = directory / "root"
+        image_dir = procs.lookup_image(self.config.images, str(config.get("image", "")))
         try:
             argv = procs.command_for(
-                config, self.config.image_commands, self.config.default_command
+                config,
+                self.config.image_commands,
+                self.config.default_command,
+                mapped=image_dir is not None,
             )
-            root.mkdir(parents=True, exist_ok=True)
+            if image_dir is None:
+                root.mkdir(parents=True, exist_ok=True)
+            else:
+                argv = procs.resolve_program(argv, self.config.path)
+                directory.mkdir(parents=True, exist_ok=True)
+                procs.copy_image(image_dir, root)
             procs.write_files(root, config.get("files") or [], secrets)
             env = procs.machine_env(
                 base_env=self.config.base_env,
@@ -215,6 +224,7 @@ class Emulator:
                 secrets=secrets,
                 config_env=config.get("env") or {},
                 root=root,
+                path=self.config.path,
             )
             popen = procs.spawn(argv, env, root, self.log_path(machine.id), memory_mb)
         except (ApiError, OSError, ValueError) as exc:
