@@ -246,7 +246,7 @@ class Task(Generic[P, R]):
     #: :class:`CallOptions`): none but for a task made by ``options()``.
     call_options: Mapping[str, Any] = MappingProxyType({})
     #: What checks a submit's arguments, once the first submit has needed it (``False``: the
-    #: function has no signature to check against); see :func:`balloons.dispatch.check_call`.
+    #: function has no signature to check against); see :func:`balloons.calls.check_call`.
     _binder: Callable[..., None] | bool | None = None
 
     def __init__(self, app: Submitter, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
