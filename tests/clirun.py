@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -10,8 +11,10 @@ import struct
 import subprocess
 import sys
 import termios
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parent.parent
 
@@ -77,3 +80,19 @@ def on_terminal(*args: str, columns: int, timeout: float = 60) -> Ran:
             proc.stderr.close()
     text = b"".join(chunks).decode().replace("\r\n", "\n")
     return Ran(code, _ESCAPES.sub("", text), err)
+
+
+@contextlib.contextmanager
+def running_job(flag: Path) -> Iterator[Any]:
+    """A job of ``tests.tasks.print_then_wait``, running until the block ends (it creates
+    ``flag``, which lets the task finish)."""
+    from tests import tasks
+    from tests.waiting import wait_for
+
+    job = tasks.print_then_wait.submit(str(flag), 60.0)
+    try:
+        wait_for(lambda: job.status().value == "RUNNING", "the job to run")
+        yield job
+    finally:
+        flag.write_text("")
+        job.result(timeout=30)

@@ -21,23 +21,16 @@ from balloons.cli.machines import MACHINE_COLUMNS, POOL_COLUMNS
 from balloons.cli.tables import drop_order
 from balloons.job import Job
 from tests import tasks
-from tests.clirun import ROOT, balloons
+from tests.clirun import ROOT, balloons, running_job
 from tests.ports import free_port
-from tests.waiting import wait_for
 
 UNKNOWN = "default.01jd3x9k2m8vq4t7w0c5r6y1zh"
 
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Job[str]]:
-    flag = tmp_path / "go"
-    job = tasks.print_then_wait.submit(str(flag), 60.0)
-    try:
-        wait_for(lambda: job.status().value == "RUNNING", "the job to run")
+    with running_job(tmp_path / "go") as job:
         yield job
-    finally:
-        flag.write_text("")
-        job.result(timeout=30)
 
 
 @pytest.mark.machines

@@ -14,8 +14,7 @@ from balloons.cli.jobs import JOB_COLUMNS
 from balloons.cli.machines import MACHINE_COLUMNS, POOL_COLUMNS
 from balloons.job import Job
 from tests import tasks
-from tests.clirun import balloons, on_terminal
-from tests.waiting import wait_for
+from tests.clirun import balloons, on_terminal, running_job
 
 pytestmark = pytest.mark.machines
 
@@ -27,14 +26,8 @@ def running(tmp_path: Path) -> Iterator[Job[str]]:
     failed = tasks.fail.submit("boom")
     with contextlib.suppress(Exception):
         failed.result(timeout=30)
-    flag = tmp_path / "go"
-    job = tasks.print_then_wait.submit(str(flag), 60.0)
-    try:
-        wait_for(lambda: job.status().value == "RUNNING", "the job to run")
+    with running_job(tmp_path / "go") as job:
         yield job
-    finally:
-        flag.write_text("")
-        job.result(timeout=30)
 
 
 def _headers(out: str) -> list[str]:

@@ -83,23 +83,8 @@ def end_slot(
             # for a forged record, nor for a finished one put back in Redis past its TTL.
             if retry is not None and not _may_run(secret, f"{pk.pool}.{ulid}", attempt, spec, rec):
                 retry = None
-        error, tag, grant = sealed_end(secret, pk, slot, ulid, attempt, why, text, retry)
-        lost = replies.lost(
-            eval_(
-                lua.LOST,
-                pk,
-                slot,
-                ulid,
-                attempt,
-                error,
-                why,
-                *retry_argv(retry),
-                "1" if only_if_expired else "0",
-                tag,
-                grant,
-                jobs=(ulid, slot_job(slot)),
-            )
-        )
+        args = lost_args(secret, pk, slot, ulid, attempt, why, text, retry, only_if_expired)
+        lost = replies.lost(eval_(lua.LOST, pk, *args, jobs=(ulid, slot_job(slot))))
         if lost.code is not Code.MOVED:
             return lost
     return lost
@@ -120,7 +105,7 @@ def _may_run(
     return until is not None and time.time() <= until + lua.FRESH_SLACK
 
 
-def sealed_end(
+def lost_args(
     secret: bytes,
     pk: PoolKeys,
     slot: str,
@@ -129,10 +114,12 @@ def sealed_end(
     reason: str,
     message: str,
     retry: RetryPlan | None,
-) -> tuple[str, str, str]:
-    """What :data:`lua.LOST` records for the attempt it ends: the error, its tag and the retry's
-    grant (``""``: none). With no job named (an altered slot entry), the attempt is the one
-    the slot's name gives, which LOST ends when it is still its job's."""
+    only_if_expired: bool,
+) -> tuple[Any, ...]:
+    """The arguments of :data:`lua.LOST` after the pool's, for the attempt it ends: with the
+    error sealed, its tag and the retry's grant (``""``: none). With no job named (an altered
+    slot entry), the attempt is the one the slot's name gives, which LOST ends when it is
+    still its job's."""
     named, _, n = slot.rpartition("-")
     whose = (ulid, attempt) if ulid else (named, int(n) if n.isdigit() else 0)
     job_id = f"{pk.pool}.{whose[0]}"
@@ -142,12 +129,10 @@ def sealed_end(
         whose[1],
         {"type": "", "message": message, "traceback": "", "reason": reason},
     )
-    grant = (
-        sign_grant(secret, job_id, attempt + 1, time.time())
-        if ulid and retry_argv(retry)[0]
-        else ""
-    )
-    return error, tag, grant
+    argv = retry_argv(retry)
+    grant = sign_grant(secret, job_id, attempt + 1, time.time()) if ulid and argv[0] else ""
+    expired = "1" if only_if_expired else "0"
+    return (slot, ulid, attempt, error, reason, *argv, expired, tag, grant)
 
 
 def server_time(eval_: Eval, pk: PoolKeys) -> float:

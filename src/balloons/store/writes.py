@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError, StoreError
 from ..pools import MAX_MACHINES
-from ..retry import RetryPlan, retry_argv
+from ..retry import RetryPlan
 from ..untrusted import integer
 from . import lua, queries, replies
 from .keys import JobKeys, PoolKeys, pools_key, script_keys, slot_job
@@ -301,7 +301,7 @@ class Store(StoreReads):
     ) -> Lost:
         """Free a slot whose machine is gone and end its job's attempt with ``reason`` (the
         error sealed with the app's secret)."""
-        from ..control.reclaim import sealed_end
+        from ..control.reclaim import lost_args
 
         secret = self.signing_key()
         if secret is None:
@@ -309,23 +309,8 @@ class Store(StoreReads):
                 f"cannot end the attempt of slot {slot}: its error is sealed with the app's "
                 "signing key, and none is set (BALLOONS_SECRET)"
             )
-        error, tag, grant = sealed_end(secret, pk, slot, ulid, attempt, reason, message, retry)
-        return replies.lost(
-            self.eval(
-                lua.LOST,
-                pk,
-                slot,
-                ulid,
-                attempt,
-                error,
-                reason,
-                *retry_argv(retry),
-                "1" if only_if_expired else "0",
-                tag,
-                grant,
-                jobs=(ulid, slot_job(slot)),
-            )
-        )
+        args = lost_args(secret, pk, slot, ulid, attempt, reason, message, retry, only_if_expired)
+        return replies.lost(self.eval(lua.LOST, pk, *args, jobs=(ulid, slot_job(slot))))
 
     def requeue(self, pk: PoolKeys, slot: str, ulid: str, fresh: str) -> bool:
         """Queue the job of a slot whose launch has to wait; the slot, now jobless, is renamed
