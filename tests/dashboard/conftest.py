@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from balloons.dashboard import create_app
 from tests import tasks
+from tests.asgiserver import ServerThread
 from tests.waiting import wait_for
 
 TOKEN = "dashboard-test-token-" + "x" * 12
@@ -35,39 +33,6 @@ class Dashboard:
             )
             assert resp.status_code == 303, resp.text
             yield client
-
-
-class ServerThread:
-    def __init__(self, asgi: object) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            asgi,  # type: ignore[arg-type]
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def start(self) -> None:
-        self.thread.start()
-
-        def started() -> bool:
-            assert self.thread.is_alive(), "uvicorn thread died during start-up"
-            return bool(self.server.started)
-
-        wait_for(started, "uvicorn to start", 10, 0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-        assert not self.thread.is_alive(), "uvicorn thread did not stop"
 
 
 @pytest.fixture

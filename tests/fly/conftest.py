@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from balloons.fly.emulator import Emulator, create_app
+from tests.asgiserver import ServerThread
 from tests.waiting import wait_for
 
 from .conformance import (
@@ -158,32 +156,9 @@ class Served:
     client: httpx.Client
 
 
-class _ServerThread:
+class _ServerThread(ServerThread):
     def __init__(self, app: Starlette | ConformanceMiddleware) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def start(self) -> None:
-        self.thread.start()
-
-        def started() -> bool:
-            assert self.thread.is_alive(), "uvicorn thread died during start-up"
-            return bool(self.server.started)
-
-        wait_for(started, "uvicorn to start", SAFETY_TIMEOUT, 0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(SAFETY_TIMEOUT)
-        self.sock.close()
-        assert not self.thread.is_alive(), "uvicorn thread did not stop"
+        super().__init__(app, lifespan="on")
 
 
 @pytest.fixture
