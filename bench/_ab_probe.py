@@ -100,9 +100,21 @@ class Side:
         self.info: dict[str, Any] = {"balloons": str(Path(balloons.__file__).resolve().parent)}
 
     def server(self) -> str:
-        url = self.stack.enter_context(valkey_server())
-        pin(server_pid(url), self.opts.get("server_cpu"))
-        return url
+        """A Valkey of this side's own. Another process may take the free port it was given
+        before it binds (many servers start on this machine at once): then another."""
+        from redis.exceptions import ConnectionError as Refused
+
+        for attempt in range(5):
+            url = self.stack.enter_context(valkey_server())
+            try:
+                pid = server_pid(url)
+            except Refused:
+                if attempt == 4:
+                    raise
+                continue
+            pin(pid, self.opts.get("server_cpu"))
+            return url
+        raise AssertionError("unreachable")
 
     def app(self, url: str, backend: Any) -> balloons.App:
         state = self.stack.enter_context(temp_state_dir("balloons-ab-"))
