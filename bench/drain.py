@@ -115,7 +115,13 @@ def main() -> int:
     args = ap.parse_args()
     caps = [int(c) for c in args.caps.split(",") if c]
 
-    import arq
+    try:
+        import arq
+    except ImportError:
+        raise SystemExit(
+            "drain.py needs arq, which needs redis-py < 6: it is kept out of .venv. Run "
+            "scripts/bench-venv, then .venv-bench/bin/python bench/drain.py"
+        ) from None
     import celery
     import rq
 

@@ -218,3 +218,44 @@ def test_a_fly_app_without_httpx_refuses_to_submit_before_storing(
     assert "pip install 'balloons[fly]'" in message and jobs == "0", done.stdout
     # A namespace of its own: machines of earlier tests on this server may still be recorded.
     assert not r.keys("nohttpx*") and not r.keys("*nohttpx*"), "something was stored"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_bench_extra_leaves_this_venvs_redis_py_as_it_is(tmp_path: Path) -> None:
+    """Installing ``[bench]`` where balloons is developed changes no package this venv has
+    (it once downgraded redis-py to 5.x for arq, breaking the TLS and cluster tests): pip's
+    resolver, asked for a dry run against this venv, installs nothing already installed."""
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+         "--report", str(report), f"{ROOT}[bench]"],
+        capture_output=True, text=True, cwd=ROOT, timeout=540,
+    )  # fmt: skip
+    if done.returncode != 0 and "No matching distribution" in done.stderr:
+        pytest.skip(f"no package index reachable: {done.stderr.strip()[-300:]}")
+    assert done.returncode == 0, done.stderr
+    import importlib.metadata
+    import json
+
+    planned = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    changed = {
+        name: (importlib.metadata.version(name), version)
+        for name, version in planned.items()
+        if name != "balloons" and _installed(name)
+    }
+    assert "redis" not in planned, (redis.__version__, planned.get("redis"))
+    assert changed == {}, f"[bench] would change these packages (from, to): {changed}"
+
+
+def _installed(name: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import balloons
 from balloons.control.reclaim import end_slot
@@ -457,6 +459,45 @@ def test_pick_machine_trim_standby_machine_wanted_and_the_flags(r: redis.Redis) 
 def test_a_malformed_reply_is_a_store_error_naming_the_script(decode: Any, raw: Any) -> None:
     with pytest.raises(StoreError, match=r"the \w+ script's reply .* is malformed: expected"):
         decode(raw)
+
+
+_ITEM = st.one_of(
+    st.integers(-3, 4),
+    st.integers(),
+    st.booleans(),
+    st.sampled_from([b"launch", b"queued", b"warm", b"delayed", b"s-1", b"", b"7", b"\xff"]),
+    st.sampled_from(["launch", "queued", "7"]),
+    st.none(),
+    st.just([b"nested"]),
+)
+
+
+def _decoded(decode: Any, raw: Any) -> Any:
+    try:
+        got = decode(raw)
+    except StoreError as exc:
+        return ("error", str(exc))
+    return (got, type(got.grant), got.code.__class__)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    code=st.sampled_from([1, 3, 0, 2, -1, True, b"1"]),
+    where=st.sampled_from([b"launch", b"queued", b"warm", "launch", b"nowhere"]),
+    rest=st.lists(_ITEM, max_size=6),
+    shape=st.sampled_from([list, tuple]),
+)
+@example(code=1, where=b"launch", rest=[b"s-1", b"u", 1, 1, 256], shape=list)
+@example(code=3, where=b"queued", rest=[4], shape=list)
+@example(code=1, where=b"launch", rest=[b"s-1", b"u", True, 1, 256], shape=list)
+@example(code=1, where=b"queued", rest=[b"4"], shape=list)
+def test_the_submit_replys_shortcut_decodes_as_the_general_decoder(
+    code: Any, where: Any, rest: list[Any], shape: Any
+) -> None:
+    """Every submit decodes SUBMIT's reply: its two common shapes (a launch, a queued job)
+    take a shortcut; any reply decodes to the same record, or the same error, either way."""
+    raw = shape([code, where, *rest])
+    assert _decoded(replies.submit, raw) == _decoded(replies._submit, raw)
 
 
 def test_every_guard_code_has_a_name() -> None:
