@@ -224,19 +224,32 @@ def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis)
     auth = {"authorization": f"Bearer {dashboard.token}"}
     with dashboard.client(headers=auth) as c:
         text = c.get("/metrics").text
-        assert 'balloons_jobs{pool="default",status="SUCCEEDED",task="tests.tasks:add"} 1.0' in text
-        assert 'balloons_jobs{pool="default",status="FAILED",task="tests.tasks:fail"} 1.0' in text
+        add = 'pool="default",task="tests.tasks:add"'
         assert (
-            'balloons_job_duration_seconds_count{pool="default",task="tests.tasks:add"} 1.0' in text
+            'balloons_jobs_ended_total{pool="default",reason="",status="SUCCEEDED",'
+            'task="tests.tasks:add"} 1.0' in text
         )
+        assert (
+            'balloons_jobs_ended_total{pool="default",reason="task_error",status="FAILED",'
+            'task="tests.tasks:fail"} 1.0' in text
+        )
+        for name in ("queue_wait", "run", "end_to_end"):
+            assert f"balloons_job_{name}_seconds_count{{{add}}} 1.0" in text
+        # Each job got a machine of its own: two boots, each launch to claim.
+        boots = re.findall(
+            r'balloons_machine_boot_seconds_count\{pool="default",[^}]*\} (\S+)', text
+        )
+        assert sum(float(n) for n in boots) == 2.0
         assert 'balloons_pool_queued_jobs{pool="default"} 0.0' in text
         assert 'balloons_machines{pool="default",state="stopped"} 2.0' in text
         assert 'balloons_pool_running_machines{pool="default"} 0.0' in text
+        assert 'balloons_pool_machines{pool="default",state="running"} 0.0' in text
         tasks.add.submit(3, 4).result(timeout=30)
         again = c.get("/metrics").text
         assert 'status="SUCCEEDED",task="tests.tasks:add"} 2.0' in again
+        assert f"balloons_job_run_seconds_count{{{add}}} 2.0" in again
         r.flushall()
-        assert "balloons_jobs{" not in c.get("/metrics").text
+        assert "balloons_jobs_ended_total{" not in c.get("/metrics").text
 
 
 def test_listing_notes_when_it_stops_scanning(dashboard: Dashboard) -> None:

@@ -33,7 +33,14 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, WAKE_SCRIPT_KEY, PoolKeys
+from ..keys import (
+    IDEM_SCRIPT_KEY,
+    JOB_SCRIPT_KEYS,
+    POOL_SCRIPT_KEYS,
+    STAT_BUCKETS,
+    WAKE_SCRIPT_KEY,
+    PoolKeys,
+)
 
 #: Seconds past a record's TTL (counted from its creation, or from when its retry was granted)
 #: that a worker still runs it, for clocks that disagree; older, it is refused as a replay. A
@@ -143,10 +150,12 @@ def constants() -> dict[str, str]:
         "KEEP": 2 * FRESH_SLACK,  # how long a runs key outlives its job's TTL
         "WAKE_TTL": WAKE_TTL,
     }
-    return {
+    out = {
         f"@{k}@": str(int(v)) if float(v).is_integer() else repr(float(v))
         for k, v in values.items()
     }
+    out["@STAT_BUCKETS@"] = ", ".join(repr(b) for b in STAT_BUCKETS)
+    return out
 
 
 def key_names() -> str:
