@@ -1,7 +1,8 @@
 """What jobs cost: machine-seconds by guest size, priced with a table kept as data.
 
 Every attempt is billed from its launch (the slot taken for a new machine, or the moment a warm
-machine took the job) to its end, at the size of the machine that ran it. A warm machine's idle
+machine took the job) to its end, at the size of the machine that ran it; an attempt no machine
+claimed (a launch that failed, a machine that never booted) is billed nothing. A warm machine's idle
 time between jobs (and before it gives its slot back) belongs to its pool, not to a job: the
 ``TAKE`` script adds it to the pool's ``usage`` hash, per size. Figures are estimates at Fly's
 published prices (``prices.json``: the prices of Fly's lowest-priced regions and each region's
@@ -202,7 +203,10 @@ def attempt_cost(
     mem = a.memory_mb or default_size[1]
     start = a.launched_at or a.started_at
     end = a.ended_at or now
-    machine = max(0.0, end - start) if start else 0.0
+    # An attempt no machine ever claimed (its launch failed, or its machine never booted) has
+    # no machine to bill: it is charged nothing, however long its slot waited.
+    ran = a.started_at is not None or a.machine_id is not None
+    machine = max(0.0, end - start) if start and ran else 0.0
     task = max(0.0, end - a.started_at) if a.started_at else 0.0
     return AttemptCost(
         a.number, cpus, mem, machine, task, machine * prices.per_second(cpus, mem), a.warm

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import generate_latest
 
 from balloons.dashboard import aggregates
 from balloons.dashboard.aggregates import MAX_TASKS, OTHER, parse
+from balloons.dashboard.metrics import exposition, registry_for
 from balloons.store.keys import STAT_BUCKETS, PoolKeys
 from tests import tasks
 from tests.waiting import wait_for
@@ -55,6 +57,8 @@ def test_an_altered_stats_hash_loses_figures_never_the_job(r: redis.Redis) -> No
     pk = PoolKeys(tasks.app.settings.namespace, "default")
     r.set(pk.stats, "not a hash")
     assert tasks.add.submit(2, 3).result(timeout=30) == 5
+    assert stats().invalid == 1  # not read
+    assert "balloons_jobs_ended_total{" not in exposition(registry_for(tasks.app.store)).decode()
     r.delete(pk.stats)
     r.hset(pk.stats, mapping={"run:s:tests.tasks:add": "x", "n:SUCCEEDED::tests.tasks:add": "1.5"})
     assert tasks.add.submit(2, 4).result(timeout=30) == 6
@@ -98,6 +102,16 @@ def test_hostile_fields_are_skipped_and_labels_bounded() -> None:
     assert "app.tasks:t069" not in tasks_seen
     assert got.ended[("SUCCEEDED", "", OTHER)] == sum(1000 - i for i in range(MAX_TASKS - 1, 70))
     assert len({t for (_, t) in got.histograms}) <= MAX_TASKS + 1
+
+
+def test_the_exposition_is_prometheus_own_text() -> None:
+    tasks.add.submit(1, 2).result(timeout=30)
+    with pytest.raises(Exception, match="no"):
+        tasks.fail.submit('no "quote" \\ here\n').result(timeout=30)
+    registry = registry_for(tasks.app.store, tasks.app)
+    ours = exposition(registry)
+    assert ours == generate_latest(registry)
+    assert b"balloons_job_run_seconds_bucket{" in ours
 
 
 def test_a_stats_hash_too_large_is_not_read(r: redis.Redis) -> None:

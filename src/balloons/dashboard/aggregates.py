@@ -12,15 +12,17 @@ reasons only those balloons defines. A hash larger than :data:`MAX_FIELDS` is no
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import registry
 from ..states import Reason
+from ..store import lua
 from ..store.keys import POOL_RE, STAT_BUCKETS, PoolKeys
 from ..untrusted import MAX_CPUS, MAX_MEMORY_MB, integer
 
@@ -110,35 +112,39 @@ class PoolStats:
 
 def read(store: Store, pools: Sequence[str]) -> dict[str, PoolStats]:
     """The aggregates of ``pools`` (names as balloons names pools; at most :data:`MAX_POOLS`):
-    two commands per pool, in one pipeline."""
-    names = [p for p in pools if POOL_RE.match(p)][:MAX_POOLS]
-    ns = store.namespace
-    with store.errors():
-        pipe = store.redis.pipeline(transaction=False)
-        for p in names:
-            pipe.hlen(PoolKeys(ns, p).stats)
-        sizes = pipe.execute()
-        pipe = store.redis.pipeline(transaction=False)
-        wanted = [p for p, n in zip(names, sizes, strict=True) if 0 < int(n) <= MAX_FIELDS]
-        for p in wanted:
-            pipe.hgetall(PoolKeys(ns, p).stats)
-        raws = pipe.execute()
-    out = {p: PoolStats() for p in names}
-    for p, n in zip(names, sizes, strict=True):
-        if int(n) > MAX_FIELDS:
-            out[p].invalid += 1
-    for p, raw in zip(wanted, raws, strict=True):
-        out[p] = parse(raw)
+    one script per pool (``READ_STATS``: the hash as one JSON text)."""
+    out = {}
+    for p in [p for p in pools if POOL_RE.match(p)][:MAX_POOLS]:
+        raw = store.eval(lua.READ_STATS, PoolKeys(store.namespace, p), MAX_FIELDS)
+        out[p] = parse(_pairs(raw))
     return out
 
 
-def parse(raw: dict[bytes, bytes]) -> PoolStats:
-    """One pool's stats hash, as read (hostile), into bounded records."""
+def _pairs(raw: object) -> dict[str, str] | None:
+    """The hash from ``READ_STATS``' reply; None when it was not read (too large, not a hash)
+    or the reply is not a JSON array of strings."""
+    if not isinstance(raw, bytes | str) or not raw:
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        flat = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(flat, list) or len(flat) % 2 or not all(isinstance(x, str) for x in flat):
+        return None
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def parse(raw: Mapping[str, str] | Mapping[bytes, bytes] | None) -> PoolStats:
+    """One pool's stats hash, as read (hostile), into bounded records; None: a hash that
+    could not be read, counted once as invalid."""
+    if raw is None:
+        return PoolStats(invalid=1)
     fields: list[tuple[list[str], str, float]] = []  # (parts before the task, task, value)
     busy: dict[str, float] = defaultdict(float)
     bad = 0
     for k, v in raw.items():
-        key = k.decode("utf-8", "replace")
+        key = k.decode("utf-8", "replace") if isinstance(k, bytes) else k
         value = _number(v)
         head, task = _split(key)
         if value is None or head is None:
@@ -210,7 +216,7 @@ def _add(out: PoolStats, head: list[str], task: str, value: float) -> bool:
     return True
 
 
-def _number(v: bytes) -> float | None:
+def _number(v: str | bytes) -> float | None:
     """A count or a sum of seconds as the scripts write them, else None."""
     try:
         x = float(v)

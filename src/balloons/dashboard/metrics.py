@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, cast
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..fly import stats as fly_stats
 from ..info import MachineInfo
@@ -300,4 +301,35 @@ def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+    """The registry's metrics in Prometheus' text format (what ``generate_latest`` writes for
+    gauges, counters and histograms, with each label set escaped once: a scrape writes
+    thousands of histogram lines)."""
+    out: list[str] = []
+    labels: dict[tuple[tuple[str, str], ...], str] = {}
+    for metric in registry.collect():
+        name, kind = metric.name, metric.type
+        if kind == "counter":
+            name += "_total"
+        elif kind not in ("gauge", "histogram"):
+            kind = "untyped"
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            key = tuple(sorted(sample.labels.items()))
+            text = labels.get(key)
+            if text is None:
+                text = labels[key] = (
+                    "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in key) + "}" if key else ""
+                )
+            out.append(f"{sample.name}{text} {_go_float(sample.value)}\n")
+    return "".join(out).encode("utf-8")
+
+
+#: A sample's value as Prometheus' Go code writes it (``1.0``, ``+Inf``, ``1.5e+07``).
+_go_float = cast("Callable[[float], str]", floatToGoString)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
