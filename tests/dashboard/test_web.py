@@ -117,6 +117,48 @@ def test_jobs_page_filters_by_status_task_and_pool(dashboard: Dashboard) -> None
         assert "page 2" in empty_page and "newer" in empty_page and ok.id not in empty_page
 
 
+def test_jobs_page_searches_ids_tasks_statuses_reasons_and_error_text(
+    dashboard: Dashboard, r: redis.Redis
+) -> None:
+    ok = tasks.add.submit(2, 3)
+    bad = tasks.fail.submit("a needle in the stack")
+    other = tasks.echo.options(pool="other").submit("needle")  # in its arguments only
+    forged = tasks.fail.submit("plain")
+    ok.result(timeout=30)
+    other.result(timeout=30)
+    for job in (bad, forged):
+        with pytest.raises(Exception, match=r"needle|plain"):
+            job.result(timeout=30)
+    # An error altered in Redis (its tag no longer verifies) is not searched.
+    key = tasks.app.store.keys(forged.id).job
+    r.hset(key, "error", r.hget(key, "error").replace(b"plain", b"needle"))  # type: ignore[union-attr]
+
+    def found(q: str, **more: str) -> set[str]:
+        page = c.get("/jobs", params={"q": q, **more})
+        assert page.status_code == 200, page.text
+        return {j.id for j in (ok, bad, other, forged)} & set(
+            re.findall(r'data-job="([^"]+)"', page.text)
+        )
+
+    with dashboard.login() as c:
+        assert found("needle") == {bad.id}
+        assert found("error:NEEDLE") == {bad.id}
+        assert found(ok.id.rpartition(".")[2][:20]) == {ok.id}  # an id prefix
+        assert found(f"id:{other.id[:12]}") == {other.id}
+        assert found("task:add") == {ok.id}
+        assert found("tests.tasks:echo") == {other.id}
+        assert found("status:failed") == {bad.id, forged.id}
+        assert found("reason:task_error task:fail") == {bad.id, forged.id}
+        assert found("status:failed needle") == {bad.id}
+        assert found("needle", status="SUCCEEDED") == set()
+        assert found("pool:other") == {other.id}
+        page = c.get("/jobs", params={"q": "needle"}).text
+        assert 'value="needle"' in page and "q=needle" in page  # kept in the box and the stream
+        for q, says in (("status:", "names nothing after status:"), ("x" * 201, "at most 200")):
+            refused = c.get("/jobs", params={"q": q})
+            assert refused.status_code == 400 and says in unescape(refused.text)
+
+
 def test_job_page_shows_arguments_truncated_attempts_and_result(dashboard: Dashboard) -> None:
     job = dtasks.big.submit({"small": "tiny value", "large": "y" * 10_000})
     assert job.result(timeout=30) == 10_010

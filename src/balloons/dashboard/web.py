@@ -404,7 +404,9 @@ async def _form_of(request: Request) -> dict[str, str]:
 def _filters_of(request: Request) -> tuple[Filters, int]:
     """A jobs page's filters and page number, from its query; ``ValueError`` naming a bad one."""
     query = request.query_params
-    filters = Filters.parse(query.get("status"), query.get("task"), query.get("pool"))
+    filters = Filters.parse(
+        query.get("status"), query.get("task"), query.get("pool"), query.get("q")
+    )
     raw_page = query.get("page") or "1"
     if not _PAGE_RE.match(raw_page) or not 1 <= int(raw_page) <= MAX_PAGE:
         raise ValueError(
@@ -439,6 +441,7 @@ def _query(filters: Filters) -> str:
         "status": filters.status.value if filters.status else "",
         "task": filters.task or "",
         "pool": filters.pool or "",
+        "q": filters.query,
     }
     return urlencode({k: v for k, v in fields.items() if v})
 
