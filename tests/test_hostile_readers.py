@@ -348,7 +348,15 @@ class Rig:
             assert "\x1b" not in out.output and "\x07" not in out.output, (args, out.output)
 
     def dashboard(self) -> None:
-        for path in ("/jobs", "/jobs?status=INVALID", "/pools", "/cost", "/metrics"):
+        for path in (
+            "/jobs",
+            "/jobs?status=INVALID",
+            "/jobs?q=x",
+            "/pools",
+            "/cost",
+            "/charts",
+            "/metrics",
+        ):
             page = self.web.get(path)
             assert page.status_code == 200, (path, page.text[:2000])
             assert "\x1b" not in page.text, path

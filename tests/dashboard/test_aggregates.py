@@ -3,6 +3,7 @@ read with bounded labels whatever the stats hash holds."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from balloons.dashboard.aggregates import MAX_TASKS, OTHER, parse
 from balloons.dashboard.metrics import exposition, registry_for
 from balloons.store.keys import STAT_BUCKETS, PoolKeys
 from tests import tasks
+from tests.dashboard.conftest import Dashboard
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.machines
@@ -122,3 +124,26 @@ def test_a_stats_hash_too_large_is_not_read(r: redis.Redis) -> None:
     pipe.execute()
     got = stats()
     assert got.invalid == 1 and not got.task_seconds
+
+
+def test_charts_page_draws_throughput_waits_run_times_failures_and_cost(
+    dashboard: Dashboard,
+) -> None:
+    tasks.add.submit(1, 2).result(timeout=30)
+    with pytest.raises(Exception, match="boom"):
+        tasks.fail.submit("boom").result(timeout=30)
+    with dashboard.login() as c:
+        page = c.get("/charts")
+    assert page.status_code == 200
+    html = page.text
+    for section in ("throughput", "queue", "run", "failures", "cost"):
+        assert f'id="chart-{section}"' in html
+    assert "<script" not in html.split("<main", 1)[-1]  # drawn on the server
+    assert "http" not in re.sub(r'href="[^"]*"|xmlns="[^"]*"', "", html.split("<main", 1)[-1])
+    # Throughput: 48 hourly bars, this hour's holding both jobs.
+    bars = re.findall(r'<svg[^>]*data-chart="jobs submitted per hour".*?</svg>', html, re.S)[0]
+    assert len(re.findall(r'class="chart-bar"', bars)) == 48
+    assert re.findall(r"<title>[^<]*: (\d+) jobs</title>", bars)[-1] == "2"
+    assert "2 observed; median" in html  # two runs, two queue waits
+    assert "50.0% of 2 (1 failed)" in html  # the default pool's failure rate
+    assert re.search(r"<title>default: \$[0-9.]+ \([0-9.]+ machine-s\)</title>", html)

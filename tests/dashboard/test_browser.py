@@ -171,3 +171,46 @@ def test_live_log_lines_appear_on_the_job_page(
         assert page.evaluate("window.sameDocument") is True
     finally:
         release(flag, "")
+
+
+def test_search_finds_a_job_by_its_error_text_and_id_prefix(
+    context: BrowserContext, dashboard: Dashboard
+) -> None:
+    ok = tasks.add.submit(1, 1)
+    bad = tasks.fail.submit("a rare needle")
+    ok.result(timeout=30)
+    with pytest.raises(Exception, match="needle"):
+        bad.result(timeout=30)
+    page = context.new_page()
+    log_in(page, dashboard, "/jobs")
+    expect(page.locator(f'tr[data-job="{ok.id}"]')).to_have_count(1)
+    page.fill("input[name=q]", "needle")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/jobs?*q=needle*")
+    expect(page.locator(f'tr[data-job="{bad.id}"]')).to_have_count(1)
+    expect(page.locator("tr[data-job]")).to_have_count(1)
+    expect(page.locator("input[name=q]")).to_have_value("needle")
+    page.fill("input[name=q]", ok.id.rpartition(".")[2][:18])
+    page.click("form.filters button[type=submit]")
+    expect(page.locator(f'tr[data-job="{ok.id}"]')).to_have_count(1)
+    expect(page.locator("tr[data-job]")).to_have_count(1)
+
+
+def test_charts_are_drawn_inline_with_nothing_loaded_from_elsewhere(
+    context: BrowserContext, dashboard: Dashboard
+) -> None:
+    tasks.add.submit(2, 2).result(timeout=30)
+    page = context.new_page()
+    log_in(page, dashboard, "/jobs")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto("/charts")
+    for section in ("throughput", "queue", "run", "failures", "cost"):
+        chart = page.locator(f"#chart-{section} svg.chart")
+        expect(chart).to_be_visible()
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 50, section
+    # This hour's throughput bar is drawn, with a height.
+    last = page.locator("#chart-throughput rect.chart-bar").last
+    assert float(last.get_attribute("height") or 0) > 0
+    assert all(u.startswith(dashboard.url) for u in requests), requests

@@ -45,7 +45,7 @@ from ..info import JobStatus
 from ..listing import MAX_PAGE, Filters, find_jobs, pool_summaries
 from ..store.keys import JobKeys
 from ..untrusted import describe, shown
-from . import metrics, views
+from . import aggregates, charts, metrics, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
 
 if TYPE_CHECKING:
@@ -215,6 +215,7 @@ class _Dashboard(_Rendering):
             Route("/pools", protected(self.pools), name="pools"),
             Route("/pools/live", protected(self.pools_live), name="pools_live"),
             Route("/cost", protected(self.cost), name="cost"),
+            Route("/charts", protected(self.charts), name="charts"),
             Route("/metrics", protected(self.metrics_endpoint), name="metrics"),
             Mount(
                 "/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"
@@ -386,6 +387,27 @@ class _Dashboard(_Rendering):
             pools=sorted(report.by_pool.items()),
             tasks=sorted(report.by_task.items()),
         )
+
+    async def charts(self, request: Request) -> Response:
+        def read() -> dict[str, Any]:
+            pools = self.store.pools()[: aggregates.MAX_POOLS]
+            stats = aggregates.read(self.store, pools)
+            queue, run = charts.merged(stats, "queue"), charts.merged(stats, "run")
+            return {
+                "throughput": charts.bars(
+                    "jobs submitted per hour",
+                    charts.throughput(self.store, pools),
+                    axis=(f"last {charts.HOURS} hours (UTC)", "now"),
+                ),
+                "queue": charts.bars("queue wait", charts.distribution(queue)),
+                "queue_summary": charts.summary(queue),
+                "run": charts.bars("run time", charts.distribution(run)),
+                "run_summary": charts.summary(run),
+                "failures": charts.bars("failure rate per pool", charts.failure_rates(stats)),
+                "costs": charts.bars("cost per pool", charts.costs(stats, self.app.prices)),
+            }
+
+        return self.page(request, "charts.html", **await run_in_threadpool(read))
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body = await run_in_threadpool(metrics.exposition, self.registry)
