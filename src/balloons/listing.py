@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .info import JobInfo, JobStatus
@@ -199,11 +199,7 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
     rows: list[JobInfo] = []
     tasks: set[str] = set()
     counts = store.index_sizes(pools)
-    fields: tuple[str, ...] = ROW_FIELDS
-    secret = None
-    if filters.reads_errors:  # the error's text is searched: read it (and verify it)
-        fields, secret = (*ROW_FIELDS, "error", "esig"), store.signing_key()
-    for info in scan(store, pools, first=page * per_page + 1, fields=fields, secret=secret):
+    for info in _scan_for(store, filters, pools, page * per_page + 1):
         scanned += 1
         tasks.add(info.task)
         if not filters.keeps(info):
@@ -224,6 +220,36 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
         truncated=any(n > SCAN_LIMIT for n in counts),
         tasks=sorted(tasks),
     )
+
+
+def _scan_for(
+    store: Store, filters: Filters, pools: Sequence[str], first: int
+) -> Iterator[JobInfo]:
+    """:func:`scan` reading what ``filters`` look at (the error too, verified, for a search
+    of its text)."""
+    if filters.reads_errors:
+        fields, secret = (*ROW_FIELDS, "error", "esig"), store.signing_key()
+        return scan(store, pools, first=first, fields=fields, secret=secret)
+    return scan(store, pools, first=first)
+
+
+#: The most jobs one bulk action changes.
+BULK_LIMIT = 500
+
+
+def select_jobs(
+    store: Store, filters: Filters, eligible: Callable[[JobInfo], bool], limit: int = BULK_LIMIT
+) -> list[JobInfo]:
+    """The newest jobs (up to ``limit``) that pass ``filters`` and ``eligible``, from the same
+    bounded scan as a listing: what a bulk action acts on."""
+    pools = [filters.pool] if filters.pool else store.pools()
+    out: list[JobInfo] = []
+    for info in _scan_for(store, filters, pools, FIRST_CHUNK):
+        if filters.keeps(info) and eligible(info):
+            out.append(info)
+            if len(out) >= limit:
+                break
+    return out
 
 
 @dataclass(frozen=True)

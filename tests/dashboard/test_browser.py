@@ -214,3 +214,17 @@ def test_charts_are_drawn_inline_with_nothing_loaded_from_elsewhere(
     last = page.locator("#chart-throughput rect.chart-bar").last
     assert float(last.get_attribute("height") or 0) > 0
     assert all(u.startswith(dashboard.url) for u in requests), requests
+
+
+def test_bulk_cancel_from_a_search(context: BrowserContext, dashboard: Dashboard) -> None:
+    waiting = [tasks.sleep.options(delay=600).submit(1) for _ in range(2)]
+    kept = tasks.echo.options(delay=600).submit("stays")
+    page = context.new_page()
+    log_in(page, dashboard, "/jobs?q=task:sleep")
+    expect(page.locator("tr[data-job]")).to_have_count(2)
+    page.click("#bulk-cancel")
+    expect(page.locator("#bulk-summary")).to_contain_text("2 of 2 selected jobs cancelled")
+    expect(page.locator('tr[data-outcome="cancelled"]')).to_have_count(2)
+    assert all(j.status() is JobStatus.CANCELLED for j in waiting)
+    assert kept.status() is JobStatus.QUEUED
+    kept.cancel()

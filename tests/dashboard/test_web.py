@@ -198,6 +198,57 @@ def test_each_failed_attempt_shows_its_reason_and_message(
         assert '<td>task_error<div class="note">attempt 1 fails</div></td>' in html
 
 
+def test_bulk_cancel_and_retry_act_on_the_filtered_selection(dashboard: Dashboard) -> None:
+    waiting = [tasks.sleep.options(delay=600).submit(1) for _ in range(3)]
+    failed = [tasks.fail.submit(f"bulk {i}") for i in range(2)]
+    done = tasks.add.submit(1, 1)
+    done.result(timeout=30)
+    for job in failed:
+        with pytest.raises(Exception, match="bulk"):
+            job.result(timeout=30)
+    with dashboard.login() as c:
+        page = c.get("/jobs", params={"q": "task:sleep"}).text
+        assert 'id="bulk"' in page and 'name="q" value="task:sleep"' in page
+        assert 'id="bulk"' not in c.get("/jobs").text  # no selection, no bulk action
+        origin = {"origin": dashboard.url}
+
+        def bulk(**form: str) -> httpx.Response:
+            return c.post("/jobs/bulk", data={"csrf": csrf_of(page), **form}, headers=origin)
+
+        no_csrf = c.post("/jobs/bulk", data={"action": "cancel", "q": "task:sleep"}, headers=origin)
+        assert no_csrf.status_code == 403
+        foreign = c.post(
+            "/jobs/bulk",
+            data={"csrf": csrf_of(page), "action": "cancel", "q": "task:sleep"},
+            headers={"origin": "http://evil.test"},
+        )
+        assert foreign.status_code == 403
+        assert all(j.status().value == "QUEUED" for j in waiting)
+        refused = bulk(action="cancel")
+        assert refused.status_code == 400 and "needs a filter" in refused.text
+        assert bulk(action="explode", q="x").status_code == 400
+
+        out = bulk(action="cancel", q="task:sleep")
+        assert out.status_code == 200, out.text
+        assert "3 of 3 selected jobs cancelled" in out.text
+        assert all(j.status().value == "CANCELLED" for j in waiting)
+        assert done.status().value == "SUCCEEDED" and all(
+            j.status().value == "FAILED" for j in failed
+        )
+        again = bulk(action="cancel", q="task:sleep")  # nothing left to cancel: none twice
+        assert "0 of 0 selected jobs cancelled" in again.text
+
+        out = bulk(action="retry", status="FAILED", task="fail")
+        assert "2 of 2 selected jobs retried" in out.text
+        rows = re.findall(r'data-outcome="retried">(.*?)</tr>', out.text, re.S)
+        new = [re.findall(r'/jobs/([^"]+)"', row)[-1] for row in rows]
+        assert len(new) == 2 and not set(new) & {j.id for j in failed}
+        for job_id in new:
+            with pytest.raises(Exception, match="bulk"):
+                tasks.app.job(job_id).result(timeout=30)
+        assert all(j.status().value == "FAILED" for j in failed)  # the originals are kept
+
+
 def test_retry_button_submits_the_same_call_again(dashboard: Dashboard) -> None:
     job = tasks.add.submit(20, 22)
     job.result(timeout=30)

@@ -41,8 +41,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BalloonsError, JobNotFound, StoreError
-from ..info import JobStatus
-from ..listing import MAX_PAGE, Filters, find_jobs, pool_summaries
+from ..info import JobInfo, JobStatus
+from ..listing import BULK_LIMIT, MAX_PAGE, Filters, find_jobs, pool_summaries, select_jobs
 from ..store.keys import JobKeys
 from ..untrusted import describe, shown
 from . import aggregates, charts, metrics, views
@@ -208,6 +208,7 @@ class _Dashboard(_Rendering):
             Route("/logout", protected(self.logout), methods=["POST"], name="logout"),
             Route("/jobs", protected(self.jobs), name="jobs"),
             Route("/jobs/live", protected(self.jobs_live), name="jobs_live"),
+            Route("/jobs/bulk", protected(self.bulk), methods=["POST"], name="bulk"),
             Route("/jobs/{job_id}", protected(self.job), name="job"),
             Route("/jobs/{job_id}/live", protected(self.job_live), name="job_live"),
             Route("/jobs/{job_id}/cancel", protected(self.cancel), methods=["POST"], name="cancel"),
@@ -358,6 +359,57 @@ class _Dashboard(_Rendering):
         url = request.url_for("job", job_id=target).path
         return RedirectResponse(str(url), status_code=303)
 
+    async def bulk(self, request: Request) -> Response:
+        """Cancel (the jobs not ended) or retry (the failed and cancelled ones) every job the
+        form's filters select, newest first, up to ``BULK_LIMIT``: one script per job, so each
+        job changes whole or not at all, and one that cannot is named with the reason."""
+        form, refused = await self.checked_form(request)
+        if refused is not None:
+            return refused
+        action = form.get("action", "")
+        if action not in BULK_ACTIONS:
+            return self.error(
+                request, 400, f"unknown action {describe(action)}: expected cancel or retry"
+            )
+        try:
+            filters = Filters.parse(
+                form.get("status"), form.get("task"), form.get("pool"), form.get("q")
+            )
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        if filters == Filters():
+            return self.error(
+                request,
+                400,
+                "a bulk action needs a filter or a search: it acts on the jobs they select",
+            )
+
+        def run() -> list[tuple[str, str, str]]:
+            chosen = select_jobs(self.store, filters, BULK_ACTIONS[action])
+            done = []
+            for info in chosen:
+                try:
+                    if action == "retry":
+                        new = self.app.retry(info.id).id
+                        done.append((info.id, "retried", new))
+                    elif self.app.cancel(info.id):
+                        done.append((info.id, "cancelled", ""))
+                    else:
+                        done.append((info.id, "already ended", ""))
+                except BalloonsError as exc:
+                    done.append((info.id, "refused", str(exc)))
+            return done
+
+        outcomes = await run_in_threadpool(run)
+        return self.page(
+            request,
+            "bulk.html",
+            action=action,
+            outcomes=outcomes,
+            query=_query(filters),
+            limit=BULK_LIMIT,
+        )
+
     # ------------------------------------------------------------------- pools
     def pools_table(self, request: Request) -> str:
         found = pool_summaries(self.store)
@@ -421,6 +473,13 @@ async def _form_of(request: Request) -> dict[str, str]:
         return {}
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
+
+
+#: The bulk actions, with the jobs each may change.
+BULK_ACTIONS: dict[str, Callable[[JobInfo], bool]] = {
+    "cancel": lambda info: not info.status.terminal,
+    "retry": lambda info: info.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+}
 
 
 def _filters_of(request: Request) -> tuple[Filters, int]:
