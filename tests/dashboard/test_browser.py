@@ -184,13 +184,13 @@ def test_search_finds_a_job_by_its_error_text_and_id_prefix(
     page = context.new_page()
     log_in(page, dashboard, "/jobs")
     expect(page.locator(f'tr[data-job="{ok.id}"]')).to_have_count(1)
-    page.fill("input[name=q]", "needle")
+    page.fill("form.filters input[name=q]", "needle")
     page.click("form.filters button[type=submit]")
     page.wait_for_url("**/jobs?*q=needle*")
     expect(page.locator(f'tr[data-job="{bad.id}"]')).to_have_count(1)
     expect(page.locator("tr[data-job]")).to_have_count(1)
-    expect(page.locator("input[name=q]")).to_have_value("needle")
-    page.fill("input[name=q]", ok.id.rpartition(".")[2][:18])
+    expect(page.locator("form.filters input[name=q]")).to_have_value("needle")
+    page.fill("form.filters input[name=q]", ok.id.rpartition(".")[2][:18])
     page.click("form.filters button[type=submit]")
     expect(page.locator(f'tr[data-job="{ok.id}"]')).to_have_count(1)
     expect(page.locator("tr[data-job]")).to_have_count(1)
@@ -228,3 +228,27 @@ def test_bulk_cancel_from_a_search(context: BrowserContext, dashboard: Dashboard
     assert all(j.status() is JobStatus.CANCELLED for j in waiting)
     assert kept.status() is JobStatus.QUEUED
     kept.cancel()
+
+
+def test_the_pools_page_fits_a_1280_pixel_window_with_grouped_headers(
+    browser: Browser, dashboard: Dashboard
+) -> None:
+    tasks.add.submit(1, 2).result(timeout=30)
+    tasks.add.options(pool="reports-and-invoices").submit(1, 2).result(timeout=30)
+    ctx = browser.new_context(base_url=dashboard.url, viewport={"width": 1280, "height": 800})
+    try:
+        page = ctx.new_page()
+        log_in(page, dashboard, "/pools")
+        table = page.locator("table.pools")
+        expect(table).to_be_visible()
+        expect(page.locator("#pools-machines")).to_have_text("machines")
+        expect(page.locator("#pools-jobs")).to_have_text("jobs")
+        # Every column of the row under its group: 1 + 6 machine columns + the job columns.
+        groups = page.eval_on_selector_all("tr.groups th", "ths => ths.map(t => t.colSpan)")
+        cells = page.locator('tr[data-pool="default"] td').count()
+        assert sum(groups) == cells
+        width = page.evaluate("document.documentElement.scrollWidth")
+        box = table.bounding_box()
+        assert width <= 1280 and box is not None and box["x"] + box["width"] <= 1280, (width, box)
+    finally:
+        ctx.close()
