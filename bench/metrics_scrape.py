@@ -63,7 +63,6 @@ def fill(app: balloons.App, tasks: int) -> int:
             fields[f"retry:{reason.value}:{name}"] = 2
         fields[f"n:SUCCEEDED::{name}"] = 1000
         fields[f"ms:1:256:{name}"] = 4.5
-        fields[f"ts:{name}"] = 4.0
     app.store.redis.hset(pk.stats, mapping=fields)
     return int(app.store.redis.hlen(pk.stats))
 

@@ -120,10 +120,10 @@ def test_a_stats_hash_too_large_is_not_read(r: redis.Redis) -> None:
     pk = PoolKeys(tasks.app.settings.namespace, "default")
     pipe = r.pipeline(transaction=False)
     for i in range(aggregates.MAX_FIELDS + 1):
-        pipe.hset(pk.stats, f"ts:t{i}", 1)
+        pipe.hset(pk.stats, f"ms:1:256:t{i}", 1)
     pipe.execute()
     got = stats()
-    assert got.invalid == 1 and not got.task_seconds
+    assert got.invalid == 1 and not got.machine_seconds
 
 
 def test_charts_page_draws_throughput_waits_run_times_failures_and_cost(

@@ -104,8 +104,12 @@ class PoolStats:
     machine_seconds: dict[tuple[int, int, str], float] = field(
         default_factory=lambda: defaultdict(float)
     )
-    #: task -> seconds tasks ran
-    task_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def task_seconds(self) -> dict[str, float]:
+        """task -> seconds its attempts ran (the run histogram's sum)."""
+        return {t: h.total for (k, t), h in self.histograms.items() if k == "run"}
+
     #: fields that could not be read (or the whole hash, counted once, when too large)
     invalid: int = 0
 
@@ -175,7 +179,7 @@ def _split(key: str) -> tuple[list[str] | None, str]:
     """A field's parts before the task (by its kind's arity) and the task's name (which may
     hold ``:``)."""
     kind = key.partition(":")[0]
-    arity = {"n": 3, "retry": 2, "ms": 3, "ts": 1}.get(kind, 2 if kind in KINDS else 0)
+    arity = {"n": 3, "retry": 2, "ms": 3}.get(kind, 2 if kind in KINDS else 0)
     parts = key.split(":", arity)
     if arity == 0 or len(parts) != arity + 1:
         return None, ""
@@ -206,13 +210,10 @@ def _add(out: PoolStats, head: list[str], task: str, value: float) -> bool:
             return False
         out.retried[(head[1], task)] += int(value)
         return True
-    if kind == "ms":
-        cpus, mem = integer(head[1], 1, MAX_CPUS), integer(head[2], 1, MAX_MEMORY_MB)
-        if cpus is None or mem is None:
-            return False
-        out.machine_seconds[(cpus, mem, task)] += value
-        return True
-    out.task_seconds[task] += value  # "ts"
+    cpus, mem = integer(head[1], 1, MAX_CPUS), integer(head[2], 1, MAX_MEMORY_MB)  # "ms"
+    if cpus is None or mem is None:
+        return False
+    out.machine_seconds[(cpus, mem, task)] += value
     return True
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: Hours the throughput chart covers, up to now.
 HOURS = 48
 #: The chart's drawing box (SVG user units).
-WIDTH, HEIGHT = 600, 160
+WIDTH, HEIGHT = 1200, 180
 
 
 @dataclass(frozen=True)

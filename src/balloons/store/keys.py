@@ -84,8 +84,8 @@ histogram bucket ``I`` (1-based, of :data:`STAT_BUCKETS`; one past the last is `
 ``KIND:s:TASK`` their sum, for ``KIND`` ``queue`` (submit to first start), ``boot`` (a slot's
 launch to its machine's claim), ``run`` (an attempt's start to its end) and ``e2e`` (submit to
 the job's end); ``n:STATUS:REASON:TASK`` counts jobs ended, ``retry:REASON:TASK`` attempts
-failed with a retry scheduled; ``ms:CPUS:MB:TASK`` and ``ts:TASK`` add up billed
-machine-seconds (per size) and task-seconds. They only grow (Prometheus counters); readers
+failed with a retry scheduled; ``ms:CPUS:MB:TASK`` adds up billed machine-seconds per size
+(the ``run`` sum is the task-seconds). They only grow (Prometheus counters); readers
 treat every field as hostile (:mod:`balloons.dashboard.aggregates`).
 
 ``NS:pools``, the machine records and the sweeper's lock are not a pool's: no script touches

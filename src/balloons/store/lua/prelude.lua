@@ -150,14 +150,13 @@ local function stat_observe(kind, task, v)
   redis.pcall('HINCRBY', STATS, kind..':'..b..':'..task, 1)
   redis.pcall('HINCRBYFLOAT', STATS, kind..':s:'..task, v)
 end
--- An attempt a ended now: its run time and task-seconds when it started, and its machine's
+-- An attempt a ended now: its run time when it started, and its machine's
 -- seconds from its launch when a machine ran it (one that never claimed it is not billed).
 local function stat_attempt(task, a)
   local started = tonumber(a.started)
   if not started then return end
   local from = tonumber(a.launched) or started
-  stat_observe('run', task, NOW - started)
-  stat_add('ts:'..task, NOW - started)
+  stat_observe('run', task, NOW - started)  -- its sum is the task-seconds
   local c, m = math.floor(tonumber(a.cpus) or @CPUS@), math.floor(tonumber(a.mem) or @MEM@)
   stat_add('ms:'..c..':'..m..':'..task, NOW - from)
 end
