@@ -84,6 +84,10 @@ def parse_query(raw: str) -> tuple[Term, ...]:
         if sep and key.lower() in SEARCH_KEYS:
             if not value:
                 raise ValueError(f"search term {word!r} names nothing after {key}:")
+            if key.lower() == "pool" and not POOL_RE.match(value):
+                raise ValueError(
+                    f"{value!r} is not a pool name: expected lowercase letters, digits, '-' or '_'"
+                )
             terms.append(Term(key.lower(), value))
         else:
             terms.append(Term("", word))  # a task name holds ':' too
@@ -130,6 +134,16 @@ class Filters:
     def reads_errors(self) -> bool:
         """Whether the search looks at the error's text (a listing then reads the error)."""
         return any(t.key in ("", "error") for t in self.search)
+
+    def pools_of(self, store: Store) -> list[str]:
+        """The pools a listing reads: the one named (by the filter or a ``pool:`` term), else
+        every pool."""
+        named = {t.value for t in self.search if t.key == "pool"}
+        if self.pool:
+            named.add(self.pool)
+        if len(named) > 1:
+            return []  # two pools named: no job is in both
+        return list(named) if named else store.pools()
 
     def keeps(self, info: JobInfo) -> bool:
         if self.status is not None and info.status is not self.status:
@@ -194,7 +208,7 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
             f"page must be from 1 to {MAX_PAGE} and per_page from 1 to {MAX_PER_PAGE}, "
             f"got {page} and {per_page}"
         )
-    pools = [filters.pool] if filters.pool else store.pools()
+    pools = filters.pools_of(store)
     skip, scanned, more = (page - 1) * per_page, 0, False
     rows: list[JobInfo] = []
     tasks: set[str] = set()
@@ -242,7 +256,7 @@ def select_jobs(
 ) -> list[JobInfo]:
     """The newest jobs (up to ``limit``) that pass ``filters`` and ``eligible``, from the same
     bounded scan as a listing: what a bulk action acts on."""
-    pools = [filters.pool] if filters.pool else store.pools()
+    pools = filters.pools_of(store)
     out: list[JobInfo] = []
     for info in _scan_for(store, filters, pools, FIRST_CHUNK):
         if filters.keeps(info) and eligible(info):

@@ -154,7 +154,12 @@ def test_jobs_page_searches_ids_tasks_statuses_reasons_and_error_text(
         assert found("pool:other") == {other.id}
         page = c.get("/jobs", params={"q": "needle"}).text
         assert 'value="needle"' in page and "q=needle" in page  # kept in the box and the stream
-        for q, says in (("status:", "names nothing after status:"), ("x" * 201, "at most 200")):
+        assert found("pool:other pool:default") == set()
+        for q, says in (
+            ("status:", "names nothing after status:"),
+            ("x" * 201, "at most 200"),
+            ("pool:Evil", "'Evil' is not a pool name"),
+        ):
             refused = c.get("/jobs", params={"q": q})
             assert refused.status_code == 400 and says in unescape(refused.text)
 
@@ -303,7 +308,7 @@ def test_pools_page_counts_jobs_by_status(dashboard: Dashboard) -> None:
             assert f'pool={pool}&amp;status=SUCCEEDED">1<' in row.group(1)
             # The pool's cap and its machines and queue, from its slot table.
             assert '<td class="num" data-cap>10</td>' in row.group(1)
-            assert 'data-queued>0</td>' in row.group(1)
+            assert "data-queued>0</td>" in row.group(1)
             assert '<td class="num" data-standby>0/0</td>' in row.group(1)  # none kept stopped
 
 

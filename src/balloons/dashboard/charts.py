@@ -38,9 +38,12 @@ class Bar:
     text: str  # the value as shown in the bar's tooltip
 
 
-def bars(title: str, items: Sequence[Bar], *, axis: tuple[str, str] = ("", "")) -> Markup:
-    """A bar chart: one bar per item, scaled to the largest, each with a tooltip."""
-    top = max((b.value for b in items), default=0.0) or 1.0
+def bars(
+    title: str, items: Sequence[Bar], *, axis: tuple[str, str] = ("", ""), top: float = 0.0
+) -> Markup:
+    """A bar chart: one bar per item, scaled to ``top`` (else the largest), each with a
+    tooltip."""
+    top = top or max((b.value for b in items), default=0.0) or 1.0
     n = max(1, len(items))
     step = WIDTH / n
     parts = [

@@ -455,7 +455,12 @@ class _Dashboard(_Rendering):
                 "queue_summary": charts.summary(queue),
                 "run": charts.bars("run time", charts.distribution(run)),
                 "run_summary": charts.summary(run),
-                "failures": charts.bars("failure rate per pool", charts.failure_rates(stats)),
+                "failures": charts.bars(
+                    "failure rate per pool",
+                    charts.failure_rates(stats),
+                    top=100.0,
+                    axis=("", "bar height: share of the pool's ended jobs, to 100%"),
+                ),
                 "costs": charts.bars("cost per pool", charts.costs(stats, self.app.prices)),
             }
 
