@@ -57,12 +57,12 @@ def fill(app: balloons.App, tasks: int) -> int:
         for kind in ("queue", "boot", "run", "e2e"):
             for b in range(1, len(STAT_BUCKETS) + 2):
                 fields[f"{kind}:{b}:{name}"] = b
-            fields[f"{kind}:s:{name}"] = 12.5
+            fields[f"{kind}:s:{name}"] = 12500
         for reason in Reason:
             fields[f"n:FAILED:{reason.value}:{name}"] = 3
             fields[f"retry:{reason.value}:{name}"] = 2
         fields[f"n:SUCCEEDED::{name}"] = 1000
-        fields[f"ms:1:256:{name}"] = 4.5
+        fields[f"ms:1:256:{name}"] = 4500
     app.store.redis.hset(pk.stats, mapping=fields)
     return int(app.store.redis.hlen(pk.stats))
 

@@ -81,7 +81,7 @@ def test_hostile_fields_are_skipped_and_labels_bounded() -> None:
         b"run:4:t": b"7",
         b"ms:0:256:t": b"1",
         b"ms:1:256:t": b"-1",
-        b"ms:2:512:t": b"10",
+        b"ms:2:512:t": b"10000",  # milliseconds
         b"retry:x:t": b"1",
         b"queue:s": b"1",  # no task
         b"what:1:t": b"1",

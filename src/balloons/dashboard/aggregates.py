@@ -48,7 +48,7 @@ KINDS = {
 _TASK_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 _REASONS = frozenset(r.value for r in Reason)
-_LARGEST = 1e12  # any count or sum beyond this was not added up by the scripts
+_LARGEST = 1e15  # any count or sum (ms) beyond this was not added up by the scripts
 
 
 @dataclass
@@ -192,7 +192,7 @@ def _add(out: PoolStats, head: list[str], task: str, value: float) -> bool:
     if kind in KINDS:
         h = out.histograms[(kind, task)]
         if head[1] == "s":
-            h.total += value
+            h.total += value / 1000  # whole milliseconds
             return True
         i = integer(head[1], 1, len(STAT_BUCKETS) + 1)
         if i is None or not value.is_integer():
@@ -213,7 +213,7 @@ def _add(out: PoolStats, head: list[str], task: str, value: float) -> bool:
     cpus, mem = integer(head[1], 1, MAX_CPUS), integer(head[2], 1, MAX_MEMORY_MB)  # "ms"
     if cpus is None or mem is None:
         return False
-    out.machine_seconds[(cpus, mem, task)] += value
+    out.machine_seconds[(cpus, mem, task)] += value / 1000  # whole milliseconds
     return True
 
 

@@ -81,10 +81,10 @@ result, the error and the progress for one attempt, and ``grant`` permits a retr
 Fields of a pool's ``stats`` hash (``TASK`` last, as the task's name in the payload when it
 is one balloons could have written, else ``?``): ``KIND:I:TASK`` counts observations in
 histogram bucket ``I`` (1-based, of :data:`STAT_BUCKETS`; one past the last is ``+Inf``) and
-``KIND:s:TASK`` their sum, for ``KIND`` ``queue`` (submit to first start), ``boot`` (a slot's
+``KIND:s:TASK`` their sum in whole milliseconds, for ``KIND`` ``queue`` (submit to first start), ``boot`` (a slot's
 launch to its machine's claim), ``run`` (an attempt's start to its end) and ``e2e`` (submit to
 the job's end); ``n:STATUS:REASON:TASK`` counts jobs ended, ``retry:REASON:TASK`` attempts
-failed with a retry scheduled; ``ms:CPUS:MB:TASK`` adds up billed machine-seconds per size
+failed with a retry scheduled; ``ms:CPUS:MB:TASK`` adds up billed machine-milliseconds per size
 (the ``run`` sum is the task-seconds). They only grow (Prometheus counters); readers
 treat every field as hostile (:mod:`balloons.dashboard.aggregates`).
 
