@@ -175,11 +175,16 @@ def _labels(busy: dict[str, float]) -> set[str]:
     return set(ranked[:MAX_TASKS])
 
 
+#: How many parts come before the task in a field of each kind.
+_ARITY = {"n": 3, "retry": 2, "ms": 3, **dict.fromkeys(KINDS, 2)}
+#: Bucket numbers as the scripts write them.
+_BUCKET = {str(i): i for i in range(1, len(STAT_BUCKETS) + 2)}
+
+
 def _split(key: str) -> tuple[list[str] | None, str]:
     """A field's parts before the task (by its kind's arity) and the task's name (which may
     hold ``:``)."""
-    kind = key.partition(":")[0]
-    arity = {"n": 3, "retry": 2, "ms": 3}.get(kind, 2 if kind in KINDS else 0)
+    arity = _ARITY.get(key.partition(":")[0], 0)
     parts = key.split(":", arity)
     if arity == 0 or len(parts) != arity + 1:
         return None, ""
@@ -194,7 +199,7 @@ def _add(out: PoolStats, head: list[str], task: str, value: float) -> bool:
         if head[1] == "s":
             h.total += value / 1000  # whole milliseconds
             return True
-        i = integer(head[1], 1, len(STAT_BUCKETS) + 1)
+        i = _BUCKET.get(head[1])
         if i is None or not value.is_integer():
             return False
         h.counts[i - 1] += int(value)

@@ -306,6 +306,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
     thousands of histogram lines)."""
     out: list[str] = []
     labels: dict[tuple[tuple[str, str], ...], str] = {}
+    escaped: dict[str, str] = {}
     for metric in registry.collect():
         name, kind = metric.name, metric.type
         if kind == "counter":
@@ -321,7 +322,9 @@ def exposition(registry: CollectorRegistry) -> bytes:
             text = labels.get(key)
             if text is None:
                 text = labels[key] = (
-                    "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in key) + "}" if key else ""
+                    "{" + ",".join(f'{k}="{_escaped(v, escaped)}"' for k, v in key) + "}"
+                    if key
+                    else ""
                 )
             out.append(f"{sample.name}{text} {_go_float(sample.value)}\n")
     return "".join(out).encode("utf-8")
@@ -329,6 +332,14 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 #: A sample's value as Prometheus' Go code writes it (``1.0``, ``+Inf``, ``1.5e+07``).
 _go_float = cast("Callable[[float], str]", floatToGoString)
+
+
+def _escaped(value: str, seen: dict[str, str]) -> str:
+    """A label value escaped, each distinct value once per scrape."""
+    out = seen.get(value)
+    if out is None:
+        out = seen[value] = _escape(value)
+    return out
 
 
 def _escape(value: str) -> str:

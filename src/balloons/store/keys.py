@@ -81,12 +81,13 @@ result, the error and the progress for one attempt, and ``grant`` permits a retr
 Fields of a pool's ``stats`` hash (``TASK`` last, as the task's name in the payload when it
 is one balloons could have written, else ``?``): ``KIND:I:TASK`` counts observations in
 histogram bucket ``I`` (1-based, of :data:`STAT_BUCKETS`; one past the last is ``+Inf``) and
-``KIND:s:TASK`` their sum in whole milliseconds, for ``KIND`` ``queue`` (submit to first start), ``boot`` (a slot's
-launch to its machine's claim), ``run`` (an attempt's start to its end) and ``e2e`` (submit to
-the job's end); ``n:STATUS:REASON:TASK`` counts jobs ended, ``retry:REASON:TASK`` attempts
-failed with a retry scheduled; ``ms:CPUS:MB:TASK`` adds up billed machine-milliseconds per size
-(the ``run`` sum is the task-seconds). They only grow (Prometheus counters); readers
-treat every field as hostile (:mod:`balloons.dashboard.aggregates`).
+``KIND:s:TASK`` their sum in whole milliseconds, for ``KIND`` ``queue`` (submit to first
+start), ``boot`` (a slot's launch to its machine's claim), ``run`` (an attempt's start to its
+end: the sum is the task-seconds) and ``e2e`` (submit to the job's end);
+``n:STATUS:REASON:TASK`` counts jobs ended, ``retry:REASON:TASK`` attempts failed with a retry
+scheduled, and ``ms:CPUS:MB:TASK`` adds up billed machine-milliseconds per size. They only
+grow (Prometheus counters); readers treat every field as hostile
+(:mod:`balloons.dashboard.aggregates`).
 
 ``NS:pools``, the machine records and the sweeper's lock are not a pool's: no script touches
 them. Each is read and written by single-key commands (``SADD`` alongside a submit, plain
