@@ -63,7 +63,8 @@ def fill(app: balloons.App, tasks: int) -> int:
             fields[f"retry:{reason.value}:{name}"] = 2
         fields[f"n:SUCCEEDED::{name}"] = 1000
         fields[f"ms:1:256:{name}"] = 4500
-    app.store.redis.hset(pk.stats, mapping=fields)
+    if fields:
+        app.store.redis.hset(pk.stats, mapping=fields)
     return int(app.store.redis.hlen(pk.stats))
 
 
