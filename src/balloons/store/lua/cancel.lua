@@ -24,7 +24,8 @@ if ended < (tonumber(st[2]) or 0) then runs_swap(u, claimed, tonumber(st[2]), st
 local task = stat_task(st[6])
 stat_end(task, 'CANCELLED', 'cancelled', st[7], st[8])
 if st[1] == 'RUNNING' or st[1] == 'STARTING' then
-  stat_attempt(task, attempt_update(u, st[2], {ended=NOW, outcome='CANCELLED', reason='cancelled'}))
+  local a = attempt_update(u, st[2], {ended=NOW, outcome='CANCELLED', reason='cancelled'})
+  stat_attempt(task, a)
   local info = st[3] and slot_get(st[3])
   if info and info.job == u then info.cancel = NOW; slot_put(st[3], info) end
 end

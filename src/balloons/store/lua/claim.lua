@@ -43,7 +43,9 @@ if not ok or replayed then
   return {-3, st[1]}
 end
 -- The slot's machine took this long from its launch to its claim.
-if info.state == 'starting' then stat_observe('boot', stat_task(st[3]), NOW - (tonumber(info.since) or NOW)) end
+if info.state == 'starting' then
+  stat_observe('boot', stat_task(st[3]), NOW - (tonumber(info.since) or NOW))
+end
 info.state = 'running'
 info.since = NOW
 slot_put(slot, info)
