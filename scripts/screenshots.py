@@ -143,6 +143,8 @@ def main(out: Path) -> None:
                 "dashboard-job-running.png": f"/jobs/{running.id}",
                 "dashboard-pools.png": "/pools",
                 "dashboard-cost.png": "/cost",
+                "dashboard-charts.png": "/charts",
+                "dashboard-search.png": "/jobs?q=declined",
             }
             for name, path in shots.items():
                 page.goto(path)

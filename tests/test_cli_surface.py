@@ -17,7 +17,7 @@ import pytest
 from balloons.cli import main as cli
 from balloons.cli.exits import MEANING, Exit
 from balloons.cli.jobs import JOB_COLUMNS
-from balloons.cli.machines import MACHINE_COLUMNS, POOL_COLUMNS
+from balloons.cli.machines import COST_COLUMNS, MACHINE_COLUMNS, POOL_COLUMNS
 from balloons.cli.tables import drop_order
 from balloons.job import Job
 from tests import tasks
@@ -91,7 +91,7 @@ def test_exit_codes_are_documented_in_help_and_readme() -> None:
         assert f"| {int(code)} | {MEANING[code]} |" in readme
     # And the order in which narrow terminals drop each table's columns.
     for table, columns in (("jobs", JOB_COLUMNS), ("machines", MACHINE_COLUMNS),
-                           ("pools", POOL_COLUMNS)):  # fmt: skip
+                           ("pools", POOL_COLUMNS), ("cost", COST_COLUMNS)):  # fmt: skip
         kept = ", ".join(c.name for c in columns if c.drop is None)
         assert f"| `{table}` | {drop_order(columns)} | {kept} |" in readme
 

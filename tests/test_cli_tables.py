@@ -11,7 +11,7 @@ import pytest
 from rich.cells import cell_len
 
 from balloons.cli.jobs import JOB_COLUMNS
-from balloons.cli.machines import MACHINE_COLUMNS, POOL_COLUMNS
+from balloons.cli.machines import COST_COLUMNS, MACHINE_COLUMNS, POOL_COLUMNS
 from balloons.job import Job
 from tests import tasks
 from tests.clirun import balloons, on_terminal, running_job
@@ -66,6 +66,14 @@ def test_tables_fit_an_80_column_terminal_with_every_id_whole(running: Job[str])
     assert max(cell_len(line) for line in ran.out.splitlines()) <= 40, ran.out
     assert "default" in ran.out.split() and "…" not in ran.out
 
+    ran = on_terminal("cost", columns=60)
+    assert ran.code == 0, ran.err
+    tables = [line for line in ran.out.splitlines() if not line.startswith("warm machines")]
+    assert max(cell_len(line) for line in tables) <= 60, ran.out
+    assert tasks.add.name in ran.out.split() and "…" not in ran.out
+    assert {"task", "jobs", "USD"} <= set(ran.out.split())
+    assert "efficiency" not in ran.out  # dropped first
+
 
 def test_piped_or_wide_tables_have_every_column(running: Job[str]) -> None:
     ids = [j.id for j in tasks.app.jobs(limit=10)]
@@ -84,6 +92,9 @@ def test_piped_or_wide_tables_have_every_column(running: Job[str]) -> None:
         assert machine in ran.out and running.id in ran.out and "…" not in ran.out
     ran = balloons("pools", env={"COLUMNS": "30"})
     assert _headers(ran.out) == [c.name for c in POOL_COLUMNS]
+    for ran in (balloons("cost", env={"COLUMNS": "30"}), on_terminal("cost", "--wide", columns=30)):
+        task_table = ran.out.split("\n\n")[-1] if "\n\n" in ran.out else ran.out
+        assert [c.name for c in COST_COLUMNS][1:] == _headers(task_table)[1:], ran.out
 
 
 def test_a_narrow_terminal_drops_columns_in_the_documented_order(running: Job[str]) -> None:

@@ -104,6 +104,26 @@ def test_max_cost_is_validated() -> None:
 
 
 @pytest.mark.machines
+def test_a_job_whose_machine_never_launched_is_not_charged() -> None:
+    from balloons.dashboard import aggregates
+    from tests.test_supervisor import held_app
+
+    app, add = held_app("never", max_machines=1, boot_timeout=1)
+    job = add.submit(1, 2)
+    sup = app.supervisor()
+    wait_for(lambda: sup.step(gc=False).reclaimed, "the boot lease to lapse")
+    with pytest.raises(JobFailed, match="boot_timeout"):
+        job.result(timeout=5)
+    (a,) = job.cost().attempts
+    assert a.machine_seconds == 0 and a.usd == 0
+    report = app.costs(["never"])
+    assert report.total.jobs == 1 and report.total.machine_seconds == 0
+    never = aggregates.read(app.store, ["never"])["never"]
+    assert never.ended[("FAILED", "boot_timeout", tasks.add.name)] == 1
+    assert not never.machine_seconds  # nor in /metrics
+
+
+@pytest.mark.machines
 def test_job_cost_counts_launch_to_end_at_the_machine_size() -> None:
     job = tasks.sleep.submit(0.3)
     job.result(timeout=30)

@@ -193,6 +193,12 @@ LEASE = st.sampled_from([0.0, 1.0, NOW - 60, NOW + 600, 1e12, float("inf"), floa
 SLOT_NAMES = st.sampled_from([f"{ULID}-1", f"{ULID}-0", "01jd3x9k2m8vq4t7w0c5r6y1zj-0", "x"])
 KEYS = st.one_of(st.sampled_from([b"1", b"2", b"0", b"x", b"9" * 30]), st.binary(max_size=6))
 
+#: Fields of a pool's stats hash: as the scripts write them, and near misses.
+STAT_FIELDS = [
+    "run:3:tests.tasks:add", "run:s:tests.tasks:add", "run:99:t", "run:0:t", "queue:x:t",
+    "n:FAILED:task_error:t", "n:PWNED:x:t", "n:SUCCEEDED::bad task", "retry:oom:t", "retry:x:t",
+    "ms:1:256:t", "ms:0:0:t", "ms:x:y:t", "ts:t", "ts:", "e2e:17:t", "boot:1", "n:",
+]  # fmt: skip
 RECORDS = st.fixed_dictionaries(
     {
         "job": st.fixed_dictionaries({"status": STATUS}, optional=JOB_FIELDS),
@@ -206,6 +212,9 @@ RECORDS = st.fixed_dictionaries(
         "usage": st.dictionaries(
             st.one_of(st.sampled_from(["idle:1:256", "idle:12:256", "idle:x:y", "idle:99999:1"]),
                       TEXT), VALUE, max_size=3),
+        "stats": st.dictionaries(
+            st.one_of(st.sampled_from(STAT_FIELDS), TEXT), VALUE, max_size=4
+        ),
         "standby": st.dictionaries(
             st.sampled_from([MACHINE, "fedcba98765432", "x"]),
             st.one_of(VALUE, _object({"since": st.floats(), "slot": TEXT})),
@@ -265,7 +274,9 @@ class Rig:
         for slot, (lease, entry) in rec["slots"].items():
             r.zadd(pk.slots, {slot: lease})
             r.hset(pk.slot, slot, entry)
-        for name, mapping in (("cfg", pk.cfg), ("usage", pk.usage), ("standby", pk.standby)):
+        for name, mapping in (
+            ("cfg", pk.cfg), ("usage", pk.usage), ("standby", pk.standby), ("stats", pk.stats)
+        ):  # fmt: skip
             if rec[name]:
                 r.hset(mapping, mapping=rec[name])
         for mid, fields in rec["machines"].items():
@@ -337,7 +348,15 @@ class Rig:
             assert "\x1b" not in out.output and "\x07" not in out.output, (args, out.output)
 
     def dashboard(self) -> None:
-        for path in ("/jobs", "/jobs?status=INVALID", "/pools", "/cost", "/metrics"):
+        for path in (
+            "/jobs",
+            "/jobs?status=INVALID",
+            "/jobs?q=x",
+            "/pools",
+            "/cost",
+            "/charts",
+            "/metrics",
+        ):
             page = self.web.get(path)
             assert page.status_code == 200, (path, page.text[:2000])
             assert "\x1b" not in page.text, path
@@ -378,7 +397,7 @@ def rig(r: redis.Redis, web: httpx.Client) -> Iterator[Rig]:
 
 def _record(**job: bytes) -> dict[str, Any]:
     empty: dict[str, Any] = {"attempts": {}, "logs": [], "slots": {}, "cfg": {}, "usage": {}}
-    return {**empty, "standby": {}, "machines": {}, "job": job}
+    return {**empty, "standby": {}, "machines": {}, "stats": {}, "job": job}
 
 
 @settings(
@@ -390,6 +409,7 @@ def _record(**job: bytes) -> dict[str, Any]:
 @example(rec=_record(status=b"SUCCEEDED", result=Big(b"[" * 100_000), payload=b"[]"))
 @example(rec=_record(status=b"RUNNING", progress=b"nan", note=b"[/data] \x1b[2J", created=b"1e400"))
 @example(rec={**_record(status=b"FAILED"), "usage": {"idle:12:256": b"30", "idle:x:y": b"nan"}})
+@example(rec={**_record(status=b"RUNNING"), "stats": {"run:3:t": b"1e400", "ms:1:256:t": b"x"}})
 @given(rec=RECORDS)
 def test_every_reader_survives_any_record(rig: Rig, rec: dict[str, Any]) -> None:
     rig.write(rec)

@@ -1,12 +1,13 @@
 """What jobs cost: machine-seconds by guest size, priced with a table kept as data.
 
 Every attempt is billed from its launch (the slot taken for a new machine, or the moment a warm
-machine took the job) to its end, at the size of the machine that ran it. A warm machine's idle
-time between jobs (and before it gives its slot back) belongs to its pool, not to a job: the
-``TAKE`` script adds it to the pool's ``usage`` hash, per size. Figures are estimates at Fly's
-published prices (``prices.json``: the prices of Fly's lowest-priced regions and each region's
-markup, with the source and date), whichever backend ran the job; an app can override the table
-(``App(prices=PATH)``, ``BALLOONS_PRICES``).
+machine took the job) to its end, at the size of the machine that ran it; an attempt no machine
+claimed before it ended (a launch that failed, a machine that never booted) is billed nothing.
+A warm machine's idle time between jobs (and before it gives its slot back) belongs to its
+pool, not to a job: the ``TAKE`` script adds it to the pool's ``usage`` hash, per size. Figures
+are estimates at Fly's published prices (``prices.json``: the prices of Fly's lowest-priced
+regions and each region's markup, with the source and date), whichever backend ran the job; an
+app can override the table (``App(prices=PATH)``, ``BALLOONS_PRICES``).
 
 The *efficiency* of a set of jobs is billed machine-seconds divided by task-seconds (the time
 their tasks ran): 1.0 would mean no boot, queueing or idle time was paid for.
@@ -202,7 +203,11 @@ def attempt_cost(
     mem = a.memory_mb or default_size[1]
     start = a.launched_at or a.started_at
     end = a.ended_at or now
-    machine = max(0.0, end - start) if start else 0.0
+    # An attempt that ended with no machine ever claiming it (its launch failed, or its
+    # machine never booted) had no machine to bill: it is charged nothing, however long its
+    # slot waited. One still booting is billed from its launch, as its machine is.
+    ran = a.started_at is not None or a.machine_id is not None or a.ended_at is None
+    machine = max(0.0, end - start) if start and ran else 0.0
     task = max(0.0, end - a.started_at) if a.started_at else 0.0
     return AttemptCost(
         a.number, cpus, mem, machine, task, machine * prices.per_second(cpus, mem), a.warm

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .info import JobInfo, JobStatus
@@ -29,17 +29,86 @@ MAX_PER_PAGE = 10_000
 ROW_FIELDS = ("status", "payload", "attempt", "machine", "created", "started", "finished", "reason")
 
 
+#: The most characters and terms of a search.
+MAX_QUERY = 200
+MAX_TERMS = 8
+#: What a search term may name: ``KEY:VALUE``.
+SEARCH_KEYS = ("id", "task", "status", "pool", "reason", "error")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a search: ``key`` one of :data:`SEARCH_KEYS`, or ``""`` for a bare word,
+    which matches an id prefix, a task, a reason or the error's text."""
+
+    key: str
+    value: str
+
+    def matches(self, info: JobInfo) -> bool:
+        v = self.value.lower()
+        ulid = info.id.rpartition(".")[2]
+        if self.key == "id":
+            return info.id.startswith(self.value) or ulid.startswith(v)
+        if self.key == "task":
+            return v in info.task.lower()
+        if self.key == "status":
+            return info.status.value.lower() == v
+        if self.key == "pool":
+            return info.pool == v
+        if self.key == "reason":
+            return (info.reason or "").lower() == v
+        error = f"{info.error_type or ''}: {info.error_message or ''}".lower()
+        if self.key == "error":
+            return v in error
+        return (
+            info.id.startswith(self.value)
+            or ulid.startswith(v)
+            or v in info.task.lower()
+            or v == (info.reason or "").lower()
+            or v in error
+        )
+
+
+def parse_query(raw: str) -> tuple[Term, ...]:
+    """A search box's text: words, each ``KEY:VALUE`` (``id``, ``task``, ``status``, ``pool``,
+    ``reason``, ``error``) or bare; every one must match. ``ValueError`` naming what is
+    wrong."""
+    if len(raw) > MAX_QUERY:
+        raise ValueError(f"a search has at most {MAX_QUERY} characters, got {len(raw)}")
+    words = raw.split()
+    if len(words) > MAX_TERMS:
+        raise ValueError(f"a search has at most {MAX_TERMS} words, got {len(words)}")
+    terms = []
+    for word in words:
+        key, sep, value = word.partition(":")
+        if sep and key.lower() in SEARCH_KEYS:
+            if not value:
+                raise ValueError(f"search term {word!r} names nothing after {key}:")
+            if key.lower() == "pool" and not POOL_RE.match(value):
+                raise ValueError(
+                    f"{value!r} is not a pool name: expected lowercase letters, digits, '-' or '_'"
+                )
+            terms.append(Term(key.lower(), value))
+        else:
+            terms.append(Term("", word))  # a task name holds ':' too
+    return tuple(terms)
+
+
 @dataclass(frozen=True)
 class Filters:
     """What a listing keeps. ``None`` keeps everything; ``task`` matches a full task name
-    (``module:function``) or its function part."""
+    (``module:function``) or its function part; ``search``: terms that must all match
+    (:func:`parse_query`)."""
 
     status: JobStatus | None = None
     task: str | None = None
     pool: str | None = None
+    search: tuple[Term, ...] = ()
 
     @classmethod
-    def parse(cls, status: str | None, task: str | None, pool: str | None) -> Filters:
+    def parse(
+        cls, status: str | None, task: str | None, pool: str | None, q: str | None = None
+    ) -> Filters:
         """Filters from user input; ``ValueError`` naming the bad value and what was expected."""
         st = None
         if status:
@@ -54,12 +123,34 @@ class Filters:
             raise ValueError(
                 f"{pool!r} is not a pool name: expected lowercase letters, digits, '-' or '_'"
             )
-        return cls(st, task or None, pool or None)
+        return cls(st, task or None, pool or None, parse_query(q or ""))
+
+    @property
+    def query(self) -> str:
+        """The search as typed back (terms joined by spaces)."""
+        return " ".join(f"{t.key}:{t.value}" if t.key else t.value for t in self.search)
+
+    @property
+    def reads_errors(self) -> bool:
+        """Whether the search looks at the error's text (a listing then reads the error)."""
+        return any(t.key in ("", "error") for t in self.search)
+
+    def pools_of(self, store: Store) -> list[str]:
+        """The pools a listing reads: the one named (by the filter or a ``pool:`` term), else
+        every pool."""
+        named = {t.value for t in self.search if t.key == "pool"}
+        if self.pool:
+            named.add(self.pool)
+        if len(named) > 1:
+            return []  # two pools named: no job is in both
+        return list(named) if named else store.pools()
 
     def keeps(self, info: JobInfo) -> bool:
         if self.status is not None and info.status is not self.status:
             return False
-        return self.task is None or self.task in (info.task, info.task.rpartition(":")[2])
+        if self.task is not None and self.task not in (info.task, info.task.rpartition(":")[2]):
+            return False
+        return all(t.matches(info) for t in self.search)
 
 
 @dataclass(frozen=True)
@@ -81,13 +172,14 @@ def scan(
     limit: int = SCAN_LIMIT,
     first: int = FIRST_CHUNK,
     fields: Sequence[str] = ROW_FIELDS,
+    secret: bytes | None = None,
 ) -> Iterator[JobInfo]:
     """Job summaries (no attempts, arguments or results), newest first across ``pools``,
     from the newest ``limit`` jobs of each, built from ``fields`` (``status`` first).
 
     The index and the records are read in windows that start at ``first`` and double up to
     :data:`CHUNK`, so a caller that stops early (a first page) reads little more than it
-    shows."""
+    shows. ``secret`` verifies the errors when ``fields`` read them."""
     ranked = heapq.merge(
         *(_pool_index(store, p, limit, first) for p in pools), key=lambda row: row[0], reverse=True
     )
@@ -96,7 +188,7 @@ def scan(
         size = min(size * 2, CHUNK)
         for jid, rec in zip(ids, store.fields(ids, fields), strict=True):
             if rec:
-                yield job_info(jid, rec, {})
+                yield job_info(jid, rec, {}, secret)
 
 
 def _pool_index(store: Store, pool: str, limit: int, first: int) -> Iterator[tuple[float, str]]:
@@ -116,12 +208,12 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
             f"page must be from 1 to {MAX_PAGE} and per_page from 1 to {MAX_PER_PAGE}, "
             f"got {page} and {per_page}"
         )
-    pools = [filters.pool] if filters.pool else store.pools()
+    pools = filters.pools_of(store)
     skip, scanned, more = (page - 1) * per_page, 0, False
     rows: list[JobInfo] = []
     tasks: set[str] = set()
     counts = store.index_sizes(pools)
-    for info in scan(store, pools, first=page * per_page + 1):
+    for info in _scan_for(store, filters, pools, page * per_page + 1):
         scanned += 1
         tasks.add(info.task)
         if not filters.keeps(info):
@@ -142,6 +234,36 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
         truncated=any(n > SCAN_LIMIT for n in counts),
         tasks=sorted(tasks),
     )
+
+
+def _scan_for(
+    store: Store, filters: Filters, pools: Sequence[str], first: int
+) -> Iterator[JobInfo]:
+    """:func:`scan` reading what ``filters`` look at (the error too, verified, for a search
+    of its text)."""
+    if filters.reads_errors:
+        fields, secret = (*ROW_FIELDS, "error", "esig"), store.signing_key()
+        return scan(store, pools, first=first, fields=fields, secret=secret)
+    return scan(store, pools, first=first)
+
+
+#: The most jobs one bulk action changes.
+BULK_LIMIT = 500
+
+
+def select_jobs(
+    store: Store, filters: Filters, eligible: Callable[[JobInfo], bool], limit: int = BULK_LIMIT
+) -> list[JobInfo]:
+    """The newest jobs (up to ``limit``) that pass ``filters`` and ``eligible``, from the same
+    bounded scan as a listing: what a bulk action acts on."""
+    pools = filters.pools_of(store)
+    out: list[JobInfo] = []
+    for info in _scan_for(store, filters, pools, FIRST_CHUNK):
+        if filters.keeps(info) and eligible(info):
+            out.append(info)
+            if len(out) >= limit:
+                break
+    return out
 
 
 @dataclass(frozen=True)

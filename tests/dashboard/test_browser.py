@@ -171,3 +171,84 @@ def test_live_log_lines_appear_on_the_job_page(
         assert page.evaluate("window.sameDocument") is True
     finally:
         release(flag, "")
+
+
+def test_search_finds_a_job_by_its_error_text_and_id_prefix(
+    context: BrowserContext, dashboard: Dashboard
+) -> None:
+    ok = tasks.add.submit(1, 1)
+    bad = tasks.fail.submit("a rare needle")
+    ok.result(timeout=30)
+    with pytest.raises(Exception, match="needle"):
+        bad.result(timeout=30)
+    page = context.new_page()
+    log_in(page, dashboard, "/jobs")
+    expect(page.locator(f'tr[data-job="{ok.id}"]')).to_have_count(1)
+    page.fill("form.filters input[name=q]", "needle")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/jobs?*q=needle*")
+    expect(page.locator(f'tr[data-job="{bad.id}"]')).to_have_count(1)
+    expect(page.locator("tr[data-job]")).to_have_count(1)
+    expect(page.locator("form.filters input[name=q]")).to_have_value("needle")
+    page.fill("form.filters input[name=q]", ok.id.rpartition(".")[2][:18])
+    page.click("form.filters button[type=submit]")
+    expect(page.locator(f'tr[data-job="{ok.id}"]')).to_have_count(1)
+    expect(page.locator("tr[data-job]")).to_have_count(1)
+
+
+def test_charts_are_drawn_inline_with_nothing_loaded_from_elsewhere(
+    context: BrowserContext, dashboard: Dashboard
+) -> None:
+    tasks.add.submit(2, 2).result(timeout=30)
+    page = context.new_page()
+    log_in(page, dashboard, "/jobs")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto("/charts")
+    for section in ("throughput", "queue", "run", "failures", "cost"):
+        chart = page.locator(f"#chart-{section} svg.chart")
+        expect(chart).to_be_visible()
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 50, section
+    # This hour's throughput bar is drawn, with a height.
+    last = page.locator("#chart-throughput rect.chart-bar").last
+    assert float(last.get_attribute("height") or 0) > 0
+    assert all(u.startswith(dashboard.url) for u in requests), requests
+
+
+def test_bulk_cancel_from_a_search(context: BrowserContext, dashboard: Dashboard) -> None:
+    waiting = [tasks.sleep.options(delay=600).submit(1) for _ in range(2)]
+    kept = tasks.echo.options(delay=600).submit("stays")
+    page = context.new_page()
+    log_in(page, dashboard, "/jobs?q=task:sleep")
+    expect(page.locator("tr[data-job]")).to_have_count(2)
+    page.click("#bulk-cancel")
+    expect(page.locator("#bulk-summary")).to_contain_text("2 of 2 selected jobs cancelled")
+    expect(page.locator('tr[data-outcome="cancelled"]')).to_have_count(2)
+    assert all(j.status() is JobStatus.CANCELLED for j in waiting)
+    assert kept.status() is JobStatus.QUEUED
+    kept.cancel()
+
+
+def test_the_pools_page_fits_a_1280_pixel_window_with_grouped_headers(
+    browser: Browser, dashboard: Dashboard
+) -> None:
+    tasks.add.submit(1, 2).result(timeout=30)
+    tasks.add.options(pool="reports-and-invoices").submit(1, 2).result(timeout=30)
+    ctx = browser.new_context(base_url=dashboard.url, viewport={"width": 1280, "height": 800})
+    try:
+        page = ctx.new_page()
+        log_in(page, dashboard, "/pools")
+        table = page.locator("table.pools")
+        expect(table).to_be_visible()
+        expect(page.locator("#pools-machines")).to_have_text("machines")
+        expect(page.locator("#pools-jobs")).to_have_text("jobs")
+        # Every column of the row under its group: 1 + 6 machine columns + the job columns.
+        groups = page.eval_on_selector_all("tr.groups th", "ths => ths.map(t => t.colSpan)")
+        cells = page.locator('tr[data-pool="default"] td').count()
+        assert sum(groups) == cells
+        width = page.evaluate("document.documentElement.scrollWidth")
+        box = table.bounding_box()
+        assert width <= 1280 and box is not None and box["x"] + box["width"] <= 1280, (width, box)
+    finally:
+        ctx.close()

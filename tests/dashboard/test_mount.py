@@ -59,7 +59,7 @@ def log_in_and_check(base: str, prefix: str) -> None:
         assert retried.status_code == 303
         assert retried.headers["location"].startswith(f"{prefix}/jobs/default.")
         metrics = c.get(f"{prefix}/metrics", headers={"authorization": f"Bearer {TOKEN}"})
-        assert "balloons_jobs{" in metrics.text
+        assert "balloons_jobs_ended_total{" in metrics.text
 
 
 def test_mounted_in_the_flask_example_through_wsgi(flask_server: str) -> None:

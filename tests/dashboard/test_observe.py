@@ -84,7 +84,7 @@ def test_metrics_show_cost_and_fly_api_calls(dashboard: Dashboard) -> None:
     assert f'balloons_fly_api_errors_total{{action="create"}} {errors:.1f}' in text
     assert 'balloons_fly_api_calls_total{action="get",outcome="transport"}' in text
     found = re.search(
-        r'balloons_cost_usd\{pool="default",task="tests.tasks:add"\} ([0-9.e-]+)', text
+        r'balloons_cost_usd_total\{pool="default",task="tests.tasks:add"\} ([0-9.e-]+)', text
     )
     assert found and float(found.group(1)) == pytest.approx(job.cost().usd, rel=0.05)
-    assert 'balloons_machine_seconds{pool="default",task="tests.tasks:add"}' in text
+    assert 'balloons_machine_seconds_total{pool="default",task="tests.tasks:add"}' in text

@@ -117,6 +117,53 @@ def test_jobs_page_filters_by_status_task_and_pool(dashboard: Dashboard) -> None
         assert "page 2" in empty_page and "newer" in empty_page and ok.id not in empty_page
 
 
+def test_jobs_page_searches_ids_tasks_statuses_reasons_and_error_text(
+    dashboard: Dashboard, r: redis.Redis
+) -> None:
+    ok = tasks.add.submit(2, 3)
+    bad = tasks.fail.submit("a needle in the stack")
+    other = tasks.echo.options(pool="other").submit("needle")  # in its arguments only
+    forged = tasks.fail.submit("plain")
+    ok.result(timeout=30)
+    other.result(timeout=30)
+    for job in (bad, forged):
+        with pytest.raises(Exception, match=r"needle|plain"):
+            job.result(timeout=30)
+    # An error altered in Redis (its tag no longer verifies) is not searched.
+    key = tasks.app.store.keys(forged.id).job
+    r.hset(key, "error", r.hget(key, "error").replace(b"plain", b"needle"))  # type: ignore[union-attr]
+
+    def found(q: str, **more: str) -> set[str]:
+        page = c.get("/jobs", params={"q": q, **more})
+        assert page.status_code == 200, page.text
+        return {j.id for j in (ok, bad, other, forged)} & set(
+            re.findall(r'data-job="([^"]+)"', page.text)
+        )
+
+    with dashboard.login() as c:
+        assert found("needle") == {bad.id}
+        assert found("error:NEEDLE") == {bad.id}
+        assert found(ok.id.rpartition(".")[2][:20]) == {ok.id}  # an id prefix
+        assert found(f"id:{other.id[:12]}") == {other.id}
+        assert found("task:add") == {ok.id}
+        assert found("tests.tasks:echo") == {other.id}
+        assert found("status:failed") == {bad.id, forged.id}
+        assert found("reason:task_error task:fail") == {bad.id, forged.id}
+        assert found("status:failed needle") == {bad.id}
+        assert found("needle", status="SUCCEEDED") == set()
+        assert found("pool:other") == {other.id}
+        page = c.get("/jobs", params={"q": "needle"}).text
+        assert 'value="needle"' in page and "q=needle" in page  # kept in the box and the stream
+        assert found("pool:other pool:default") == set()
+        for q, says in (
+            ("status:", "names nothing after status:"),
+            ("x" * 201, "at most 200"),
+            ("pool:Evil", "'Evil' is not a pool name"),
+        ):
+            refused = c.get("/jobs", params={"q": q})
+            assert refused.status_code == 400 and says in unescape(refused.text)
+
+
 def test_job_page_shows_arguments_truncated_attempts_and_result(dashboard: Dashboard) -> None:
     job = dtasks.big.submit({"small": "tiny value", "large": "y" * 10_000})
     assert job.result(timeout=30) == 10_010
@@ -154,6 +201,57 @@ def test_each_failed_attempt_shows_its_reason_and_message(
     with dashboard.login() as c:
         html = c.get(f"/jobs/{job.id}").text
         assert '<td>task_error<div class="note">attempt 1 fails</div></td>' in html
+
+
+def test_bulk_cancel_and_retry_act_on_the_filtered_selection(dashboard: Dashboard) -> None:
+    waiting = [tasks.sleep.options(delay=600).submit(1) for _ in range(3)]
+    failed = [tasks.fail.submit(f"bulk {i}") for i in range(2)]
+    done = tasks.add.submit(1, 1)
+    done.result(timeout=30)
+    for job in failed:
+        with pytest.raises(Exception, match="bulk"):
+            job.result(timeout=30)
+    with dashboard.login() as c:
+        page = c.get("/jobs", params={"q": "task:sleep"}).text
+        assert 'id="bulk"' in page and 'name="q" value="task:sleep"' in page
+        assert 'id="bulk"' not in c.get("/jobs").text  # no selection, no bulk action
+        origin = {"origin": dashboard.url}
+
+        def bulk(**form: str) -> httpx.Response:
+            return c.post("/jobs/bulk", data={"csrf": csrf_of(page), **form}, headers=origin)
+
+        no_csrf = c.post("/jobs/bulk", data={"action": "cancel", "q": "task:sleep"}, headers=origin)
+        assert no_csrf.status_code == 403
+        foreign = c.post(
+            "/jobs/bulk",
+            data={"csrf": csrf_of(page), "action": "cancel", "q": "task:sleep"},
+            headers={"origin": "http://evil.test"},
+        )
+        assert foreign.status_code == 403
+        assert all(j.status().value == "QUEUED" for j in waiting)
+        refused = bulk(action="cancel")
+        assert refused.status_code == 400 and "needs a filter" in refused.text
+        assert bulk(action="explode", q="x").status_code == 400
+
+        out = bulk(action="cancel", q="task:sleep")
+        assert out.status_code == 200, out.text
+        assert "3 of 3 selected jobs cancelled" in out.text
+        assert all(j.status().value == "CANCELLED" for j in waiting)
+        assert done.status().value == "SUCCEEDED" and all(
+            j.status().value == "FAILED" for j in failed
+        )
+        again = bulk(action="cancel", q="task:sleep")  # nothing left to cancel: none twice
+        assert "0 of 0 selected jobs cancelled" in again.text
+
+        out = bulk(action="retry", status="FAILED", task="fail")
+        assert "2 of 2 selected jobs retried" in out.text
+        rows = re.findall(r'data-outcome="retried">(.*?)</tr>', out.text, re.S)
+        new = [re.findall(r'/jobs/([^"]+)"', row)[-1] for row in rows]
+        assert len(new) == 2 and not set(new) & {j.id for j in failed}
+        for job_id in new:
+            with pytest.raises(Exception, match="bulk"):
+                tasks.app.job(job_id).result(timeout=30)
+        assert all(j.status().value == "FAILED" for j in failed)  # the originals are kept
 
 
 def test_retry_button_submits_the_same_call_again(dashboard: Dashboard) -> None:
@@ -210,7 +308,7 @@ def test_pools_page_counts_jobs_by_status(dashboard: Dashboard) -> None:
             assert f'pool={pool}&amp;status=SUCCEEDED">1<' in row.group(1)
             # The pool's cap and its machines and queue, from its slot table.
             assert '<td class="num" data-cap>10</td>' in row.group(1)
-            assert '<td class="num" data-queued>0</td>' in row.group(1)
+            assert "data-queued>0</td>" in row.group(1)
             assert '<td class="num" data-standby>0/0</td>' in row.group(1)  # none kept stopped
 
 
@@ -224,19 +322,32 @@ def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis)
     auth = {"authorization": f"Bearer {dashboard.token}"}
     with dashboard.client(headers=auth) as c:
         text = c.get("/metrics").text
-        assert 'balloons_jobs{pool="default",status="SUCCEEDED",task="tests.tasks:add"} 1.0' in text
-        assert 'balloons_jobs{pool="default",status="FAILED",task="tests.tasks:fail"} 1.0' in text
+        add = 'pool="default",task="tests.tasks:add"'
         assert (
-            'balloons_job_duration_seconds_count{pool="default",task="tests.tasks:add"} 1.0' in text
+            'balloons_jobs_ended_total{pool="default",reason="",status="SUCCEEDED",'
+            'task="tests.tasks:add"} 1.0' in text
         )
+        assert (
+            'balloons_jobs_ended_total{pool="default",reason="task_error",status="FAILED",'
+            'task="tests.tasks:fail"} 1.0' in text
+        )
+        for name in ("queue_wait", "run", "end_to_end"):
+            assert f"balloons_job_{name}_seconds_count{{{add}}} 1.0" in text
+        # Each job got a machine of its own: two boots, each launch to claim.
+        boots = re.findall(
+            r'balloons_machine_boot_seconds_count\{pool="default",[^}]*\} (\S+)', text
+        )
+        assert sum(float(n) for n in boots) == 2.0
         assert 'balloons_pool_queued_jobs{pool="default"} 0.0' in text
         assert 'balloons_machines{pool="default",state="stopped"} 2.0' in text
         assert 'balloons_pool_running_machines{pool="default"} 0.0' in text
+        assert 'balloons_pool_machines{pool="default",state="running"} 0.0' in text
         tasks.add.submit(3, 4).result(timeout=30)
         again = c.get("/metrics").text
         assert 'status="SUCCEEDED",task="tests.tasks:add"} 2.0' in again
+        assert f"balloons_job_run_seconds_count{{{add}}} 2.0" in again
         r.flushall()
-        assert "balloons_jobs{" not in c.get("/metrics").text
+        assert "balloons_jobs_ended_total{" not in c.get("/metrics").text
 
 
 def test_listing_notes_when_it_stops_scanning(dashboard: Dashboard) -> None:

@@ -6,10 +6,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from ..store.keys import PoolKeys
-from .common import clock, console, err_console, load_app, main, safe
+from .common import clock, console, err_console, load_app, main
 from .tables import Column, print_table, wide_option
 
 if TYPE_CHECKING:
@@ -41,6 +40,22 @@ MACHINE_COLUMNS = (
     Column("created", drop=3),
     Column("exit", drop=1, justify="right"),
 )
+
+
+def cost_columns(title: str) -> tuple[Column, ...]:
+    """The columns of ``balloons cost``'s tables, by ``pool`` or by ``task``."""
+    return (
+        Column(title, is_id=True),
+        Column("jobs", justify="right"),
+        Column("machine-s", drop=3, justify="right"),
+        Column("task-s", drop=2, justify="right"),
+        Column("efficiency", drop=1, justify="right"),
+        Column("USD", justify="right"),
+    )
+
+
+#: The columns of ``balloons cost``'s task table (the pool table's are the same, by pool).
+COST_COLUMNS = cost_columns("task")
 
 
 @main.command()
@@ -149,7 +164,8 @@ def _machine_rows(app: App, show_all: bool) -> list[dict[str, Any]]:
 @main.command()
 @click.option("--pool", "pools", multiple=True, help="Only this pool (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def cost(pools: tuple[str, ...], as_json: bool) -> None:
+@wide_option(COST_COLUMNS)
+def cost(pools: tuple[str, ...], as_json: bool, wide: bool) -> None:
     """Estimated cost of the jobs kept in Redis, per pool and task, and the efficiency
     (billed machine-seconds / task-seconds)."""
     app = load_app()
@@ -169,7 +185,7 @@ def cost(pools: tuple[str, ...], as_json: bool) -> None:
             )
         )
         return
-    _print_cost(app, report)
+    _print_cost(app, report, wide)
 
 
 def _total(total: Total) -> dict[str, Any]:
@@ -182,23 +198,23 @@ def _total(total: Total) -> dict[str, Any]:
     }
 
 
-def _print_cost(app: App, report: CostReport) -> None:
+def _print_cost(app: App, report: CostReport, wide: bool) -> None:
     """One table per pool and one per task, then the idle time of warm machines."""
     for title, groups in (("pool", report.by_pool), ("task", report.by_task)):
-        table = Table(show_edge=False)
-        for name in (title, "jobs", "machine-s", "task-s", "efficiency", "USD"):
-            table.add_column(name, justify="left" if name == title else "right")
+        rows = []
         for name, t in sorted(groups.items()):
             eff = f"{t.efficiency:.2f}" if t.efficiency is not None else "-"
-            table.add_row(
-                safe(name),
-                str(t.jobs),
-                f"{t.machine_seconds:.1f}",
-                f"{t.task_seconds:.1f}",
-                eff,
-                f"{t.usd:.6f}",
+            rows.append(
+                (
+                    name,
+                    str(t.jobs),
+                    f"{t.machine_seconds:.1f}",
+                    f"{t.task_seconds:.1f}",
+                    eff,
+                    f"{t.usd:.6f}",
+                )
             )
-        console.print(table)
+        print_table(console, cost_columns(title), rows, wide=wide)
     idle = sum(report.idle_seconds.values())
     console.print(
         f"warm machines idle: {idle:.1f} machine-s, ${sum(report.idle_usd.values()):.6f}; "

@@ -1,46 +1,55 @@
 """``/metrics``: Prometheus metrics read from Redis at scrape time.
 
-Nothing is counted in this process: a scrape reads the job index and machine records (the
-same reads as ``balloons pools``), so every replica of a web app reports the same figures and
-a restart loses nothing. Jobs are those still kept in Redis (within the record TTL).
+Nothing is counted in this process, and no job is read: the scripts that end attempts keep
+running aggregates in each pool's ``stats`` hash (:mod:`.aggregates`), and a scrape reads those,
+the pools' queue sizes and slot tables, and the machine records, so every replica of a web app
+reports the same figures, a restart loses nothing, and a scrape costs the same at any number
+of jobs. Counters only grow (Prometheus' ``rate()`` turns them into throughput).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, cast
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..fly import stats as fly_stats
 from ..info import MachineInfo
-from ..listing import CHUNK, RUNNING_MACHINE_STATES, scan
+from ..listing import RUNNING_MACHINE_STATES
+from ..store.keys import PoolKeys
 from ..store.writes import Store
 from ..untrusted import shown
+from . import aggregates
+from .aggregates import KINDS, PoolStats
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..cost import CostReport
 
-#: Newest jobs per pool a scrape reads.
-METRICS_SCAN_LIMIT = 100_000
-#: The record fields a scrape reads.
-FIELDS = ("status", "payload", "created", "started", "finished")
-#: Upper bounds (seconds) of the run-time histogram buckets.
-DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+#: Slot entries of one pool a scrape reads (a pool's cap bounds them; more were not written by
+#: balloons).
+MAX_SLOTS = 10_000
+#: The states of a pool's machines, from its slot table and standby set.
+SLOT_STATES = ("starting", "running", "idle", "standby")
+#: Metric names of the histograms, by kind.
+HISTOGRAMS = {
+    "queue": "balloons_job_queue_wait_seconds",
+    "boot": "balloons_machine_boot_seconds",
+    "run": "balloons_job_run_seconds",
+    "e2e": "balloons_job_end_to_end_seconds",
+}
 
 
 class StoreCollector(Collector):
     """Reads the store on every ``collect()``."""
 
-    def __init__(
-        self, store: Store, scan_limit: int = METRICS_SCAN_LIMIT, app: App | None = None
-    ) -> None:
+    def __init__(self, store: Store, app: App | None = None) -> None:
         self.store = store
-        self.scan_limit = scan_limit
         self.app = app
 
     def describe(self) -> list[GaugeMetricFamily]:
@@ -49,62 +58,117 @@ class StoreCollector(Collector):
     def collect(
         self,
     ) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
-        pools = self.store.pools()
-        by_status: Counter[tuple[str, str, str]] = Counter()
-        durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        pools = self.store.pools()[: aggregates.MAX_POOLS]
+        stats = aggregates.read(self.store, pools)
         invalid: Counter[tuple[str, str]] = Counter()  # (pool, kind of record)
-        seen = []
-        for info in scan(self.store, pools, self.scan_limit, CHUNK, FIELDS):
-            seen.append(info)
-            by_status[(info.pool, shown(info.task), info.status.value)] += 1
-            if info.problems:
-                invalid[(info.pool, "job")] += 1
-            if info.duration is not None:
-                durations[(info.pool, shown(info.task))].append(info.duration)
-
-        jobs = GaugeMetricFamily(
-            "balloons_jobs",
-            "Jobs kept in Redis, by pool, task and status.",
-            labels=["pool", "task", "status"],
-        )
-        for (pool, task, status), n in sorted(by_status.items()):
-            jobs.add_metric([pool, task, status], n)
-        yield jobs
-
-        queued = GaugeMetricFamily(
-            "balloons_pool_queued_jobs", "Jobs waiting for a machine, by pool.", labels=["pool"]
-        )
-        for pool in pools:
-            n = sum(v for (p, _, s), v in by_status.items() if p == pool and s == "QUEUED")
-            queued.add_metric([pool], n)
-        yield queued
-
-        hist = HistogramMetricFamily(
-            "balloons_job_duration_seconds",
-            "Run time (start to end) of finished jobs kept in Redis, by pool and task.",
-            labels=["pool", "task"],
-        )
-        for (pool, task), values in sorted(durations.items()):
-            buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in DURATION_BUCKETS]
-            buckets.append(("+Inf", float(len(values))))
-            hist.add_metric([pool, task], buckets, sum_value=sum(values))
-        yield hist
-
+        for pool, st in stats.items():
+            if st.invalid:
+                invalid[(pool, "stats")] += st.invalid
+        yield from _jobs(stats)
+        yield from _histograms(stats)
+        yield from self._pools(pools, invalid)
         yield from self._machines(pools, invalid)
         yield from _fly_calls()
         if self.app is not None:
-            report = self.app.costs(pools, jobs=seen)
-            invalid.update(report.invalid)
-            yield from _cost(report)
+            yield from self._cost(pools, stats, invalid)
         bad = GaugeMetricFamily(
             "balloons_invalid_records",
-            "Records in Redis that could not be read (altered?), by pool and kind: job, "
-            "attempts (a job's attempt records), machine, usage (a pool's idle-time entry).",
+            "Records in Redis that could not be read (altered?), by pool and kind: machine, "
+            "slot (a pool's slot entry), usage (a pool's idle-time entry), stats (a field of a "
+            "pool's aggregates).",
             labels=["pool", "kind"],
         )
         for (pool, kind), n in sorted(invalid.items()):
             bad.add_metric([pool, kind], n)
         yield bad
+
+    def _pools(
+        self, pools: Sequence[str], invalid: Counter[tuple[str, str]]
+    ) -> Iterator[GaugeMetricFamily]:
+        """Each pool's queue sizes and its machines by state, from its slot table."""
+        ns = self.store.namespace
+        with self.store.errors():
+            pipe = self.store.redis.pipeline(transaction=False)
+            for p in pools:
+                pk = PoolKeys(ns, p)
+                pipe.zcard(pk.queue)
+                pipe.zcard(pk.delayed)
+                pipe.hlen(pk.slot)
+                pipe.hlen(pk.standby)
+            sizes = pipe.execute()
+            pipe = self.store.redis.pipeline(transaction=False)
+            read = [p for i, p in enumerate(pools) if sizes[4 * i + 2] <= MAX_SLOTS]
+            for p in read:
+                pipe.hvals(PoolKeys(ns, p).slot)
+            entries = dict(zip(read, pipe.execute(), strict=True))
+        queued = GaugeMetricFamily(
+            "balloons_pool_queued_jobs", "Jobs waiting for a machine, by pool.", labels=["pool"]
+        )
+        delayed = GaugeMetricFamily(
+            "balloons_pool_delayed_jobs",
+            "Jobs (and retries) waiting for their time, by pool.",
+            labels=["pool"],
+        )
+        machines = GaugeMetricFamily(
+            "balloons_pool_machines",
+            "Machines holding a slot of the pool, by state (starting, running, idle), and its "
+            "stopped standby machines.",
+            labels=["pool", "state"],
+        )
+        for i, p in enumerate(pools):
+            queued.add_metric([p], sizes[4 * i])
+            delayed.add_metric([p], sizes[4 * i + 1])
+            states = dict.fromkeys(SLOT_STATES, 0)
+            states["standby"] = sizes[4 * i + 3]
+            if p not in entries:
+                invalid[(p, "slot")] += 1
+            for raw in entries.get(p, []):
+                state = _slot_state(raw)
+                if state is None:
+                    invalid[(p, "slot")] += 1
+                else:
+                    states[state] += 1
+            for state, n in states.items():
+                machines.add_metric([p, state], n)
+        yield queued
+        yield delayed
+        yield machines
+
+    def _cost(
+        self, pools: Sequence[str], stats: dict[str, PoolStats], invalid: Counter[tuple[str, str]]
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        assert self.app is not None
+        prices = self.app.prices
+        usd = CounterMetricFamily(
+            "balloons_cost_usd",
+            "Estimated cost of the jobs' attempts (at the app's price table), by pool and task.",
+            labels=["pool", "task"],
+        )
+        seconds = CounterMetricFamily(
+            "balloons_machine_seconds",
+            "Billed machine-seconds of the jobs' attempts (from launch to end, of machines that "
+            "ran them), by pool and task.",
+            labels=["pool", "task"],
+        )
+        task_seconds = CounterMetricFamily(
+            "balloons_task_seconds",
+            "Seconds the tasks ran, by pool and task.",
+            labels=["pool", "task"],
+        )
+        for pool, st in sorted(stats.items()):
+            rows: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+            for (cpus, mem, task), s in st.machine_seconds.items():
+                rows[task][0] += s
+                rows[task][1] += s * prices.per_second(cpus, mem)
+            for task in sorted(set(rows) | set(st.task_seconds)):
+                machine_s, dollars = rows.get(task, (0.0, 0.0))
+                usd.add_metric([pool, task], dollars)
+                seconds.add_metric([pool, task], machine_s)
+                task_seconds.add_metric([pool, task], st.task_seconds.get(task, 0.0))
+        yield usd
+        yield seconds
+        yield task_seconds
+        yield from _idle(self.store, pools, self.app, invalid)
 
     def _machines(
         self, pools: list[str], invalid: Counter[tuple[str, str]]
@@ -158,22 +222,43 @@ def _fly_calls() -> Iterator[CounterMetricFamily]:
     yield errors
 
 
-def _cost(report: CostReport) -> Iterator[GaugeMetricFamily]:
-    usd = GaugeMetricFamily(
-        "balloons_cost_usd",
-        "Estimated cost of the jobs kept in Redis (at the app's price table), by pool and task.",
-        labels=["pool", "task"],
+def _jobs(stats: dict[str, PoolStats]) -> Iterator[CounterMetricFamily]:
+    ended = CounterMetricFamily(
+        "balloons_jobs_ended",
+        "Jobs ended, by pool, task, status (SUCCEEDED, FAILED, CANCELLED) and failure reason.",
+        labels=["pool", "task", "status", "reason"],
     )
-    seconds = GaugeMetricFamily(
-        "balloons_machine_seconds",
-        "Billed machine-seconds of the jobs kept in Redis, by pool and task.",
-        labels=["pool", "task"],
+    retried = CounterMetricFamily(
+        "balloons_attempts_retried",
+        "Attempts that failed with a retry scheduled, by pool, task and reason.",
+        labels=["pool", "task", "reason"],
     )
-    task_seconds = GaugeMetricFamily(
-        "balloons_task_seconds",
-        "Seconds the tasks of the jobs kept in Redis ran, by pool and task.",
-        labels=["pool", "task"],
-    )
+    for pool, st in sorted(stats.items()):
+        for (status, reason, task), n in sorted(st.ended.items()):
+            ended.add_metric([pool, task, status, reason], n)
+        for (reason, task), n in sorted(st.retried.items()):
+            retried.add_metric([pool, task, reason], n)
+    yield ended
+    yield retried
+
+
+def _histograms(stats: dict[str, PoolStats]) -> Iterator[HistogramMetricFamily]:
+    for kind, name in HISTOGRAMS.items():
+        hist = HistogramMetricFamily(
+            name, f"Seconds of {KINDS[kind]}, by pool and task.", labels=["pool", "task"]
+        )
+        for pool, st in sorted(stats.items()):
+            for (k, task), h in sorted(st.histograms.items()):
+                if k == kind:
+                    hist.add_metric([pool, task], h.cumulative(), sum_value=h.total)
+        yield hist
+
+
+def _idle(
+    store: Store, pools: Sequence[str], app: App, invalid: Counter[tuple[str, str]]
+) -> Iterator[GaugeMetricFamily]:
+    from ..cost import usage_size
+
     idle = GaugeMetricFamily(
         "balloons_idle_machine_seconds",
         "Seconds warm machines waited for work, by pool (not attributed to any job).",
@@ -184,24 +269,29 @@ def _cost(report: CostReport) -> Iterator[GaugeMetricFamily]:
         "Estimated cost of warm machines' idle time, by pool.",
         labels=["pool"],
     )
-    rows: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for (pool, task), t in report.by_pool_task.items():
-        row = rows[(pool, shown(task))]  # as the label shows it: one row per label
-        row[0] += t.usd
-        row[1] += t.machine_seconds
-        row[2] += t.task_seconds
-    for (pool, task), (dollars, machine_s, task_s) in sorted(rows.items()):
-        usd.add_metric([pool, task], dollars)
-        seconds.add_metric([pool, task], machine_s)
-        task_seconds.add_metric([pool, task], task_s)
-    for pool in sorted(report.idle_seconds):
-        idle.add_metric([pool], report.idle_seconds[pool])
-        idle_usd.add_metric([pool], report.idle_usd[pool])
-    yield usd
-    yield seconds
-    yield task_seconds
+    for pool, fields in sorted(store.usage(pools).items()):
+        total = dollars = 0.0
+        for name, s in fields.items():
+            size = usage_size(name)
+            if size is None or s is None:
+                invalid[(pool, "usage")] += 1
+                continue
+            total += s
+            dollars += s * app.prices.per_second(*size)
+        idle.add_metric([pool], total)
+        idle_usd.add_metric([pool], dollars)
     yield idle
     yield idle_usd
+
+
+def _slot_state(raw: bytes) -> str | None:
+    """The state of a slot entry as read (hostile): starting, running or idle, else None."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    state = entry.get("state") if isinstance(entry, dict) else None
+    return state if state in ("starting", "running", "idle") else None
 
 
 def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
@@ -211,4 +301,46 @@ def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+    """The registry's metrics in Prometheus' text format (what ``generate_latest`` writes for
+    gauges, counters and histograms, with each label set escaped once: a scrape writes
+    thousands of histogram lines)."""
+    out: list[str] = []
+    labels: dict[tuple[tuple[str, str], ...], str] = {}
+    escaped: dict[str, str] = {}
+    for metric in registry.collect():
+        name, kind = metric.name, metric.type
+        if kind == "counter":
+            name += "_total"
+        elif kind not in ("gauge", "histogram"):
+            kind = "untyped"
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            key = tuple(sorted(sample.labels.items()))
+            text = labels.get(key)
+            if text is None:
+                text = labels[key] = (
+                    "{" + ",".join(f'{k}="{_escaped(v, escaped)}"' for k, v in key) + "}"
+                    if key
+                    else ""
+                )
+            out.append(f"{sample.name}{text} {_go_float(sample.value)}\n")
+    return "".join(out).encode("utf-8")
+
+
+#: A sample's value as Prometheus' Go code writes it (``1.0``, ``+Inf``, ``1.5e+07``).
+_go_float = cast("Callable[[float], str]", floatToGoString)
+
+
+def _escaped(value: str, seen: dict[str, str]) -> str:
+    """A label value escaped, each distinct value once per scrape."""
+    out = seen.get(value)
+    if out is None:
+        out = seen[value] = _escape(value)
+    return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

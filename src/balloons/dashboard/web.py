@@ -41,11 +41,11 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BalloonsError, JobNotFound, StoreError
-from ..info import JobStatus
-from ..listing import MAX_PAGE, Filters, find_jobs, pool_summaries
+from ..info import JobInfo, JobStatus
+from ..listing import BULK_LIMIT, MAX_PAGE, Filters, find_jobs, pool_summaries, select_jobs
 from ..store.keys import JobKeys
 from ..untrusted import describe, shown
-from . import metrics, views
+from . import aggregates, charts, metrics, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
 
 if TYPE_CHECKING:
@@ -208,6 +208,7 @@ class _Dashboard(_Rendering):
             Route("/logout", protected(self.logout), methods=["POST"], name="logout"),
             Route("/jobs", protected(self.jobs), name="jobs"),
             Route("/jobs/live", protected(self.jobs_live), name="jobs_live"),
+            Route("/jobs/bulk", protected(self.bulk), methods=["POST"], name="bulk"),
             Route("/jobs/{job_id}", protected(self.job), name="job"),
             Route("/jobs/{job_id}/live", protected(self.job_live), name="job_live"),
             Route("/jobs/{job_id}/cancel", protected(self.cancel), methods=["POST"], name="cancel"),
@@ -215,6 +216,7 @@ class _Dashboard(_Rendering):
             Route("/pools", protected(self.pools), name="pools"),
             Route("/pools/live", protected(self.pools_live), name="pools_live"),
             Route("/cost", protected(self.cost), name="cost"),
+            Route("/charts", protected(self.charts), name="charts"),
             Route("/metrics", protected(self.metrics_endpoint), name="metrics"),
             Mount(
                 "/static", StaticFiles(packages=[("balloons.dashboard", "static")]), name="static"
@@ -357,6 +359,57 @@ class _Dashboard(_Rendering):
         url = request.url_for("job", job_id=target).path
         return RedirectResponse(str(url), status_code=303)
 
+    async def bulk(self, request: Request) -> Response:
+        """Cancel (the jobs not ended) or retry (the failed and cancelled ones) every job the
+        form's filters select, newest first, up to ``BULK_LIMIT``: one script per job, so each
+        job changes whole or not at all, and one that cannot is named with the reason."""
+        form, refused = await self.checked_form(request)
+        if refused is not None:
+            return refused
+        action = form.get("action", "")
+        if action not in BULK_ACTIONS:
+            return self.error(
+                request, 400, f"unknown action {describe(action)}: expected cancel or retry"
+            )
+        try:
+            filters = Filters.parse(
+                form.get("status"), form.get("task"), form.get("pool"), form.get("q")
+            )
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        if filters == Filters():
+            return self.error(
+                request,
+                400,
+                "a bulk action needs a filter or a search: it acts on the jobs they select",
+            )
+
+        def run() -> list[tuple[str, str, str]]:
+            chosen = select_jobs(self.store, filters, BULK_ACTIONS[action])
+            done = []
+            for info in chosen:
+                try:
+                    if action == "retry":
+                        new = self.app.retry(info.id).id
+                        done.append((info.id, "retried", new))
+                    elif self.app.cancel(info.id):
+                        done.append((info.id, "cancelled", ""))
+                    else:
+                        done.append((info.id, "already ended", ""))
+                except BalloonsError as exc:
+                    done.append((info.id, "refused", str(exc)))
+            return done
+
+        outcomes = await run_in_threadpool(run)
+        return self.page(
+            request,
+            "bulk.html",
+            action=action,
+            outcomes=outcomes,
+            query=_query(filters),
+            limit=BULK_LIMIT,
+        )
+
     # ------------------------------------------------------------------- pools
     def pools_table(self, request: Request) -> str:
         found = pool_summaries(self.store)
@@ -387,6 +440,32 @@ class _Dashboard(_Rendering):
             tasks=sorted(report.by_task.items()),
         )
 
+    async def charts(self, request: Request) -> Response:
+        def read() -> dict[str, Any]:
+            pools = self.store.pools()[: aggregates.MAX_POOLS]
+            stats = aggregates.read(self.store, pools)
+            queue, run = charts.merged(stats, "queue"), charts.merged(stats, "run")
+            return {
+                "throughput": charts.bars(
+                    "jobs submitted per hour",
+                    charts.throughput(self.store, pools),
+                    axis=(f"last {charts.HOURS} hours (UTC)", "now"),
+                ),
+                "queue": charts.bars("queue wait", charts.distribution(queue)),
+                "queue_summary": charts.summary(queue),
+                "run": charts.bars("run time", charts.distribution(run)),
+                "run_summary": charts.summary(run),
+                "failures": charts.bars(
+                    "failure rate per pool",
+                    charts.failure_rates(stats),
+                    top=100.0,
+                    axis=("", "bar height: share of the pool's ended jobs, to 100%"),
+                ),
+                "costs": charts.bars("cost per pool", charts.costs(stats, self.app.prices)),
+            }
+
+        return self.page(request, "charts.html", **await run_in_threadpool(read))
+
     async def metrics_endpoint(self, request: Request) -> Response:
         body = await run_in_threadpool(metrics.exposition, self.registry)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -401,10 +480,19 @@ async def _form_of(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
+#: The bulk actions, with the jobs each may change.
+BULK_ACTIONS: dict[str, Callable[[JobInfo], bool]] = {
+    "cancel": lambda info: not info.status.terminal,
+    "retry": lambda info: info.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+}
+
+
 def _filters_of(request: Request) -> tuple[Filters, int]:
     """A jobs page's filters and page number, from its query; ``ValueError`` naming a bad one."""
     query = request.query_params
-    filters = Filters.parse(query.get("status"), query.get("task"), query.get("pool"))
+    filters = Filters.parse(
+        query.get("status"), query.get("task"), query.get("pool"), query.get("q")
+    )
     raw_page = query.get("page") or "1"
     if not _PAGE_RE.match(raw_page) or not 1 <= int(raw_page) <= MAX_PAGE:
         raise ValueError(
@@ -439,6 +527,7 @@ def _query(filters: Filters) -> str:
         "status": filters.status.value if filters.status else "",
         "task": filters.task or "",
         "pool": filters.pool or "",
+        "q": filters.query,
     }
     return urlencode({k: v for k, v in fields.items() if v})
 

@@ -55,6 +55,10 @@ key                                      type    TTL         written by
                                                              (slot ULID, cpus, mem, since);
                                                              ``TAKE`` adds, ``PICK_MACHINE`` takes,
                                                              ``TRIM_STANDBY`` drops (gc)
+``NS:{POOL}:stats``                      hash    none        the scripts that end attempts
+                                                             (and ``CLAIM``: boot time): running
+                                                             aggregates for ``/metrics``, see
+                                                             below
 ``NS:{POOL}:check``                      string  2 s         a waiter checking the pool's
                                                              machines for its waiting job
                                                              (the others skip it meanwhile)
@@ -73,6 +77,17 @@ another key's), ``slot`` (the slot running it), ``due`` (when delayed), ``progre
 ``note`` (the task's last :func:`balloons.progress`); ``rsig``, ``esig`` and ``psig`` tag the
 result, the error and the progress for one attempt, and ``grant`` permits a retry's attempt
 (:mod:`balloons.signing`).
+
+Fields of a pool's ``stats`` hash (``TASK`` last, as the task's name in the payload when it
+is one balloons could have written, else ``?``): ``KIND:I:TASK`` counts observations in
+histogram bucket ``I`` (1-based, of :data:`STAT_BUCKETS`; one past the last is ``+Inf``) and
+``KIND:s:TASK`` their sum in whole milliseconds, for ``KIND`` ``queue`` (submit to first
+start), ``boot`` (a slot's launch to its machine's claim), ``run`` (an attempt's start to its
+end: the sum is the task-seconds) and ``e2e`` (submit to the job's end);
+``n:STATUS:REASON:TASK`` counts jobs ended, ``retry:REASON:TASK`` attempts failed with a retry
+scheduled, and ``ms:CPUS:MB:TASK`` adds up billed machine-milliseconds per size. They only
+grow (Prometheus counters); readers treat every field as hostile
+(:mod:`balloons.dashboard.aggregates`).
 
 ``NS:pools``, the machine records and the sweeper's lock are not a pool's: no script touches
 them. Each is read and written by single-key commands (``SADD`` alongside a submit, plain
@@ -191,6 +206,10 @@ class PoolKeys(Frozen):
         return f"{self.tag}:standby"
 
     @property
+    def stats(self) -> str:
+        return f"{self.tag}:stats"
+
+    @property
     def check(self) -> str:
         return f"{self.tag}:check"
 
@@ -247,6 +266,13 @@ class JobKeys(Frozen):
 #: properties. The scripts name them in upper case (``QUEUE = KEYS[1]``, ...).
 POOL_SCRIPT_KEYS = (
     "queue", "delayed", "slots", "slot", "idle", "wake", "cfg", "standby", "jobs", "seq", "usage",
+    "stats",
+)  # fmt: skip
+#: Upper bounds (seconds) of the buckets of the ``stats`` histograms (queue wait, boot, run,
+#: end to end), which the scripts fill and ``/metrics`` reads.
+STAT_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0,
 )  # fmt: skip
 #: The keys of each job a script is given, after the pool's, in this order: the name of the
 #: function the scripts make them with, and the :class:`PoolKeys` method.

@@ -33,7 +33,14 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..keys import IDEM_SCRIPT_KEY, JOB_SCRIPT_KEYS, POOL_SCRIPT_KEYS, WAKE_SCRIPT_KEY, PoolKeys
+from ..keys import (
+    IDEM_SCRIPT_KEY,
+    JOB_SCRIPT_KEYS,
+    POOL_SCRIPT_KEYS,
+    STAT_BUCKETS,
+    WAKE_SCRIPT_KEY,
+    PoolKeys,
+)
 
 #: Seconds past a record's TTL (counted from its creation, or from when its retry was granted)
 #: that a worker still runs it, for clocks that disagree; older, it is refused as a replay. A
@@ -50,7 +57,7 @@ WAKE_TTL = 24 * 3600
 NAMES = (
     "SUBMIT", "CLAIM", "TAKE", "HEARTBEAT", "FINISH", "LOST", "CANCEL", "SCALE_UP", "REQUEUE",
     "CONFIRM_LAUNCH", "PICK_MACHINE", "START_FAILED", "TRIM_STANDBY", "NOTE_ATTEMPT",
-    "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK",
+    "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK", "READ_STATS",
 )  # fmt: skip
 
 # The scripts, made on first use by __getattr__ (see each file for what it does).
@@ -72,6 +79,7 @@ APPEND_LOGS: str
 MACHINE_WANTED: str
 LAUNCHED: str
 CLOCK: str
+READ_STATS: str
 
 _DIR = os.path.dirname(__file__)
 #: The first line of a script that makes the keys of jobs it finds in its pool.
@@ -143,10 +151,12 @@ def constants() -> dict[str, str]:
         "KEEP": 2 * FRESH_SLACK,  # how long a runs key outlives its job's TTL
         "WAKE_TTL": WAKE_TTL,
     }
-    return {
+    out = {
         f"@{k}@": str(int(v)) if float(v).is_integer() else repr(float(v))
         for k, v in values.items()
     }
+    out["@STAT_BUCKETS@"] = ", ".join(repr(b) for b in STAT_BUCKETS)
+    return out
 
 
 def key_names() -> str:

@@ -11,7 +11,8 @@
 
 local u = ARGV[3]
 local J = jk(u)
-local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl', 'payload')
+local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl', 'payload',
+  'created', 'started')
 if not st[1] then return {-1, ''} end
 if st[1] == 'SUCCEEDED' or st[1] == 'FAILED' or st[1] == 'CANCELLED' then return {-3, st[1]} end
 redis.call('ZREM', QUEUE, u)
@@ -20,8 +21,11 @@ redis.call('HSET', J, 'status', 'CANCELLED', 'finished', NOW, 'reason', 'cancell
 redis.call('HDEL', J, 'error', 'esig')
 local claimed, ended = runs_get(u)
 if ended < (tonumber(st[2]) or 0) then runs_swap(u, claimed, tonumber(st[2]), st[6]) end
+local task = stat_task(st[6])
+stat_end(task, 'CANCELLED', 'cancelled', st[7], st[8])
 if st[1] == 'RUNNING' or st[1] == 'STARTING' then
-  attempt_update(u, st[2], {ended=NOW, outcome='CANCELLED', reason='cancelled'})
+  local a = attempt_update(u, st[2], {ended=NOW, outcome='CANCELLED', reason='cancelled'})
+  stat_attempt(task, a)
   local info = st[3] and slot_get(st[3])
   if info and info.job == u then info.cancel = NOW; slot_put(st[3], info) end
 end

@@ -42,6 +42,10 @@ if not ok or replayed then
   if tonumber(st[2]) ~= tonumber(n) then return {-2, st[1]} end
   return {-3, st[1]}
 end
+-- The slot's machine took this long from its launch to its claim.
+if info.state == 'starting' then
+  stat_observe('boot', stat_task(st[3]), NOW - (tonumber(info.since) or NOW))
+end
 info.state = 'running'
 info.since = NOW
 slot_put(slot, info)

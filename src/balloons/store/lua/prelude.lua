@@ -37,6 +37,7 @@
 
 local T = ARGV[1]
 local NOW = (function() local t = redis.call('TIME'); return t[1] + t[2] / 1e6 end)()
+local BUCKETS
 --@keys
 
 local function cfg(name, default)
@@ -120,6 +121,56 @@ local function attempt_update(u, n, fields)
   for k, v in pairs(fields) do a[k] = v end
   redis.call('HSET', ak(u), n, cjson.encode(a))
   redis.call('EXPIRE', ak(u), tonumber(redis.call('HGET', jk(u), 'ttl')) or @TTL@)
+  return a
+end
+-- Running aggregates for /metrics, in the pool's stats hash (fields in balloons.store.keys):
+-- each change that ends an attempt or a job adds to them, so that a scrape reads a few hashes,
+-- never the jobs. A task's name is taken from the payload when it is one balloons could have
+-- written (else '?'), so that a record altered in Redis adds no label. The writes are
+-- pcalls: a stats hash altered in Redis (a field that holds no number, another type) loses
+-- that figure, never the change the script makes.
+local function stat_task(payload)
+  local at = string.find(payload or '', '"task":', 1, true)
+  local name = at and string.match(payload, '^"([%w_.:-]+)"', at + 7)
+  if name and #name <= 200 then return name end
+  return '?'
+end
+-- Sums are whole milliseconds (HINCRBY is cheaper than HINCRBYFLOAT on every job's path).
+local function stat_add(f, v)
+  v = tonumber(v)
+  if v and v >= 0 and v < 1e9 then
+    redis.pcall('HINCRBY', STATS, f, math.floor(v * 1000 + 0.5))
+  end
+end
+local function stat_observe(kind, task, v)
+  v = tonumber(v)
+  if not v or not (v >= 0 and v < 1e9) then return end
+  BUCKETS = BUCKETS or {@STAT_BUCKETS@}  -- made once per script run, when used
+  local b = #BUCKETS + 1
+  for i = 1, #BUCKETS do
+    if v <= BUCKETS[i] then b = i; break end
+  end
+  redis.pcall('HINCRBY', STATS, kind..':'..b..':'..task, 1)
+  redis.pcall('HINCRBY', STATS, kind..':s:'..task, math.floor(v * 1000 + 0.5))
+end
+-- An attempt a ended now: its run time when it started, and its machine's
+-- seconds from its launch when a machine ran it (one that never claimed it is not billed).
+local function stat_attempt(task, a)
+  local started = tonumber(a.started)
+  if not started then return end
+  local from = tonumber(a.launched) or started
+  stat_observe('run', task, NOW - started)  -- its sum is the task-seconds
+  local c, m = math.floor(tonumber(a.cpus) or @CPUS@), math.floor(tonumber(a.mem) or @MEM@)
+  stat_add('ms:'..c..':'..m..':'..task, NOW - from)
+end
+-- A job ended now for good: counted by status and reason, with its queue wait (created to
+-- first start) and its time from submit to end.
+local function stat_end(task, status, reason, created, started)
+  redis.pcall('HINCRBY', STATS, 'n:'..status..':'..(reason or '')..':'..task, 1)
+  created = tonumber(created)
+  if not created then return end
+  stat_observe('e2e', task, NOW - created)
+  if tonumber(started) then stat_observe('queue', task, tonumber(started) - created) end
 end
 local function need_of(u)
   local need = redis.call('HGET', jk(u), 'need') or '@CPUS@:@MEM@'
@@ -242,6 +293,8 @@ end
 -- the job ends FAILED, record_invalid, and its waiters are woken.
 local function refuse_replay(u)
   local J = jk(u)
+  local st = redis.call('HMGET', J, 'payload', 'created', 'started')
+  stat_end(stat_task(st[1]), 'FAILED', 'record_invalid', st[2], st[3])
   redis.call('ZREM', QUEUE, u)
   redis.call('ZREM', DELAYED, u)
   redis.call('HSET', J, 'status', 'FAILED', 'reason', 'record_invalid', 'finished', NOW)
@@ -257,7 +310,8 @@ end
 local function end_attempt(u, n, machine, status, result, err, reason, retry_delay, retry_mem,
     tag, grant)
   local J = jk(u)
-  local st = redis.call('HMGET', J, 'status', 'attempt', 'machine', 'ttl', 'need', 'payload')
+  local st = redis.call('HMGET', J, 'status', 'attempt', 'machine', 'ttl', 'need', 'payload',
+    'created', 'started')
   if not st[1] then return -1 end
   if tonumber(st[2]) ~= tonumber(n) then return -2 end
   if st[1] ~= 'RUNNING' and st[1] ~= 'STARTING' then return -3 end
@@ -282,9 +336,11 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
     end
   end
   if machine ~= '' then a.machine = machine end
-  attempt_update(u, n, a)
+  local task = stat_task(st[6])
+  stat_attempt(task, attempt_update(u, n, a))
   local ttl = tonumber(st[4]) or @TTL@
   if status == 'FAILED' and retry_delay ~= '' then
+    redis.pcall('HINCRBY', STATS, 'retry:'..reason..':'..task, 1)
     local next_n = tonumber(n) + 1
     redis.call('HSET', J, 'attempt', next_n, 'reason', reason, 'error', err, 'esig', tag,
       'grant', grant)
@@ -307,6 +363,7 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
     return 2
   end
   redis.call('HSET', J, 'status', status, 'finished', NOW, 'reason', reason)
+  stat_end(task, status, reason, st[7], st[8])
   if status == 'SUCCEEDED' then
     redis.call('HSET', J, 'result', result, 'rsig', tag)
   else
