@@ -71,15 +71,24 @@ def submit_many(
     dispatcher = task.app.dispatcher
     store = dispatcher.app.store
     jobs: list[Job[R]] = []
+    stored: tuple[list[Any], list[Any]] | None = None  # a batch stored, its handles not made
     for start in range(0, len(prepared), batch_size):
         batch = prepared[start : start + batch_size]
         try:
-            got = store.submit_batch([(jk, req) for jk, req, _, _ in batch])
+            read = store.submit_batch_start([(jk, req) for jk, req, _, _ in batch])
+            if stored is not None:  # while Redis runs this batch
+                done, stored = stored, None
+                jobs += _placed(dispatcher, *done)
+            stored = (batch, read())
         except BaseException as exc:
+            if stored is not None:
+                done, stored = stored, None
+                jobs += _placed(dispatcher, *done)
             unsent = len(prepared) - start - len(batch)
             unsure = [jk.job_id for jk, _, _, _ in batch]
             raise PartiallySubmitted(jobs, unsure, unsent, str(exc)) from exc
-        jobs += _placed(dispatcher, batch, got)
+    if stored is not None:
+        jobs += _placed(dispatcher, *stored)
     return jobs
 
 
