@@ -52,6 +52,10 @@ add.options(timeot=5)  # TYPO
 add.options(delay="soon")  # BAD_DELAY
 fetch.submit(3)  # BAD_ARG
 wrong: str = count.submit(1).result()  # BAD_RESULT
+reveal_type(add.submit_many([(1, 2), add.s(3, b=4)]))  # MANY
+add.s(1, "two")  # BAD_S
+reveal_type(next(iter(add.starmap([(1, 2)]))))  # MAPPED
+reveal_type(next(iter(fetch.map(["x"], return_exceptions=True))))  # MAPPED_EXC
 
 
 @app.task(timeot=5)  # TYPO_AT_REGISTRATION
@@ -108,4 +112,10 @@ def test_mypy_types_async_tasks_options_and_per_call_options(tmp_path: Path) -> 
     assert any('"delay"' in s and "[arg-type]" in s for s in said["BAD_DELAY"]), said
     assert any("[arg-type]" in s for s in said["BAD_ARG"]), said
     assert any("[assignment]" in s for s in said["BAD_RESULT"]), said
+    [many] = said["MANY"]
+    assert many.endswith('list[balloons.job.Job[int]]"'), many
+    assert any("[arg-type]" in s for s in said["BAD_S"]), said
+    assert said["MAPPED"] == ['note: Revealed type is "int"']
+    [mapped] = said["MAPPED_EXC"]
+    assert "bytes" in mapped and "balloons.errors.JobFailed" in mapped, mapped
     assert any('keyword argument "timeot"' in s for s in said["TYPO_AT_REGISTRATION"]), said

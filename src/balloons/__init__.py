@@ -24,6 +24,7 @@ from .errors import (
     FlyAPIError,
     JobFailed,
     JobNotFound,
+    PartiallySubmitted,
     ResultTimeout,
     SerializationError,
     StoreError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .backends.fly import FlyBackend
     from .backends.local import LocalBackend
     from .control.supervisor import Supervisor
+    from .fanout import Call, Mapped, as_completed
     from .info import AttemptInfo, JobInfo, MachineInfo, MachineSpec
 
 # Machines import this package on start-up: what the worker never needs (the records, built
@@ -59,6 +61,9 @@ _LAZY = {
     "FlyBackend": "balloons.backends.fly",
     "LocalBackend": "balloons.backends.local",
     "Supervisor": "balloons.control.supervisor",
+    "Call": "balloons.fanout",
+    "Mapped": "balloons.fanout",
+    "as_completed": "balloons.fanout",
 }
 
 
@@ -82,6 +87,7 @@ __all__ = [
     "BackendContext",
     "BackendError",
     "BalloonsError",
+    "Call",
     "CallOptions",
     "ConfigError",
     "FlyAPIError",
@@ -95,6 +101,8 @@ __all__ = [
     "LocalBackend",
     "MachineInfo",
     "MachineSpec",
+    "Mapped",
+    "PartiallySubmitted",
     "PickleSerializer",
     "Pool",
     "ResultTimeout",
@@ -107,5 +115,6 @@ __all__ = [
     "TaskOptions",
     "WorkerError",
     "__version__",
+    "as_completed",
     "progress",
 ]

@@ -6,6 +6,7 @@
     ├── ConfigError            a setting is missing, unknown or malformed
     ├── SerializationError     an argument or result cannot be encoded or decoded
     ├── StoreError             Redis cannot be reached or answered wrongly (URL shown masked)
+    │   └── PartiallySubmitted ``submit_many`` failed midway: which jobs are stored, which unsure
     ├── JobNotFound            no record for that job id (never existed, expired or forgotten)
     ├── JobFailed              the job ended FAILED or CANCELLED; carries the remote error
     ├── ResultTimeout          also a ``TimeoutError``: ``result(timeout=...)`` ran out of time
@@ -36,6 +37,26 @@ class SerializationError(BalloonsError):
 
 class StoreError(BalloonsError):
     """Redis could not be reached or gave an unexpected answer."""
+
+
+class PartiallySubmitted(StoreError):
+    """``task.submit_many`` failed after some of its jobs were stored.
+
+    ``jobs`` are the handles of the jobs known stored (in call order, the first calls);
+    ``unsure`` the ids of the jobs of the batch in flight, which may or may not be stored
+    (look each up with ``app.job(id).status()``); ``unsent`` how many calls after them were
+    never sent. The cause is chained (``__cause__``).
+    """
+
+    def __init__(self, jobs: list[Any], unsure: list[str], unsent: int, cause: str) -> None:
+        self.jobs = jobs
+        self.unsure = unsure
+        self.unsent = unsent
+        super().__init__(
+            f"submit_many stored {len(jobs)} job(s), then failed: {cause}; "
+            f"{len(unsure)} job(s) of the batch in flight may or may not be stored "
+            f"(their ids are in .unsure), {unsent} call(s) were not sent"
+        )
 
 
 class JobNotFound(BalloonsError):

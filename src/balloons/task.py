@@ -23,10 +23,12 @@ from .untrusted import MAX_CPUS, MAX_MEMORY_MB
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Coroutine, Mapping
-    from typing import ClassVar, Concatenate, Self
+    from collections.abc import Callable, Coroutine, Iterable, Mapping
+    from typing import ClassVar, Concatenate, Literal, Self
 
     from .dispatch import Dispatcher
+    from .errors import JobFailed
+    from .fanout import Call, Mapped
     from .job import Job
 
     OP = ParamSpec("OP")
@@ -270,6 +272,132 @@ class Task(Generic[P, R]):
 
     async def submit_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         return await self.app.dispatcher.submit_async(self, self.opts, args, kwargs)
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Call[P, R]:
+        """One call of this task, not submitted yet (for :meth:`submit_many`): its arguments
+        are checked against the function's signature now (``TypeError`` naming the task)."""
+        from .fanout import Call
+
+        return Call(self, args, kwargs)
+
+    def submit_many(
+        self, calls: Iterable[Call[P, R] | tuple[Any, ...]], *, batch_size: int = 500
+    ) -> list[Job[R]]:
+        """Submit one job per call, in pipelined batches of ``batch_size`` (one round trip
+        each), and return their handles in call order. A call is ``task.s(*args, **kwargs)``
+        or a tuple of positional arguments. Every call is checked and serialized before any
+        job is stored: one that cannot bind or serialize raises, naming its index, and
+        nothing is stored. If Redis fails midway, :class:`~balloons.errors.PartiallySubmitted`
+        says which jobs are stored. Each job runs under its pool's cap and isolation."""
+        from .fanout import submit_many
+
+        return submit_many(self, calls, batch_size)
+
+    async def submit_many_async(
+        self, calls: Iterable[Call[P, R] | tuple[Any, ...]], *, batch_size: int = 500
+    ) -> list[Job[R]]:
+        """:meth:`submit_many` for asyncio (run in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.submit_many, list(calls), batch_size=batch_size)
+
+    @overload
+    def map(
+        self,
+        inputs: Iterable[Any],
+        *,
+        ordered: bool = ...,
+        return_exceptions: Literal[False] = ...,
+        timeout: float | None = ...,
+    ) -> Mapped[R]: ...
+
+    @overload
+    def map(
+        self,
+        inputs: Iterable[Any],
+        *,
+        ordered: bool = ...,
+        return_exceptions: Literal[True],
+        timeout: float | None = ...,
+    ) -> Mapped[R | JobFailed]: ...
+
+    def map(
+        self,
+        inputs: Iterable[Any],
+        *,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> Mapped[Any]:
+        """Submit one job per input (the task's one argument) now, as :meth:`submit_many`
+        does, and return an iterable of their results: in input order, or as the jobs end
+        with ``ordered=False``. A failed job raises its :class:`~balloons.JobFailed` at its
+        position (or is given as the value with ``return_exceptions=True``); ``timeout``
+        counts from this call, for all results. ``async for`` iterates it in asyncio (see
+        :meth:`map_async`); ``.jobs`` holds the handles."""
+        return self._mapped(((x,) for x in inputs), ordered, return_exceptions, timeout)
+
+    @overload
+    def starmap(
+        self,
+        inputs: Iterable[tuple[Any, ...]],
+        *,
+        ordered: bool = ...,
+        return_exceptions: Literal[False] = ...,
+        timeout: float | None = ...,
+    ) -> Mapped[R]: ...
+
+    @overload
+    def starmap(
+        self,
+        inputs: Iterable[tuple[Any, ...]],
+        *,
+        ordered: bool = ...,
+        return_exceptions: Literal[True],
+        timeout: float | None = ...,
+    ) -> Mapped[R | JobFailed]: ...
+
+    def starmap(
+        self,
+        inputs: Iterable[tuple[Any, ...]],
+        *,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> Mapped[Any]:
+        """:meth:`map` with each input a tuple of the task's positional arguments."""
+        return self._mapped(inputs, ordered, return_exceptions, timeout)
+
+    async def map_async(
+        self,
+        inputs: Iterable[Any],
+        *,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> Mapped[Any]:
+        """:meth:`map` for asyncio: submits without blocking the event loop; iterate the
+        results with ``async for``."""
+        import asyncio
+
+        calls = [(x,) for x in inputs]
+        return await asyncio.to_thread(self._mapped, calls, ordered, return_exceptions, timeout)
+
+    def _mapped(
+        self,
+        calls: Iterable[tuple[Any, ...]],
+        ordered: bool,
+        return_exceptions: bool,
+        timeout: float | None,
+    ) -> Mapped[Any]:
+        from .fanout import Mapped, submit_many
+
+        if timeout is not None:
+            from .job import _timeout
+
+            timeout = _timeout(timeout)
+        jobs = submit_many(self, calls, 500)
+        return Mapped(jobs, ordered=ordered, return_exceptions=return_exceptions, timeout=timeout)
 
     @keywords_of(CallOptions)
     def options(self, **overrides: Any) -> Task[P, R]:
