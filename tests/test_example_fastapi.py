@@ -13,8 +13,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 
 from tests.asgiserver import ServerThread
 
