@@ -93,15 +93,19 @@ class Wiring(Protocol):
     """What launching needs of an app (:class:`~balloons.App`)."""
 
     @property
-    def settings(self) -> Settings: ...
+    def settings(self) -> Settings:
+        """The app's settings."""
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> Store:
+        """The app's Redis store."""
 
     @property
-    def backend(self) -> Backend: ...
+    def backend(self) -> Backend:
+        """The app's machine backend."""
 
-    def compat(self) -> Compat: ...
+    def compat(self) -> Compat:
+        """The code version of the app's jobs and their compatibility tag."""
 
 
 class SlotLauncher:
@@ -400,6 +404,8 @@ class Launcher:
             return self._threads > 0
 
     def put(self, launch: Launch) -> None:
+        """Queue ``launch`` to be made by a launcher thread, starting one when none is free (at
+        most ``workers`` threads)."""
         with self._lock:
             self._pending.append(launch)
             free = self._threads - self._running  # threads about to take a pending launch
