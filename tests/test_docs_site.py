@@ -62,6 +62,7 @@ def test_the_recipes_quote_their_examples() -> None:
             "examples/fastapi_reports/app.py",
             ["async def lifespan", "async def count"],
         ),
+        "flask.md": ("examples/flask_email/tasks.py", ["ENV_ALLOWLIST =", "def send_email"]),
         "django.md": (
             "examples/django_reports/management/commands/balloons_supervise.py",
             ["def add_arguments"],
