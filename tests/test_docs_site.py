@@ -29,8 +29,16 @@ def test_the_site_builds_strict(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
-    for name in ("App", "Job", "Task", "JobFailed", "LocalBackend", "FlyBackend", "inline"):
-        assert 'id="balloons.' in api and name in api
+    for name in (
+        "app.App",
+        "job.Job",
+        "task.Task.submit_async",
+        "errors.JobFailed",
+        "backends.local.LocalBackend",
+        "backends.fly.FlyBackend",
+        "testing.inline",
+    ):
+        assert f'id="balloons.{name}"' in api, name
     assert ":class:" not in api  # Sphinx roles are dropped
     cli = (site / "cli" / "index.html").read_text(encoding="utf-8")
     for command in ("submit", "supervise", "fly-emulator", "--grace", "--image"):
