@@ -404,8 +404,6 @@ class Launcher:
             return self._threads > 0
 
     def put(self, launch: Launch) -> None:
-        """Queue ``launch`` to be made by a launcher thread, starting one when none is free (at
-        most ``workers`` threads)."""
         with self._lock:
             self._pending.append(launch)
             free = self._threads - self._running  # threads about to take a pending launch
