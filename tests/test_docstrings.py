@@ -16,8 +16,8 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The share of public names with a docstring, over the whole package: 100% when this test was
-#: written (70.2% before); the floor leaves room for a helper or two added without one.
+#: The share of public names with a docstring, over the whole package: 99.9% when this test
+#: was written (70.2% before); the floor leaves room for a helper or two added without one.
 FLOOR = 0.98
 #: The modules whose exported names make the API reference.
 EXPORTING = ("balloons", "balloons.testing", "balloons.dashboard")
