@@ -45,6 +45,9 @@ class Term:
     value: str
 
     def matches(self, info: JobInfo) -> bool:
+        """Whether job ``info`` matches the term: its key's field (``id`` a prefix, ``task`` and
+        ``error`` a part, ``status``, ``pool`` and ``reason`` the whole, case aside), or any of
+        them for a bare word."""
         v = self.value.lower()
         ulid = info.id.rpartition(".")[2]
         if self.key == "id":

@@ -224,6 +224,7 @@ class PoolKeys(Frozen):
 
     @property
     def stats(self) -> str:
+        """The pool's running aggregates, kept by the scripts that end attempts and jobs."""
         return f"{self.tag}:stats"
 
     @property
