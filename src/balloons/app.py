@@ -199,6 +199,7 @@ class App:
 
     @property
     def pools(self) -> dict[str, Pool]:
+        """The pools declared with :meth:`pool`, by name (a copy)."""
         return dict(self._pools)
 
     # ----------------------------------------------------------------- wiring
@@ -217,6 +218,9 @@ class App:
 
     @property
     def secret(self) -> str:
+        """The signing key: ``App(secret=...)`` or ``BALLOONS_SECRET``, else, with the embedded
+        default, the one generated once in the state directory; ``ConfigError`` when an external
+        Redis is set without one."""
         if self._secret is None:
             if self.settings.secret:
                 self._secret = self.settings.secret
@@ -271,6 +275,8 @@ class App:
 
     @property
     def backend(self) -> Backend:
+        """The machine backend, made from the settings (or the object given) and bound to this
+        app on first use."""
         if self._backend is None:
             from .backends.base import BackendContext, make_backend
 

@@ -2,9 +2,9 @@
 
 ``KEYID`` names the key a job is signed with without revealing it: the first 12 hex digits
 of an HMAC-SHA256, under the app's secret, of a fixed label (a public value that helps guess
-nothing). ``VERSION`` is the first 12 hex digits of the SHA-256 of the code version: the
-image on Fly (``FLY_IMAGE_REF``), else a version string the app sets (``App(version=...)``,
-``BALLOONS_VERSION``), else, on local machines, a digest of the source of the task modules.
+nothing). ``VERSION`` is the first 12 hex digits of the SHA-256 of the code version: a
+version string the app sets (``App(version=...)``, ``BALLOONS_VERSION``), else the image on Fly
+(``FLY_IMAGE_REF``), else, on local machines, a digest of the source of the task modules.
 
 The client stores the tag with each job; a machine works out its own from its secret and its
 version when it starts and takes only jobs of its tag (see ``lua/take.lua``). So a warm

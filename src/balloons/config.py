@@ -68,6 +68,8 @@ ENV_VARS: dict[str, str] = {
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
+    """The default state directory: ``BALLOONS_HOME``, else ``$XDG_STATE_HOME/balloons``, else
+    ``~/.local/state/balloons``."""
     from pathlib import Path
 
     return Path(_default_state_dir(env))
@@ -226,6 +228,7 @@ class Settings(Frozen):
 
     @property
     def state_dir(self) -> Path:
+        """The state directory, as a ``Path``."""
         from pathlib import Path
 
         return Path(self._state_dir)
@@ -240,6 +243,7 @@ class Settings(Frozen):
 
     @property
     def embedded(self) -> bool:
+        """Whether the app uses the embedded Valkey (no Redis URL set)."""
         return self.redis_url is None
 
     @classmethod
@@ -258,6 +262,9 @@ class Settings(Frozen):
         max_arg_bytes: int | None = None,
         version: str | None = None,
     ) -> Settings:
+        """Settings from the constructor's arguments, else ``env``'s ``BALLOONS_*`` variables,
+        else the defaults; every value checked (``ConfigError`` naming it, and an unknown
+        ``BALLOONS_*`` name with the closest known one)."""
         check_env_names(env)
         url = redis_url or env.get("BALLOONS_REDIS_URL") or env.get("REDIS_URL") or None
         if url is not None and "sentinel" in url.partition("://")[0].lower():

@@ -162,6 +162,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AttemptCost:
+    """What one attempt cost: its machine's size, billed machine-seconds (launch to end),
+    task-seconds (start to end), estimated USD, and whether a warm machine ran it."""
+
     number: int
     cpus: int
     memory_mb: int
@@ -180,14 +183,17 @@ class JobCost:
 
     @property
     def machine_seconds(self) -> float:
+        """Billed machine-seconds of every attempt."""
         return sum(a.machine_seconds for a in self.attempts)
 
     @property
     def task_seconds(self) -> float:
+        """Seconds the task ran, over every attempt."""
         return sum(a.task_seconds for a in self.attempts)
 
     @property
     def usd(self) -> float:
+        """Estimated US dollars of every attempt."""
         return sum(a.usd for a in self.attempts)
 
     @property
@@ -199,6 +205,8 @@ class JobCost:
 def attempt_cost(
     a: AttemptInfo, prices: PriceTable, now: float, default_size: tuple[int, int]
 ) -> AttemptCost:
+    """What attempt ``a`` cost at ``prices``, an attempt still running counted up to ``now``;
+    ``default_size`` (cpus, memory_mb) for one recorded without its size."""
     cpus = a.cpus or default_size[0]
     mem = a.memory_mb or default_size[1]
     start = a.launched_at or a.started_at
@@ -229,6 +237,7 @@ class Total:
     usd: float = 0.0
 
     def add(self, c: JobCost) -> None:
+        """Count job cost ``c`` in these totals."""
         self.jobs += 1
         self.machine_seconds += c.machine_seconds
         self.task_seconds += c.task_seconds
@@ -236,6 +245,7 @@ class Total:
 
     @property
     def efficiency(self) -> float | None:
+        """Billed machine-seconds per task-second (None before a task ran)."""
         return self.machine_seconds / self.task_seconds if self.task_seconds > 0 else None
 
 
@@ -256,6 +266,7 @@ class CostReport:
 
     @property
     def usd(self) -> float:
+        """Estimated US dollars of the jobs and of the pools' idle warm machines."""
         return self.total.usd + sum(self.idle_usd.values())
 
 

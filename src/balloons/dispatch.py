@@ -101,6 +101,8 @@ class Dispatcher:
     def submit(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
+        """Store the job of this call and place it (a warm machine, a new slot, the queue or the
+        delayed set), launch its machine when it got a slot, and return its handle."""
         jk, req = self.submit_args(task, opts, args, kwargs)
         reply_of = self.app.store.submit_start(jk, req)
         try:
@@ -120,6 +122,8 @@ class Dispatcher:
     async def submit_async(
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
+        """:meth:`submit` for asyncio: the store's asyncio client places the job, and a launch is
+        made in a worker thread."""
         jk, req = self.submit_args(task, opts, args, kwargs)
         got = placed(await self.app.store.submit_async(jk, req))
         job, launch = self.after_submit(jk, opts, got)

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 
 class Frozen:
+    """Base of the small immutable records (see the module's docstring): fields in
+    ``__match_args__``, set once with ``_set``; ``replace(**changes)`` returns a changed copy."""
+
     __slots__ = ()
     __match_args__: tuple[str, ...] = ()
 

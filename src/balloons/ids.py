@@ -12,6 +12,8 @@ _SHIFTS = tuple(range(120, -1, -10))
 
 
 def ulid(now: float | None = None) -> str:
+    """A new ULID: 26 lowercase Crockford base32 digits, its first ten the time in ms (``now``,
+    else the clock), then 80 random bits."""
     ms = int((time.time() if now is None else now) * 1000)
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     return "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS])

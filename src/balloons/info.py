@@ -206,6 +206,7 @@ class MachineInfo:
 
     @property
     def running(self) -> bool:
+        """Whether the machine is created, starting or started (not yet stopped or destroyed)."""
         return self.state in ("created", "starting", "started")
 
     @classmethod

@@ -34,21 +34,29 @@ class Client(Protocol):
     """What a job handle needs of its app (:class:`~balloons.App`)."""
 
     @property
-    def settings(self) -> Settings: ...
+    def settings(self) -> Settings:
+        """The app's settings (namespace, record TTL, ...)."""
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> Store:
+        """The app's Redis store."""
 
     @property
-    def prices(self) -> PriceTable: ...
+    def prices(self) -> PriceTable:
+        """The price table of cost estimates."""
 
-    def check_lapsed(self, jk: JobKeys) -> bool: ...
+    def check_lapsed(self, jk: JobKeys) -> bool:
+        """Reclaim the job's slot if its machine stopped heartbeating (a waiter's check)."""
 
-    def cancel(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool: ...
+    def cancel(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool:
+        """Cancel job ``job_id`` (see :meth:`balloons.App.cancel`)."""
 
-    async def cancel_async(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool: ...
+    async def cancel_async(self, job_id: str, grace: float = ..., wait: bool = ...) -> bool:
+        """:meth:`cancel` for asyncio."""
 
-    def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any: ...
+    def decode_result(self, job_id: str, rec: Mapping[str, bytes]) -> Any:
+        """The result in a job's record, once its tag verifies (see
+        :meth:`balloons.App.decode_result`)."""
 
 
 class Job(Generic[R]):
@@ -71,6 +79,8 @@ class Job(Generic[R]):
     # Each read and control call is one query (:mod:`balloons.store.queries`), run by the sync
     # client in ``name()`` and by the asyncio client in ``await name_async()``.
     def status(self) -> JobStatus:
+        """The job's status now: ``JobNotFound`` when there is no such job (never was, or
+        expired)."""
         return self.app.store.run(self._status())
 
     async def status_async(self) -> JobStatus:

@@ -93,15 +93,19 @@ class Wiring(Protocol):
     """What launching needs of an app (:class:`~balloons.App`)."""
 
     @property
-    def settings(self) -> Settings: ...
+    def settings(self) -> Settings:
+        """The app's settings."""
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> Store:
+        """The app's Redis store."""
 
     @property
-    def backend(self) -> Backend: ...
+    def backend(self) -> Backend:
+        """The app's machine backend."""
 
-    def compat(self) -> Compat: ...
+    def compat(self) -> Compat:
+        """The code version of the app's jobs and their compatibility tag."""
 
 
 class SlotLauncher:

@@ -29,6 +29,7 @@ def _value(v: Any) -> str:
 
 
 def line(event: str, fields: dict[str, Any]) -> str:
+    """One log line: ``event=NAME key=value ...``."""
     return " ".join([f"event={event}", *(f"{k}={_value(v)}" for k, v in fields.items())])
 
 

@@ -45,6 +45,9 @@ class Term:
     value: str
 
     def matches(self, info: JobInfo) -> bool:
+        """Whether job ``info`` matches the term: its key's field (``id`` a prefix, ``task`` and
+        ``error`` a part, ``status``, ``pool`` and ``reason`` the whole, case aside), or any of
+        them for a bare word."""
         v = self.value.lower()
         ulid = info.id.rpartition(".")[2]
         if self.key == "id":
@@ -146,6 +149,8 @@ class Filters:
         return list(named) if named else store.pools()
 
     def keeps(self, info: JobInfo) -> bool:
+        """Whether job ``info`` passes the filter (status, and task as ``module:function`` or
+        just ``function``)."""
         if self.status is not None and info.status is not self.status:
             return False
         if self.task is not None and self.task not in (info.task, info.task.rpartition(":")[2]):
@@ -276,18 +281,22 @@ class PoolSummary:
 
     @property
     def by_status(self) -> list[tuple[str, int]]:
+        """Jobs per status, in the statuses' order, with zeros."""
         return [(s.value, self.jobs.get(s, 0)) for s in JobStatus]
 
     @property
     def queued(self) -> int:
+        """Jobs waiting for a machine."""
         return self.jobs.get(JobStatus.QUEUED, 0)
 
     @property
     def total(self) -> int:
+        """Jobs of the pool, of every status."""
         return sum(self.jobs.values())
 
     @property
     def machines_running(self) -> int:
+        """Machines of the pool that still run (created, starting or started)."""
         return sum(n for state, n in self.machines.items() if state in RUNNING_MACHINE_STATES)
 
 

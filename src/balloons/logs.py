@@ -40,6 +40,7 @@ class LogLine:
         return f"{stamp} #{self.attempt} {self.source:<3} {shown(self.text)}"
 
     def as_dict(self) -> dict[str, Any]:
+        """The line as JSON-ready fields (``--json``)."""
         return {
             "id": self.id,
             "time": self.time,

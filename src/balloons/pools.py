@@ -49,6 +49,12 @@ DEFAULT_ISOLATION = "process"
 
 
 class Pool:
+    """A pool's settings, as ``app.pool(...)`` declares them (see the module's docstring):
+    ``max_machines`` (the cap), ``idle_timeout``, ``min_machines`` (the warm floor), ``cpus`` and
+    ``memory_mb`` (the default machine size), ``boot_timeout``, ``heartbeat``, ``standby`` and
+    ``isolation`` (``"process"``, ``"machine"`` or ``"none"``). Each value is range-checked when
+    given (``ConfigError`` naming it)."""
+
     __slots__ = (
         "boot_timeout",
         "cpus",

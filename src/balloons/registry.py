@@ -26,6 +26,8 @@ TASKS: dict[str, Any] = {}
 
 
 def task_name(module: str, qualname: str) -> str:
+    """A task's name, ``MODULE:QUALNAME`` (``__mp_main__``, the name multiprocessing gives the
+    main script, counts as ``__main__``)."""
     if module == MAIN_ALIAS:
         module = "__main__"
     return f"{module}:{qualname}"
@@ -50,6 +52,7 @@ def check_task_name(name: str) -> tuple[str, str]:
 
 
 def register(name: str, task: Any) -> None:
+    """Record the task registered as ``name`` in this process."""
     TASKS[name] = task
 
 

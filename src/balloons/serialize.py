@@ -16,11 +16,17 @@ from .errors import ConfigError, SerializationError
 
 @runtime_checkable
 class Serializer(Protocol):
+    """How arguments and results are encoded: a ``name`` (stored with each result) and two
+    methods. ``App(serializer=...)`` takes a name (``json``, ``msgpack``, ``pickle``) or any
+    object with these."""
+
     name: str
 
-    def dumps(self, obj: Any) -> bytes: ...
+    def dumps(self, obj: Any) -> bytes:
+        """Encode ``obj``; raise on a value it cannot encode."""
 
-    def loads(self, data: bytes) -> Any: ...
+    def loads(self, data: bytes) -> Any:
+        """Decode what :meth:`dumps` made."""
 
 
 # One encoder for every call: ``json.dumps`` with options builds a new one each time.
@@ -33,9 +39,11 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, obj: Any) -> bytes:
+        """Compact UTF-8 JSON (no NaN or infinity)."""
         return _ENCODER.encode(obj).encode()
 
     def loads(self, data: bytes) -> Any:
+        """Decode JSON."""
         return json.loads(data)
 
 
@@ -45,11 +53,13 @@ class PickleSerializer:
     name = "pickle"
 
     def dumps(self, obj: Any) -> bytes:
+        """Pickle with the highest protocol."""
         import pickle
 
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
     def loads(self, data: bytes) -> Any:
+        """Unpickle (only signed payloads reach here)."""
         import pickle
 
         return pickle.loads(data)  # noqa: S301 - only signed payloads reach here
@@ -72,11 +82,13 @@ class MsgpackSerializer:
         self._msgpack = msgpack
 
     def dumps(self, obj: Any) -> bytes:
+        """Encode as MessagePack, bytes as bytes."""
         data: bytes = self._msgpack.packb(obj, use_bin_type=True)
         return data
 
     def loads(self, data: bytes) -> Any:
         # Only signed payloads reach here; keys other than strings (ints) come back as sent.
+        """Decode MessagePack; map keys other than strings come back as sent."""
         return self._msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 

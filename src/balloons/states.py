@@ -22,6 +22,7 @@ class JobStatus(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Whether the status is final: ``SUCCEEDED``, ``FAILED``, ``CANCELLED`` or ``INVALID``."""
         return self in TERMINAL
 
     def __str__(self) -> str:

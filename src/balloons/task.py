@@ -233,7 +233,8 @@ class Submitter(Protocol):
     """What a task needs of its app: the dispatcher that submits its jobs."""
 
     @property
-    def dispatcher(self) -> Dispatcher: ...
+    def dispatcher(self) -> Dispatcher:
+        """The app's dispatcher, which submits the task's jobs."""
 
 
 class Task(Generic[P, R]):
@@ -271,6 +272,8 @@ class Task(Generic[P, R]):
         return self.app.dispatcher.submit(self, self.opts, args, kwargs)
 
     async def submit_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """:meth:`submit` for asyncio: the job is stored and placed without blocking the event
+        loop."""
         return await self.app.dispatcher.submit_async(self, self.opts, args, kwargs)
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Call[P, R]:

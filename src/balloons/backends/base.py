@@ -65,19 +65,33 @@ class BackendContext:
 
 @runtime_checkable
 class Backend(Protocol):
+    """A machine backend: what starts, describes, stops and lists machines (the contract is in
+    the module's docstring). ``LocalBackend``, ``FlyBackend`` and the test mode's
+    ``InlineBackend`` implement it; so can any object with these methods and a ``name``."""
+
     name: str
 
-    def bind(self, ctx: BackendContext) -> None: ...
+    def bind(self, ctx: BackendContext) -> None:
+        """Take the app's settings the backend may need (Redis URL, secret, namespace, state
+        directory, environment); called once, before anything else."""
 
-    def launch(self, spec: MachineSpec) -> MachineInfo: ...
+    def launch(self, spec: MachineSpec) -> MachineInfo:
+        """Start a machine for ``spec`` and return at once with its id, without waiting for the
+        job."""
 
-    def inspect(self, machine_id: str) -> MachineInfo | None: ...
+    def inspect(self, machine_id: str) -> MachineInfo | None:
+        """What is known of machine ``machine_id``, how it exited included once it has; ``None``
+        when the backend has no such machine."""
 
-    def stop(self, machine_id: str) -> None: ...
+    def stop(self, machine_id: str) -> None:
+        """Ask the machine to stop: ``SIGTERM``, then ``SIGKILL`` after a grace period."""
 
-    def destroy(self, machine_id: str) -> None: ...
+    def destroy(self, machine_id: str) -> None:
+        """Remove the machine, stopping it by force if it still runs."""
 
-    def list(self, **metadata: str) -> list[MachineInfo]: ...
+    def list(self, **metadata: str) -> list[MachineInfo]:
+        """The machines balloons launched, filtered by metadata: ``job``, ``pool``, ``attempt``,
+        ``slot``."""
 
 
 @runtime_checkable

@@ -154,6 +154,8 @@ class FlyBackend:
 
     @property
     def settings(self) -> FlySettings:
+        """The resolved Fly settings (token, app, API URL, image, regions, CPU kind);
+        ``BackendError`` before the backend is bound to an app."""
         if self._settings is None:
             raise BackendError("FlyBackend is not bound to an app: use App(backend=...)")
         return self._settings
@@ -165,6 +167,8 @@ class FlyBackend:
 
     @property
     def client(self) -> FlyClient:
+        """The Machines API client (rate limits, retries, errors); ``BackendError`` before the
+        backend is bound to an app."""
         if self._client is None:
             raise BackendError("FlyBackend is not bound to an app: use App(backend=...)")
         return self._client

@@ -45,6 +45,9 @@ STOP_GRACE = 10.0
 
 @dataclass
 class Child:
+    """A machine the fork server forked: its job, attempt, pool and slot, where its log goes, and
+    its stop request (the signing key is never in its repr)."""
+
     machine: str
     pid: int
     redis_url: str
@@ -62,6 +65,10 @@ class Child:
 
 
 class ForkServer:
+    """The fork server's state and loop: one per state directory and code version, listening on
+    the unix socket ``path``, forking a child per machine and recording launches and exits; it
+    exits after ``idle`` seconds with no child and no request."""
+
     def __init__(self, path: str, idle: float) -> None:
         self.path = path
         self.idle = idle
@@ -81,6 +88,7 @@ class ForkServer:
 
     # ----------------------------------------------------------------- loop
     def bind(self) -> None:
+        """Listen on the unix socket (mode 0600), replacing a stale one."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.listener.bind(self.path)
@@ -88,6 +96,7 @@ class ForkServer:
         self.listener.listen(128)
 
     def serve(self) -> None:
+        """Serve requests and reap children until idle for ``idle`` seconds (or drained)."""
         self.listener.setblocking(False)
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -427,6 +436,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m balloons.backends.forkserver``: serve on a socket path until idle; the exit
+    code."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m balloons.backends.forkserver")

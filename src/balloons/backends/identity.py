@@ -49,6 +49,7 @@ def stat(pid: int) -> tuple[int, int] | None:
 
 
 def has_proc() -> bool:
+    """Whether ``/proc`` can be read here (a process's start time and session prove it)."""
     return os.path.exists("/proc/self/stat")
 
 

@@ -115,15 +115,22 @@ class LocalBackend:
 
     # -------------------------------------------------------------- contract
     def bind(self, ctx: BackendContext) -> None:
+        """Keep the app's settings: the Redis URL, secret and namespace its machines are given,
+        and the state directory of the fork server's socket and the machines' logs."""
         self._ctx = ctx
 
     @property
     def ctx(self) -> BackendContext:
+        """The app's settings given by :meth:`bind`; ``BackendError`` before the backend is
+        bound."""
         if self._ctx is None:
             raise BackendError("LocalBackend is not bound to an app: use App(backend=...)")
         return self._ctx
 
     def launch(self, spec: MachineSpec) -> MachineInfo:
+        """Ask the fork server (started on first use) to start a machine for ``spec``: a process
+        of its own session with an allow-listed environment and the spec's memory limit. Returns
+        its id at once."""
         ctx = self.ctx
         machine = secrets.token_hex(7)
         env = {k: ctx.env[k] for k in BASE_ENV if k in ctx.env}
@@ -176,10 +183,15 @@ class LocalBackend:
         return self._client
 
     def inspect(self, machine_id: str) -> MachineInfo | None:
+        """The machine's record (launch, state, exit), read from Redis; ``None`` when there is
+        none."""
         raw = self._redis.hgetall(keys.machine_key(self.ctx.namespace, machine_id))
         return _info(machine_id, raw) if raw else None
 
     def stop(self, machine_id: str, grace: float = 10.0) -> None:
+        """Stop the machine: through the fork server that started it (``SIGTERM``, ``SIGKILL``
+        after ``grace`` seconds), else by signalling its process group, only when its record
+        proves the process is the one launched (:mod:`balloons.backends.identity`)."""
         reply = self._request({"op": "stop", "machine": machine_id, "grace": grace}, start=False)
         if reply.get("found"):
             return
@@ -212,9 +224,12 @@ class LocalBackend:
             pipe.execute()
 
     def destroy(self, machine_id: str) -> None:
+        """Stop the machine at once (a local machine leaves nothing behind to remove)."""
         self.stop(machine_id, grace=0.0)
 
     def list(self, **metadata: str) -> list[MachineInfo]:
+        """The newest 1,000 machines' records, filtered by ``job``, ``pool``, ``attempt`` or
+        ``slot`` (any other key is a ``BackendError``)."""
         r = self._redis
         found = r.zrevrange(keys.machines_key(self.ctx.namespace), 0, 999)
         ids = [m.decode(errors="replace") for m in found]
@@ -239,6 +254,8 @@ class LocalBackend:
 
     # ----------------------------------------------------------- fork server
     def socket_path(self) -> str:
+        """The unix socket of this state directory's fork server, named after the installed
+        package's fingerprint (a fork server of other code has another)."""
         if self._sock is None:
             state = self.ctx.state_dir.resolve()
             name = f"forkserver-{_package_fingerprint()}.sock"

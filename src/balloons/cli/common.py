@@ -82,6 +82,8 @@ class Seconds(click.ParamType[Any, float]):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
+        """The value as seconds; a usage error for what is no number, NaN, infinity or out of
+        range."""
         from ..config import seconds_in
 
         try:

@@ -77,6 +77,14 @@ class StepReport:
 
 
 class Supervisor:
+    """Does what no machine can do for itself, for every pool (see the module's docstring): one
+    :meth:`step` per ``interval`` seconds, in a thread (:meth:`start`), an asyncio task
+    (:meth:`start_async`) or the caller (:meth:`run_forever`). ``cancel_grace`` and
+    ``timeout_grace``: seconds before a cancelled or overdue job's machine is stopped;
+    ``gc_interval``: seconds between sweeps of orphaned machines, which must be
+    ``orphan_min_age`` seconds old; ``boot_probe``: seconds after which a booting machine is
+    looked up."""
+
     def __init__(
         self,
         app: App,
@@ -117,6 +125,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ step
     def step(self, *, gc: bool | None = None) -> StepReport:
+        """Visit every pool once: reclaim lapsed slots, stop machines of cancelled or overdue
+        jobs, launch for queued work and the warm floor, and (``gc=True``, or every
+        ``gc_interval`` seconds when ``None``) sweep orphaned machines. Returns what it did."""
         report = StepReport()
         store = self.app.store
         for pool in store.pools():
@@ -386,9 +397,12 @@ class Supervisor:
     # ------------------------------------------------------------------- run
     @property
     def running(self) -> bool:
+        """Whether the supervisor's thread is running."""
         return self._thread is not None and self._thread.is_alive()
 
     def run_forever(self) -> None:
+        """Run a step every ``interval`` seconds in this thread until :meth:`stop`; a failed step
+        (Redis down, say) is logged and tried again at the next interval."""
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -408,6 +422,7 @@ class Supervisor:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop, and wait up to ``timeout`` seconds for its thread to end."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -424,6 +439,8 @@ class Supervisor:
             await asyncio.sleep(self.interval)
 
     def start_async(self) -> asyncio.Task[None]:
+        """Run :meth:`run_async` as a task of the running event loop; returns the task (cancel
+        it, after :meth:`stop`, to end it at once)."""
         import asyncio
 
         return asyncio.get_running_loop().create_task(self.run_async())

@@ -60,6 +60,7 @@ class Histogram:
 
     @property
     def count(self) -> int:
+        """Observations in every bucket."""
         return sum(self.counts)
 
     def cumulative(self) -> list[tuple[str, float]]:
@@ -84,6 +85,7 @@ class Histogram:
         return math.inf
 
     def add(self, other: Histogram) -> None:
+        """Add ``other``'s counts and sum to these."""
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.total += other.total
 

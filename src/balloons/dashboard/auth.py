@@ -69,6 +69,7 @@ class TokenAuth:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def new_cookie(self, now: float | None = None) -> str:
+        """A new session cookie: a random session id and its issue time, signed."""
         sid = secrets.token_urlsafe(18)
         issued = str(int(now if now is not None else time.time()))
         return f"{sid}.{issued}.{self._mac(f'{sid}.{issued}')}"
@@ -85,10 +86,13 @@ class TokenAuth:
         return sid if 0 <= age <= SESSION_TTL else None
 
     def csrf_token(self, sid: str) -> str:
+        """The CSRF token of session ``sid`` (forms must carry it)."""
         return self._mac(f"csrf:{sid}")[:40]
 
     # ----------------------------------------------------------------- requests
     def authenticate(self, conn: HTTPConnection) -> Session | None:
+        """The request's session: a valid bearer token, else a valid session cookie; ``None``
+        when neither."""
         header = conn.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:

@@ -33,6 +33,8 @@ WIDTH, HEIGHT = 1200, 180
 
 @dataclass(frozen=True)
 class Bar:
+    """One bar of a chart: its label, value, and the text of its tooltip."""
+
     label: str
     value: float
     text: str  # the value as shown in the bar's tooltip

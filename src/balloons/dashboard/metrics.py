@@ -53,11 +53,14 @@ class StoreCollector(Collector):
         self.app = app
 
     def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing: the metrics are known only when a scrape reads Redis."""
         return []  # no metrics are known before a scrape reads Redis
 
     def collect(
         self,
     ) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
+        """The metrics of this scrape: the pools' running aggregates, machines, cost, invalid
+        records, and the Fly API calls of this process."""
         pools = self.store.pools()[: aggregates.MAX_POOLS]
         stats = aggregates.read(self.store, pools)
         invalid: Counter[tuple[str, str]] = Counter()  # (pool, kind of record)
@@ -295,6 +298,7 @@ def _slot_state(raw: bytes) -> str | None:
 
 
 def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
+    """A registry holding only the store's collector, read at each scrape."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, app=app))
     return registry

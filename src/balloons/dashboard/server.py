@@ -20,6 +20,7 @@ TOKEN_FILE = "dashboard-token"  # noqa: S105 (a file name)
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost`` or a loopback address)."""
     if host == "localhost":
         return True
     try:

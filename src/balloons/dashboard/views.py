@@ -39,16 +39,19 @@ LIVE_FIELDS = (*ROW_FIELDS, "error", "esig", "slot", "need")
 
 
 def fmt_time(ts: float | None) -> str:
+    """A timestamp as UTC date and time to the second; ``-`` for none."""
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fmt_clock(ts: float) -> str:
+    """A timestamp as a UTC time of day to the millisecond."""
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """A duration in ms, s or min, whichever reads best; ``-`` for none."""
     if seconds is None:
         return "-"
     if seconds < 1:
@@ -69,6 +72,7 @@ class Preview:
 
     @classmethod
     def of(cls, label: str, text: str) -> Preview:
+        """The preview of ``text``, cut to :data:`PREVIEW_CHARS`."""
         cut = len(text) > PREVIEW_CHARS
         return cls(label, text[:PREVIEW_CHARS], len(text), cut)
 
@@ -102,6 +106,8 @@ def previews_of_call(data: bytes, ser: str) -> list[Preview]:
 
 
 def preview_result(data: bytes, ser: str) -> Preview:
+    """A stored result as text: JSON decoded and shown; another serializer's bytes only counted
+    (never decoded here)."""
     if ser != "json":
         return Preview(f"({ser})", f"{len(data):,} bytes, not decoded here", len(data), False)
     value = json_value(data)  # None too for what is not JSON: then shown raw
@@ -121,6 +127,7 @@ class Bar:
 
 
 def timeline(info: JobInfo, now: float | None = None) -> list[Bar]:
+    """The job's attempts as bars of a timeline spanning its creation to its end (or ``now``)."""
     now = now if now is not None else time.time()
     start = info.created_at or now
     ends = [a.ended_at or now for a in info.attempts] or [now]
@@ -159,6 +166,9 @@ class JobContext:
 
 @dataclass(frozen=True)
 class Section:
+    """One section of the job page: its name, title and template, ``build`` (its data, or
+    ``None`` when the job has none yet) and whether it updates live."""
+
     name: str
     title: str
     template: str
@@ -267,6 +277,7 @@ SECTIONS: list[Section] = [
 
 
 def job_context(store: Store, keys: JobKeys, prices: PriceTable | None = None) -> JobContext | None:
+    """What the job page's sections are built from; ``None`` when there is no such job."""
     info = store.snapshot(keys, LIVE_FIELDS)
     if info is None:
         return None
@@ -275,6 +286,7 @@ def job_context(store: Store, keys: JobKeys, prices: PriceTable | None = None) -
 
 
 def sections(ctx: JobContext, live: bool) -> list[tuple[Section, dict[str, Any]]]:
+    """The sections of the job page that have data, live or not as asked, with their data."""
     out = []
     for s in SECTIONS:
         if s.live is live:
@@ -286,6 +298,8 @@ def sections(ctx: JobContext, live: bool) -> list[tuple[Section, dict[str, Any]]
 
 @dataclass(frozen=True)
 class ChartBar:
+    """One bar of the cost chart, in the SVG's coordinates, with its label and amount."""
+
     x: float
     y: float
     width: float

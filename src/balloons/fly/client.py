@@ -187,6 +187,7 @@ class FlyClient:
     # ------------------------------------------------------------------- http clients
     @property
     def http(self) -> httpx.Client:
+        """The sync httpx client, made on first use and shared by the process's threads."""
         with self._lock:
             if self._http is None:
                 self._http = httpx.Client(

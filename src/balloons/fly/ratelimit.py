@@ -104,6 +104,7 @@ class RateLimiter:
         return f"RateLimiter(default={self.default}, limits={self.limits})"
 
     def limit(self, action: str) -> Limit:
+        """The rate limit of ``action`` (Fly's documented limit, else the default)."""
         return self.limits.get(action, self.default)
 
     def reserve(self, action: str, scope: str) -> float:

@@ -62,6 +62,9 @@ class FlySettings:
         fallback_regions: tuple[str, ...] | list[str] | str | None = None,
         cpu_kind: str | None = None,
     ) -> FlySettings:
+        """Settings from the arguments, else ``env``'s ``BALLOONS_FLY_*`` variables, else what
+        Fly sets on a machine (``FLY_APP_NAME``, ``FLY_IMAGE_REF``, ``FLY_REGION``), else the
+        defaults; ``ConfigError`` naming the variable of a missing one."""
         tok = (token or env.get("FLY_API_TOKEN") or "").strip()
         if not tok:
             raise ConfigError(

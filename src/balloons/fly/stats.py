@@ -16,6 +16,8 @@ _calls: Counter[tuple[str, str]] = Counter()
 
 
 def outcome(status: int | None) -> str:
+    """The outcome of a call with HTTP ``status``: ``2xx``, ``4xx``, ..., ``429``, or
+    ``transport`` when no answer came."""
     if status is None:
         return "transport"
     if status == 429:
@@ -24,6 +26,7 @@ def outcome(status: int | None) -> str:
 
 
 def count(action: str, status: int | None) -> None:
+    """Count one call of ``action`` with that outcome."""
     with _lock:
         _calls[(action, outcome(status))] += 1
 
@@ -35,4 +38,5 @@ def snapshot() -> dict[tuple[str, str], int]:
 
 
 def is_error(outcome_: str) -> bool:
+    """Whether an outcome counts as an error (anything but ``2xx`` and ``3xx``)."""
     return outcome_ not in ("2xx", "3xx")

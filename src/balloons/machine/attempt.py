@@ -27,6 +27,7 @@ MAX_TIMEOUT = 1e9  # seconds; the run-timeout timer takes no more
 
 
 def log(msg: str) -> None:
+    """Write a worker message to stderr (the machine's output)."""
     print(f"balloons worker: {msg}", file=sys.stderr, flush=True)
 
 
@@ -116,6 +117,8 @@ def cost_cap_at(spec: dict[str, Any], since: float) -> float | None:
 
 
 def serializer_for(task: Any, name: str) -> Serializer:
+    """The serializer named ``name`` (a job's): the task's app's own when it has that name, else
+    a built-in one."""
     own: Serializer | None = getattr(getattr(task, "app", None), "serializer", None)
     if own is not None and own.name == name:
         return own

@@ -152,6 +152,7 @@ class LogCapture:
 
     # ------------------------------------------------------------ per job
     def begin(self, ulid: str, attempt: int) -> None:
+        """Start capturing the lines of attempt ``attempt`` of job ``ulid``."""
         with self._lock:
             self._job = (ulid, attempt)
             self._buf = []
@@ -187,6 +188,9 @@ class LogCapture:
 
     # ------------------------------------------------------------- writes
     def add(self, source: str, text: str) -> None:
+        """Keep one line of ``source`` (``out``, ``err``, ``log``) for the current job, cut past
+        :data:`MAX_LINE_CHARS`; past :data:`MAX_LOG_BYTES` an attempt's lines are dropped, saying
+        so once."""
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " [line cut]"
         with self._lock:
@@ -207,6 +211,7 @@ class LogCapture:
             self._wake.set()
 
     def set_progress(self, fraction: float, note: str) -> None:
+        """Keep the job's latest progress, sent with the next batch."""
         with self._lock:
             if self._job is None:
                 return
@@ -285,6 +290,7 @@ class LogCapture:
                 _warn(f"log flusher: {exc}")
 
     def close(self) -> None:
+        """Stop the flusher thread."""
         self.stop = True
         self._wake.set()
         self._active.set()

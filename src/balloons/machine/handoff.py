@@ -56,6 +56,8 @@ class Handoff(Frozen):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Handoff:
+        """The handoff from a machine's environment: ``BALLOONS_JOB`` and the connection
+        settings; ``WorkerError`` naming what is missing or malformed."""
         raw = env.get("BALLOONS_JOB", "")
         if not raw:
             raise WorkerError(

@@ -32,6 +32,7 @@ def watch(until: float, slack: float) -> None:
 
 
 def unwatch() -> None:
+    """Disarm the watchdog, while nothing could hold the interpreter past a deadline."""
     if ARMED_AT[0]:
         faulthandler.cancel_dump_traceback_later()
         ARMED_AT[0] = 0.0

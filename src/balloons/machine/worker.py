@@ -218,6 +218,8 @@ class Worker:
     first_beat_in = 0.0
 
     def run(self) -> int:
+        """Run the machine: claim and run the handoff's job (if any), then take the pool's queued
+        jobs until the slot is given back; the machine's exit code."""
         beat = threading.Thread(
             target=heartbeat.run, args=(self,), name="balloons-heartbeat", daemon=True
         )

@@ -101,12 +101,14 @@ class Routes:
 
     # ----------------------------------------------------------------- nodes
     def node(self, addr: Addr) -> RespClient:
+        """The client of node ``addr``, connected on first use."""
         client = self.nodes.get(addr)
         if client is None:
             client = self.nodes[addr] = _copy(self.seed, addr)
         return client
 
     def close(self) -> None:
+        """Close every node's connection."""
         self._plan = []
         for client in self.nodes.values():
             client.close()
@@ -143,6 +145,8 @@ class Routes:
         )
 
     def addr_of(self, cmd: Sequence[Any]) -> Addr:
+        """The node serving the key of ``cmd`` (``None``: a command with no key, sent to any
+        node)."""
         key = key_of(cmd)
         if key is None:
             return None
@@ -150,6 +154,8 @@ class Routes:
 
     # -------------------------------------------------------------- commands
     def send(self, commands: list[list[Any]]) -> None:
+        """Send ``commands`` in one round, each to the node serving its key, reading the slot map
+        first when it is stale (once more if a node is gone)."""
         for tries_left in (1, 0):
             if self.stale:
                 self.refresh()
@@ -174,6 +180,8 @@ class Routes:
             raise
 
     def receive(self, n: int) -> list[Any]:
+        """Read the replies of the ``n`` commands sent, in their order, following a ``MOVED`` or
+        ``ASK`` where a node answers one."""
         plan, sent = self._plan, self._sent
         self._plan, self._sent = [], []
         replies: list[Any] = [None] * len(sent)

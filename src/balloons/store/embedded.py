@@ -45,6 +45,9 @@ _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
 @dataclass(frozen=True)
 class EmbeddedStatus:
+    """What ``balloons dev status`` reports of the embedded Valkey: whether it answers, its URL,
+    its process id (when known) and its directories."""
+
     running: bool
     url: str
     pid: int | None
@@ -62,6 +65,7 @@ def socket_path(state_dir: Path) -> Path:
 
 
 def url_for(state_dir: Path) -> str:
+    """The ``unix://`` URL of the embedded Valkey of ``state_dir``."""
     return f"unix://{socket_path(state_dir)}"
 
 
@@ -95,6 +99,7 @@ def _read_pid(data_dir: Path) -> int | None:
 
 
 def status(state_dir: Path) -> EmbeddedStatus:
+    """The embedded Valkey of ``state_dir`` as it is now (nothing is started)."""
     data = state_dir / "valkey"
     sock = socket_path(state_dir)
     up = _ping(sock)

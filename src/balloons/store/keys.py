@@ -140,46 +140,58 @@ class PoolKeys(Frozen):
 
     @property
     def tag(self) -> str:
+        """``NS:{POOL}``: the prefix, and hash tag, of every key of the pool."""
         return f"{self.ns}:{{{self.pool}}}"
 
     def job(self, ulid: str) -> str:
+        """The job's hash: payload, arguments, signature, status, result, ..."""
         return f"{self.tag}:job:{ulid}"
 
     def attempts(self, ulid: str) -> str:
+        """The job's attempts: attempt number -> JSON."""
         return f"{self.tag}:attempts:{ulid}"
 
     def done(self, ulid: str) -> str:
+        """The job's done token, which waiters rotate with ``BLMOVE``."""
         return f"{self.tag}:done:{ulid}"
 
     def runs(self, ulid: str) -> str:
+        """The highest attempts claimed and ended (a replay is refused)."""
         return f"{self.tag}:runs:{ulid}"
 
     @property
     def jobs(self) -> str:
+        """The pool's jobs by creation time."""
         return f"{self.tag}:jobs"
 
     @property
     def queue(self) -> str:
+        """The jobs waiting for a machine, by priority then arrival."""
         return f"{self.tag}:queue"
 
     @property
     def delayed(self) -> str:
+        """The delayed jobs and retries, by due time."""
         return f"{self.tag}:delayed"
 
     @property
     def slots(self) -> str:
+        """One member per machine of the pool, scored by the end of its lease."""
         return f"{self.tag}:slots"
 
     @property
     def slot(self) -> str:
+        """Slot -> JSON: job, attempt, machine, size, state, deadline."""
         return f"{self.tag}:slot"
 
     @property
     def idle(self) -> str:
+        """The slots of idle machines waiting for work."""
         return f"{self.tag}:idle"
 
     @property
     def wake(self) -> str:
+        """The wake list of idle machines that know no compatibility tag."""
         return f"{self.tag}:wake"
 
     def wake_of(self, compat: str) -> str:
@@ -188,32 +200,40 @@ class PoolKeys(Frozen):
 
     @property
     def cfg(self) -> str:
+        """The pool's settings as the last submit wrote them, and each key's current version."""
         return f"{self.tag}:cfg"
 
     def logs(self, ulid: str) -> str:
+        """The job's log stream."""
         return f"{self.tag}:logs:{ulid}"
 
     @property
     def seq(self) -> str:
+        """The arrival counter of the queue's order."""
         return f"{self.tag}:seq"
 
     @property
     def usage(self) -> str:
+        """Idle machine-seconds of the pool's warm machines, per size."""
         return f"{self.tag}:usage"
 
     @property
     def standby(self) -> str:
+        """The stopped machines kept to be started again."""
         return f"{self.tag}:standby"
 
     @property
     def stats(self) -> str:
+        """The pool's running aggregates, kept by the scripts that end attempts and jobs."""
         return f"{self.tag}:stats"
 
     @property
     def check(self) -> str:
+        """Held while a waiter checks the pool's machines for its job."""
         return f"{self.tag}:check"
 
     def idem(self, digest: str) -> str:
+        """The job id stored under an idempotency key's digest."""
         return f"{self.tag}:key:{digest}"
 
 
@@ -233,6 +253,8 @@ class JobKeys(Frozen):
 
     @classmethod
     def of(cls, ns: str, job_id: str) -> JobKeys:
+        """The keys of job ``job_id`` (``POOL.ULID``) in namespace ``ns``; ``ValueError`` for a
+        string that is no job id."""
         pool, ulid = split_job_id(job_id)
         return cls(job_id, PoolKeys(ns, pool), ulid)
 
@@ -243,22 +265,27 @@ class JobKeys(Frozen):
 
     @property
     def job(self) -> str:
+        """The job's hash."""
         return self.pool.job(self.ulid)
 
     @property
     def attempts(self) -> str:
+        """The job's attempts hash."""
         return self.pool.attempts(self.ulid)
 
     @property
     def done(self) -> str:
+        """The job's done token list."""
         return self.pool.done(self.ulid)
 
     @property
     def logs(self) -> str:
+        """The job's log stream."""
         return self.pool.logs(self.ulid)
 
     @property
     def runs(self) -> str:
+        """The job's claimed and ended attempts."""
         return self.pool.runs(self.ulid)
 
 
@@ -325,6 +352,7 @@ def slot_job(slot: str) -> str:
 
 
 def pools_key(ns: str) -> str:
+    """The set of the namespace's pool names."""
     return f"{ns}:pools"
 
 
@@ -334,6 +362,7 @@ def machine_key(ns: str, machine_id: str) -> str:
 
 
 def machines_key(ns: str) -> str:
+    """The local machines by launch time."""
     return f"{ns}:machines"
 
 

@@ -52,6 +52,7 @@ Query = Generator[Step, Any, T]
 
 
 def call(method: str, *args: Any, **kwargs: Any) -> Call:
+    """One command of a query's step: ``method`` of the Redis client with these arguments."""
     return Call(method, args, kwargs)
 
 
@@ -96,11 +97,13 @@ def progress(jk: JobKeys, key: bytes | None) -> Query[tuple[float, str] | None]:
 
 
 def queue_position(jk: JobKeys) -> Query[int | None]:
+    """The job's place in its pool's queue (1 for the next); ``None`` when it is not queued."""
     (rank,) = yield [call("zrank", jk.pool.queue, jk.ulid)]
     return None if rank is None else int(rank) + 1
 
 
 def forget(jk: JobKeys) -> Query[None]:
+    """Delete the job's record, attempts, done token and logs, and drop it from the pool's index."""
     yield [
         call("delete", jk.job, jk.attempts, jk.done, jk.logs),
         call("zrem", jk.pool.jobs, jk.ulid),
@@ -118,6 +121,8 @@ def cancel(jk: JobKeys) -> Query[Cancelled]:
 
 # ------------------------------------------------------------------ listings
 def pools(namespace: str) -> Query[list[str]]:
+    """The namespace's pool names, sorted; members that are no pool name (not written by
+    balloons) are left out."""
     (found,) = yield [call("smembers", pools_key(namespace))]
     # Only names a pool can have: anything else in the set was not written by balloons.
     return sorted(n for n in (p.decode("utf-8", "replace") for p in found) if POOL_RE.match(n))

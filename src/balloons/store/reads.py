@@ -80,6 +80,8 @@ class StoreReads:
 
     @property
     def aredis(self) -> Any:
+        """The asyncio client of the running event loop (one per loop, made on first use; a
+        cluster client when the sync client found a cluster)."""
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
@@ -118,6 +120,7 @@ class StoreReads:
         return self._key() if self._key is not None else None
 
     def keys(self, job_id: str) -> JobKeys:
+        """The keys of job ``job_id`` in this store's namespace."""
         return JobKeys.of(self.namespace, job_id)
 
     def _tagged(self, pk: PoolKeys, jobs: Sequence[str], args: Sequence[Any]) -> list[Any]:
@@ -206,6 +209,8 @@ class StoreReads:
         return {k.decode("utf-8", "replace"): json_object(v) or {} for k, v in raw.items()}
 
     def slot_info(self, pk: PoolKeys, slot: str) -> dict[str, Any] | None:
+        """The slot's entry (job, attempt, machine, size, state, deadline); ``None`` when there
+        is none or it cannot be read."""
         with self.errors():
             raw = self.redis.hget(pk.slot, slot)
         return slot_entry(raw) if raw else None
@@ -258,6 +263,8 @@ class StoreReads:
         }
 
     def queue_position(self, jk: JobKeys) -> int | None:
+        """The job's place in its pool's queue (1 for the next to get a machine); ``None`` when
+        it is not queued."""
         return self.run(queries.queue_position(jk))
 
     def server_time(self, pk: PoolKeys | None = None) -> float:
@@ -274,12 +281,16 @@ class StoreReads:
         return self.run(queries.status(jk))
 
     def record(self, jk: JobKeys) -> dict[str, bytes]:
+        """The job's hash as stored (an empty dict when there is none)."""
         return self.run(queries.record(jk))
 
     async def record_async(self, jk: JobKeys) -> dict[str, bytes]:
+        """:meth:`record` for asyncio."""
         return await self.run_async(queries.record(jk))
 
     def info(self, jk: JobKeys) -> JobInfo | None:
+        """The job's status, attempts, timestamps and error, verified with the signing key;
+        ``None`` when there is no record."""
         return self.run(queries.info(jk, self.signing_key()))
 
     def wait_done(self, jk: JobKeys, timeout: float) -> bool:
@@ -296,6 +307,7 @@ class StoreReads:
         return got is not None
 
     async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
+        """:meth:`wait_done` for asyncio."""
         import redis as redis_mod
 
         with self.errors():
@@ -306,6 +318,7 @@ class StoreReads:
         return got is not None
 
     def pools(self) -> list[str]:
+        """The names of the namespace's pools."""
         return self.run(queries.pools(self.namespace))
 
     def recent(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
@@ -371,6 +384,7 @@ class StoreReads:
         return out
 
     def close(self) -> None:
+        """Close the sync client's connections."""
         if self._sync is not None:
             self._sync.close()
             self._sync = None

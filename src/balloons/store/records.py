@@ -25,6 +25,7 @@ from ..untrusted import (
 
 
 def decode_hash(raw: dict[bytes, bytes]) -> dict[str, bytes]:
+    """A job hash as read by redis-py, its field names decoded."""
     return {k.decode(): v for k, v in raw.items()}
 
 

@@ -202,6 +202,8 @@ _STANDBY = Code.STANDBY
 
 # ------------------------------------------------------------------ decoders
 def submit(raw: Any) -> Submitted:
+    """``SUBMIT``'s reply: what became of the job (placed, queued, an existing job of its key)
+    and the launch to make, if any."""
     # Every submit decodes one of these: the two common, well-formed replies are checked
     # field by field here, at a fifth of the general path's cost; anything else takes it.
     n = len(raw) if raw.__class__ is list else 0
@@ -272,6 +274,8 @@ def claim(raw: Any, ulid: str, attempt: int) -> Claim:
 
 
 def take(raw: Any) -> Take:
+    """``TAKE``'s reply: the job handed to a warm machine, or why there is none (nothing queued,
+    slot gone, released, kept on standby)."""
     items = _items("TAKE", raw, (1, 2, 6, 7, 8, 9))
     allowed = (_OK, _NONE, _GONE, _RELEASED, _STANDBY)
     code = _code("TAKE", items, allowed)
@@ -296,6 +300,7 @@ def take(raw: Any) -> Take:
 
 
 def heartbeat(raw: Any) -> Beat:
+    """``HEARTBEAT``'s reply: the lease renewed, or the slot gone."""
     items = _items("HEARTBEAT", raw, (1, 2, 4))
     code = _code("HEARTBEAT", items, (_OK, _GONE))
     if code is _GONE:
@@ -317,6 +322,7 @@ def ended(raw: Any, script: str = "FINISH") -> Code:
 
 
 def lost(raw: Any) -> Lost:
+    """``LOST``'s reply: the attempt ended, or why not (no such slot, or the job moved on)."""
     items = _items("LOST", raw, (1, 5))
     code = _code("LOST", items, (_OK, _NONE, _MOVED))
     if code is not _OK:
@@ -333,6 +339,8 @@ def lost(raw: Any) -> Lost:
 
 
 def cancel(raw: Any) -> Cancelled:
+    """``CANCEL``'s reply: the job's status before, or code ``REFUSED`` (it had ended) or
+    ``GONE`` (no such job)."""
     items = _items("CANCEL", raw, (2, 4))
     code = _code("CANCEL", items, (_OK, _GONE, _REFUSED))
     if code is not _OK:
@@ -379,6 +387,8 @@ def names(script: str, raw: Any) -> list[str]:
 
 
 def machine_wanted(raw: Any) -> Wanted:
+    """``MACHINE_WANTED``'s reply: whether the machine is to be kept (its slot holds it), and its
+    lease."""
     items = _items("MACHINE_WANTED", raw, (1, 2))
     kept = _code("MACHINE_WANTED", items, (_OK, _NONE)) is _OK
     lease = items[1] if len(items) > 1 else None

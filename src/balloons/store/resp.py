@@ -148,6 +148,7 @@ class RespClient:
         return ctx
 
     def close(self) -> None:
+        """Close the connection (and a cluster's connections to its nodes)."""
         if self._routes is not None:
             self._routes.close()
         if self._sock is not None:

@@ -132,6 +132,7 @@ class Store(StoreReads):
         self._listed: dict[str, float] = {}  # pool -> when a submit last added it to the set
 
     def close(self) -> None:
+        """Close the pooled submit connections and those of waits on results."""
         idle, self._idle, waiting, self._waiting = self._idle, [], self._waiting, []
         for client in (*idle, *waiting):
             client.close()
@@ -334,6 +335,7 @@ class Store(StoreReads):
         return [["SADD", pools_key(self.namespace), pool]]
 
     async def submit_async(self, jk: JobKeys, req: SubmitRequest) -> Submitted:
+        """:meth:`submit` for asyncio, on redis-py's asyncio client."""
         import redis as redis_mod
 
         k, a = self._submit_cmd(jk, req)
@@ -429,6 +431,7 @@ class Store(StoreReads):
         return replies.flag("LAUNCHED", self.eval(lua.LAUNCHED, pk, slot, machine))
 
     def forget(self, jk: JobKeys) -> None:
+        """Delete the job's record, attempts, done token and logs now."""
         self.run(queries.forget(jk))
 
 

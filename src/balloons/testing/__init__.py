@@ -81,14 +81,17 @@ class InlineWorker(Worker):
     forks = False  # each job runs in the caller's thread, whatever its pool's isolation
 
     def arm(self, deadline: float | None, timeout: float) -> None:
+        """Start the run timeout's ``SIGALRM`` timer, only on the main thread."""
         if deadline is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
 
     def signal_task(self) -> None:
+        """Nothing: the task runs on, and ``FINISH`` refuses its outcome (the job has moved on)."""
         pass  # the task runs on; its outcome is refused by FINISH, the job having moved on
 
     def end_machine(self, code: int) -> None:
+        """Nothing: the attempt was ended by the hard stop, and the caller's process lives on."""
         pass  # the attempt was ended by the hard stop; the caller's process lives on
 
     # The two below are the worker loop's own steps (see Worker._take_jobs).
@@ -113,9 +116,13 @@ class InlineBackend:
         return "<InlineBackend>"
 
     def bind(self, ctx: BackendContext) -> None:
+        """Keep the app's settings: the Redis URL, secret and namespace the inline worker uses."""
         self._ctx = ctx
 
     def launch(self, spec: MachineSpec) -> MachineInfo:
+        """Run the slot's job here and now, by the worker's code, then any retry of it that falls
+        due (and jobs the task submitted, inside its run); returns the machine record once all
+        have ended. ``BackendError`` for a slot with no job (a warm floor)."""
         if self._ctx is None:
             raise BackendError("the inline backend is not bound to an app")
         if not spec.attempt or not spec.job_id:
@@ -203,15 +210,20 @@ class InlineBackend:
         return out
 
     def inspect(self, machine_id: str) -> MachineInfo | None:
+        """The record of an inline run (``None`` when there is none)."""
         return self._machines.get(machine_id)
 
     def stop(self, machine_id: str) -> None:
+        """Nothing: a run ends before its launch returns."""
         pass  # a run ends before its launch returns: nothing is left to stop
 
     def destroy(self, machine_id: str) -> None:
+        """Forget the run's record."""
         self._machines.pop(machine_id, None)
 
     def list(self, **metadata: str) -> list[MachineInfo]:
+        """The inline runs' records, filtered by ``job``, ``pool``, ``attempt`` or ``slot``."""
+
         def matches(m: MachineInfo) -> bool:
             have = {
                 "job": m.job_id or "",
@@ -250,6 +262,7 @@ class Server:
         return f"<balloons.testing.Server {self.url} namespace={self.namespace}>"
 
     def stop(self) -> None:
+        """Stop the Valkey server."""
         self._server.stop()
 
 

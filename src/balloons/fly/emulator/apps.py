@@ -57,12 +57,14 @@ def create(emu: Emulator, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def get(emu: Emulator, name: str) -> dict[str, Any]:
+    """App ``name`` as the API shows it; a 404 when there is none."""
     with emu.lock:
         app = emu.app(name)
         return app.to_json(_count(emu, app))
 
 
 def list_apps(emu: Emulator, org_slug: str | None) -> dict[str, Any]:
+    """The apps, oldest first, of organization ``org_slug`` (every app when none is given)."""
     with emu.lock:
         apps = [
             app.to_json(_count(emu, app))
@@ -101,6 +103,8 @@ def list_secrets(emu: Emulator, app_name: str) -> dict[str, Any]:
 
 
 def get_secret(emu: Emulator, app_name: str, name: str) -> dict[str, Any]:
+    """Secret ``name`` of the app, described by name and digest (never its value); a 404 when
+    there is none."""
     with emu.lock:
         app = emu.app(app_name)
         if name not in app.secrets:
@@ -134,6 +138,8 @@ def update_secrets(emu: Emulator, app_name: str, body: Mapping[str, Any]) -> dic
 
 
 def set_secret(emu: Emulator, app_name: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Set secret ``name`` to the body's ``value`` (a string); its description and the app's new
+    secrets version."""
     _check_name(name)
     value = body.get("value")
     if not isinstance(value, str):
@@ -146,6 +152,7 @@ def set_secret(emu: Emulator, app_name: str, name: str, body: Mapping[str, Any])
 
 
 def delete_secret(emu: Emulator, app_name: str, name: str) -> dict[str, Any]:
+    """Delete secret ``name`` (a 404 when there is none); the app's new secrets version."""
     with emu.lock:
         app = emu.app(app_name)
         if name not in app.secrets:

@@ -81,6 +81,7 @@ def acquire(
 
 
 def show(emu: Emulator, app_name: str, machine_id: str) -> dict[str, Any]:
+    """The machine's active lease, in Fly's envelope; a 404 when it has none."""
     with emu.lock:
         held = emu.machine(app_name, machine_id).active_lease()
         if held is None:
@@ -89,6 +90,7 @@ def show(emu: Emulator, app_name: str, machine_id: str) -> dict[str, Any]:
 
 
 def release(emu: Emulator, app_name: str, machine_id: str, nonce: str | None) -> dict[str, Any]:
+    """Release the machine's lease; the lease's ``nonce`` is required and must match."""
     if not nonce:
         raise bad_request("fly-machine-lease-nonce header is required")
     with emu.lock:

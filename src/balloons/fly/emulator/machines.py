@@ -103,6 +103,7 @@ def create(emu: Emulator, app_name: str, body: Mapping[str, Any]) -> dict[str, A
 
 
 def get(emu: Emulator, app_name: str, machine_id: str) -> dict[str, Any]:
+    """The machine as the API shows it; a 404 when there is none."""
     with emu.lock:
         return emu.machine(app_name, machine_id).to_json()
 
@@ -165,6 +166,7 @@ def update(
 
 
 def start(emu: Emulator, app_name: str, machine_id: str, nonce: str | None) -> dict[str, Any]:
+    """Start a created or stopped machine (the lease checked when one is held)."""
     with emu.lock:
         machine = emu.machine(app_name, machine_id)
         check_lease(machine, nonce)
@@ -204,6 +206,8 @@ def stop(
 def restart(
     emu: Emulator, app_name: str, machine_id: str, query: Mapping[str, str], nonce: str | None
 ) -> dict[str, Any]:
+    """Restart a machine: stop a running one then start it again, or start a created or stopped
+    one (the lease checked when one is held)."""
     with emu.lock:
         machine = emu.machine(app_name, machine_id)
         check_lease(machine, nonce)

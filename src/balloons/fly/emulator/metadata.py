@@ -24,11 +24,13 @@ def _store(machine: Machine) -> dict[str, str]:
 
 
 def get_all(emu: Emulator, app_name: str, machine_id: str) -> dict[str, str]:
+    """The machine's metadata map."""
     with emu.lock:
         return dict(_store(emu.machine(app_name, machine_id)))
 
 
 def get_key(emu: Emulator, app_name: str, machine_id: str, key: str) -> dict[str, Any]:
+    """The value of metadata ``key``; a 404 when it is not set."""
     with emu.lock:
         store = _store(emu.machine(app_name, machine_id))
         if key not in store:
@@ -71,6 +73,7 @@ def write(
 def set_key(
     emu: Emulator, app_name: str, machine_id: str, key: str, value: Any, nonce: str | None
 ) -> None:
+    """Set metadata ``key`` to ``value`` (a string; the lease checked when one is held)."""
     if not isinstance(value, str):
         raise bad_request("invalid request: value must be a string")
     with emu.lock:
@@ -80,6 +83,7 @@ def set_key(
 
 
 def delete_key(emu: Emulator, app_name: str, machine_id: str, key: str, nonce: str | None) -> None:
+    """Delete metadata ``key`` if it is set (the lease checked when one is held)."""
     with emu.lock:
         machine = emu.machine(app_name, machine_id)
         check_lease(machine, nonce)

@@ -63,6 +63,7 @@ class Event:
     request: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The event as the API shows it."""
         body: dict[str, Any] = {
             "id": self.id, "type": self.type, "status": self.status,
             "source": self.source, "timestamp": self.timestamp,
@@ -83,6 +84,7 @@ class Lease:
     version: str
 
     def active(self, now: float) -> bool:
+        """Whether the lease has not expired at ``now`` (unix seconds)."""
         return now < self.expires_at
 
     def to_json(self) -> dict[str, Any]:
@@ -182,6 +184,7 @@ class App:
     secrets_version: int = 0
 
     def to_json(self, machine_count: int) -> dict[str, Any]:
+        """The app as the API shows it, with its machine count."""
         return {
             "id": self.id,
             "name": self.name,

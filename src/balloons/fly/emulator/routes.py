@@ -36,42 +36,51 @@ def _no_content() -> Response:
 
 
 async def create_app(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps``: create an app."""
     # ``?wait=true`` asks Fly to return once the app exists; here it always does at once.
     return apps.create(emu, await read_json(request))
 
 
 async def list_apps(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps``: the apps of an organization."""
     return apps.list_apps(emu, request.query_params.get("org_slug"))
 
 
 async def get_app(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}``: one app."""
     return apps.get(emu, request.path_params["app_name"])
 
 
 async def delete_app(request: Request, emu: Emulator) -> Any:
+    """``DELETE /v1/apps/{app_name}``: delete an app and its machines."""
     apps.delete(emu, request.path_params["app_name"])
     return Response(status_code=202)
 
 
 async def list_secrets(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/secrets``: the app's secrets (names and digests, never values)."""
     return apps.list_secrets(emu, request.path_params["app_name"])
 
 
 async def update_secrets(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/secrets``: set and unset several secrets."""
     return apps.update_secrets(emu, request.path_params["app_name"], await read_json(request))
 
 
 async def get_secret(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/secrets/{secret_name}``: one secret."""
     params = request.path_params
     return apps.get_secret(emu, params["app_name"], params["secret_name"])
 
 
 async def set_secret(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/secrets/{secret_name}``: set one secret."""
     params = request.path_params
     return apps.set_secret(emu, params["app_name"], params["secret_name"], await read_json(request))
 
 
 async def delete_secret(request: Request, emu: Emulator) -> Any:
+    """``DELETE /v1/apps/{app_name}/secrets/{secret_name}``: delete one secret."""
     params = request.path_params
     return apps.delete_secret(emu, params["app_name"], params["secret_name"])
 
@@ -80,6 +89,7 @@ async def delete_secret(request: Request, emu: Emulator) -> Any:
 
 
 async def create_machine(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines``: create (and, unless asked not to, start) a machine."""
     answer = machines.create(emu, request.path_params["app_name"], await read_json(request))
     if emu.faults.lose_response():
         # The machine exists; only the answer is lost, so a retry must not create another.
@@ -88,6 +98,8 @@ async def create_machine(request: Request, emu: Emulator) -> Any:
 
 
 async def list_machines(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines``: the app's machines, filtered by state, region and
+    metadata."""
     query = request.query_params
     prefix = "metadata."
     return machines.list_machines(
@@ -102,40 +114,52 @@ async def list_machines(request: Request, emu: Emulator) -> Any:
 
 
 async def get_machine(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}``: one machine."""
     return machines.get(emu, *_ids(request))
 
 
 async def update_machine(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}``: replace a machine's config."""
     body = await read_json(request)
     return machines.update(emu, *_ids(request), body, lease_nonce(request))
 
 
 async def start_machine(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}/start``: start a stopped machine."""
     return machines.start(emu, *_ids(request), lease_nonce(request))
 
 
 async def stop_machine(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}/stop``: stop a machine (signal, then kill
+    after a timeout)."""
     body = await read_json(request)
     return machines.stop(emu, *_ids(request), body, lease_nonce(request))
 
 
 async def restart_machine(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}/restart``: restart a machine."""
     query = dict(request.query_params)
     return machines.restart(emu, *_ids(request), query, lease_nonce(request))
 
 
 async def signal_machine(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}/signal``: send a signal to a machine's
+    process."""
     body = await read_json(request)
     return machines.send_signal(emu, *_ids(request), body, lease_nonce(request))
 
 
 async def delete_machine(request: Request, emu: Emulator) -> Any:
+    """``DELETE /v1/apps/{app_name}/machines/{machine_id}``: destroy a machine
+    (``force``/``kill`` to stop it first)."""
     query = request.query_params
     force = parse_bool(query.get("force")) or parse_bool(query.get("kill"))
     return machines.delete(emu, *_ids(request), force, lease_nonce(request))
 
 
 async def wait_machine(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}/wait``: wait for a machine to reach a
+    state."""
     query = request.query_params
     raw_timeout = query.get("timeout")
     return await wait.wait(
@@ -149,11 +173,14 @@ async def wait_machine(request: Request, emu: Emulator) -> Any:
 
 
 async def machine_events(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}/events``: a machine's events, newest
+    first."""
     limit = parse_int(request.query_params.get("limit"), "limit", 20)
     return machines.events(emu, *_ids(request), limit)
 
 
 async def machine_versions(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}/versions``: a machine's config versions."""
     return machines.versions(emu, *_ids(request))
 
 
@@ -161,26 +188,32 @@ async def machine_versions(request: Request, emu: Emulator) -> Any:
 
 
 async def get_metadata(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}/metadata``: a machine's metadata."""
     return metadata.get_all(emu, *_ids(request))
 
 
 async def put_metadata(request: Request, emu: Emulator) -> Any:
+    """``PUT /v1/apps/{app_name}/machines/{machine_id}/metadata``: replace a machine's metadata."""
     body = await read_json(request)
     metadata.write(emu, *_ids(request), body, lease_nonce(request), replace=True)
     return _no_content()
 
 
 async def patch_metadata(request: Request, emu: Emulator) -> Any:
+    """``PATCH /v1/apps/{app_name}/machines/{machine_id}/metadata``: update some keys of a
+    machine's metadata."""
     body = await read_json(request)
     metadata.write(emu, *_ids(request), body, lease_nonce(request), replace=False)
     return _no_content()
 
 
 async def get_metadata_key(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}/metadata/{key}``: one metadata key."""
     return metadata.get_key(emu, *_ids(request), request.path_params["key"])
 
 
 async def set_metadata_key(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}/metadata/{key}``: set one metadata key."""
     body = await read_json(request)
     key = request.path_params["key"]
     metadata.set_key(emu, *_ids(request), key, body.get("value"), lease_nonce(request))
@@ -188,6 +221,8 @@ async def set_metadata_key(request: Request, emu: Emulator) -> Any:
 
 
 async def delete_metadata_key(request: Request, emu: Emulator) -> Any:
+    """``DELETE /v1/apps/{app_name}/machines/{machine_id}/metadata/{key}``: delete one metadata
+    key."""
     metadata.delete_key(emu, *_ids(request), request.path_params["key"], lease_nonce(request))
     return _no_content()
 
@@ -196,6 +231,8 @@ async def delete_metadata_key(request: Request, emu: Emulator) -> Any:
 
 
 async def acquire_lease(request: Request, emu: Emulator) -> Any:
+    """``POST /v1/apps/{app_name}/machines/{machine_id}/lease``: take (or extend) a machine's
+    lease."""
     body = await read_json(request)
     # fly-go sends ?ttl=N and no body; the spec puts ttl in the body. Accept either.
     raw_ttl = request.query_params.get("ttl") or body.get("ttl")
@@ -205,10 +242,13 @@ async def acquire_lease(request: Request, emu: Emulator) -> Any:
 
 
 async def get_lease(request: Request, emu: Emulator) -> Any:
+    """``GET /v1/apps/{app_name}/machines/{machine_id}/lease``: a machine's lease."""
     return leases.show(emu, *_ids(request))
 
 
 async def release_lease(request: Request, emu: Emulator) -> Any:
+    """``DELETE /v1/apps/{app_name}/machines/{machine_id}/lease``: release a machine's lease (its
+    nonce required)."""
     return leases.release(emu, *_ids(request), lease_nonce(request))
 
 

@@ -119,6 +119,7 @@ class Emulator:
     # -- state changes (callers hold the lock) ----------------------------------------------
 
     def set_state(self, machine: Machine, state: MachineState) -> None:
+        """Move ``machine`` to ``state``, record the transition and wake the waiters."""
         machine.state = state
         machine.updated_at = time.time()
         machine.transitions.append((self.ids.ulid(), state))
@@ -134,6 +135,8 @@ class Emulator:
         source: str,
         request: dict[str, Any] | None = None,
     ) -> Event:
+        """Record an event of ``machine`` (kept to the latest ones) and wake the waiters; returns
+        it."""
         event = Event(self.ids.ulid(), type_, status, source, int(time.time() * 1000), request)
         machine.events.append(event)
         del machine.events[:-MAX_EVENTS]
@@ -385,6 +388,7 @@ class Emulator:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`shutdown` has run."""
         return self._closed
 
     def shutdown(self) -> None:

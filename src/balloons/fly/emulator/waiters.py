@@ -28,6 +28,7 @@ class ChangeNotifier:
         return entry
 
     def unsubscribe(self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        """Stop waking the waiter ``entry`` that :meth:`subscribe` returned."""
         with self._lock:
             self._waiters.discard(entry)
 

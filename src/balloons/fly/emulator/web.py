@@ -29,6 +29,7 @@ _SCHEMES = ("bearer", "flyv1")
 
 
 def error_response(error: ApiError) -> JSONResponse:
+    """The JSON answer of an API error, with its status code."""
     return JSONResponse(error.body(), status_code=error.status_code)
 
 
@@ -61,6 +62,7 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 def lease_nonce(request: Request) -> str | None:
+    """The ``fly-machine-lease-nonce`` header of the request, if any."""
     return request.headers.get("fly-machine-lease-nonce") or None
 
 
