@@ -1,6 +1,8 @@
-"""The backlog of launches made off the caller's thread: :class:`Launcher` takes them in order
-on daemon threads that live only while some are pending; every launcher is drained before the
-interpreter exits, and a forked child forgets its parent's.
+"""The launches made off the caller's thread: :class:`Launcher`, its threads and their drain.
+
+A launcher takes launches in order on daemon threads that live only while some are pending;
+every launcher is drained before the interpreter exits, and a forked child forgets its
+parent's.
 """
 
 from __future__ import annotations

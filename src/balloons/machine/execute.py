@@ -1,7 +1,8 @@
-"""One attempt run in this process: verify and open its record, run the task under its deadline
-and record what came of it (the result, the error, a retry), with the exit codes that say so.
+"""One attempt run in this process, from its record to its recorded outcome; the exit codes.
 
-Standard library and balloons' lean modules only: every machine imports this module.
+The record's signature is verified and the record opened, the task runs under its deadline
+with its output captured, and its result, its error or its retry is recorded. Standard library
+and balloons' lean modules only: every machine imports this module.
 """
 
 from __future__ import annotations
