@@ -234,10 +234,12 @@ class App:
         got = self._compat
         if got is not None and got[0] == len(registry.TASKS):  # the submit path: one check
             return got[1]
+        from .backends.base import Imaged
         from .compat import compat_of
 
         try:
-            image, known = getattr(self.backend, "image", None), True
+            backend = self.backend
+            image, known = (backend.image if isinstance(backend, Imaged) else None), True
         except (ConfigError, BackendError):  # said by the launch, which fails the job
             image, known = None, False
         new = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
