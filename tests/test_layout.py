@@ -56,3 +56,21 @@ def test_the_check_names_each_offender(tmp_path: Path) -> None:
         f"balloons/long.py:1 long: {MAX_FUNCTION + 1} lines (a function: at most {MAX_FUNCTION})",
         f"big.py: {MAX_MODULE + 1} lines (a module: at most {MAX_MODULE})",
     ]
+
+
+def test_tasks_jobs_and_the_control_plane_see_the_app_through_narrow_protocols() -> None:
+    """Task, Job and the supervisor's modules name what they need of an app as a protocol;
+    none imports ``App`` (not even for annotations)."""
+    modules = ["balloons/task.py", "balloons/job.py", *_control_modules()]
+    importers = []
+    for rel in modules:
+        tree = ast.parse((SRC / rel).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("app", "balloons.app"):
+                importers.append(f"{rel}:{node.lineno} imports {node.module}")
+    assert len(modules) > 3
+    assert importers == []
+
+
+def _control_modules() -> list[str]:
+    return [p.relative_to(SRC).as_posix() for p in sorted((SRC / "balloons/control").glob("*.py"))]
