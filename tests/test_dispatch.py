@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import balloons
-from balloons.backends.base import BackgroundLaunches, RateLimited, Restartable
+from balloons.backends.base import BackgroundLaunches, Imaged, RateLimited, Restartable
 from balloons.dispatch import Placed, placed
 from balloons.launcher import Assigned, Launch, assigned
 from balloons.task import TaskOptions
@@ -93,6 +93,13 @@ def test_backend_capabilities_are_checked_protocols() -> None:
     assert isinstance(local, balloons.Backend)
     assert not isinstance(local, RateLimited | BackgroundLaunches | Restartable)
     assert isinstance(_Restartable(), Restartable) and not isinstance(_Backend(), Restartable)
+
+
+def test_a_backend_whose_machines_run_one_image_is_a_checked_protocol() -> None:
+    fly = balloons.App(backend=balloons.FlyBackend(token="t", app="a", image="reg/a:v9")).backend
+    assert isinstance(fly, Imaged) and fly.image == "reg/a:v9"
+    assert not isinstance(balloons.LocalBackend(), Imaged)
+    assert not isinstance(_Restartable(), Imaged)
 
 
 def test_standby_pools_need_a_backend_that_can_start_machines() -> None:

@@ -8,18 +8,17 @@ precedence argument > environment > default (see :mod:`balloons.config`).
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
 from .config import Settings
-from .errors import BackendError, ConfigError, WorkerError
+from .errors import BackendError, ConfigError
 from .job import Job
 from .pools import Pool, check_standby
 from .serialize import Serializer, get_serializer
-from .store.keys import POOL_RE, JobKeys
+from .store.keys import JobKeys
 from .store.redisurl import mask_url
-from .task import AsyncTask, Registration, Task, TaskOptions, is_coroutine_function, keywords_of
+from .task import AsyncTask, Registration, Task, TaskOptions, define, keywords_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -128,21 +127,7 @@ class App:
         opts = TaskOptions(**options)
 
         def wrap(f: Callable[..., Any]) -> Task[..., Any]:
-            qual = name or f.__qualname__
-            if "<locals>" in qual:
-                raise ConfigError(
-                    f"task {f.__qualname__!r} is defined inside a function: a machine could not "
-                    "import it. Define tasks at module level."
-                )
-            full = registry.task_name(f.__module__, qual)
-            try:
-                registry.check_task_name(full)
-            except WorkerError as exc:  # the worker's refusal, said at registration
-                raise ConfigError(str(exc)) from None
-            kind = AsyncTask if is_coroutine_function(f) else Task
-            t = kind(self, f, full, opts)
-            registry.register(full, t)
-            return t
+            return define(self, f, name, opts)
 
         return wrap(fn) if fn is not None else wrap
 
@@ -253,10 +238,12 @@ class App:
         got = self._compat
         if got is not None and got[0] == len(registry.TASKS):  # the submit path: one check
             return got[1]
+        from .backends.base import Imaged
         from .compat import compat_of
 
         try:
-            image, known = getattr(self.backend, "image", None), True
+            backend = self.backend
+            image, known = (backend.image if isinstance(backend, Imaged) else None), True
         except (ConfigError, BackendError):  # said by the launch, which fails the job
             image, known = None, False
         new = compat_of(self.secret.encode(), self.settings.version, image, registry.TASKS)
@@ -300,14 +287,9 @@ class App:
         """The price table costs are reckoned with: ``balloons/prices.json``, with the parts
         named by ``App(prices=PATH)`` or ``BALLOONS_PRICES`` replaced."""
         if self._prices is None:
-            from .cost import PriceTable
+            from .cost import prices_for
 
-            env = self.settings.env
-            self._prices = PriceTable.load(
-                self._prices_path or env.get("BALLOONS_PRICES") or None,
-                cpu_kind=env.get("BALLOONS_FLY_CPU_KIND") or "shared",
-                region=env.get("BALLOONS_FLY_REGION") or env.get("FLY_REGION") or None,
-            )
+            self._prices = prices_for(self._prices_path, self.settings.env)
         return self._prices
 
     def costs(
@@ -333,29 +315,9 @@ class App:
     def _costs(
         self, pools: Sequence[str] | None, limit: int, jobs: Sequence[JobInfo] | None
     ) -> Query[CostReport]:
-        import dataclasses
+        from .cost import stored_report
 
-        from .cost import report
-        from .store import queries
-        from .store.writes import attempts_from, job_info
-
-        ns = self.settings.namespace
-        names = list(pools) if pools is not None else (yield from queries.pools(ns))
-        if jobs is None:
-            ids = [jid for _, jid in (yield from queries.index(ns, names, limit))]
-            fields = ("status", "payload", "created", "started", "finished")
-            recs = yield from queries.fields(ns, ids, fields)
-            jobs = [job_info(jid, rec, {}) for jid, rec in zip(ids, recs, strict=True) if rec]
-        ids = [i.id for i in jobs]
-        # What a first attempt's record may still be in (see store.attempts_from).
-        firsts = yield from queries.fields(ns, ids, ("attempt", "slot", "created", "need"))
-        raws = yield from queries.attempts_of(ns, ids)
-        priced = []
-        for info, rec, raw in zip(jobs, firsts, raws, strict=True):
-            tries = attempts_from(info.id, rec, raw)
-            priced.append((dataclasses.replace(info, attempts=tries), (1, 256)))
-        used = yield from queries.usage(ns, names)
-        return report(priced, used, self.prices, time.time())
+        return stored_report(self.settings.namespace, pools, limit, jobs, self.prices)
 
     def supervisor(self, **options: Any) -> Supervisor:
         """A :class:`~balloons.control.supervisor.Supervisor` for this app (not started)."""
@@ -393,15 +355,9 @@ class App:
         return await self.store.run_async(self._jobs(limit, pool))
 
     def _jobs(self, limit: int, pool: str | None) -> Query[list[JobInfo]]:
-        from .listing import MAX_PER_PAGE
-        from .store import queries
+        from .listing import newest
 
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PER_PAGE:
-            raise ConfigError(f"limit must be an integer from 1 to {MAX_PER_PAGE}, got {limit!r}")
-        if pool is not None and (not isinstance(pool, str) or not POOL_RE.match(pool)):
-            raise ConfigError(f"{pool!r} is not a pool name")
-        ns = self.settings.namespace
-        return (yield from queries.recent(ns, limit, pool, self.store.signing_key()))
+        return newest(self.settings.namespace, limit, pool, self.store.signing_key())
 
     def retry(self, job_id: str) -> Job[Any]:
         """Submit a new job running the same task with the same options and arguments.

@@ -21,11 +21,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .info import AttemptInfo, JobInfo
 from .untrusted import MAX_CPUS, MAX_MEMORY_MB, integer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .store.queries import Query
 
 _MONTH = 30 * 24 * 3600
 
@@ -309,3 +314,47 @@ def usage_size(name: str) -> tuple[int, int] | None:
     if kind != "idle" or n is None or mb is None:
         return None
     return n, mb
+
+
+def prices_for(override: str | None, env: Mapping[str, str]) -> PriceTable:
+    """An app's price table: ``prices.json``, with the parts named by ``override``
+    (``App(prices=PATH)``) or ``BALLOONS_PRICES`` replaced, for its Fly CPU kind and region."""
+    return PriceTable.load(
+        override or env.get("BALLOONS_PRICES") or None,
+        cpu_kind=env.get("BALLOONS_FLY_CPU_KIND") or "shared",
+        region=env.get("BALLOONS_FLY_REGION") or env.get("FLY_REGION") or None,
+    )
+
+
+def stored_report(
+    ns: str,
+    pools: Sequence[str] | None,
+    limit: int,
+    jobs: Sequence[JobInfo] | None,
+    prices: PriceTable,
+) -> Query[CostReport]:
+    """The cost report of the jobs kept in Redis (newest ``limit`` per pool, or ``jobs``: summaries
+    already read, with ``created``, whose attempts are read here) and each pool's idle time, as
+    a query for the sync or the asyncio client (see :mod:`balloons.store.queries`)."""
+    import dataclasses
+    import time
+
+    from .store import queries
+    from .store.writes import attempts_from, job_info
+
+    names = list(pools) if pools is not None else (yield from queries.pools(ns))
+    if jobs is None:
+        ids = [jid for _, jid in (yield from queries.index(ns, names, limit))]
+        fields = ("status", "payload", "created", "started", "finished")
+        recs = yield from queries.fields(ns, ids, fields)
+        jobs = [job_info(jid, rec, {}) for jid, rec in zip(ids, recs, strict=True) if rec]
+    ids = [i.id for i in jobs]
+    # What a first attempt's record may still be in (see store.attempts_from).
+    firsts = yield from queries.fields(ns, ids, ("attempt", "slot", "created", "need"))
+    raws = yield from queries.attempts_of(ns, ids)
+    priced = []
+    for info, rec, raw in zip(jobs, firsts, raws, strict=True):
+        tries = attempts_from(info.id, rec, raw)
+        priced.append((dataclasses.replace(info, attempts=tries), (1, 256)))
+    used = yield from queries.usage(ns, names)
+    return report(priced, used, prices, time.time())

@@ -2,7 +2,7 @@
 
 ``task.submit()`` comes here: the arguments are serialized and signed with the payload, one
 ``SUBMIT`` script stores and places the job, and when it got a new slot its machine is
-launched (now, or from the app's :class:`~balloons.launcher.Launcher` when the backend's launch
+launched (now, or from the app's :class:`~balloons.backlog.Launcher` when the backend's launch
 is a remote call or would wait for a rate limit). A pool with standby machines launches
 through ``PICK_MACHINE``: a stopped machine is started, else one is created. ``app.cancel()``
 and the supervisor's floor launches come here too.

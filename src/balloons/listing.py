@@ -12,10 +12,15 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .errors import ConfigError
 from .info import JobInfo, JobStatus
 from .store.keys import POOL_RE
 from .store.writes import Store, job_info
+
+if TYPE_CHECKING:
+    from .store.queries import Query
 
 #: How many of the newest jobs of each pool a listing looks through.
 SCAN_LIMIT = 5000
@@ -320,3 +325,16 @@ def pool_summaries(store: Store, limit: int = SCAN_LIMIT) -> list[PoolSummary]:
         PoolSummary(p, dict(jobs.get(p, {})), dict(machines.get(p, {})))
         for p in sorted(set(pools) | {p for p in machines if p})
     ]
+
+
+def newest(ns: str, limit: int, pool: str | None, key: bytes | None) -> Query[list[JobInfo]]:
+    """The newest ``limit`` jobs (1 to :data:`MAX_PER_PAGE`), of every pool or of ``pool``,
+    newest first (``App.jobs``), as a query for the sync or the asyncio client; ``key``: the
+    signing key their outcomes are checked with."""
+    from .store import queries
+
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PER_PAGE:
+        raise ConfigError(f"limit must be an integer from 1 to {MAX_PER_PAGE}, got {limit!r}")
+    if pool is not None and (not isinstance(pool, str) or not POOL_RE.match(pool)):
+        raise ConfigError(f"{pool!r} is not a pool name")
+    return (yield from queries.recent(ns, limit, pool, key))

@@ -15,8 +15,9 @@ from typing import (
     overload,
 )
 
+from . import registry
 from .config import seconds_in
-from .errors import ConfigError
+from .errors import ConfigError, WorkerError
 from .frozen import Frozen
 from .store.keys import POOL_RE
 from .untrusted import MAX_CPUS, MAX_MEMORY_MB
@@ -452,6 +453,29 @@ class Register(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def define(
+    app: Submitter, fn: Callable[..., Any], name: str | None, opts: TaskOptions
+) -> Task[..., Any]:
+    """Make ``fn`` a task of ``app`` (an :class:`AsyncTask` for an ``async def``) named ``name``
+    (by default its qualified name) and register it under its full name, checked as a machine
+    would check it."""
+    qual = name or fn.__qualname__
+    if "<locals>" in qual:
+        raise ConfigError(
+            f"task {fn.__qualname__!r} is defined inside a function: a machine could not "
+            "import it. Define tasks at module level."
+        )
+    full = registry.task_name(fn.__module__, qual)
+    try:
+        registry.check_task_name(full)
+    except WorkerError as exc:  # the worker's refusal, said at registration
+        raise ConfigError(str(exc)) from None
+    kind = AsyncTask if is_coroutine_function(fn) else Task
+    t = kind(app, fn, full, opts)
+    registry.register(full, t)
+    return t
 
 
 def is_coroutine_function(fn: object) -> bool:

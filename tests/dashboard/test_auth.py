@@ -73,6 +73,6 @@ def test_loopback_only_without_a_token(tmp_path) -> None:  # type: ignore[no-unt
     ],
 )
 def test_login_returns_only_to_local_paths(raw: str, kept: str) -> None:
-    from balloons.dashboard.web import _safe_next
+    from balloons.dashboard.http import safe_next as _safe_next
 
     assert _safe_next(raw) == kept

@@ -120,6 +120,15 @@ class Restartable(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class Imaged(Backend, Protocol):
+    """A backend whose machines all run one image: its reference is the code version of the
+    app's jobs (see :mod:`balloons.compat`) unless the app names one."""
+
+    @property
+    def image(self) -> str: ...
+
+
 def make_backend(name: str) -> Backend:
     """The backend named ``name`` (``local``, ``fly``, or ``inline``: the test mode of
     :mod:`balloons.testing`), unbound."""

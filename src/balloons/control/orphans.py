@@ -21,13 +21,13 @@ from ..store.keys import PoolKeys, gc_lock_key, machines_key
 from ..untrusted import integer, timestamp
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..launcher import Wiring
 
 log = logging.getLogger("balloons.control.supervisor")
 
 
 def collect(
-    app: App,
+    app: Wiring,
     destroyed: list[str],
     *,
     gc_interval: float,
@@ -60,13 +60,13 @@ def collect(
                     pipe.execute()
 
 
-def _lock(app: App, lock: str, token: str, gc_interval: float) -> bool:
+def _lock(app: Wiring, lock: str, token: str, gc_interval: float) -> bool:
     with app.store.errors():
         return bool(app.store.redis.set(lock, token, nx=True, ex=max(5, int(gc_interval / 2))))
 
 
 def _sweep(
-    app: App, destroyed: list[str], dry_run: bool, standby: bool, min_age: float
+    app: Wiring, destroyed: list[str], dry_run: bool, standby: bool, min_age: float
 ) -> list[MachineInfo]:
     store = app.store
     ns = app.settings.namespace
@@ -109,7 +109,7 @@ def _sweep(
     return orphans
 
 
-def _in_use(app: App, m: MachineInfo, now: float, min_age: float) -> bool:
+def _in_use(app: Wiring, m: MachineInfo, now: float, min_age: float) -> bool:
     """Whether a machine may still be wanted: it holds a slot, sits in its pool's standby
     set, or was launched too recently for its slot to be known (:data:`lua.MACHINE_WANTED`)."""
     if m.running and m.created_at is not None and now - m.created_at < min_age:
@@ -120,7 +120,7 @@ def _in_use(app: App, m: MachineInfo, now: float, min_age: float) -> bool:
     return wanted.standby or (bool(slot) and wanted.lease is not None)
 
 
-def expire(app: App, now: float) -> None:
+def expire(app: Wiring, now: float) -> None:
     """Trim the job and machine indexes of entries older than the records' TTL."""
     store = app.store
     ttl = app.settings.record_ttl

@@ -37,12 +37,12 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import lifecycle
 from ..ids import ulid
 from ..info import MachineInfo, Reason
-from ..launcher import Launch
+from ..launcher import Launch, Wiring
 from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
 from ..store.replies import Code
@@ -53,9 +53,21 @@ from .reclaim import deadline_reason, end_slot, machine_outcome
 if TYPE_CHECKING:
     import asyncio
 
-    from ..app import App
+    from ..dispatch import Dispatcher
 
 log = logging.getLogger("balloons.control.supervisor")
+
+
+class Control(Wiring, Protocol):
+    """What the control plane needs of an app (:class:`~balloons.App`): what launching needs,
+    its secret and its dispatcher."""
+
+    @property
+    def secret(self) -> str: ...
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
 
 #: Seconds for which a waiter that checked its pool's machines spares the other waiters of the
 #: pool that work (:meth:`Supervisor.check_job`); each waiter checks every few seconds.
@@ -87,7 +99,7 @@ class Supervisor:
 
     def __init__(
         self,
-        app: App,
+        app: Control,
         *,
         interval: float = 1.0,
         cancel_grace: float = 10.0,

@@ -19,10 +19,9 @@ fetched from elsewhere).
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -33,20 +32,19 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BalloonsError, JobNotFound, StoreError
 from ..info import JobInfo, JobStatus
-from ..listing import BULK_LIMIT, MAX_PAGE, Filters, find_jobs, pool_summaries, select_jobs
+from ..listing import BULK_LIMIT, Filters, find_jobs, pool_summaries, select_jobs
 from ..store.keys import JobKeys
 from ..untrusted import describe, shown
 from . import aggregates, charts, metrics, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
+from .http import SecurityHeaders, filters_of, query_of, safe_next, stream
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -62,34 +60,6 @@ JOB_INTERVAL = 1.0
 #: Largest form body accepted.
 MAX_FORM_BYTES = 16 * 1024
 PER_PAGE = 50
-
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),
-]
-
-
-class _SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(app: App, *, token: str | None) -> Starlette:
@@ -114,7 +84,7 @@ def create_app(app: App, *, token: str | None) -> Starlette:
     )
     web.state.balloons = app
     web.state.auth = auth
-    web.add_middleware(_SecurityHeaders)
+    web.add_middleware(SecurityHeaders)
     return web
 
 
@@ -225,13 +195,13 @@ class _Dashboard(_Rendering):
 
     # ------------------------------------------------------------------- login
     async def login(self, request: Request) -> Response:
-        next_path = _safe_next(request.query_params.get("next", ""))
+        next_path = safe_next(request.query_params.get("next", ""))
         if request.method == "GET":
             return self.page(request, "login.html", next=next_path, failed=False)
         form, refused = await self.checked_form(request)
         if refused is not None:
             return refused
-        next_path = _safe_next(form.get("next", ""))
+        next_path = safe_next(form.get("next", ""))
         if not self.auth.token_ok(form.get("token", "")):
             return self.page(request, "login.html", status_code=401, next=next_path, failed=True)
         target = next_path or str(request.url_for("jobs").path)
@@ -262,12 +232,12 @@ class _Dashboard(_Rendering):
     def jobs_table(self, request: Request, filters: Filters, page_no: int) -> str:
         listing = find_jobs(self.store, filters, page_no, PER_PAGE)
         return self.fragment(
-            request, "jobs_table.html", listing=listing, query=_query(filters), filters=filters
+            request, "jobs_table.html", listing=listing, query=query_of(filters), filters=filters
         )
 
     async def jobs(self, request: Request) -> Response:
         try:
-            filters, page_no = _filters_of(request)
+            filters, page_no = filters_of(request)
         except ValueError as exc:
             return self.error(request, 400, str(exc))
         table = await run_in_threadpool(self.jobs_table, request, filters, page_no)
@@ -283,14 +253,14 @@ class _Dashboard(_Rendering):
 
     async def jobs_live(self, request: Request) -> Response:
         try:
-            filters, page_no = _filters_of(request)
+            filters, page_no = filters_of(request)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
 
         async def render() -> tuple[str, bool]:
             return await run_in_threadpool(self.jobs_table, request, filters, page_no), False
 
-        return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
+        return stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
 
     # ---------------------------------------------------------------- one job
     def job_live_html(self, request: Request, keys: JobKeys) -> tuple[str, bool]:
@@ -330,7 +300,7 @@ class _Dashboard(_Rendering):
             if await self.store.wait_done_async(keys, JOB_INTERVAL):
                 await asyncio.sleep(0.25)  # ended, or about to: re-read, but never spin
 
-        return _stream(render, wait)
+        return stream(render, wait)
 
     async def cancel(self, request: Request) -> Response:
         return await self.act(request, "cancel")
@@ -406,7 +376,7 @@ class _Dashboard(_Rendering):
             "bulk.html",
             action=action,
             outcomes=outcomes,
-            query=_query(filters),
+            query=query_of(filters),
             limit=BULK_LIMIT,
         )
 
@@ -425,7 +395,7 @@ class _Dashboard(_Rendering):
         async def render() -> tuple[str, bool]:
             return await run_in_threadpool(self.pools_table, request), False
 
-        return _stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
+        return stream(render, lambda: asyncio.sleep(LIST_INTERVAL))
 
     # ------------------------------------------------------------ cost, metrics
     async def cost(self, request: Request) -> Response:
@@ -487,75 +457,9 @@ BULK_ACTIONS: dict[str, Callable[[JobInfo], bool]] = {
 }
 
 
-def _filters_of(request: Request) -> tuple[Filters, int]:
-    """A jobs page's filters and page number, from its query; ``ValueError`` naming a bad one."""
-    query = request.query_params
-    filters = Filters.parse(
-        query.get("status"), query.get("task"), query.get("pool"), query.get("q")
-    )
-    raw_page = query.get("page") or "1"
-    if not _PAGE_RE.match(raw_page) or not 1 <= int(raw_page) <= MAX_PAGE:
-        raise ValueError(
-            f"page must be a whole number from 1 to {MAX_PAGE}, got {describe(raw_page)}"
-        )
-    return filters, int(raw_page)
-
-
 def _shown(value: Any) -> Any:
     """Every value a template prints: text with its control characters replaced (HTML is
     escaped after this, by autoescape); markup the templates made themselves is left as is."""
     if isinstance(value, str) and not isinstance(value, Markup):
         return shown(value)
     return value
-
-
-_PAGE_RE = re.compile(r"\A[0-9]{1,7}\Z")
-
-
-def _safe_next(raw: str) -> str:
-    """A local path to go back to after login; anything else (another site) is dropped."""
-    # Browsers drop tabs and newlines from URLs and read "\\" as "/": "/\t/x" would be "//x".
-    if any(c.isspace() or c == "\\" or not c.isprintable() for c in raw):
-        return ""
-    if raw.startswith("/") and not raw.startswith("//"):
-        return raw
-    return ""
-
-
-def _query(filters: Filters) -> str:
-    fields = {
-        "status": filters.status.value if filters.status else "",
-        "task": filters.task or "",
-        "pool": filters.pool or "",
-        "q": filters.query,
-    }
-    return urlencode({k: v for k, v in fields.items() if v})
-
-
-def _sse(event: str, data: str) -> str:
-    lines = data.splitlines() or [""]
-    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
-
-
-def _stream(
-    render: Callable[[], Awaitable[tuple[str, bool]]], wait: Callable[[], Awaitable[Any]]
-) -> StreamingResponse:
-    async def events() -> AsyncIterator[str]:
-        last = None
-        while True:
-            html, done = await render()
-            if html != last:
-                last = html
-                yield _sse("update", html)
-            else:
-                yield ": still here\n\n"  # finds a closed connection early
-            if done:
-                yield _sse("end", "")
-                return
-            await wait()
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-    )

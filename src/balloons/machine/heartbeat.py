@@ -18,6 +18,7 @@ from ..store.replies import Beat, Code
 from ..store.resp import RespClient
 from . import isolate
 from .attempt import error_record, log
+from .execute import EXIT_TASK_FAILED
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
@@ -126,6 +127,4 @@ def hard_stop(w: Worker, client: RespClient, ulid: str, attempt: int) -> None:
             jobs=(ulid, slot_job(w.slot)),
         )
     log(f"job {w.pool + '.' + ulid}: hard stop {TIMEOUT_GRACE:g}s after {what}")
-    from .worker import EXIT_TASK_FAILED
-
     w.end_machine(EXIT_TASK_FAILED)

@@ -244,7 +244,7 @@ def _is(said: Any, *kinds: Any) -> bool:
 def _crashed(w: Worker, work: Work, status: int) -> int:
     """The child ended without recording an outcome: record the attempt's failure, with a
     retry as the job's policy allows, unless the job moved on (cancelled, reassigned)."""
-    from .worker import EXIT_SKIPPED
+    from .execute import EXIT_SKIPPED
 
     code = os.waitstatus_to_exitcode(status)
     job_id = f"{w.pool}.{work.ulid}"

@@ -14,7 +14,8 @@ machine stops, and a later launch starts it again under the same handoff.
 
 This module is the start-up path of every machine: it imports only the standard library and
 balloons' own lean modules (no redis-py, no CLI, web or HTTP library): its parts are
-``handoff``, ``attempt`` (a job's record, its failure), ``heartbeat``, ``watchdog``, ``replies``.
+``handoff``, ``attempt`` (a job's record, its failure), ``execute`` (one attempt run here, its
+outcome recorded), ``heartbeat``, ``watchdog``, ``replies``.
 """
 
 from __future__ import annotations
@@ -24,31 +25,30 @@ import signal
 import sys
 import threading
 import time
-from types import CoroutineType
 
 from ..compat import tag as compat_tag
 from ..compat import wake_keys
-from ..errors import ConfigError, SerializationError, StoreError, WorkerError
-from ..retry import Retry, RetryPlan, decide, retry_argv
-from ..signing import seal_error, sign_grant, sign_outcome, verify
+from ..errors import ConfigError, StoreError, WorkerError
+from ..retry import RetryPlan, retry_argv
+from ..signing import seal_error, sign_grant
 from ..states import Reason
 from ..store import lua, replies
 from ..store.keys import PoolKeys, script_keys
 from ..store.replies import NO_SLOT, Code, Work
 from ..store.resp import RespClient, RespError
-from . import heartbeat, isolate
-from .attempt import (
-    BAD_SLOT,
-    Call,
-    deadline_of,
-    error_record,
-    extend_path,
-    log,
-    open_record,
-    refusal,
-    task_failure,
-)
+from . import execute, heartbeat, isolate
+from .attempt import BAD_SLOT, error_record, extend_path, log, refusal
 from .capture import LogCapture
+from .execute import (  # the exit codes are importable from here too, as they always were
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_SKIPPED,
+    EXIT_STORE,
+    EXIT_TASK_FAILED,
+    EXIT_USAGE,
+    Interrupted,
+    TaskTimeout,
+)
 from .handoff import Handoff
 from .heartbeat import TIMEOUT_GRACE
 from .watchdog import ARMED_AT, arm_deadline, unwatch, watch
@@ -59,25 +59,8 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-EXIT_OK = 0  # the task succeeded and its result is recorded
-EXIT_TASK_FAILED = 1  # the task failed (raised, timed out, ran out of memory); recorded
-EXIT_USAGE = 2  # the worker was started wrongly (no handoff, no Redis URL, no secret)
-EXIT_REFUSED = 3  # the job was refused (bad signature, malformed record, unknown task); recorded
-EXIT_SKIPPED = 4  # nothing to do: the job was cancelled, reassigned, or its record vanished
-EXIT_STORE = 5  # Redis could not be reached, so nothing could be recorded
-
-RECORDED_EXITS = frozenset({EXIT_OK, EXIT_TASK_FAILED, EXIT_REFUSED, EXIT_SKIPPED})
 STORE_PATIENCE = 60.0  # seconds the worker keeps retrying Redis before it gives up
 _TRANSIENT = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
-
-
-class TaskTimeout(BaseException):
-    """Raised inside a task when its run timeout fires. A ``BaseException`` so that a task's
-    ``except Exception`` cannot swallow it."""
-
-
-class _Interrupted(BaseException):
-    """Raised inside a task when its job was cancelled, reassigned or deleted meanwhile."""
 
 
 class Worker:
@@ -342,8 +325,8 @@ class Worker:
     def run_here(self, work: Work) -> int:
         """Run a job in this process."""
         try:
-            return self._run_job(work)
-        except _Interrupted:  # delivered just as the task returned: the job moved on anyway
+            return execute.run(self, work)
+        except Interrupted:  # delivered just as the task returned: the job moved on anyway
             return EXIT_SKIPPED
         except TaskTimeout as exc:  # the timer fired just as the task returned
             _unwatch()  # recording it may ride out an outage
@@ -357,100 +340,7 @@ class Worker:
     def fail(self, work: Work, reason: str, message: str) -> int:
         """Record a failed attempt that raised nothing here (its process crashed), with a
         retry as the job's policy allows."""
-        return self._fail(work, reason, None, message)
-
-    def _fail(
-        self,
-        work: Work,
-        reason: str,
-        exc: BaseException | None,
-        message: str = "",
-        final: bool = False,
-    ) -> int:
-        """Record a failed attempt, with a retry when the job's policy (once read) allows,
-        unless ``final``."""
-        retry = None
-        if self.spec is not None and not final:
-            delay = exc.delay if isinstance(exc, Retry) else None
-            retry = decide(self.spec, work.attempt, reason, requested_delay=delay)
-        error = error_record(reason, exc, message)
-        ended = self.finish(
-            work.ulid, work.attempt, "FAILED", error=error, reason=reason, retry=retry
-        )
-        job_id = f"{self.pool}.{work.ulid}"
-        if ended < 0:
-            log(f"job {job_id}: could not record failure ({reason}); it moved on")
-        else:
-            log(
-                f"event=failed job={job_id} attempt={work.attempt} reason={reason} "
-                f"retry={'yes' if retry is not None else 'no'} "
-                f"machine_s={time.time() - self.job_start:.3f}"
-            )
-        return EXIT_TASK_FAILED
-
-    def _run_job(self, work: Work) -> int:
-        self.spec = None
-        self.result_until = 0.0
-        if not verify(self.handoff.secret, work.payload, work.args, work.sig):
-            self._fail(
-                work,
-                Reason.SIGNATURE_INVALID,
-                None,
-                "the job record's signature does not match: it was altered, or signed with "
-                "another secret; the task was not run",
-            )
-            return EXIT_REFUSED
-        try:
-            call = open_record(self.handoff.secret, f"{self.pool}.{work.ulid}", work)
-        except WorkerError as exc:
-            self._fail(work, exc.reason, exc)
-            return EXIT_REFUSED
-        except SerializationError as exc:
-            self._fail(work, Reason.SERIALIZATION, exc)
-            return EXIT_REFUSED
-        except (ValueError, KeyError, TypeError) as exc:
-            self._fail(work, Reason.RECORD_INVALID, exc, f"malformed job record: {exc}")
-            return EXIT_REFUSED
-        self.spec = call.spec
-        started, deadline = self._begin(work, call)
-        try:
-            try:
-                value = call.task.fn(*call.args, **call.kwargs)
-                if type(value) is CoroutineType:  # an async task: run in an event loop
-                    value = _run_coroutine(value)
-            finally:
-                self._end_task(deadline)
-        except _Interrupted:
-            if self.events < 0:  # else its parent, which knows why, says so
-                log(
-                    f"job {self.pool}.{work.ulid} attempt {work.attempt} stopped: "
-                    f"{self.interrupted}"
-                )
-            return EXIT_SKIPPED
-        except BaseException as exc:
-            return self._failed(work, call, exc)
-        return self._succeeded(work, call, value, started)
-
-    def _begin(self, work: Work, call: Call) -> tuple[float, float | None]:
-        """Start the attempt's clock, its deadline (its timeout or its max_cost, whichever
-        comes first), its log capture. Returns when it started, and its deadline."""
-        started = time.time()
-        deadline, self.capped = deadline_of(call, started, self.job_start)
-        # The outcome is worth waiting for through a Redis outage until the job's deadline.
-        self.result_until = time.monotonic() + deadline - time.time() if deadline else 0.0
-        with self.lock:
-            self.current = (work.ulid, work.attempt, deadline)
-            self.interrupted = ""
-            self.in_task = True
-        if self.events >= 0:  # a job's own process: its parent enforces the deadline too
-            isolate.began(self, deadline)
-        log(
-            f"event=started job={self.pool}.{work.ulid} attempt={work.attempt} task={call.name} "
-            f"wait_s={started - float(call.spec.get('created') or started):.3f}"
-        )
-        self.capture.begin(work.ulid, work.attempt)
-        self.arm(deadline, call.timeout)
-        return started, deadline
+        return execute.fail(self, work, reason, None, message)
 
     # What a worker does to the process it runs in: its own on a machine. A worker run inside
     # another program (:mod:`balloons.testing`) overrides these three.
@@ -474,43 +364,6 @@ class Worker:
         """End the machine at once (the heartbeat's hard stop of a task past its deadline)."""
         os._exit(code)
 
-    def _end_task(self, deadline: float | None) -> None:
-        self.in_task = False  # first: from here on a cancel signal is ignored
-        if deadline is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        with self.lock:
-            self.current = None
-        self.capture.end()  # every line is stored before the outcome is
-
-    def _failed(self, work: Work, call: Call, exc: BaseException) -> int:
-        """Record what the task raised (its timeout, its memory limit, its own error)."""
-        timed_out = isinstance(exc, TaskTimeout)
-        reason, message, retryable = task_failure(exc, call, timed_out, self.capped, self.job_start)
-        return self._fail(work, reason, exc, message, final=not retryable)
-
-    def _succeeded(self, work: Work, call: Call, value: object, started: float) -> int:
-        job_id = f"{self.pool}.{work.ulid}"
-        try:
-            data = call.ser.dumps(value)
-        except Exception as exc:
-            return self._fail(
-                work,
-                Reason.SERIALIZATION,
-                exc,
-                f"the task returned {type(value).__name__}, which the {call.ser.name} "
-                f"serializer cannot encode: {exc}",
-            )
-        tag = sign_outcome(
-            self.handoff.secret, f"result/{call.ser.name}", job_id, work.attempt, data
-        )
-        if self.finish(work.ulid, work.attempt, "SUCCEEDED", result=(data, tag)) < 0:
-            log(f"job {job_id}: result not recorded, the job moved on")
-            return EXIT_OK
-        log(
-            f"event=succeeded job={job_id} attempt={work.attempt} run_s={time.time() - started:.3f}"
-        )
-        return EXIT_OK
-
 
 _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
 _BOOT = [time.time()]  # when this process started: the first attempt's machine time begins
@@ -522,18 +375,11 @@ _WATCHDOG_AT, _watch, _unwatch = ARMED_AT, watch, unwatch
 
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
     if _WORKER and _WORKER[0].in_task:
-        raise _Interrupted
+        raise Interrupted
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise TaskTimeout("run timeout")
-
-
-def _run_coroutine(coro: CoroutineType[Any, Any, Any]) -> Any:
-    """An async task's coroutine, run in an event loop (imported with the first one)."""
-    from .coroutine import run
-
-    return run(coro)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
