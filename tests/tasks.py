@@ -398,3 +398,25 @@ def iso_deaf_sleep(seconds: float) -> float:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     time.sleep(seconds)
     return seconds
+
+
+@app.task(pool="iso-process", timeout=60, retries=1, retry_backoff=0.05)
+def iso_fail_once(path: str) -> str:
+    """Raises in its first attempt, succeeds in the second."""
+    if _count(path) == 1:
+        raise RuntimeError("first attempt")
+    return "second"
+
+
+@app.task(pool="iso-process", timeout=60)
+def iso_join_cgroup(cgroup: str) -> int:
+    """Moves its machine's process (its parent) into the cgroup ``cgroup``: the machine's next
+    job processes are forked there."""
+    Path(cgroup, "cgroup.procs").write_text(str(os.getppid()))
+    return os.getppid()
+
+
+@app.task(pool="iso-process", timeout=60)
+def iso_hog(mib: int) -> int:
+    """Allocates (and writes) ``mib`` MiB."""
+    return len(b"x" * (mib << 20))

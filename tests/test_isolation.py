@@ -8,6 +8,8 @@ interpreter. Real Valkey, real machines (``LocalBackend``'s forked processes).
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +199,70 @@ def test_local_backend_start_method_and_its_old_keyword() -> None:
     assert "start=" in str(caught[0].message)
     with pytest.raises(balloons.ConfigError, match="start 'thread'"):
         LocalBackend(start="thread")
+
+
+def test_a_job_process_sends_nothing_to_redis_its_parent_records_the_outcome(
+    r: redis.Redis, tmp_path: Path
+) -> None:
+    """A job's process opens no connection: its parent took the job and records the outcome
+    it hands over (a failure with its retry as well as a result)."""
+    warm = tasks.iso_sleep.submit(0)
+    warm.result(timeout=60)
+    before = r.info("stats")["total_connections_received"]
+    for n in range(1, 6):
+        assert tasks.iso_sleep.submit(n / 1000).result(timeout=60) == n / 1000
+    assert r.info("stats")["total_connections_received"] - before <= 1  # a waiter's, at most
+    machine = warm.info().attempts[-1].machine_id
+    job = tasks.iso_fail_once.submit(str(tmp_path / "runs"))
+    assert job.result(timeout=60) == "second"
+    failed, retried = job.info().attempts
+    assert (failed.outcome, failed.reason, retried.outcome) == ("FAILED", "task_error", "SUCCEEDED")
+    assert "first attempt" in (failed.message or "")
+    assert failed.machine_id == retried.machine_id == machine
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Path]:
+    """A memory cgroup below this process's (cgroup v1), limited to 48 MiB; skipped where
+    none can be made (not root, no memory controller, cgroup v2). The processes moved into it
+    are moved back before it is removed."""
+    own = ""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            own = path
+    base = Path("/sys/fs/cgroup/memory") / own.lstrip("/")
+    if not own or not (base / "memory.limit_in_bytes").is_file():
+        pytest.skip("no cgroup v1 memory controller here")
+    group = base / f"balloons-test-{uuid.uuid4().hex[:8]}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(48 << 20))
+        swap = group / "memory.memsw.limit_in_bytes"
+        if swap.is_file():
+            swap.write_text(str(48 << 20))
+    except OSError as exc:
+        pytest.skip(f"cannot make a memory cgroup here: {exc}")
+    try:
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (base / "cgroup.procs").write_text(pid)
+        wait_for(lambda: not (group / "cgroup.procs").read_text().strip(), "the cgroup to empty")
+        group.rmdir()
+
+
+def test_a_job_process_the_kernel_kills_for_memory_fails_as_oom(memory_cgroup: Path) -> None:
+    """A child killed by the kernel's OOM killer fails its attempt as ``oom`` (its cgroup's
+    count of OOM kills moved), not as ``killed``; the machine serves on."""
+    warm = tasks.iso_join_cgroup.submit(str(memory_cgroup))  # the machine, in the cgroup
+    machine = warm.info().attempts[-1].machine_id if warm.result(timeout=60) else ""
+    wait_for(lambda: tasks.app.store.pool_stats("iso-process")["idle"] == 1, "the machine to idle")
+    job = tasks.iso_hog.submit(96)
+    with pytest.raises(balloons.JobFailed) as err:
+        job.result(timeout=60)
+    assert err.value.reason == "oom"
+    assert "ran out of memory" in (job.info().attempts[-1].message or "")
+    assert job.info().attempts[-1].machine_id == machine
+    assert tasks.iso_hog.submit(1).result(timeout=60) == 1 << 20  # the machine serves on

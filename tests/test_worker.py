@@ -501,3 +501,19 @@ def test_the_watchdog_is_armed_once_for_the_jobs_that_fit_its_window() -> None:
     finally:
         worker._unwatch()
     assert worker._WATCHDOG_AT[0] == 0.0
+
+
+def test_prepare_makes_the_scripts_a_machine_sends_before_it_forks() -> None:
+    """The fork server (and a parent of job processes) links the scripts once: a forked
+    machine finds their text and digest made, and reads no script file."""
+    import subprocess
+
+    code = (
+        "from balloons.store import lua\n"
+        "from balloons.machine import worker\n"
+        "assert not set(worker.SCRIPTS) & set(vars(lua))\n"
+        "worker.prepare()\n"
+        "made = vars(lua)\n"
+        "assert all(name in made and made[name] in lua._SHAS for name in worker.SCRIPTS)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

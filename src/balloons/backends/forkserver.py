@@ -21,6 +21,7 @@ Protocol: one JSON object per connection on a unix socket, answered with one JSO
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -194,9 +195,11 @@ class ForkServer:
         machine = str(req["machine"])
         env = {str(k): str(v) for k, v in req["env"].items()}
         log = str(req.get("log") or os.devnull)
+        gc.freeze()  # see worker_mod.prepare: the machine's collections leave these objects be
         pid = os.fork()
         if pid == 0:  # child: never returns
             self._child(env, req, log)
+        gc.unfreeze()
         child = Child(
             machine=machine,
             pid=pid,
@@ -447,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "--daemonize", action="store_true", help="detach once listening; exit 0 when ready"
     )
     args = parser.parse_args(argv)
+    worker_mod.prepare()  # what every machine would make for itself, made once
     server = ForkServer(args.socket, args.idle)
     server.bind()
     if args.daemonize and os.fork() != 0:

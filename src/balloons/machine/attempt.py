@@ -76,11 +76,13 @@ class Call:
         self.args, self.kwargs, self.timeout = args, kwargs, timeout
 
 
-def open_record(secret: bytes, job_id: str, work: Work) -> Call:
-    """Read a job record whose signature verified: its payload, its permission to run now,
-    its task (imported) and arguments. Raises WorkerError, SerializationError, or ValueError
-    (KeyError, TypeError) for a record that is malformed."""
-    spec = json.loads(work.payload)
+def open_record(secret: bytes, job_id: str, work: Work, spec: Any = None) -> Call:
+    """Read a job record whose signature verified: its payload (``spec``: as already decoded
+    from it), its permission to run now, its task (imported) and arguments. Raises
+    WorkerError, SerializationError, or ValueError (KeyError, TypeError) for a record that
+    is malformed."""
+    if spec is None:
+        spec = json.loads(work.payload)
     if not isinstance(spec, dict) or spec.get("id") != job_id:
         raise ValueError("payload names another job")
     # Each attempt runs once: one after the first needs the permission its retry was given,

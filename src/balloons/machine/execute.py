@@ -53,7 +53,9 @@ def run(w: Worker, work: Work) -> int:
     """Run one attempt of ``work`` in this process; its exit code (``EXIT_*``)."""
     w.spec = None
     w.result_until = 0.0
-    if not verify(w.handoff.secret, work.payload, work.args, work.sig):
+    # A job's own process is handed its payload verified and decoded by its parent.
+    opened, w.opened = w.opened, None
+    if opened is None and not verify(w.handoff.secret, work.payload, work.args, work.sig):
         fail(
             w,
             work,
@@ -64,7 +66,7 @@ def run(w: Worker, work: Work) -> int:
         )
         return EXIT_REFUSED
     try:
-        call = open_record(w.handoff.secret, f"{w.pool}.{work.ulid}", work)
+        call = open_record(w.handoff.secret, f"{w.pool}.{work.ulid}", work, opened)
     except WorkerError as exc:
         fail(w, work, exc.reason, exc)
         return EXIT_REFUSED

@@ -2,29 +2,39 @@
 
 The worker's own process stays clean: it claims and takes jobs, holds the slot's lease (its
 heartbeat thread), imports the modules of the tasks it is handed (so that no child imports
-them again), and never runs a task. Each job runs in a child forked from it, which verifies
-the record, runs the task under its deadline, records the outcome and exits: nothing a task
+them again), records outcomes, and never runs a task. Each job runs in a child forked from it,
+which runs the task under its deadline, hands its outcome to the parent and exits: nothing a task
 leaves in the interpreter (module globals, ``os.environ``, threads, open files) is seen by the
 next job.
 
 Who does what:
 
-* **the parent** takes the job (``CLAIM``, ``TAKE``) and hands it to a child over a pipe; its
+* **the parent** takes the job (``CLAIM``, ``TAKE``), verifies its record and decodes its
+  payload (importing the task's module the first time), and hands it to a child over a pipe;
+  it records the outcome the child hands back (``FINISH``, with the machine's next ``TAKE`` in
+  the same write while jobs were queued, so a busy machine pays one round trip per job). Its
   heartbeat thread renews the lease, and on a cancel signals the child (``SIGUSR1``, the same
   interrupt as in one process; ``SIGKILL`` a heartbeat later if the child has not ended); past
-  the job's deadline and its grace it kills the child. When the child ends without saying it
-  recorded an outcome (a crash, ``os._exit``, a signal, the kernel's OOM killer, a kill for
-  the deadline), the parent records the attempt's failure itself, at once, with the reason
+  the job's deadline and its grace it kills the child. When the child ends without handing
+  over an outcome (a crash, ``os._exit``, a signal, the kernel's OOM killer, a kill for the
+  deadline), the parent records the attempt's failure itself, at once, with the reason
   (``killed``, ``exit_code=N``, ``timeout``, ``cost_cap``) and a retry as the job's policy
   allows; the machine then goes on taking jobs.
-* **the child** opens its own Redis connection (never the parent's sockets), tells the parent
-  its deadline, runs the job as a one-process worker does, sends ``FINISH`` (with the machine's
-  next ``TAKE`` in the same write while jobs were queued) and hands that ``TAKE``'s reply to
-  the parent before it exits, so a busy machine still pays one round trip per job.
+* **the child** tells the parent its deadline, runs the job as a one-process worker does
+  (arguments, task, result or failure, retry decision, their tags) and hands the parent
+  ``FINISH``'s arguments instead of sending them. It sends nothing to Redis but its log lines
+  (a connection opened by the first one), and its copies of the parent's Redis sockets point
+  at ``/dev/null``.
 
-The next child is forked while a job runs (a spare, connected to Redis and waiting on its
-pipe), so a warm job pays no fork and no connection: only a write to a pipe. A spare is a copy
-of the parent as it is then, so it holds no more than the parent does.
+What a child costs is mostly the pages it writes: a forked process shares its parent's memory
+until either writes a page, and each first write then costs a page fault and a copy (a few µs
+here). So the child does as little as it can (no connection, no signature check, no payload
+parsing), the parent freezes its objects for the collector as it forks (``gc.freeze``: the
+child's collections never visit them), and the parent links the scripts once before its first
+child. A busy machine forks each child as its job comes; one going idle forks a spare, which
+waits on its pipe with the pages of a job's path already its own, so a warm job pays no fork:
+only a write to a pipe. A child is a copy of the parent as it is then, so it holds no more than
+the parent does.
 
 Standard library and balloons' lean modules only: every machine imports this module.
 """
@@ -41,11 +51,9 @@ import sys
 import time
 
 from .. import registry
-from ..errors import StoreError
-from ..signing import verify
+from ..signing import sign_outcome, verify
 from ..states import Reason, exit_reason
 from ..store.replies import Work
-from ..store.resp import RespClient
 from .attempt import log
 from .capture import LogCapture
 from .watchdog import unwatch
@@ -84,6 +92,12 @@ def fork(w: Worker) -> Child:
     jobs_r, jobs_w = os.pipe()
     events_r, events_w = os.pipe()
     unwatch()  # the watchdog's thread does not survive a fork: nothing is left armed
+    if not _PARENTS:  # the first child of this process: what every child would make, made once
+        from .worker import prepare
+
+        prepare()
+        _OOM[0] = oom_kills()
+    _parents_sockets(w)
     # The parent's objects go to the collector's permanent generation for the fork: the child's
     # collections never write to them (each such write would copy a page into the child).
     gc.freeze()
@@ -113,26 +127,27 @@ def fork(w: Worker) -> Child:
 
 # ------------------------------------------------------------------ the child
 def _child(w: Worker, jobs: int, events: int) -> int:
-    """Wait for a job on ``jobs``, run it, say so on ``events``; the exit code."""
-    _leave_parents_connections(w)
-    w.client = RespClient(w.handoff.redis_url)
-    w.capture = LogCapture(w.handoff.redis_url, w.pk, w.handoff.secret)
+    """Wait for a job on ``jobs``, run it, hand its outcome to the parent on ``events``; the
+    exit code. The child sends nothing to Redis but its log lines (a connection opened by the
+    first one): its parent records the outcome."""
+    _leave_parents_connections()
+    if w.capture._client is not None or w.capture._thread is not None:
+        w.capture = LogCapture(w.handoff.redis_url, w.pk, w.handoff.secret)  # one that is used
     w.events = events
-    w.child, w.in_task, w.current, w.spare = 0, False, None, None
+    w.child, w.in_task, w.current, w.spare, w.outcome = 0, False, None, None, None
     if not _ready(jobs):  # a spare waiting for work (else its job is there: run it now)
-        try:  # connected while it waits: the job's path opens no connection
-            w.client.execute("PING")
-        except StoreError:
-            pass  # connected again at its first command
         _prefault(w)
     body = _read(jobs)
     if body is None:
         return 0  # a spare let go: the machine exits
     fields = marshal.loads(body[1])  # noqa: S302 - from its parent
-    ulid, attempt, payload, args, sig, grant, isolation, w.job_start, w.more = fields
+    ulid, attempt, payload, args, sig, grant, isolation, w.job_start, w.more, w.opened = fields
     os.close(jobs)
     code = w.run_here(Work(ulid, attempt, payload, args, sig, grant, isolation))
-    _write(events, _ENDED, marshal.dumps((code, w.next_take)))
+    outcome = w.outcome
+    if outcome is not None:  # plain values for marshal (a reason is a str enum)
+        outcome = (outcome[0], tuple(str(a) if isinstance(a, str) else a for a in outcome[1]))
+    _write(events, _ENDED, marshal.dumps((code, outcome)))
     return code
 
 
@@ -147,24 +162,44 @@ def _prefault(w: Worker) -> None:
     """Make the memory the job's path writes this process's own while it waits, not on the
     job's time: a forked process shares its parent's pages until it writes one, and each first
     write costs a page fault and a copy (hundreds of them on a job's path, about a millisecond):
-    a dry pass over the worker's own steps (a signature check, a payload read, a log line
-    formatted). Nothing of a job runs."""
-    verify(w.handoff.secret, b"{}", b"[]", b"0" * 64)
-    json.loads(b'{"id": "", "task": "", "attempt": 1}')
-    marshal.loads(marshal.dumps(("", 0, b"", b"", b"", b"", "", 0.0)))  # noqa: S302
+    a dry pass over the worker's own steps (a job's message read, its arguments decoded, a
+    result encoded and tagged, an outcome's message, a log line formatted). Nothing of a job
+    runs."""
+    job = ("", 0, b"", b"", b"", b"", "", 0.0, True, {"id": "", "task": "", "attempt": 1})
+    marshal.loads(marshal.dumps(job))  # noqa: S302
+    json.loads(b'{"args": [], "kwargs": {}}')
+    sign_outcome(w.handoff.secret, "result/json", w.pool, 1, json.dumps(None).encode())
+    marshal.dumps((0, ("", (("",) * 11))))
     _ = f"{w.pool}.{time.time():.3f} {sys.stderr!r}"
 
 
-def _leave_parents_connections(w: Worker) -> None:
-    """Close this process's copies of the parent's Redis sockets (the parent's stay open), so
-    that nothing in the child can read or write on them."""
+def _leave_parents_connections() -> None:
+    """Make this process's copies of the parent's Redis sockets (the parent's stay open) point
+    at ``/dev/null``, so that nothing in the child can read or write on them: a write goes
+    nowhere, a read finds the end. Descriptors, not the socket objects: the child leaves
+    those untouched (each first write to a page of the parent's costs the child a copy)."""
+    for fd in _PARENTS[1:]:
+        try:
+            os.dup2(_PARENTS[0], fd)
+        except OSError:
+            pass
+
+
+#: ``/dev/null`` (opened once, by the parent), then the descriptors of the parent's Redis
+#: sockets as it forks.
+_PARENTS: list[int] = []
+
+
+def _parents_sockets(w: Worker) -> None:
+    """Note the descriptors of the parent's Redis connections, for a child to leave them."""
+    if not _PARENTS:
+        _PARENTS.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+    del _PARENTS[1:]
     for client in (w.client, w.beat_client, w.capture._client):
         sock = getattr(client, "_sock", None) if client is not None else None
-        if sock is not None:
-            try:
-                sock.close()  # closes this process's descriptor: no shutdown, nothing sent
-            except OSError:
-                pass
+        fd = sock.fileno() if sock is not None else -1
+        if fd >= 0:
+            _PARENTS.append(fd)
 
 
 def began(w: Worker, deadline: float | None) -> None:
@@ -174,20 +209,23 @@ def began(w: Worker, deadline: float | None) -> None:
 
 # ----------------------------------------------------------------- the parent
 def run(w: Worker, work: Work) -> int:
-    """Run ``work`` in a child of the worker's process; the exit code. Forks the next spare
-    as the job ends, so a warm machine waits for work with one ready."""
-    preload(w, work)
+    """Run ``work`` in a child of the worker's process and record its outcome; the exit code.
+    Forks a spare as the machine goes idle, so a warm machine waits for work with a child
+    ready; a busy one forks each child as its job comes."""
+    spec = preload(w, work)
     _reap_exited()
     child, w.spare = w.spare, None
     if child is None:
         child = fork(w)
+    job = marshal.dumps((*work, w.job_start, w.more, spec))
     try:
-        _write(child.jobs, b"J", marshal.dumps((*work, w.job_start, w.more)))
+        _write(child.jobs, b"J", job)
     except OSError:  # the spare is gone (killed behind the worker's back): a new one
         child.close()
         _reap(child.pid)
         child = fork(w)
-        _write(child.jobs, b"J", marshal.dumps((*work, w.job_start, w.more)))
+        _write(child.jobs, b"J", job)
+    w.result_until = 0.0
     with w.lock:
         w.child, w.killed_for, w.interrupted = child.pid, "", ""
         w.current, w.capped, w.in_task = (work.ulid, work.attempt, None), False, True
@@ -201,16 +239,35 @@ def run(w: Worker, work: Work) -> int:
         with w.lock:
             w.child, w.in_task, w.current = 0, False, None
         child.close()
-        if status is None:  # it recorded the outcome and is exiting: reaped later
+        if status is None:  # it handed its outcome over and is exiting: reaped later
             _EXITING.append(child.pid)
-    if not w.stop:  # the next job's child, ready before the next job comes
-        w.spare = fork(w)
     if ended is not None:
-        code, w.next_take = ended
+        code, outcome = ended
         if w.interrupted:
             log(f"job {w.pool}.{work.ulid} attempt {work.attempt} stopped: {w.interrupted}")
-        return int(code)
-    return _crashed(w, work, status or 0)
+        elif outcome is not None:
+            _record(w, work, outcome)
+        code = int(code)
+    else:
+        code = _crashed(w, work, status or 0)
+    if not w.stop and w.next_take is None:  # going idle: the next job's child, ready for it
+        w.spare = fork(w)
+        _OOM[0] = oom_kills()  # off the busy path: what a child's SIGKILL is compared with
+    return code
+
+
+def _record(w: Worker, work: Work, outcome: Any) -> None:
+    """Send the outcome the child handed over (``FINISH``'s arguments) for its job."""
+    ulid, args = outcome
+    if (ulid, args[0], args[1]) != (work.ulid, work.ulid, work.attempt):
+        log(f"job {w.pool}.{work.ulid}: its process handed over another job's outcome; ignored")
+        return
+    if w.record(ulid, args) < 0:
+        log(f"job {w.pool}.{ulid}: outcome not recorded, the job moved on")
+
+
+#: The types of ``FINISH``'s arguments, as :meth:`Worker.finish` makes them.
+_FINISH_ARGS = (str, int, str, str, bytes, str, str, str, str, str, str)
 
 
 def _wait(w: Worker, child: Child, work: Work) -> Any:
@@ -224,21 +281,31 @@ def _wait(w: Worker, child: Child, work: Work) -> Any:
             said = marshal.loads(body)  # noqa: S302
         except (ValueError, EOFError, TypeError):
             continue
-        if kind == _ENDED and _is(said, int, object):
+        if kind == _ENDED and _is(said, int, _outcome):
             return said
         if kind == _BEGAN and _is(said, (float, type(None)), bool):
+            deadline = said[0]
+            w.result_until = time.monotonic() + deadline - time.time() if deadline else 0.0
             with w.lock:
                 if w.child == child.pid:
-                    w.current, w.capped = (work.ulid, work.attempt, said[0]), said[1]
+                    w.current, w.capped = (work.ulid, work.attempt, deadline), said[1]
 
 
 def _is(said: Any, *kinds: Any) -> bool:
-    """Whether a child's message is a tuple of values of these types."""
+    """Whether a child's message is a tuple of values of these types (a check: passing it)."""
     return (
         isinstance(said, tuple)
         and len(said) == len(kinds)
-        and all(isinstance(v, k) for v, k in zip(said, kinds, strict=True))
+        and all(
+            isinstance(v, k) if isinstance(k, (type, tuple)) else k(v)
+            for v, k in zip(said, kinds, strict=True)
+        )
     )
+
+
+def _outcome(said: Any) -> bool:
+    """Whether a child's outcome is none, or a job's ULID and ``FINISH``'s arguments."""
+    return said is None or (_is(said, str, tuple) and _is(said[1], *_FINISH_ARGS))
 
 
 def _crashed(w: Worker, work: Work, status: int) -> int:
@@ -255,17 +322,70 @@ def _crashed(w: Worker, work: Work, status: int) -> int:
         reason = w.killed_for
         what = "its max_cost" if reason == Reason.COST_CAP else "its run timeout"
         message = f"the task ignored {what}, so its process was killed"
+    elif code == -signal.SIGKILL and _oom_killed():
+        reason = Reason.OOM
+        message = "the job's process was killed by the kernel: the machine ran out of memory"
     elif code < 0:
         reason = Reason.KILLED
         message = f"the job's process was killed by signal {_signal_name(-code)}"
         if -code == signal.SIGKILL:
-            message += " (by the kernel when the machine ran out of memory, or by a kill)"
+            message += " (by a kill: the kernel counted no out-of-memory kill meanwhile)"
     else:
         reason = exit_reason(code)
         message = f"the job's process exited with code {code} before recording an outcome"
     log(f"job {job_id} attempt {work.attempt}: {message}")
     w.spec = _spec(w, work)
     return w.fail(work, reason, message)
+
+
+#: The kernel's count of out-of-memory kills when last read (None: not read, or unreadable).
+_OOM: list[int | None] = [None]
+
+
+def _oom_killed() -> bool:
+    """Whether the kernel counted an out-of-memory kill since the count was last read (the
+    machine's first job, or as it went idle): a child that died of ``SIGKILL`` meanwhile was
+    that kill, unless the parent sent it."""
+    before, _OOM[0] = _OOM[0], oom_kills()
+    return before is not None and _OOM[0] is not None and _OOM[0] > before
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup
+    (a container's limit; cgroup v2 counts those below it too), else on the whole machine
+    (``/proc/vmstat``: a VM such as a Fly Machine). None where none of these can be read."""
+    try:
+        with open("/proc/self/cgroup", "rb") as fh:
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        controllers, path = parts[1], parts[2].rstrip("/")
+        if controllers == "":  # cgroup v2: memory.events, where this cgroup has a limit
+            found = _counter(f"/sys/fs/cgroup{path}/memory.events", "oom_kill")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            found = _counter(f"/sys/fs/cgroup/memory{path}/memory.oom_control", "oom_kill")
+        else:
+            continue
+        if found is not None:
+            return found
+    return _counter("/proc/vmstat", "oom_kill")
+
+
+def _counter(path: str, name: str) -> int | None:
+    """The value of ``name`` in a kernel file of ``name value`` lines, None if there is none."""
+    try:
+        with open(path, "rb") as fh:
+            for line in fh.read().decode(errors="replace").splitlines():
+                key, _, value = line.partition(" ")
+                if key == name and value.strip().isdigit():
+                    return int(value)
+    except OSError:
+        pass
+    return None
 
 
 def _spec(w: Worker, work: Work) -> dict[str, Any] | None:
@@ -279,19 +399,21 @@ def _spec(w: Worker, work: Work) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) else None
 
 
-def preload(w: Worker, work: Work) -> None:
-    """Import the task's module in the parent (once per module) when the record verifies, so
-    that the children forked from it have it already. A module that fails to import is left
-    for the child to report."""
+def preload(w: Worker, work: Work) -> dict[str, Any] | None:
+    """The job's payload, decoded, when its record verifies (else None, and the child
+    refuses it); the task's module imported in the parent (once per module), so that the
+    children forked from it have it already. A module that fails to import is left for the
+    child to report."""
     spec = _spec(w, work)
     name = spec.get("task") if spec is not None else None
-    if not isinstance(name, str) or name in registry.TASKS:
-        return
-    main = spec.get("main") if spec is not None else None
+    if spec is None or not isinstance(name, str) or name in registry.TASKS:
+        return spec
+    main = spec.get("main")
     try:
         registry.load(name, main if isinstance(main, str) else None)
     except Exception as exc:  # the child reports it, as the job's failure
         log(f"task {name!r} not imported ahead of its job: {exc}")
+    return spec
 
 
 def close(w: Worker) -> None:

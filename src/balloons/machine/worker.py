@@ -102,6 +102,11 @@ class Worker:
         self.events = -1
         self.beat_client: RespClient | None = None  # the heartbeat thread's connection
         self.retire = False  # a machine of a pool with isolation "machine" ran its job
+        # In a job's own process: the outcome to record, (ulid, FINISH's arguments), which its
+        # parent sends (see balloons.machine.isolate).
+        self.outcome: tuple[str, tuple[Any, ...]] | None = None
+        # ... and the job's payload, verified and decoded by that parent.
+        self.opened: dict[str, Any] | None = None
 
     # --------------------------------------------------------------- scripts
     def _eval(
@@ -159,6 +164,13 @@ class Worker:
         grant = self._grant(ulid, attempt, retry)
         machine = self.handoff.machine_id
         args = (ulid, attempt, machine, status, data, text, reason, *retry_argv(retry), tag, grant)
+        if self.events >= 0:  # a job's own process: its parent records the outcome
+            self.outcome = (ulid, args)
+            return Code.OK
+        return self.record(ulid, args)
+
+    def record(self, ulid: str, args: tuple[Any, ...]) -> Code:
+        """Send ``FINISH`` with the outcome's arguments (see :meth:`finish`); its reply."""
         fin = None if self.stop else self._finish_and_take(ulid, args)
         if fin is None:
             # An outcome is worth waiting for: keep trying through a Redis restart, for
@@ -363,6 +375,21 @@ class Worker:
     def end_machine(self, code: int) -> None:
         """End the machine at once (the heartbeat's hard stop of a task past its deadline)."""
         os._exit(code)
+
+
+#: The scripts a machine sends (its log capture's too).
+SCRIPTS = ("CLAIM", "TAKE", "FINISH", "HEARTBEAT", "APPEND_LOGS", "LOST")
+
+
+def prepare() -> None:
+    """Make what a machine would otherwise make on its way to its first job, in a parent that
+    forks machines (the local fork server) or job processes (isolation "process"): the texts
+    of the scripts a machine sends and their digests (reading and linking them costs a machine
+    milliseconds). A forked process finds them made, and, with the parent's objects moved to
+    the collector's permanent generation as it forks (``gc.freeze``), its own collections
+    never visit (and so never copy) the pages holding them."""
+    for name in SCRIPTS:
+        lua.sha(getattr(lua, name))
 
 
 _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
