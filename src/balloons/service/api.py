@@ -333,8 +333,8 @@ class _Api:
                 "invalid-request",
                 f"Last-Event-ID must be a log entry id (N-N), got {shown(after)[:60]!r}",
             )
-        (exists,) = await self.store.run_async(_exists(jk))
-        if not exists:
+        (status,) = await self.store.run_async(_exists(jk))
+        if status is None:
             raise Problem(404, "job-not-found", f"job {jk.job_id} not found", job_id=jk.job_id)
         waiting = self.waiting()
         await waiting.__aenter__()
@@ -354,7 +354,12 @@ class _Api:
             last, sent = after, time.monotonic()
             yield ": stream open\n\n"
             while True:
-                ended, status, rows = await self.store.run_async(_log_round(jk, last))
+                try:
+                    ended, status, rows = await self.store.run_async(_log_round(jk, last))
+                except StoreError as exc:  # the response has started: say it as an event
+                    problem = Problem(503, "store-unavailable", str(exc))
+                    yield f"event: error\ndata: {json.dumps(problem.body())}\n\n"
+                    return
                 for entry_id, fields in rows:
                     last = entry_id
                     yield f"id: {entry_id}\nevent: log\ndata: {json.dumps(fields)}\n\n"
@@ -458,7 +463,9 @@ def _ended(rec: dict[str, bytes]) -> bool:
 
 
 def _exists(jk: JobKeys) -> Query[list[Any]]:
-    return (yield [call("exists", jk.job)])  # type: ignore[no-any-return]
+    """``[status]`` of the job's record (a key of another type is refused here, before a
+    stream starts)."""
+    return (yield [call("hget", jk.job, "status")])  # type: ignore[no-any-return]
 
 
 def _log_round(jk: JobKeys, last: str) -> Query[tuple[bool, str, list[tuple[str, dict[str, Any]]]]]:
@@ -518,6 +525,13 @@ async def _http_problem(request: Request, exc: Exception) -> Response:
 
 async def _store_problem(request: Request, exc: Exception) -> Response:
     # The message names the masked URL, never a password.
+    if "WRONGTYPE" in str(exc.__context__ or ""):  # a key of another type: altered in Redis
+        return Problem(
+            409,
+            "record-invalid",
+            "what Redis holds for this request cannot be read (altered in Redis?): "
+            + str(exc)[:300],
+        ).response()
     return Problem(503, "store-unavailable", str(exc), retry_after=1).response()
 
 

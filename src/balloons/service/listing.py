@@ -26,7 +26,9 @@ from .submission import LABEL_KEY_RE
 #: Most jobs one page looks at.
 SCAN_MAX = 2000
 MAX_LIMIT = 200
-FIELDS = ("status", "payload", "attempt", "machine", "created", "started", "finished", "reason")
+FIELDS = (
+    "status", "payload", "attempt", "machine", "created", "started", "finished", "reason", "due",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
