@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from ..store.keys import PoolKeys
@@ -118,7 +119,12 @@ def serve(
 def _watch_idle(
     app: App, server: object, activity: Activity, idle_exit: float, stop: threading.Event
 ) -> None:
+    started = False
     while not stop.wait(min(IDLE_CHECK, max(idle_exit, 0.05))):
+        if not started:  # idle time counts from when the service listens
+            started = bool(getattr(server, "started", False))
+            activity.last = time.monotonic()
+            continue
         if activity.idle_for() < idle_exit:
             continue
         try:
