@@ -59,12 +59,14 @@ def _client(url: str) -> httpx.Client:
 
 
 def test_the_service_exits_once_idle_but_not_while_a_stream_is_open() -> None:
-    with served(idle_exit=0.3) as (url, thread), _client(url) as c:
+    # Idle periods long enough for this test's next request to come first, even on a loaded
+    # machine (a liveness margin, not a measure: the service exiting early fails the POST).
+    with served(idle_exit=2.0) as (url, thread), _client(url) as c:
         far = c.post("/v1/jobs", json={"task": "tests.tasks:add", "args": [1, 1], "delay": 3600})
         jid = far.json()["id"]
         with c.stream("GET", f"/v1/jobs/{jid}/logs") as stream:
             assert stream.status_code == 200
-            time.sleep(1.5)  # five idle periods with the stream open
+            time.sleep(5.0)  # two and a half idle periods with the stream open
             assert thread.is_alive()
         wait_for(lambda: not thread.is_alive(), "the service to exit once idle")
 

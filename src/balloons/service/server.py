@@ -84,9 +84,10 @@ def serve(
 
     web = create_app(app, token=token)
     activity: Activity = web.state.activity
-    report = reconcile(app)
-    if report:
-        log.warning("reconciled on start: %s", report)
+    # The reconcile runs beside the server's start: a request woken by a platform's proxy is
+    # answered without waiting for it, and the service does not exit idle before it is done.
+    reconciled = threading.Thread(target=_reconcile, args=(app,), name="balloons-reconcile")
+    reconciled.start()
     config = uvicorn.Config(
         web,
         host=host,
@@ -97,32 +98,48 @@ def serve(
         access_log=False,
     )
     server = uvicorn.Server(config)
-    supervisor = app.start_supervisor() if supervise else None
+    supervisor = None
     stop = threading.Event()
-    watcher = None
     if idle_exit is not None:
-        watcher = threading.Thread(
+        threading.Thread(
             target=_watch_idle,
-            args=(app, server, activity, idle_exit, stop),
+            args=(app, server, activity, idle_exit, stop, reconciled),
             name="balloons-idle-exit",
             daemon=True,
-        )
-        watcher.start()
+        ).start()
+    if supervise:
+        supervisor = app.start_supervisor()
     try:
         server.run(sockets=sockets)
     finally:
         stop.set()
         if supervisor is not None:
             supervisor.stop()
+        reconciled.join()
+
+
+def _reconcile(app: App) -> None:
+    try:
+        report = reconcile(app)
+    except Exception as exc:  # Redis unreachable, say: the supervisor (or next start) retries
+        log.warning("reconcile on start failed: %s", exc)
+        return
+    if report:
+        log.warning("reconciled on start: %s", report)
 
 
 def _watch_idle(
-    app: App, server: object, activity: Activity, idle_exit: float, stop: threading.Event
+    app: App,
+    server: object,
+    activity: Activity,
+    idle_exit: float,
+    stop: threading.Event,
+    reconciled: threading.Thread,
 ) -> None:
     started = False
     while not stop.wait(min(IDLE_CHECK, max(idle_exit, 0.05))):
-        if not started:  # idle time counts from when the service listens
-            started = bool(getattr(server, "started", False))
+        if not started:  # idle time counts from when the service listens and has reconciled
+            started = bool(getattr(server, "started", False)) and not reconciled.is_alive()
             activity.last = time.monotonic()
             continue
         if activity.idle_for() < idle_exit:
