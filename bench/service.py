@@ -44,8 +44,16 @@ def start_service(env: dict[str, str], port: int) -> tuple[subprocess.Popen[byte
     of an authenticated /v1/tasks."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "balloons.service", "-A", "_service_app", "--port", str(port),
-         "--no-supervise"],
+        [
+            sys.executable,
+            "-m",
+            "balloons.service",
+            "-A",
+            "_service_app",
+            "--port",
+            str(port),
+            "--no-supervise",
+        ],
         cwd=_common.BENCH_DIR,
         env=env,
         stderr=subprocess.DEVNULL,
@@ -122,14 +130,7 @@ def wake_latency(app: balloons.App, port: int, n: int) -> tuple[list[float], lis
         job = task.submit(0.3)
         got: dict[str, float] = {}
 
-        def poll() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            conn.request("GET", f"/v1/jobs/{job.id}?wait=30", headers=HEADERS)
-            body = json.loads(conn.getresponse().read())
-            got["http"] = time.time()
-            assert body["state"] == "succeeded", body
-
-        t = threading.Thread(target=poll)
+        t = threading.Thread(target=_poll, args=(port, job.id, got))
         t.start()
         job.result(timeout=60)
         got["lib"] = time.time()
@@ -138,6 +139,14 @@ def wake_latency(app: balloons.App, port: int, n: int) -> tuple[list[float], lis
         http_lat.append(got["http"] - ended)
         lib_lat.append(got["lib"] - ended)
     return http_lat, lib_lat
+
+
+def _poll(port: int, job_id: str, got: dict[str, float]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", f"/v1/jobs/{job_id}?wait=30", headers=HEADERS)
+    body = json.loads(conn.getresponse().read())
+    got["http"] = time.time()
+    assert body["state"] == "succeeded", body
 
 
 def rss_kb(pid: int) -> int:
@@ -185,23 +194,39 @@ def main() -> int:
         finally:
             _common.stop_process_group(proc)
             app.close()
-    rows = [[f"round {i + 1}", f"{h:,.0f}", f"{lib:,.0f}", f"{h / lib:.2f}"]
-            for i, (h, lib) in enumerate(rounds)]
+    rows = [
+        [f"round {i + 1}", f"{h:,.0f}", f"{lib:,.0f}", f"{h / lib:.2f}"]
+        for i, (h, lib) in enumerate(rounds)
+    ]
     print(_common.table(["submit", "HTTP jobs/s", "library jobs/s", "HTTP/library"], rows))
     med_h, med_l = statistics.median(http_lat), statistics.median(lib_lat)
-    print(_common.table(
-        ["wake after the job's end", "median", "p95"],
-        [["GET ?wait=", _common.ms(med_h), _common.ms(_common.p95(http_lat))],
-         ["job.result()", _common.ms(med_l), _common.ms(_common.p95(lib_lat))],
-         ["difference", _common.ms(med_h - med_l), ""]],
-    ))
-    print(_common.table(
-        ["cold start", "median", "max"],
-        [["to the first 200 (/v1/health)", _common.ms(statistics.median(starts)),
-          _common.ms(max(starts))],
-         ["to the first authenticated 200", _common.ms(statistics.median(firsts)),
-          _common.ms(max(firsts))]],
-    ))
+    print(
+        _common.table(
+            ["wake after the job's end", "median", "p95"],
+            [
+                ["GET ?wait=", _common.ms(med_h), _common.ms(_common.p95(http_lat))],
+                ["job.result()", _common.ms(med_l), _common.ms(_common.p95(lib_lat))],
+                ["difference", _common.ms(med_h - med_l), ""],
+            ],
+        )
+    )
+    print(
+        _common.table(
+            ["cold start", "median", "max"],
+            [
+                [
+                    "to the first 200 (/v1/health)",
+                    _common.ms(statistics.median(starts)),
+                    _common.ms(max(starts)),
+                ],
+                [
+                    "to the first authenticated 200",
+                    _common.ms(statistics.median(firsts)),
+                    _common.ms(max(firsts)),
+                ],
+            ],
+        )
+    )
     print(f"idle RSS after the runs: {rss / 1024:.1f} MiB; load {os.getloadavg()[0]:.1f}")
     return 0
 
