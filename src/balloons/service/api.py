@@ -244,14 +244,15 @@ class _Api:
             raise Problem(404, "job-not-found", f"job {jk.job_id} not found", job_id=jk.job_id)
         if wait > 0 and not _ended(raw.rec):
             async with self.waiting():
-                raw = await self.wait_end(jk, wait) or raw
+                raw = await self.wait_end(jk, wait, raw) or raw
         return JSONResponse(resources.resource(self.app, jk.job_id, raw))
 
-    async def wait_end(self, jk: JobKeys, wait: float) -> resources.Raw | None:
+    async def wait_end(
+        self, jk: JobKeys, wait: float, raw: resources.Raw | None
+    ) -> resources.Raw | None:
         """Block on the job's done key until it ends or ``wait`` seconds pass; its keys as
-        read last (None: gone)."""
+        read last (None: gone). ``raw``: as read before."""
         deadline = time.monotonic() + wait
-        raw = None
         while (left := deadline - time.monotonic()) > 0:
             due = None if raw is None else timestamp(raw.rec.get("due"))
             block = min(left, BLOCK)
@@ -276,9 +277,8 @@ class _Api:
                 f"{shown(job_id)[:100]!r} is not a job id (POOL.ULID)",
             ) from None
 
-    @contextlib.asynccontextmanager
-    async def waiting(self) -> AsyncIterator[None]:
-        """One of the long-polls and streams open at once; 429 past :attr:`max_waiters`."""
+    def check_waiters(self) -> None:
+        """A 429 problem when :attr:`max_waiters` long-polls and streams are open."""
         if self.waiters >= self.max_waiters:
             raise Problem(
                 429,
@@ -286,6 +286,11 @@ class _Api:
                 f"{self.waiters} long-polls and streams are open (at most {self.max_waiters})",
                 retry_after=1,
             )
+
+    @contextlib.asynccontextmanager
+    async def waiting(self) -> AsyncIterator[None]:
+        """One of the long-polls and streams open at once; 429 past :attr:`max_waiters`."""
+        self.check_waiters()
         self.waiters += 1
         try:
             yield
@@ -336,20 +341,19 @@ class _Api:
         (status,) = await self.store.run_async(_exists(jk))
         if status is None:
             raise Problem(404, "job-not-found", f"job {jk.job_id} not found", job_id=jk.job_id)
-        waiting = self.waiting()
-        await waiting.__aenter__()
+        self.check_waiters()
         return StreamingResponse(
-            self.log_events(jk, after or "0-0", waiting),
+            self.log_events(jk, after or "0-0"),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
-    async def log_events(
-        self, jk: JobKeys, after: str, waiting: contextlib.AbstractAsyncContextManager[None]
-    ) -> AsyncIterator[str]:
+    async def log_events(self, jk: JobKeys, after: str) -> AsyncIterator[str]:
         """The job's lines as ``log`` events (``id:`` the stream entry's), a comment every
         :data:`PING` seconds while quiet, and an ``end`` event once the job has ended and its
         last line is sent."""
+        # Counted from the stream's first step: a response never started holds no place.
+        self.waiters += 1
         try:
             last, sent = after, time.monotonic()
             yield ": stream open\n\n"
@@ -371,7 +375,7 @@ class _Api:
                     yield ": ping\n\n"
                     sent = time.monotonic()
         finally:
-            await waiting.__aexit__(None, None, None)
+            self.waiters -= 1
 
     # --------------------------------------------------------- tasks, pools
     async def tasks(self, request: Request) -> Response:
