@@ -20,7 +20,6 @@ loop on Redis: the asyncio client is used, and the few sync reads run in the thr
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import re
 import time
@@ -404,25 +403,40 @@ class _Api:
 
 
 async def submit_command(app: App, job: submission.CommandJob) -> Job[Any]:
-    """Hand a checked command job to the command-job code (``balloons.service.commands``'s
-    ``submit_command(app, job) -> Job``); ``422 command-jobs-unavailable`` while there is
-    none."""
-    try:
-        commands = importlib.import_module("balloons.service.commands")
-    except ImportError:
-        commands = None
-    submit = getattr(commands, "submit_command", None)
+    """Hand a checked command job to the command-job code (``App.submit_command_async``);
+    ``422 command-jobs-unavailable`` while this version of balloons has none."""
+    submit = getattr(app, "submit_command_async", None)
     if submit is None:
         raise Problem(
             422,
             "command-jobs-unavailable",
             "this service runs task jobs only: command jobs are not available in this version",
         )
+    c = job.common
+    options: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("image", job.command.image),
+            ("env", job.command.env or None),
+            ("pool", c.pool),
+            ("timeout", c.timeout),
+            ("retries", c.retries),
+            ("retry_on_exit_codes", job.retry_on_exit_codes or None),
+            ("cpus", c.cpus),
+            ("memory_mb", c.memory_mb),
+            ("delay", c.delay),
+        )
+        if value is not None
+    }
+    if c.at is not None:  # the command-job call takes a delay: from this host's clock
+        options["delay"] = max(0.0, c.at.timestamp() - time.time())
+    if c.has_input:
+        options["input"] = c.input
     try:
-        result = await run_in_threadpool(submit, app, job)
-    except ConfigError as exc:
+        submitted: Job[Any] = await submit(job.command.cmd, **options)
+    except (ConfigError, SerializationError) as exc:
         raise Problem(422, "invalid-options", str(exc)) from None
-    return result  # type: ignore[no-any-return]
+    return submitted
 
 
 # -------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..store.keys import PoolKeys
 from ..store.records import slot_entry
@@ -59,6 +59,19 @@ def due_within(app: App, horizon: float) -> bool:
     return False
 
 
+def attempt_routes(app: App) -> list[Any]:
+    """The HTTP worker protocol's routes (``balloons.service.attempts.attempt_routes``), when
+    this version of balloons has them; none otherwise."""
+    import importlib
+
+    try:
+        attempts = importlib.import_module("balloons.service.attempts")
+    except ImportError:
+        return []
+    make = getattr(attempts, "attempt_routes", None)
+    return list(make(app)) if make is not None else []
+
+
 def check_installed() -> None:
     """Import what serving needs (the ``service`` extra), so that a missing library raises
     ``ImportError`` before anything is served."""
@@ -82,7 +95,7 @@ def serve(
 
     from .api import create_app
 
-    web = create_app(app, token=token)
+    web = create_app(app, token=token, attempt_routes=attempt_routes(app))
     activity: Activity = web.state.activity
     # The reconcile runs beside the server's start: a request woken by a platform's proxy is
     # answered without waiting for it, and the service does not exit idle before it is done.
