@@ -58,7 +58,9 @@ class Activator:
             deadline = time.monotonic() + START_LIMIT
             while True:
                 try:
-                    return socket.create_connection(("127.0.0.1", self._port), timeout=5)
+                    up = socket.create_connection(("127.0.0.1", self._port), timeout=5)
+                    up.settimeout(None)  # a long-poll may be quiet for as long as it waits
+                    return up
                 except OSError:
                     assert self.proc is not None
                     if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -6,9 +6,10 @@ queued work, and sweeping orphaned machines, whatever happened while it slept. W
 serves, the supervisor runs in a thread as ``balloons supervise`` would.
 
 With ``idle_exit=S`` it exits once, for S seconds, no request was in flight (an open stream or
-long-poll counts until it ends) and no job of any pool has a deadline or a due time within the
-next S seconds (the Redis server's clock): a platform that starts it on the next request
-(Fly's proxy with ``auto_start_machines``, socket activation) then costs nothing while idle.
+long-poll counts until it ends), no connection is open, and no job of any pool has a deadline
+or a due time within the next S seconds (the Redis server's clock): a platform that starts it
+on the next request (Fly's proxy with ``auto_start_machines``, socket activation) then costs
+nothing while idle.
 """
 
 from __future__ import annotations
@@ -131,6 +132,13 @@ def serve(
         reconciled.join()
 
 
+def _connections(server: object) -> int:
+    """Connections the server holds open: one that woke the service (a proxy's, socket
+    activation) may not have sent its request yet."""
+    state = getattr(server, "server_state", None)
+    return len(getattr(state, "connections", ()))
+
+
 def _reconcile(app: App) -> None:
     try:
         report = reconcile(app)
@@ -155,14 +163,18 @@ def _watch_idle(
             started = bool(getattr(server, "started", False)) and not reconciled.is_alive()
             activity.last = time.monotonic()
             continue
-        if activity.idle_for() < idle_exit:
+        if activity.idle_for() < idle_exit or _connections(server):
             continue
         try:
             busy = due_within(app, idle_exit)
         except Exception as exc:  # Redis unreachable: stay up, and say why
             log.warning("idle exit: cannot read the jobs' deadlines: %s", exc)
             continue
-        if not busy and activity.idle_for() >= idle_exit:
-            log.warning("idle for %gs with nothing due: exiting", idle_exit)
+        if not busy and activity.idle_for() >= idle_exit and not _connections(server):
+            log.warning(
+                "idle for %gs with nothing due: exiting (%d requests served)",
+                idle_exit,
+                activity.requests,
+            )
             server.should_exit = True  # type: ignore[attr-defined]
             return
