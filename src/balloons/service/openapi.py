@@ -44,6 +44,8 @@ _AUTHED = {
     "403": _problem("The key lacks the scope (insufficient-scope)"),
     "503": _problem("Redis is unreachable (store-unavailable)", retry_after=True),
 }
+#: What Redis holds for the request is a key of another type (altered in Redis).
+_CORRUPT = {"409": _problem("What Redis holds cannot be read (record-invalid)")}
 _JOB_ID = {
     "name": "job_id",
     "in": "path",
@@ -273,7 +275,9 @@ _PATHS: dict[str, Any] = {
                 "200": _json("A replay of an Idempotency-Key: the same job", _ref("Job")),
                 "400": _problem("The body or a header is invalid (invalid-request, ...)"),
                 "409": _problem(
-                    "A request with this Idempotency-Key is in flight (idempotency-in-flight)",
+                    "A request with this Idempotency-Key is in flight (idempotency-in-flight), "
+                    "or what Redis holds cannot be read (record-invalid, "
+                    "idempotency-record-invalid)",
                     retry_after=True,
                 ),
                 "413": _problem("The body is over 1 MiB (body-too-large)"),
@@ -311,6 +315,7 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("A page of jobs", _ref("JobPage")),
                 "400": _problem("A bad filter, limit or cursor"),
+                **_CORRUPT,
                 **_AUTHED,
             },
         },
@@ -333,6 +338,7 @@ _PATHS: dict[str, Any] = {
                 "400": _problem("A bad wait"),
                 "404": _problem("No such job (job-not-found)"),
                 "429": _problem("Too many long-polls open (too-many-waiters)", retry_after=True),
+                **_CORRUPT,
                 **_AUTHED,
             },
         }
@@ -346,7 +352,10 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "202": _json("Cancelled: its machine is told to stop", _ref("Job")),
                 "404": _problem("No such job (job-not-found)"),
-                "409": _problem("The job has already ended (job-finished)"),
+                "409": _problem(
+                    "The job has already ended (job-finished), or what Redis holds cannot be "
+                    "read (record-invalid)"
+                ),
                 **_AUTHED,
             },
         }
@@ -383,6 +392,7 @@ _PATHS: dict[str, Any] = {
                 "400": _problem("A bad Last-Event-ID"),
                 "404": _problem("No such job (job-not-found)"),
                 "429": _problem("Too many streams open (too-many-waiters)", retry_after=True),
+                **_CORRUPT,
                 **_AUTHED,
             },
         }
@@ -419,6 +429,7 @@ _PATHS: dict[str, Any] = {
                         "properties": {"pools": {"type": "array", "items": _ref("Pool")}},
                     },
                 ),
+                **_CORRUPT,
                 **_AUTHED,
             },
         }
