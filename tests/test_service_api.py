@@ -399,3 +399,23 @@ def test_an_unreachable_redis_is_503_with_retry_after() -> None:
         problem(r, 503, "store-unavailable")
         assert r.headers["retry-after"] == "1"
         assert "s" * 32 not in r.text
+
+
+def test_a_task_the_registry_holds_for_another_app_is_submitted_through_the_services(
+    client: httpx.Client,
+) -> None:
+    from balloons import App, registry
+
+    mine = registry.TASKS["tests.tasks:add"]
+    other = App(redis_url="redis://127.0.0.1:1/0", secret="o" * 32)
+    other.task(name="add")(tasks.add.fn)  # the same name, registered again by another app
+    try:
+        assert registry.TASKS["tests.tasks:add"].app is other
+        resp = client.post(
+            "/v1/jobs", json={"task": "tests.tasks:add", "args": [1, 1], "delay": 60}
+        )
+        assert resp.status_code == 201, resp.text
+        assert [j.id for j in tasks.app.jobs(limit=5)] == [resp.json()["id"]]
+        assert "tests.tasks:add" in {t["name"] for t in client.get("/v1/tasks").json()["tasks"]}
+    finally:
+        registry.TASKS["tests.tasks:add"] = mine

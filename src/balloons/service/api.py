@@ -109,6 +109,7 @@ class _Api:
         self.idem = Idempotency(app.store, app.settings.namespace)
         self.max_waiters = MAX_WAITERS
         self.waiters = 0
+        self._bound: dict[str, tuple[Any, Any]] = {}
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -187,8 +188,8 @@ class _Api:
         return submitted.id
 
     async def submit_task(self, job: submission.TaskJob) -> Job[Any]:
-        task = registry.TASKS.get(job.task)
-        if task is None or getattr(task, "app", None) is not self.app:
+        task = self.task_of(job.task)
+        if task is None:
             raise Problem(
                 422,
                 "unknown-task",
@@ -224,6 +225,20 @@ class _Api:
         except ConfigError as exc:
             raise Problem(422, "invalid-options", str(exc)) from None
         return submitted
+
+    def task_of(self, name: str) -> Any:
+        """The registered task ``name``, submitted through this service's app (a task the
+        registry holds for another app of the process is bound to this one: machines find
+        it by name alike); None when no task has that name."""
+        task = registry.TASKS.get(name)
+        if task is None or not hasattr(task, "fn") or not hasattr(task, "opts"):
+            return None
+        if getattr(task, "app", None) is self.app:
+            return task
+        hit = self._bound.get(name)
+        if hit is None or hit[0] is not task:
+            hit = self._bound[name] = (task, type(task)(self.app, task.fn, name, task.opts))
+        return hit[1]
 
     # ------------------------------------------------------------------ read
     async def job_response(self, job_id: str, status: int, location: bool = False) -> Response:
@@ -379,8 +394,9 @@ class _Api:
     # --------------------------------------------------------- tasks, pools
     async def tasks(self, request: Request) -> Response:
         out = []
-        for name, t in sorted(registry.TASKS.items()):
-            if getattr(t, "app", None) is not self.app:
+        for name in sorted(registry.TASKS):
+            t = self.task_of(name)
+            if t is None:
                 continue
             o = t.opts
             out.append(
