@@ -12,6 +12,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve the job service from the command line arguments; the exit status."""
     ap = argparse.ArgumentParser(prog="python -m balloons.service", description=__doc__)
     ap.add_argument("-A", "--app", dest="module", help="module defining the App and its tasks")
     ap.add_argument("--host", default="127.0.0.1")

@@ -36,11 +36,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from .. import registry
 from ..errors import ConfigError, JobNotFound, SerializationError, StoreError
 from ..job import job_keys
-from ..logs import READ_COUNT
 from ..store.queries import Query, call
 from ..store.records import read_status
-from ..untrusted import MAX_ATTEMPT, integer, shown, text, timestamp
-from . import listing, openapi, resources, submission
+from ..untrusted import shown, timestamp
+from . import handlers, listing, logstream, openapi, resources, submission
 from .activity import Activity
 from .auth import CACHE_TTL, Gate, Keys
 from .idempotency import Idempotency, body_digest, check_header
@@ -58,12 +57,9 @@ MAX_WAIT = 30.0
 BLOCK = 5.0
 #: Seconds between comment lines on a quiet log stream.
 PING = 15.0
-#: Longest block on a job's log stream before its status is read again.
-LOG_BLOCK = 1.0
 #: Long-polls and streams open at once, at most (more get 429).
 MAX_WAITERS = 1000
 
-_STREAM_ID_RE = re.compile(r"\A[0-9]{1,20}-[0-9]{1,20}\Z")
 _JSON_TYPE_RE = re.compile(r"\Aapplication/([a-z0-9.+-]+\+)?json\Z")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -88,10 +84,10 @@ def create_app(
     web = Starlette(
         routes=routes,
         exception_handlers={
-            Problem: _problem,
-            HTTPException: _http_problem,
-            StoreError: _store_problem,
-            JobNotFound: _not_found,
+            Problem: handlers.problem,
+            HTTPException: handlers.http_problem,
+            StoreError: handlers.store_problem,
+            JobNotFound: handlers.not_found,
         },
     )
     web.state.balloons = app
@@ -346,7 +342,7 @@ class _Api:
     async def logs(self, request: Request) -> Response:
         jk = self.job_keys(request)
         after = request.headers.get("last-event-id") or request.query_params.get("after") or ""
-        if after and not _STREAM_ID_RE.match(after):
+        if after and not logstream.STREAM_ID_RE.match(after):
             raise Problem(
                 400,
                 "invalid-request",
@@ -373,7 +369,7 @@ class _Api:
             yield ": stream open\n\n"
             while True:
                 try:
-                    ended, status, rows = await self.store.run_async(_log_round(jk, last))
+                    ended, status, rows = await self.store.run_async(logstream.log_round(jk, last))
                 except StoreError as exc:  # the response has started: say it as an event
                     problem = Problem(503, "store-unavailable", str(exc))
                     yield f"event: error\ndata: {json.dumps(problem.body())}\n\n"
@@ -500,78 +496,3 @@ def _exists(jk: JobKeys) -> Query[list[Any]]:
     """``[status]`` of the job's record (a key of another type is refused here, before a
     stream starts)."""
     return (yield [call("hget", jk.job, "status")])  # type: ignore[no-any-return]
-
-
-def _log_round(jk: JobKeys, last: str) -> Query[tuple[bool, str, list[tuple[str, dict[str, Any]]]]]:
-    """The job's status (read first: every line is written before the outcome), then the
-    lines after ``last``, blocking up to :data:`LOG_BLOCK` while it runs."""
-    (raw,) = yield [call("hget", jk.job, "status")]
-    status = read_status(raw)[0] if raw is not None else None
-    ended = status is None or status.terminal
-    block = None if ended else int(LOG_BLOCK * 1000)
-    (got,) = yield [call("xread", {jk.logs: last}, count=READ_COUNT, block=block)]
-    rows = []
-    for entry in got[0][1] if got else ():
-        entry_id, fields = entry
-        eid = text(entry_id) or ""
-        if not _STREAM_ID_RE.match(eid):
-            continue
-        f = fields if isinstance(fields, dict) else {}
-        source = text(f.get(b"s")) or "out"
-        rows.append(
-            (
-                eid,
-                {
-                    "time": timestamp(f.get(b"t")),
-                    "attempt": integer(f.get(b"a"), 0, MAX_ATTEMPT),
-                    "source": source if source in ("out", "err", "log") else "?",
-                    "text": text(f.get(b"m")) or "",
-                },
-            )
-        )
-    state = "gone" if status is None else resources.state_of(status, {})
-    return ended, state, rows
-
-
-# ------------------------------------------------------------------ handlers
-async def _problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    resp = exc.response()
-    if exc.status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="balloons"'
-    return resp
-
-
-async def _http_problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-    if exc.status_code == 404:
-        detail = f"no such resource: {shown(request.url.path)[:200]}"
-    elif exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {shown(request.url.path)[:200]}"
-    status = exc.status_code if 400 <= exc.status_code <= 599 else 400
-    resp = Problem(status, code, detail).response()
-    for k, v in (exc.headers or {}).items():
-        resp.headers[k] = v
-    return resp
-
-
-async def _store_problem(request: Request, exc: Exception) -> Response:
-    # The message names the masked URL, never a password.
-    if "WRONGTYPE" in str(exc.__context__ or ""):  # a key of another type: altered in Redis
-        return Problem(
-            409,
-            "record-invalid",
-            "what Redis holds for this request cannot be read (altered in Redis?): "
-            + str(exc)[:300],
-        ).response()
-    return Problem(503, "store-unavailable", str(exc), retry_after=1).response()
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, JobNotFound)
-    return Problem(404, "job-not-found", str(exc), job_id=exc.job_id).response()
-
-
-__all__ = ["MAX_WAIT", "create_app"]

@@ -72,6 +72,7 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
+        """Whether this principal may use ``scope`` (``admin`` may use any)."""
         return scope in self.scopes or "admin" in self.scopes
 
 
@@ -86,6 +87,7 @@ class KeyInfo:
 
 
 def digest(key: str) -> str:
+    """The SHA-256 hex digest of a key: what Redis keeps."""
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
 
 
@@ -144,6 +146,7 @@ class Keys:
         return key
 
     def list(self) -> list[KeyInfo]:
+        """Every stored key, by name (unreadable entries named as such)."""
         with self.store.errors():
             raw: dict[bytes, bytes] = self.store.redis.hgetall(self.key)
         out = []
@@ -166,6 +169,7 @@ class Keys:
             return int(self.store.redis.eval(_REVOKE, 1, self.key, name))
 
     async def find(self, key_digest: str) -> Principal | None:
+        """The principal of a key digest, or None (unknown, revoked or altered)."""
         with self.store.errors():
             raw = await self.store.aredis.hget(self.key, key_digest)
         return None if raw is None else _principal(raw)

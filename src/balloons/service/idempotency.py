@@ -72,6 +72,8 @@ def body_digest(body: object) -> str:
 
 
 class Idempotency:
+    """The Idempotency-Keys of one namespace in Redis."""
+
     def __init__(self, store: Store, namespace: str) -> None:
         self.store = store
         self.namespace = namespace
@@ -94,6 +96,7 @@ class Idempotency:
         raise Problem(409, "idempotency-in-flight", "the key is changing hands", retry_after=1)
 
     async def finish(self, claim: Claim, job_id: str) -> None:
+        """Record the job a claimed key made (for :data:`TTL`)."""
         done = json.dumps({"body": claim.body, "job": job_id})
         with self.store.errors():
             await self.store.aredis.eval(_FINISH, 1, claim.key, claim.token, done, TTL)

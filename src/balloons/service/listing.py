@@ -33,11 +33,14 @@ FIELDS = (
 
 @dataclass(frozen=True)
 class Filters:
+    """What a listing keeps: a state, a pool, labels (``NAME`` or ``NAME=VALUE``)."""
+
     state: str | None = None
     pool: str | None = None
     labels: tuple[tuple[str, str | None], ...] = ()
 
     def keeps(self, row: Mapping[str, Any]) -> bool:
+        """Whether a listing row passes the filters."""
         if self.state is not None and row["state"] != self.state:
             return False
         have = row["labels"]
@@ -45,6 +48,7 @@ class Filters:
 
 
 def parse_filters(state: str | None, pool: str | None, labels: Sequence[str]) -> Filters:
+    """The filters of a query; a 400 problem naming a bad one."""
     if state is not None and state not in resources.STATES:
         raise Problem(
             400, "invalid-request", f"state {state[:40]!r} is not one of {list(resources.STATES)}"
@@ -65,10 +69,12 @@ def parse_filters(state: str | None, pool: str | None, labels: Sequence[str]) ->
 
 
 def encode_cursor(score: float, job_id: str) -> str:
+    """The opaque cursor of a position (creation time, job id)."""
     return base64.urlsafe_b64encode(f"{score!r}|{job_id}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(raw: str) -> tuple[float, str]:
+    """The position of a cursor; a 400 problem for one this service did not give."""
     bad = Problem(400, "invalid-cursor", "cursor is not one this service gave: start over")
     if len(raw) > 200:
         raise bad

@@ -69,10 +69,12 @@ def meta_of(raw: object) -> tuple[str, dict[str, str]]:
 
 
 def meta_record(kind: str, labels: dict[str, str]) -> str:
+    """The service record of a job: its kind and labels, as JSON."""
     return json.dumps({"kind": kind, "labels": labels}, separators=(",", ":"))
 
 
 def state_of(status: JobStatus, rec: dict[str, bytes]) -> str:
+    """The API state of a job status (``scheduled`` for a queued job with a due time)."""
     if status is JobStatus.QUEUED:
         return "scheduled" if rec.get("due") else "queued"
     if status is JobStatus.INVALID:
@@ -81,6 +83,7 @@ def state_of(status: JobStatus, rec: dict[str, bytes]) -> str:
 
 
 def rfc3339(t: float | None) -> str | None:
+    """A time as RFC 3339 in UTC, or None."""
     if t is None or not t:
         return None
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")

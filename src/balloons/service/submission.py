@@ -57,6 +57,8 @@ class Common:
 
 @dataclass(frozen=True)
 class TaskJob:
+    """A checked task job: the task, its arguments and the common fields."""
+
     task: str
     args: list[Any]
     kwargs: dict[str, Any]
@@ -65,6 +67,8 @@ class TaskJob:
 
 @dataclass(frozen=True)
 class Command:
+    """A checked command: image, argv and environment."""
+
     image: str | None
     cmd: list[str]
     env: dict[str, str]
@@ -72,12 +76,15 @@ class Command:
 
 @dataclass(frozen=True)
 class CommandJob:
+    """A checked command job."""
+
     command: Command
     retry_on_exit_codes: tuple[int, ...]
     common: Common
 
 
 def invalid(detail: str) -> Problem:
+    """A ``400 invalid-request`` problem."""
     return Problem(400, "invalid-request", detail)
 
 
