@@ -113,6 +113,25 @@ def test_the_signature_is_read_once_per_task(
     assert reads == [tasks.add.fn]
 
 
+def test_the_signature_is_read_once_when_every_call_goes_through_options(
+    held: balloons.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task submitted only through ``options()`` (the job service does this for each
+    request with a per-call option) reads its signature once, not once per copy."""
+    reads: list[object] = []
+    real = inspect.signature
+
+    def counted(fn: Any, *a: Any, **k: Any) -> inspect.Signature:
+        reads.append(fn)
+        return real(fn, *a, **k)
+
+    monkeypatch.setattr(inspect, "signature", counted)
+    echo = on(held, tasks.echo)
+    for i in range(3):
+        echo.options(delay=60 + i).submit(i)
+    assert [f for f in reads if f is tasks.echo.fn] == [tasks.echo.fn]
+
+
 def test_per_call_options_are_typed_keywords_of_options(held: balloons.App) -> None:
     add = on(held, tasks.add)
     later = add.options(delay=30).submit(1, 2)

@@ -37,7 +37,7 @@ def check_call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, An
     half a microsecond a submit, where ``inspect.Signature.bind`` takes about four."""
     binder = task._binder
     if binder is None:
-        binder = task._binder = _binder(task.fn)
+        binder = task._binder = binder_of(task.fn)
     if isinstance(binder, bool):
         return
     try:
@@ -50,7 +50,7 @@ def check_call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, An
 _BINDER = "call"
 
 
-def _binder(fn: Callable[..., Any]) -> Callable[..., None] | bool:
+def binder_of(fn: Callable[..., Any]) -> Callable[..., None] | bool:
     """A function that takes the arguments ``fn`` takes and does nothing (its docstring is
     ``fn``'s signature, without annotations), or False when ``fn`` has no signature to check
     against."""

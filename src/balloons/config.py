@@ -63,6 +63,7 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_FLY_FALLBACK_REGIONS": "comma-separated regions tried on capacity refusals",
     "BALLOONS_FLY_CPU_KIND": "shared (default) or performance",
     "BALLOONS_DASHBOARD_TOKEN": "token required by the dashboard and /metrics",
+    "BALLOONS_SERVICE_TOKEN": "admin key of the job service (balloons serve), for bootstrapping",
     "BALLOONS_PRICES": "JSON file overriding parts of the price table (balloons/prices.json)",
 }
 
@@ -85,6 +86,11 @@ def _default_state_dir(env: Mapping[str, str]) -> str:
 def dashboard_token(env: Mapping[str, str]) -> str | None:
     """The dashboard token from ``BALLOONS_DASHBOARD_TOKEN``, if set."""
     return env.get("BALLOONS_DASHBOARD_TOKEN") or None
+
+
+def service_token(env: Mapping[str, str]) -> str | None:
+    """The job service's bootstrap admin key from ``BALLOONS_SERVICE_TOKEN``, if set."""
+    return env.get("BALLOONS_SERVICE_TOKEN") or None
 
 
 def check_env_names(env: Mapping[str, str]) -> None:

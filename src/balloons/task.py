@@ -418,6 +418,10 @@ class Task(Generic[P, R]):
             raise ConfigError(
                 f"unknown task option(s) {unknown}: expected some of {CallOptions._sorted}"
             )
+        if self._binder is None:  # the call check, made once here and shared by every copy
+            from .calls import binder_of
+
+            self._binder = binder_of(self.fn)
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
         call = {k: overrides.pop(k) for k in CALL_ONLY & overrides.keys()}

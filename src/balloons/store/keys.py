@@ -65,6 +65,13 @@ key                                      type    TTL         written by
 ``NS:machine:MID``                       hash    record TTL  local fork server: launch and exit
 ``NS:machines``                          zset    trimmed     local fork server: MID by launch time
 ``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
+``NS:{POOL}:meta:ULID``                  string  record TTL  service: the job's kind and labels
+                                                             (JSON), written after its submit
+``NS:service:keys``                      hash    none        service: API key digest -> JSON
+                                                             (name, scopes, created)
+``NS:service:idem:SHA``                  string  24 h        service: an Idempotency-Key of one
+                                                             API key -> JSON (body digest, job,
+                                                             pending or done)
 =======================================  ======  ==========  =================================
 
 Job hash fields: ``payload`` (signed JSON: task, module, options, record TTL), ``args``
@@ -236,6 +243,10 @@ class PoolKeys(Frozen):
         """The job id stored under an idempotency key's digest."""
         return f"{self.tag}:key:{digest}"
 
+    def meta(self, ulid: str) -> str:
+        """The service's record of a job it submitted: its kind and labels (JSON)."""
+        return f"{self.tag}:meta:{ulid}"
+
 
 class JobKeys(Frozen):
     """The keys of one job, derived from its id."""
@@ -287,6 +298,10 @@ class JobKeys(Frozen):
     def runs(self) -> str:
         """The job's claimed and ended attempts."""
         return self.pool.runs(self.ulid)
+
+    @property
+    def meta(self) -> str:
+        return self.pool.meta(self.ulid)
 
 
 #: The pool's keys every script is given first, in ``KEYS`` order: :class:`PoolKeys`
@@ -369,3 +384,14 @@ def machines_key(ns: str) -> str:
 def gc_lock_key(ns: str) -> str:
     """Held for a few seconds by the supervisor that sweeps orphaned machines."""
     return f"{ns}:gc-lock"
+
+
+def service_keys_key(ns: str) -> str:
+    """The job service's API keys: SHA-256 digest of a key -> JSON (name, scopes, created);
+    the keys themselves are never stored."""
+    return f"{ns}:service:keys"
+
+
+def service_idem_key(ns: str, digest: str) -> str:
+    """One Idempotency-Key of one API key (``digest``: SHA-256 of both) in the job service."""
+    return f"{ns}:service:idem:{digest}"
