@@ -14,15 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 import balloons
 from balloons.errors import JobFailed
 from balloons.service import tokens
-from balloons.service.attempts import MAX_LOG_BATCH, attempt_routes
-from balloons.service.problems import Problem, handle_problem
+from balloons.service.attempts import MAX_LOG_BATCH
 from tests.asgiserver import ServerThread
+from tests.attemptserver import attempt_server
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.machines
@@ -30,11 +28,7 @@ pytestmark = pytest.mark.machines
 
 @pytest.fixture
 def server(app: balloons.App) -> Iterator[ServerThread]:
-    asgi = Starlette(
-        routes=[Mount("/v1/attempts", routes=attempt_routes(app))],
-        exception_handlers={Problem: handle_problem},
-    )
-    with ServerThread(asgi) as s:
+    with attempt_server(app) as s:
         yield s
 
 

@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 import balloons
 from balloons.errors import JobFailed
-from balloons.service.attempts import attempt_routes
-from balloons.service.problems import Problem, handle_problem
 from tests.asgiserver import ServerThread
+from tests.attemptserver import attempt_server
 
 pytestmark = pytest.mark.machines
 WORKERS = Path(__file__).resolve().parent.parent / "examples" / "workers"
@@ -28,11 +25,7 @@ needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is no
 
 @pytest.fixture
 def server(app: balloons.App) -> Iterator[ServerThread]:
-    asgi = Starlette(
-        routes=[Mount("/v1/attempts", routes=attempt_routes(app))],
-        exception_handlers={Problem: handle_problem},
-    )
-    with ServerThread(asgi) as s:
+    with attempt_server(app) as s:
         yield s
 
 

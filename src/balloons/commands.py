@@ -152,3 +152,63 @@ def _prepare(
         service_url=url,
     )
     return command_task(app, **o), spec
+
+
+#: Where a command's input is written on a machine of its own (Fly's ``files``).
+INPUT_PATH = "/balloons/input.json"
+
+
+def read_command(app: App, pool: str, ulid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A command job's verified payload and spec, read from its record; None when the job is
+    no command job, or its record does not verify (hostile: nothing of it is used then)."""
+    from .signing import verify
+    from .store.keys import JobKeys
+
+    jk = JobKeys.of(app.settings.namespace, f"{pool}.{ulid}")
+    with app.store.errors():
+        payload, args, sig = app.store.redis.hmget(jk.job, "payload", "args", "sig")
+    if not payload or not verify(app.secret.encode(), payload, args or b"", sig or b""):
+        return None
+    try:
+        head = json.loads(payload)
+        if head.get("task") != COMMAND_TASK or head.get("ser") != "json":
+            return None
+        spec = json.loads(args)["args"][0]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return (head, spec) if isinstance(spec, dict) and spec.get("v") == 1 else None
+
+
+def with_command(app: Any, spec: Any, launch: Any) -> Any:
+    """``spec`` (a :class:`~balloons.info.MachineSpec`) made the machine of a command job on a
+    backend that runs images: the job's ``image`` (default: the app's), its argv, its env with
+    the input file and, with a service URL, the attempt's URL and token; nothing else of the
+    app's. Unchanged for any other job."""
+    import base64
+    import dataclasses
+    import time
+
+    got = read_command(app, launch.pool, launch.ulid)
+    if got is None:
+        return spec
+    head, command = got
+    job_id, attempt = f"{launch.pool}.{launch.ulid}", launch.attempt
+    env = {str(k): str(v) for k, v in (command.get("env") or {}).items()}
+    env["BALLOONS_INPUT_PATH"] = INPUT_PATH
+    url = command.get("service_url") or ""
+    if isinstance(url, str) and url:
+        from .service import tokens
+
+        timeout = float(head.get("timeout") or 0) or 86400.0
+        boot = app.get_pool(launch.pool).boot_timeout
+        expires = time.time() + boot + timeout + tokens.GRACE
+        env["BALLOONS_ATTEMPT_URL"] = tokens.attempt_url(url, job_id, attempt)
+        env["BALLOONS_ATTEMPT_TOKEN"] = tokens.mint(app.secret.encode(), job_id, attempt, expires)
+    data = json.dumps(command.get("input")).encode()
+    machine = {
+        "image": command.get("image") or None,
+        "cmd": list(command["cmd"]),
+        "env": env,
+        "files": [{"guest_path": INPUT_PATH, "raw_value": base64.b64encode(data).decode()}],
+    }
+    return dataclasses.replace(spec, command=machine)

@@ -26,6 +26,7 @@ from .errors import ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job, job_keys
 from .launcher import Launch, SlotLauncher
+from .registry import COMMAND_TASK
 from .serialize import dumps_call
 from .signing import sign, verify
 from .store import replies
@@ -112,6 +113,8 @@ class Dispatcher:
         finally:
             got = placed(reply_of())
         job, launch = self.after_submit(jk, opts, got)
+        if launch is not None and task.name == COMMAND_TASK:
+            launch = launch._replace(pinned=True)  # its machine runs only this job
         _submitted(job, task.name, got.where, req.created)
         if launch is not None:
             self.slots.launch(
@@ -127,6 +130,8 @@ class Dispatcher:
         jk, req = self.submit_args(task, opts, args, kwargs)
         got = placed(await self.app.store.submit_async(jk, req))
         job, launch = self.after_submit(jk, opts, got)
+        if launch is not None and task.name == COMMAND_TASK:
+            launch = launch._replace(pinned=True)  # its machine runs only this job
         _submitted(job, task.name, got.where, req.created)
         if launch is not None:
             import asyncio

@@ -61,6 +61,9 @@ class Launch(NamedTuple):
     memory_mb: int
     timeout: float
     keep: bool = False
+    #: The job stays on this slot even when the launch has to wait (a command job, whose
+    #: machine runs only it: never a worker that takes queued work).
+    pinned: bool = False
 
 
 class Assigned(NamedTuple):
@@ -173,7 +176,11 @@ class SlotLauncher:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
-                spec = self.spec(*launch)
+                spec = self.spec(*launch[:7])
+            if attempt and getattr(self.app.backend, "runs_images", False):
+                from .commands import with_command  # a command job gets a machine of its own
+
+                spec = with_command(self.app, spec, launch)
             info = self.app.backend.launch(spec)
         except Exception as exc:
             msg = f"could not launch a machine: {exc}"
@@ -241,7 +248,11 @@ class SlotLauncher:
             fresh = ulid()
             pk = PoolKeys(self.app.settings.namespace, launch.pool)
             slot = f"{launch.ulid}-{launch.attempt}"
-            if launch.attempt and self.app.store.requeue(pk, slot, launch.ulid, fresh):
+            if (
+                launch.attempt
+                and not launch.pinned
+                and self.app.store.requeue(pk, slot, launch.ulid, fresh)
+            ):
                 launch = launch._replace(ulid=fresh, attempt=0, timeout=DEFAULT_TIMEOUT)
         self._later(launch)
 

@@ -93,6 +93,15 @@ def _attempt() -> tuple[str, int, float | None, bytes]:
 def run(spec: Any) -> None:
     """Run a command job's process to its end (see the module's docstring)."""
     cmd, own_env, data, retry_codes, service_url = _spec(spec)
+    image, here = spec.get("image"), os.environ.get("FLY_IMAGE_REF")
+    if image and here and image != here:
+        # A worker of another image took it from the queue (a pool shared with tasks):
+        # running it here would run it in the wrong image.
+        raise WorkerError(
+            Reason.RECORD_INVALID,
+            f"this command job runs on a machine of image {image!r}, not on a worker of "
+            f"{here!r}: give command jobs with an image a pool of their own",
+        )
     job_id, attempt, deadline, secret = _attempt()
     env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
     env.update({k: v for k, v in own_env.items() if k not in RESERVED})
