@@ -91,6 +91,7 @@ class App:
         self._prices: PriceTable | None = None
         self._dispatcher: Dispatcher | None = None
         self._compat: tuple[int, Compat] | None = None
+        self._service_url: str | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -145,6 +146,7 @@ class App:
         heartbeat: float | None = None,
         standby: int = 0,
         isolation: str = "process",
+        protocol: str = "",
     ) -> Pool:
         """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
 
@@ -156,6 +158,9 @@ class App:
         default: a fresh process per job, forked from a clean pre-imported parent on a warm
         machine), ``"machine"`` (a machine per job, no reuse) or ``"none"`` (one interpreter
         runs job after job, sharing its globals, environment and threads: the fastest).
+        ``protocol="http"``: its machines hold no store credentials, only their attempt's
+        token, and run one attempt each over the worker protocol (needs :attr:`service_url`;
+        tasks with JSON arguments; docs/worker-protocol.md).
         """
         from .config import pool_defaults
 
@@ -171,6 +176,7 @@ class App:
             heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
             standby=standby,
             isolation=isolation,
+            protocol=protocol,
         )
         if p.standby:
             check_standby(p, self._backend_obj, self.settings.backend)
@@ -181,6 +187,20 @@ class App:
         """The pool declared under ``name``, or one with the default settings."""
         found = self._pools.get(name)
         return found if found is not None else self.pool(name)
+
+    @property
+    def service_url(self) -> str | None:
+        """The base URL of the job service machines of the worker protocol call
+        (``BALLOONS_SERVICE_URL`` unless set here)."""
+        return self._service_url or self.settings.env.get("BALLOONS_SERVICE_URL") or None
+
+    @service_url.setter
+    def service_url(self, url: str | None) -> None:
+        if url is not None and not (
+            isinstance(url, str) and url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"service_url must be an http(s) URL, got {url!r}")
+        self._service_url = url
 
     @property
     def pools(self) -> dict[str, Pool]:

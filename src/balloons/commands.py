@@ -142,7 +142,7 @@ def _prepare(
 ) -> tuple[Task[[dict[str, Any]], None], dict[str, Any]]:
     url = o.pop("service_url", None)
     if url is None:
-        url = app.settings.env.get("BALLOONS_SERVICE_URL") or None
+        url = app.service_url
     spec = command_spec(
         cmd,
         image=o.pop("image"),
@@ -212,3 +212,26 @@ def with_command(app: Any, spec: Any, launch: Any) -> Any:
         "files": [{"guest_path": INPUT_PATH, "raw_value": base64.b64encode(data).decode()}],
     }
     return dataclasses.replace(spec, command=machine)
+
+
+def attempt_env(app: Any, pool: str, ulid: str, attempt: int, timeout: float) -> dict[str, str]:
+    """The worker protocol's variables for an attempt's machine: its URL and token (valid for
+    the pool's boot timeout plus ``timeout`` plus the grace)."""
+    import time
+
+    from .errors import BackendError
+    from .service import tokens
+
+    url = app.service_url
+    if not url:
+        raise BackendError(
+            f"pool {pool!r} speaks the worker protocol: set App.service_url or "
+            "BALLOONS_SERVICE_URL to the job service's URL"
+        )
+    job_id = f"{pool}.{ulid}"
+    boot = app.get_pool(pool).boot_timeout
+    expires = time.time() + boot + (float(timeout) or 86400.0) + tokens.GRACE
+    return {
+        "BALLOONS_ATTEMPT_URL": tokens.attempt_url(url, job_id, attempt),
+        "BALLOONS_ATTEMPT_TOKEN": tokens.mint(app.secret.encode(), job_id, attempt, expires),
+    }

@@ -113,7 +113,7 @@ class Dispatcher:
         finally:
             got = placed(reply_of())
         job, launch = self.after_submit(jk, opts, got)
-        if launch is not None and task.name == COMMAND_TASK:
+        if launch is not None and (task.name == COMMAND_TASK or _one_job(self.app, launch)):
             launch = launch._replace(pinned=True)  # its machine runs only this job
         _submitted(job, task.name, got.where, req.created)
         if launch is not None:
@@ -130,7 +130,7 @@ class Dispatcher:
         jk, req = self.submit_args(task, opts, args, kwargs)
         got = placed(await self.app.store.submit_async(jk, req))
         job, launch = self.after_submit(jk, opts, got)
-        if launch is not None and task.name == COMMAND_TASK:
+        if launch is not None and (task.name == COMMAND_TASK or _one_job(self.app, launch)):
             launch = launch._replace(pinned=True)  # its machine runs only this job
         _submitted(job, task.name, got.where, req.created)
         if launch is not None:
@@ -410,6 +410,11 @@ class Dispatcher:
     def close(self) -> None:
         """Make the launches still waiting for a rate limit."""
         self.slots.close()
+
+
+def _one_job(app: App, launch: Launch) -> bool:
+    """Whether the launch's pool runs one job per machine (the worker protocol)."""
+    return bool(app.get_pool(launch.pool).protocol)
 
 
 def _submitted(job: Job[Any], task: str, where: str, created: float) -> None:

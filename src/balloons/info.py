@@ -187,6 +187,9 @@ class MachineSpec:
     #: (its argv), ``env`` (all it gets: never the app's secrets) and ``files`` (the input).
     #: None: a balloons worker (which runs a command job itself when it takes one).
     command: Mapping[str, Any] | None = None
+    #: 'http': a Python worker of the worker protocol, given no store credentials (its env
+    #: holds its attempt's URL and token instead of the handoff).
+    protocol: str = ""
 
 
 @dataclass(frozen=True)

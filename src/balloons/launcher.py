@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .compat import Compat
     from .config import Settings
     from .info import MachineSpec
+    from .pools import Pool
     from .store.writes import Store
 
 #: Threads of an app's launcher: standby machines are started up to this many at once (Fly
@@ -108,6 +109,8 @@ class Wiring(Protocol):
     def compat(self) -> Compat:
         """The code version of the app's jobs and their compatibility tag."""
 
+    def get_pool(self, name: str) -> Pool: ...
+
 
 class SlotLauncher:
     """Launches the machines of an app's granted slots (``app.dispatcher.slots``)."""
@@ -143,6 +146,12 @@ class SlotLauncher:
         for name in settings.env_allowlist:
             if name in settings.env:
                 env[name] = settings.env[name]
+        protocol = self.app.get_pool(pool).protocol if attempt else ""
+        if protocol:  # the worker protocol: an attempt token in the place of the handoff
+            from .commands import attempt_env
+
+            env.update(attempt_env(self.app, pool, ulid_, attempt, timeout))
+            del env["BALLOONS_JOB"]
         return _machine_spec()(
             job_id=job_id if attempt else "",
             attempt=attempt,
@@ -161,6 +170,7 @@ class SlotLauncher:
             cwd=cwd,
             python_path=_import_path(cwd),
             keep=keep,
+            protocol=protocol,
         )
 
     def launch_slot(self, launch: Launch, spec: MachineSpec | None = None) -> bool:

@@ -54,6 +54,8 @@ def create_body(
             "metadata": {**spec.metadata, TAG: namespace},
         },
     }
+    if spec.protocol:  # a worker of the worker protocol: none of the app's secrets
+        body["config"]["processes"] = [{"cmd": list(command), "ignore_app_secrets": True}]
     if region:
         body["region"] = region
     return body

@@ -48,6 +48,8 @@ MAX_LINE_CHARS = 16_384
 #: Characters kept of a failure's type, message and traceback.
 MAX_ERROR_CHARS = {"type": 200, "message": 4000, "traceback": 32_000}
 MAX_ATTEMPT = 1_000_000
+#: The reasons a ``fail`` may give (default ``task_error``).
+FAIL_REASONS = frozenset({"task_error", "timeout", "oom", "serialization", "task_not_found"})
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 _FIELDS = ("status", "attempt", "payload", "args", "sig", "slot")
 
@@ -108,11 +110,14 @@ class _Protocol:
             "job_id": a.job_id,
             "attempt": a.n,
             "deadline": a.deadline,
+            "timeout": _seconds(spec.get("timeout")),
             "task": str(spec.get("task", "")),
             "input": command.get("input") if command is not None else None,
         }
         if command is not None:
             body["command"] = {"cmd": command.get("cmd"), "image": command.get("image")}
+        else:
+            body["call"] = self._call(a)
         return JSONResponse(body)
 
     async def heartbeat(self, request: Request) -> Response:
@@ -207,19 +212,22 @@ class _Protocol:
         a = await self._attempt(request)
         body = _object(await _body(request, MAX_BODY))
         err, retryable = body.get("error"), body.get("retryable", False)
+        reason = body.get("reason", Reason.TASK_ERROR.value)
+        if reason not in FAIL_REASONS:
+            raise _invalid(a, f"reason must be one of {sorted(FAIL_REASONS)}, got {_brief(reason)}")
         if not isinstance(err, dict) or not isinstance(retryable, bool):
             raise _invalid(
                 a, 'expected {"error": {"type", "message", "traceback"}, "retryable": bool}'
             )
-        error: dict[str, str] = {"reason": str(Reason.TASK_ERROR)}
+        error: dict[str, str] = {"reason": str(reason)}
         for name, limit in MAX_ERROR_CHARS.items():
             value = err.get(name, "")
             if not isinstance(value, str):
                 raise _invalid(a, f"error.{name} must be a string, got {_brief(value)}")
             error[name] = value[:limit].encode("utf-8", "replace").decode("utf-8")
-        plan = decide(a.spec(), a.n, Reason.TASK_ERROR) if retryable else None
+        plan = decide(a.spec(), a.n, reason) if retryable else None
         text, tag = seal_error(self._secret(), a.job_id, a.n, error)
-        code = await self._finish(a, "FAILED", b"", text, Reason.TASK_ERROR, plan, tag)
+        code = await self._finish(a, "FAILED", b"", text, reason, plan, tag)
         if code == -3:
             raise _finished(await self._attempt(request, need_running=False))
         return JSONResponse({"state": "retrying" if code == 2 else "failed"})
@@ -277,6 +285,18 @@ class _Protocol:
             return None
         return spec if isinstance(spec, dict) else None
 
+    def _call(self, a: _Attempt) -> dict[str, Any] | None:
+        """A task job's arguments (``{args, kwargs}``) when they are JSON (the record's
+        signature verified), for a Python worker in HTTP mode; None otherwise."""
+        if a.spec().get("ser") != "json":
+            return None
+        try:
+            call = json.loads(a.rec.get("args") or b"")
+        except ValueError:
+            return None
+        ok = isinstance(call, dict) and isinstance(call.get("args"), list)
+        return {"args": call["args"], "kwargs": call.get("kwargs") or {}} if ok else None
+
     async def _claim(self, a: _Attempt) -> None:
         """``CLAIM`` a job still starting (a machine with no worker of balloons'): it runs."""
         from ..machine.attempt import BAD_SLOT
@@ -333,6 +353,13 @@ class _Protocol:
 
 def _text(value: Any) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _seconds(value: Any) -> float | None:
+    """A payload's timeout (seconds), None when it has none or is no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < 1e9 else None
 
 
 def _int(value: bytes | None) -> int:
