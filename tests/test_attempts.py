@@ -177,3 +177,23 @@ def test_a_token_never_verifies_for_another_job(app: balloons.App) -> None:
         tokens.check(key, tampered, "default.01J0000000000000000000000A", 1, time.time())
     assert err.value.code == "token-invalid"
     assert json.dumps(tokens.check(key, tok, "default.01J0000000000000000000000A", 1, 0.0))
+
+
+def test_an_outcome_reported_over_http_stands_whatever_the_exit(
+    app: balloons.App, server: ServerThread
+) -> None:
+    # The command completes, then exits 3 (listed for retry): the first outcome wins, once.
+    script = (
+        'curl -sS -X POST -H "Authorization: Bearer $BALLOONS_ATTEMPT_TOKEN" '
+        '-H "Content-Type: application/json" --data \'{"result": "done"}\' '
+        '"$BALLOONS_ATTEMPT_URL/complete" >/dev/null && exit 3'
+    )
+    job = app.submit_command(
+        ["sh", "-c", script], service_url=server.url, retries=2, retry_on_exit_codes=[3],
+        timeout=60,
+    )  # fmt: skip
+    assert job.result(timeout=30) == "done"
+    # the machine's worker is past the command's exit (its own verdict refused by then)
+    wait_for(lambda: app.store.pool_stats("default")["running"] == 0, "the machine to move on")
+    info = job.info()
+    assert [(a.outcome, a.reason) for a in info.attempts] == [("SUCCEEDED", None)]
