@@ -158,7 +158,7 @@ def _prepare(
 INPUT_PATH = "/balloons/input.json"
 
 
-def read_command(app: App, pool: str, ulid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def read_command(app: Any, pool: str, ulid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """A command job's verified payload and spec, read from its record; None when the job is
     no command job, or its record does not verify (hostile: nothing of it is used then)."""
     from .signing import verify

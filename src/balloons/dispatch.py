@@ -26,7 +26,6 @@ from .errors import ConfigError, JobNotFound, SerializationError, StoreError
 from .ids import ulid
 from .job import Job, job_keys
 from .launcher import Launch, SlotLauncher
-from .registry import COMMAND_TASK
 from .serialize import dumps_call
 from .signing import sign, verify
 from .store import replies
@@ -113,8 +112,6 @@ class Dispatcher:
         finally:
             got = placed(reply_of())
         job, launch = self.after_submit(jk, opts, got)
-        if launch is not None and (task.name == COMMAND_TASK or _one_job(self.app, launch)):
-            launch = launch._replace(pinned=True)  # its machine runs only this job
         _submitted(job, task.name, got.where, req.created)
         if launch is not None:
             self.slots.launch(
@@ -130,8 +127,6 @@ class Dispatcher:
         jk, req = self.submit_args(task, opts, args, kwargs)
         got = placed(await self.app.store.submit_async(jk, req))
         job, launch = self.after_submit(jk, opts, got)
-        if launch is not None and (task.name == COMMAND_TASK or _one_job(self.app, launch)):
-            launch = launch._replace(pinned=True)  # its machine runs only this job
         _submitted(job, task.name, got.where, req.created)
         if launch is not None:
             import asyncio
@@ -410,11 +405,6 @@ class Dispatcher:
     def close(self) -> None:
         """Make the launches still waiting for a rate limit."""
         self.slots.close()
-
-
-def _one_job(app: App, launch: Launch) -> bool:
-    """Whether the launch's pool runs one job per machine (the worker protocol)."""
-    return bool(app.get_pool(launch.pool).protocol)
 
 
 def _submitted(job: Job[Any], task: str, where: str, created: float) -> None:

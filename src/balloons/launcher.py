@@ -62,9 +62,6 @@ class Launch(NamedTuple):
     memory_mb: int
     timeout: float
     keep: bool = False
-    #: The job stays on this slot even when the launch has to wait (a command job, whose
-    #: machine runs only it: never a worker that takes queued work).
-    pinned: bool = False
 
 
 class Assigned(NamedTuple):
@@ -186,7 +183,7 @@ class SlotLauncher:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
-                spec = self.spec(*launch[:7])
+                spec = self.spec(*launch)
             if attempt and getattr(self.app.backend, "runs_images", False):
                 from .commands import with_command  # a command job gets a machine of its own
 
@@ -260,11 +257,24 @@ class SlotLauncher:
             slot = f"{launch.ulid}-{launch.attempt}"
             if (
                 launch.attempt
-                and not launch.pinned
+                and not self._one_job(launch)
                 and self.app.store.requeue(pk, slot, launch.ulid, fresh)
             ):
                 launch = launch._replace(ulid=fresh, attempt=0, timeout=DEFAULT_TIMEOUT)
         self._later(launch)
+
+    def _one_job(self, launch: Launch) -> bool:
+        """Whether the slot's job must keep it while its launch waits, its machine running
+        only that job (never a worker that takes queued work): a job of a pool of the worker
+        protocol, or a command job on a backend that runs images (its record read: the
+        launches that wait are rate-limited ones)."""
+        if self.app.get_pool(launch.pool).protocol:
+            return True
+        if not getattr(self.app.backend, "runs_images", False):
+            return False
+        from .commands import read_command
+
+        return read_command(self.app, launch.pool, launch.ulid) is not None
 
     def _later(self, launch: Launch) -> None:
         launcher = self._launcher

@@ -125,3 +125,20 @@ def test_a_passive_command_past_its_deadline_is_stopped(rig: FlyRig, app: balloo
         job.result(timeout=60)
     assert err.value.reason == "timeout"
     rig.wait_all_destroyed()
+
+
+def test_command_jobs_whose_launch_waits_keep_their_slot(rig: FlyRig, app: balloons.App) -> None:
+    # Creates wait for the rate limit: a waiting launch never goes back to the queue for a
+    # worker to take (it would run the command in the worker's image).
+    jobs = [
+        app.submit_command(["sh", "-c", f"exit {i % 2}"], image=IMAGE, timeout=60) for i in range(3)
+    ]
+    for i, job in enumerate(jobs):
+        if i % 2:
+            with pytest.raises(JobFailed, match="exit_code=1"):
+                job.result(timeout=60)
+        else:
+            assert job.result(timeout=60) is None
+    configs = [m.config for m in rig.emulator.machines.values()]
+    assert len(configs) == 3
+    assert all(c["image"] == IMAGE and "processes" in c for c in configs)
