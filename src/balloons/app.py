@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
+from .commands import CommandJobs
 from .config import Settings
 from .errors import BackendError, ConfigError
 from .job import Job
@@ -43,7 +44,7 @@ R = TypeVar("R")
 # they are used.
 
 
-class App:
+class App(CommandJobs):
     """A balloons application: where jobs are stored and how their machines start."""
 
     def __init__(
@@ -91,7 +92,6 @@ class App:
         self._prices: PriceTable | None = None
         self._dispatcher: Dispatcher | None = None
         self._compat: tuple[int, Compat] | None = None
-        self._service_url: str | None = None
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -187,20 +187,6 @@ class App:
         """The pool declared under ``name``, or one with the default settings."""
         found = self._pools.get(name)
         return found if found is not None else self.pool(name)
-
-    @property
-    def service_url(self) -> str | None:
-        """The base URL of the job service machines of the worker protocol call
-        (``BALLOONS_SERVICE_URL`` unless set here)."""
-        return self._service_url or self.settings.env.get("BALLOONS_SERVICE_URL") or None
-
-    @service_url.setter
-    def service_url(self, url: str | None) -> None:
-        if url is not None and not (
-            isinstance(url, str) and url.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(f"service_url must be an http(s) URL, got {url!r}")
-        self._service_url = url
 
     @property
     def pools(self) -> dict[str, Pool]:
@@ -379,62 +365,6 @@ class App:
 
         return newest(self.settings.namespace, limit, pool, self.store.signing_key())
 
-    def submit_command(
-        self,
-        cmd: Sequence[str],
-        *,
-        image: str | None = None,
-        env: Mapping[str, str] | None = None,
-        input: Any = None,
-        pool: str = "default",
-        timeout: float = 600.0,
-        retries: int = 0,
-        retry_on_exit_codes: Sequence[int] = (),
-        retry_backoff: float = 1.0,
-        cpus: int | None = None,
-        memory_mb: int | None = None,
-        priority: int = 0,
-        delay: float | None = None,
-        key: str | None = None,
-        service_url: str | None = None,
-    ) -> Job[None]:
-        """Store a command job and start its machine: ``cmd`` (an argv) runs on a machine of
-        its own (locally: a process, ``cmd[0]`` found on PATH, in a fresh temporary directory;
-        on Fly: a machine of ``image``), its ``input`` (JSON) in the file named by
-        ``BALLOONS_INPUT_PATH``. Exit code 0 succeeds (result ``None``, unless the command
-        completed with a result over the HTTP worker protocol); any other fails the attempt
-        with reason ``exit_code=N``, retried (up to ``retries``) only when N is in
-        ``retry_on_exit_codes``. Its stdout and stderr are the job's log lines. With
-        ``service_url`` (default ``BALLOONS_SERVICE_URL``) the process also gets its
-        attempt's URL and token (docs/worker-protocol.md), and never the store's."""
-        from . import commands
-
-        return commands.submit(self, cmd, _command_options(locals()))
-
-    async def submit_command_async(
-        self,
-        cmd: Sequence[str],
-        *,
-        image: str | None = None,
-        env: Mapping[str, str] | None = None,
-        input: Any = None,
-        pool: str = "default",
-        timeout: float = 600.0,
-        retries: int = 0,
-        retry_on_exit_codes: Sequence[int] = (),
-        retry_backoff: float = 1.0,
-        cpus: int | None = None,
-        memory_mb: int | None = None,
-        priority: int = 0,
-        delay: float | None = None,
-        key: str | None = None,
-        service_url: str | None = None,
-    ) -> Job[None]:
-        """:meth:`submit_command` for asyncio."""
-        from . import commands
-
-        return await commands.submit_async(self, cmd, _command_options(locals()))
-
     def retry(self, job_id: str) -> Job[Any]:
         """Submit a new job running the same task with the same options and arguments.
 
@@ -510,8 +440,3 @@ class App:
 
     def _submit_args(self, *args: Any) -> Any:
         return self.dispatcher.submit_args(*args)
-
-
-def _command_options(local: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``submit_command`` (its locals but ``self`` and ``cmd``)."""
-    return {k: v for k, v in local.items() if k not in ("self", "cmd", "commands")}

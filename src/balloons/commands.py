@@ -27,6 +27,7 @@ from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
     from .app import App
+    from .config import Settings
     from .job import Job
 
 __all__ = ["COMMAND_TASK", "command_spec", "command_task"]
@@ -235,3 +236,83 @@ def attempt_env(app: Any, pool: str, ulid: str, attempt: int, timeout: float) ->
         "BALLOONS_ATTEMPT_URL": tokens.attempt_url(url, job_id, attempt),
         "BALLOONS_ATTEMPT_TOKEN": tokens.mint(app.secret.encode(), job_id, attempt, expires),
     }
+
+
+class CommandJobs:
+    """``App.submit_command``, its async twin and ``App.service_url`` (a base of
+    :class:`~balloons.App`)."""
+
+    _service_url: str | None = None
+    if TYPE_CHECKING:
+        settings: Settings
+
+    @property
+    def service_url(self) -> str | None:
+        """The base URL of the job service machines of the worker protocol call
+        (``BALLOONS_SERVICE_URL`` unless set here)."""
+        return self._service_url or self.settings.env.get("BALLOONS_SERVICE_URL") or None
+
+    @service_url.setter
+    def service_url(self, url: str | None) -> None:
+        if url is not None and not (
+            isinstance(url, str) and url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"service_url must be an http(s) URL, got {url!r}")
+        self._service_url = url
+
+    def submit_command(
+        self,
+        cmd: Sequence[str],
+        *,
+        image: str | None = None,
+        env: Mapping[str, str] | None = None,
+        input: Any = None,
+        pool: str = "default",
+        timeout: float = 600.0,
+        retries: int = 0,
+        retry_on_exit_codes: Sequence[int] = (),
+        retry_backoff: float = 1.0,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        key: str | None = None,
+        service_url: str | None = None,
+    ) -> Job[None]:
+        """Store a command job and start its machine: ``cmd`` (an argv) runs on a machine of
+        its own (locally: a process, ``cmd[0]`` found on PATH, in a fresh temporary directory;
+        on Fly: a machine of ``image``), its ``input`` (JSON) in the file named by
+        ``BALLOONS_INPUT_PATH``. Exit code 0 succeeds (result ``None``, unless the command
+        completed with a result over the HTTP worker protocol); any other fails the attempt
+        with reason ``exit_code=N``, retried (up to ``retries``) only when N is in
+        ``retry_on_exit_codes``. Its stdout and stderr are the job's log lines. With
+        ``service_url`` (default ``BALLOONS_SERVICE_URL``) the process also gets its
+        attempt's URL and token (docs/worker-protocol.md), and never the store's."""
+        return submit(self, cmd, _command_options(locals()))  # type: ignore[arg-type]
+
+    async def submit_command_async(
+        self,
+        cmd: Sequence[str],
+        *,
+        image: str | None = None,
+        env: Mapping[str, str] | None = None,
+        input: Any = None,
+        pool: str = "default",
+        timeout: float = 600.0,
+        retries: int = 0,
+        retry_on_exit_codes: Sequence[int] = (),
+        retry_backoff: float = 1.0,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        key: str | None = None,
+        service_url: str | None = None,
+    ) -> Job[None]:
+        """:meth:`submit_command` for asyncio."""
+        return await submit_async(self, cmd, _command_options(locals()))  # type: ignore[arg-type]
+
+
+def _command_options(local: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``submit_command`` (its locals but ``self`` and ``cmd``)."""
+    return {k: v for k, v in local.items() if k not in ("self", "cmd", "submit")}
