@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import registry
+from .commands import CommandJobs
 from .config import Settings
 from .errors import BackendError, ConfigError
 from .job import Job
@@ -43,7 +44,7 @@ R = TypeVar("R")
 # they are used.
 
 
-class App:
+class App(CommandJobs):
     """A balloons application: where jobs are stored and how their machines start."""
 
     def __init__(
@@ -145,6 +146,7 @@ class App:
         heartbeat: float | None = None,
         standby: int = 0,
         isolation: str = "process",
+        protocol: str = "",
     ) -> Pool:
         """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
 
@@ -156,6 +158,9 @@ class App:
         default: a fresh process per job, forked from a clean pre-imported parent on a warm
         machine), ``"machine"`` (a machine per job, no reuse) or ``"none"`` (one interpreter
         runs job after job, sharing its globals, environment and threads: the fastest).
+        ``protocol="http"``: its machines hold no store credentials, only their attempt's
+        token, and run one attempt each over the worker protocol (needs :attr:`service_url`;
+        tasks with JSON arguments; docs/worker-protocol.md).
         """
         from .config import pool_defaults
 
@@ -171,6 +176,7 @@ class App:
             heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
             standby=standby,
             isolation=isolation,
+            protocol=protocol,
         )
         if p.standby:
             check_standby(p, self._backend_obj, self.settings.backend)

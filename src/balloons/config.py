@@ -50,6 +50,12 @@ ENV_VARS: dict[str, str] = {
     "(set by balloons)",
     "BALLOONS_PYTHONPATH": "import path entries of the submitting process (local backend)",
     "BALLOONS_FORKSERVER_IDLE": "seconds an idle local fork server lingers (default 30)",
+    # The HTTP worker protocol (docs/worker-protocol.md)
+    "BALLOONS_SERVICE_URL": "base URL of the job service that machines of the worker protocol "
+    "call (App.service_url)",
+    "BALLOONS_ATTEMPT_URL": "the attempt a worker-protocol machine reports to (set by balloons)",
+    "BALLOONS_ATTEMPT_TOKEN": "that attempt's token (set by balloons)",
+    "BALLOONS_INPUT_PATH": "the file holding a command job's input (set by balloons)",
     # Pool defaults (each pool can override them with app.pool(...))
     "BALLOONS_MAX_MACHINES": "default cap of machines per pool (default 10)",
     "BALLOONS_IDLE_TIMEOUT": "default seconds a finished machine waits for more work (default 10)",

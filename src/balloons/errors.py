@@ -12,7 +12,8 @@
     ├── ResultTimeout          also a ``TimeoutError``: ``result(timeout=...)`` ran out of time
     ├── BackendError           a machine backend refused or failed an operation
     │   └── FlyAPIError        the Fly Machines API refused a request or could not be reached
-    └── WorkerError            a worker cannot run its job (bad handoff, bad record, bad signature)
+    ├── WorkerError            a worker cannot run its job (bad handoff, bad record, bad signature)
+    └── CommandExit            a command job's process exited non-zero (on its machine)
 
 No message, repr or attribute of these errors ever carries a token, a password or the
 signing key: URLs are masked with :func:`balloons.config.mask_url` before they are quoted.
@@ -153,4 +154,15 @@ class WorkerError(BalloonsError):
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
+        super().__init__(message)
+
+
+class CommandExit(BalloonsError):
+    """A command job's process exited with a non-zero code (raised on its machine, recorded
+    as the attempt's failure with reason ``exit_code=N``; retried only when N is one of the
+    job's ``retry_on_exit_codes``)."""
+
+    def __init__(self, exit_code: int, message: str, retryable: bool = False) -> None:
+        self.exit_code = exit_code
+        self.retryable = retryable
         super().__init__(message)

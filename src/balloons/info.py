@@ -183,6 +183,13 @@ class MachineSpec:
     #: The machine stops rather than being destroyed when its worker exits, so that
     #: ``Backend.start`` can run it again (a pool's standby machines).
     keep: bool = False
+    #: A command job's own machine, on a backend that runs images (Fly): ``image``, ``cmd``
+    #: (its argv), ``env`` (all it gets: never the app's secrets) and ``files`` (the input).
+    #: None: a balloons worker (which runs a command job itself when it takes one).
+    command: Mapping[str, Any] | None = None
+    #: 'http': a Python worker of the worker protocol, given no store credentials (its env
+    #: holds its attempt's URL and token instead of the handoff).
+    protocol: str = ""
 
 
 @dataclass(frozen=True)

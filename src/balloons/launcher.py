@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .compat import Compat
     from .config import Settings
     from .info import MachineSpec
+    from .pools import Pool
     from .store.writes import Store
 
 #: Threads of an app's launcher: standby machines are started up to this many at once (Fly
@@ -105,6 +106,8 @@ class Wiring(Protocol):
     def compat(self) -> Compat:
         """The code version of the app's jobs and their compatibility tag."""
 
+    def get_pool(self, name: str) -> Pool: ...
+
 
 class SlotLauncher:
     """Launches the machines of an app's granted slots (``app.dispatcher.slots``)."""
@@ -140,6 +143,12 @@ class SlotLauncher:
         for name in settings.env_allowlist:
             if name in settings.env:
                 env[name] = settings.env[name]
+        protocol = self.app.get_pool(pool).protocol if attempt else ""
+        if protocol:  # the worker protocol: an attempt token in the place of the handoff
+            from .commands import attempt_env
+
+            env.update(attempt_env(self.app, pool, ulid_, attempt, timeout))
+            del env["BALLOONS_JOB"]
         return _machine_spec()(
             job_id=job_id if attempt else "",
             attempt=attempt,
@@ -158,6 +167,7 @@ class SlotLauncher:
             cwd=cwd,
             python_path=_import_path(cwd),
             keep=keep,
+            protocol=protocol,
         )
 
     def launch_slot(self, launch: Launch, spec: MachineSpec | None = None) -> bool:
@@ -174,6 +184,10 @@ class SlotLauncher:
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
                 spec = self.spec(*launch)
+            if attempt and getattr(self.app.backend, "runs_images", False):
+                from .commands import with_command  # a command job gets a machine of its own
+
+                spec = with_command(self.app, spec, launch)
             info = self.app.backend.launch(spec)
         except Exception as exc:
             msg = f"could not launch a machine: {exc}"
@@ -241,9 +255,26 @@ class SlotLauncher:
             fresh = ulid()
             pk = PoolKeys(self.app.settings.namespace, launch.pool)
             slot = f"{launch.ulid}-{launch.attempt}"
-            if launch.attempt and self.app.store.requeue(pk, slot, launch.ulid, fresh):
+            if (
+                launch.attempt
+                and not self._one_job(launch)
+                and self.app.store.requeue(pk, slot, launch.ulid, fresh)
+            ):
                 launch = launch._replace(ulid=fresh, attempt=0, timeout=DEFAULT_TIMEOUT)
         self._later(launch)
+
+    def _one_job(self, launch: Launch) -> bool:
+        """Whether the slot's job must keep it while its launch waits, its machine running
+        only that job (never a worker that takes queued work): a job of a pool of the worker
+        protocol, or a command job on a backend that runs images (its record read: the
+        launches that wait are rate-limited ones)."""
+        if self.app.get_pool(launch.pool).protocol:
+            return True
+        if not getattr(self.app.backend, "runs_images", False):
+            return False
+        from .commands import read_command
+
+        return read_command(self.app, launch.pool, launch.ulid) is not None
 
     def _later(self, launch: Launch) -> None:
         launcher = self._launcher

@@ -46,6 +46,9 @@ DEFAULT_HEARTBEAT = 2.0
 #: What a job may leave behind for the next (see the module's doc), the default first.
 ISOLATIONS = ("process", "machine", "none")
 DEFAULT_ISOLATION = "process"
+#: How a pool's machines reach their job: '' (the store, as workers) or 'http' (the worker
+#: protocol, with only an attempt token: docs/worker-protocol.md).
+PROTOCOLS = ("", "http")
 
 
 class Pool:
@@ -65,6 +68,7 @@ class Pool:
         "memory_mb",
         "min_machines",
         "name",
+        "protocol",
         "standby",
     )
 
@@ -81,6 +85,7 @@ class Pool:
         heartbeat: float = DEFAULT_HEARTBEAT,
         standby: int = DEFAULT_STANDBY,
         isolation: str = DEFAULT_ISOLATION,
+        protocol: str = "",
     ) -> None:
         if not isinstance(name, str) or not POOL_RE.match(name):
             raise ConfigError(
@@ -93,6 +98,16 @@ class Pool:
                 f'{", ".join(map(repr, ISOLATIONS))} ("process": a fresh process per job, '
                 'the default; "machine": a machine per job; "none": jobs share one '
                 "interpreter)"
+            )
+        if protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"pool {name!r}: protocol {protocol!r} is not '' (workers hold the store's "
+                "credentials) or 'http' (the worker protocol: machines hold only an attempt token)"
+            )
+        if protocol and (min_machines or standby):
+            raise ConfigError(
+                f"pool {name!r}: a pool with protocol 'http' keeps no machines between jobs "
+                "(min_machines and standby must be 0): each runs one attempt"
             )
         _positive_int("max_machines", max_machines, 1, MAX_MACHINES)
         _positive_int("min_machines", min_machines, 0, MAX_MACHINES)
@@ -120,6 +135,7 @@ class Pool:
         self.heartbeat = float(heartbeat)
         self.standby = standby
         self.isolation = isolation
+        self.protocol = protocol
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,9 @@ MAIN_ALIAS = "__mp_main__"
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _QUALNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
+#: The task name of a command job (``app.submit_command``): no module registers it.
+COMMAND_TASK = "balloons.command:run"
+
 # name -> Task. Typed loosely here so the worker need not import the Task class.
 TASKS: dict[str, Any] = {}
 
@@ -57,7 +60,12 @@ def register(name: str, task: Any) -> None:
 
 
 def load(name: str, main_path: str | None = None) -> Any:
-    """Import the module that registers ``name`` and return the registered task."""
+    """Import the module that registers ``name`` and return the registered task (a command
+    job's name, :data:`COMMAND_TASK`, gives the worker's command runner)."""
+    if name == COMMAND_TASK:
+        from .machine.command import COMMAND
+
+        return COMMAND
     module, _ = check_task_name(name)
     if name not in TASKS:
         try:

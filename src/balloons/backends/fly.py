@@ -88,6 +88,9 @@ class FlyBackend:
     """
 
     name = "fly"
+    #: A command job gets a machine of its own image running its argv, whose exit the
+    #: supervisor observes (see :mod:`balloons.control.commands`); locally, the worker runs it.
+    runs_images = True
 
     def __init__(
         self,

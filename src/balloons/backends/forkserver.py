@@ -195,6 +195,14 @@ class ForkServer:
         machine = str(req["machine"])
         env = {str(k): str(v) for k, v in req["env"].items()}
         log = str(req.get("log") or os.devnull)
+        # A machine of the worker protocol gets no store credentials: the fork server keeps
+        # them (``store``) to free its slot when it ends.
+        raw = req.get("store")
+        store = raw if isinstance(raw, dict) else {}
+        cred = {
+            k: env.get(k) or str(store.get(k, ""))
+            for k in ("BALLOONS_REDIS_URL", "BALLOONS_SECRET", "BALLOONS_NAMESPACE")
+        }
         gc.freeze()  # see worker_mod.prepare: the machine's collections leave these objects be
         pid = os.fork()
         if pid == 0:  # child: never returns
@@ -203,14 +211,14 @@ class ForkServer:
         child = Child(
             machine=machine,
             pid=pid,
-            redis_url=env.get("BALLOONS_REDIS_URL", ""),
-            namespace=env.get("BALLOONS_NAMESPACE", keys.DEFAULT_NAMESPACE),
+            redis_url=cred["BALLOONS_REDIS_URL"],
+            namespace=cred["BALLOONS_NAMESPACE"] or keys.DEFAULT_NAMESPACE,
             job_id=str(req.get("job_id", "")),
             attempt=int(req.get("attempt", 0)),
             pool=str(req.get("pool", "")),
             slot=str(req.get("slot", "")),
             log=log,
-            secret=env.get("BALLOONS_SECRET", "").encode(),
+            secret=cred["BALLOONS_SECRET"].encode(),
         )
         self.children[pid] = child
         self.by_machine[machine] = child
@@ -231,7 +239,7 @@ class ForkServer:
                     "backend": "local",
                 },
                 int(req.get("ttl", 86400)),
-                env.get("BALLOONS_SECRET", ""),
+                cred["BALLOONS_SECRET"],
             )
         )
         return {"ok": True, "pid": pid}

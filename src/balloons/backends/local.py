@@ -142,6 +142,8 @@ class LocalBackend:
                 "BALLOONS_NAMESPACE": ctx.namespace,
                 "BALLOONS_MACHINE_ID": machine,
             }
+            if not spec.protocol  # a worker of the worker protocol holds no store credentials
+            else {"BALLOONS_MACHINE_ID": machine}
         )
         if spec.python_path:
             env["BALLOONS_PYTHONPATH"] = os.pathsep.join(spec.python_path)
@@ -150,7 +152,9 @@ class LocalBackend:
         req = {
             "op": "launch",
             "machine": machine,
-            "mode": self.start_method,
+            # A machine of the worker protocol starts a fresh interpreter (exec): nothing of
+            # the fork server's memory, where the store's credentials are, reaches it.
+            "mode": "exec" if spec.protocol else self.start_method,
             "env": env,
             "cwd": spec.cwd,
             "memory_mb": spec.memory_mb,
@@ -162,6 +166,12 @@ class LocalBackend:
             "slot": spec.metadata.get("balloons_slot", ""),
             "log": str(logs / f"{machine}.log"),
         }
+        if spec.protocol:  # kept by the fork server, never given to the machine
+            req["store"] = {
+                "BALLOONS_REDIS_URL": ctx.redis_url,
+                "BALLOONS_SECRET": ctx.secret,
+                "BALLOONS_NAMESPACE": ctx.namespace,
+            }
         reply = self._request(req)
         return MachineInfo(
             id=machine,

@@ -45,13 +45,16 @@ def end_slot(
     *,
     secret: bytes,
     only_if_expired: bool = False,
+    commands: bool = False,
 ) -> Lost:
     """Free ``slot`` and end the attempt it runs (if any) with ``reason``; ``secret`` seals the
     error and a retry's grant.
 
     Returns the LOST script's reply: code ``OK`` (with the job, attempt and machine the slot
     held) when the slot was freed, ``NONE`` when there was nothing to do (already freed, or
-    its lease was renewed).
+    its lease was renewed). With ``commands`` (a backend whose command jobs run on machines
+    of their own), a command job's exit code is judged as the job asked
+    (:func:`balloons.control.commands.command_exit`).
     """
     lost = replies.Lost(Code.NONE, "", 0, "", Code.NONE)
     now: float | None = None
@@ -83,6 +86,10 @@ def end_slot(
             # for a forged record, nor for a finished one put back in Redis past its TTL.
             if retry is not None and not _may_run(secret, f"{pk.pool}.{ulid}", attempt, spec, rec):
                 retry = None
+            if commands and isinstance(rec, list) and len(rec) == 4:
+                from .commands import command_exit
+
+                retry = command_exit(secret, eval_, pk, ulid, attempt, rec, why, retry)
         args = lost_args(secret, pk, slot, ulid, attempt, why, text, retry, only_if_expired)
         lost = replies.lost(eval_(lua.LOST, pk, *args, jobs=(ulid, slot_job(slot))))
         if lost.code is not Code.MOVED:

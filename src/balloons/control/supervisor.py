@@ -47,7 +47,7 @@ from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
 from ..store.replies import Code
 from ..untrusted import MAX_ATTEMPT, integer, timestamp
-from . import orphans
+from . import commands, orphans
 from .reclaim import deadline_reason, end_slot, machine_outcome
 
 if TYPE_CHECKING:
@@ -184,6 +184,8 @@ class Supervisor:
         only if the backend says its machine has ended, whatever the slot's state and lease
         (:meth:`recover`)."""
         store = self.app.store
+        if not ended and commands.watch(self, pk, slot, lease, info, now):
+            return  # a command job's own machine still runs: its lease was renewed
         machine = _text(info.get("machine"))
         died_booting = None
         if ended or (
@@ -205,6 +207,7 @@ class Supervisor:
                 message,
                 secret=self.app.secret.encode(),
                 only_if_expired=died_booting is None,
+                commands=getattr(self.app.backend, "runs_images", False),
             )
             if lost.code is Code.OK:
                 report.reclaimed.append((slot, reason))

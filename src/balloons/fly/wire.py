@@ -38,6 +38,8 @@ def create_body(
     allow-listed names) plus ``extra_env`` (nothing secret: the Redis URL and signing key come
     from the app's secrets).
     """
+    if spec.command is not None:
+        return _command_body(spec, spec.command, image, cpu_kind, region, namespace)
     env = dict(spec.env)
     env.update(extra_env)
     body: dict[str, Any] = {
@@ -48,6 +50,38 @@ def create_body(
             "env": env,
             "guest": {"cpu_kind": cpu_kind, "cpus": spec.cpus, "memory_mb": spec.memory_mb},
             "auto_destroy": not spec.keep,
+            "restart": {"policy": "no"},
+            "metadata": {**spec.metadata, TAG: namespace},
+        },
+    }
+    if spec.protocol:  # a worker of the worker protocol: none of the app's secrets
+        body["config"]["processes"] = [{"cmd": list(command), "ignore_app_secrets": True}]
+    if region:
+        body["region"] = region
+    return body
+
+
+def _command_body(
+    spec: MachineSpec,
+    command: Mapping[str, Any],
+    image: str,
+    cpu_kind: str,
+    region: str | None,
+    namespace: str,
+) -> dict[str, Any]:
+    """The create body of a command job's machine: its image (default: the app's) runs its
+    argv (``exec``: neither the image's entrypoint nor its command), with only its own env
+    and none of the app's secrets (``ignore_app_secrets``: no Redis URL, no signing key), its
+    input written by Fly (``files``)."""
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "config": {
+            "image": command.get("image") or image,
+            "processes": [{"exec": list(command["cmd"]), "ignore_app_secrets": True}],
+            "env": dict(command["env"]),
+            "files": [dict(f) for f in command["files"]],
+            "guest": {"cpu_kind": cpu_kind, "cpus": spec.cpus, "memory_mb": spec.memory_mb},
+            "auto_destroy": True,
             "restart": {"policy": "no"},
             "metadata": {**spec.metadata, TAG: namespace},
         },

@@ -12,11 +12,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
-from ..errors import WorkerError
+from ..errors import CommandExit, WorkerError
 from ..retry import Retry
 from ..serialize import Serializer, get_serializer, loads_call
 from ..signing import run_by
-from ..states import Reason
+from ..states import Reason, exit_reason
 from ..store import lua
 from ..store.replies import NO_SLOT, Claim, Code, Work
 
@@ -145,6 +145,8 @@ def task_failure(
         return Reason.TIMEOUT, f"the task ran past its timeout of {call.timeout:g}s", True
     if isinstance(exc, MemoryError):
         return Reason.OOM, "the task ran out of memory (its memory_mb limit)", True
+    if isinstance(exc, CommandExit):  # a command job: its exit code decides
+        return exit_reason(exc.exit_code), str(exc), exc.retryable
     retry_on: tuple[type[BaseException], ...] = getattr(
         getattr(call.task, "opts", None), "retry_on", (Exception,)
     )

@@ -412,6 +412,10 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the job named by the environment; return the exit code."""
     env = os.environ if env is None else env
+    if env.get("BALLOONS_ATTEMPT_URL") and not env.get("BALLOONS_JOB"):
+        from .http import main as http_main  # the worker protocol: no store, one attempt
+
+        return http_main(env)
     try:
         handoff = Handoff.from_env(env)
     except WorkerError as exc:

@@ -27,7 +27,8 @@ is taken as is, relative to the working directory.
 
 The process starts in a clean environment: ``PATH`` (the emulator's), ``HOME`` and ``LANG``
 from the emulator, then ``base_env``, then Fly's runtime variables (NOTES §6), then the app's
-secrets, then the config's ``env``, then ``FLY_EMULATOR_ROOT``. Config ``files`` are written
+secrets (unless ``processes[0].ignore_app_secrets``), then the config's ``env``, then
+``FLY_EMULATOR_ROOT``. Config ``files`` are written
 under that root (``/job/x.json`` becomes ``$FLY_EMULATOR_ROOT/job/x.json``), which is also the
 working directory.
 
@@ -191,6 +192,14 @@ def _strip_tag(image: str) -> str:
     image = image.partition("@")[0]
     head, sep, tail = image.rpartition(":")
     return head if sep and "/" not in tail else image
+
+
+def ignores_app_secrets(config: Mapping[str, Any]) -> bool:
+    """Whether the machine's process is set to ignore its app's secrets
+    (``processes[0].ignore_app_secrets``)."""
+    processes = config.get("processes")
+    first = processes[0] if isinstance(processes, list) and processes else None
+    return isinstance(first, Mapping) and first.get("ignore_app_secrets") is True
 
 
 def machine_env(

@@ -224,7 +224,7 @@ class Emulator:
             env = procs.machine_env(
                 base_env=self.config.base_env,
                 fly_env=self._fly_env(machine, memory_mb),
-                secrets=secrets,
+                secrets={} if procs.ignores_app_secrets(config) else secrets,
                 config_env=config.get("env") or {},
                 root=root,
                 path=self.config.path,
