@@ -60,6 +60,7 @@ class App:
         max_arg_bytes: int | None = None,
         prices: str | None = None,
         version: str | None = None,
+        redis_timeout: float | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             os.environ,
@@ -73,6 +74,7 @@ class App:
             env_allowlist=tuple(env_allowlist) if env_allowlist is not None else None,
             max_arg_bytes=max_arg_bytes,
             version=version,
+            redis_timeout=redis_timeout,
         )
         self.serializer = get_serializer(
             serializer
@@ -198,7 +200,12 @@ class App:
             url = self.settings.redis_url or embedded.ensure(
                 self.settings.state_dir, namespace=self.settings.namespace
             )
-            self._store = Store(url, self.settings.namespace, key=self._signing_key)
+            self._store = Store(
+                url,
+                self.settings.namespace,
+                key=self._signing_key,
+                timeout=self.settings.redis_timeout,
+            )
         return self._store
 
     @property

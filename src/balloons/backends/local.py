@@ -178,8 +178,10 @@ class LocalBackend:
     def _redis(self) -> Any:
         if self._client is None:
             from ..store.cluster import redis_client
+            from ..store.redisurl import DEFAULT_TIMEOUT, timeout_of
 
-            self._client = redis_client(self.ctx.redis_url, 5.0)
+            url = self.ctx.redis_url
+            self._client = redis_client(url, 5.0, timeout_of(url, DEFAULT_TIMEOUT))
         return self._client
 
     def inspect(self, machine_id: str) -> MachineInfo | None:

@@ -312,8 +312,9 @@ class Worker:
         if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
             _unwatch()
         try:
-            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}")
-        except (StoreError, RespError):
+            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}", block=wait)
+        except (StoreError, RespError) as exc:
+            log(f"waiting for work: {exc}")
             time.sleep(min(left, 0.5))  # TAKE rides out the outage
 
     def _take_args(self, mode: str) -> tuple[str, str, str, str, str]:

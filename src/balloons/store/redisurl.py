@@ -24,7 +24,20 @@ URL_OPTIONS: dict[str, tuple[str, ...]] = {
     "ssl_check_hostname": ("rediss",),  # true (default) or false
     "ssl_certfile": ("rediss",),  # the client's certificate (mutual TLS), PEM
     "ssl_keyfile": ("rediss",),  # its key, when not in ssl_certfile
+    # seconds a reply may take (a blocking command's: its block time and this); see
+    # DEFAULT_TIMEOUT
+    "socket_timeout": ("redis", "rediss", "unix"),
 }
+#: Seconds a Redis command's reply may take by default (a blocking command's: its block time
+#: and this), after which the command fails with a ``StoreError`` rather than wait for ever
+#: on a server that went silent. ``App(redis_timeout=...)``, ``BALLOONS_REDIS_TIMEOUT``, or
+#: the URL's ``socket_timeout`` option (which machines read too) set it.
+DEFAULT_TIMEOUT = 10.0
+#: The range of that timeout, in seconds.
+TIMEOUT_RANGE = (0.05, 86400.0)
+#: TCP keepalive on every connection to Redis: the first probe after this many idle seconds,
+#: then one every few seconds, and the connection is dropped after this many unanswered.
+KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 _CERT_REQS = ("none", "optional", "required")
 _BOOLS = {"1": True, "t": True, "true": True, "y": True, "yes": True}
 _BOOLS.update({"0": False, "f": False, "false": False, "n": False, "no": False})
@@ -95,6 +108,7 @@ def _read_url(url: str) -> UrlFields:
             "db": "a database number" if not value.isdigit() else "",
             "ssl_cert_reqs": "none, optional or required" if value not in _CERT_REQS else "",
             "ssl_check_hostname": "true or false" if value.lower() not in _BOOLS else "",
+            "socket_timeout": "" if _seconds(value) is not None else _TIMEOUT_WANTED,
         }.get(name, "" if value else "a value")
         if expected:
             raise ConfigError(f"Redis URL option {name}={shown} in {where}: expected {expected}")
@@ -111,6 +125,32 @@ def _read_url(url: str) -> UrlFields:
                 "option: expected one of them"
             )
     return fields
+
+
+_TIMEOUT_WANTED = f"a number of seconds from {TIMEOUT_RANGE[0]:g} to {TIMEOUT_RANGE[1]:g}"
+
+
+def _seconds(value: str) -> float | None:
+    """A timeout option's value in seconds; None when it is not one in range (NaN neither)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if TIMEOUT_RANGE[0] <= seconds <= TIMEOUT_RANGE[1] else None
+
+
+def url_timeout(query: dict[str, list[str]], default: float | None) -> float | None:
+    """The reply timeout a URL's query sets (``socket_timeout``), else ``default``."""
+    given = query.get("socket_timeout")
+    seconds = _seconds(given[0]) if given else None
+    return default if seconds is None else seconds
+
+
+def timeout_of(url: str, default: float) -> float:
+    """The reply timeout of clients of ``url``: its ``socket_timeout`` option, else
+    ``default``."""
+    fields = _simple_url(url) or _read_url(url)
+    return url_timeout(fields[7], default) or default
 
 
 def _url(url: str) -> UrlFields:
