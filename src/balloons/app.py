@@ -402,11 +402,16 @@ class App:
         return await self.dispatcher.cancel_async(job_id, grace, wait)
 
     def close(self) -> None:
-        """Make the launches still waiting for a rate limit, then close the connections."""
+        """Make the launches still waiting for a rate limit, then close the connections (a
+        backend's too, when the app made it: one given to it is the caller's to close)."""
         if self._dispatcher is not None:
             self._dispatcher.close()
         if self._store is not None:
             self._store.close()
+        if self._backend is not None and self._backend_obj is None:
+            close = getattr(self._backend, "close", None)
+            if close is not None:
+                close()
 
     async def aclose(self) -> None:
         """:meth:`close`, and this event loop's asyncio connections first (call it before the

@@ -184,6 +184,12 @@ class LocalBackend:
             self._client = redis_client(url, 5.0, timeout_of(url, DEFAULT_TIMEOUT))
         return self._client
 
+    def close(self) -> None:
+        """Close this backend's Redis connections (made again when next needed)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def inspect(self, machine_id: str) -> MachineInfo | None:
         """The machine's record (launch, state, exit), read from Redis; ``None`` when there is
         none."""
