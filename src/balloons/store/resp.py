@@ -227,7 +227,7 @@ class RespClient:
             self.close()
             raise StoreError(
                 f"Redis at {mask_url(self.url)} took nothing of the commands sent within "
-                f"{self.timeout:g} s: expected it to read {self._awaited()}"
+                f"{self.timeout or 0:g} s: expected it to read {self._awaited()}"
             ) from None
         except (OSError, EOFError) as exc:
             self._lost(exc)
