@@ -325,7 +325,7 @@ def test_dev_start_reclaims_the_slots_of_machines_that_ended_while_it_was_down(
     app = balloons.App()
     add = _warm_task(app)
     assert add.submit(1, 2).result(timeout=30) == 3
-    _machine, pid = _idle_machine(app)
+    machine, pid = _idle_machine(app)
     fork_server = _fork_server_pid(app)
     app.close()
     assert embedded.stop(home)
@@ -340,7 +340,7 @@ def test_dev_start_reclaims_the_slots_of_machines_that_ended_while_it_was_down(
     # of the fork server claims in milliseconds, while this process may wait for a CPU).
     assert job.status() is not balloons.JobStatus.QUEUED
     assert job.result(timeout=60) == 7
-    assert job.info().machine_id != _machine
+    assert job.info().machine_id != machine
     assert "reclaimed the slots of 1 machine" in out
     embedded.stop_machines(home)
 
