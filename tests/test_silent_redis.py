@@ -119,8 +119,8 @@ def test_a_result_whose_host_goes_silent_mid_wait_fails_naming_the_wait(
         message = str(err.value)
         assert "BLMOVE" in message
         assert f"127.0.0.1:{proxy.port}" in message
-        # The block asked for (what was left of the second), and the timeout on top.
-        assert re.search(r"sent no reply within 1\.\d+ s", message)
+        # Within the block asked for (what was left of the second) and the timeout on top.
+        assert re.search(r"sent no reply within [\d.]+ s", message)
     finally:
         app.close()
         proxy.close()

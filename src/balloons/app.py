@@ -200,12 +200,8 @@ class App:
             url = self.settings.redis_url or embedded.ensure(
                 self.settings.state_dir, namespace=self.settings.namespace
             )
-            self._store = Store(
-                url,
-                self.settings.namespace,
-                key=self._signing_key,
-                timeout=self.settings.redis_timeout,
-            )
+            ns, timeout = self.settings.namespace, self.settings.redis_timeout
+            self._store = Store(url, ns, key=self._signing_key, timeout=timeout)
         return self._store
 
     @property
@@ -409,9 +405,7 @@ class App:
         if self._store is not None:
             self._store.close()
         if self._backend is not None and self._backend_obj is None:
-            close = getattr(self._backend, "close", None)
-            if close is not None:
-                close()
+            getattr(self._backend, "close", lambda: None)()
 
     async def aclose(self) -> None:
         """:meth:`close`, and this event loop's asyncio connections first (call it before the

@@ -17,7 +17,6 @@ serving its key's slot. A single server never sends one, and costs nothing more.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import time
@@ -29,10 +28,12 @@ from .lua import sha as script_sha
 from .redisurl import (
     _BOOLS,
     DEFAULT_TIMEOUT,
-    KEEPALIVE,
     URL_OPTIONS,
     _read_url,
+    _send_timeout,
+    _signature,
     _simple_url,
+    keepalive,
     mask_url,
     url_timeout,
 )
@@ -412,37 +413,6 @@ class RespClient:
                 continue
             self._buf = self._buf[end:]
             return reply
-
-
-def keepalive(sock: socket.socket) -> None:
-    """Turn TCP keepalive on for ``sock``, probing as :data:`KEEPALIVE` says where the
-    platform lets it be set: a peer that vanished without a word (a host gone, a path
-    dropped) then breaks the connection rather than leave it open for ever."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in KEEPALIVE.items():
-        option = getattr(socket, name, None)
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-
-
-def _send_timeout(sock: socket.socket, seconds: float) -> None:
-    """Bound each write on a socket that has no timeout of its own (``SO_SNDTIMEO``)."""
-    import struct
-
-    whole = int(seconds)
-    tv = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-
-
-def _signature(path: str | None) -> object:
-    """What tells one version of a file from the next: its inode, size and change time."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 #: Strings sent before, as RESP bulk strings: most arguments of a script's command are the
