@@ -33,7 +33,8 @@ def test_a_delayed_submit_wakes_an_idle_machine_of_its_pool(
     redis_url: str, secret: str, r: redis.Redis
 ) -> None:
     app = balloons.App(redis_url=redis_url, secret=secret, backend=HoldBackend())
-    add = bound(app, tasks.add)
+    # A pool of its own: an idle machine of an earlier test would take the wake token.
+    add = bound(app, tasks.add).options(pool="delaywake")
     pk = app.store.keys(add.submit(0, 0).id).pool  # the pool's keys exist
     r.sadd(pk.idle, "some-slot")  # a machine idles in the pool
     lists = wake_keys(pk, app.compat().tag)
