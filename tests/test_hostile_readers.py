@@ -400,6 +400,10 @@ def _record(**job: bytes) -> dict[str, Any]:
     return {**empty, "standby": {}, "machines": {}, "stats": {}, "job": job}
 
 
+# Its time grows with the machine's load (every reader runs per example: 34-114 s for one run
+# beside two busy loops, where it takes about 25 s alone), so the suite's 120 s per test would
+# end it on a busy host: a limit of its own.
+@pytest.mark.timeout(600)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -192,7 +192,10 @@ def test_the_urls_machines_are_given_are_read_without_urllib(url: str) -> None:
 # redis-py client reads the same URL, so an option it would act on and a machine would not is
 # refused when either starts.
 REFUSED = [
-    ("rediss://h/0?socket_timeout=5", "option 'socket_timeout' in rediss://h/0?socket_timeout"),
+    (
+        "rediss://h/0?socket_connect_timeout=5",
+        "option 'socket_connect_timeout' in rediss://h/0?socket_connect_timeout",
+    ),
     ("rediss://h/0?ssl_password=hunter2", "option 'ssl_password' in rediss://h/0?ssl_password=***"),
     ("unix:///tmp/v.sock?health_check_interval=3", "'health_check_interval' in unix://"),
     (

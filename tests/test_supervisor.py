@@ -147,19 +147,26 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_orphaned_machines_are_collected(r: redis.Redis) -> None:
-    job = tasks.solo_sleep.submit(30)
+def test_orphaned_machines_are_collected(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A namespace of its own (the CLI's app reads it too): the machines of earlier tests may
+    # still run, and their fork server writes their records at any time (a launch recorded
+    # after this test's flush), so the sweep of the shared namespace could find them too.
+    monkeypatch.setenv("BALLOONS_NAMESPACE", "orphans")
+    app = balloons.App()
+    app.pool("solo", max_machines=1, idle_timeout=0.5)
+    sleep = balloons.Task(app, tasks.solo_sleep.fn, tasks.solo_sleep.name, tasks.solo_sleep.opts)
+    job = sleep.submit(30)
     wait_for(lambda: job.status() is JobStatus.RUNNING)
     machine = job.info().machine_id or ""
-    info = tasks.app.backend.inspect(machine)
+    info = app.backend.inspect(machine)
     assert info is not None
     pid = int(info.detail["pid"])
     os.kill(pid, signal.SIGSTOP)  # so that it cannot notice on its own
     slot = info.detail["slot"]
-    pk = tasks.app.store.keys(job.id).pool
+    pk = app.store.keys(job.id).pool
     r.zrem(pk.slots, slot)
     r.hdel(pk.slot, slot)
-    sup = tasks.app.supervisor(orphan_min_age=0)
+    sup = app.supervisor(orphan_min_age=0)
     found = sup.collect_orphans(dry_run=True)
     assert [m.id for m in found] == [machine]
     assert _alive(pid)
@@ -177,6 +184,7 @@ def test_orphaned_machines_are_collected(r: redis.Redis) -> None:
     wait_for(lambda: not _alive(pid), timeout=15)
     wait_for(lambda: sup.collect_orphans(dry_run=True) == [])  # once its exit is recorded
     job.cancel()
+    app.close()
 
 
 def test_warm_floor_keeps_a_machine_ready() -> None:

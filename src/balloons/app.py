@@ -61,6 +61,7 @@ class App(CommandJobs):
         max_arg_bytes: int | None = None,
         prices: str | None = None,
         version: str | None = None,
+        redis_timeout: float | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             os.environ,
@@ -74,6 +75,7 @@ class App(CommandJobs):
             env_allowlist=tuple(env_allowlist) if env_allowlist is not None else None,
             max_arg_bytes=max_arg_bytes,
             version=version,
+            redis_timeout=redis_timeout,
         )
         self.serializer = get_serializer(
             serializer
@@ -204,7 +206,8 @@ class App(CommandJobs):
             url = self.settings.redis_url or embedded.ensure(
                 self.settings.state_dir, namespace=self.settings.namespace
             )
-            self._store = Store(url, self.settings.namespace, key=self._signing_key)
+            ns, timeout = self.settings.namespace, self.settings.redis_timeout
+            self._store = Store(url, ns, key=self._signing_key, timeout=timeout)
         return self._store
 
     @property
@@ -401,11 +404,14 @@ class App(CommandJobs):
         return await self.dispatcher.cancel_async(job_id, grace, wait)
 
     def close(self) -> None:
-        """Make the launches still waiting for a rate limit, then close the connections."""
+        """Make the launches still waiting for a rate limit, then close the connections (a
+        backend's too, when the app made it: one given to it is the caller's to close)."""
         if self._dispatcher is not None:
             self._dispatcher.close()
         if self._store is not None:
             self._store.close()
+        if self._backend is not None and self._backend_obj is None:
+            getattr(self._backend, "close", lambda: None)()
 
     async def aclose(self) -> None:
         """:meth:`close`, and this event loop's asyncio connections first (call it before the

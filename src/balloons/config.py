@@ -13,7 +13,7 @@ import os
 from .errors import ConfigError
 from .frozen import Frozen
 from .store.keys import DEFAULT_NAMESPACE
-from .store.redisurl import check_url, mask_url
+from .store.redisurl import DEFAULT_TIMEOUT, TIMEOUT_RANGE, check_url, mask_url
 
 TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_HOME": "state directory (default ~/.local/state/balloons)",
     "BALLOONS_RECORD_TTL": f"seconds records and results are kept (default {DEFAULT_RECORD_TTL})",
     "BALLOONS_SERIALIZER": "json (default), msgpack or pickle",
+    "BALLOONS_REDIS_TIMEOUT": "seconds a Redis reply may take, a blocking wait's on top of its "
+    "own time (default 10; the URL's socket_timeout option wins)",
     "BALLOONS_ENV_ALLOWLIST": "comma-separated names of variables passed on to machines",
     "BALLOONS_MAX_ARG_BYTES": f"largest serialized arguments (default {DEFAULT_MAX_ARG_BYTES})",
     "BALLOONS_VERSION": "the code version; machines take only jobs of theirs "
@@ -175,6 +177,7 @@ class Settings(Frozen):
         "max_arg_bytes",
         "namespace",
         "record_ttl",
+        "redis_timeout",
         "redis_url",
         "secret",
         "serializer",
@@ -192,6 +195,7 @@ class Settings(Frozen):
         "max_arg_bytes",
         "env",
         "version",
+        "redis_timeout",
     )
     redis_url: str | None
     backend: str
@@ -206,6 +210,10 @@ class Settings(Frozen):
     #: The code version the app names (``App(version=...)``, ``BALLOONS_VERSION``), or None:
     #: then the Fly backend's image, else a digest of the task modules (``balloons.compat``).
     version: str | None
+    #: Seconds a Redis reply may take (a blocking wait's: its own time and this), after which
+    #: the command fails with a ``StoreError``: :data:`balloons.store.redisurl.DEFAULT_TIMEOUT`
+    #: unless ``App(redis_timeout=...)`` or ``BALLOONS_REDIS_TIMEOUT`` says otherwise.
+    redis_timeout: float
 
     def __init__(
         self,
@@ -220,6 +228,7 @@ class Settings(Frozen):
         max_arg_bytes: int,
         env: Mapping[str, str] | None = None,
         version: str | None = None,
+        redis_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         values = (
             redis_url,
@@ -233,6 +242,7 @@ class Settings(Frozen):
             max_arg_bytes,
             {} if env is None else env,
             version,
+            redis_timeout,
         )
         for name, value in zip(self.__match_args__, values, strict=True):
             # state_dir is kept as a string: pathlib is not on a machine's start-up path.
@@ -273,6 +283,7 @@ class Settings(Frozen):
         env_allowlist: tuple[str, ...] | list[str] | None = None,
         max_arg_bytes: int | None = None,
         version: str | None = None,
+        redis_timeout: float | None = None,
     ) -> Settings:
         """Settings from the constructor's arguments, else ``env``'s ``BALLOONS_*`` variables,
         else the defaults; every value checked (``ConfigError`` naming it, and an unknown
@@ -330,7 +341,19 @@ class Settings(Frozen):
             ),
             env=dict(env),
             version=ver,
+            redis_timeout=_redis_timeout(redis_timeout, env),
         )
+
+
+def _redis_timeout(given: float | None, env: Mapping[str, str]) -> float:
+    """The seconds a Redis reply may take: ``App(redis_timeout=)``, else
+    ``BALLOONS_REDIS_TIMEOUT``, else the default."""
+    low, high = TIMEOUT_RANGE
+    if given is not None:
+        return check_seconds("redis_timeout", given, low, high)
+    return _float(
+        "BALLOONS_REDIS_TIMEOUT", env.get("BALLOONS_REDIS_TIMEOUT"), DEFAULT_TIMEOUT, low, high
+    )
 
 
 def _float(name: str, raw: str | None, default: float, minimum: float, maximum: float) -> float:

@@ -91,8 +91,9 @@ class _Follower:
     reply yields, and whether it is done or quiet. :func:`follow` and :func:`follow_async`
     run it, each with its client."""
 
-    def __init__(self, jk: JobKeys, after: str) -> None:
+    def __init__(self, jk: JobKeys, after: str, block: float = FOLLOW_BLOCK) -> None:
         self.jk = jk
+        self.block = block  # seconds an XREAD blocks: within the store's reply timeout
         self.last = after or "0-0"
         self.done = False
         self.quiet_since = time.monotonic()
@@ -100,7 +101,7 @@ class _Follower:
     def round(self) -> Query[tuple[bool, list[Any]]]:
         (raw,) = yield [call("hget", self.jk.job, "status")]
         ended = _terminal(raw)
-        block = None if ended else int(FOLLOW_BLOCK * 1000)
+        block = None if ended else max(1, int(self.block * 1000))
         (got,) = yield [call("xread", {self.jk.logs: self.last}, count=READ_COUNT, block=block)]
         return ended, got[0][1] if got else []
 
@@ -131,7 +132,7 @@ def follow(
     lines are read. The worker stores every line before it records the outcome, so once the
     status is terminal one more read finds them all. ``on_quiet`` is called when nothing came
     for :data:`QUIET` seconds (a waiter's check that the job's machine is not dead)."""
-    f = _Follower(jk, after)
+    f = _Follower(jk, after, store.block_cap(FOLLOW_BLOCK))
     while not f.done:
         yield from f.took(store.run(f.round()))
         if f.quiet() and on_quiet is not None:
@@ -145,7 +146,7 @@ async def follow_async(
     on_quiet: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[LogLine]:
     """:func:`follow` for asyncio."""
-    f = _Follower(jk, after)
+    f = _Follower(jk, after, store.block_cap(FOLLOW_BLOCK))
     while not f.done:
         for line in f.took(await store.run_async(f.round())):
             yield line

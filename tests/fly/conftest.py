@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,13 @@ class FlyRig:
 
     served: Served
     conformance: Conformance
+    #: What the rig made and closes when its test ends: HTTP clients, apps.
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
 
     @property
     def emulator(self) -> Emulator:
@@ -216,12 +223,11 @@ class FlyRig:
         kwargs.setdefault("app", JOBS_APP)
         kwargs.setdefault("api_url", self.served.base_url)
         kwargs.setdefault("image", JOBS_IMAGE)
-        kwargs.setdefault(
-            "http",
-            httpx.Client(
+        if "http" not in kwargs:
+            kwargs["http"] = httpx.Client(
                 transport=ConformantTransport(httpx.HTTPTransport(), self.conformance), timeout=60
-            ),
-        )
+            )
+            self.closers.append(kwargs["http"].close)
         return FlyBackend(**kwargs)
 
     def app(self, **kwargs: Any) -> Any:
@@ -229,6 +235,7 @@ class FlyRig:
 
         backend = kwargs.pop("backend", None) or self.backend()
         app = balloons.App(backend=backend, **kwargs)
+        self.closers.append(app.close)
         # A machine per job (no warm reuse) keeps the API call counts of these tests exact.
         app.pool("default", idle_timeout=0)
         return app
@@ -257,8 +264,11 @@ class FlyRig:
 @pytest.fixture
 def make_rig(
     make_server: Callable[..., Served], conformance: Conformance, redis_url: str, secret: str
-) -> Callable[..., FlyRig]:
-    """``make_rig(**create_app_kwargs)``: an emulator serving the jobs app over real HTTP."""
+) -> Iterator[Callable[..., FlyRig]]:
+    """``make_rig(**create_app_kwargs)``: an emulator serving the jobs app over real HTTP;
+    what each rig made is closed when the test ends."""
+
+    rigs: list[FlyRig] = []
 
     def make(**kwargs: Any) -> FlyRig:
         kwargs.setdefault("token", TOKEN)
@@ -268,9 +278,12 @@ def make_rig(
         created = served.client.post("/v1/apps", json={"name": JOBS_APP, "org_slug": "personal"})
         assert created.status_code == 201, created.text
         served.client.delete("/_emulator/stats")  # count only what the backend sends
-        return FlyRig(served, conformance)
+        rigs.append(rig := FlyRig(served, conformance))
+        return rig
 
-    return make
+    yield make
+    for rig in rigs:
+        rig.close()
 
 
 @pytest.fixture

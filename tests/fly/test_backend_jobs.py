@@ -189,7 +189,9 @@ def test_submit_returns_before_fly_answers_the_create(rig: FlyRig) -> None:
             return self.inner.handle_request(request)
 
     transport = Gated(ConformantTransport(httpx.HTTPTransport(), rig.conformance))
-    app = rig.app(backend=rig.backend(http=httpx.Client(transport=transport, timeout=60)))
+    http = httpx.Client(transport=transport, timeout=60)
+    rig.closers.append(http.close)
+    app = rig.app(backend=rig.backend(http=http))
     job = on(app, tasks.add).submit(1, 2)
     assert job.status() is JobStatus.STARTING  # returned, with its create not answered yet
     assert not gate.is_set() and rig.stats()["calls"] == {}

@@ -145,6 +145,8 @@ class FlyBackend:
 
         settings = FlySettings.resolve(ctx.env, **self._options)
         if self._client is None or settings != self._settings:
+            if self._client is not None:
+                self._client.close()  # the client of the old settings, if it made its own
             self._client = FlyClient(
                 settings.api_url,
                 settings.token,

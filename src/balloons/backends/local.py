@@ -188,9 +188,17 @@ class LocalBackend:
     def _redis(self) -> Any:
         if self._client is None:
             from ..store.cluster import redis_client
+            from ..store.redisurl import DEFAULT_TIMEOUT, timeout_of
 
-            self._client = redis_client(self.ctx.redis_url, 5.0)
+            url = self.ctx.redis_url
+            self._client = redis_client(url, 5.0, timeout_of(url, DEFAULT_TIMEOUT))
         return self._client
+
+    def close(self) -> None:
+        """Close this backend's Redis connections (made again when next needed)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def inspect(self, machine_id: str) -> MachineInfo | None:
         """The machine's record (launch, state, exit), read from Redis; ``None`` when there is

@@ -303,18 +303,34 @@ class Worker:
         return code
 
     def _wait_for_wake(self, left: float) -> None:
-        """Wait for a wake-up token (a job handed to an idle machine), never long, so that
-        delayed jobs falling due are seen too. No ``TAKE`` rides behind the wait: a machine
+        """Wait for a wake-up token (a job handed to an idle machine, or a job delayed), never
+        long, and never past the time the pool's next delayed job falls due, so that it
+        starts on time. No ``TAKE`` rides behind the wait: a machine
         killed while it waits would have Redis hand it the job that wakes it. The watchdog
         stays armed for the next job (arming starts a thread) unless the wait could reach
         its time."""
-        wait, limit = min(left, 5.0), self.client.timeout
+        wait, limit = min(left, 5.0, self._until_due()), self.client.timeout
         if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
             _unwatch()
         try:
-            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}")
-        except (StoreError, RespError):
+            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}", block=wait)
+        except (StoreError, RespError) as exc:
+            log(f"waiting for work: {exc}")
             time.sleep(min(left, 0.5))  # TAKE rides out the outage
+
+    def _until_due(self) -> float:
+        """Seconds until the pool's first delayed job falls due (by the server's clock; the
+        ``TAKE`` after it promotes the job); a long time when none is delayed. A moment at
+        least: a wait of 0 would block for ever."""
+        try:
+            first = self.client.execute("ZRANGE", self.pk.delayed, 0, 0, "WITHSCORES")
+            if not isinstance(first, list) or len(first) != 2:
+                return 3600.0
+            due = float(first[1])
+            now = replies.clock(self._eval(lua.CLOCK))
+        except (StoreError, RespError, ValueError):
+            return 3600.0  # the wait rides the outage out, or the TAKE reads the set
+        return min(3600.0, max(0.01, due - now + 0.001))
 
     def _take_args(self, mode: str) -> tuple[str, str, str, str, str]:
         standby = "1" if self.handoff.standby else ""

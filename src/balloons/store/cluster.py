@@ -179,15 +179,15 @@ class Routes:
             self._lost(plan)
             raise
 
-    def receive(self, n: int) -> list[Any]:
+    def receive(self, n: int, block: float = 0.0) -> list[Any]:
         """Read the replies of the ``n`` commands sent, in their order, following a ``MOVED`` or
-        ``ASK`` where a node answers one."""
+        ``ASK`` where a node answers one (``block``: see ``RespClient.pipeline``)."""
         plan, sent = self._plan, self._sent
         self._plan, self._sent = [], []
         replies: list[Any] = [None] * len(sent)
         try:
             for client, idx in plan:
-                for i, reply in zip(idx, client._get(len(idx)), strict=True):
+                for i, reply in zip(idx, client._get(len(idx), block), strict=True):
                     replies[i] = reply
             return self.redo(sent, replies)
         except StoreError:
@@ -265,31 +265,65 @@ def is_cluster(client: Any) -> bool:
         return False
 
 
-def redis_client(url: str, connect_timeout: float) -> Any:
+def _options(
+    url: str, connect_timeout: float, timeout: float, asyncio: bool = False
+) -> dict[str, Any]:
+    """redis-py's connection options: the timeouts, TCP keepalive over TCP (as the RESP
+    client sets it), and retries on a lost connection only: a reply that timed out is not waited for
+    again (nor a script run twice)."""
+    import socket
+
+    if asyncio:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry  # type: ignore[assignment]
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError
+
+    from .redisurl import KEEPALIVE
+
+    options: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(ExponentialWithJitterBackoff(), 3, supported_errors=(ConnectionError,)),
+    }
+    if not url.startswith("unix:"):
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = {
+            getattr(socket, k): v for k, v in KEEPALIVE.items() if hasattr(socket, k)
+        }
+    return options
+
+
+def redis_client(url: str, connect_timeout: float, timeout: float) -> Any:
     """redis-py's client for ``url``: :class:`redis.cluster.RedisCluster` when the server is
     a cluster node (asked once, here), else :class:`redis.Redis`. Connection errors are
-    redis-py's, as a first command's would be."""
+    redis-py's, as a first command's would be. A reply may take ``timeout`` seconds."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout)
+    client = redis.Redis.from_url(url, **_options(url, connect_timeout, timeout))
     if not is_cluster(client):
         return client
     client.close()
     _check_cluster_url(url)
     from redis.cluster import RedisCluster
 
-    return RedisCluster.from_url(url, socket_connect_timeout=connect_timeout)
+    options = _options(url, connect_timeout, timeout)
+    del options["retry"]  # the cluster client's own retries, which follow a failover
+    return RedisCluster.from_url(url, **options)
 
 
-def async_redis_client(url: str, connect_timeout: float, cluster: bool) -> Any:
+def async_redis_client(url: str, connect_timeout: float, timeout: float, cluster: bool) -> Any:
     """The asyncio counterpart of :func:`redis_client`, ``cluster`` as it found."""
+    options = _options(url, connect_timeout, timeout, asyncio=True)
     if cluster:
         from redis.asyncio.cluster import RedisCluster
 
-        return RedisCluster.from_url(url, socket_connect_timeout=connect_timeout)
+        del options["retry"]
+        return RedisCluster.from_url(url, **options)
     import redis.asyncio
 
-    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout)
+    return redis.asyncio.Redis.from_url(url, **options)
 
 
 def _check_cluster_url(url: str) -> None:

@@ -30,14 +30,14 @@ from .records import (
     job_info,
     slot_entry,
 )
-from .redisurl import mask_url
+from .redisurl import DEFAULT_TIMEOUT, mask_url, timeout_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
 
 T = TypeVar("T")
 
-_CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis; commands wait as long as they take
+_CONNECT_TIMEOUT = 5.0  # seconds to connect to Redis (a reply's: the store's timeout)
 MAX_SECONDS = queries.MAX_SECONDS
 
 
@@ -47,10 +47,17 @@ class StoreReads:
     shown unmasked."""
 
     def __init__(
-        self, url: str, namespace: str, key: Callable[[], bytes | None] | None = None
+        self,
+        url: str,
+        namespace: str,
+        key: Callable[[], bytes | None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.url = url
         self.namespace = namespace
+        #: Seconds a reply may take (a blocking wait's: its block time and this), the URL's
+        #: ``socket_timeout`` option first (see :data:`balloons.store.redisurl.DEFAULT_TIMEOUT`).
+        self.timeout = timeout_of(url, timeout)
         self._key = key  # the app's signing key, read when first needed
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
         # Made once for all threads: a second client, built beside it and dropped, would close
@@ -75,7 +82,7 @@ class StoreReads:
                 if client is None:
                     from .cluster import redis_client
 
-                    client = self._sync = redis_client(self.url, _CONNECT_TIMEOUT)
+                    client = self._sync = redis_client(self.url, _CONNECT_TIMEOUT, self.timeout)
         return client
 
     @property
@@ -91,7 +98,9 @@ class StoreReads:
 
             # Cluster or not, as the sync client found (a round trip once per store).
             cluster = isinstance(self.redis, RedisCluster)
-            client = self._async[loop] = async_redis_client(self.url, _CONNECT_TIMEOUT, cluster)
+            client = self._async[loop] = async_redis_client(
+                self.url, _CONNECT_TIMEOUT, self.timeout, cluster
+            )
         return client
 
     async def aclose(self) -> None:
@@ -102,12 +111,24 @@ class StoreReads:
             await client.aclose()
 
     @contextmanager
-    def errors(self) -> Iterator[None]:
-        """Turn redis-py's errors into StoreError naming the (masked) URL."""
+    def errors(self, awaited: str = "") -> Iterator[None]:
+        """Turn redis-py's errors into StoreError naming the (masked) URL; a reply that did
+        not come within :attr:`timeout` names what was ``awaited`` (default: a command's
+        reply)."""
         import redis as redis_mod
 
         try:
             yield
+        except redis_mod.TimeoutError as exc:
+            if "connect" in str(exc).lower():  # no connection made within _CONNECT_TIMEOUT
+                raise store_error(self.url, exc) from None
+            raise StoreError(
+                f"Redis at {mask_url(self.url)} sent no reply within {self.timeout:g} s: "
+                f"expected {awaited or 'the reply to a command'} (a server that accepts "
+                "connections and never answers, or a network path that went silent; the "
+                "timeout is BALLOONS_REDIS_TIMEOUT, App(redis_timeout=...) or the URL's "
+                "socket_timeout option)"
+            ) from None
         except (
             redis_mod.RedisError,
             OSError,
@@ -293,29 +314,22 @@ class StoreReads:
         ``None`` when there is no record."""
         return self.run(queries.info(jk, self.signing_key()))
 
-    def wait_done(self, jk: JobKeys, timeout: float) -> bool:
-        """Block until the job's done token exists (no polling): True if it does."""
+    async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
+        """:meth:`~balloons.store.writes.Store.wait_done` for asyncio, blocking for at most
+        :meth:`block_cap` seconds (False after that, as after ``timeout``): redis-py's timeout
+        is one for every command, and a block must end within it."""
         # BLMOVE from the list to itself rotates the single token and leaves it in place, so
         # every waiter, now or later, is woken by the one LPUSH of the finish script.
-        import redis as redis_mod
-
-        with self.errors():
-            try:
-                got = self.redis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
-            except redis_mod.TimeoutError:
-                return False  # a read timeout at the edge of the block: the caller re-reads
+        block = self.block_cap(timeout)
+        with self.errors(f"the BLMOVE wait of {block:g} s for job {jk.job_id}'s end"):
+            got = await self.aredis.blmove(jk.done, jk.done, block, "LEFT", "LEFT")
         return got is not None
 
-    async def wait_done_async(self, jk: JobKeys, timeout: float) -> bool:
-        """:meth:`wait_done` for asyncio."""
-        import redis as redis_mod
-
-        with self.errors():
-            try:
-                got = await self.aredis.blmove(jk.done, jk.done, timeout, "LEFT", "LEFT")
-            except redis_mod.TimeoutError:
-                return False
-        return got is not None
+    def block_cap(self, seconds: float) -> float:
+        """``seconds`` of a blocking command on a redis-py client, cut to half its reply
+        timeout (:attr:`timeout`): its reply then comes well within that timeout, and a
+        server that went silent is noticed at it."""
+        return min(seconds, self.timeout / 2)
 
     def pools(self) -> list[str]:
         """The names of the namespace's pools."""

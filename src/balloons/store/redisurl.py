@@ -8,6 +8,9 @@ every machine reads its URL here.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from ..errors import ConfigError
 
 #: What a Redis URL says: scheme, host, port, username, password, socket path (unix), db, query.
@@ -24,7 +27,20 @@ URL_OPTIONS: dict[str, tuple[str, ...]] = {
     "ssl_check_hostname": ("rediss",),  # true (default) or false
     "ssl_certfile": ("rediss",),  # the client's certificate (mutual TLS), PEM
     "ssl_keyfile": ("rediss",),  # its key, when not in ssl_certfile
+    # seconds a reply may take (a blocking command's: its block time and this); see
+    # DEFAULT_TIMEOUT
+    "socket_timeout": ("redis", "rediss", "unix"),
 }
+#: Seconds a Redis command's reply may take by default (a blocking command's: its block time
+#: and this), after which the command fails with a ``StoreError`` rather than wait for ever
+#: on a server that went silent. ``App(redis_timeout=...)``, ``BALLOONS_REDIS_TIMEOUT``, or
+#: the URL's ``socket_timeout`` option (which machines read too) set it.
+DEFAULT_TIMEOUT = 10.0
+#: The range of that timeout, in seconds.
+TIMEOUT_RANGE = (0.05, 86400.0)
+#: TCP keepalive on every connection to Redis: the first probe after this many idle seconds,
+#: then one every few seconds, and the connection is dropped after this many unanswered.
+KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 _CERT_REQS = ("none", "optional", "required")
 _BOOLS = {"1": True, "t": True, "true": True, "y": True, "yes": True}
 _BOOLS.update({"0": False, "f": False, "false": False, "n": False, "no": False})
@@ -95,6 +111,7 @@ def _read_url(url: str) -> UrlFields:
             "db": "a database number" if not value.isdigit() else "",
             "ssl_cert_reqs": "none, optional or required" if value not in _CERT_REQS else "",
             "ssl_check_hostname": "true or false" if value.lower() not in _BOOLS else "",
+            "socket_timeout": "" if _seconds(value) is not None else _TIMEOUT_WANTED,
         }.get(name, "" if value else "a value")
         if expected:
             raise ConfigError(f"Redis URL option {name}={shown} in {where}: expected {expected}")
@@ -111,6 +128,32 @@ def _read_url(url: str) -> UrlFields:
                 "option: expected one of them"
             )
     return fields
+
+
+_TIMEOUT_WANTED = f"a number of seconds from {TIMEOUT_RANGE[0]:g} to {TIMEOUT_RANGE[1]:g}"
+
+
+def _seconds(value: str) -> float | None:
+    """A timeout option's value in seconds; None when it is not one in range (NaN neither)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if TIMEOUT_RANGE[0] <= seconds <= TIMEOUT_RANGE[1] else None
+
+
+def url_timeout(query: dict[str, list[str]], default: float | None) -> float | None:
+    """The reply timeout a URL's query sets (``socket_timeout``), else ``default``."""
+    given = query.get("socket_timeout")
+    seconds = _seconds(given[0]) if given else None
+    return default if seconds is None else seconds
+
+
+def timeout_of(url: str, default: float) -> float:
+    """The reply timeout of clients of ``url``: its ``socket_timeout`` option, else
+    ``default``."""
+    fields = _simple_url(url) or _read_url(url)
+    return url_timeout(fields[7], default) or default
 
 
 def _url(url: str) -> UrlFields:
@@ -166,3 +209,35 @@ def _simple_url(url: str) -> UrlFields | None:
         "" if unix else (slash + path).strip("/"),
         {},
     )
+
+
+# ------------------------------------------------- sockets and files of a connection
+def keepalive(sock: socket.socket) -> None:
+    """Turn TCP keepalive on for ``sock``, probing as :data:`KEEPALIVE` says where the
+    platform lets it be set: a peer that vanished without a word (a host gone, a path
+    dropped) then breaks the connection rather than leave it open for ever."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE.items():
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _send_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each write on a socket that has no timeout of its own (``SO_SNDTIMEO``)."""
+    import struct
+
+    whole = int(seconds)
+    tv = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+def _signature(path: str | None) -> object:
+    """What tells one version of a file from the next: its inode, size and change time."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)

@@ -17,7 +17,6 @@ serving its key's slot. A single server never sends one, and costs nothing more.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import time
@@ -28,10 +27,15 @@ from ..errors import StoreError
 from .lua import sha as script_sha
 from .redisurl import (
     _BOOLS,
+    DEFAULT_TIMEOUT,
     URL_OPTIONS,
     _read_url,
+    _send_timeout,
+    _signature,
     _simple_url,
+    keepalive,
     mask_url,
+    url_timeout,
 )
 
 Reply = Any
@@ -61,26 +65,32 @@ class RespClient:
     #: The commands of the last :meth:`send`, for a redirect to send again.
     _sent: list[list[Any]] | tuple[()] = ()
 
+    #: The seconds a reply may take now: :attr:`timeout`, plus a blocking command's own time.
+    _limit: float | None = None
+
     def __init__(
         self,
         url: str,
-        timeout: float | None = 10.0,
+        timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float | None = None,
         spin: float = 0.0,
     ) -> None:
-        """``timeout`` bounds every read and write (``None``: wait as long as it takes);
-        ``connect_timeout`` bounds connecting (default: ``timeout``). ``spin``: seconds to
-        poll for a reply before sleeping on the socket (see :meth:`_fill`); only without a
-        ``timeout`` and without TLS."""
+        """``timeout`` bounds every read and write (``None``: wait as long as it takes), and
+        a blocking command's reply its block time plus ``timeout`` (see :meth:`pipeline`);
+        the URL's ``socket_timeout`` option, when given, replaces it. ``connect_timeout``
+        bounds connecting (default: ``timeout``). ``spin``: seconds to poll for a reply
+        before sleeping on the socket (see :meth:`_fill`); never over TLS. A TCP connection
+        has keepalive on (:data:`~balloons.store.redisurl.KEEPALIVE`)."""
         self.url = url
+        fields = _simple_url(url) or _read_url(url)
+        scheme, self._host, self._port, self._username, self._password, path, db, query = fields
+        timeout = url_timeout(query, timeout)
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
-        self.spin = spin if timeout is None and _DONTWAIT else 0.0
+        self.spin = spin if _DONTWAIT else 0.0
         self._wait_avg = 0.0  # how long replies took to arrive, lately (moving average)
         self._sock: socket.socket | None = None
         self._buf = b""
-        fields = _simple_url(url) or _read_url(url)
-        scheme, self._host, self._port, self._username, self._password, path, db, query = fields
         self._query = query
         self._scheme = scheme
         if scheme == "rediss":
@@ -102,13 +112,17 @@ class RespClient:
                     (self._host, self._port), timeout=self.connect_timeout
                 )
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                keepalive(sock)
                 if self._scheme == "rediss":
                     sock = self._tls().wrap_socket(sock, server_hostname=self._host)
-            sock.settimeout(self.timeout)
+            sock.settimeout(self._sock_timeout)
+            if self._sock_timeout is None and self.timeout is not None:
+                _send_timeout(sock, self.timeout)  # a spinning client's writes: bounded too
         except (OSError, ValueError) as exc:  # ValueError: a certificate file ssl refused
             raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
         self._buf = b""
+        self._limit = self.timeout
         # poll, not select: select refuses file descriptors above 1023, common in busy servers.
         self._idle_check = select.poll()
         self._idle_check.register(sock, select.POLLIN)
@@ -118,7 +132,14 @@ class RespClient:
             setup.append(["AUTH", *user, self._password])
         if self._db:
             setup.append(["SELECT", str(self._db)])
-        for reply in self._roundtrip(sock, setup) if setup else []:
+        try:
+            answers = self._roundtrip(sock, setup) if setup else []
+        except TimeoutError:
+            self.close()
+            raise self._silent(self.timeout, ", ".join(c[0] for c in setup)) from None
+        except (OSError, EOFError) as exc:
+            self._lost(exc)
+        for reply in answers:
             if isinstance(reply, RespError):
                 self.close()
                 raise StoreError(f"Redis at {mask_url(self.url)} refused the connection: {reply}")
@@ -157,17 +178,28 @@ class RespClient:
             finally:
                 self._sock = None
 
-    def execute(self, *args: Any) -> Reply:
-        """Send one command and return its reply; server errors raise :class:`RespError`."""
-        reply = self.pipeline([list(args)])[0]
+    @property
+    def _sock_timeout(self) -> float | None:
+        """The socket's own timeout: none on a spinning client, whose waits poll it (see
+        :meth:`_fill`), else :attr:`timeout`."""
+        return None if self.spin else self.timeout
+
+    def execute(self, *args: Any, block: float = 0.0) -> Reply:
+        """Send one command and return its reply; server errors raise :class:`RespError`.
+        ``block``: see :meth:`pipeline`."""
+        reply = self.pipeline([list(args)], block)[0]
         if isinstance(reply, RespError):
             raise reply
         return reply
 
-    def pipeline(self, commands: list[list[Any]]) -> list[Reply]:
-        """Send several commands in one write; replies (errors as values) in order."""
+    def pipeline(self, commands: list[list[Any]], block: float = 0.0) -> list[Reply]:
+        """Send several commands in one write; replies (errors as values) in order.
+        ``block``: the seconds a blocking command among them (``BLPOP``, ``BLMOVE``, ``XREAD
+        BLOCK``...) may wait on the server, which the replies may take on top of
+        :attr:`timeout`; no reply within that ends in a :class:`StoreError` naming the
+        commands awaited."""
         self.send(commands)
-        return self.receive(len(commands))
+        return self.receive(len(commands), block)
 
     def send(self, commands: list[list[Any]]) -> None:
         """The write half of :meth:`pipeline`: then read the ``len(commands)`` replies with
@@ -175,14 +207,13 @@ class RespClient:
         if self._routes is not None:
             self._routes.send(commands)
             return
-        self._sent = commands
         self._put(commands)
 
-    def receive(self, n: int) -> list[Reply]:
+    def receive(self, n: int, block: float = 0.0) -> list[Reply]:
         """The read half of :meth:`pipeline`: ``n`` replies (errors as values), in order."""
         if self._routes is not None:
-            return self._routes.receive(n)  # type: ignore[no-any-return]
-        replies = self._get(n)
+            return self._routes.receive(n, block)  # type: ignore[no-any-return]
+        replies = self._get(n, block)
         for reply in replies:
             if reply.__class__ is Redirect:
                 return self._redirected(replies)
@@ -190,17 +221,61 @@ class RespClient:
 
     def _put(self, commands: list[list[Any]]) -> None:
         """:meth:`send` on this connection, whatever the server."""
+        self._sent = commands
         try:
             self._send(commands)
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_SNDTIMEO, spinning
+            self.close()
+            raise StoreError(
+                f"Redis at {mask_url(self.url)} took nothing of the commands sent within "
+                f"{self.timeout or 0:g} s: expected it to read {self._awaited()}"
+            ) from None
         except (OSError, EOFError) as exc:
             self._lost(exc)
 
-    def _get(self, n: int) -> list[Reply]:
+    def _get(self, n: int, block: float = 0.0) -> list[Reply]:
         """:meth:`receive` on this connection, redirects left as they are."""
+        limit = None if self.timeout is None else self.timeout + block
+        sock = self._sock
+        waits = block and sock is not None and self._sock_timeout is not None
         try:
-            return [self._read() for _ in range(n)]
+            self._limit = limit
+            if waits:
+                sock.settimeout(limit)  # type: ignore[union-attr]
+            replies = [self._read() for _ in range(n)]
+            if waits:
+                sock.settimeout(self._sock_timeout)  # type: ignore[union-attr]
+            return replies
+        except TimeoutError:
+            self.close()  # a reply may still come: never read it as the next command's
+            raise self._silent(limit, self._awaited()) from None
         except (OSError, EOFError) as exc:
             self._lost(exc)
+        finally:
+            self._limit = self.timeout
+
+    def _awaited(self) -> str:
+        """The commands whose replies are awaited (their names, never their arguments: an
+        ``AUTH`` carries a password), a script named as :mod:`balloons.store.lua` names it."""
+        from . import lua
+
+        names = []
+        for cmd in self._sent:
+            name = str(cmd[0]).upper() if cmd else "?"
+            if name == "EVALSHA" and len(cmd) > 1:
+                script = next((s for s in lua.NAMES if lua.sha(getattr(lua, s)) == cmd[1]), "")
+                name = f"EVALSHA {script}" if script else name
+            names.append(name)
+        return ", ".join(names) or "a command"
+
+    def _silent(self, limit: float | None, what: str) -> StoreError:
+        """The error of a server that answered nothing within ``limit`` seconds."""
+        return StoreError(
+            f"Redis at {mask_url(self.url)} sent no reply within {limit:.3g} s: expected the "
+            f"reply to {what} (a server that accepts connections and never answers, or a "
+            "network path that went silent; the timeout is BALLOONS_REDIS_TIMEOUT, "
+            "App(redis_timeout=...) or the URL's socket_timeout option)"
+        )
 
     def _redirected(self, replies: list[Reply]) -> list[Reply]:
         """The server is a cluster node, which sent a command of the last :meth:`send` to
@@ -252,7 +327,7 @@ class RespClient:
         except OSError:
             pass
         finally:
-            sock.settimeout(self.timeout)
+            sock.settimeout(self._sock_timeout)
         return True
 
     def eval(
@@ -297,7 +372,7 @@ class RespClient:
         assert sock is not None
         size = max(65536, len(self._buf))  # a long reply takes as many reads as it doubles
         if not self.spin:
-            chunk = sock.recv(size)
+            chunk = sock.recv(size)  # the socket's timeout bounds it
         else:
             began = time.perf_counter()
             chunk = b""
@@ -309,14 +384,22 @@ class RespClient:
                         break
                     except BlockingIOError:
                         if time.perf_counter() >= deadline:
-                            chunk = sock.recv(size)
+                            chunk = self._recv_within(sock, size)
                             break
             else:
-                chunk = sock.recv(size)
+                chunk = self._recv_within(sock, size)
             self._wait_avg += (time.perf_counter() - began - self._wait_avg) / 8
         if not chunk:
             raise EOFError("connection closed by server")
         self._buf += chunk
+
+    def _recv_within(self, sock: socket.socket, size: int) -> bytes:
+        """A spinning client's wait on its socket (which has no timeout of its own), for
+        :attr:`_limit` seconds at most."""
+        limit = self._limit
+        if limit is not None and not self._idle_check.poll(max(1, int(limit * 1000))):
+            raise TimeoutError("timed out")
+        return sock.recv(size)
 
     def _read(self) -> Reply:
         """One whole reply: parsed from what is buffered, reading more until it is there."""
@@ -330,17 +413,6 @@ class RespClient:
                 continue
             self._buf = self._buf[end:]
             return reply
-
-
-def _signature(path: str | None) -> object:
-    """What tells one version of a file from the next: its inode, size and change time."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 #: Strings sent before, as RESP bulk strings: most arguments of a script's command are the

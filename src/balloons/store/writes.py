@@ -37,7 +37,7 @@ from .records import (
     record_error,
     slot_entry,
 )
-from .redisurl import mask_url
+from .redisurl import DEFAULT_TIMEOUT, mask_url
 from .replies import Cancelled, Lost, Picked, Submitted
 from .resp import RespClient, RespError
 
@@ -123,9 +123,13 @@ class Store(StoreReads):
     never shown unmasked."""
 
     def __init__(
-        self, url: str, namespace: str, key: Callable[[], bytes | None] | None = None
+        self,
+        url: str,
+        namespace: str,
+        key: Callable[[], bytes | None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        super().__init__(url, namespace, key)
+        super().__init__(url, namespace, key, timeout)
         self._idle: list[RespClient] = []  # connections of the submit path, not in use
         self._waiting: list[RespClient] = []  # connections of waits on results, not in use
         self._pid = os.getpid()
@@ -144,30 +148,45 @@ class Store(StoreReads):
         if self._pid != os.getpid():
             self._pid, self._idle, self._waiting = os.getpid(), [], []
 
+    def wait_done(self, jk: JobKeys, timeout: float) -> bool:
+        """Block until the job's done token exists (no polling): True if it does, False when
+        nothing woke it within ``timeout``."""
+        # BLMOVE from the list to itself rotates the single token and leaves it in place, so
+        # every waiter, now or later, is woken by the one LPUSH of the finish script.
+        (got,) = self._wait([["BLMOVE", jk.done, jk.done, "LEFT", "LEFT", f"{timeout:.3f}"]])
+        return got is not None
+
     def wait_record(self, jk: JobKeys, timeout: float) -> dict[str, bytes] | None:
         """:meth:`wait_done`, then the job's record, in one round trip: Redis runs the
         ``HGETALL`` sent behind the ``BLMOVE`` as soon as the done token wakes it. The record
-        once woken; None when nothing woke it within ``timeout``. On a connection of balloons'
-        own RESP client (one per concurrent waiter), which costs less than redis-py's."""
+        once woken; None when nothing woke it within ``timeout``."""
+        wait = ["BLMOVE", jk.done, jk.done, "LEFT", "LEFT", f"{timeout:.3f}"]
+        got, raw = self._wait([wait, ["HGETALL", jk.job]])
+        if got is None or not isinstance(raw, list):
+            return None
+        return {bytes(raw[i]).decode(): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+
+    def _wait(self, commands: list[list[Any]]) -> list[Any]:
+        """Commands led by a blocking one whose block time is its last argument, on a
+        connection of balloons' own RESP client (one per concurrent waiter), which costs less
+        than redis-py's. Its replies may take the block time and the store's timeout; a
+        server silent for longer fails it with a ``StoreError`` naming the wait."""
         self._own_connections()
         try:
             client = self._waiting.pop()
         except IndexError:
-            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
-        wait = ["BLMOVE", jk.done, jk.done, "LEFT", "LEFT", f"{timeout:.3f}"]
+            client = RespClient(self.url, timeout=self.timeout, connect_timeout=_CONNECT_TIMEOUT)
         try:
-            got, raw = client.pipeline([wait, ["HGETALL", jk.job]])
+            got = client.pipeline(commands, block=float(commands[0][-1]))
         except BaseException:
             client.close()  # whatever interrupted it may have left a reply unread
             self._waiting.append(client)
             raise
         self._waiting.append(client)
-        for reply in (got, raw):
+        for reply in got:
             if isinstance(reply, RespError):
                 raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {reply}")
-        if got is None or not isinstance(raw, list):
-            return None
-        return {bytes(raw[i]).decode(): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+        return got
 
     # ----------------------------------------------------------------- writes
     def _submit_cmd(self, jk: JobKeys, req: SubmitRequest) -> tuple[list[str], list[Any]]:
@@ -208,7 +227,10 @@ class Store(StoreReads):
             client = self._idle.pop()
         except IndexError:
             client = RespClient(
-                self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT, spin=SUBMIT_SPIN_S
+                self.url,
+                timeout=self.timeout,
+                connect_timeout=_CONNECT_TIMEOUT,
+                spin=SUBMIT_SPIN_S,
             )
         try:
             read = client.eval_send(lua.SUBMIT, k, a, before)

@@ -1,7 +1,8 @@
 --!df flags=allow-undeclared-keys
 -- SUBMIT: store a new job and place it, in one script: on an idle machine that fits it
 -- (queued, with a wake token), else on a new slot if the pool is under its cap and no older job
--- waits, else in the queue (FIFO within a priority); a due time puts it in the delayed set.
+-- waits, else in the queue (FIFO within a priority); a due time puts it in the delayed set
+-- (and wakes an idle machine, which then waits until it falls due).
 -- With older jobs queued, a slot under the cap goes to the first job in line that no idle
 -- machine will take (this one, when idle machines were woken for those ahead of it).
 -- The job is placed before its record is written, so that the record is written once, with
@@ -76,6 +77,8 @@ if string.sub(due, 1, 1) == '+' then due = NOW + tonumber(string.sub(due, 2)) en
 if due ~= '' and tonumber(due) > NOW then
   store('QUEUED', 'due', due)
   redis.call('ZADD', DELAYED, due, u)
+  -- An idle machine of its tag wakes and waits again until the job falls due, not longer.
+  if redis.call('SCARD', IDLE) > 0 then wake(tag, 'due') end
   return {ok, 'delayed', ''}
 end
 local q = redis.call('ZCARD', QUEUE)
