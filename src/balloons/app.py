@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
     from .info import JobInfo, MachineSpec
+    from .schedules import Schedule
     from .store.queries import Query
     from .store.writes import Store
     from .task import Register
@@ -94,6 +95,8 @@ class App(CommandJobs):
         self._prices: PriceTable | None = None
         self._dispatcher: Dispatcher | None = None
         self._compat: tuple[int, Compat] | None = None
+        #: The schedules declared in code (:meth:`schedule`), by name.
+        self.schedules: dict[str, Schedule] = {}
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -125,14 +128,41 @@ class App(CommandJobs):
         fails with reason ``cost_cap``.
         """
         name = options.pop("name", None)
+        schedule = options.pop("schedule", None)
         if "retry_on" in options:  # any iterable of exception classes
             options["retry_on"] = tuple(options["retry_on"])
         opts = TaskOptions(**options)
 
         def wrap(f: Callable[..., Any]) -> Task[..., Any]:
-            return define(self, f, name, opts)
+            t = define(self, f, name, opts)
+            if schedule is not None:
+                from .schedules import declare_cron
+
+                declare_cron(self.schedules, t, schedule)
+            return t
 
         return wrap(fn) if fn is not None else wrap
+
+    def schedule(
+        self,
+        task: Task[Any, Any],
+        *,
+        cron: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        tz: str = "UTC",
+        catch_up: str = "one",
+    ) -> Schedule:
+        """Run ``task(*args, **kwargs)`` as a job on the cron expression ``cron`` (5 fields, or
+        6 with seconds first) in time zone ``tz``, submitted by the supervisor (``balloons
+        supervise``, or :meth:`start_supervisor`), each run once however many supervisors
+        run. ``name`` (default: the task's name) identifies it in Redis and the CLI. After
+        downtime, ``catch_up``: ``"one"`` runs once for all missed times, ``"all"`` runs
+        each, ``"none"`` skips them (see :mod:`balloons.schedules`)."""
+        from .schedules import declare
+
+        return declare(self.schedules, task, cron, args, kwargs or {}, name, tz, catch_up)
 
     # ------------------------------------------------------------------ pools
     def pool(

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ..dispatch import Dispatcher
+    from ..schedules import Schedule
 
 log = logging.getLogger("balloons.control.supervisor")
 
@@ -67,6 +68,10 @@ class Control(Wiring, Protocol):
 
     @property
     def dispatcher(self) -> Dispatcher: ...
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules the app declares, by name (:mod:`.cron` submits their runs)."""
 
 
 #: Seconds for which a waiter that checked its pool's machines spares the other waiters of the
@@ -82,10 +87,13 @@ class StepReport:
     stopped: list[str] = field(default_factory=list)  # machine ids
     launched: list[str] = field(default_factory=list)  # slots
     destroyed: list[str] = field(default_factory=list)  # orphaned machine ids
+    scheduled: list[str] = field(default_factory=list)  # ids of the schedules' jobs submitted
     errors: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.reclaimed or self.stopped or self.launched or self.destroyed)
+        return bool(
+            self.reclaimed or self.stopped or self.launched or self.destroyed or self.scheduled
+        )
 
 
 class Supervisor:
@@ -131,6 +139,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._stopped_machines: dict[str, float] = {}
         self._probed: dict[str, float] = {}  # slot -> when its booting machine was last asked
+        self._schedules_synced = False  # undeclared schedules forgotten (at the first step)
 
     def __repr__(self) -> str:
         return f"<Supervisor interval={self.interval:g}s running={self.running}>"
@@ -142,6 +151,8 @@ class Supervisor:
         ``gc_interval`` seconds when ``None``) sweep orphaned machines. Returns what it did."""
         report = StepReport()
         store = self.app.store
+        if self.app.schedules:
+            self._schedules(report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
@@ -159,6 +170,21 @@ class Supervisor:
                 log.exception("supervisor: gc: %s", exc)
                 report.errors.append(f"gc: {exc}")
         return report
+
+    def _schedules(self, report: StepReport) -> None:
+        """Submit the schedules' due runs (:mod:`.cron`); at the first step, forget the state
+        of schedules the app no longer declares. (An app that declares none leaves the
+        schedules' state alone: it may be a process that does not import them.)"""
+        from . import cron
+
+        try:
+            if not self._schedules_synced:
+                cron.forget_undeclared(self.app)
+                self._schedules_synced = True
+            report.scheduled += cron.submit_due(self.app, self.app.store.server_time())
+        except Exception as exc:
+            log.exception("supervisor: schedules: %s", exc)
+            report.errors.append(f"schedules: {exc}")
 
     def _reclaim(self, pk: PoolKeys, now: float, report: StepReport, ended: bool = False) -> None:
         for slot, lease, info in self.app.store.slots(pk):
@@ -319,6 +345,8 @@ class Supervisor:
         reclaimed when its lease lapses, as ever."""
         report = StepReport()
         store = self.app.store
+        if self.app.schedules:
+            self._schedules(report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
