@@ -24,7 +24,7 @@ from .task import AsyncTask, Registration, Task, TaskOptions, define, keywords_o
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
     from pathlib import Path
-    from typing import ParamSpec
+    from typing import ParamSpec, Unpack
 
     from .backends.base import Backend
     from .compat import Compat
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
     from .info import JobInfo, MachineSpec
-    from .schedules import Schedule
+    from .schedules import Schedule, ScheduleOptions
     from .store.queries import Query
     from .store.writes import Store
     from .task import Register
@@ -136,33 +136,18 @@ class App(CommandJobs):
         def wrap(f: Callable[..., Any]) -> Task[..., Any]:
             t = define(self, f, name, opts)
             if schedule is not None:
-                from .schedules import declare_cron
-
-                declare_cron(self.schedules, t, schedule)
+                _declare_cron(self.schedules, t, schedule)
             return t
 
         return wrap(fn) if fn is not None else wrap
 
     def schedule(
-        self,
-        task: Task[Any, Any],
-        *,
-        cron: str,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        name: str | None = None,
-        tz: str = "UTC",
-        catch_up: str = "one",
+        self, task: Task[Any, Any], *, cron: str, **options: Unpack[ScheduleOptions]
     ) -> Schedule:
-        """Run ``task(*args, **kwargs)`` as a job on the cron expression ``cron`` (5 fields, or
-        6 with seconds first) in time zone ``tz``, submitted by the supervisor (``balloons
-        supervise``, or :meth:`start_supervisor`), each run once however many supervisors
-        run. ``name`` (default: the task's name) identifies it in Redis and the CLI. After
-        downtime, ``catch_up``: ``"one"`` runs once for all missed times, ``"all"`` runs
-        each, ``"none"`` skips them (see :mod:`balloons.schedules`)."""
-        from .schedules import declare
-
-        return declare(self.schedules, task, cron, args, kwargs or {}, name, tz, catch_up)
+        """Run ``task(*args, **kwargs)`` on the cron expression ``cron``, submitted by the
+        supervisor (``args``, ``kwargs``, ``name``, ``tz``, ``catch_up``: see
+        :func:`balloons.schedules.declare`)."""
+        return _declare(self.schedules, task, cron, options)
 
     # ------------------------------------------------------------------ pools
     def pool(
@@ -476,3 +461,20 @@ class App(CommandJobs):
 
     def _submit_args(self, *args: Any) -> Any:
         return self.dispatcher.submit_args(*args)
+
+
+def _declare(
+    schedules: dict[str, Schedule], task: Task[Any, Any], cron: str, options: ScheduleOptions
+) -> Schedule:
+    """:func:`balloons.schedules.declare`, imported when an app first declares a schedule (a
+    machine importing the app's module never needs it)."""
+    from .schedules import declare
+
+    return declare(schedules, task, cron, **options)
+
+
+def _declare_cron(schedules: dict[str, Schedule], task: Task[Any, Any], spec: Any) -> None:
+    """:func:`balloons.schedules.declare_cron`, imported when first needed."""
+    from .schedules import declare_cron
+
+    declare_cron(schedules, task, spec)

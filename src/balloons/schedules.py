@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import ConfigError
 
@@ -146,21 +146,37 @@ class Schedule:
         return f"schedule:{self.name}:{due:.0f}"
 
 
+class ScheduleOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`balloons.App.schedule` besides ``cron``."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    name: str | None
+    tz: str
+    catch_up: str
+
+
 def declare(
     schedules: dict[str, Schedule],
     task: Task[Any, Any],
     cron: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    name: str | None,
-    tz: str,
-    catch_up: str,
+    *,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    name: str | None = None,
+    tz: str = "UTC",
+    catch_up: str = "one",
 ) -> Schedule:
-    """Add a schedule to an app's ``schedules`` (see :meth:`balloons.App.schedule`): its call
-    checked against the task's signature, its name unique."""
+    """Add a schedule to an app's ``schedules``: run ``task(*args, **kwargs)`` as a job on the
+    cron expression ``cron`` (5 fields, or 6 with seconds first) in time zone ``tz``,
+    submitted by the supervisor (``balloons supervise``, or ``app.start_supervisor()``),
+    each run once however many supervisors run. ``name`` (default: the task's name)
+    identifies it in Redis and the CLI. After downtime, ``catch_up``: ``"one"`` runs once for
+    all missed times, ``"all"`` runs each, ``"none"`` skips them. The call is checked
+    against the task's signature; the name must be unique."""
     from .calls import check_call
 
-    kwargs = dict(kwargs)
+    kwargs = dict(kwargs or {})
     check_call(task, args, kwargs)
     sched = Schedule(name or task.name, task, cron, tz, tuple(args), kwargs, catch_up)
     if sched.name in schedules:
@@ -174,4 +190,4 @@ def declare(
 def declare_cron(schedules: dict[str, Schedule], task: Task[Any, Any], spec: str | Cron) -> None:
     """The schedule of ``@app.task(schedule=...)``: the task with no arguments, named as it."""
     cron = spec if isinstance(spec, Cron) else Cron(spec)
-    declare(schedules, task, cron.expr, (), {}, None, cron.tz, cron.catch_up)
+    declare(schedules, task, cron.expr, tz=cron.tz, catch_up=cron.catch_up)

@@ -20,7 +20,7 @@ from ..untrusted import integer, text, timestamp
 
 if TYPE_CHECKING:
     from ..schedules import Schedule
-    from .supervisor import Control
+    from .supervisor import Control, StepReport
 
 log = logging.getLogger("balloons.control.cron")
 
@@ -44,6 +44,22 @@ class ScheduleState:
             last_job=job if len(job) <= 80 and job.isprintable() else "",
             last_missed=integer(got.get("last_missed"), 0, 10**9) or 0,
         )
+
+
+def step(app: Control, synced: bool, report: StepReport) -> bool:
+    """A supervisor step's part: at its first (``synced`` false), forget the state of the
+    schedules the app no longer declares; then submit the due runs. Returns whether the
+    forgetting is done. (An app that declares no schedule never comes here: it may be a
+    process that does not import them, and leaves their state alone.)"""
+    try:
+        if not synced:
+            forget_undeclared(app)
+            synced = True
+        report.scheduled += submit_due(app, app.store.server_time())
+    except Exception as exc:
+        log.exception("supervisor: schedules: %s", exc)
+        report.errors.append(f"schedules: {exc}")
+    return synced
 
 
 def state(app: Control, name: str) -> ScheduleState:

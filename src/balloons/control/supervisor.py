@@ -69,9 +69,7 @@ class Control(Wiring, Protocol):
     @property
     def dispatcher(self) -> Dispatcher: ...
 
-    @property
-    def schedules(self) -> dict[str, Schedule]:
-        """The schedules the app declares, by name (:mod:`.cron` submits their runs)."""
+    schedules: dict[str, Schedule]  # by name; :mod:`.cron` submits their runs
 
 
 #: Seconds for which a waiter that checked its pool's machines spares the other waiters of the
@@ -91,9 +89,7 @@ class StepReport:
     errors: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(
-            self.reclaimed or self.stopped or self.launched or self.destroyed or self.scheduled
-        )
+        return any((self.reclaimed, self.stopped, self.launched, self.destroyed, self.scheduled))
 
 
 class Supervisor:
@@ -151,8 +147,10 @@ class Supervisor:
         ``gc_interval`` seconds when ``None``) sweep orphaned machines. Returns what it did."""
         report = StepReport()
         store = self.app.store
-        if self.app.schedules:
-            self._schedules(report)
+        if self.app.schedules:  # see .cron: an app that declares none leaves their state be
+            from .cron import step as schedules_step
+
+            self._schedules_synced = schedules_step(self.app, self._schedules_synced, report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
@@ -170,21 +168,6 @@ class Supervisor:
                 log.exception("supervisor: gc: %s", exc)
                 report.errors.append(f"gc: {exc}")
         return report
-
-    def _schedules(self, report: StepReport) -> None:
-        """Submit the schedules' due runs (:mod:`.cron`); at the first step, forget the state
-        of schedules the app no longer declares. (An app that declares none leaves the
-        schedules' state alone: it may be a process that does not import them.)"""
-        from . import cron
-
-        try:
-            if not self._schedules_synced:
-                cron.forget_undeclared(self.app)
-                self._schedules_synced = True
-            report.scheduled += cron.submit_due(self.app, self.app.store.server_time())
-        except Exception as exc:
-            log.exception("supervisor: schedules: %s", exc)
-            report.errors.append(f"schedules: {exc}")
 
     def _reclaim(self, pk: PoolKeys, now: float, report: StepReport, ended: bool = False) -> None:
         for slot, lease, info in self.app.store.slots(pk):
@@ -345,8 +328,10 @@ class Supervisor:
         reclaimed when its lease lapses, as ever."""
         report = StepReport()
         store = self.app.store
-        if self.app.schedules:
-            self._schedules(report)
+        if self.app.schedules:  # see .cron: an app that declares none leaves their state be
+            from .cron import step as schedules_step
+
+            self._schedules_synced = schedules_step(self.app, self._schedules_synced, report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
