@@ -15,7 +15,7 @@ from .commands import CommandJobs
 from .config import Settings
 from .errors import BackendError, ConfigError
 from .job import Job
-from .pools import Pool, check_standby
+from .pools import Pool, check_standby, declared
 from .serialize import Serializer, get_serializer
 from .store.keys import JobKeys
 from .store.redisurl import mask_url
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
     from .info import JobInfo, MachineSpec
+    from .pools import PoolSettings
     from .schedules import Schedule, ScheduleOptions
     from .store.queries import Query
     from .store.writes import Store
@@ -150,25 +151,13 @@ class App(CommandJobs):
         return _declare(self.schedules, task, cron, options)
 
     # ------------------------------------------------------------------ pools
-    def pool(
-        self,
-        name: str,
-        *,
-        max_machines: int | None = None,
-        idle_timeout: float | None = None,
-        min_machines: int = 0,
-        cpus: int = 1,
-        memory_mb: int = 256,
-        boot_timeout: float | None = None,
-        heartbeat: float | None = None,
-        standby: int = 0,
-        isolation: str = "process",
-        protocol: str = "",
-    ) -> Pool:
+    def pool(self, name: str, **settings: Unpack[PoolSettings]) -> Pool:
         """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
 
-        Settings left out come from the environment (``BALLOONS_MAX_MACHINES``,
-        ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``, ``BALLOONS_HEARTBEAT``).
+        The settings (:class:`~balloons.pools.PoolSettings`): ``max_machines``,
+        ``idle_timeout``, ``boot_timeout`` and ``heartbeat`` left out come from the environment
+        (``BALLOONS_MAX_MACHINES``, ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``,
+        ``BALLOONS_HEARTBEAT``); ``min_machines`` (0), ``cpus`` (1), ``memory_mb`` (256).
         ``standby=N`` keeps up to N machines stopped when they idle out, for later launches
         to start rather than create (a backend with ``start``: ``FlyBackend``).
         ``isolation`` is what a job may leave behind for the next: ``"process"`` (the
@@ -179,22 +168,7 @@ class App(CommandJobs):
         token, and run one attempt each over the worker protocol (needs :attr:`service_url`;
         tasks with JSON arguments; docs/worker-protocol.md).
         """
-        from .config import pool_defaults
-
-        d = pool_defaults(self.settings.env)
-        p = Pool(
-            name,
-            max_machines=max_machines if max_machines is not None else int(d["max_machines"]),
-            idle_timeout=idle_timeout if idle_timeout is not None else d["idle_timeout"],
-            min_machines=min_machines,
-            cpus=cpus,
-            memory_mb=memory_mb,
-            boot_timeout=boot_timeout if boot_timeout is not None else d["boot_timeout"],
-            heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
-            standby=standby,
-            isolation=isolation,
-            protocol=protocol,
-        )
+        p = declared(name, self.settings.env, settings)
         if p.standby:
             check_standby(p, self._backend_obj, self.settings.backend)
         self._pools[name] = p

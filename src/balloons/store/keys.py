@@ -402,6 +402,8 @@ def service_keys_key(ns: str) -> str:
 def service_idem_key(ns: str, digest: str) -> str:
     """One Idempotency-Key of one API key (``digest``: SHA-256 of both) in the job service."""
     return f"{ns}:service:idem:{digest}"
+
+
 def schedules_key(ns: str) -> str:
     """The names of the schedules a supervisor has seen (their state: :func:`schedule_key`)."""
     return f"{ns}:schedules"
