@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .control.supervisor import Supervisor
     from .fanout import Call, Mapped, as_completed
     from .info import AttemptInfo, JobInfo, MachineInfo, MachineSpec
+    from .schedules import Cron, Schedule
 
 # Machines import this package on start-up: what the worker never needs (the records, built
 # with dataclasses, and the backends) loads on first use.
@@ -64,6 +65,8 @@ _LAZY = {
     "Call": "balloons.fanout",
     "Mapped": "balloons.fanout",
     "as_completed": "balloons.fanout",
+    "Cron": "balloons.schedules",
+    "Schedule": "balloons.schedules",
 }
 
 
@@ -90,6 +93,7 @@ __all__ = [
     "Call",
     "CallOptions",
     "ConfigError",
+    "Cron",
     "FlyAPIError",
     "FlyBackend",
     "JSONSerializer",
@@ -107,6 +111,7 @@ __all__ = [
     "Pool",
     "ResultTimeout",
     "Retry",
+    "Schedule",
     "SerializationError",
     "Serializer",
     "StoreError",

@@ -15,7 +15,7 @@ from .commands import CommandJobs
 from .config import Settings
 from .errors import BackendError, ConfigError
 from .job import Job
-from .pools import Pool, check_standby
+from .pools import Pool, check_standby, declared
 from .serialize import Serializer, get_serializer
 from .store.keys import JobKeys
 from .store.redisurl import mask_url
@@ -24,7 +24,7 @@ from .task import AsyncTask, Registration, Task, TaskOptions, define, keywords_o
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
     from pathlib import Path
-    from typing import ParamSpec
+    from typing import ParamSpec, Unpack
 
     from .backends.base import Backend
     from .compat import Compat
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .cost import CostReport, PriceTable
     from .dispatch import Dispatcher
     from .info import JobInfo, MachineSpec
+    from .pools import PoolSettings
+    from .schedules import Schedule, ScheduleOptions
     from .store.queries import Query
     from .store.writes import Store
     from .task import Register
@@ -94,6 +96,8 @@ class App(CommandJobs):
         self._prices: PriceTable | None = None
         self._dispatcher: Dispatcher | None = None
         self._compat: tuple[int, Compat] | None = None
+        #: The schedules declared in code (:meth:`schedule`), by name.
+        self.schedules: dict[str, Schedule] = {}
 
     def __repr__(self) -> str:
         where = mask_url(self.settings.redis_url) if self.settings.redis_url else "embedded"
@@ -125,35 +129,35 @@ class App(CommandJobs):
         fails with reason ``cost_cap``.
         """
         name = options.pop("name", None)
+        schedule = options.pop("schedule", None)
         if "retry_on" in options:  # any iterable of exception classes
             options["retry_on"] = tuple(options["retry_on"])
         opts = TaskOptions(**options)
 
         def wrap(f: Callable[..., Any]) -> Task[..., Any]:
-            return define(self, f, name, opts)
+            t = define(self, f, name, opts)
+            if schedule is not None:
+                _declare_cron(self.schedules, t, schedule)
+            return t
 
         return wrap(fn) if fn is not None else wrap
 
+    def schedule(
+        self, task: Task[Any, Any], *, cron: str, **options: Unpack[ScheduleOptions]
+    ) -> Schedule:
+        """Run ``task(*args, **kwargs)`` on the cron expression ``cron``, submitted by the
+        supervisor (``args``, ``kwargs``, ``name``, ``tz``, ``catch_up``: see
+        :func:`balloons.schedules.declare`)."""
+        return _declare(self.schedules, task, cron, options)
+
     # ------------------------------------------------------------------ pools
-    def pool(
-        self,
-        name: str,
-        *,
-        max_machines: int | None = None,
-        idle_timeout: float | None = None,
-        min_machines: int = 0,
-        cpus: int = 1,
-        memory_mb: int = 256,
-        boot_timeout: float | None = None,
-        heartbeat: float | None = None,
-        standby: int = 0,
-        isolation: str = "process",
-        protocol: str = "",
-    ) -> Pool:
+    def pool(self, name: str, **settings: Unpack[PoolSettings]) -> Pool:
         """Declare a pool of machines: ``app.pool("builds", max_machines=2, cpus=4, ...)``.
 
-        Settings left out come from the environment (``BALLOONS_MAX_MACHINES``,
-        ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``, ``BALLOONS_HEARTBEAT``).
+        The settings (:class:`~balloons.pools.PoolSettings`): ``max_machines``,
+        ``idle_timeout``, ``boot_timeout`` and ``heartbeat`` left out come from the environment
+        (``BALLOONS_MAX_MACHINES``, ``BALLOONS_IDLE_TIMEOUT``, ``BALLOONS_BOOT_TIMEOUT``,
+        ``BALLOONS_HEARTBEAT``); ``min_machines`` (0), ``cpus`` (1), ``memory_mb`` (256).
         ``standby=N`` keeps up to N machines stopped when they idle out, for later launches
         to start rather than create (a backend with ``start``: ``FlyBackend``).
         ``isolation`` is what a job may leave behind for the next: ``"process"`` (the
@@ -164,22 +168,7 @@ class App(CommandJobs):
         token, and run one attempt each over the worker protocol (needs :attr:`service_url`;
         tasks with JSON arguments; docs/worker-protocol.md).
         """
-        from .config import pool_defaults
-
-        d = pool_defaults(self.settings.env)
-        p = Pool(
-            name,
-            max_machines=max_machines if max_machines is not None else int(d["max_machines"]),
-            idle_timeout=idle_timeout if idle_timeout is not None else d["idle_timeout"],
-            min_machines=min_machines,
-            cpus=cpus,
-            memory_mb=memory_mb,
-            boot_timeout=boot_timeout if boot_timeout is not None else d["boot_timeout"],
-            heartbeat=heartbeat if heartbeat is not None else d["heartbeat"],
-            standby=standby,
-            isolation=isolation,
-            protocol=protocol,
-        )
+        p = declared(name, self.settings.env, settings)
         if p.standby:
             check_standby(p, self._backend_obj, self.settings.backend)
         self._pools[name] = p
@@ -446,3 +435,20 @@ class App(CommandJobs):
 
     def _submit_args(self, *args: Any) -> Any:
         return self.dispatcher.submit_args(*args)
+
+
+def _declare(
+    schedules: dict[str, Schedule], task: Task[Any, Any], cron: str, options: ScheduleOptions
+) -> Schedule:
+    """:func:`balloons.schedules.declare`, imported when an app first declares a schedule (a
+    machine importing the app's module never needs it)."""
+    from .schedules import declare
+
+    return declare(schedules, task, cron, **options)
+
+
+def _declare_cron(schedules: dict[str, Schedule], task: Task[Any, Any], spec: Any) -> None:
+    """:func:`balloons.schedules.declare_cron`, imported when first needed."""
+    from .schedules import declare_cron
+
+    declare_cron(schedules, task, spec)

@@ -23,6 +23,9 @@ system. It needs a backend that can start a stopped machine again (``FlyBackend`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
 from .config import check_seconds
 from .errors import ConfigError
 from .store.keys import POOL_RE
@@ -179,3 +182,32 @@ def check_standby(pool: Pool, backend: object, name: str) -> None:
         f"machine again (FlyBackend), but {what} has no start(): its machines are "
         "gone when they exit. Use standby=0 with it"
     )
+
+
+class PoolSettings(TypedDict, total=False):
+    """The keyword arguments of :meth:`balloons.App.pool` (see :class:`Pool`)."""
+
+    max_machines: int | None
+    idle_timeout: float | None
+    min_machines: int
+    cpus: int
+    memory_mb: int
+    boot_timeout: float | None
+    heartbeat: float | None
+    standby: int
+    isolation: str
+    protocol: str
+
+
+def declared(name: str, env: Mapping[str, str], settings: PoolSettings) -> Pool:
+    """The pool ``app.pool(name, **settings)`` declares: the settings left out (or None) of
+    ``max_machines``, ``idle_timeout``, ``boot_timeout`` and ``heartbeat`` from the
+    environment's defaults (:func:`balloons.config.pool_defaults`)."""
+    from .config import pool_defaults
+
+    given: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    defaults = pool_defaults(env)
+    for key in ("idle_timeout", "boot_timeout", "heartbeat"):
+        given.setdefault(key, defaults[key])
+    given.setdefault("max_machines", int(defaults["max_machines"]))
+    return Pool(name, **given)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .errors import JobFailed
     from .fanout import Call, Mapped
     from .job import Job
+    from .schedules import Cron
 
     OP = ParamSpec("OP")
     S = TypeVar("S")
@@ -148,10 +149,13 @@ CALL_ONLY = CallOptions._names - TaskOptions._names
 
 
 class Registration(TaskOptions):
-    """The keyword arguments of ``@app.task(...)``: the task options, and the task's
-    ``name`` (default: the function's qualified name)."""
+    """The keyword arguments of ``@app.task(...)``: the task options, the task's ``name``
+    (default: the function's qualified name), and its ``schedule``: a cron expression (UTC)
+    or a :class:`balloons.Cron` (with a time zone and a catch-up policy), on which the
+    supervisor submits it with no arguments (see :meth:`balloons.App.schedule`)."""
 
     name: str | None = None
+    schedule: str | Cron | None = None
 
 
 def keywords_of(

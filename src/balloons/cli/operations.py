@@ -23,7 +23,8 @@ from .common import Seconds, err_console, import_app, load_app, main, state_dir
 )
 @click.option("--once", is_flag=True, help="Run one step (with orphan collection) and exit.")
 def supervise(module: str | None, interval: float, once: bool) -> None:
-    """Reclaim dead machines, promote due jobs, launch for queued work, collect orphans."""
+    """Reclaim dead machines, promote due jobs, launch for queued work, collect orphans, and
+    submit the due runs of the schedules the -A module declares."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -39,6 +40,7 @@ def supervise(module: str | None, interval: float, once: bool) -> None:
                     "stopped": report.stopped,
                     "launched": report.launched,
                     "destroyed": report.destroyed,
+                    "scheduled": report.scheduled,
                     "errors": report.errors,
                 }
             )

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ..dispatch import Dispatcher
+    from ..schedules import Schedule
 
 log = logging.getLogger("balloons.control.supervisor")
 
@@ -67,6 +68,8 @@ class Control(Wiring, Protocol):
 
     @property
     def dispatcher(self) -> Dispatcher: ...
+
+    schedules: dict[str, Schedule]  # by name; :mod:`.cron` submits their runs
 
 
 #: Seconds for which a waiter that checked its pool's machines spares the other waiters of the
@@ -82,10 +85,11 @@ class StepReport:
     stopped: list[str] = field(default_factory=list)  # machine ids
     launched: list[str] = field(default_factory=list)  # slots
     destroyed: list[str] = field(default_factory=list)  # orphaned machine ids
+    scheduled: list[str] = field(default_factory=list)  # ids of the schedules' jobs submitted
     errors: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.reclaimed or self.stopped or self.launched or self.destroyed)
+        return any((self.reclaimed, self.stopped, self.launched, self.destroyed, self.scheduled))
 
 
 class Supervisor:
@@ -131,6 +135,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._stopped_machines: dict[str, float] = {}
         self._probed: dict[str, float] = {}  # slot -> when its booting machine was last asked
+        self._schedules_synced = False  # undeclared schedules forgotten (at the first step)
 
     def __repr__(self) -> str:
         return f"<Supervisor interval={self.interval:g}s running={self.running}>"
@@ -142,6 +147,10 @@ class Supervisor:
         ``gc_interval`` seconds when ``None``) sweep orphaned machines. Returns what it did."""
         report = StepReport()
         store = self.app.store
+        if self.app.schedules:  # see .cron: an app that declares none leaves their state be
+            from .cron import step as schedules_step
+
+            self._schedules_synced = schedules_step(self.app, self._schedules_synced, report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
@@ -319,6 +328,10 @@ class Supervisor:
         reclaimed when its lease lapses, as ever."""
         report = StepReport()
         store = self.app.store
+        if self.app.schedules:  # see .cron: an app that declares none leaves their state be
+            from .cron import step as schedules_step
+
+            self._schedules_synced = schedules_step(self.app, self._schedules_synced, report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:

@@ -72,6 +72,12 @@ key                                      type    TTL         written by
 ``NS:service:idem:SHA``                  string  24 h        service: an Idempotency-Key of one
                                                              API key -> JSON (body digest, job,
                                                              pending or done)
+``NS:schedules``                         set     none        supervisor: the names of the
+                                                             schedules it has seen
+``NS:schedule:NAME``                     hash    none        supervisor (each due run), CLI
+                                                             (pause/resume): ``paused``,
+                                                             ``last_due``, ``last_job``,
+                                                             ``last_missed``, ``missed``
 =======================================  ======  ==========  =================================
 
 Job hash fields: ``payload`` (signed JSON: task, module, options, record TTL), ``args``
@@ -96,9 +102,10 @@ scheduled, and ``ms:CPUS:MB:TASK`` adds up billed machine-milliseconds per size.
 grow (Prometheus counters); readers treat every field as hostile
 (:mod:`balloons.dashboard.aggregates`).
 
-``NS:pools``, the machine records and the sweeper's lock are not a pool's: no script touches
-them. Each is read and written by single-key commands (``SADD`` alongside a submit, plain
-pipelines of the fork server), which a cluster routes to the key's own slot.
+``NS:pools``, the machine records, the sweeper's lock and the schedules' state are not a
+pool's: no script touches them. Each is read and written by single-key commands (``SADD``
+alongside a submit, plain pipelines of the fork server), which a cluster routes to the key's
+own slot.
 
 Scripts are given their keys in ``KEYS``, by :func:`script_keys`: the pool's keys in the order
 of :data:`POOL_SCRIPT_KEYS` (the scripts' ``QUEUE``, ``DELAYED``, ... name ``KEYS[1]``,
@@ -395,3 +402,13 @@ def service_keys_key(ns: str) -> str:
 def service_idem_key(ns: str, digest: str) -> str:
     """One Idempotency-Key of one API key (``digest``: SHA-256 of both) in the job service."""
     return f"{ns}:service:idem:{digest}"
+
+
+def schedules_key(ns: str) -> str:
+    """The names of the schedules a supervisor has seen (their state: :func:`schedule_key`)."""
+    return f"{ns}:schedules"
+
+
+def schedule_key(ns: str, name: str) -> str:
+    """One schedule's state (never its task or arguments: those are the app's code)."""
+    return f"{ns}:schedule:{name}"
