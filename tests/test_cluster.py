@@ -108,6 +108,11 @@ def test_jobs_retries_and_warm_machines_on_pools_of_every_node(
         assert ran.warm and ran.machine_id == before.machine_id, (ran, before)
     for j in slow:
         wait_for(lambda j=j: j.status() is JobStatus.RUNNING)
+        info = app.backend.inspect(j.info().machine_id or "")
+        assert info is not None
+        # Stopped, the machine cannot notice the cancel: once the grace is over, the client
+        # stops it and frees its slot (LOST), the path a machine that hangs takes.
+        os.kill(int(info.detail["pid"]), signal.SIGSTOP)
         assert j.cancel(grace=1.0, wait=True)
         assert j.status() is JobStatus.CANCELLED
     assert set(app.store.pools()) == set(pools)
