@@ -33,6 +33,20 @@ CHECKS = [
 EXAMPLES = 25
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_lambda_sources() -> Iterator[None]:
+    """Hypothesis names the lambdas of a strategy by parsing their module's source
+    (``ast.parse``) when it validates the strategy. On CPython 3.11.7 that parse, made deep in
+    schemathesis' recursive strategies, can fail with ``SystemError: AST constructor recursion
+    depth mismatch`` (a CPython bug, fixed in later 3.11 releases), which hypothesis then
+    reports as a flaky test. The name only serves messages: plain ``lambda`` will do here."""
+    from hypothesis.internal import lambda_sources
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lambda_sources, "lambda_description", lambda f: "lambda")
+        yield
+
+
 @pytest.fixture(scope="module")
 def service() -> Iterator[Service]:
     with serving() as s:
