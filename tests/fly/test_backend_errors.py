@@ -4,6 +4,7 @@ is failed with it (``launch_failed``), and the token never shows."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import balloons
 from balloons import ConfigError, FlyAPIError, FlyBackend, JobFailed
 from balloons.backends.base import BackendContext
 from balloons.fly.client import RetryPolicy
+from balloons.fly.emulator import Faults
 from balloons.fly.settings import FlySettings
 from tests import tasks
 
@@ -165,7 +167,10 @@ def test_inspect_stop_destroy_and_list(rig: FlyRig) -> None:
     assert backend.list(job=job.id) == []
 
 
-def test_launch_stop_destroy_a_machine_directly(rig: FlyRig) -> None:
+def test_launch_stop_destroy_a_machine_directly(make_rig: Callable[..., FlyRig]) -> None:
+    # The machine boots late: a worker that found no job (there is none) would otherwise exit
+    # and be destroyed before the listing.
+    rig = make_rig(faults=Faults(boot_delay=60))
     app = rig.app()
     spec = app._spec("default", "01m8fvfatdry2zscdq1e9q8azt", 1, 1, 256, 30.0)
     launched = app.backend.launch(spec)
