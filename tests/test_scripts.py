@@ -491,6 +491,11 @@ def _decoded(decode: Any, raw: Any) -> Any:
 @example(code=3, where=b"queued", rest=[4], shape=list)
 @example(code=1, where=b"launch", rest=[b"s-1", b"u", True, 1, 256], shape=list)
 @example(code=1, where=b"queued", rest=[b"4"], shape=list)
+@example(code=1, where=b"launch", rest=[b"s-1", b"u", b"1", b"2", b"256"], shape=list)
+@example(code=3, where=b"launch", rest=[b"s-1", b"u", b"-1", b"1", b"256"], shape=list)
+@example(code=1, where=b"launch", rest=[b"s-1", b"u", b"1" * 19, b"1", b"256"], shape=list)
+@example(code=1, where=b"launch", rest=[b"s-1", b"u", b"", b"1", b"256"], shape=list)
+@example(code=1, where=b"launch", rest=[b"s-1", b"u", b"1.5", b"1", b"256"], shape=list)
 def test_the_submit_replys_shortcut_decodes_as_the_general_decoder(
     code: Any, where: Any, rest: list[Any], shape: Any
 ) -> None:
