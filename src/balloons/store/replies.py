@@ -210,18 +210,10 @@ def submit(raw: Any) -> Submitted:
     if n in (3, 7) and raw[0].__class__ is int and raw[0] in _PLACED_CODES:
         where = raw[1]
         if n == 7 and where == b"launch":
-            slot, ulid, attempt, cpus, memory_mb = raw[2:]
-            # The script sends the numbers as strings (``tostring``): plain digits are read
-            # here, anything else by the general path.
-            if (
-                slot.__class__ is bytes
-                and ulid.__class__ is bytes
-                and _digits(attempt)
-                and _digits(cpus)
-                and _digits(memory_mb)
-            ):
+            slot, ulid, *nums = raw[2:]  # the numbers as the script sends them: strings
+            if slot.__class__ is bytes and ulid.__class__ is bytes and all(map(_digits, nums)):
                 text = (slot.decode("utf-8", "replace"), ulid.decode("utf-8", "replace"))
-                grant = _new(Grant, (*text, int(attempt), int(cpus), int(memory_mb)))
+                grant = _new(Grant, (*text, *map(int, nums)))
                 return _new(Submitted, (_OK, "launch", grant, None, "", raw[0] == _NEW_POOL))
         elif n == 3 and where == b"queued" and raw[2].__class__ is int:
             return _new(Submitted, (_OK, "queued", None, raw[2], "", raw[0] == _NEW_POOL))
@@ -232,11 +224,8 @@ _PLACED_CODES = frozenset({int(_OK), int(_NEW_POOL)})
 
 
 def _digits(raw: Any) -> bool:
-    """Whether ``raw`` is a number the script wrote as a string or an integer, as
-    :func:`_int` reads it without a sign (a bool is neither)."""
-    if raw.__class__ is int:
-        return True
-    return raw.__class__ is bytes and 0 < len(raw) <= 18 and raw.isdigit()
+    """Whether ``raw`` is a whole number :func:`_int` reads, written without a sign."""
+    return raw.__class__ is int or (raw.__class__ is bytes and 0 < len(raw) <= 18 and raw.isdigit())
 
 
 _new = tuple.__new__  # a record made from its items at once, without _Reply.__new__'s call
