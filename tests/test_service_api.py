@@ -149,11 +149,6 @@ def test_a_command_job_is_checked_then_handed_to_the_command_job_code(
         "labels": {"k": "v"},
     }
     resp = client.post("/v1/jobs", json=body)
-    if not hasattr(tasks.app, "submit_command_async"):  # no command jobs in this version
-        got = problem(resp, 422, "command-jobs-unavailable")
-        assert "command jobs" in str(got["detail"])
-        assert tasks.app.jobs(limit=10) == []
-        return
     assert resp.status_code == 201, resp.text
     job = resp.json()
     assert job["kind"] == "command" and job["labels"] == {"k": "v"}

@@ -19,18 +19,59 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import ConfigError
 from .registry import COMMAND_TASK
 from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from .app import App
     from .config import Settings
     from .job import Job
 
 __all__ = ["COMMAND_TASK", "command_spec", "command_task"]
+
+
+class CommandOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`CommandJobs.submit_command` (defaults:
+    :data:`COMMAND_DEFAULTS`)."""
+
+    image: str | None
+    env: Mapping[str, str] | None
+    input: Any
+    pool: str
+    timeout: float
+    retries: int
+    retry_on_exit_codes: Sequence[int]
+    retry_backoff: float
+    cpus: int | None
+    memory_mb: int | None
+    priority: int
+    delay: float | None
+    key: str | None
+    service_url: str | None
+
+
+#: What ``submit_command`` uses for an option left out.
+COMMAND_DEFAULTS: CommandOptions = {
+    "image": None,
+    "env": None,
+    "input": None,
+    "pool": "default",
+    "timeout": 600.0,
+    "retries": 0,
+    "retry_on_exit_codes": (),
+    "retry_backoff": 1.0,
+    "cpus": None,
+    "memory_mb": None,
+    "priority": 0,
+    "delay": None,
+    "key": None,
+    "service_url": None,
+}
 
 MAX_ARGV = 4096
 MAX_ENV = 256
@@ -139,8 +180,15 @@ async def submit_async(app: App, cmd: Sequence[str], options: dict[str, Any]) ->
 
 
 def _prepare(
-    app: App, cmd: Sequence[str], o: dict[str, Any]
+    app: App, cmd: Sequence[str], options: dict[str, Any]
 ) -> tuple[Task[[dict[str, Any]], None], dict[str, Any]]:
+    unknown = sorted(options.keys() - COMMAND_DEFAULTS.keys())
+    if unknown:
+        raise TypeError(
+            f"submit_command() got unknown option(s) {unknown}: expected some of "
+            f"{sorted(COMMAND_DEFAULTS)}"
+        )
+    o: dict[str, Any] = {**COMMAND_DEFAULTS, **options}
     url = o.pop("service_url", None)
     if url is None:
         url = app.service_url
@@ -260,25 +308,7 @@ class CommandJobs:
             raise ConfigError(f"service_url must be an http(s) URL, got {url!r}")
         self._service_url = url
 
-    def submit_command(
-        self,
-        cmd: Sequence[str],
-        *,
-        image: str | None = None,
-        env: Mapping[str, str] | None = None,
-        input: Any = None,
-        pool: str = "default",
-        timeout: float = 600.0,
-        retries: int = 0,
-        retry_on_exit_codes: Sequence[int] = (),
-        retry_backoff: float = 1.0,
-        cpus: int | None = None,
-        memory_mb: int | None = None,
-        priority: int = 0,
-        delay: float | None = None,
-        key: str | None = None,
-        service_url: str | None = None,
-    ) -> Job[None]:
+    def submit_command(self, cmd: Sequence[str], **options: Unpack[CommandOptions]) -> Job[None]:
         """Store a command job and start its machine: ``cmd`` (an argv) runs on a machine of
         its own (locally: a process, ``cmd[0]`` found on PATH, in a fresh temporary directory;
         on Fly: a machine of ``image``), its ``input`` (JSON) in the file named by
@@ -288,31 +318,10 @@ class CommandJobs:
         ``retry_on_exit_codes``. Its stdout and stderr are the job's log lines. With
         ``service_url`` (default ``BALLOONS_SERVICE_URL``) the process also gets its
         attempt's URL and token (docs/worker-protocol.md), and never the store's."""
-        return submit(self, cmd, _command_options(locals()))  # type: ignore[arg-type]
+        return submit(self, cmd, options)  # type: ignore[arg-type]
 
     async def submit_command_async(
-        self,
-        cmd: Sequence[str],
-        *,
-        image: str | None = None,
-        env: Mapping[str, str] | None = None,
-        input: Any = None,
-        pool: str = "default",
-        timeout: float = 600.0,
-        retries: int = 0,
-        retry_on_exit_codes: Sequence[int] = (),
-        retry_backoff: float = 1.0,
-        cpus: int | None = None,
-        memory_mb: int | None = None,
-        priority: int = 0,
-        delay: float | None = None,
-        key: str | None = None,
-        service_url: str | None = None,
+        self, cmd: Sequence[str], **options: Unpack[CommandOptions]
     ) -> Job[None]:
         """:meth:`submit_command` for asyncio."""
-        return await submit_async(self, cmd, _command_options(locals()))  # type: ignore[arg-type]
-
-
-def _command_options(local: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``submit_command`` (its locals but ``self`` and ``cmd``)."""
-    return {k: v for k, v in local.items() if k not in ("self", "cmd", "submit")}
+        return await submit_async(self, cmd, options)  # type: ignore[arg-type]

@@ -415,15 +415,7 @@ class _Api:
 
 
 async def submit_command(app: App, job: submission.CommandJob) -> Job[Any]:
-    """Hand a checked command job to the command-job code (``App.submit_command_async``);
-    ``422 command-jobs-unavailable`` while this version of balloons has none."""
-    submit = getattr(app, "submit_command_async", None)
-    if submit is None:
-        raise Problem(
-            422,
-            "command-jobs-unavailable",
-            "this service runs task jobs only: command jobs are not available in this version",
-        )
+    """Hand a checked command job to the command-job code (``App.submit_command_async``)."""
     c = job.common
     options: dict[str, Any] = {
         name: value
@@ -445,7 +437,7 @@ async def submit_command(app: App, job: submission.CommandJob) -> Job[Any]:
     if c.has_input:
         options["input"] = c.input
     try:
-        submitted: Job[Any] = await submit(job.command.cmd, **options)
+        submitted: Job[Any] = await app.submit_command_async(job.command.cmd, **options)
     except (ConfigError, SerializationError) as exc:
         raise Problem(422, "invalid-options", str(exc)) from None
     return submitted

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..store.keys import PoolKeys
 from ..store.records import slot_entry
@@ -60,19 +60,6 @@ def due_within(app: App, horizon: float) -> bool:
     return False
 
 
-def attempt_routes(app: App) -> list[Any]:
-    """The HTTP worker protocol's routes (``balloons.service.attempts.attempt_routes``), when
-    this version of balloons has them; none otherwise."""
-    import importlib
-
-    try:
-        attempts = importlib.import_module("balloons.service.attempts")
-    except ImportError:
-        return []
-    make = getattr(attempts, "attempt_routes", None)
-    return list(make(app)) if make is not None else []
-
-
 def check_installed() -> None:
     """Import what serving needs (the ``service`` extra), so that a missing library raises
     ``ImportError`` before anything is served."""
@@ -95,6 +82,7 @@ def serve(
     import uvicorn
 
     from .api import create_app
+    from .attempts import attempt_routes
 
     web = create_app(app, token=token, attempt_routes=attempt_routes(app))
     activity: Activity = web.state.activity
