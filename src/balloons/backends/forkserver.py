@@ -24,7 +24,6 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import selectors
 import signal
 import socket
@@ -39,7 +38,7 @@ from ..info import Reason, exit_reason
 from ..machine import worker as worker_mod
 from ..store import keys
 from ..store.resp import RespClient, RespError
-from . import identity
+from . import forked, identity
 
 STOP_GRACE = 10.0
 
@@ -86,6 +85,7 @@ class ForkServer:
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
+        self.spare: forked.Spare | None = None  # the next forked machine, waiting for its launch
 
     # ----------------------------------------------------------------- loop
     def bind(self) -> None:
@@ -106,6 +106,7 @@ class ForkServer:
         signal.signal(signal.SIGTERM, lambda *_: self._begin_drain())
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self._fork_spare()
         while True:
             for key, _ in self.sel.select(self._next_timeout()):
                 if key.data == "accept":
@@ -132,6 +133,9 @@ class ForkServer:
         if self.draining:
             return
         self.draining = True
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.close()  # it reads the end of its pipe and exits
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
                 os.unlink(self.path)
@@ -176,6 +180,7 @@ class ForkServer:
             child, fields, ttl, secret = self.deferred.pop(0)
             fields.update(_identity(secret, child.machine, fields["host"], child.pid))
             self._record(child, fields, ttl=ttl, new=True)
+        self._fork_spare()  # the next launch's machine, forked once this one is answered
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -203,11 +208,11 @@ class ForkServer:
             k: env.get(k) or str(store.get(k, ""))
             for k in ("BALLOONS_REDIS_URL", "BALLOONS_SECRET", "BALLOONS_NAMESPACE")
         }
-        gc.freeze()  # see worker_mod.prepare: the machine's collections leave these objects be
-        pid = os.fork()
-        if pid == 0:  # child: never returns
-            self._child(env, req, log)
-        gc.unfreeze()
+        req = {**req, "env": env, "log": log}
+        spare = self.spare if req.get("mode") != "exec" else None
+        if spare is not None:  # the spare becomes this machine (a fresh one if it is gone)
+            self.spare = None
+        pid = spare.pid if spare is not None and spare.hand(req) else self._fork(req)
         child = Child(
             machine=machine,
             pid=pid,
@@ -244,41 +249,20 @@ class ForkServer:
         )
         return {"ok": True, "pid": pid}
 
-    def _child(self, env: dict[str, str], req: dict[str, Any], log: str) -> None:
-        code = 70
+    def _fork(self, req: dict[str, Any]) -> int:
+        """Fork the machine of launch request ``req``; its pid."""
+        gc.freeze()  # see worker_mod.prepare: the machine's collections leave these objects be
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            self._child(req)
+        gc.unfreeze()
+        return pid
+
+    def _child(self, req: dict[str, Any]) -> None:
+        code = forked.EXIT_BROKE
         try:
-            os.setsid()
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            self.listener.close()
-            for client in self.clients.values():
-                client.close()
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
-            os.close(null)
-            memory_mb = int(req.get("memory_mb") or 0)
-            if memory_mb > 0:
-                _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-                resource.setrlimit(resource.RLIMIT_DATA, (memory_mb * 1024 * 1024, hard))
-            cwd = req.get("cwd")
-            if cwd:
-                with contextlib.suppress(OSError):
-                    os.chdir(cwd)
-            os.environ.clear()
-            os.environ.update(env)
-            if req.get("mode") == "exec":
-                os.execve(sys.executable, [sys.executable, "-m", "balloons.machine"], env)
-            sys.argv = ["balloons-worker"]
-            code = worker_mod.main(env)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+            self._leave()
+            code = forked.become(req)
         except BaseException:
             with contextlib.suppress(Exception):
                 import traceback
@@ -289,6 +273,26 @@ class ForkServer:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+    def _leave(self) -> None:
+        """In a child: a session of its own, default signals, none of the server's
+        descriptors (its socket, its wake-up pipe, its Redis connections, the spare's pipe)."""
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        self.listener.close()
+        for client in self.clients.values():
+            client.close()
+        if self.spare is not None:
+            self.spare.close()
+
+    def _fork_spare(self) -> None:
+        """Fork the next launch's machine ahead of it (see :mod:`.forked`), unless one waits."""
+        if self.spare is None and not self.draining:
+            self.spare = forked.fork_spare(self._leave)
 
     # ----------------------------------------------------------- stop/kill
     def _stop(self, machine: str, grace: float) -> dict[str, Any]:
