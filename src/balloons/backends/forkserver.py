@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import compat
 from ..control.reclaim import end_slot
 from ..errors import StoreError
 from ..info import Reason, exit_reason
@@ -41,6 +42,7 @@ from ..store.resp import RespClient, RespError
 from . import forked, identity
 
 STOP_GRACE = 10.0
+SPARE_AFTER = 0.05  # seconds with no launch before a spare is forked beside running machines
 
 
 @dataclass
@@ -86,6 +88,8 @@ class ForkServer:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
         self.spare: forked.Spare | None = None  # the next forked machine, waiting for its launch
+        self.launched = 0.0  # time.monotonic() of the last launch
+        self.version_files = ""  # the task modules named by the last forked machine's launch
 
     # ----------------------------------------------------------------- loop
     def bind(self) -> None:
@@ -106,7 +110,6 @@ class ForkServer:
         signal.signal(signal.SIGTERM, lambda *_: self._begin_drain())
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
-        self._fork_spare()
         while True:
             for key, _ in self.sel.select(self._next_timeout()):
                 if key.data == "accept":
@@ -116,6 +119,7 @@ class ForkServer:
                         os.read(self.wake_r, 4096)
             self._reap()
             self._enforce_deadlines()
+            self._refill()
             if not self.children:
                 if self.draining:
                     return
@@ -125,6 +129,8 @@ class ForkServer:
     def _next_timeout(self) -> float:
         now = time.time()
         waits = [self.idle - (time.monotonic() - self.last_activity) + 0.01]
+        if self.spare is None and self.children:
+            waits.append(SPARE_AFTER - (time.monotonic() - self.launched))
         waits += [c.stop_deadline - now for c in self.children.values() if c.stop_deadline]
         return max(0.01, min(min(waits), 1.0))
 
@@ -180,7 +186,6 @@ class ForkServer:
             child, fields, ttl, secret = self.deferred.pop(0)
             fields.update(_identity(secret, child.machine, fields["host"], child.pid))
             self._record(child, fields, ttl=ttl, new=True)
-        self._fork_spare()  # the next launch's machine, forked once this one is answered
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -209,6 +214,9 @@ class ForkServer:
             for k in ("BALLOONS_REDIS_URL", "BALLOONS_SECRET", "BALLOONS_NAMESPACE")
         }
         req = {**req, "env": env, "log": log}
+        self.launched = time.monotonic()
+        if req.get("mode") != "exec":
+            self.version_files = env.get("BALLOONS_VERSION_FILES", "")
         spare = self.spare if req.get("mode") != "exec" else None
         if spare is not None:  # the spare becomes this machine (a fresh one if it is gone)
             self.spare = None
@@ -289,10 +297,17 @@ class ForkServer:
         if self.spare is not None:
             self.spare.close()
 
-    def _fork_spare(self) -> None:
-        """Fork the next launch's machine ahead of it (see :mod:`.forked`), unless one waits."""
-        if self.spare is None and not self.draining:
-            self.spare = forked.fork_spare(self._leave)
+    def _refill(self) -> None:
+        """Fork the next launch's machine ahead of it (see :mod:`.forked`) when none waits,
+        once the server is quiet: no machine running, or no launch for SPARE_AFTER seconds
+        (a spare forked beside a machine that has just started would compete with it)."""
+        if self.spare is not None or self.draining:
+            return
+        if self.children and time.monotonic() - self.launched < SPARE_AFTER:
+            return
+        if self.version_files:  # the version digest a machine of that app works out, made once
+            compat.source_version(self.version_files.split(os.pathsep))
+        self.spare = forked.fork_spare(self._leave)
 
     # ----------------------------------------------------------- stop/kill
     def _stop(self, machine: str, grace: float) -> dict[str, Any]:

@@ -31,11 +31,13 @@ until either writes a page, and each first write then costs a page fault and a c
 here). So the child does as little as it can (no connection, no signature check, no payload
 parsing), the parent freezes its objects for the collector as it forks (``gc.freeze``: the
 child's collections never visit them), and the parent links the scripts once before its first
-child. As it hands a job to a child, the parent forks the next job's child (a spare), which
-waits on its pipe with the pages of a job's path already its own: a job, on a busy machine or
-a warm one, pays no fork, only a write to a pipe, and the fork overlaps the running job. A
-child is a copy of the parent as it is then (the task modules imported so far), so it holds no
-more than the parent does, and it closes its copies of its siblings' pipes.
+child. Each job's child is forked ahead of it (a spare), and waits on its pipe with the pages
+of a job's path already its own, so a job pays no fork, only a write to a pipe: a busy machine
+(others were queued when it took this job from the queue) forks the next job's child as it
+hands this one to its child, so the fork overlaps the running job; a machine going idle forks
+it as the job ends. A child is a copy of the parent as it is then (the task modules imported
+so far), so it holds no more than the parent does, and it closes its copies of its siblings'
+pipes.
 
 Standard library and balloons' lean modules only: every machine imports this module.
 """
@@ -218,8 +220,8 @@ def began(w: Worker, deadline: float | None) -> None:
 # ----------------------------------------------------------------- the parent
 def run(w: Worker, work: Work) -> int:
     """Run ``work`` in a child of the worker's process and record its outcome; the exit code.
-    The child is the spare forked during the previous job (or as the machine started), and
-    the next one is forked while this one runs, so the next job finds its child ready."""
+    The child is the spare forked during the previous job or as the machine went idle; the
+    next one is forked while this one runs when the machine is busy, else as it ends."""
     spec = preload(w, work)
     _reap_exited()
     child, w.spare = w.spare, None
@@ -237,7 +239,7 @@ def run(w: Worker, work: Work) -> int:
     with w.lock:
         w.child, w.killed_for, w.interrupted = child.pid, "", ""
         w.current, w.capped, w.in_task = (work.ulid, work.attempt, None), False, True
-    if not w.stop:  # the next job's child, forked while this one runs: off the job's path
+    if not w.stop and w.queued:  # busy: the next job's child, forked while this one runs
         w.spare = fork(w)
     ended: Any = None
     status: int | None = None
@@ -260,7 +262,7 @@ def run(w: Worker, work: Work) -> int:
         code = int(code)
     else:
         code = _crashed(w, work, status or 0)
-    if not w.stop and w.spare is None:  # (it was killed behind the worker's back)
+    if not w.stop and w.spare is None:  # the next job's child, forked as it goes idle
         w.spare = fork(w)
     if w.next_take is None:  # going idle: what a child's SIGKILL is compared with, read now
         oom.LAST[0] = oom.oom_kills()
