@@ -190,7 +190,8 @@ class ForkServer:
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "children": len(self.children)}
+            spare = self.spare.pid if self.spare is not None else None
+            return {"ok": True, "pid": os.getpid(), "children": len(self.children), "spare": spare}
         if op == "launch":
             return self._launch(req)
         if op == "stop":
