@@ -422,20 +422,6 @@ def iso_hog(mib: int) -> int:
     return len(b"x" * (mib << 20))
 
 
-@app.task(pool="iso-process", timeout=60)
-def iso_pipes() -> int:
-    """How many pipes this job's process holds open: its own to its parent, one."""
-    import stat
-
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            n += stat.S_ISFIFO(os.fstat(int(fd)).st_mode)
-        except OSError:
-            continue
-    return n
-
-
 app.pool("spares", max_machines=1, idle_timeout=0)  # a machine per job, gone as it ends
 
 

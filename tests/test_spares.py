@@ -1,6 +1,5 @@
-"""Processes forked ahead of their work: the fork server's spare machine (handed its launch
-request) and a warm machine's next job process (forked while a job runs). Real Valkey, real
-machines (``LocalBackend``'s forked processes)."""
+"""The fork server's spare: a machine's process forked ahead of its launch, handed its launch
+request. Real Valkey, real machines (``LocalBackend``'s forked processes)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from balloons import JobStatus, compat
+from balloons import compat
 from balloons.backends import forked
 from balloons.backends.local import LocalBackend
 from balloons.machine import prefault
@@ -123,13 +122,3 @@ def test_the_version_digest_reads_a_task_module_again_only_when_it_changed(
     assert compat.source_version([str(mod)]) == first  # the content decides, not the stat
     mod.unlink()
     assert compat.source_version([str(mod)]) not in (first, changed)
-
-
-def test_a_busy_machines_job_processes_hold_no_pipe_of_their_siblings() -> None:
-    """A busy warm machine forks the next job's process while a job runs: that process
-    closes its copies of the running one's pipes, so it holds its own only."""
-    jobs = [tasks.iso_pipes.submit() for _ in range(8)]
-    assert [job.result(timeout=60) for job in jobs] == [1] * 8
-    machines = {job.info().attempts[-1].machine_id for job in jobs}
-    assert len(machines) == 1  # one machine (the pool's cap), busy: jobs taken from the queue
-    assert all(job.status() is JobStatus.SUCCEEDED for job in jobs)

@@ -31,13 +31,10 @@ until either writes a page, and each first write then costs a page fault and a c
 here). So the child does as little as it can (no connection, no signature check, no payload
 parsing), the parent freezes its objects for the collector as it forks (``gc.freeze``: the
 child's collections never visit them), and the parent links the scripts once before its first
-child. Each job's child is forked ahead of it (a spare), and waits on its pipe with the pages
-of a job's path already its own, so a job pays no fork, only a write to a pipe: a busy machine
-(others were queued when it took this job from the queue) forks the next job's child as it
-hands this one to its child, so the fork overlaps the running job; a machine going idle forks
-it as the job ends. A child is a copy of the parent as it is then (the task modules imported
-so far), so it holds no more than the parent does, and it closes its copies of its siblings'
-pipes.
+child. A busy machine forks each child as its job comes; one going idle forks a spare, which
+waits on its pipe with the pages of a job's path already its own, so a warm job pays no fork:
+only a write to a pipe. A child is a copy of the parent as it is then, so it holds no more than
+the parent does.
 
 Standard library and balloons' lean modules only: every machine imports this module.
 """
@@ -57,7 +54,6 @@ from .. import registry
 from ..signing import sign_outcome, verify
 from ..states import Reason, exit_reason
 from ..store.replies import Work
-from . import oom
 from .attempt import log
 from .capture import LogCapture
 from .watchdog import unwatch
@@ -85,15 +81,10 @@ class Child:
     def close(self) -> None:
         """Let it go: a spare that was handed nothing reads the end of its pipe and exits."""
         for fd in (self.jobs, self.events):
-            _THEIRS.discard(fd)
             try:
                 os.close(fd)
             except OSError:
                 pass
-
-
-#: The parent's ends of the pipes of its live children: a child forked later closes its copies.
-_THEIRS: set[int] = set()
 
 
 def fork(w: Worker) -> Child:
@@ -105,7 +96,7 @@ def fork(w: Worker) -> Child:
         from .worker import prepare
 
         prepare()
-        oom.LAST[0] = oom.oom_kills()
+        _OOM[0] = oom_kills()
     _parents_sockets(w)
     # The parent's objects go to the collector's permanent generation for the fork: the child's
     # collections never write to them (each such write would copy a page into the child).
@@ -117,8 +108,8 @@ def fork(w: Worker) -> Child:
     if pid == 0:  # the child: never returns
         code = EXIT_CHILD_BROKE
         try:
-            for fd in (jobs_w, events_r, *_THEIRS):  # its siblings' pipes are none of its own
-                os.close(fd)
+            os.close(jobs_w)
+            os.close(events_r)
             code = _child(w, jobs_r, events_w)
         except BaseException as exc:  # the child's last word, whatever it is
             log(f"job process: {type(exc).__name__}: {exc}")
@@ -131,7 +122,6 @@ def fork(w: Worker) -> Child:
             os._exit(code)
     os.close(jobs_r)
     os.close(events_w)
-    _THEIRS.update((jobs_w, events_r))
     return Child(pid, jobs_w, events_r)
 
 
@@ -220,8 +210,8 @@ def began(w: Worker, deadline: float | None) -> None:
 # ----------------------------------------------------------------- the parent
 def run(w: Worker, work: Work) -> int:
     """Run ``work`` in a child of the worker's process and record its outcome; the exit code.
-    The child is the spare forked during the previous job or as the machine went idle; the
-    next one is forked while this one runs when the machine is busy, else as it ends."""
+    Forks a spare as the machine goes idle, so a warm machine waits for work with a child
+    ready; a busy one forks each child as its job comes."""
     spec = preload(w, work)
     _reap_exited()
     child, w.spare = w.spare, None
@@ -239,8 +229,6 @@ def run(w: Worker, work: Work) -> int:
     with w.lock:
         w.child, w.killed_for, w.interrupted = child.pid, "", ""
         w.current, w.capped, w.in_task = (work.ulid, work.attempt, None), False, True
-    if not w.stop and w.queued:  # busy: the next job's child, forked while this one runs
-        w.spare = fork(w)
     ended: Any = None
     status: int | None = None
     try:
@@ -262,10 +250,9 @@ def run(w: Worker, work: Work) -> int:
         code = int(code)
     else:
         code = _crashed(w, work, status or 0)
-    if not w.stop and w.spare is None:  # the next job's child, forked as it goes idle
+    if not w.stop and w.next_take is None:  # going idle: the next job's child, ready for it
         w.spare = fork(w)
-    if w.next_take is None:  # going idle: what a child's SIGKILL is compared with, read now
-        oom.LAST[0] = oom.oom_kills()
+        _OOM[0] = oom_kills()  # off the busy path: what a child's SIGKILL is compared with
     return code
 
 
@@ -335,7 +322,7 @@ def _crashed(w: Worker, work: Work, status: int) -> int:
         reason = w.killed_for
         what = "its max_cost" if reason == Reason.COST_CAP else "its run timeout"
         message = f"the task ignored {what}, so its process was killed"
-    elif code == -signal.SIGKILL and oom.killed():
+    elif code == -signal.SIGKILL and _oom_killed():
         reason = Reason.OOM
         message = "the job's process was killed by the kernel: the machine ran out of memory"
     elif code < 0:
@@ -349,6 +336,56 @@ def _crashed(w: Worker, work: Work, status: int) -> int:
     log(f"job {job_id} attempt {work.attempt}: {message}")
     w.spec = _spec(w, work)
     return w.fail(work, reason, message)
+
+
+#: The kernel's count of out-of-memory kills when last read (None: not read, or unreadable).
+_OOM: list[int | None] = [None]
+
+
+def _oom_killed() -> bool:
+    """Whether the kernel counted an out-of-memory kill since the count was last read (the
+    machine's first job, or as it went idle): a child that died of ``SIGKILL`` meanwhile was
+    that kill, unless the parent sent it."""
+    before, _OOM[0] = _OOM[0], oom_kills()
+    return before is not None and _OOM[0] is not None and _OOM[0] > before
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup
+    (a container's limit; cgroup v2 counts those below it too), else on the whole machine
+    (``/proc/vmstat``: a VM such as a Fly Machine). None where none of these can be read."""
+    try:
+        with open("/proc/self/cgroup", "rb") as fh:
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        controllers, path = parts[1], parts[2].rstrip("/")
+        if controllers == "":  # cgroup v2: memory.events, where this cgroup has a limit
+            found = _counter(f"/sys/fs/cgroup{path}/memory.events", "oom_kill")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            found = _counter(f"/sys/fs/cgroup/memory{path}/memory.oom_control", "oom_kill")
+        else:
+            continue
+        if found is not None:
+            return found
+    return _counter("/proc/vmstat", "oom_kill")
+
+
+def _counter(path: str, name: str) -> int | None:
+    """The value of ``name`` in a kernel file of ``name value`` lines, None if there is none."""
+    try:
+        with open(path, "rb") as fh:
+            for line in fh.read().decode(errors="replace").splitlines():
+                key, _, value = line.partition(" ")
+                if key == name and value.strip().isdigit():
+                    return int(value)
+    except OSError:
+        pass
+    return None
 
 
 def _spec(w: Worker, work: Work) -> dict[str, Any] | None:

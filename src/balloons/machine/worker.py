@@ -87,9 +87,6 @@ class Worker:
         # reply, so that a waiter woken by the FINISH is not kept waiting behind a TAKE that
         # would most likely find nothing.
         self.more = True
-        # Whether the TAKE that handed this machine its current job said others were queued
-        # (never for its first job, claimed): then its next job's process is forked meanwhile.
-        self.queued = False
         self.capture = LogCapture(handoff.redis_url, self.pk, handoff.secret)
         self.job_start = _BOOT[0]  # when this machine began the current attempt
         self.capped = False  # the current deadline is the job's max_cost, not its timeout
@@ -310,7 +307,7 @@ class Worker:
                 raw = self._patient(lua.TAKE, *self._take_args(mode), until=patience)
             took = replies.take(raw)
             if took.work is not None:
-                self.more = self.queued = took.more
+                self.more = took.more
                 self.job_start = time.time()
                 code = self.run_job(took.work)
                 mode, idle_until = self._mode(), 0.0
