@@ -89,6 +89,7 @@ class ForkServer:
         self.wake_r, self.wake_w = os.pipe()
         self.spare: forked.Spare | None = None  # the next forked machine, waiting for its launch
         self.launched = 0.0  # time.monotonic() of the last launch
+        self.refill_at = 0.0  # no spare is forked before then (time.monotonic()): a fork failed
         self.version_files = ""  # the task modules named by the last forked machine's launch
 
     # ----------------------------------------------------------------- loop
@@ -184,7 +185,7 @@ class ForkServer:
         # before this loop can reap (and record the exit of) the same child.
         while self.deferred:
             child, fields, ttl, secret = self.deferred.pop(0)
-            fields.update(_identity(secret, child.machine, fields["host"], child.pid))
+            fields.update(identity.fields(secret, child.machine, fields["host"], child.pid))
             self._record(child, fields, ttl=ttl, new=True)
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -302,13 +303,18 @@ class ForkServer:
         """Fork the next launch's machine ahead of it (see :mod:`.forked`) when none waits,
         once the server is quiet: no machine running, or no launch for SPARE_AFTER seconds
         (a spare forked beside a machine that has just started would compete with it)."""
-        if self.spare is not None or self.draining:
+        now = time.monotonic()
+        if self.spare is not None or self.draining or now < self.refill_at:
             return
-        if self.children and time.monotonic() - self.launched < SPARE_AFTER:
+        if self.children and now - self.launched < SPARE_AFTER:
             return
         if self.version_files:  # the version digest a machine of that app works out, made once
             compat.source_version(self.version_files.split(os.pathsep))
-        self.spare = forked.fork_spare(self._leave)
+        try:
+            self.spare = forked.fork_spare(self._leave)
+        except OSError as exc:  # no process or descriptor to spare: launches fork, as before
+            print(f"fork server: no spare forked ({exc}); trying again in 1s", file=sys.stderr)
+            self.refill_at = now + 1.0
 
     # ----------------------------------------------------------- stop/kill
     def _stop(self, machine: str, grace: float) -> dict[str, Any]:
@@ -433,21 +439,6 @@ class ForkServer:
         if client is None:
             client = self.clients[url] = RespClient(url, timeout=5.0)
         return client
-
-
-def _identity(secret: str, machine: str, host: str, pid: int) -> dict[str, Any]:
-    """What proves the process is this machine's to a backend whose fork server is gone: its
-    session (its own: the child's first act is ``setsid``), its start time and their proof.
-    Read before the loop can reap the child, so its stat is there (a zombie's at worst)."""
-    found = identity.stat(pid)
-    if found is None:
-        return {}  # no /proc: the pid is never signalled but by this server
-    start = found[1]
-    return {
-        "sid": pid,
-        "start": start,
-        "proof": identity.proof(secret, machine, host, pid, pid, start),
-    }
 
 
 def _exited_child() -> tuple[int, int | None]:
