@@ -122,3 +122,29 @@ def test_the_version_digest_reads_a_task_module_again_only_when_it_changed(
     assert compat.source_version([str(mod)]) == first  # the content decides, not the stat
     mod.unlink()
     assert compat.source_version([str(mod)]) not in (first, changed)
+
+
+def test_a_spare_that_cannot_be_forked_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from balloons.backends import forkserver
+
+    def no_fork(leave: object) -> forked.Spare:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    server = forkserver.ForkServer(str(tmp_path / "fs.sock"), idle=1.0)
+    try:
+        monkeypatch.setattr(forked, "fork_spare", no_fork)
+        server._refill()  # no machine runs: a spare is due, and the fork fails
+        assert server.spare is None and server.refill_at > 0
+        calls: list[object] = []
+        monkeypatch.setattr(forked, "fork_spare", lambda leave: calls.append(leave))
+        server._refill()
+        assert calls == []  # not before a second has passed
+        server.refill_at = 0.0
+        server._refill()
+        assert len(calls) == 1
+    finally:
+        server.listener.close()
+        os.close(server.wake_r)
+        os.close(server.wake_w)
