@@ -27,8 +27,8 @@ from ..machine import worker as worker_mod
 
 #: The exit code of a machine's process whose set-up failed.
 EXIT_BROKE = 70
-#: The longest launch request a spare reads (a machine's environment is small).
-MAX_REQUEST = 1 << 20
+#: The longest launch request a spare reads (the fork server writes it; a request is small).
+MAX_REQUEST = 1 << 26
 
 
 class Spare:
