@@ -15,15 +15,22 @@ submission order through its own client API. Rounds take turns across the system
 figure is the median round.
 
     .venv/bin/python bench/drain.py [--n 1000] [--rounds 3] [--caps 2,4] [--no-cold] [--profile]
+                                    [--cpu]
 
 ``--profile`` adds Valkey's own work per balloons job (``INFO commandstats``) for one warm
-round of the first cap.
+round of the first cap. ``--cpu`` adds, for every system, the CPU time per job of each of its
+parts over all the measured rounds: the submitting and waiting process, the workers (with
+their children: balloons' machines and their job processes, Celery's pool, arq's and RQ's
+workers) and the system's own Valkey (``INFO cpu``). On a shared machine the drain rate follows
+the CPU a system spends per job more than anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import resource
 import statistics
 import sys
 import time
@@ -46,6 +53,7 @@ from _common import (
 from _peers import ArqPeer, CeleryPeer, Peer, RQPeer
 
 import balloons
+from balloons.store.resp import RespClient
 
 COLD_IDLE = 0.3  # seconds: cold pools scale to zero between rounds
 WARM_IDLE = 600.0  # seconds: warm pools keep their machines for the whole run
@@ -100,6 +108,89 @@ class BalloonsDrain:
         return dt
 
 
+def tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + sys) of the processes ``roots`` and their descendants, with the
+    children each has reaped (``/proc``: ticks of 10 ms, so over a whole drain)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    todo, total, seen = list(roots), 0, set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += ticks.get(pid, 0)
+        todo += [child for child, ppid in parent.items() if ppid == pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def valkey_cpu(url: str) -> float:
+    client = RespClient(url)
+    info = client.execute("INFO", "cpu")
+    client.close()
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
+
+
+class CpuMeter:
+    """The CPU a system spends on its drains, by part (see ``--cpu``)."""
+
+    def __init__(self, url: str, workers: Callable[[], list[int]]) -> None:
+        self.url, self.workers = url, workers
+        self.spent = {"client": 0.0, "workers": 0.0, "valkey": 0.0}
+        self.jobs = 0
+
+    def timed(self, run: Callable[[int], float]) -> Callable[[int], float]:
+        def measured(n: int) -> float:
+            me0, w0, v0 = resource.getrusage(resource.RUSAGE_SELF), None, valkey_cpu(self.url)
+            w0 = tree_cpu(self.workers())
+            dt = run(n)
+            me1 = resource.getrusage(resource.RUSAGE_SELF)
+            self.spent["workers"] += tree_cpu(self.workers()) - w0
+            self.spent["valkey"] += valkey_cpu(self.url) - v0
+            self.spent["client"] += me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime
+            self.jobs += n
+            return dt
+
+        return measured
+
+
+def cpu_meters(
+    backend: balloons.LocalBackend, url: str, ours: list[BalloonsDrain], peers: list[Peer]
+) -> dict[str, CpuMeter]:
+    """A meter per system: balloons' fork server (its machines, their job processes) and
+    Valkey; each peer's worker processes and Valkey."""
+    server = int(backend._request({"op": "ping"})["pid"])
+    meters = {s.label: CpuMeter(url, lambda: [server]) for s in ours}
+    for peer in peers:
+        meters[peer.label] = CpuMeter(peer.url, lambda p=peer: [x.pid for x in p.procs])
+    return meters
+
+
+def print_cpu(meters: dict[str, CpuMeter]) -> None:
+    if not meters:
+        return
+    rows = []
+    for label, m in meters.items():
+        per = {k: v / m.jobs * 1e6 for k, v in m.spent.items()}
+        rows.append([label, *(f"{per[k]:,.0f}" for k in per), f"{sum(per.values()):,.0f}"])
+    heads = ["system", "client us/job", "workers us/job", "Valkey us/job", "total us/job"]
+    print("\nCPU per job, over the measured rounds (balloons' Valkey is shared by its pools)")
+    print(table(heads, rows))
+    print()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="jobs per drain")
@@ -107,6 +198,7 @@ def main() -> int:
     ap.add_argument("--caps", default="2,4", help="max_machines values to run balloons with")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-pool variants")
     ap.add_argument("--profile", action="store_true", help="Valkey commandstats per job")
+    ap.add_argument("--cpu", action="store_true", help="CPU per job of each system, by part")
     ap.add_argument(
         "--isolation",
         default="process",
@@ -159,6 +251,10 @@ def main() -> int:
         systems: dict[str, Callable[[int], float]] = {s.label: s.batch for s in ours}
         for peer in peers:
             systems[peer.label] = peer.timed()
+        meters = cpu_meters(backend, url, ours, peers) if args.cpu else {}
+        systems = {
+            label: meters[label].timed(run) if meters else run for label, run in systems.items()
+        }
         samples: dict[str, list[float]] = {label: [] for label in systems}
         for _ in range(args.rounds):
             for label, run in systems.items():
@@ -188,6 +284,7 @@ def main() -> int:
             f"{s.label}: machines per round {s.machines}; submitting alone took "
             f"{statistics.median(s.submit_s) * 1000:.0f} ms of the drain (median)"
         )
+    print_cpu(meters)
     print(f"best peer: {best_peer} ({rate[best_peer]:,.0f} jobs/s)")
     for s in ours:
         ratio = rate[s.label] / rate[best_peer]

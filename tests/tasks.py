@@ -420,3 +420,12 @@ def iso_join_cgroup(cgroup: str) -> int:
 def iso_hog(mib: int) -> int:
     """Allocates (and writes) ``mib`` MiB."""
     return len(b"x" * (mib << 20))
+
+
+app.pool("spares", max_machines=1, idle_timeout=0)  # a machine per job, gone as it ends
+
+
+@app.task(pool="spares", timeout=30)
+def spare_environment() -> dict[str, Any]:
+    """``environment()`` on a machine of its own."""
+    return environment.fn()

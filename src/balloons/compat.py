@@ -63,12 +63,38 @@ def source_version(paths: list[str] | tuple[str, ...]) -> str:
     for path in sorted(set(paths)):
         h.update(path.encode())
         h.update(b"\0")
-        try:
-            with open(path, "rb") as fh:
-                h.update(hashlib.sha256(fh.read()).digest())
-        except OSError:
-            h.update(b"-")
+        h.update(_file_digest(path))
     return SOURCE_PREFIX + h.hexdigest()[:16]
+
+
+#: The digest of each file read so far, with what ``stat`` said of it then: a process that
+#: forks machines (the local fork server) reads each task module once per change, and its
+#: machines find the digest made (see :func:`_file_digest`).
+_DIGESTS: dict[str, tuple[tuple[int, int, int, int], bytes]] = {}
+
+
+def _file_digest(path: str) -> bytes:
+    """The SHA-256 of a file's bytes (``-`` if it cannot be read), read again only when its
+    device, inode, size or modification time (ns) changed since it was last read here."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return b"-"
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _DIGESTS.get(path)
+    if known is not None and known[0] == key:
+        return known[1]
+    try:
+        with open(path, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).digest()
+    except OSError:
+        return b"-"
+    if len(_DIGESTS) >= 1024:
+        _DIGESTS.clear()
+    _DIGESTS[path] = (key, digest)
+    return digest
 
 
 def check_version(version: str, what: str = "version") -> str:

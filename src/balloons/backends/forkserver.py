@@ -24,7 +24,6 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import selectors
 import signal
 import socket
@@ -33,15 +32,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import compat
 from ..control.reclaim import end_slot
 from ..errors import StoreError
 from ..info import Reason, exit_reason
 from ..machine import worker as worker_mod
 from ..store import keys
 from ..store.resp import RespClient, RespError
-from . import identity
+from . import forked, identity
 
 STOP_GRACE = 10.0
+SPARE_AFTER = 0.05  # seconds with no launch before a spare is forked beside running machines
 
 
 @dataclass
@@ -86,6 +87,10 @@ class ForkServer:
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
+        self.spare: forked.Spare | None = None  # the next forked machine, waiting for its launch
+        self.launched = 0.0  # time.monotonic() of the last launch
+        self.refill_at = 0.0  # no spare is forked before then (time.monotonic()): a fork failed
+        self.version_files = ""  # the task modules named by the last forked machine's launch
 
     # ----------------------------------------------------------------- loop
     def bind(self) -> None:
@@ -115,6 +120,7 @@ class ForkServer:
                         os.read(self.wake_r, 4096)
             self._reap()
             self._enforce_deadlines()
+            self._refill()
             if not self.children:
                 if self.draining:
                     return
@@ -124,6 +130,8 @@ class ForkServer:
     def _next_timeout(self) -> float:
         now = time.time()
         waits = [self.idle - (time.monotonic() - self.last_activity) + 0.01]
+        if self.spare is None and self.children:
+            waits.append(SPARE_AFTER - (time.monotonic() - self.launched))
         waits += [c.stop_deadline - now for c in self.children.values() if c.stop_deadline]
         return max(0.01, min(min(waits), 1.0))
 
@@ -132,6 +140,9 @@ class ForkServer:
         if self.draining:
             return
         self.draining = True
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.close()  # it reads the end of its pipe and exits
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
                 os.unlink(self.path)
@@ -174,13 +185,14 @@ class ForkServer:
         # before this loop can reap (and record the exit of) the same child.
         while self.deferred:
             child, fields, ttl, secret = self.deferred.pop(0)
-            fields.update(_identity(secret, child.machine, fields["host"], child.pid))
+            fields.update(identity.fields(secret, child.machine, fields["host"], child.pid))
             self._record(child, fields, ttl=ttl, new=True)
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "children": len(self.children)}
+            spare = self.spare.pid if self.spare is not None else None
+            return {"ok": True, "pid": os.getpid(), "children": len(self.children), "spare": spare}
         if op == "launch":
             return self._launch(req)
         if op == "stop":
@@ -203,11 +215,14 @@ class ForkServer:
             k: env.get(k) or str(store.get(k, ""))
             for k in ("BALLOONS_REDIS_URL", "BALLOONS_SECRET", "BALLOONS_NAMESPACE")
         }
-        gc.freeze()  # see worker_mod.prepare: the machine's collections leave these objects be
-        pid = os.fork()
-        if pid == 0:  # child: never returns
-            self._child(env, req, log)
-        gc.unfreeze()
+        req = {**req, "env": env, "log": log}
+        self.launched = time.monotonic()
+        if req.get("mode") != "exec":
+            self.version_files = env.get("BALLOONS_VERSION_FILES", "")
+        spare = self.spare if req.get("mode") != "exec" else None
+        if spare is not None:  # the spare becomes this machine (a fresh one if it is gone)
+            self.spare = None
+        pid = spare.pid if spare is not None and spare.hand(req) else self._fork(req)
         child = Child(
             machine=machine,
             pid=pid,
@@ -244,41 +259,20 @@ class ForkServer:
         )
         return {"ok": True, "pid": pid}
 
-    def _child(self, env: dict[str, str], req: dict[str, Any], log: str) -> None:
-        code = 70
+    def _fork(self, req: dict[str, Any]) -> int:
+        """Fork the machine of launch request ``req``; its pid."""
+        gc.freeze()  # see worker_mod.prepare: the machine's collections leave these objects be
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            self._child(req)
+        gc.unfreeze()
+        return pid
+
+    def _child(self, req: dict[str, Any]) -> None:
+        code = forked.EXIT_BROKE
         try:
-            os.setsid()
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            self.listener.close()
-            for client in self.clients.values():
-                client.close()
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
-            os.close(null)
-            memory_mb = int(req.get("memory_mb") or 0)
-            if memory_mb > 0:
-                _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-                resource.setrlimit(resource.RLIMIT_DATA, (memory_mb * 1024 * 1024, hard))
-            cwd = req.get("cwd")
-            if cwd:
-                with contextlib.suppress(OSError):
-                    os.chdir(cwd)
-            os.environ.clear()
-            os.environ.update(env)
-            if req.get("mode") == "exec":
-                os.execve(sys.executable, [sys.executable, "-m", "balloons.machine"], env)
-            sys.argv = ["balloons-worker"]
-            code = worker_mod.main(env)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+            self._leave()
+            code = forked.become(req)
         except BaseException:
             with contextlib.suppress(Exception):
                 import traceback
@@ -289,6 +283,38 @@ class ForkServer:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+    def _leave(self) -> None:
+        """In a child: a session of its own, default signals, none of the server's
+        descriptors (its socket, its wake-up pipe, its Redis connections, the spare's pipe)."""
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        self.listener.close()
+        for client in self.clients.values():
+            client.close()
+        if self.spare is not None:
+            self.spare.close()
+
+    def _refill(self) -> None:
+        """Fork the next launch's machine ahead of it (see :mod:`.forked`) when none waits,
+        once the server is quiet: no machine running, or no launch for SPARE_AFTER seconds
+        (a spare forked beside a machine that has just started would compete with it)."""
+        now = time.monotonic()
+        if self.spare is not None or self.draining or now < self.refill_at:
+            return
+        if self.children and now - self.launched < SPARE_AFTER:
+            return
+        if self.version_files:  # the version digest a machine of that app works out, made once
+            compat.source_version(self.version_files.split(os.pathsep))
+        try:
+            self.spare = forked.fork_spare(self._leave)
+        except OSError as exc:  # no process or descriptor to spare: launches fork, as before
+            print(f"fork server: no spare forked ({exc}); trying again in 1s", file=sys.stderr)
+            self.refill_at = now + 1.0
 
     # ----------------------------------------------------------- stop/kill
     def _stop(self, machine: str, grace: float) -> dict[str, Any]:
@@ -413,21 +439,6 @@ class ForkServer:
         if client is None:
             client = self.clients[url] = RespClient(url, timeout=5.0)
         return client
-
-
-def _identity(secret: str, machine: str, host: str, pid: int) -> dict[str, Any]:
-    """What proves the process is this machine's to a backend whose fork server is gone: its
-    session (its own: the child's first act is ``setsid``), its start time and their proof.
-    Read before the loop can reap the child, so its stat is there (a zombie's at worst)."""
-    found = identity.stat(pid)
-    if found is None:
-        return {}  # no /proc: the pid is never signalled but by this server
-    start = found[1]
-    return {
-        "sid": pid,
-        "start": start,
-        "proof": identity.proof(secret, machine, host, pid, pid, start),
-    }
 
 
 def _exited_child() -> tuple[int, int | None]:

@@ -48,6 +48,19 @@ def stat(pid: int) -> tuple[int, int] | None:
         return None
 
 
+def fields(secret: str, machine: str, host: str, pid: int) -> dict[str, object]:
+    """What proves a forked machine's process is the machine's to a backend whose fork server
+    is gone (a machine record's fields): its session (its own: the child's first act is
+    ``setsid``), its start time and their proof. Read by the fork server before it can reap
+    the child, so its stat is there (a zombie's at worst); none without ``/proc`` (the pid is
+    then never signalled but by that server)."""
+    found = stat(pid)
+    if found is None:
+        return {}
+    start = found[1]
+    return {"sid": pid, "start": start, "proof": proof(secret, machine, host, pid, pid, start)}
+
+
 def has_proc() -> bool:
     """Whether ``/proc`` can be read here (a process's start time and session prove it)."""
     return os.path.exists("/proc/self/stat")

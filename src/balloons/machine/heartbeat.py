@@ -32,7 +32,8 @@ def run(w: Worker) -> None:
     enforce deadlines."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM})
     client = w.beat_client = RespClient(w.handoff.redis_url)
-    if w.first_beat_in > 0:
+    w.claimed.wait()  # the first job's claim tells the pace (see Worker._claim)
+    if w.first_beat_in > 0 and not w.stop:
         time.sleep(w.first_beat_in)
     try:
         while not w.stop:

@@ -101,6 +101,9 @@ class Worker:
         self.killed_for = ""
         self.events = -1
         self.beat_client: RespClient | None = None  # the heartbeat thread's connection
+        # Set once the first job's claim has told the heartbeat thread its pace (or there was
+        # none to claim): the thread starts while Redis runs the claim, and waits for it.
+        self.claimed = threading.Event()
         self.retire = False  # a machine of a pool with isolation "machine" ran its job
         # In a job's own process: the outcome to record, (ulid, FINISH's arguments), which its
         # parent sends (see balloons.machine.isolate).
@@ -220,9 +223,15 @@ class Worker:
         )
         code = EXIT_SKIPPED
         if self.handoff.attempt > 0:
-            code, done = self._first_job(beat)
+            done = True
+            try:
+                code, done = self._first_job(beat)
+            finally:  # a machine done here ends its heartbeat thread before any beat
+                self.stop = self.stop or done
+                self.claimed.set()
             if done:
                 return code
+        self.claimed.set()
         if not beat.is_alive() and not self.stop:
             beat.start()
         code = self._take_jobs(code)
@@ -237,8 +246,9 @@ class Worker:
         exit code so far, and whether the machine is done (no slot, or an altered one)."""
         h = self.handoff
         ulid = self.slot.rpartition("-")[0]
-        bad_slot = self._seal(ulid, h.attempt, BAD_SLOT)
-        raw = self._patient(lua.CLAIM, ulid, h.attempt, h.machine_id, *bad_slot, jobs=(ulid,))
+        raw = self._claim(
+            beat, ulid, (ulid, h.attempt, h.machine_id, *self._seal(ulid, h.attempt, BAD_SLOT))
+        )
         claim = replies.claim(raw, ulid, h.attempt)
         if claim.code is Code.BAD_SLOT:
             log(f"job {h.job_id}: its slot's entry in Redis is unreadable; refused")
@@ -248,10 +258,30 @@ class Worker:
             # The claim has just renewed the lease at the pool's pace: the first beat can
             # wait a period (a short job then ends before it, on one connection).
             self.first_beat_in = self.heartbeat
-            beat.start()
+            self.claimed.set()
             return self.run_job(claim.work), False
         log(f"job {h.job_id} attempt {h.attempt} not run: {refusal(claim)}")
         return EXIT_SKIPPED, claim.status == NO_SLOT
+
+    def _claim(self, beat: threading.Thread, ulid: str, args: tuple[Any, ...]) -> Any:
+        """``CLAIM``'s reply, the heartbeat thread started while Redis runs it (starting a
+        thread waits for it to run: here that wait overlaps the round trip). Sent again,
+        riding out an outage, when the first try fails."""
+        try:
+            keys = script_keys(self.pk, ulid)
+            reply = self.client.eval_send(lua.CLAIM, keys, [self.pk.tag, time.time(), *args])
+        except StoreError:
+            reply = None
+        beat.start()  # it waits for self.claimed before its first beat
+        if reply is not None:
+            try:
+                return reply()
+            except StoreError:
+                pass
+            except RespError as exc:
+                if not str(exc).startswith(_TRANSIENT):
+                    raise
+        return self._patient(lua.CLAIM, *args, jobs=(ulid,))
 
     def _mode(self) -> str:
         """How a TAKE with no job to give ends: with no idle timeout, a machine never waits:
@@ -457,6 +487,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _unwatch()  # on every way out (a process that called main() lives on)
         if worker is not None:
             worker.stop = True  # ends the heartbeat thread on every way out
+            worker.claimed.set()
             isolate.close(worker)
         client.close()
 
