@@ -19,11 +19,17 @@ from balloons.machine import command, worker
 from tests.test_worker import HoldBackend, worker_env
 
 pytestmark = pytest.mark.machines
+#: The pool of these tests: a worker that runs its jobs in its own process (isolation "none"),
+#: so that the runner runs in this one, and no child is forked from the test's process.
+POOL = "cmd-here"
 
 
 class Held:
     def __init__(self, app: balloons.App, backend: HoldBackend, env: dict[str, str]) -> None:
         self.app, self.backend, self.env = app, backend, env
+
+    def submit(self, cmd: list[str], **options: Any) -> balloons.Job[None]:
+        return self.app.submit_command(cmd, pool=POOL, timeout=30, **options)
 
     def run_machine(self) -> int:
         """Run the worker of the last launch here, as its machine would."""
@@ -34,6 +40,7 @@ class Held:
 def held(redis_url: str, secret: str) -> Iterator[Held]:
     backend = HoldBackend()
     app = balloons.App(backend=backend)
+    app.pool(POOL, isolation="none", idle_timeout=1)  # takes a retry once due
     handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGALRM)}
     try:
         yield Held(app, backend, worker_env({}, redis_url, secret))
@@ -53,11 +60,10 @@ def test_a_command_gets_its_input_and_env_and_never_the_workers(held: Held) -> N
         'echo "url=${BALLOONS_ATTEMPT_URL:-none}"; echo "secret=${BALLOONS_SECRET:-none}"; '
         "echo to-stderr >&2"
     )
-    job = held.app.submit_command(
+    job = held.submit(
         ["sh", "-c", script],
         input={"n": 1},
         env={"MINE": "yes"},
-        timeout=30,
     )
     assert held.run_machine() == worker.EXIT_OK
     assert job.result(timeout=10) is None
@@ -71,10 +77,9 @@ def test_a_command_gets_its_input_and_env_and_never_the_workers(held: Held) -> N
 
 
 def test_with_a_service_url_a_command_gets_its_attempt_url_and_token(held: Held) -> None:
-    job = held.app.submit_command(
+    job = held.submit(
         ["sh", "-c", 'echo "url=$BALLOONS_ATTEMPT_URL"; echo "token=${#BALLOONS_ATTEMPT_TOKEN}"'],
         service_url="http://127.0.0.1:9",
-        timeout=30,
     )
     assert held.run_machine() == worker.EXIT_OK
     lines = [text for _, text in _lines(job)]
@@ -85,7 +90,7 @@ def test_with_a_service_url_a_command_gets_its_attempt_url_and_token(held: Held)
 
 
 def test_a_command_killed_by_a_signal_fails_with_128_plus_the_signal(held: Held) -> None:
-    job = held.app.submit_command(["sh", "-c", "kill -TERM $$"], timeout=30)
+    job = held.submit(["sh", "-c", "kill -TERM $$"])
     held.run_machine()
     with pytest.raises(JobFailed) as err:
         job.result(timeout=10)
@@ -95,7 +100,7 @@ def test_a_command_killed_by_a_signal_fails_with_128_plus_the_signal(held: Held)
 def test_a_file_that_cannot_be_run_fails_with_126(held: Held, tmp_path: Path) -> None:
     not_executable = tmp_path / "script.sh"
     not_executable.write_text("echo never\n")
-    job = held.app.submit_command([str(not_executable)], timeout=30)
+    job = held.submit([str(not_executable)])
     held.run_machine()
     with pytest.raises(JobFailed) as err:
         job.result(timeout=10)
@@ -104,9 +109,7 @@ def test_a_file_that_cannot_be_run_fails_with_126(held: Held, tmp_path: Path) ->
 
 
 def test_a_program_not_on_path_fails_with_127_retried_when_listed(held: Held) -> None:
-    job = held.app.submit_command(
-        ["balloons-no-such-program"], retries=1, retry_on_exit_codes=[127], timeout=30
-    )
+    job = held.submit(["balloons-no-such-program"], retries=1, retry_on_exit_codes=[127])
     held.run_machine()  # it takes the retry too, once due
     with pytest.raises(JobFailed) as err:
         job.result(timeout=10)
