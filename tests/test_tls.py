@@ -8,7 +8,7 @@ the session's (no password) or a module's own with ``requirepass`` and an ACL us
 
 from __future__ import annotations
 
-import select
+import os
 import socket
 import ssl
 import threading
@@ -28,7 +28,7 @@ from balloons.store.writes import SUBMIT_SPIN_S
 from tests import tasks
 from tests.authvalkey import AuthValkey
 from tests.test_worker import HoldBackend
-from tests.tlsterm import SAFETY_TIMEOUT, Terminator
+from tests.tlsterm import SAFETY_TIMEOUT, Terminator, wait_for_socket
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -172,7 +172,7 @@ class _HeldAfterHandshake:
 
     def wrap_socket(self, sock: Any, **kwargs: Any) -> ssl.SSLSocket:
         tls = self.ctx.wrap_socket(sock, **kwargs)
-        assert select.select([tls], [], [], SAFETY_TIMEOUT)[0], "no session ticket came"
+        assert wait_for_socket(tls), "no session ticket came"
         return tls
 
 
@@ -251,7 +251,7 @@ def test_the_server_speaking_unasked_mid_connection_keeps_the_connection(
         first = sock()
         for _ in range(3):
             assert term.post_handshake() == 1
-            assert select.select([sock()], [], [], SAFETY_TIMEOUT)[0]  # it came, unasked
+            assert wait_for_socket(sock())  # it came, unasked
             assert ping()
         assert term.accepted == 1 and sock() is first
     finally:
@@ -549,3 +549,26 @@ def test_ssl_check_hostname_and_cert_reqs_optional_as_redis_py_reads_them(
     stranger = f"rediss://localhost:{term.port}/0?ssl_cert_reqs=optional&ssl_check_hostname=false"
     with pytest.raises((balloons.StoreError, redis.ConnectionError), match="verify failed"):
         ping(stranger)  # optional: a certificate given is checked against the trusted CAs
+
+
+def test_the_terminator_serves_connections_whose_descriptors_pass_1023(
+    endpoints: Endpoints, pki: Pki, own_terminator: list[Terminator]
+) -> None:
+    """A test process late in a long session holds descriptors past 1023, where ``select()``
+    raises ``ValueError``: the terminator's thread for the connection died, and the client
+    read "connection closed by server". It waits with ``poll()``."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        own_terminator.append(
+            term := endpoints.new("1.2", ("127.0.0.1", endpoints.acl_valkey.port))
+        )
+        client = RespClient(pki.url(term.port, "acl", "ca_certs"))
+        try:
+            assert client.execute("PING") in (b"PONG", "PONG")
+            assert client.execute("ECHO", "x" * 100_000) in (b"x" * 100_000, "x" * 100_000)
+        finally:
+            client.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert term.accepted == 1

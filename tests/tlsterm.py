@@ -161,8 +161,13 @@ class Terminator:
         tls = conn.tls
         tls.setblocking(False)
         up.setblocking(False)
+        socks = [tls, up, conn.wake_r]
+        poller = select.poll()  # not select(): a long test session's descriptors pass 1023
+        for s in socks:
+            poller.register(s, select.POLLIN)
         while not self._stop.is_set():
-            readable, _, _ = select.select([tls, up, conn.wake_r], [], [], 0.5)
+            ready = {fd for fd, _ in poller.poll(500)}  # a hang-up or error counts: read it
+            readable = [s for s in socks if s.fileno() in ready]
             if conn.wake_r in readable:
                 conn.wake_r.recv(64)
                 try:
@@ -261,9 +266,20 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
         try:
             sent = sock.send(view)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            select.select([sock], [sock], [], SAFETY_TIMEOUT)
+            wait_for_socket(sock, select.POLLIN | select.POLLOUT)
             continue
         view = view[sent:]
+
+
+def wait_for_socket(
+    sock: socket.socket, events: int = select.POLLIN, timeout: float = SAFETY_TIMEOUT
+) -> bool:
+    """Whether ``sock`` became ready (readable by default) within ``timeout`` seconds. By
+    ``poll``, which takes any descriptor: ``select`` refuses those past 1023 (``ValueError``),
+    and a test process late in a long session holds such."""
+    poller = select.poll()
+    poller.register(sock, events)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _handshake(tls: ssl.SSLSocket) -> None:

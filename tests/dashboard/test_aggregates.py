@@ -4,11 +4,17 @@ read with bounded labels whatever the stats hash holds."""
 from __future__ import annotations
 
 import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from balloons.dashboard import aggregates
 from balloons.dashboard.aggregates import MAX_TASKS, OTHER, parse
@@ -110,10 +116,25 @@ def test_the_exposition_is_prometheus_own_text() -> None:
     tasks.add.submit(1, 2).result(timeout=30)
     with pytest.raises(Exception, match="no"):
         tasks.fail.submit('no "quote" \\ here\n').result(timeout=30)
-    registry = registry_for(tasks.app.store, tasks.app)
+    # One scrape, written both ways: two scrapes may differ, as the jobs' machines idle out
+    # and exit between them (a gauge of machines or of idle seconds changes).
+    scrape = list(registry_for(tasks.app.store, tasks.app).collect())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Scraped(scrape))
     ours = exposition(registry)
     assert ours == generate_latest(registry)
     assert b"balloons_job_run_seconds_bucket{" in ours
+    assert b'balloons_jobs_ended_total{pool="default",reason="task_error"' in ours
+
+
+class Scraped(Collector):
+    """The metrics of one scrape, the same at every ``collect()``."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
 
 
 def test_a_stats_hash_too_large_is_not_read(r: redis.Redis) -> None:
@@ -129,21 +150,34 @@ def test_a_stats_hash_too_large_is_not_read(r: redis.Redis) -> None:
 def test_charts_page_draws_throughput_waits_run_times_failures_and_cost(
     dashboard: Dashboard,
 ) -> None:
-    tasks.add.submit(1, 2).result(timeout=30)
+    ok = tasks.add.submit(1, 2)
+    ok.result(timeout=30)
+    failed = tasks.fail.submit("boom")
     with pytest.raises(Exception, match="boom"):
-        tasks.fail.submit("boom").result(timeout=30)
+        failed.result(timeout=30)
     with dashboard.login() as c:
+        before = time.time()
         page = c.get("/charts")
+        after = time.time()
     assert page.status_code == 200
     html = page.text
     for section in ("throughput", "queue", "run", "failures", "cost"):
         assert f'id="chart-{section}"' in html
     assert "<script" not in html.split("<main", 1)[-1]  # drawn on the server
     assert "http" not in re.sub(r'href="[^"]*"|xmlns="[^"]*"', "", html.split("<main", 1)[-1])
-    # Throughput: 48 hourly bars, this hour's holding both jobs.
+    # Throughput: 48 hourly bars up to the page's hour, the jobs counted in the hours they
+    # were submitted (the hour may have struck between a submit and the page).
     bars = re.findall(r'<svg[^>]*data-chart="jobs submitted per hour".*?</svg>', html, re.S)[0]
     assert len(re.findall(r'class="chart-bar"', bars)) == 48
-    assert re.findall(r"<title>[^<]*: (\d+) jobs</title>", bars)[-1] == "2"
+    counted = re.findall(r"<title>([^<]*): (\d+) jobs</title>", bars)
+    submitted = Counter(_hour(j.info().created_at) for j in (ok, failed))
+    assert {hour: int(n) for hour, n in counted if n != "0"} == submitted
+    assert counted[-1][0] in {_hour(before), _hour(after)}
     assert "2 observed; median" in html  # two runs, two queue waits
     assert "50.0% of 2 (1 failed)" in html  # the default pool's failure rate
     assert re.search(r"<title>default: \$[0-9.]+ \([0-9.]+ machine-s\)</title>", html)
+
+
+def _hour(t: float) -> str:
+    """The label of the throughput bar of the hour holding ``t``."""
+    return datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:00")

@@ -350,16 +350,27 @@ def test_a_submit_loop_never_waits_for_the_create_rate_limit(make_rig: Any) -> N
     rig.wait_all_destroyed()
 
 
-def test_closing_the_app_makes_the_launches_still_waiting(make_rig: Any) -> None:
+@pytest.mark.parametrize("create_rate", [None, 0.4], ids=["fly-limit", "slow-creates"])
+def test_closing_the_app_makes_the_launches_still_waiting(
+    make_rig: Any, tmp_path: Path, create_rate: float | None
+) -> None:
+    """Every waiting create is made before ``close`` returns, because the queue still holds
+    work when it is made: the jobs hold their machines until then. (Jobs that merely ran for
+    a few seconds let a machine take a queued job first whenever the chain of creates took
+    longer, as on a busy host, or with creates spaced wider than a job: ``slow-creates``; the
+    launch then gives its slot back, as it should, and makes one create fewer.)"""
+    from balloons.fly.ratelimit import Limit, RateLimiter
+
     rig = make_rig(faults=Faults(rate_limit=True))
-    app = rig.app()
-    sleep = on(app, tasks.sleep)
-    # Jobs long enough that the queue still holds work when each waiting create is made.
-    seconds = [3.0, 3.1, 3.2, 3.3]
-    jobs = [sleep.submit(s) for s in seconds]
+    limiter = RateLimiter() if create_rate is None else RateLimiter(default=Limit(create_rate, 3))
+    app = rig.app(backend=rig.backend(limiter=limiter))
+    held = on(app, tasks.wait_then_mark)
+    flag = tmp_path / "go"
+    jobs = [held.submit(str(flag), str(tmp_path / f"mark{i}")) for i in range(4)]
     app.close()  # returns once every launch waiting for the limiter was made or given back
     calls = rig.stats()["calls"]
+    flag.touch()
     assert list(calls) == [CREATE]
     assert calls[CREATE] == len(rig.emulator.machines) == 4
-    assert [j.result(timeout=60) for j in jobs] == seconds
+    assert [j.result(timeout=60) for j in jobs] == ["ok"] * 4
     rig.wait_all_destroyed()

@@ -173,8 +173,9 @@ def _run(attempt: Attempt, task: Any, args: list[Any], kwargs: dict[str, Any]) -
     signal.signal(signal.SIGALRM, on_alarm)
     left = attempt.deadline - time.time()
     tees = (sys.stdout, sys.stderr)
-    sys.stdout = capture._Tee(sink, "out", tees[0])  # type: ignore[arg-type]
-    sys.stderr = capture._Tee(sink, "err", tees[1])  # type: ignore[arg-type]
+    out = capture._Tee(sink, "out", tees[0])  # type: ignore[arg-type]
+    err = capture._Tee(sink, "err", tees[1])  # type: ignore[arg-type]
+    sys.stdout, sys.stderr = out, err
     capture._CURRENT[:] = [sink]  # type: ignore[list-item]
     thread = threading.Thread(
         target=_beat, args=(attempt, sink, stop, why), name="balloons-http-heartbeat", daemon=True
@@ -193,6 +194,8 @@ def _run(attempt: Attempt, task: Any, args: list[Any], kwargs: dict[str, Any]) -
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             stop.set()
+            out.finish()  # a last line with no newline is a line too
+            err.finish()
             sys.stdout, sys.stderr = tees
             capture._CURRENT[:] = []
     except _Stop:
