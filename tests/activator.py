@@ -27,6 +27,10 @@ class Activator:
         self.listener.listen(64)
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.starts = 0
+        #: The request line of the first request of each connection, in arrival order, and
+        #: of each connection that started the service (what woke it).
+        self.requests: list[str] = []
+        self.woken_by: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self._port = 0
         self._lock = threading.Lock()
@@ -48,13 +52,15 @@ class Activator:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _upstream(self) -> socket.socket:
+    def _upstream(self, line: str) -> socket.socket:
         """A connection to the service, started first if none runs."""
         with self._lock:
+            self.requests.append(line)
             if not self.running():
                 self._port = free_port()
                 self.proc = subprocess.Popen([*self.argv, "--port", str(self._port)], cwd=self.cwd)
                 self.starts += 1
+                self.woken_by.append(line)
             deadline = time.monotonic() + START_LIMIT
             while True:
                 try:
@@ -77,7 +83,8 @@ class Activator:
 
     def _relay(self, conn: socket.socket) -> None:
         try:
-            up = self._upstream()
+            head = conn.recv(1024, socket.MSG_PEEK)  # an HTTP client speaks first
+            up = self._upstream(head.split(b"\r\n", 1)[0].decode("latin-1"))
         except OSError:
             conn.close()
             return

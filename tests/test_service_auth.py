@@ -86,7 +86,8 @@ def test_a_stored_key_entry_altered_in_redis_lets_nobody_in() -> None:
     with serving() as s:
         key = s.key("victim", "jobs:read")
         for entry in (b"not json", b"[]", b'{"name": "victim", "scopes": ["root"]}',
-                      b'{"name": 5, "scopes": ["admin"]}', b'{"name": "v", "scopes": []}'):  # fmt: skip
+                      b'{"name": 5, "scopes": ["admin"]}', b'{"name": "v", "scopes": []}',
+                      b"[" * 100_000 + b"]" * 100_000):  # fmt: skip
             r.hset(keys_key, digest(key), entry)
             with s.client(key) as c:
                 assert _code(c.get("/v1/jobs")) == (401, "unauthenticated"), entry

@@ -23,6 +23,7 @@ VALUES: list[bytes] = [
     b"", b"x", b"NaN", b"inf", b"-1", b"1e400", b"\xff\xfe", b"{}", b"[]", b"null",
     b'{"type": 5}', b"SUCCEEDED", b"FAILED", b"QUEUED", b"9" * 80, b"exit_code=999999",
     b"exit_code=7", b'{"kind": "command", "labels": {"a": 5, "b": "x"}}', b'{"labels": []}',
+    b"[" * 100_000 + b"]" * 100_000,  # nested beyond the JSON parser's recursion limit
 ]  # fmt: skip
 FIELDS = [
     "status", "payload", "args", "sig", "attempt", "machine", "created", "started", "finished",
@@ -113,7 +114,8 @@ def test_an_idempotency_record_altered_in_redis_is_a_problem(service: Service) -
     with service.client() as c:
         assert c.post("/v1/jobs", json=body, headers={"idempotency-key": "k"}).status_code == 201
         (key,) = r.keys("*:service:idem:*")
-        for value in (b"garbage", b"[]", b'{"body": 5}', b'{"body": "x"}'):
+        deep = b"[" * 100_000 + b"]" * 100_000
+        for value in (b"garbage", deep, b"[]", b'{"body": 5}', b'{"body": "x"}'):
             r.set(key, value)
             resp = c.post("/v1/jobs", json=body, headers={"idempotency-key": "k"})
             _check(resp)

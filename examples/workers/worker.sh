@@ -6,8 +6,8 @@
 # Runs COMMAND with the job's input (JSON) on its stdin. What COMMAND prints on stdout (JSON;
 # nothing means null) is the job's result; its stderr lines are the job's log lines. Exit 0
 # completes the attempt, any other code fails it (not retryable). A heartbeat every few
-# seconds keeps the lease; a cancel stops COMMAND. The machine holds only its attempt's URL and
-# token: no store or cloud credentials.
+# seconds (BALLOONS_HEARTBEAT_SECONDS, default 2) keeps the lease; a cancel stops COMMAND. The
+# machine holds only its attempt's URL and token: no store or cloud credentials.
 set -u
 : "${BALLOONS_ATTEMPT_URL:?not set: run this on a balloons machine}"
 : "${BALLOONS_ATTEMPT_TOKEN:?not set}"
@@ -37,7 +37,12 @@ call GET "" >"$work/attempt.json" || exit 75  # also marks the attempt running
 "$@" <"$BALLOONS_INPUT_PATH" >"$work/out" 2>"$work/err" &
 child=$!
 (
-  while sleep 2; do
+  nap=
+  trap 'kill $nap 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep "${BALLOONS_HEARTBEAT_SECONDS:-2}" &
+    nap=$!
+    wait "$nap" || break
     beat=$(call POST /heartbeat) || break
     case $beat in *'"cancel":true'*) kill "$child" 2>/dev/null; break ;; esac
   done

@@ -291,7 +291,7 @@ def _slot_state(raw: bytes) -> str | None:
     """The state of a slot entry as read (hostile): starting, running or idle, else None."""
     try:
         entry = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser's limit
         return None
     state = entry.get("state") if isinstance(entry, dict) else None
     return state if state in ("starting", "running", "idle") else None

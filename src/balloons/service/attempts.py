@@ -292,7 +292,7 @@ class _Protocol:
             return None
         try:
             call = json.loads(a.rec.get("args") or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return None
         ok = isinstance(call, dict) and isinstance(call.get("args"), list)
         return {"args": call["args"], "kwargs": call.get("kwargs") or {}} if ok else None

@@ -109,7 +109,7 @@ def _principal(raw: object) -> Principal | None:
     """The key a stored entry describes; None for an entry balloons did not write."""
     try:
         d = json.loads(raw) if isinstance(raw, bytes | str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     if not isinstance(d, dict):
         return None
@@ -154,7 +154,7 @@ class Keys:
             p = _principal(entry)
             try:
                 created = timestamp(json.loads(entry).get("created"))
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 created = None
             if p is None:
                 out.append(KeyInfo(f"(unreadable: {describe(entry)[:40]})", (), None, ""))

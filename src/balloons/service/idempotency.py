@@ -111,7 +111,7 @@ def _existing(raw: bytes, body: str) -> str:
     """The job of a key already taken (see the module's rules)."""
     try:
         d: Any = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         d = None
     if not isinstance(d, dict) or not isinstance(d.get("body"), str):
         raise Problem(

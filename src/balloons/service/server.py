@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..store.keys import PoolKeys
 from ..store.records import slot_entry
@@ -25,9 +25,10 @@ from ..untrusted import number
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
     from ..app import App
-    from ..control.supervisor import StepReport
+    from ..control.supervisor import StepReport, Supervisor
     from .activity import Activity
 
 log = logging.getLogger("balloons.service")
@@ -86,10 +87,10 @@ def serve(
 
     web = create_app(app, token=token, attempt_routes=attempt_routes(app))
     activity: Activity = web.state.activity
-    # The reconcile runs beside the server's start: a request woken by a platform's proxy is
-    # answered without waiting for it, and the service does not exit idle before it is done.
+    # The reconcile runs beside the server once it listens: a request woken by a platform's
+    # proxy is answered without waiting for it (nor for its imports), and the service does
+    # not exit idle before it is done.
     reconciled = threading.Thread(target=_reconcile, args=(app,), name="balloons-reconcile")
-    reconciled.start()
     config = uvicorn.Config(
         web,
         host=host,
@@ -98,9 +99,17 @@ def serve(
         lifespan="off",
         timeout_graceful_shutdown=2,
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
     )
-    server = uvicorn.Server(config)
-    supervisor = None
+    supervisor: list[Supervisor] = []
+
+    def listening() -> None:
+        reconciled.start()
+        if supervise:
+            supervisor.append(app.start_supervisor())
+
+    server = _server(config, listening)
     stop = threading.Event()
     if idle_exit is not None:
         threading.Thread(
@@ -109,15 +118,27 @@ def serve(
             name="balloons-idle-exit",
             daemon=True,
         ).start()
-    if supervise:
-        supervisor = app.start_supervisor()
     try:
         server.run(sockets=sockets)
     finally:
         stop.set()
-        if supervisor is not None:
-            supervisor.stop()
-        reconciled.join()
+        for sup in supervisor:
+            sup.stop()
+        if reconciled.ident is not None:
+            reconciled.join()
+
+
+def _server(config: Any, listening: Callable[[], None]) -> Any:
+    """A uvicorn server that calls ``listening`` once its sockets listen."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                listening()
+
+    return Server(config)
 
 
 def _connections(server: object) -> int:
@@ -148,7 +169,8 @@ def _watch_idle(
     started = False
     while not stop.wait(min(IDLE_CHECK, max(idle_exit, 0.05))):
         if not started:  # idle time counts from when the service listens and has reconciled
-            started = bool(getattr(server, "started", False)) and not reconciled.is_alive()
+            started = bool(getattr(server, "started", False)) and reconciled.ident is not None
+            started = started and not reconciled.is_alive()
             activity.last = time.monotonic()
             continue
         if activity.idle_for() < idle_exit or _connections(server):
