@@ -41,6 +41,7 @@ def supervise(module: str | None, interval: float, once: bool) -> None:
                     "launched": report.launched,
                     "destroyed": report.destroyed,
                     "scheduled": report.scheduled,
+                    "versions": report.versions,
                     "errors": report.errors,
                 }
             )
