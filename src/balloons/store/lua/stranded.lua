@@ -40,6 +40,13 @@ local function stranded(jt)
   return not seen or NOW - seen >= grace
 end
 if mode == 'scan' then
+  -- The versions no supervisor has stepped for a day are forgotten.
+  local cf = redis.call('HGETALL', CFG)
+  for i = 1, #cf, 2 do
+    if string.sub(cf[i], 1, 5) == 'seen:' and NOW - (tonumber(cf[i + 1]) or 0) > 86400 then
+      redis.call('HDEL', CFG, cf[i])
+    end
+  end
   local out = {}
   for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 999)) do
     local J = jk(u)

@@ -1,0 +1,103 @@
+"""STRANDED (balloons.control.versions) called directly against the real Valkey: which queued
+jobs it counts as stranded (another known version of the caller's key, no slot that may take
+them, no supervisor of their version seen within the grace), the grace, and the guards of
+its re-tag and its failure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from balloons.ids import ulid as new_ulid
+from balloons.store import lua, replies
+from tests.test_scripts import Pool
+
+KEY = "aaaaaaaaaaaa"
+OLD, NEW = f"{KEY}.111111111111", f"{KEY}.222222222222"
+ANY = f"{KEY}.000000000000"
+OTHER_KEY = "bbbbbbbbbbbb.111111111111"
+
+
+def submit(p: Pool, tag: str) -> tuple[str, Any]:
+    u = new_ulid()
+    payload = json.dumps({"id": f"{p.pk.pool}.{u}", "ttl": 600, "task": "m:f"})
+    args = (u, payload, "{}", "sig", 600, p.conf, "", 0, 1, 256, "", tag)
+    return u, replies.submit(p.run(lua.SUBMIT, *args, jobs=(u,)))
+
+
+def scan(p: Pool, grace: float = 0, mine: str = NEW) -> list[bytes]:
+    out: list[bytes] = p.run(lua.STRANDED, "scan", mine, grace)
+    return out
+
+
+def change(p: Pool, mode: str, u: str, tag: str = OLD, n: int = 1, grace: float = 0) -> Any:
+    extra = ("version_gone", '{"message": "gone"}', "etag") if mode == "fail" else ()
+    return p.run(lua.STRANDED, mode, NEW, grace, u, n, tag, *extra, jobs=(u,))
+
+
+def field(p: Pool, u: str, name: str) -> bytes | None:
+    return p.r.hget(p.pk.job(u), name)  # type: ignore[return-value]
+
+
+def test_only_queued_jobs_of_another_known_version_of_the_key_are_stranded(
+    r: redis.Redis,
+) -> None:
+    p = Pool(r, cap=0)  # nothing gets a slot: every job waits in the queue
+    old, _ = submit(p, OLD)
+    others = [submit(p, tag)[0] for tag in (NEW, ANY, OTHER_KEY, "")]
+    assert scan(p) == []  # the first look marks it
+    assert field(p, old, "stranded") is not None
+    assert scan(p) == [old.encode(), b"1"]  # stranded for the grace (0 s)
+    assert scan(p, grace=3600) == []  # not for an hour
+    for u in others:
+        assert field(p, u, "stranded") is None
+    # A caller that knows no version (or no tag) finds nothing and writes nothing.
+    assert scan(p, mine=ANY) == [] and scan(p, mine="garbage") == []
+
+
+def test_a_machine_of_its_version_or_a_supervisor_of_it_keeps_a_job_from_being_stranded(
+    r: redis.Redis,
+) -> None:
+    p = Pool(r, cap=1)
+    running, placed = submit(p, OLD)  # gets the slot, of its tag: a machine of version OLD
+    assert placed.placed == "launch"
+    waiting, _ = submit(p, OLD)
+    assert scan(p) == [] and scan(p) == []
+    assert field(p, waiting, "stranded") is None
+    assert p.lost(f"{running}-1", running, 1).code.name == "OK"  # its machine is gone
+    assert scan(p) == [] and field(p, waiting, "stranded") is not None
+    # A supervisor of version OLD steps in the pool: not stranded within the grace.
+    scan(p, mine=OLD, grace=3600)
+    assert scan(p, grace=3600) == []
+    assert change(p, "retag", waiting, grace=3600) == [0]
+    # A version no supervisor has stepped for a day is forgotten.
+    r.hset(p.pk.cfg, f"seen:{OLD}", p.now() - 86401)
+    scan(p)
+    assert r.hget(p.pk.cfg, f"seen:{OLD}") is None and r.hget(p.pk.cfg, f"seen:{NEW}")
+
+
+def test_retag_gives_a_stranded_job_the_callers_tag_once(r: redis.Redis) -> None:
+    p = Pool(r, cap=0)
+    u, _ = submit(p, OLD)
+    assert change(p, "retag", u) == [0]  # not marked stranded yet
+    scan(p)
+    assert change(p, "retag", u, n=2) == [0]  # another attempt
+    assert change(p, "retag", u, tag=ANY) == [0]  # another tag
+    assert change(p, "retag", u) == [1]
+    assert field(p, u, "compat") == NEW.encode() and field(p, u, "rerouted") == OLD.encode()
+    assert field(p, u, "status") == b"QUEUED" and field(p, u, "stranded") is None
+    assert change(p, "retag", u) == [0]  # its tag is the caller's now
+    assert scan(p) == [] and scan(p) == []  # and it is not stranded any more
+
+
+def test_fail_ends_a_stranded_job_with_the_callers_reason_and_error(r: redis.Redis) -> None:
+    p = Pool(r, cap=0)
+    u, _ = submit(p, OLD)
+    scan(p)
+    assert change(p, "fail", u) == [1]
+    assert field(p, u, "status") == b"FAILED" and field(p, u, "reason") == b"version_gone"
+    assert field(p, u, "esig") == b"etag" and r.zscore(p.pk.queue, u) is None
+    assert r.lrange(p.pk.done(u), 0, -1) == [b"FAILED"]
+    assert change(p, "fail", u) == [0]  # it ended
