@@ -100,3 +100,17 @@ def test_a_job_the_new_code_cannot_run_fails_with_version_gone(
     info = new.job(job_id).info()
     assert info.status is JobStatus.FAILED and info.reason == "version_gone"
     assert new.store.pool_stats("deploy-gone")["machines"] == 0  # nothing ran it
+
+
+def test_supervise_once_says_what_it_did_with_jobs_of_a_version_gone() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from balloons.cli import main as cli
+
+    out = CliRunner().invoke(cli, ["supervise", "--once", "--version-grace", "0"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1])["versions"] == []
+    bad = CliRunner().invoke(cli, ["supervise", "--once", "--version-grace", "nan"])
+    assert bad.exit_code != 0 and "nan" in bad.output
