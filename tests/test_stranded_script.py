@@ -9,10 +9,15 @@ import json
 from typing import Any
 
 import redis
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from balloons.ids import ulid as new_ulid
 from balloons.store import lua, replies
-from tests.test_scripts import Pool
+from balloons.store.keys import PoolKeys, pools_key
+from tests import tasks
+from tests.test_hostile_readers import ULID, VALUE
+from tests.test_scripts import NS, Pool
 
 KEY = "aaaaaaaaaaaa"
 OLD, NEW = f"{KEY}.111111111111", f"{KEY}.222222222222"
@@ -101,3 +106,59 @@ def test_fail_ends_a_stranded_job_with_the_callers_reason_and_error(r: redis.Red
     assert field(p, u, "esig") == b"etag" and r.zscore(p.pk.queue, u) is None
     assert r.lrange(p.pk.done(u), 0, -1) == [b"FAILED"]
     assert change(p, "fail", u) == [0]  # it ended
+
+
+# ----------------------------------------------------------- hostile records, the supervisor
+OLD_OF_MINE = "{kid}.111111111111"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@example(job={"status": b"QUEUED", "compat": b"OLD", "attempt": b"1", "sig": b"x"}, seen=None)
+@given(
+    job=st.fixed_dictionaries(
+        {"status": st.sampled_from([b"QUEUED", b"PWNED", b"FAILED"])},
+        optional={
+            "compat": st.one_of(st.just(b"OLD"), VALUE),
+            "payload": st.one_of(st.just(b'{"task": "tests.tasks:add"}'), VALUE),
+            "args": VALUE,
+            "sig": VALUE,
+            "attempt": VALUE,
+            "stranded": VALUE,
+            "rerouted": VALUE,
+            "ttl": VALUE,
+            "created": VALUE,
+        },
+    ),
+    seen=st.one_of(st.none(), VALUE),
+)
+def test_the_supervisor_survives_any_stranded_record(
+    r: redis.Redis, job: dict[str, bytes], seen: bytes | None
+) -> None:
+    """Whatever a stranded-looking record holds, a step neither fails nor runs it: it is left,
+    or ends FAILED (its signature does not verify), and every reader still reads it."""
+    r.flushall()
+    app = tasks.app
+    kid = app.compat().tag.partition(".")[0]
+    old = OLD_OF_MINE.format(kid=kid).encode()
+    pk = PoolKeys(NS, "default")
+    r.sadd(pools_key(NS), "default")
+    r.hset(pk.cfg, mapping={"cap": 0, **({f"seen:{old.decode()}": seen} if seen else {})})
+    r.hset(pk.job(ULID), mapping={k: (old if v == b"OLD" else v) for k, v in job.items()})
+    r.zadd(pk.queue, {ULID: 1})
+    supervisor = app.supervisor(version_grace=0)
+    for _ in range(2):
+        report = supervisor.step(gc=False)
+        assert report.errors == [], report.errors
+    assert all(outcome == "signature_invalid" for _, outcome in report.versions)
+    if job == {"status": b"QUEUED", "compat": b"OLD", "attempt": b"1", "sig": b"x"}:
+        assert report.versions == [(f"default.{ULID}", "signature_invalid")]
+    info = app.job(f"default.{ULID}").info()
+    assert info.status.value in ("QUEUED", "FAILED", "INVALID")
+    assert info.note is None or isinstance(info.note, str)
+    assert new_machines(r) == 0
+
+
+def new_machines(r: redis.Redis) -> int:
+    return int(r.zcard(PoolKeys(NS, "default").slots))
