@@ -40,10 +40,10 @@ local function stranded(jt)
   return not seen or NOW - seen >= grace
 end
 if mode == 'scan' then
-  -- The versions no supervisor has stepped for a day are forgotten.
+  -- The versions no supervisor has stepped for a day (WAKE_TTL) are forgotten.
   local cf = redis.call('HGETALL', CFG)
   for i = 1, #cf, 2 do
-    if string.sub(cf[i], 1, 5) == 'seen:' and NOW - (tonumber(cf[i + 1]) or 0) > 86400 then
+    if string.sub(cf[i], 1, 5) == 'seen:' and NOW - (tonumber(cf[i + 1]) or 0) > @WAKE_TTL@ then
       redis.call('HDEL', CFG, cf[i])
     end
   end
