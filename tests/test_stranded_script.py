@@ -162,3 +162,29 @@ def test_the_supervisor_survives_any_stranded_record(
 
 def new_machines(r: redis.Redis) -> int:
     return int(r.zcard(PoolKeys(NS, "default").slots))
+
+
+def test_the_verdict_on_a_record_names_what_keeps_the_current_code_from_running_it() -> None:
+    from balloons.control.versions import verdict
+    from balloons.signing import sign
+
+    app = tasks.app
+    key = app.secret.encode()
+
+    def judged(task: str, args: bytes, ser: str = "json") -> tuple[str | None, str]:
+        payload = json.dumps({"id": "p.x", "task": task, "ser": ser}).encode()
+        return verdict(app, "p.x", payload, args, sign(key, payload, args))
+
+    ok = b'{"args": [1, 2], "kwargs": {}}'
+    assert judged("tests.tasks:add", ok) == (None, "")
+    assert judged("balloons.command:run", b"anything") == (None, "")  # argv, whatever the code
+    reason, message = judged("tests.tasks:add", ok, ser="pickle")
+    assert reason == "version_gone" and "'pickle'" in message
+    reason, message = judged("tests.tasks:add", b"not json")
+    assert reason == "version_gone" and "cannot decode" in message
+    reason, message = judged("tests.tasks:add", b'{"args": [1], "kwargs": {"z": 2}}')
+    assert reason == "version_gone" and "no longer bind" in message
+    reason, message = judged("tests.tasks:gone", ok)
+    assert reason == "version_gone" and "no task tests.tasks:gone" in message
+    payload = json.dumps({"id": "p.x", "task": "tests.tasks:add"}).encode()
+    assert verdict(app, "p.x", payload, ok, "forged")[0] == "signature_invalid"
