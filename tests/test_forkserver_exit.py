@@ -38,7 +38,7 @@ class Started:
     valkey: ValkeyServer
     home: Path
     server: int  # the fork server's pid
-    machine: int  # the warm machine's pid
+    machines: list[int]  # its children's: the warm machine (and a spare forked ahead, if any)
 
 
 def _alive(pid: int) -> bool:
@@ -81,9 +81,9 @@ def started(tmp_path: Path) -> Iterator[Started]:
         assert job.result(timeout=60) == 3
         wait_for(lambda: app.store.pool_stats("warm")["idle"] == 1, "the machine idles")
         server = int(_send(app.backend.socket_path(), {"op": "ping"})["pid"])  # type: ignore[attr-defined]
-        (machine,) = wait_for(lambda: _children(server), "the fork server's machine")
-        pids += [server, machine]
-        yield Started(app, valkey, home, server, machine)
+        machines = wait_for(lambda: _children(server), "the fork server's machine")
+        pids += [server, *machines]
+        yield Started(app, valkey, home, server, machines)
     finally:
         for pid in pids:  # whatever the test saw, leave nothing running
             with contextlib.suppress(OSError):
@@ -95,7 +95,7 @@ def started(tmp_path: Path) -> Iterator[Started]:
 
 
 def _gone(s: Started) -> Any:
-    return not _alive(s.server) and not _alive(s.machine)
+    return not any(_alive(pid) for pid in (s.server, *s.machines))
 
 
 @pytest.mark.timeout(300)
