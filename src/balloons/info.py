@@ -128,10 +128,20 @@ class JobInfo:
     #: The key id of a machine that left the job in the queue because it does not hold the
     #: job's signing key (another app's machine in the same pool), if one did.
     passed_by: str | None = None
+    #: The tag the job was submitted with, when a supervisor re-routed it to the current code
+    #: version because no machine of its own remained (:mod:`balloons.control.versions`).
+    rerouted_from: str | None = None
 
     @property
     def note(self) -> str | None:
-        """Why a queued job was left by a machine, when one left it for another key."""
+        """Why a queued job was left by a machine, when one left it for another key; that a
+        job was re-routed to the current code version, when it was."""
+        if self.rerouted_from is not None:
+            return (
+                f"submitted by code version {self.rerouted_from.partition('.')[2]}, which no "
+                "machine ran any more: re-routed to version "
+                f"{(self.compat or '').partition('.')[2] or 'unknown'}, whose code can run it"
+            )
         if self.passed_by is None or self.status is not JobStatus.QUEUED:
             return None
         key = self.compat.partition(".")[0] if self.compat else "unknown"

@@ -25,6 +25,7 @@ FINAL_REASONS = frozenset(
         "launch_failed",
         "cancelled",
         "cost_cap",
+        "version_gone",
     }
 )
 

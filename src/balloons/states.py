@@ -50,6 +50,9 @@ class Reason(enum.StrEnum):
     SERIALIZATION = "serialization"
     LAUNCH_FAILED = "launch_failed"
     COST_CAP = "cost_cap"  # the job's max_cost was reached: its machine was stopped
+    # Queued by code of a version no machine runs any more, and the current code cannot run it
+    # (its task is gone, or its arguments no longer bind): see balloons.control.versions.
+    VERSION_GONE = "version_gone"
     # A reader's verdict, never an attempt's: the stored result or error does not verify with
     # the app's secret (altered in Redis, or copied from another job or attempt).
     RESULT_INVALID = "result_invalid"

@@ -12,6 +12,7 @@ backend that outlives this server: :mod:`balloons.backends.identity`) and on exi
 signal, out-of-memory), fails the job's attempt with a reason when a child dies without
 recording an outcome, kills children that outlive their run timeout by a grace period, and
 stops children on request. With no children and no requests for ``idle`` seconds it exits.
+``SIGTERM`` stops its children and ends it, as does being orphaned (:mod:`.forkexit`).
 
 Protocol: one JSON object per connection on a unix socket, answered with one JSON object.
 ``{"op": "ping"}``, ``{"op": "launch", ...}``, ``{"op": "stop", "machine": ID, "grace": S}``,
@@ -39,7 +40,7 @@ from ..info import Reason, exit_reason
 from ..machine import worker as worker_mod
 from ..store import keys
 from ..store.resp import RespClient, RespError
-from . import forked, identity
+from . import forked, forkexit, identity
 
 STOP_GRACE = 10.0
 SPARE_AFTER = 0.05  # seconds with no launch before a spare is forked beside running machines
@@ -71,7 +72,7 @@ class ForkServer:
     the unix socket ``path``, forking a child per machine and recording launches and exits; it
     exits after ``idle`` seconds with no child and no request."""
 
-    def __init__(self, path: str, idle: float) -> None:
+    def __init__(self, path: str, idle: float, state: str = "") -> None:
         self.path = path
         self.idle = idle
         self.children: dict[int, Child] = {}
@@ -81,6 +82,7 @@ class ForkServer:
         self.clocks: dict[str, tuple[float, float]] = {}
         self.last_activity = time.monotonic()
         self.draining = False
+        self.exits = forkexit.Exits(state or os.path.dirname(path))  # SIGTERM, orphaned
         self.deferred: list[
             tuple[Child, dict[str, Any], int, str]
         ] = []  # records written after replying, with the secret that signs their proof
@@ -99,6 +101,7 @@ class ForkServer:
             os.unlink(self.path)
         self.listener.bind(self.path)
         os.chmod(self.path, 0o600)
+        self.exits.inode = os.stat(self.path).st_ino
         self.listener.listen(128)
 
     def serve(self) -> None:
@@ -108,7 +111,7 @@ class ForkServer:
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, lambda *_: self._begin_drain())
+        signal.signal(signal.SIGTERM, lambda *_: forkexit.terminate(self))
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         while True:
@@ -119,6 +122,7 @@ class ForkServer:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
             self._reap()
+            forkexit.check(self)
             self._enforce_deadlines()
             self._refill()
             if not self.children:
@@ -144,7 +148,7 @@ class ForkServer:
         if spare is not None:
             spare.close()  # it reads the end of its pipe and exits
         with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+            if os.stat(self.path).st_ino == self.exits.inode:
                 os.unlink(self.path)
         # Serve anything already in the backlog, then close.
         while True:
@@ -321,10 +325,16 @@ class ForkServer:
         child = self.by_machine.get(machine)
         if child is None:
             return {"ok": True, "found": False}
-        child.stop_requested = True
+        self._stop_child(child, grace)
+        return {"ok": True, "found": True}
+
+    def _stop_child(self, child: Child, grace: float, requested: bool = True) -> None:
+        """``SIGTERM`` to the child's group now, ``SIGKILL`` after ``grace`` seconds;
+        ``requested``: a stop asked for (its job ends ``cancelled``), else the machine's exit
+        says why."""
+        child.stop_requested = child.stop_requested or requested
         child.stop_deadline = time.time() + grace
         _signal_group(child.pid, signal.SIGTERM)
-        return {"ok": True, "found": True}
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
@@ -465,12 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m balloons.backends.forkserver")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--state", default="", help="the state directory (the socket's)")
     parser.add_argument(
         "--daemonize", action="store_true", help="detach once listening; exit 0 when ready"
     )
     args = parser.parse_args(argv)
     worker_mod.prepare()  # what every machine would make for itself, made once
-    server = ForkServer(args.socket, args.idle)
+    server = ForkServer(args.socket, args.idle, args.state)
     server.bind()
     if args.daemonize and os.fork() != 0:
         # The launcher's child returns as soon as the socket listens; the server lives on,

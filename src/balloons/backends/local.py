@@ -318,6 +318,7 @@ class LocalBackend:
                 # server is re-parented to init, so no zombie or Popen is left with us.
                 argv = [sys.executable, "-m", "balloons.backends.forkserver"]
                 argv += ["--socket", path, "--idle", str(idle), "--daemonize"]
+                argv += ["--state", str(state.resolve())]
                 subprocess.run(
                     argv,
                     env=env,

@@ -22,7 +22,14 @@ from .common import Seconds, err_console, import_app, load_app, main, state_dir
     "--interval", type=Seconds(3600), default=1.0, show_default=True, help="Seconds per step."
 )
 @click.option("--once", is_flag=True, help="Run one step (with orphan collection) and exit.")
-def supervise(module: str | None, interval: float, once: bool) -> None:
+@click.option(
+    "--version-grace",
+    type=Seconds(7 * 24 * 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds a job of a code version no machine runs waits before it is re-routed or failed.",
+)
+def supervise(module: str | None, interval: float, once: bool, version_grace: float) -> None:
     """Reclaim dead machines, promote due jobs, launch for queued work, collect orphans, and
     submit the due runs of the schedules the -A module declares."""
     import logging
@@ -30,7 +37,7 @@ def supervise(module: str | None, interval: float, once: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = import_app(module)
     app.store.pools()  # a wrong Redis URL is said now, once, rather than at every step
-    supervisor = app.supervisor(interval=interval)
+    supervisor = app.supervisor(interval=interval, version_grace=version_grace)
     if once:
         report = supervisor.step(gc=True)
         click.echo(
@@ -41,6 +48,7 @@ def supervise(module: str | None, interval: float, once: bool) -> None:
                     "launched": report.launched,
                     "destroyed": report.destroyed,
                     "scheduled": report.scheduled,
+                    "versions": report.versions,
                     "errors": report.errors,
                 }
             )

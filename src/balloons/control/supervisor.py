@@ -13,8 +13,8 @@ Each :meth:`Supervisor.step` visits every pool and
    and ends the slot's attempt with that reason, which retries it if the task's policy allows;
 2. stops machines still running a job cancelled more than ``cancel_grace`` seconds ago, or
    running past their job's deadline by more than the grace (a task stuck in C code);
-3. promotes due delayed jobs and retries, and takes slots for queued work under the cap and
-   for the pool's warm floor (one Lua script), then launches those machines;
+3. re-routes or fails jobs of a code version gone (:mod:`.versions`), promotes due jobs, and
+   takes slots for queued work under the cap and for the warm floor, then launches them;
 4. every ``gc_interval`` seconds, destroys machines tagged by balloons whose slot no longer
    exists (their job finished, was reclaimed, or is unknown) and stopped machines that are
    not in their pool's standby set (which it trims to the pool's ``standby`` setting), and
@@ -32,6 +32,7 @@ server's clock (``TIME``), the one they are written in: this host's clock decide
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import threading
@@ -47,7 +48,7 @@ from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
 from ..store.replies import Code
 from ..untrusted import MAX_ATTEMPT, integer, timestamp
-from . import commands, orphans
+from . import commands, orphans, versions
 from .reclaim import deadline_reason, end_slot, machine_outcome
 
 if TYPE_CHECKING:
@@ -86,10 +87,11 @@ class StepReport:
     launched: list[str] = field(default_factory=list)  # slots
     destroyed: list[str] = field(default_factory=list)  # orphaned machine ids
     scheduled: list[str] = field(default_factory=list)  # ids of the schedules' jobs submitted
+    versions: list[tuple[str, str]] = field(default_factory=list)  # see .versions: (job, outcome)
     errors: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return any((self.reclaimed, self.stopped, self.launched, self.destroyed, self.scheduled))
+        return any(v for k, v in vars(self).items() if k != "errors")
 
 
 class Supervisor:
@@ -99,7 +101,7 @@ class Supervisor:
     ``timeout_grace``: seconds before a cancelled or overdue job's machine is stopped;
     ``gc_interval``: seconds between sweeps of orphaned machines, which must be
     ``orphan_min_age`` seconds old; ``boot_probe``: seconds after which a booting machine is
-    looked up."""
+    looked up; ``version_grace``: see :mod:`.versions`."""
 
     def __init__(
         self,
@@ -111,17 +113,16 @@ class Supervisor:
         gc_interval: float = 30.0,
         orphan_min_age: float = 10.0,
         boot_probe: float = 5.0,
+        version_grace: float = versions.DEFAULT_GRACE,
     ) -> None:
         from ..config import check_seconds
 
         for what, value in (
-            ("interval", interval),
-            ("cancel_grace", cancel_grace),
-            ("timeout_grace", timeout_grace),
-            ("gc_interval", gc_interval),
-            ("orphan_min_age", orphan_min_age),
-            ("boot_probe", boot_probe),
-        ):
+            ("interval", interval), ("cancel_grace", cancel_grace),
+            ("timeout_grace", timeout_grace), ("gc_interval", gc_interval),
+            ("orphan_min_age", orphan_min_age), ("boot_probe", boot_probe),
+            ("version_grace", version_grace),
+        ):  # fmt: skip
             check_seconds(f"supervisor {what}", value, 0, 7 * 24 * 3600)
         self.app = app
         self.interval = interval
@@ -129,7 +130,7 @@ class Supervisor:
         self.timeout_grace = timeout_grace
         self.gc_interval = gc_interval
         self.orphan_min_age = orphan_min_age
-        self.boot_probe = boot_probe
+        self.boot_probe, self.version_grace = boot_probe, version_grace
         self._last_gc = -math.inf  # time.monotonic() of the last sweep
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +156,7 @@ class Supervisor:
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
                 self._reclaim(pk, store.server_time(pk), report)
+                versions.step(self.app, pk, self.version_grace, report)
                 self._fill(pk, report)
             except Exception as exc:  # one bad pool must not stop the others
                 log.exception("supervisor: pool %s: %s", pool, exc)
@@ -492,8 +494,6 @@ def _text(raw: object) -> str:
 
 
 def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:
-    import json
-
     with contextlib.suppress(Exception):
         raw = store.redis.hget(pk.job(u), "payload")
         return float(json.loads(raw).get("timeout") or 600.0)

@@ -197,6 +197,7 @@ def job_info(
         problems=tuple(problems),
         compat=read_tag(rec.get("compat")) or None,
         passed_by=read_key_id(rec.get("passed")),
+        rerouted_from=read_tag(rec.get("rerouted")) or None,
     )
 
 

@@ -57,7 +57,7 @@ WAKE_TTL = 24 * 3600
 NAMES = (
     "SUBMIT", "CLAIM", "TAKE", "HEARTBEAT", "FINISH", "LOST", "CANCEL", "SCALE_UP", "REQUEUE",
     "CONFIRM_LAUNCH", "PICK_MACHINE", "START_FAILED", "TRIM_STANDBY", "NOTE_ATTEMPT",
-    "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK", "READ_STATS",
+    "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK", "READ_STATS", "STRANDED",
 )  # fmt: skip
 
 # The scripts, made on first use by __getattr__ (see each file for what it does).
@@ -80,6 +80,7 @@ MACHINE_WANTED: str
 LAUNCHED: str
 CLOCK: str
 READ_STATS: str
+STRANDED: str
 
 _DIR = os.path.dirname(__file__)
 #: The first line of a script that makes the keys of jobs it finds in its pool.
