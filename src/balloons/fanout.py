@@ -126,14 +126,13 @@ def _placed(
     dispatcher: Any, batch: list[tuple[JobKeys, SubmitRequest, TaskOptions, str]], got: list[Any]
 ) -> list[Job[Any]]:
     """The handles of a stored batch, its granted slots' machines launched."""
-    from .dispatch import _submitted, placed
+    from .dispatch import _submitted
 
     jobs = []
     launches = []
     for (jk, req, opts, name), reply in zip(batch, got, strict=True):
-        where = placed(reply)
-        job, launch = dispatcher.after_submit(jk, opts, where)
-        _submitted(job, name, where.where, req.created)
+        job, launch = dispatcher.after_submit(jk, opts, reply)
+        _submitted(job, name, reply.placed, req.created)
         jobs.append(job)
         if launch is not None:
             launches.append(launch)

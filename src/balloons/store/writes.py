@@ -40,6 +40,7 @@ from .records import (
 from .redisurl import DEFAULT_TIMEOUT, mask_url
 from .replies import Cancelled, Lost, Picked, Submitted
 from .resp import RespClient, RespError
+from .wire import submit_wire
 
 __all__ = [  # what callers have long imported from here
     "CANCELLED_MESSAGE",
@@ -220,6 +221,7 @@ class Store(StoreReads):
         checkout and pipeline machinery cost more than the rest of a submit. One connection
         per concurrent caller; one whose reply is never read is dropped, never reused."""
         k, a = self._submit_cmd(jk, req)
+        wire = submit_wire(lua.sha(lua.SUBMIT), k, a)
         pool = jk.pool.pool
         before = self._list_pool(pool)
         self._own_connections()
@@ -233,7 +235,7 @@ class Store(StoreReads):
                 spin=SUBMIT_SPIN_S,
             )
         try:
-            read = client.eval_send(lua.SUBMIT, k, a, before)
+            read = client.eval_send(lua.SUBMIT, k, a, before, wire)
         except BaseException:
             self._unlist(pool, before)
             client.close()  # the write may have stopped halfway; reconnects when next used
