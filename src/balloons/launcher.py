@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .backlog import Launcher
 from .errors import BackendError, StoreError
@@ -118,6 +118,8 @@ class SlotLauncher:
         self._create_lock = threading.Lock()  # the launcher's creates, one at a time
         # Whether the backend launches in the background, and its launch_delay (or None).
         self._caps: tuple[bool, Callable[[], float] | None] | None = None
+        # keep -> (the code version and settings it was made for, the environment).
+        self._envs: dict[bool, tuple[Compat, Settings, dict[str, str]]] = {}
 
     def spec(
         self,
@@ -135,40 +137,53 @@ class SlotLauncher:
         handoff)."""
         job_id = f"{pool}.{ulid_}"
         cwd = os.getcwd()
-        env = {"BALLOONS_JOB": f"{job_id}/{attempt}"}
-        if keep:
-            env["BALLOONS_STANDBY"] = "1"
-        env.update(self.app.compat().env)  # how the machine knows its code version
-        settings = self.app.settings
-        for name in settings.env_allowlist:
-            if name in settings.env:
-                env[name] = settings.env[name]
+        env = {"BALLOONS_JOB": f"{job_id}/{attempt}", **self._env(keep)}
         protocol = self.app.get_pool(pool).protocol if attempt else ""
         if protocol:  # the worker protocol: an attempt token in the place of the handoff
             from .commands import attempt_env
 
             env.update(attempt_env(self.app, pool, ulid_, attempt, timeout))
             del env["BALLOONS_JOB"]
-        return _machine_spec()(
-            job_id=job_id if attempt else "",
-            attempt=attempt,
-            pool=pool,
-            name=f"balloons-{ulid_}-{attempt}",
-            cpus=cpus,
-            memory_mb=memory_mb,
-            timeout=timeout,
-            env=env,
-            metadata={
-                "balloons_job": job_id if attempt else "",
-                "balloons_attempt": str(attempt),
-                "balloons_pool": pool,
-                "balloons_slot": f"{ulid_}-{attempt}",
-            },
-            cwd=cwd,
-            python_path=_import_path(cwd),
-            keep=keep,
-            protocol=protocol,
+        slot, job = f"{ulid_}-{attempt}", job_id if attempt else ""
+        return spec_of(
+            {
+                "job_id": job,
+                "attempt": attempt,
+                "pool": pool,
+                "name": f"balloons-{slot}",
+                "cpus": cpus,
+                "memory_mb": memory_mb,
+                "timeout": timeout,
+                "env": env,
+                "metadata": {
+                    "balloons_job": job,
+                    "balloons_attempt": str(attempt),
+                    "balloons_pool": pool,
+                    "balloons_slot": slot,
+                },
+                "cwd": cwd,
+                "python_path": _import_path(cwd),
+                "keep": keep,
+                "command": None,
+                "protocol": protocol,
+            }
         )
+
+    def _env(self, keep: bool) -> dict[str, str]:
+        """A machine's environment besides its handoff: ``BALLOONS_STANDBY`` with ``keep``,
+        how it knows its code version, the allow-listed names. Made once per code version
+        (the submit path is hot); copied by the caller."""
+        compat, settings = self.app.compat(), self.app.settings
+        hit = self._envs.get(keep)
+        if hit is not None and hit[0] is compat and hit[1] is settings:
+            return hit[2]
+        env = {"BALLOONS_STANDBY": "1"} if keep else {}
+        env.update(compat.env)
+        for name in settings.env_allowlist:
+            if name in settings.env:
+                env[name] = settings.env[name]
+        self._envs[keep] = (compat, settings, env)
+        return env
 
     def launch_slot(self, launch: Launch, spec: MachineSpec | None = None) -> bool:
         """Launch the machine of a slot the store granted (``spec``: its machine, when the
@@ -430,6 +445,16 @@ def _machine_spec() -> type[MachineSpec]:
     from .info import MachineSpec
 
     return MachineSpec
+
+
+def spec_of(fields: dict[str, Any]) -> MachineSpec:
+    """``MachineSpec(**fields)``, every field given, made without the dataclass's
+    ``__init__``, which sets each field of a frozen dataclass through ``object.__setattr__``:
+    half of the cost of a spec, made on every submit that launches (``tests/test_launcher.py``
+    checks that both make equal specs)."""
+    spec = object.__new__(_machine_spec())
+    spec.__dict__.update(fields)
+    return spec
 
 
 _IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}
