@@ -116,8 +116,9 @@ class SlotLauncher:
         self.app = app
         self._launcher: Launcher | None = None
         self._create_lock = threading.Lock()  # the launcher's creates, one at a time
-        # Whether the backend launches in the background, and its launch_delay (or None).
-        self._caps: tuple[bool, Callable[[], float] | None] | None = None
+        # Whether the backend launches in the background, its launch_delay (or None), and
+        # whether its machines run images (a command job gets a machine of its own).
+        self._caps: tuple[bool, Callable[[], float] | None, bool] | None = None
         # keep -> (the code version and settings it was made for, the environment).
         self._envs: dict[bool, tuple[Compat, Settings, dict[str, str]]] = {}
 
@@ -199,7 +200,7 @@ class SlotLauncher:
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
                 spec = self.spec(*launch)
-            if attempt and getattr(self.app.backend, "runs_images", False):
+            if attempt and self._capabilities()[2]:
                 from .commands import with_command  # a command job gets a machine of its own
 
                 spec = with_command(self.app, spec, launch)
@@ -385,10 +386,11 @@ class SlotLauncher:
         )
         return True
 
-    def _capabilities(self) -> tuple[bool, Callable[[], float] | None]:
-        """Whether the backend launches in the background, and its ``launch_delay`` (or
-        None): checked once, against the capability protocols of :mod:`balloons.backends.base`.
-        Raises as ``app.backend`` does for a backend that cannot even be set up."""
+    def _capabilities(self) -> tuple[bool, Callable[[], float] | None, bool]:
+        """Whether the backend launches in the background, its ``launch_delay`` (or None),
+        and whether it runs images (``runs_images``): checked once, against the capability
+        protocols of :mod:`balloons.backends.base`. Raises as ``app.backend`` does for a
+        backend that cannot even be set up."""
         caps = self._caps
         if caps is None:
             from .backends.base import BackgroundLaunches, RateLimited
@@ -398,7 +400,8 @@ class SlotLauncher:
                 backend.launches_in_background
             )
             delay = backend.launch_delay if isinstance(backend, RateLimited) else None
-            caps = self._caps = (background, delay)
+            images = bool(getattr(backend, "runs_images", False))
+            caps = self._caps = (background, delay, images)
         return caps
 
     def _in_background(self) -> bool:
