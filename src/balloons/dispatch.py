@@ -85,6 +85,7 @@ def placed(reply: Submitted | list[Any]) -> Placed:
 # The placements that name no machine, made once (the submit path is hot).
 _PLACED = {w: Placed(1, w) for w in ("queued", "warm", "delayed")}
 _OK, _EXISTING = Code.OK, Code.EXISTING
+_tuple = tuple.__new__
 
 
 class Dispatcher:
@@ -199,15 +200,12 @@ class Dispatcher:
         grant = got.grant
         if grant is None:
             return job, None
-        pool = jk.pool.pool
-        return job, Launch(
-            pool,
-            grant.ulid,
-            grant.attempt,
-            grant.cpus,
-            grant.memory_mb,
-            opts.timeout if grant.ulid == jk.ulid else DEFAULT_TIMEOUT,
-            self.app.get_pool(pool).standby > 0,
+        pool, u = jk.pool.pool, grant.ulid
+        timeout = opts.timeout if u == jk.ulid else DEFAULT_TIMEOUT
+        keep = self.app.get_pool(pool).standby > 0
+        # Launch's fields at once (a NamedTuple's __new__ is a Python call: the submit path).
+        return job, _tuple(
+            Launch, (pool, u, grant.attempt, grant.cpus, grant.memory_mb, timeout, keep)
         )
 
     def resubmit(self, job_id: str) -> Job[Any]:

@@ -461,12 +461,18 @@ def spec_of(fields: dict[str, Any]) -> MachineSpec:
 
 
 _IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: The last answer: the cwd, a copy of ``sys.path`` then, the import path (one tuple: threads).
+_last_path: tuple[str, list[str], tuple[str, ...]] = ("", [], ())
 
 
 def _import_path(cwd: str) -> tuple[str, ...]:
     """This process's import path minus the interpreter's own entries, for local machines
     (``cwd``: this process's working directory). Cached per value of ``sys.path``, so entries
     added later still reach machines."""
+    global _last_path
+    last = _last_path
+    if last[0] == cwd and last[1] == sys.path:  # the same entries: compared by identity first
+        return last[2]
     key = (cwd, *sys.path)
     found = _IMPORT_PATHS.get(key)
     if found is None:
@@ -477,4 +483,5 @@ def _import_path(cwd: str) -> tuple[str, ...]:
             if not path.startswith(prefixes) and path not in out:
                 out.append(path)
         found = _IMPORT_PATHS[key] = tuple(out)
+    _last_path = (cwd, list(sys.path), found)
     return found

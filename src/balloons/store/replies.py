@@ -185,19 +185,10 @@ class Wanted(_Reply):
 
 # The members by plain names: reading ``Code.OK`` calls a descriptor of the enum, and a
 # decoder runs for every job.
-_BAD_SLOT = Code.BAD_SLOT
-_EXISTING = Code.EXISTING
-_GONE = Code.GONE
-_MOVED = Code.MOVED
-_NEW_POOL = Code.NEW_POOL
-_NONE = Code.NONE
-_OK = Code.OK
-_OTHER_MACHINE = Code.OTHER_MACHINE
-_REFUSED = Code.REFUSED
-_RELEASED = Code.RELEASED
-_REPLAYED = Code.REPLAYED
-_RETRY = Code.RETRY
-_STANDBY = Code.STANDBY
+_BAD_SLOT, _EXISTING, _GONE, _MOVED = Code.BAD_SLOT, Code.EXISTING, Code.GONE, Code.MOVED
+_NEW_POOL, _NONE, _OK, _OTHER_MACHINE = Code.NEW_POOL, Code.NONE, Code.OK, Code.OTHER_MACHINE
+_REFUSED, _RELEASED, _REPLAYED = Code.REFUSED, Code.RELEASED, Code.REPLAYED
+_RETRY, _STANDBY = Code.RETRY, Code.STANDBY
 
 
 # ------------------------------------------------------------------ decoders
@@ -252,6 +243,11 @@ def _submit(raw: Any) -> Submitted:
     else:
         raise _malformed("SUBMIT", raw, "a placement (launch, warm, queued or delayed)")
     return Submitted(_OK, placed, grant, position, "", code is _NEW_POOL)
+
+
+def submit_many(raw: Any, n: int) -> list[Submitted]:
+    """``SUBMIT_MANY``'s reply for ``n`` jobs: one ``SUBMIT`` reply each, in order."""
+    return [submit(x) for x in _items("SUBMIT_MANY", raw, (n,))]
 
 
 def claim(raw: Any, ulid: str, attempt: int) -> Claim:
