@@ -60,3 +60,29 @@ def test_the_submit_command_encodes_as_any_command(
 def test_another_shape_is_left_to_the_general_encoder(change: Any) -> None:
     keys, argv = change(*_command(PoolKeys("balloons", "default"), ulid(), ""))
     assert submit_wire(SHA, keys, argv) is None
+
+
+def test_a_batch_s_pipeline_encodes_as_any_commands() -> None:
+    from balloons.store import batch
+    from balloons.store.keys import JobKeys
+    from balloons.store.writes import SubmitRequest
+
+    def item(pool: str, conf: str = "cap 4", key: str = "", due: str = "") -> Any:
+        u = ulid()
+        req = SubmitRequest(
+            payload=b'{"id":"%s"}' % u.encode(), args=b"[]", sig="ab" * 32, created=1.5, ttl=600,
+            pool_config=conf, due=due, priority=-3, cpus=2, memory_mb=512, key_digest=key,
+            compat="0123456789ab.cdef01234567",
+        )  # fmt: skip
+        return JobKeys.fresh("balloons", pool, u), req
+
+    items = [item("a") for _ in range(batch.RUN + 3)]
+    items += [item("b", key="f" * 32), item("b", due="+5.0"), item("a", conf="cap 5"), item("a")]
+    runs = batch._runs(items)
+    assert [len(r) for r in runs] == [batch.RUN, 3, 2, 1, 1]  # pool, settings, RUN apart
+    assert [r[0][0].pool.pool for r in runs] == ["a", "a", "b", "a", "a"]
+    before = [["SADD", "balloons:pools", "a"]]
+    evals = [batch._command(SHA, run) for run in runs]
+    expected = _encode([*before, *(cmd for cmd, _ in evals)], memo=False)
+    assert batch._wire(before, evals) == expected
+    assert batch._wire([], evals[1:]) == _encode([cmd for cmd, _ in evals[1:]], memo=False)
