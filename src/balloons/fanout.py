@@ -2,8 +2,9 @@
 
 ``task.submit_many(calls)`` checks every call first (nothing is stored when one cannot
 bind or serialize), then stores the jobs in pipelined batches: one round trip per batch
-of ``SUBMIT`` scripts, in call order. ``task.map(inputs)`` and ``task.starmap(tuples)``
-submit that way and yield the results in input order, or as the jobs end
+of ``SUBMIT_MANY`` scripts (each job placed as ``SUBMIT`` places one), in call order.
+``task.map(inputs)`` and ``task.starmap(tuples)`` submit that way and yield the results in
+input order, or as the jobs end
 (``ordered=False``); :func:`as_completed` waits on the jobs' done tokens, which the script
 that ends a job pushes, with no polling while they run.
 """
