@@ -128,8 +128,6 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
     """Wall time of each step of one submit (new-slot path), mirroring ``Dispatcher.submit``
     (private API: keep in step with src/balloons/dispatch.py), with a bare round trip (PING)
     for scale."""
-    from balloons.dispatch import placed
-
     app = balloons.App(
         redis_url=url, secret=SECRET, backend=ManualBackend(keep_specs=False), state_dir=state_dir
     )
@@ -155,7 +153,7 @@ def breakdown(url: str, state_dir: Path, k: int) -> None:
         )
         reply = reply_of()
         t.append(time.perf_counter())
-        _job, launch = dispatcher.after_submit(jk, opts, placed(reply))
+        _job, launch = dispatcher.after_submit(jk, opts, reply)
         t.append(time.perf_counter())
         assert launch is not None
         dispatcher.launch_slot(launch, spec)

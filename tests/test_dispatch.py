@@ -108,3 +108,41 @@ def test_standby_pools_need_a_backend_that_can_start_machines() -> None:
     refused = balloons.App(redis_url="redis://127.0.0.1:1", secret=SECRET, backend=_Backend())
     with pytest.raises(balloons.ConfigError, match="_Backend has no start"):
         refused.pool("sb", max_machines=2, standby=1)
+
+
+def test_a_machine_spec_made_fast_is_the_dataclass_s() -> None:
+    import dataclasses
+
+    from balloons.info import MachineSpec
+    from balloons.launcher import spec_of
+
+    app = balloons.App(redis_url="redis://127.0.0.1:1", secret=SECRET, backend=_Backend())
+    app.pool("p", protocol="")
+    made = app.dispatcher.slots.spec("p", "01jd3x9k2m8vq4t7w0c5r6y1zh", 1, 2, 512, 30.0, True)
+    fields = {f.name: getattr(made, f.name) for f in dataclasses.fields(MachineSpec)}
+    assert made == MachineSpec(**fields) and repr(made) == repr(MachineSpec(**fields))
+    assert spec_of(fields) == MachineSpec(**fields)
+    assert made.env["BALLOONS_JOB"] == "p.01jd3x9k2m8vq4t7w0c5r6y1zh/1"
+    assert made.env["BALLOONS_STANDBY"] == "1" and made.keep
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.cpus = 4  # type: ignore[misc]
+    again = app.dispatcher.slots.spec("p", "01jd3x9k2m8vq4t7w0c5r6y1zz", 1, 2, 512, 30.0)
+    assert "BALLOONS_STANDBY" not in again.env and again.env is not made.env
+
+
+def test_a_job_launched_after_others_queued_gets_its_machine(redis_url: str) -> None:
+    """A pool whose last job was queued or delayed makes no machine ready while Redis
+    places the next job; one that gets a slot all the same is launched with its own."""
+    backend = _Backend()
+    app = balloons.App(redis_url=redis_url, secret=SECRET, backend=backend)
+    try:
+        app.pool("p", max_machines=5)
+        task = app.task(pool="p", name="t")(len)
+        first = task.submit("a")
+        delayed = task.options(delay=600).submit("b")
+        later = task.submit("c")
+        assert [s.job_id for s in backend.specs] == [first.id, later.id]
+        assert backend.specs[1].env["BALLOONS_JOB"] == f"{later.id}/1"
+        assert delayed.status().value == "QUEUED"
+    finally:
+        app.close()

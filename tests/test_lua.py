@@ -74,7 +74,7 @@ def test_a_script_is_sent_without_its_documentation_or_the_loaders_marks(name: s
 
 def test_the_finds_jobs_line_is_kept_first() -> None:
     finders = {name for name, text in SCRIPTS.items() if text.startswith(lua.FINDS_JOBS)}
-    assert finders == {"SUBMIT", "TAKE", "SCALE_UP", "PICK_MACHINE", "STRANDED"}
+    assert finders == {"SUBMIT", "SUBMIT_MANY", "TAKE", "SCALE_UP", "PICK_MACHINE", "STRANDED"}
 
 
 def test_a_define_line_puts_the_functions_it_names_there_and_no_sooner() -> None:

@@ -219,3 +219,42 @@ def test_keepalive_is_on_for_every_client_connection(redis_url: str, secret: str
     finally:
         app.close()
         proxy.close()
+
+
+@pytest.mark.parametrize("spin", [0.0, 200e-6])
+def test_a_silent_host_ends_a_read_whether_the_client_polls_or_sleeps(
+    silent: SilentServer, spin: float
+) -> None:
+    client = RespClient(silent.url, timeout=SHORT, spin=spin)
+    try:
+        with pytest.raises(StoreError, match=r"sent no reply within 0\.2 s: .*PING"):
+            client.execute("PING")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("spin", [0.0, 200e-6])
+@pytest.mark.parametrize("url", ["redis_url", "tcp"])
+def test_a_blocking_wait_may_outlast_the_timeout_and_the_next_read_is_bounded_again(
+    redis_url: str, spin: float, url: str
+) -> None:
+    """The kernel bounds a read (``SO_RCVTIMEO``, no ``poll`` before each read): a blocking
+    command's reply may take its block time on top of the timeout, then the bound is the
+    timeout again."""
+    import socket
+    import struct
+
+    proxy = mute_at(redis_url, b"never sent") if url == "tcp" else None
+    timeout = 0.5  # the wait below outlasts it; its reply is late by less than that
+    client = RespClient(proxy.url if proxy else redis_url, timeout=timeout, spin=spin)
+    try:
+        assert client.execute("BLPOP", "nothing-here", "1", block=1.0) is None
+        assert client.execute("PING") == b"PONG"
+        sock = client._sock
+        assert sock is not None and sock.gettimeout() is None  # Python's timeout polls first
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
+        assert struct.unpack("ll", raw) == (0, int(timeout * 1e6))
+    finally:
+        client.close()
+        if proxy:
+            proxy.close()

@@ -85,6 +85,7 @@ def placed(reply: Submitted | list[Any]) -> Placed:
 # The placements that name no machine, made once (the submit path is hot).
 _PLACED = {w: Placed(1, w) for w in ("queued", "warm", "delayed")}
 _OK, _EXISTING = Code.OK, Code.EXISTING
+_tuple = tuple.__new__
 
 
 class Dispatcher:
@@ -96,6 +97,9 @@ class Dispatcher:
         self.slots = SlotLauncher(app)
         # (id(task), id(options)) -> (task, options, (cpus, memory_mb, main), payload head)
         self._heads: dict[tuple[int, int], tuple[Any, TaskOptions, tuple[Any, ...], str]] = {}
+        # Pool -> whether its last submit here got a new slot: only then is the next one's
+        # machine made ready while Redis places it (a job queued needs none).
+        self._launching: dict[str, bool] = {}
 
     # ----------------------------------------------------------------- submit
     def submit(
@@ -104,16 +108,23 @@ class Dispatcher:
         """Store the job of this call and place it (a warm machine, a new slot, the queue or the
         delayed set), launch its machine when it got a slot, and return its handle."""
         jk, req = self.submit_args(task, opts, args, kwargs)
+        pool = jk.pool.pool
         reply_of = self.app.store.submit_start(jk, req)
+        spec = None
         try:
             # While Redis places the job: the machine it most likely gets (a new slot for its
-            # first attempt), so that only the launch itself is left once the reply is in.
-            spec = self.slots.spec(jk.pool.pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout)
+            # first attempt) when the pool's last job got one, so that only the launch itself
+            # is left once the reply is in.
+            if self._launching.get(pool, True):
+                spec = self.slots.spec(pool, jk.ulid, 1, req.cpus, req.memory_mb, opts.timeout)
         finally:
-            got = placed(reply_of())
+            got = reply_of()
         job, launch = self.after_submit(jk, opts, got)
-        _submitted(job, task.name, got.where, req.created)
-        if launch is not None:
+        _submitted(job, task.name, got.placed, req.created)
+        if launch is None:
+            self._launching[pool] = False
+        else:
+            self._launching[pool] = True
             self.slots.launch(
                 launch, spec if launch.ulid == jk.ulid and launch.attempt == 1 else None
             )
@@ -125,9 +136,9 @@ class Dispatcher:
         """:meth:`submit` for asyncio: the store's asyncio client places the job, and a launch is
         made in a worker thread."""
         jk, req = self.submit_args(task, opts, args, kwargs)
-        got = placed(await self.app.store.submit_async(jk, req))
+        got = await self.app.store.submit_async(jk, req)
         job, launch = self.after_submit(jk, opts, got)
-        _submitted(job, task.name, got.where, req.created)
+        _submitted(job, task.name, got.placed, req.created)
         if launch is not None:
             import asyncio
 
@@ -175,33 +186,33 @@ class Dispatcher:
         return jk, req
 
     def after_submit(
-        self, jk: JobKeys, opts: TaskOptions, got: Placed
+        self, jk: JobKeys, opts: TaskOptions, got: Submitted
     ) -> tuple[Job[Any], Launch | None]:
-        """The job's handle from where ``SUBMIT`` placed it, and its machine's launch if it
-        got a new slot."""
-        if got.code == 2:
-            job: Job[Any] = Job(self.app, f"{jk.pool.pool}.{got.ulid}")
-        elif got.code != 1:
-            raise StoreError(f"job id {jk.job_id} already exists")
+        """The job's handle from where ``SUBMIT`` placed it (its decoded reply), and its
+        machine's launch if it got a new slot."""
+        code = got.code
+        if code is _OK:
+            job: Job[Any] = Job(self.app, jk.job_id, jk)
+        elif code is _EXISTING:
+            return Job(self.app, f"{jk.pool.pool}.{got.existing}"), None
         else:
-            job = Job(self.app, jk.job_id, jk)
-        if got.where != "launch":
+            raise StoreError(f"job id {jk.job_id} already exists")
+        grant = got.grant
+        if grant is None:
             return job, None
-        return job, Launch(
-            jk.pool.pool,
-            got.ulid,
-            got.attempt,
-            got.cpus,
-            got.memory_mb,
-            opts.timeout if got.ulid == jk.ulid else DEFAULT_TIMEOUT,
-            self.app.get_pool(jk.pool.pool).standby > 0,
+        pool, u = jk.pool.pool, grant.ulid
+        timeout = opts.timeout if u == jk.ulid else DEFAULT_TIMEOUT
+        keep = self.app.get_pool(pool).standby > 0
+        # Launch's fields at once (a NamedTuple's __new__ is a Python call: the submit path).
+        return job, _tuple(
+            Launch, (pool, u, grant.attempt, grant.cpus, grant.memory_mb, timeout, keep)
         )
 
     def resubmit(self, job_id: str) -> Job[Any]:
         """A new job running the same task with the same options and arguments as
         ``job_id``, its stored arguments reused as they are once its signature verifies."""
         new, opts, req = self.app.store.run(self._resubmit(job_id))
-        job, launch = self.after_submit(new, opts, placed(self.app.store.submit(new, req)))
+        job, launch = self.after_submit(new, opts, self.app.store.submit(new, req))
         if launch is not None:
             self.slots.launch(launch)
         return job
@@ -211,7 +222,7 @@ class Dispatcher:
         import asyncio
 
         new, opts, req = await self.app.store.run_async(self._resubmit(job_id))
-        got = placed(await self.app.store.submit_async(new, req))
+        got = await self.app.store.submit_async(new, req)
         job, launch = self.after_submit(new, opts, got)
         if launch is not None:
             await asyncio.to_thread(self.slots.launch, launch)

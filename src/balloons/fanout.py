@@ -2,8 +2,9 @@
 
 ``task.submit_many(calls)`` checks every call first (nothing is stored when one cannot
 bind or serialize), then stores the jobs in pipelined batches: one round trip per batch
-of ``SUBMIT`` scripts, in call order. ``task.map(inputs)`` and ``task.starmap(tuples)``
-submit that way and yield the results in input order, or as the jobs end
+of ``SUBMIT_MANY`` scripts (each job placed as ``SUBMIT`` places one), in call order.
+``task.map(inputs)`` and ``task.starmap(tuples)`` submit that way and yield the results in
+input order, or as the jobs end
 (``ordered=False``); :func:`as_completed` waits on the jobs' done tokens, which the script
 that ends a job pushes, with no polling while they run.
 """
@@ -126,14 +127,13 @@ def _placed(
     dispatcher: Any, batch: list[tuple[JobKeys, SubmitRequest, TaskOptions, str]], got: list[Any]
 ) -> list[Job[Any]]:
     """The handles of a stored batch, its granted slots' machines launched."""
-    from .dispatch import _submitted, placed
+    from .dispatch import _submitted
 
     jobs = []
     launches = []
     for (jk, req, opts, name), reply in zip(batch, got, strict=True):
-        where = placed(reply)
-        job, launch = dispatcher.after_submit(jk, opts, where)
-        _submitted(job, name, where.where, req.created)
+        job, launch = dispatcher.after_submit(jk, opts, reply)
+        _submitted(job, name, reply.placed, req.created)
         jobs.append(job)
         if launch is not None:
             launches.append(launch)

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .backlog import Launcher
 from .errors import BackendError, StoreError
@@ -116,8 +116,11 @@ class SlotLauncher:
         self.app = app
         self._launcher: Launcher | None = None
         self._create_lock = threading.Lock()  # the launcher's creates, one at a time
-        # Whether the backend launches in the background, and its launch_delay (or None).
-        self._caps: tuple[bool, Callable[[], float] | None] | None = None
+        # Whether the backend launches in the background, its launch_delay (or None), and
+        # whether its machines run images (a command job gets a machine of its own).
+        self._caps: tuple[bool, Callable[[], float] | None, bool] | None = None
+        # keep -> (the code version and settings it was made for, the environment).
+        self._envs: dict[bool, tuple[Compat, Settings, dict[str, str]]] = {}
 
     def spec(
         self,
@@ -135,40 +138,53 @@ class SlotLauncher:
         handoff)."""
         job_id = f"{pool}.{ulid_}"
         cwd = os.getcwd()
-        env = {"BALLOONS_JOB": f"{job_id}/{attempt}"}
-        if keep:
-            env["BALLOONS_STANDBY"] = "1"
-        env.update(self.app.compat().env)  # how the machine knows its code version
-        settings = self.app.settings
-        for name in settings.env_allowlist:
-            if name in settings.env:
-                env[name] = settings.env[name]
+        env = {"BALLOONS_JOB": f"{job_id}/{attempt}", **self._env(keep)}
         protocol = self.app.get_pool(pool).protocol if attempt else ""
         if protocol:  # the worker protocol: an attempt token in the place of the handoff
             from .commands import attempt_env
 
             env.update(attempt_env(self.app, pool, ulid_, attempt, timeout))
             del env["BALLOONS_JOB"]
-        return _machine_spec()(
-            job_id=job_id if attempt else "",
-            attempt=attempt,
-            pool=pool,
-            name=f"balloons-{ulid_}-{attempt}",
-            cpus=cpus,
-            memory_mb=memory_mb,
-            timeout=timeout,
-            env=env,
-            metadata={
-                "balloons_job": job_id if attempt else "",
-                "balloons_attempt": str(attempt),
-                "balloons_pool": pool,
-                "balloons_slot": f"{ulid_}-{attempt}",
-            },
-            cwd=cwd,
-            python_path=_import_path(cwd),
-            keep=keep,
-            protocol=protocol,
+        slot, job = f"{ulid_}-{attempt}", job_id if attempt else ""
+        return spec_of(
+            {
+                "job_id": job,
+                "attempt": attempt,
+                "pool": pool,
+                "name": f"balloons-{slot}",
+                "cpus": cpus,
+                "memory_mb": memory_mb,
+                "timeout": timeout,
+                "env": env,
+                "metadata": {
+                    "balloons_job": job,
+                    "balloons_attempt": str(attempt),
+                    "balloons_pool": pool,
+                    "balloons_slot": slot,
+                },
+                "cwd": cwd,
+                "python_path": _import_path(cwd),
+                "keep": keep,
+                "command": None,
+                "protocol": protocol,
+            }
         )
+
+    def _env(self, keep: bool) -> dict[str, str]:
+        """A machine's environment besides its handoff: ``BALLOONS_STANDBY`` with ``keep``,
+        how it knows its code version, the allow-listed names. Made once per code version
+        (the submit path is hot); copied by the caller."""
+        compat, settings = self.app.compat(), self.app.settings
+        hit = self._envs.get(keep)
+        if hit is not None and hit[0] is compat and hit[1] is settings:
+            return hit[2]
+        env = {"BALLOONS_STANDBY": "1"} if keep else {}
+        env.update(compat.env)
+        for name in settings.env_allowlist:
+            if name in settings.env:
+                env[name] = settings.env[name]
+        self._envs[keep] = (compat, settings, env)
+        return env
 
     def launch_slot(self, launch: Launch, spec: MachineSpec | None = None) -> bool:
         """Launch the machine of a slot the store granted (``spec``: its machine, when the
@@ -184,7 +200,7 @@ class SlotLauncher:
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
                 spec = self.spec(*launch)
-            if attempt and getattr(self.app.backend, "runs_images", False):
+            if attempt and self._capabilities()[2]:
                 from .commands import with_command  # a command job gets a machine of its own
 
                 spec = with_command(self.app, spec, launch)
@@ -370,10 +386,11 @@ class SlotLauncher:
         )
         return True
 
-    def _capabilities(self) -> tuple[bool, Callable[[], float] | None]:
-        """Whether the backend launches in the background, and its ``launch_delay`` (or
-        None): checked once, against the capability protocols of :mod:`balloons.backends.base`.
-        Raises as ``app.backend`` does for a backend that cannot even be set up."""
+    def _capabilities(self) -> tuple[bool, Callable[[], float] | None, bool]:
+        """Whether the backend launches in the background, its ``launch_delay`` (or None),
+        and whether it runs images (``runs_images``): checked once, against the capability
+        protocols of :mod:`balloons.backends.base`. Raises as ``app.backend`` does for a
+        backend that cannot even be set up."""
         caps = self._caps
         if caps is None:
             from .backends.base import BackgroundLaunches, RateLimited
@@ -383,7 +400,8 @@ class SlotLauncher:
                 backend.launches_in_background
             )
             delay = backend.launch_delay if isinstance(backend, RateLimited) else None
-            caps = self._caps = (background, delay)
+            images = bool(getattr(backend, "runs_images", False))
+            caps = self._caps = (background, delay, images)
         return caps
 
     def _in_background(self) -> bool:
@@ -432,13 +450,29 @@ def _machine_spec() -> type[MachineSpec]:
     return MachineSpec
 
 
+def spec_of(fields: dict[str, Any]) -> MachineSpec:
+    """``MachineSpec(**fields)``, every field given, made without the dataclass's
+    ``__init__``, which sets each field of a frozen dataclass through ``object.__setattr__``:
+    half of the cost of a spec, made on every submit that launches (``tests/test_launcher.py``
+    checks that both make equal specs)."""
+    spec = object.__new__(_machine_spec())
+    spec.__dict__.update(fields)
+    return spec
+
+
 _IMPORT_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: The last answer: the cwd, a copy of ``sys.path`` then, the import path (one tuple: threads).
+_last_path: tuple[str, list[str], tuple[str, ...]] = ("", [], ())
 
 
 def _import_path(cwd: str) -> tuple[str, ...]:
     """This process's import path minus the interpreter's own entries, for local machines
     (``cwd``: this process's working directory). Cached per value of ``sys.path``, so entries
     added later still reach machines."""
+    global _last_path
+    last = _last_path
+    if last[0] == cwd and last[1] == sys.path:  # the same entries: compared by identity first
+        return last[2]
     key = (cwd, *sys.path)
     found = _IMPORT_PATHS.get(key)
     if found is None:
@@ -449,4 +483,5 @@ def _import_path(cwd: str) -> tuple[str, ...]:
             if not path.startswith(prefixes) and path not in out:
                 out.append(path)
         found = _IMPORT_PATHS[key] = tuple(out)
+    _last_path = (cwd, list(sys.path), found)
     return found

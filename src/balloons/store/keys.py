@@ -278,8 +278,14 @@ class JobKeys(Frozen):
 
     @classmethod
     def fresh(cls, ns: str, pool: str, ulid: str) -> JobKeys:
-        """The keys of a new job: ``pool`` already checked, ``ulid`` just made (no parsing)."""
-        return cls(f"{pool}.{ulid}", PoolKeys(ns, pool), ulid)
+        """The keys of a new job: ``pool`` already checked, ``ulid`` just made (no parsing).
+        The pool's keys are one record per pool, shared by its jobs (the submit path)."""
+        pk = _POOLS.get((ns, pool))
+        if pk is None:
+            if len(_POOLS) >= 1024:
+                _POOLS.clear()
+            pk = _POOLS[(ns, pool)] = PoolKeys(ns, pool)
+        return cls(f"{pool}.{ulid}", pk, ulid)
 
     @property
     def job(self) -> str:
@@ -334,6 +340,7 @@ IDEM_SCRIPT_KEY = ("idem", "idem")
 WAKE_SCRIPT_KEY = ("wk", "wake_of")
 
 _SCRIPT_KEYS: dict[tuple[str, str], tuple[str, ...]] = {}
+_POOLS: dict[tuple[str, str], PoolKeys] = {}  # JobKeys.fresh's pools (PoolKeys is immutable)
 
 
 def script_keys(pool: PoolKeys, *jobs: str, idem: str = "") -> list[str]:

@@ -13,6 +13,10 @@ import socket
 
 from ..errors import ConfigError
 
+TYPE_CHECKING = False  # set without importing typing: these names serve annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
 #: What a Redis URL says: scheme, host, port, username, password, socket path (unix), db, query.
 UrlFields = tuple[str, str, int, "str | None", "str | None", str, str, dict[str, list[str]]]
 #: The query options of a Redis URL that this client reads (as redis-py does), and the
@@ -225,11 +229,24 @@ def keepalive(sock: socket.socket) -> None:
 
 def _send_timeout(sock: socket.socket, seconds: float) -> None:
     """Bound each write on a socket that has no timeout of its own (``SO_SNDTIMEO``)."""
+    _kernel_timeout(sock, socket.SO_SNDTIMEO, seconds)
+
+
+def _recv_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """Bound each read on a socket that has no timeout of its own (``SO_RCVTIMEO``; None:
+    none). A read that waited that long fails with ``BlockingIOError``; unlike Python's own
+    socket timeout, this costs no ``poll`` before each read."""
+    _kernel_timeout(sock, socket.SO_RCVTIMEO, seconds or 0.0)
+
+
+def _kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:
     import struct
 
     whole = int(seconds)
-    tv = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    usec = int((seconds - whole) * 1e6)
+    if seconds > 0 and not whole and not usec:
+        usec = 1  # 0 would mean no timeout at all
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, usec))
 
 
 def _signature(path: str | None) -> object:
@@ -241,3 +258,32 @@ def _signature(path: str | None) -> object:
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+#: TLS contexts by their options, with what their files were when read: building one reads
+#: them (the system's CAs by default, milliseconds), so it is built once, not per connection,
+#: and again when a file is replaced (a certificate rotated).
+_CONTEXTS: dict[tuple[str | None, ...], tuple[Any, tuple[object, ...]]] = {}
+_TLS_FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+
+
+def tls_context(query: dict[str, list[str]]) -> Any:
+    """The TLS context of a URL's ``ssl_*`` options (:data:`URL_OPTIONS`; ``query``: the
+    URL's), as redis-py builds it."""
+    q = {k: v[0] for k, v in query.items() if k.startswith("ssl_")}
+    key = tuple(q.get(name) for name in URL_OPTIONS if name.startswith("ssl_"))
+    files = tuple(_signature(q.get(name)) for name in _TLS_FILES)
+    ctx, made_of = _CONTEXTS.get(key, (None, None))
+    if ctx is None or made_of != files:  # new options, or a file replaced (rotated) since
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=q.get("ssl_ca_certs"), capath=q.get("ssl_ca_path"))
+        reqs = q.get("ssl_cert_reqs", "required")
+        ctx.check_hostname = reqs != "none" and _BOOLS[q.get("ssl_check_hostname", "1").lower()]
+        ctx.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
+            reqs, ssl.CERT_REQUIRED
+        )
+        if "ssl_certfile" in q:
+            ctx.load_cert_chain(q["ssl_certfile"], q.get("ssl_keyfile"))
+        _CONTEXTS[key] = (ctx, files)
+    return ctx

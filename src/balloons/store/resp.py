@@ -26,26 +26,20 @@ from typing import Any, NoReturn
 from ..errors import StoreError
 from .lua import sha as script_sha
 from .redisurl import (
-    _BOOLS,
     DEFAULT_TIMEOUT,
-    URL_OPTIONS,
     _read_url,
+    _recv_timeout,
     _send_timeout,
-    _signature,
     _simple_url,
     keepalive,
     mask_url,
+    tls_context,
     url_timeout,
 )
 
 Reply = Any
 #: A non-blocking read for a single call (0 where the platform has none: never spin there).
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
-#: TLS contexts by their options, with what their files were when read: building one reads
-#: them (the system's CAs by default, milliseconds), so it is built once, not per connection,
-#: and again when a file is replaced (a certificate rotated).
-_CONTEXTS: dict[tuple[str | None, ...], tuple[Any, tuple[object, ...]]] = {}
-_TLS_FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
 
 
 class RespError(StoreError):
@@ -64,9 +58,6 @@ class RespClient:
     _routes: Any = None
     #: The commands of the last :meth:`send`, for a redirect to send again.
     _sent: list[list[Any]] | tuple[()] = ()
-
-    #: The seconds a reply may take now: :attr:`timeout`, plus a blocking command's own time.
-    _limit: float | None = None
 
     def __init__(
         self,
@@ -117,12 +108,12 @@ class RespClient:
                     sock = self._tls().wrap_socket(sock, server_hostname=self._host)
             sock.settimeout(self._sock_timeout)
             if self._sock_timeout is None and self.timeout is not None:
-                _send_timeout(sock, self.timeout)  # a spinning client's writes: bounded too
+                _send_timeout(sock, self.timeout)  # bounded by the kernel: see _sock_timeout
+                _recv_timeout(sock, self.timeout)
         except (OSError, ValueError) as exc:  # ValueError: a certificate file ssl refused
             raise StoreError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
         self._sock = sock
         self._buf = b""
-        self._limit = self.timeout
         # poll, not select: select refuses file descriptors above 1023, common in busy servers.
         self._idle_check = select.poll()
         self._idle_check.register(sock, select.POLLIN)
@@ -146,27 +137,8 @@ class RespClient:
         return sock
 
     def _tls(self) -> Any:
-        """The TLS context of this URL's ``ssl_*`` options (:data:`URL_OPTIONS`), as redis-py
-        builds it."""
-        q = {k: v[0] for k, v in self._query.items() if k.startswith("ssl_")}
-        key = tuple(q.get(name) for name in URL_OPTIONS if name.startswith("ssl_"))
-        files = tuple(_signature(q.get(name)) for name in _TLS_FILES)
-        ctx, made_of = _CONTEXTS.get(key, (None, None))
-        if ctx is None or made_of != files:  # new options, or a file replaced (rotated) since
-            import ssl
-
-            ctx = ssl.create_default_context(
-                cafile=q.get("ssl_ca_certs"), capath=q.get("ssl_ca_path")
-            )
-            reqs = q.get("ssl_cert_reqs", "required")
-            ctx.check_hostname = reqs != "none" and _BOOLS[q.get("ssl_check_hostname", "1").lower()]
-            ctx.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
-                reqs, ssl.CERT_REQUIRED
-            )
-            if "ssl_certfile" in q:
-                ctx.load_cert_chain(q["ssl_certfile"], q.get("ssl_keyfile"))
-            _CONTEXTS[key] = (ctx, files)
-        return ctx
+        """The TLS context of this URL's ``ssl_*`` options (:func:`~.redisurl.tls_context`)."""
+        return tls_context(self._query)
 
     def close(self) -> None:
         """Close the connection (and a cluster's connections to its nodes)."""
@@ -180,9 +152,11 @@ class RespClient:
 
     @property
     def _sock_timeout(self) -> float | None:
-        """The socket's own timeout: none on a spinning client, whose waits poll it (see
-        :meth:`_fill`), else :attr:`timeout`."""
-        return None if self.spin else self.timeout
+        """The socket's own timeout (Python's, which polls the socket before each read and
+        write): :attr:`timeout` over TLS only. Any other socket blocks, and the kernel bounds
+        its reads and writes (``SO_RCVTIMEO``, ``SO_SNDTIMEO``), which costs no system call
+        of its own: a submit makes one write and one read."""
+        return self.timeout if self._scheme == "rediss" else None
 
     def execute(self, *args: Any, block: float = 0.0) -> Reply:
         """Send one command and return its reply; server errors raise :class:`RespError`.
@@ -201,13 +175,14 @@ class RespClient:
         self.send(commands)
         return self.receive(len(commands), block)
 
-    def send(self, commands: list[list[Any]]) -> None:
+    def send(self, commands: list[list[Any]], wire: bytes | None = None) -> None:
         """The write half of :meth:`pipeline`: then read the ``len(commands)`` replies with
-        :meth:`receive` before anything else is sent."""
+        :meth:`receive` before anything else is sent. ``wire``: the commands already encoded
+        (sent as they are to a single server; a cluster's routes encode them per node)."""
         if self._routes is not None:
             self._routes.send(commands)
             return
-        self._put(commands)
+        self._put(commands, wire)
 
     def receive(self, n: int, block: float = 0.0) -> list[Reply]:
         """The read half of :meth:`pipeline`: ``n`` replies (errors as values), in order."""
@@ -219,11 +194,11 @@ class RespClient:
                 return self._redirected(replies)
         return replies
 
-    def _put(self, commands: list[list[Any]]) -> None:
+    def _put(self, commands: list[list[Any]], wire: bytes | None = None) -> None:
         """:meth:`send` on this connection, whatever the server."""
         self._sent = commands
         try:
-            self._send(commands)
+            self._send(commands, wire)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_SNDTIMEO, spinning
             self.close()
             raise StoreError(
@@ -237,22 +212,26 @@ class RespClient:
         """:meth:`receive` on this connection, redirects left as they are."""
         limit = None if self.timeout is None else self.timeout + block
         sock = self._sock
-        waits = block and sock is not None and self._sock_timeout is not None
+        waits = block and sock is not None and limit is not None
         try:
-            self._limit = limit
             if waits:
-                sock.settimeout(limit)  # type: ignore[union-attr]
+                self._bound(sock, limit)  # type: ignore[arg-type]
             replies = [self._read() for _ in range(n)]
             if waits:
-                sock.settimeout(self._sock_timeout)  # type: ignore[union-attr]
+                self._bound(sock, self.timeout)  # type: ignore[arg-type]
             return replies
         except TimeoutError:
             self.close()  # a reply may still come: never read it as the next command's
             raise self._silent(limit, self._awaited()) from None
         except (OSError, EOFError) as exc:
             self._lost(exc)
-        finally:
-            self._limit = self.timeout
+
+    def _bound(self, sock: socket.socket, seconds: float | None) -> None:
+        """Bound the socket's reads by ``seconds``, as :attr:`_sock_timeout` says."""
+        if self._sock_timeout is None:
+            _recv_timeout(sock, seconds)
+        else:
+            sock.settimeout(seconds)
 
     def _awaited(self) -> str:
         """The commands whose replies are awaited (their names, never their arguments: an
@@ -300,7 +279,7 @@ class RespClient:
         sock.sendall(_encode(commands, memo=False))  # AUTH: its password is kept nowhere
         return [self._read() for _ in commands]
 
-    def _send(self, commands: list[list[Any]]) -> None:
+    def _send(self, commands: list[list[Any]], wire: bytes | None = None) -> None:
         sock = self._sock
         if sock is not None and self._idle_check.poll(0) and self._stale(sock):
             # The server closed it (a restart, an idle timeout) or sent something unasked.
@@ -309,7 +288,7 @@ class RespClient:
             sock = None
         if sock is None:
             sock = self._connect()
-        sock.sendall(_encode(commands))
+        sock.sendall(_encode(commands) if wire is None else wire)
 
     def _stale(self, sock: socket.socket) -> bool:
         """Whether an idle connection found readable must be replaced. Over TLS it may only
@@ -338,11 +317,20 @@ class RespClient:
         return self.eval_send(script, keys, args, before)()
 
     def eval_send(
-        self, script: str, keys: list[str], args: list[Any], before: Sequence[list[Any]] = ()
+        self,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        before: Sequence[list[Any]] = (),
+        wire: bytes | None = None,
     ) -> Callable[[], Reply]:
         """:meth:`eval` in two halves: send now; the function returned reads the reply (call
-        it once, before anything else is sent), so the caller can work while Redis does."""
-        self.send([*before, ["EVALSHA", script_sha(script), len(keys), *keys, *args]])
+        it once, before anything else is sent), so the caller can work while Redis does.
+        ``wire``: the ``EVALSHA`` already encoded (:mod:`balloons.store.wire`)."""
+        evalsha = ["EVALSHA", script_sha(script), len(keys), *keys, *args]
+        if wire is not None and before:
+            wire = _encode(list(before)) + wire
+        self.send([*before, evalsha], wire)
 
         def reply() -> Reply:
             replies = self.receive(len(before) + 1)
@@ -372,7 +360,7 @@ class RespClient:
         assert sock is not None
         size = max(65536, len(self._buf))  # a long reply takes as many reads as it doubles
         if not self.spin:
-            chunk = sock.recv(size)  # the socket's timeout bounds it
+            chunk = self._recv_within(sock, size)
         else:
             began = time.perf_counter()
             chunk = b""
@@ -393,13 +381,14 @@ class RespClient:
             raise EOFError("connection closed by server")
         self._buf += chunk
 
-    def _recv_within(self, sock: socket.socket, size: int) -> bytes:
-        """A spinning client's wait on its socket (which has no timeout of its own), for
-        :attr:`_limit` seconds at most."""
-        limit = self._limit
-        if limit is not None and not self._idle_check.poll(max(1, int(limit * 1000))):
-            raise TimeoutError("timed out")
-        return sock.recv(size)
+    @staticmethod
+    def _recv_within(sock: socket.socket, size: int) -> bytes:
+        """A wait on the socket, for as long as its timeout lets it (the kernel's, or
+        Python's over TLS): :attr:`timeout`, plus a blocking command's own time."""
+        try:
+            return sock.recv(size)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise TimeoutError("timed out") from None
 
     def _read(self) -> Reply:
         """One whole reply: parsed from what is buffered, reading more until it is there."""

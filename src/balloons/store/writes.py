@@ -40,6 +40,7 @@ from .records import (
 from .redisurl import DEFAULT_TIMEOUT, mask_url
 from .replies import Cancelled, Lost, Picked, Submitted
 from .resp import RespClient, RespError
+from .wire import submit_wire
 
 __all__ = [  # what callers have long imported from here
     "CANCELLED_MESSAGE",
@@ -220,6 +221,7 @@ class Store(StoreReads):
         checkout and pipeline machinery cost more than the rest of a submit. One connection
         per concurrent caller; one whose reply is never read is dropped, never reused."""
         k, a = self._submit_cmd(jk, req)
+        wire = submit_wire(lua.sha(lua.SUBMIT), k, a)
         pool = jk.pool.pool
         before = self._list_pool(pool)
         self._own_connections()
@@ -233,7 +235,7 @@ class Store(StoreReads):
                 spin=SUBMIT_SPIN_S,
             )
         try:
-            read = client.eval_send(lua.SUBMIT, k, a, before)
+            read = client.eval_send(lua.SUBMIT, k, a, before, wire)
         except BaseException:
             self._unlist(pool, before)
             client.close()  # the write may have stopped halfway; reconnects when next used
@@ -263,12 +265,11 @@ class Store(StoreReads):
         return done
 
     def submit_batch(self, items: list[tuple[JobKeys, SubmitRequest]]) -> list[Submitted]:
-        """:meth:`submit` for many jobs in one round trip: their ``SUBMIT`` scripts pipelined
-        on one connection of the submit path, run by Redis in order. The replies, in the
-        order of ``items``. The jobs Redis refused with ``NOSCRIPT`` (the script is not
-        cached there: they did not run) are sent again with the script itself, in order. On
-        any other failure the exception is raised with the batch's fate unknown: the caller
-        reports it."""
+        """:meth:`submit` for many jobs in one round trip, stored and placed by Redis in order,
+        each as ``SUBMIT`` does. The replies, in the order of ``items``. The scripts Redis
+        refused with ``NOSCRIPT`` (not cached there: they did not run) are sent again with the
+        script itself, in order. On any other failure the exception is raised with the
+        batch's fate unknown: the caller reports it."""
         return self.submit_batch_start(items)()
 
     def submit_batch_start(
@@ -276,63 +277,11 @@ class Store(StoreReads):
     ) -> Callable[[], list[Submitted]]:
         """:meth:`submit_batch` in two halves, as :meth:`submit_start`: the write now; the
         function returned reads the replies (call it once), so that the caller can work on
-        the previous batch while Redis runs this one."""
-        self._own_connections()
-        try:
-            client = self._idle.pop()
-        except IndexError:
-            client = RespClient(self.url, timeout=None, connect_timeout=_CONNECT_TIMEOUT)
-        before: list[list[Any]] = []
-        listed: list[str] = []
-        for pool in dict.fromkeys(jk.pool.pool for jk, _ in items):
-            cmds = self._list_pool(pool)
-            if cmds:
-                before += cmds
-                listed.append(pool)
-        sha = lua.sha(lua.SUBMIT)
-        evals = []
-        for jk, req in items:
-            k, a = self._submit_cmd(jk, req)
-            evals.append(["EVALSHA", sha, len(k), *k, *a])
+        the previous batch while Redis runs this one. One ``SUBMIT_MANY`` script per run of
+        jobs of one pool (:mod:`balloons.store.batch`)."""
+        from .batch import submit_batch_start
 
-        def failed() -> None:
-            for pool in listed:
-                self._listed.pop(pool, None)
-            client.close()  # whatever interrupted it may have left replies unread
-            self._idle.append(client)
-
-        try:
-            client.send([*before, *evals])
-        except BaseException:
-            failed()
-            raise
-
-        def done() -> list[Submitted]:
-            try:
-                got = client.receive(len(before) + len(evals))[len(before) :]
-                missing = [i for i, r in enumerate(got) if _noscript(r)]
-                if missing:
-                    # EVAL sends the script itself (to whichever node holds the job's keys),
-                    # and leaves it cached there for the EVALSHA of the next batch.
-                    again = client.pipeline([["EVAL", lua.SUBMIT, *evals[i][2:]] for i in missing])
-                    for i, r in zip(missing, again, strict=True):
-                        got[i] = r
-            except BaseException:
-                failed()
-                raise
-            self._idle.append(client)
-            out: list[Submitted] = []
-            for (jk, _), raw in zip(items, got, strict=True):
-                if isinstance(raw, RespError):
-                    raise StoreError(f"Redis at {mask_url(self.url)} refused a command: {raw}")
-                reply = replies.submit(raw)
-                if reply.new_pool and jk.pool.pool not in listed:
-                    self._relist(jk.pool.pool)
-                    listed.append(jk.pool.pool)
-                out.append(reply)
-            return out
-
-        return done
+        return submit_batch_start(self, items, _CONNECT_TIMEOUT)
 
     def _relist(self, pool: str) -> None:
         """A submit found its pool's keys new (its first job, or a Redis that lost its data)
@@ -455,8 +404,3 @@ class Store(StoreReads):
     def forget(self, jk: JobKeys) -> None:
         """Delete the job's record, attempts, done token and logs now."""
         self.run(queries.forget(jk))
-
-
-def _noscript(reply: object) -> bool:
-    """Whether a reply is Redis' ``NOSCRIPT`` refusal (the script did not run)."""
-    return isinstance(reply, RespError) and str(reply).startswith("NOSCRIPT")

@@ -18,7 +18,8 @@ Made at load time, never written by hand twice:
   prelude's order (a script defines only what it uses, since every definition runs on every
   call). A line ``--@define NAME ...`` defines the functions named there (and those they call
   that the rest does not) at that place instead: inside a function of the script, so that they
-  are made only on the paths that call it.
+  are made only on the paths that call it. A line ``--@include NAME`` stands for the body of
+  script ``NAME`` (``SUBMIT_MANY`` runs ``SUBMIT``'s, once per job).
 
 A file's leading comment lines are its documentation and are not sent to Redis, except a first
 line ``--!df flags=allow-undeclared-keys``: a script that makes the keys of jobs it finds in
@@ -57,7 +58,7 @@ WAKE_TTL = 24 * 3600
 NAMES = (
     "SUBMIT", "CLAIM", "TAKE", "HEARTBEAT", "FINISH", "LOST", "CANCEL", "SCALE_UP", "REQUEUE",
     "CONFIRM_LAUNCH", "PICK_MACHINE", "START_FAILED", "TRIM_STANDBY", "NOTE_ATTEMPT",
-    "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK", "READ_STATS", "STRANDED",
+    "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK", "READ_STATS", "STRANDED", "SUBMIT_MANY",
 )  # fmt: skip
 
 # The scripts, made on first use by __getattr__ (see each file for what it does).
@@ -81,11 +82,13 @@ LAUNCHED: str
 CLOCK: str
 READ_STATS: str
 STRANDED: str
+SUBMIT_MANY: str
 
 _DIR = os.path.dirname(__file__)
 #: The first line of a script that makes the keys of jobs it finds in its pool.
 FINDS_JOBS = "--!df flags=allow-undeclared-keys\n"
 _DEFINE = "--@define "
+_INCLUDE = "--@include "
 _SHAS: dict[str, str] = {}
 #: Every ASCII character that is not part of a Lua identifier made a space (the files are
 #: ASCII).
@@ -264,6 +267,11 @@ def link(text: str) -> str:
     lines it uses, the prelude functions it calls, then its body (see the module's doc)."""
     prelude = _parts()
     first, body = _body(text, prelude.constants)
+    at = body.find(_INCLUDE)
+    if at >= 0:  # another script's body, in its place (SUBMIT_MANY runs SUBMIT's per job)
+        end = body.index("\n", at) + 1
+        body = body[:at] + _body(read(body[at + len(_INCLUDE) : end].strip()), {})[1] + body[end:]
+        _, body = _body(body, prelude.constants)
     at = body.find(_DEFINE)
     later: set[str] = set()
     if at >= 0:

@@ -30,7 +30,8 @@
 -- not run again.
 --
 -- A slot is one machine's right to exist in its pool: ZCARD slots never exceeds the pool's
--- cap, because slots are only added by SUBMIT and SCALE_UP, each of which checks the cap in
+-- cap, because slots are only added by SUBMIT (SUBMIT_MANY runs its body per job) and SCALE_UP,
+-- each of which checks the cap in
 -- the same script (REQUEUE, PICK_MACHINE and START_FAILED rename a slot in place). A pool's
 -- stopped standby machines live in its standby hash and hold no slot until PICK_MACHINE gives
 -- them one.
