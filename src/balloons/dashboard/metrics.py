@@ -20,11 +20,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..fly import stats as fly_stats
-from ..info import MachineInfo
 from ..listing import RUNNING_MACHINE_STATES
-from ..store.keys import PoolKeys
+from ..store.keys import POOL_RE, PoolKeys, machine_key, machines_key
 from ..store.writes import Store
-from ..untrusted import shown
+from ..untrusted import shown, text
 from . import aggregates
 from .aggregates import KINDS, PoolStats
 
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
 #: Slot entries of one pool a scrape reads (a pool's cap bounds them; more were not written by
 #: balloons).
 MAX_SLOTS = 10_000
+#: Machine records a scrape reads, newest first (as ``balloons machines`` lists them).
+MAX_MACHINES = 1000
 #: The states of a pool's machines, from its slot table and standby set.
 SLOT_STATES = ("starting", "running", "idle", "standby")
 #: Metric names of the histograms, by kind.
@@ -187,12 +188,12 @@ class StoreCollector(Collector):
             "balloons_pool_running_machines", "Machines still running, by pool.", labels=["pool"]
         )
         states: Counter[tuple[str, str]] = Counter()
-        for m in self.store.machine_records():
-            found = MachineInfo.from_record(m["id"], m, "local")
-            if found.problems or (m.get("pool") and found.pool is None):
-                invalid[(found.pool or "", "machine")] += 1
+        for raw_pool, raw_state in machine_states(self.store):
+            pool = text(raw_pool) or ""
+            if pool and not POOL_RE.match(pool):
+                invalid[("", "machine")] += 1
                 continue
-            states[(found.pool or "", shown(found.state))] += 1
+            states[(pool, shown(text(raw_state) or "unknown"))] += 1
         for (pool, state), n in sorted(states.items()):
             machines.add_metric([pool, state], n)
         for pool in sorted(set(pools) | {p for p, _ in states}):
@@ -200,6 +201,36 @@ class StoreCollector(Collector):
             running.add_metric([pool], n)
         yield machines
         yield running
+
+
+def machine_states(store: Store, limit: int = MAX_MACHINES) -> list[tuple[object, object]]:
+    """The ``pool`` and ``state`` of the newest ``limit`` machine records, as read (hostile;
+    ``None`` for a field or record that is gone): one ``SORT_RO ... GET`` on a single server,
+    so Redis looks the records up rather than this process parsing a reply per machine; a
+    pipeline of ``HMGET`` on a cluster (where the records' keys are on every node) or a server
+    that refuses ``SORT_RO`` (older than 7.0, or an ACL)."""
+    import redis
+
+    ns = store.namespace
+    with store.errors():
+        client = store.redis
+        if not isinstance(client, redis.cluster.RedisCluster):
+            pattern = machine_key(ns, "*")
+            try:
+                flat = client.execute_command(
+                    "SORT_RO", machines_key(ns), "BY", "nosort", "LIMIT", 0, limit,
+                    "GET", f"{pattern}->pool", "GET", f"{pattern}->state", "DESC",
+                )  # fmt: skip
+            except redis.ResponseError:
+                pass
+            else:
+                rows = zip(flat[::2], flat[1::2], strict=True)
+                return [(p, st) for p, st in rows if p is not None or st is not None]
+        ids = client.zrevrange(machines_key(ns), 0, limit - 1)
+        pipe = client.pipeline(transaction=False)
+        for mid in ids:
+            pipe.hmget(machine_key(ns, text(mid) or ""), "pool", "state")
+        return [(p, st) for p, st in pipe.execute() if p is not None or st is not None]
 
 
 def _fly_calls() -> Iterator[CounterMetricFamily]:
