@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from ..fly import stats as fly_stats
@@ -25,7 +26,7 @@ from ..store.keys import POOL_RE, PoolKeys, machine_key, machines_key
 from ..store.writes import Store
 from ..untrusted import shown, text
 from . import aggregates
-from .aggregates import KINDS, PoolStats
+from .aggregates import KINDS, Histogram, PoolStats
 
 if TYPE_CHECKING:
     from ..app import App
@@ -59,7 +60,7 @@ class StoreCollector(Collector):
 
     def collect(
         self,
-    ) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
+    ) -> Iterator[GaugeMetricFamily | Histograms | CounterMetricFamily]:
         """The metrics of this scrape: the pools' running aggregates, machines, cost, invalid
         records, and the Fly API calls of this process."""
         pools = self.store.pools()[: aggregates.MAX_POOLS]
@@ -276,15 +277,40 @@ def _jobs(stats: dict[str, PoolStats]) -> Iterator[CounterMetricFamily]:
     yield retried
 
 
-def _histograms(stats: dict[str, PoolStats]) -> Iterator[HistogramMetricFamily]:
+class Histograms(HistogramMetricFamily):
+    """A histogram family by pool and task whose label sets are kept as read (:attr:`rows`)
+    and made into prometheus_client's samples only when something asks for them
+    (``generate_latest``): :func:`exposition` writes their lines straight from the rows, as
+    they are most of a scrape's lines."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.rows: list[tuple[str, str, Histogram]] = []
+        super().__init__(name, documentation, labels=["pool", "task"])
+
+    def add_row(self, pool: str, task: str, h: Histogram) -> None:
+        """Adds the histogram of one pool and task."""
+        self.rows.append((pool, task, h))
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The samples of every row (made on first use) and of any added the usual way."""
+        rows, self.rows = self.rows, []
+        for pool, task, h in rows:
+            self.add_metric([pool, task], h.cumulative(), sum_value=h.total)
+        return self._samples
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        self._samples = value
+
+
+def _histograms(stats: dict[str, PoolStats]) -> Iterator[Histograms]:
     for kind, name in HISTOGRAMS.items():
-        hist = HistogramMetricFamily(
-            name, f"Seconds of {KINDS[kind]}, by pool and task.", labels=["pool", "task"]
-        )
+        hist = Histograms(name, f"Seconds of {KINDS[kind]}, by pool and task.")
         for pool, st in sorted(stats.items()):
             for (k, task), h in sorted(st.histograms.items()):
                 if k == kind:
-                    hist.add_metric([pool, task], h.cumulative(), sum_value=h.total)
+                    hist.add_row(pool, task, h)
         yield hist
 
 
@@ -350,6 +376,8 @@ def exposition(registry: CollectorRegistry) -> bytes:
             kind = "untyped"
         doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        if isinstance(metric, Histograms):
+            _histogram_lines(metric, out, escaped)
         for sample in metric.samples:
             if sample.name.endswith("_created"):
                 continue
@@ -363,6 +391,20 @@ def exposition(registry: CollectorRegistry) -> bytes:
                 )
             out.append(f"{sample.name}{text} {_go_float(sample.value)}\n")
     return "".join(out).encode("utf-8")
+
+
+def _histogram_lines(metric: Histograms, out: list[str], escaped: dict[str, str]) -> None:
+    """The lines of a histogram family's rows, as ``generate_latest`` writes their samples
+    (labels sorted: ``le``, ``pool``, ``task``); the rows are consumed."""
+    name = metric.name
+    rows, metric.rows = metric.rows, []
+    for pool, task, h in rows:
+        rest = f'pool="{_escaped(pool, escaped)}",task="{_escaped(task, escaped)}"'
+        cumulative = h.cumulative()
+        for le, n in cumulative:
+            out.append(f'{name}_bucket{{le="{le}",{rest}}} {_go_float(n)}\n')
+        out.append(f"{name}_count{{{rest}}} {_go_float(cumulative[-1][1])}\n")
+        out.append(f"{name}_sum{{{rest}}} {_go_float(h.total)}\n")
 
 
 #: A sample's value as Prometheus' Go code writes it (``1.0``, ``+Inf``, ``1.5e+07``).
