@@ -13,7 +13,7 @@ the last result.
 Each system has its workers already running against a Valkey of its own (balloons' cold pool
 aside); rounds take turns across the systems and the figure is the median round.
 
-    /tmp/bv/bin/python bench/map_makespan.py [--n 1000] [--rounds 3] [--no-cold]
+    .venv/bin/python bench/map_makespan.py [--n 1000] [--rounds 3] [--no-cold]
 """
 
 from __future__ import annotations

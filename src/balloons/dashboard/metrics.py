@@ -188,13 +188,14 @@ class StoreCollector(Collector):
         running = GaugeMetricFamily(
             "balloons_pool_running_machines", "Machines still running, by pool.", labels=["pool"]
         )
+        raw: Counter[tuple[object, object]] = Counter(machine_states(self.store))
         states: Counter[tuple[str, str]] = Counter()
-        for raw_pool, raw_state in machine_states(self.store):
+        for (raw_pool, raw_state), n in raw.items():  # each distinct pair read once
             pool = text(raw_pool) or ""
             if pool and not POOL_RE.match(pool):
-                invalid[("", "machine")] += 1
+                invalid[("", "machine")] += n
                 continue
-            states[(pool, shown(text(raw_state) or "unknown"))] += 1
+            states[(pool, shown(text(raw_state) or "unknown"))] += n
         for (pool, state), n in sorted(states.items()):
             machines.add_metric([pool, state], n)
         for pool in sorted(set(pools) | {p for p, _ in states}):
