@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 from ..fly import stats as fly_stats
 from ..listing import RUNNING_MACHINE_STATES
@@ -26,7 +24,9 @@ from ..store.keys import POOL_RE, PoolKeys, machine_key, machines_key
 from ..store.writes import Store
 from ..untrusted import shown, text
 from . import aggregates
-from .aggregates import KINDS, Histogram, PoolStats
+from .aggregates import KINDS, PoolStats
+from .exposition import Counters, Histograms
+from .exposition import exposition as exposition  # where the routes and tools import it
 
 if TYPE_CHECKING:
     from ..app import App
@@ -144,18 +144,18 @@ class StoreCollector(Collector):
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         assert self.app is not None
         prices = self.app.prices
-        usd = CounterMetricFamily(
+        usd = Counters(
             "balloons_cost_usd",
             "Estimated cost of the jobs' attempts (at the app's price table), by pool and task.",
             labels=["pool", "task"],
         )
-        seconds = CounterMetricFamily(
+        seconds = Counters(
             "balloons_machine_seconds",
             "Billed machine-seconds of the jobs' attempts (from launch to end, of machines that "
             "ran them), by pool and task.",
             labels=["pool", "task"],
         )
-        task_seconds = CounterMetricFamily(
+        task_seconds = Counters(
             "balloons_task_seconds",
             "Seconds the tasks ran, by pool and task.",
             labels=["pool", "task"],
@@ -167,9 +167,9 @@ class StoreCollector(Collector):
                 rows[task][1] += s * prices.per_second(cpus, mem)
             for task in sorted(set(rows) | set(st.task_seconds)):
                 machine_s, dollars = rows.get(task, (0.0, 0.0))
-                usd.add_metric([pool, task], dollars)
-                seconds.add_metric([pool, task], machine_s)
-                task_seconds.add_metric([pool, task], st.task_seconds.get(task, 0.0))
+                usd.add_row([pool, task], dollars)
+                seconds.add_row([pool, task], machine_s)
+                task_seconds.add_row([pool, task], st.task_seconds.get(task, 0.0))
         yield usd
         yield seconds
         yield task_seconds
@@ -259,50 +259,23 @@ def _fly_calls() -> Iterator[CounterMetricFamily]:
 
 
 def _jobs(stats: dict[str, PoolStats]) -> Iterator[CounterMetricFamily]:
-    ended = CounterMetricFamily(
+    ended = Counters(
         "balloons_jobs_ended",
         "Jobs ended, by pool, task, status (SUCCEEDED, FAILED, CANCELLED) and failure reason.",
         labels=["pool", "task", "status", "reason"],
     )
-    retried = CounterMetricFamily(
+    retried = Counters(
         "balloons_attempts_retried",
         "Attempts that failed with a retry scheduled, by pool, task and reason.",
         labels=["pool", "task", "reason"],
     )
     for pool, st in sorted(stats.items()):
         for (status, reason, task), n in sorted(st.ended.items()):
-            ended.add_metric([pool, task, status, reason], n)
+            ended.add_row([pool, task, status, reason], n)
         for (reason, task), n in sorted(st.retried.items()):
-            retried.add_metric([pool, task, reason], n)
+            retried.add_row([pool, task, reason], n)
     yield ended
     yield retried
-
-
-class Histograms(HistogramMetricFamily):
-    """A histogram family by pool and task whose label sets are kept as read (:attr:`rows`)
-    and made into prometheus_client's samples only when something asks for them
-    (``generate_latest``): :func:`exposition` writes their lines straight from the rows, as
-    they are most of a scrape's lines."""
-
-    def __init__(self, name: str, documentation: str) -> None:
-        self.rows: list[tuple[str, str, Histogram]] = []
-        super().__init__(name, documentation, labels=["pool", "task"])
-
-    def add_row(self, pool: str, task: str, h: Histogram) -> None:
-        """Adds the histogram of one pool and task."""
-        self.rows.append((pool, task, h))
-
-    @property
-    def samples(self) -> list[Sample]:
-        """The samples of every row (made on first use) and of any added the usual way."""
-        rows, self.rows = self.rows, []
-        for pool, task, h in rows:
-            self.add_metric([pool, task], h.cumulative(), sum_value=h.total)
-        return self._samples
-
-    @samples.setter
-    def samples(self, value: list[Sample]) -> None:
-        self._samples = value
 
 
 def _histograms(stats: dict[str, PoolStats]) -> Iterator[Histograms]:
@@ -360,65 +333,3 @@ def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, app=app))
     return registry
-
-
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The registry's metrics in Prometheus' text format (what ``generate_latest`` writes for
-    gauges, counters and histograms, with each label set escaped once: a scrape writes
-    thousands of histogram lines)."""
-    out: list[str] = []
-    labels: dict[tuple[tuple[str, str], ...], str] = {}
-    escaped: dict[str, str] = {}
-    for metric in registry.collect():
-        name, kind = metric.name, metric.type
-        if kind == "counter":
-            name += "_total"
-        elif kind not in ("gauge", "histogram"):
-            kind = "untyped"
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
-        if isinstance(metric, Histograms):
-            _histogram_lines(metric, out, escaped)
-        for sample in metric.samples:
-            if sample.name.endswith("_created"):
-                continue
-            key = tuple(sorted(sample.labels.items()))
-            text = labels.get(key)
-            if text is None:
-                text = labels[key] = (
-                    "{" + ",".join(f'{k}="{_escaped(v, escaped)}"' for k, v in key) + "}"
-                    if key
-                    else ""
-                )
-            out.append(f"{sample.name}{text} {_go_float(sample.value)}\n")
-    return "".join(out).encode("utf-8")
-
-
-def _histogram_lines(metric: Histograms, out: list[str], escaped: dict[str, str]) -> None:
-    """The lines of a histogram family's rows, as ``generate_latest`` writes their samples
-    (labels sorted: ``le``, ``pool``, ``task``); the rows are consumed."""
-    name = metric.name
-    rows, metric.rows = metric.rows, []
-    for pool, task, h in rows:
-        rest = f'pool="{_escaped(pool, escaped)}",task="{_escaped(task, escaped)}"'
-        cumulative = h.cumulative()
-        for le, n in cumulative:
-            out.append(f'{name}_bucket{{le="{le}",{rest}}} {_go_float(n)}\n')
-        out.append(f"{name}_count{{{rest}}} {_go_float(cumulative[-1][1])}\n")
-        out.append(f"{name}_sum{{{rest}}} {_go_float(h.total)}\n")
-
-
-#: A sample's value as Prometheus' Go code writes it (``1.0``, ``+Inf``, ``1.5e+07``).
-_go_float = cast("Callable[[float], str]", floatToGoString)
-
-
-def _escaped(value: str, seen: dict[str, str]) -> str:
-    """A label value escaped, each distinct value once per scrape."""
-    out = seen.get(value)
-    if out is None:
-        out = seen[value] = _escape(value)
-    return out
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
