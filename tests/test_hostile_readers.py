@@ -421,6 +421,9 @@ def _record(**job: bytes) -> dict[str, Any]:
 @example(rec={**_record(status=b"FAILED"), "usage": {"idle:12:256": b"30", "idle:x:y": b"nan"}})
 @example(rec={**_record(status=b"RUNNING"), "stats": {"run:3:t": b"1e400", "ms:1:256:t": b"x"}})
 @example(rec={**_record(status=b"RUNNING"), "spend": {"1:256:7": b"1e400", "1:256:7:h": b"-1"}})
+@example(
+    rec={**_record(status=b"RUNNING"), "slots": {f"{ULID}-1": (NOW + 600, Big(b"[" * 100_000))}}
+)
 @given(rec=RECORDS)
 def test_every_reader_survives_any_record(rig: Rig, rec: dict[str, Any]) -> None:
     rig.write(rec)

@@ -9,7 +9,6 @@ of jobs. Counters only grow (Prometheus' ``rate()`` turns them into throughput).
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from ..fly import stats as fly_stats
 from ..listing import RUNNING_MACHINE_STATES
 from ..store.keys import POOL_RE, PoolKeys, machine_key, machines_key
 from ..store.writes import Store
-from ..untrusted import shown, text
+from ..untrusted import json_object, shown, text
 from . import aggregates
 from .aggregates import KINDS, PoolStats
 from .exposition import Counters, Histograms
@@ -320,11 +319,8 @@ def _idle(
 
 def _slot_state(raw: bytes) -> str | None:
     """The state of a slot entry as read (hostile): starting, running or idle, else None."""
-    try:
-        entry = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser's limit
-        return None
-    state = entry.get("state") if isinstance(entry, dict) else None
+    entry = json_object(raw)  # None for what is no JSON object, or nests too deep
+    state = entry.get("state") if entry is not None else None
     return state if state in ("starting", "running", "idle") else None
 
 
