@@ -222,7 +222,7 @@ def test_charts_are_drawn_inline_with_nothing_loaded_from_elsewhere(
 def test_cost_over_time_is_drawn_from_the_pools_hourly_aggregate(
     context: BrowserContext, dashboard: Dashboard
 ) -> None:
-    tasks.add.submit(2, 2).result(timeout=30)
+    tasks.add.submit(2, 2).result(timeout=30)  # the pool is known, and its job billed
     # Three hours ago, 10 minutes of a 1x256MB machine that no job record tells of: only the
     # aggregate can draw it.
     pk = tasks.app.store.keys("default.01jd3x9k2m8vq4t7w0c5r6y1zh").pool
@@ -240,9 +240,10 @@ def test_cost_over_time_is_drawn_from_the_pools_hourly_aggregate(
     then = bars.nth(HOURS - 4)
     expect(then.locator("title")).to_contain_text("(600.0 machine-s)")
     heights = [float(h) for h in bars.evaluate_all("bs => bs.map(b => b.getAttribute('height'))")]
-    # The job just run is in this hour's bar (or the last hour's, across the hour).
-    assert max(heights) == heights[HOURS - 4] > max(heights[-2:]) > 0
-    assert sum(h > 0 for h in heights) == 2
+    assert max(heights) == heights[HOURS - 4] > 0
+    # Nothing else but the job just run (this hour's bar, or the last hour's across the hour;
+    # on a warm machine its few milliseconds may draw no height).
+    assert not any(h for i, h in enumerate(heights) if i not in (HOURS - 4, HOURS - 2, HOURS - 1))
 
 
 def test_bulk_cancel_from_a_search(context: BrowserContext, dashboard: Dashboard) -> None:
