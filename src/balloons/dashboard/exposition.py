@@ -4,8 +4,8 @@ a fraction of the time.
 
 Most of a scrape's lines are the aggregates' histograms and counters by pool and task. Their
 families here (:class:`Histograms`, :class:`Counters`) keep each label set as a row, as read,
-and make prometheus_client's samples only when something asks for them (``generate_latest``);
-:func:`exposition` writes their lines straight from the rows.
+and make prometheus_client's samples from the rows only when something asks for them
+(``generate_latest``), once; :func:`exposition` writes their lines straight from the rows.
 """
 
 from __future__ import annotations
@@ -26,18 +26,22 @@ class Histograms(HistogramMetricFamily):
 
     def __init__(self, name: str, documentation: str) -> None:
         self.rows: list[tuple[str, str, Histogram]] = []
+        self._made = False
         super().__init__(name, documentation, labels=["pool", "task"])
 
     def add_row(self, pool: str, task: str, h: Histogram) -> None:
         """Adds the histogram of one pool and task."""
         self.rows.append((pool, task, h))
+        if self._made:
+            self.add_metric([pool, task], h.cumulative(), sum_value=h.total)
 
     @property
     def samples(self) -> list[Sample]:
-        """The samples of every row (made on first use) and of any added the usual way."""
-        rows, self.rows = self.rows, []
-        for pool, task, h in rows:
-            self.add_metric([pool, task], h.cumulative(), sum_value=h.total)
+        """The samples of the rows, made on first use (and none other)."""
+        if not self._made:
+            self._made = True
+            for pool, task, h in self.rows:
+                self.add_metric([pool, task], h.cumulative(), sum_value=h.total)
         return self._samples
 
     @samples.setter
@@ -51,18 +55,22 @@ class Counters(CounterMetricFamily):
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
         self.rows: list[tuple[Sequence[str], float]] = []
         self.names = tuple(labels)
+        self._made = False
         super().__init__(name, documentation, labels=labels)
 
     def add_row(self, values: Sequence[str], value: float) -> None:
         """Adds the count of one label set."""
         self.rows.append((values, value))
+        if self._made:
+            self.add_metric(values, value)
 
     @property
     def samples(self) -> list[Sample]:
-        """The samples of every row (made on first use) and of any added the usual way."""
-        rows, self.rows = self.rows, []
-        for values, value in rows:
-            self.add_metric(values, value)
+        """The samples of the rows, made on first use (and none other)."""
+        if not self._made:
+            self._made = True
+            for values, value in self.rows:
+                self.add_metric(values, value)
         return self._samples
 
     @samples.setter
@@ -87,8 +95,10 @@ def exposition(registry: CollectorRegistry) -> bytes:
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
         if isinstance(metric, Histograms):
             _histogram_lines(metric, out, escaped)
-        elif isinstance(metric, Counters):
+            continue
+        if isinstance(metric, Counters):
             _counter_lines(metric, name, out, escaped)
+            continue
         for sample in metric.samples:
             if sample.name.endswith("_created"):
                 continue
@@ -106,10 +116,9 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 def _histogram_lines(metric: Histograms, out: list[str], escaped: dict[str, str]) -> None:
     """The lines of a histogram family's rows, as ``generate_latest`` writes their samples
-    (labels sorted: ``le``, ``pool``, ``task``); the rows are consumed."""
+    (labels sorted: ``le``, ``pool``, ``task``)."""
     name = metric.name
-    rows, metric.rows = metric.rows, []
-    for pool, task, h in rows:
+    for pool, task, h in metric.rows:
         rest = f'pool="{_escaped(pool, escaped)}",task="{_escaped(task, escaped)}"'
         cumulative = h.cumulative()
         for le, n in cumulative:
@@ -120,11 +129,10 @@ def _histogram_lines(metric: Histograms, out: list[str], escaped: dict[str, str]
 
 def _counter_lines(metric: Counters, name: str, out: list[str], escaped: dict[str, str]) -> None:
     """The lines of a counter family's rows (``name`` ends in ``_total``), labels sorted by
-    name as ``generate_latest`` writes them; the rows are consumed."""
+    name as ``generate_latest`` writes them."""
     order = sorted(range(len(metric.names)), key=lambda i: metric.names[i])
     keys = [metric.names[i] for i in order]
-    rows, metric.rows = metric.rows, []
-    for values, value in rows:
+    for values, value in metric.rows:
         text = ",".join(
             f'{k}="{_escaped(values[i], escaped)}"' for k, i in zip(keys, order, strict=True)
         )
