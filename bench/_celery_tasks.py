@@ -31,3 +31,11 @@ app = make_app(os.environ.get("BENCH_CELERY_URL", "redis://127.0.0.1:6379/0"))
 @app.task(name=NOOP)
 def noop() -> None:
     return None
+
+
+ECHO = "_celery_tasks.echo"
+
+
+@app.task(name=ECHO)
+def echo(x: object) -> object:
+    return x

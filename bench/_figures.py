@@ -190,6 +190,22 @@ def plot_drain(plt: Any, b: Bench) -> Any:
     return fig
 
 
+def plot_map_makespan(plt: Any, b: Bench) -> Any:
+    fig, ax = plt.subplots(figsize=(10, 4.4))
+    data = rows(b)
+    cols = [c for c in b["tables"][0]["columns"] if c.get("unit") == " s"]
+    colours = [BLUE, LIGHT_BLUE, PEER, "#a0aec0", "#e2e8f0"]
+    series = [(plain(c["head"]), [r[c["key"]] for r in data], {"color": s, "edgecolor": GREY})
+              for c, s in zip(cols, colours, strict=False)]  # fmt: skip
+    grouped(ax, [f"run {r['run']}\nload {r['load']}" for r in data], series, lambda v: f"{v:.1f}")
+    ax.set_ylabel("makespan, s (the call → the last result)")
+    ax.set_ylim(0, max(max(v for v in s[1]) for s in series) * 1.15)
+    ax.legend(fontsize=8, ncol=2)
+    fig.suptitle("Map makespan: a no-op over 1,000 inputs on 4 workers"
+                 " (2026-12-06; lower is better)")  # fmt: skip
+    return fig
+
+
 def plot_burst(plt: Any, b: Bench) -> Any:
     fig, ax = plt.subplots(figsize=(10, 3.8))
     items = []
@@ -379,6 +395,7 @@ PLOTS: dict[str, Callable[[Any, Bench], Any]] = {
     "cold_job": plot_cold_job,
     "submit_throughput": plot_submit_throughput,
     "drain": plot_drain,
+    "map_makespan": plot_map_makespan,
     "burst": plot_burst,
     "worker_startup": plot_worker_startup,
     "log_capture": plot_log_capture,

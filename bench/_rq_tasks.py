@@ -4,3 +4,7 @@ for RQ itself."""
 
 def noop() -> None:
     return None
+
+
+def echo(x: object) -> object:
+    return x

@@ -215,6 +215,11 @@ RECORDS = st.fixed_dictionaries(
         "stats": st.dictionaries(
             st.one_of(st.sampled_from(STAT_FIELDS), TEXT), VALUE, max_size=4
         ),
+        "spend": st.dictionaries(
+            st.one_of(st.sampled_from(["1:256:7", "1:256:7:h", "2:512:167", "0:1:1:h"]), TEXT),
+            VALUE,
+            max_size=4,
+        ),
         "standby": st.dictionaries(
             st.sampled_from([MACHINE, "fedcba98765432", "x"]),
             st.one_of(VALUE, _object({"since": st.floats(), "slot": TEXT})),
@@ -275,7 +280,8 @@ class Rig:
             r.zadd(pk.slots, {slot: lease})
             r.hset(pk.slot, slot, entry)
         for name, mapping in (
-            ("cfg", pk.cfg), ("usage", pk.usage), ("standby", pk.standby), ("stats", pk.stats)
+            ("cfg", pk.cfg), ("usage", pk.usage), ("standby", pk.standby), ("stats", pk.stats),
+            ("spend", pk.spend),
         ):  # fmt: skip
             if rec[name]:
                 r.hset(mapping, mapping=rec[name])
@@ -397,7 +403,7 @@ def rig(r: redis.Redis, web: httpx.Client) -> Iterator[Rig]:
 
 def _record(**job: bytes) -> dict[str, Any]:
     empty: dict[str, Any] = {"attempts": {}, "logs": [], "slots": {}, "cfg": {}, "usage": {}}
-    return {**empty, "standby": {}, "machines": {}, "stats": {}, "job": job}
+    return {**empty, "standby": {}, "machines": {}, "stats": {}, "spend": {}, "job": job}
 
 
 # Its time grows with the machine's load (every reader runs per example: 34-114 s for one run
@@ -414,6 +420,10 @@ def _record(**job: bytes) -> dict[str, Any]:
 @example(rec=_record(status=b"RUNNING", progress=b"nan", note=b"[/data] \x1b[2J", created=b"1e400"))
 @example(rec={**_record(status=b"FAILED"), "usage": {"idle:12:256": b"30", "idle:x:y": b"nan"}})
 @example(rec={**_record(status=b"RUNNING"), "stats": {"run:3:t": b"1e400", "ms:1:256:t": b"x"}})
+@example(rec={**_record(status=b"RUNNING"), "spend": {"1:256:7": b"1e400", "1:256:7:h": b"-1"}})
+@example(
+    rec={**_record(status=b"RUNNING"), "slots": {f"{ULID}-1": (NOW + 600, Big(b"[" * 100_000))}}
+)
 @given(rec=RECORDS)
 def test_every_reader_survives_any_record(rig: Rig, rec: dict[str, Any]) -> None:
     rig.write(rec)

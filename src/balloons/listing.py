@@ -10,14 +10,15 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .info import JobInfo, JobStatus
-from .store.keys import POOL_RE
+from .store.keys import POOL_RE, JobKeys
 from .store.writes import Store, job_info
+from .untrusted import json_object
 
 if TYPE_CHECKING:
     from .store.queries import Query
@@ -38,7 +39,9 @@ ROW_FIELDS = ("status", "payload", "attempt", "machine", "created", "started", "
 MAX_QUERY = 200
 MAX_TERMS = 8
 #: What a search term may name: ``KEY:VALUE``.
-SEARCH_KEYS = ("id", "task", "status", "pool", "reason", "error")
+SEARCH_KEYS = ("id", "task", "status", "pool", "reason", "error", "label")
+#: Labels of a job a search reads (its service record's first ones), and their sizes.
+MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 32, 63, 256
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,14 @@ class Term:
     key: str
     value: str
 
-    def matches(self, info: JobInfo) -> bool:
-        """Whether job ``info`` matches the term: its key's field (``id`` a prefix, ``task`` and
-        ``error`` a part, ``status``, ``pool`` and ``reason`` the whole, case aside), or any of
-        them for a bare word."""
+    def matches(self, info: JobInfo, labels: Mapping[str, str] | None = None) -> bool:
+        """Whether job ``info`` (with ``labels``, its labels) matches the term: its key's field
+        (``id`` a prefix, ``task`` and ``error`` a part, ``status``, ``pool`` and ``reason`` the
+        whole, case aside; ``label`` ``NAME`` a label the job has, ``NAME=VALUE`` one with that
+        value, exactly), or any of the first five for a bare word."""
+        if self.key == "label":
+            name, eq, value = self.value.partition("=")
+            return name in (labels or {}) and (not eq or (labels or {})[name] == value)
         v = self.value.lower()
         ulid = info.id.rpartition(".")[2]
         if self.key == "id":
@@ -79,8 +86,8 @@ class Term:
 
 def parse_query(raw: str) -> tuple[Term, ...]:
     """A search box's text: words, each ``KEY:VALUE`` (``id``, ``task``, ``status``, ``pool``,
-    ``reason``, ``error``) or bare; every one must match. ``ValueError`` naming what is
-    wrong."""
+    ``reason``, ``error``, ``label``: ``label:NAME`` or ``label:NAME=VALUE``) or bare; every
+    one must match. ``ValueError`` naming what is wrong."""
     if len(raw) > MAX_QUERY:
         raise ValueError(f"a search has at most {MAX_QUERY} characters, got {len(raw)}")
     words = raw.split()
@@ -96,6 +103,8 @@ def parse_query(raw: str) -> tuple[Term, ...]:
                 raise ValueError(
                     f"{value!r} is not a pool name: expected lowercase letters, digits, '-' or '_'"
                 )
+            if key.lower() == "label" and not value.partition("=")[0]:
+                raise ValueError(f"search term {word!r} names no label: expected label:NAME=VALUE")
             terms.append(Term(key.lower(), value))
         else:
             terms.append(Term("", word))  # a task name holds ':' too
@@ -143,6 +152,12 @@ class Filters:
         """Whether the search looks at the error's text (a listing then reads the error)."""
         return any(t.key in ("", "error") for t in self.search)
 
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the search looks at labels (a listing then reads the jobs' service
+        records)."""
+        return any(t.key == "label" for t in self.search)
+
     def pools_of(self, store: Store) -> list[str]:
         """The pools a listing reads: the one named (by the filter or a ``pool:`` term), else
         every pool."""
@@ -153,14 +168,14 @@ class Filters:
             return []  # two pools named: no job is in both
         return list(named) if named else store.pools()
 
-    def keeps(self, info: JobInfo) -> bool:
-        """Whether job ``info`` passes the filter (status, and task as ``module:function`` or
-        just ``function``)."""
+    def keeps(self, info: JobInfo, labels: Mapping[str, str] | None = None) -> bool:
+        """Whether job ``info`` (with ``labels``, its labels) passes the filter (status, and
+        task as ``module:function`` or just ``function``, and the search)."""
         if self.status is not None and info.status is not self.status:
             return False
         if self.task is not None and self.task not in (info.task, info.task.rpartition(":")[2]):
             return False
-        return all(t.matches(info) for t in self.search)
+        return all(t.matches(info, labels) for t in self.search)
 
 
 @dataclass(frozen=True)
@@ -183,22 +198,53 @@ def scan(
     first: int = FIRST_CHUNK,
     fields: Sequence[str] = ROW_FIELDS,
     secret: bytes | None = None,
+    labels: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[JobInfo]:
     """Job summaries (no attempts, arguments or results), newest first across ``pools``,
     from the newest ``limit`` jobs of each, built from ``fields`` (``status`` first).
 
     The index and the records are read in windows that start at ``first`` and double up to
     :data:`CHUNK`, so a caller that stops early (a first page) reads little more than it
-    shows. ``secret`` verifies the errors when ``fields`` read them."""
+    shows. ``secret`` verifies the errors when ``fields`` read them. Given ``labels``, each
+    window's labels are read too (:func:`read_labels`) and put there by job id before its
+    jobs are yielded."""
     ranked = heapq.merge(
         *(_pool_index(store, p, limit, first) for p in pools), key=lambda row: row[0], reverse=True
     )
     size = max(1, first)
     while ids := [jid for _, jid in itertools.islice(ranked, size)]:
         size = min(size * 2, CHUNK)
+        if labels is not None:
+            labels.clear()
+            labels.update(zip(ids, read_labels(store, ids), strict=True))
         for jid, rec in zip(ids, store.fields(ids, fields), strict=True):
             if rec:
                 yield job_info(jid, rec, {}, secret)
+
+
+def read_labels(store: Store, job_ids: Sequence[str]) -> list[dict[str, str]]:
+    """Each job's labels, from its service record (``NS:{POOL}:meta:ULID``, JSON with a
+    ``labels`` object), as read (hostile): the first :data:`MAX_LABELS` string entries of
+    bounded size; none for a job the library submitted (it has no such record) or a record
+    that cannot be read."""
+    with store.errors():
+        pipe = store.redis.pipeline(transaction=False)
+        for jid in job_ids:
+            pipe.get(JobKeys.of(store.namespace, jid).meta)
+        raws = pipe.execute(raise_on_error=False)
+    return [_labels_of(raw) for raw in raws]
+
+
+def _labels_of(raw: object) -> dict[str, str]:
+    record = json_object(raw) if isinstance(raw, bytes) else None
+    found = record.get("labels") if record is not None else None
+    if not isinstance(found, dict):
+        return {}
+    return {
+        k: v
+        for k, v in list(found.items())[:MAX_LABELS]
+        if isinstance(v, str) and 0 < len(k) <= MAX_LABEL_KEY and len(v) <= MAX_LABEL_VALUE
+    }
 
 
 def _pool_index(store: Store, pool: str, limit: int, first: int) -> Iterator[tuple[float, str]]:
@@ -223,10 +269,11 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
     rows: list[JobInfo] = []
     tasks: set[str] = set()
     counts = store.index_sizes(pools)
-    for info in _scan_for(store, filters, pools, page * per_page + 1):
+    labels: dict[str, dict[str, str]] = {}
+    for info in _scan_for(store, filters, pools, page * per_page + 1, labels):
         scanned += 1
         tasks.add(info.task)
-        if not filters.keeps(info):
+        if not filters.keeps(info, labels.get(info.id)):
             continue
         if skip:
             skip -= 1
@@ -247,14 +294,19 @@ def find_jobs(store: Store, filters: Filters, page: int = 1, per_page: int = 50)
 
 
 def _scan_for(
-    store: Store, filters: Filters, pools: Sequence[str], first: int
+    store: Store,
+    filters: Filters,
+    pools: Sequence[str],
+    first: int,
+    labels: dict[str, dict[str, str]],
 ) -> Iterator[JobInfo]:
     """:func:`scan` reading what ``filters`` look at (the error too, verified, for a search
-    of its text)."""
+    of its text; the labels into ``labels`` for a search by label)."""
+    wanted = labels if filters.reads_labels else None
     if filters.reads_errors:
         fields, secret = (*ROW_FIELDS, "error", "esig"), store.signing_key()
-        return scan(store, pools, first=first, fields=fields, secret=secret)
-    return scan(store, pools, first=first)
+        return scan(store, pools, first=first, fields=fields, secret=secret, labels=wanted)
+    return scan(store, pools, first=first, labels=wanted)
 
 
 #: The most jobs one bulk action changes.
@@ -268,8 +320,9 @@ def select_jobs(
     bounded scan as a listing: what a bulk action acts on."""
     pools = filters.pools_of(store)
     out: list[JobInfo] = []
-    for info in _scan_for(store, filters, pools, FIRST_CHUNK):
-        if filters.keeps(info) and eligible(info):
+    labels: dict[str, dict[str, str]] = {}
+    for info in _scan_for(store, filters, pools, FIRST_CHUNK, labels):
+        if filters.keeps(info, labels.get(info.id)) and eligible(info):
             out.append(info)
             if len(out) >= limit:
                 break

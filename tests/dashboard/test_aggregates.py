@@ -181,3 +181,45 @@ def test_charts_page_draws_throughput_waits_run_times_failures_and_cost(
 def _hour(t: float) -> str:
     """The label of the throughput bar of the hour holding ``t``."""
     return datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:00")
+
+
+def test_machine_counts_read_pool_and_state_with_or_without_sort(r: redis.Redis) -> None:
+    from balloons.dashboard.metrics import machine_states
+    from balloons.store.keys import machine_key, machines_key
+    from balloons.store.writes import Store
+
+    ns = tasks.app.settings.namespace
+    records = {
+        "00000000000001": {"pool": "default", "state": "stopped", "pid": "1"},
+        "00000000000002": {"pool": "other", "state": "started"},
+        "00000000000003": {"pool": "Not A Pool!", "state": "started"},
+        "00000000000004": {},  # gone: in the index, no record
+        "00000000000005": {"state": "stopped"},
+    }
+    for i, (mid, fields) in enumerate(records.items()):
+        r.zadd(machines_key(ns), {mid: 1000 + i})
+        if fields:
+            r.hset(machine_key(ns, mid), mapping=fields)
+    newest_first = [
+        (None, b"stopped"), (b"Not A Pool!", b"started"), (b"other", b"started"),
+        (b"default", b"stopped"),
+    ]  # fmt: skip
+    assert machine_states(tasks.app.store) == newest_first
+    assert machine_states(tasks.app.store, limit=3) == newest_first[:2]  # 4 is gone
+    # A user refused SORT_RO (an ACL; also a server older than 7.0) reads them one by one.
+    r.acl_setuser(
+        "nosort", enabled=True, passwords=["+pw-nosort"], keys=["*"], commands=["+@all", "-sort_ro"]
+    )
+    try:
+        url = tasks.app.store.url.replace("unix://", "unix://nosort:pw-nosort@", 1)
+        refused = Store(url, ns)
+        with pytest.raises(redis.ResponseError):
+            refused.redis.execute_command("SORT_RO", machines_key(ns))
+        assert machine_states(refused) == newest_first
+        refused.close()
+    finally:
+        r.acl_deluser("nosort")
+    text = exposition(registry_for(tasks.app.store)).decode()
+    assert 'balloons_machines{pool="default",state="stopped"} 1.0' in text
+    assert 'balloons_machines{pool="",state="stopped"} 1.0' in text
+    assert 'balloons_invalid_records{kind="machine",pool=""} 1.0' in text

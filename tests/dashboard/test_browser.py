@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from balloons import JobStatus
+from balloons.dashboard.charts import HOURS
+from balloons.store.keys import SPEND_HOURS
 from tests import tasks
 from tests.dashboard import tasks as dtasks
 from tests.dashboard.conftest import Dashboard
@@ -214,6 +217,33 @@ def test_charts_are_drawn_inline_with_nothing_loaded_from_elsewhere(
     last = page.locator("#chart-throughput rect.chart-bar").last
     assert float(last.get_attribute("height") or 0) > 0
     assert all(u.startswith(dashboard.url) for u in requests), requests
+
+
+def test_cost_over_time_is_drawn_from_the_pools_hourly_aggregate(
+    context: BrowserContext, dashboard: Dashboard
+) -> None:
+    tasks.add.submit(2, 2).result(timeout=30)  # the pool is known, and its job billed
+    # Three hours ago, 10 minutes of a 1x256MB machine that no job record tells of: only the
+    # aggregate can draw it.
+    pk = tasks.app.store.keys("default.01jd3x9k2m8vq4t7w0c5r6y1zh").pool
+    hour = int(time.time() // 3600) - 3
+    place = f"1:256:{hour % SPEND_HOURS}"
+    tasks.app.store.redis.hset(pk.spend, mapping={place: 600_000, f"{place}:h": hour})
+    page = context.new_page()
+    log_in(page, dashboard, "/charts")
+    chart = page.locator("#chart-cost-hours svg.chart")
+    expect(chart).to_be_visible()
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 50
+    bars = page.locator("#chart-cost-hours rect.chart-bar")
+    expect(bars).to_have_count(HOURS)
+    then = bars.nth(HOURS - 4)
+    expect(then.locator("title")).to_contain_text("(600.0 machine-s)")
+    heights = [float(h) for h in bars.evaluate_all("bs => bs.map(b => b.getAttribute('height'))")]
+    assert max(heights) == heights[HOURS - 4] > 0
+    # Nothing else but the job just run (this hour's bar, or the last hour's across the hour;
+    # on a warm machine its few milliseconds may draw no height).
+    assert not any(h for i, h in enumerate(heights) if i not in (HOURS - 4, HOURS - 2, HOURS - 1))
 
 
 def test_bulk_cancel_from_a_search(context: BrowserContext, dashboard: Dashboard) -> None:

@@ -164,6 +164,43 @@ def test_jobs_page_searches_ids_tasks_statuses_reasons_and_error_text(
             assert refused.status_code == 400 and says in unescape(refused.text)
 
 
+def test_jobs_page_searches_labels_of_jobs_submitted_through_the_service(
+    dashboard: Dashboard, r: redis.Redis
+) -> None:
+    from tests.servicehttp import serving
+
+    with serving() as service, service.client() as api:
+
+        def submit(labels: dict[str, str]) -> str:
+            body = {"task": "tests.tasks:add", "args": [1, 2], "delay": 3600, "labels": labels}
+            made = api.post("/v1/jobs", json=body)
+            assert made.status_code == 201, made.text
+            return str(made.json()["id"])
+
+        blue = submit({"team": "blue", "env": "prod"})
+        red = submit({"team": "red", "env": "prod"})
+        none = submit({})
+    plain = tasks.add.options(delay=3600).submit(1, 2)  # the library's: no labels
+    forged = tasks.add.options(delay=3600).submit(3, 4)
+    r.set(tasks.app.store.keys(forged.id).meta, b'{"labels": ["team", "blue"]}')  # unreadable
+
+    def found(q: str) -> set[str]:
+        page = c.get("/jobs", params={"q": q})
+        assert page.status_code == 200, page.text
+        ids = {blue, red, none, plain.id, forged.id}
+        return ids & set(re.findall(r'data-job="([^"]+)"', page.text))
+
+    with dashboard.login() as c:
+        assert found("label:team=blue") == {blue}
+        assert found("label:team") == {blue, red}
+        assert found("label:env=prod label:team=red") == {red}
+        assert found("label:env=prod task:add") == {blue, red}
+        assert found("label:team=Blue") == set()  # a value matches exactly
+        assert found("label:team=") == set()  # no job has an empty team
+        refused = c.get("/jobs", params={"q": "label:=blue"})
+        assert refused.status_code == 400 and "names no label" in unescape(refused.text)
+
+
 def test_job_page_shows_arguments_truncated_attempts_and_result(dashboard: Dashboard) -> None:
     job = dtasks.big.submit({"small": "tiny value", "large": "y" * 10_000})
     assert job.result(timeout=30) == 10_010

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from .. import registry
 from ..states import Reason
 from ..store import lua
-from ..store.keys import POOL_RE, STAT_BUCKETS, PoolKeys
+from ..store.keys import POOL_RE, SPEND_HOURS, STAT_BUCKETS, PoolKeys
 from ..untrusted import MAX_CPUS, MAX_MEMORY_MB, integer
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def parse(raw: Mapping[str, str] | Mapping[bytes, bytes] | None) -> PoolStats:
     could not be read, counted once as invalid."""
     if raw is None:
         return PoolStats(invalid=1)
-    fields: list[tuple[list[str], str, float]] = []  # (parts before the task, task, value)
+    fields: list[tuple[tuple[str, ...], str, float]] = []  # (parts before the task, task, value)
     busy: dict[str, float] = defaultdict(float)
     bad = 0
     for k, v in raw.items():
@@ -183,17 +183,30 @@ _ARITY = {"n": 3, "retry": 2, "ms": 3, **dict.fromkeys(KINDS, 2)}
 _BUCKET = {str(i): i for i in range(1, len(STAT_BUCKETS) + 2)}
 
 
-def _split(key: str) -> tuple[list[str] | None, str]:
+#: Fields already split (the same few thousand names at every scrape), up to MAX_FIELDS.
+_SPLIT: dict[str, tuple[tuple[str, ...] | None, str]] = {}
+
+
+def _split(key: str) -> tuple[tuple[str, ...] | None, str]:
     """A field's parts before the task (by its kind's arity) and the task's name (which may
     hold ``:``)."""
+    found = _SPLIT.get(key)
+    if found is not None:
+        return found
     arity = _ARITY.get(key.partition(":")[0], 0)
     parts = key.split(":", arity)
-    if arity == 0 or len(parts) != arity + 1:
-        return None, ""
-    return parts[:arity], parts[arity]
+    found = (
+        (None, "")
+        if arity == 0 or len(parts) != arity + 1
+        else (tuple(parts[:arity]), parts[arity])
+    )
+    if len(_SPLIT) >= MAX_FIELDS:
+        _SPLIT.clear()  # names no scripts write (an altered hash): start again
+    _SPLIT[key] = found
+    return found
 
 
-def _add(out: PoolStats, head: list[str], task: str, value: float) -> bool:
+def _add(out: PoolStats, head: tuple[str, ...], task: str, value: float) -> bool:
     """Adds one field's value; False when the field is not one the scripts write."""
     kind = head[0]
     if kind in KINDS:
@@ -231,3 +244,86 @@ def _number(v: str | bytes) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) and 0 <= x <= _LARGEST else None
+
+
+#: Fields of a pool's ``spend`` hash a reader accepts: two per size and hour (a larger hash was
+#: not written by balloons and is skipped as invalid).
+MAX_SPEND_FIELDS = 20_000
+
+
+@dataclass
+class Spend:
+    """Billed machine-seconds by hour and size, over the pools read."""
+
+    #: (hour's start, as a Unix time; cpus; memory_mb) -> machine-seconds
+    seconds: dict[tuple[int, int, int], float] = field(default_factory=lambda: defaultdict(float))
+    #: fields that could not be read (or a whole hash, counted once, when too large)
+    invalid: int = 0
+
+
+def read_spend(store: Store, pools: Sequence[str], first: int, last: int) -> Spend:
+    """The billed machine-seconds of the attempts of ``pools`` that ended in the hours from
+    ``first`` to ``last`` (hour numbers: ``floor(time / 3600)``), from each pool's ``spend``
+    hash: its length, then the hash when it is one balloons could have written."""
+    pools = [p for p in pools if POOL_RE.match(p)][:MAX_POOLS]
+    keys = [PoolKeys(store.namespace, p).spend for p in pools]
+    out = Spend()
+    with store.errors():
+        pipe = store.redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.hlen(k)
+        sizes = pipe.execute(raise_on_error=False)
+        pipe = store.redis.pipeline(transaction=False)
+        read = [k for k, n in zip(keys, sizes, strict=True) if _fits(n) and n]
+        for k in read:
+            pipe.hgetall(k)
+        hashes = pipe.execute(raise_on_error=False) if read else []
+    out.invalid = sum(not _fits(n) for n in sizes)  # not a hash, or too large: not read
+    for raw in hashes:
+        if isinstance(raw, dict):
+            parse_spend(raw, first, last, out)
+        else:
+            out.invalid += 1
+    return out
+
+
+def _fits(n: object) -> bool:
+    """Whether ``HLEN``'s reply is the length of a hash balloons could have written."""
+    return isinstance(n, int) and 0 <= n <= MAX_SPEND_FIELDS
+
+
+def parse_spend(raw: Mapping[bytes, bytes], first: int, last: int, out: Spend) -> None:
+    """Adds one pool's ``spend`` hash, as read (hostile), to ``out``: each place of the ring
+    whose hour it names is from ``first`` to ``last``; a field no script writes is counted as
+    invalid, a place holding an older hour is left out."""
+    values: dict[tuple[int, int, int], float] = {}
+    hours: dict[tuple[int, int, int], int] = {}
+    for k, v in raw.items():
+        parts = k.decode("utf-8", "replace").split(":")
+        place = _place(parts[:3]) if len(parts) in (3, 4) else None
+        if place is None or (len(parts) == 4 and parts[3] != "h"):
+            out.invalid += 1
+            continue
+        if len(parts) == 4:
+            hour = integer(v, 0, 10**8)
+            if hour is None or hour % SPEND_HOURS != place[2]:
+                out.invalid += 1
+            else:
+                hours[place] = hour
+            continue
+        ms = _number(v)
+        if ms is None:
+            out.invalid += 1
+        else:
+            values[place] = ms
+    for place, ms in values.items():
+        hour = hours.get(place)
+        if hour is not None and first <= hour <= last:
+            out.seconds[(hour * 3600, place[0], place[1])] += ms / 1000
+
+
+def _place(parts: list[str]) -> tuple[int, int, int] | None:
+    """``(cpus, memory_mb, place in the ring)`` from a field's first three parts, else None."""
+    cpus, mem = integer(parts[0], 1, MAX_CPUS), integer(parts[1], 1, MAX_MEMORY_MB)
+    i = integer(parts[2], 0, SPEND_HOURS - 1)
+    return None if cpus is None or mem is None or i is None else (cpus, mem, i)

@@ -4,13 +4,15 @@ the server as inline SVG (nothing is loaded from elsewhere).
 Fed by reads whose cost does not grow with the number of jobs: the pools' running aggregates
 (:mod:`.aggregates`: the histograms, the jobs ended by status, the billed machine-seconds) and,
 for throughput over time, a count of each pool's job index per hour (``ZCOUNT``, a logarithmic
-read). Every label is escaped; every figure was read as hostile (:mod:`.aggregates`).
+read), and for cost over time, the pools' billed machine-seconds by hour (their ``spend``
+hashes). Every label is escaped; every figure was read as hostile (:mod:`.aggregates`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 from markupsafe import Markup, escape
 
 from ..store.keys import STAT_BUCKETS, PoolKeys
-from .aggregates import Histogram, PoolStats
+from .aggregates import Histogram, PoolStats, read_spend
 
 if TYPE_CHECKING:
     from ..cost import PriceTable
@@ -98,6 +100,31 @@ def throughput(store: Store, pools: Sequence[str], now: float | None = None) -> 
     return [
         Bar(datetime.fromtimestamp(h, UTC).strftime("%m-%d %H:00"), n, f"{n} jobs")
         for h, n in zip(starts, totals, strict=True)
+    ]
+
+
+def cost_over_time(
+    store: Store, pools: Sequence[str], prices: PriceTable, now: float | None = None
+) -> list[Bar]:
+    """Estimated USD per hour over the last :data:`HOURS` hours, across ``pools``: the billed
+    machine-seconds of the attempts that ended in each hour (the pools' ``spend`` hashes,
+    :func:`.aggregates.read_spend`) at ``prices``."""
+    now = time.time() if now is None else now
+    last = int(now // 3600)
+    spend = read_spend(store, pools, last - HOURS + 1, last)
+    usd: dict[int, float] = defaultdict(float)
+    seconds: dict[int, float] = defaultdict(float)
+    for (start, cpus, mem), s in spend.seconds.items():
+        usd[start] += s * prices.per_second(cpus, mem)
+        seconds[start] += s
+    starts = [3600 * (last - i) for i in range(HOURS - 1, -1, -1)]
+    return [
+        Bar(
+            datetime.fromtimestamp(h, UTC).strftime("%m-%d %H:00"),
+            usd[h],
+            f"${usd[h]:.6f} ({seconds[h]:.1f} machine-s)",
+        )
+        for h in starts
     ]
 
 

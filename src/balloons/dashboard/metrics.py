@@ -9,24 +9,23 @@ of jobs. Counters only grow (Prometheus' ``rate()`` turns them into throughput).
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from ..fly import stats as fly_stats
-from ..info import MachineInfo
 from ..listing import RUNNING_MACHINE_STATES
-from ..store.keys import PoolKeys
+from ..store.keys import POOL_RE, PoolKeys, machine_key, machines_key
 from ..store.writes import Store
-from ..untrusted import shown
+from ..untrusted import json_object, shown, text
 from . import aggregates
 from .aggregates import KINDS, PoolStats
+from .exposition import Counters, Histograms
+from .exposition import exposition as exposition  # where the routes and tools import it
 
 if TYPE_CHECKING:
     from ..app import App
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
 #: Slot entries of one pool a scrape reads (a pool's cap bounds them; more were not written by
 #: balloons).
 MAX_SLOTS = 10_000
+#: Machine records a scrape reads, newest first (as ``balloons machines`` lists them).
+MAX_MACHINES = 1000
 #: The states of a pool's machines, from its slot table and standby set.
 SLOT_STATES = ("starting", "running", "idle", "standby")
 #: Metric names of the histograms, by kind.
@@ -58,7 +59,7 @@ class StoreCollector(Collector):
 
     def collect(
         self,
-    ) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
+    ) -> Iterator[GaugeMetricFamily | Histograms | CounterMetricFamily]:
         """The metrics of this scrape: the pools' running aggregates, machines, cost, invalid
         records, and the Fly API calls of this process."""
         pools = self.store.pools()[: aggregates.MAX_POOLS]
@@ -142,18 +143,18 @@ class StoreCollector(Collector):
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         assert self.app is not None
         prices = self.app.prices
-        usd = CounterMetricFamily(
+        usd = Counters(
             "balloons_cost_usd",
             "Estimated cost of the jobs' attempts (at the app's price table), by pool and task.",
             labels=["pool", "task"],
         )
-        seconds = CounterMetricFamily(
+        seconds = Counters(
             "balloons_machine_seconds",
             "Billed machine-seconds of the jobs' attempts (from launch to end, of machines that "
             "ran them), by pool and task.",
             labels=["pool", "task"],
         )
-        task_seconds = CounterMetricFamily(
+        task_seconds = Counters(
             "balloons_task_seconds",
             "Seconds the tasks ran, by pool and task.",
             labels=["pool", "task"],
@@ -165,9 +166,9 @@ class StoreCollector(Collector):
                 rows[task][1] += s * prices.per_second(cpus, mem)
             for task in sorted(set(rows) | set(st.task_seconds)):
                 machine_s, dollars = rows.get(task, (0.0, 0.0))
-                usd.add_metric([pool, task], dollars)
-                seconds.add_metric([pool, task], machine_s)
-                task_seconds.add_metric([pool, task], st.task_seconds.get(task, 0.0))
+                usd.add_row([pool, task], dollars)
+                seconds.add_row([pool, task], machine_s)
+                task_seconds.add_row([pool, task], st.task_seconds.get(task, 0.0))
         yield usd
         yield seconds
         yield task_seconds
@@ -186,13 +187,14 @@ class StoreCollector(Collector):
         running = GaugeMetricFamily(
             "balloons_pool_running_machines", "Machines still running, by pool.", labels=["pool"]
         )
+        raw: Counter[tuple[object, object]] = Counter(machine_states(self.store))
         states: Counter[tuple[str, str]] = Counter()
-        for m in self.store.machine_records():
-            found = MachineInfo.from_record(m["id"], m, "local")
-            if found.problems or (m.get("pool") and found.pool is None):
-                invalid[(found.pool or "", "machine")] += 1
+        for (raw_pool, raw_state), n in raw.items():  # each distinct pair read once
+            pool = text(raw_pool) or ""
+            if pool and not POOL_RE.match(pool):
+                invalid[("", "machine")] += n
                 continue
-            states[(found.pool or "", shown(found.state))] += 1
+            states[(pool, shown(text(raw_state) or "unknown"))] += n
         for (pool, state), n in sorted(states.items()):
             machines.add_metric([pool, state], n)
         for pool in sorted(set(pools) | {p for p, _ in states}):
@@ -200,6 +202,36 @@ class StoreCollector(Collector):
             running.add_metric([pool], n)
         yield machines
         yield running
+
+
+def machine_states(store: Store, limit: int = MAX_MACHINES) -> list[tuple[object, object]]:
+    """The ``pool`` and ``state`` of the newest ``limit`` machine records, as read (hostile;
+    ``None`` for a field or record that is gone): one ``SORT_RO ... GET`` on a single server,
+    so Redis looks the records up rather than this process parsing a reply per machine; a
+    pipeline of ``HMGET`` on a cluster (where the records' keys are on every node) or a server
+    that refuses ``SORT_RO`` (older than 7.0, or an ACL)."""
+    import redis
+
+    ns = store.namespace
+    with store.errors():
+        client = store.redis
+        if not isinstance(client, redis.cluster.RedisCluster):
+            pattern = machine_key(ns, "*")
+            try:
+                flat = client.execute_command(
+                    "SORT_RO", machines_key(ns), "BY", "nosort", "LIMIT", 0, limit,
+                    "GET", f"{pattern}->pool", "GET", f"{pattern}->state", "DESC",
+                )  # fmt: skip
+            except redis.ResponseError:
+                pass
+            else:
+                rows = zip(flat[::2], flat[1::2], strict=True)
+                return [(p, st) for p, st in rows if p is not None or st is not None]
+        ids = client.zrevrange(machines_key(ns), 0, limit - 1)
+        pipe = client.pipeline(transaction=False)
+        for mid in ids:
+            pipe.hmget(machine_key(ns, text(mid) or ""), "pool", "state")
+        return [(p, st) for p, st in pipe.execute() if p is not None or st is not None]
 
 
 def _fly_calls() -> Iterator[CounterMetricFamily]:
@@ -226,34 +258,32 @@ def _fly_calls() -> Iterator[CounterMetricFamily]:
 
 
 def _jobs(stats: dict[str, PoolStats]) -> Iterator[CounterMetricFamily]:
-    ended = CounterMetricFamily(
+    ended = Counters(
         "balloons_jobs_ended",
         "Jobs ended, by pool, task, status (SUCCEEDED, FAILED, CANCELLED) and failure reason.",
         labels=["pool", "task", "status", "reason"],
     )
-    retried = CounterMetricFamily(
+    retried = Counters(
         "balloons_attempts_retried",
         "Attempts that failed with a retry scheduled, by pool, task and reason.",
         labels=["pool", "task", "reason"],
     )
     for pool, st in sorted(stats.items()):
         for (status, reason, task), n in sorted(st.ended.items()):
-            ended.add_metric([pool, task, status, reason], n)
+            ended.add_row([pool, task, status, reason], n)
         for (reason, task), n in sorted(st.retried.items()):
-            retried.add_metric([pool, task, reason], n)
+            retried.add_row([pool, task, reason], n)
     yield ended
     yield retried
 
 
-def _histograms(stats: dict[str, PoolStats]) -> Iterator[HistogramMetricFamily]:
+def _histograms(stats: dict[str, PoolStats]) -> Iterator[Histograms]:
     for kind, name in HISTOGRAMS.items():
-        hist = HistogramMetricFamily(
-            name, f"Seconds of {KINDS[kind]}, by pool and task.", labels=["pool", "task"]
-        )
+        hist = Histograms(name, f"Seconds of {KINDS[kind]}, by pool and task.")
         for pool, st in sorted(stats.items()):
             for (k, task), h in sorted(st.histograms.items()):
                 if k == kind:
-                    hist.add_metric([pool, task], h.cumulative(), sum_value=h.total)
+                    hist.add_row(pool, task, h)
         yield hist
 
 
@@ -289,11 +319,8 @@ def _idle(
 
 def _slot_state(raw: bytes) -> str | None:
     """The state of a slot entry as read (hostile): starting, running or idle, else None."""
-    try:
-        entry = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser's limit
-        return None
-    state = entry.get("state") if isinstance(entry, dict) else None
+    entry = json_object(raw)  # None for what is no JSON object, or nests too deep
+    state = entry.get("state") if entry is not None else None
     return state if state in ("starting", "running", "idle") else None
 
 
@@ -302,49 +329,3 @@ def registry_for(store: Store, app: App | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, app=app))
     return registry
-
-
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The registry's metrics in Prometheus' text format (what ``generate_latest`` writes for
-    gauges, counters and histograms, with each label set escaped once: a scrape writes
-    thousands of histogram lines)."""
-    out: list[str] = []
-    labels: dict[tuple[tuple[str, str], ...], str] = {}
-    escaped: dict[str, str] = {}
-    for metric in registry.collect():
-        name, kind = metric.name, metric.type
-        if kind == "counter":
-            name += "_total"
-        elif kind not in ("gauge", "histogram"):
-            kind = "untyped"
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
-        for sample in metric.samples:
-            if sample.name.endswith("_created"):
-                continue
-            key = tuple(sorted(sample.labels.items()))
-            text = labels.get(key)
-            if text is None:
-                text = labels[key] = (
-                    "{" + ",".join(f'{k}="{_escaped(v, escaped)}"' for k, v in key) + "}"
-                    if key
-                    else ""
-                )
-            out.append(f"{sample.name}{text} {_go_float(sample.value)}\n")
-    return "".join(out).encode("utf-8")
-
-
-#: A sample's value as Prometheus' Go code writes it (``1.0``, ``+Inf``, ``1.5e+07``).
-_go_float = cast("Callable[[float], str]", floatToGoString)
-
-
-def _escaped(value: str, seen: dict[str, str]) -> str:
-    """A label value escaped, each distinct value once per scrape."""
-    out = seen.get(value)
-    if out is None:
-        out = seen[value] = _escape(value)
-    return out
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

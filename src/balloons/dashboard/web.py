@@ -432,6 +432,11 @@ class _Dashboard(_Rendering):
                     axis=("", "bar height: share of the pool's ended jobs, to 100%"),
                 ),
                 "costs": charts.bars("cost per pool", charts.costs(stats, self.app.prices)),
+                "cost_hours": charts.bars(
+                    "cost per hour",
+                    charts.cost_over_time(self.store, pools, self.app.prices),
+                    axis=(f"last {charts.HOURS} hours (UTC)", "now"),
+                ),
             }
 
         return self.page(request, "charts.html", **await run_in_threadpool(read))

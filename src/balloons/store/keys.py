@@ -59,6 +59,11 @@ key                                      type    TTL         written by
                                                              (and ``CLAIM``: boot time): running
                                                              aggregates for ``/metrics``, see
                                                              below
+``NS:{POOL}:spend``                      hash    none        the scripts that end attempts:
+                                                             billed machine-milliseconds by
+                                                             hour and size, a ring of
+                                                             :data:`SPEND_HOURS` hours, see
+                                                             below
 ``NS:{POOL}:check``                      string  2 s         a waiter checking the pool's
                                                              machines for its waiting job
                                                              (the others skip it meanwhile)
@@ -101,6 +106,12 @@ end: the sum is the task-seconds) and ``e2e`` (submit to the job's end);
 scheduled, and ``ms:CPUS:MB:TASK`` adds up billed machine-milliseconds per size. They only
 grow (Prometheus counters); readers treat every field as hostile
 (:mod:`balloons.dashboard.aggregates`).
+
+Fields of a pool's ``spend`` hash, for cost over time: ``CPUS:MB:I`` adds up the billed
+machine-milliseconds of the attempts that ended in hour ``H`` (``floor(time / 3600)``) on
+machines of that size, and ``CPUS:MB:I:h`` holds ``H``, where ``I`` is ``H`` modulo
+:data:`SPEND_HOURS`: the first attempt to end in a new hour starts its place in the ring
+again, so the hash keeps the last :data:`SPEND_HOURS` hours and never grows past that.
 
 ``NS:pools``, the machine records, the sweeper's lock and the schedules' state are not a
 pool's: no script touches them. Each is read and written by single-key commands (``SADD``
@@ -242,6 +253,11 @@ class PoolKeys(Frozen):
         return f"{self.tag}:stats"
 
     @property
+    def spend(self) -> str:
+        """The pool's billed machine-milliseconds by hour and size (a ring of hours)."""
+        return f"{self.tag}:spend"
+
+    @property
     def check(self) -> str:
         """Held while a waiter checks the pool's machines for its job."""
         return f"{self.tag}:check"
@@ -321,7 +337,7 @@ class JobKeys(Frozen):
 #: properties. The scripts name them in upper case (``QUEUE = KEYS[1]``, ...).
 POOL_SCRIPT_KEYS = (
     "queue", "delayed", "slots", "slot", "idle", "wake", "cfg", "standby", "jobs", "seq", "usage",
-    "stats",
+    "stats", "spend",
 )  # fmt: skip
 #: Upper bounds (seconds) of the buckets of the ``stats`` histograms (queue wait, boot, run,
 #: end to end), which the scripts fill and ``/metrics`` reads.
@@ -329,6 +345,8 @@ STAT_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
     3600.0,
 )  # fmt: skip
+#: Hours a pool's ``spend`` hash keeps (its ring of hours: a week).
+SPEND_HOURS = 168
 #: The keys of each job a script is given, after the pool's, in this order: the name of the
 #: function the scripts make them with, and the :class:`PoolKeys` method.
 JOB_SCRIPT_KEYS = (

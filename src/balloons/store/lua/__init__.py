@@ -38,6 +38,7 @@ from ..keys import (
     IDEM_SCRIPT_KEY,
     JOB_SCRIPT_KEYS,
     POOL_SCRIPT_KEYS,
+    SPEND_HOURS,
     STAT_BUCKETS,
     WAKE_SCRIPT_KEY,
     PoolKeys,
@@ -154,6 +155,7 @@ def constants() -> dict[str, str]:
         "CAP": MISSING_CAP,
         "KEEP": 2 * FRESH_SLACK,  # how long a runs key outlives its job's TTL
         "WAKE_TTL": WAKE_TTL,
+        "SPEND_HOURS": SPEND_HOURS,
     }
     out = {
         f"@{k}@": str(int(v)) if float(v).is_integer() else repr(float(v))

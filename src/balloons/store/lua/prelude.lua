@@ -154,8 +154,24 @@ local function stat_observe(kind, task, v)
   redis.pcall('HINCRBY', STATS, kind..':'..b..':'..task, 1)
   redis.pcall('HINCRBY', STATS, kind..':s:'..task, math.floor(v * 1000 + 0.5))
 end
+-- Billed machine-seconds v of size c:m, ended now, added to this hour's place in the pool's
+-- spend hash (a ring of @SPEND_HOURS@ hours, fields in balloons.store.keys): the first
+-- attempt to end in a new hour starts its place again, so the hash never grows.
+local function stat_spend(c, m, v)
+  v = tonumber(v)
+  if not v or not (v >= 0 and v < 1e9) then return end
+  local hour = math.floor(NOW / 3600)
+  local f = c..':'..m..':'..(hour % @SPEND_HOURS@)
+  local ms = math.floor(v * 1000 + 0.5)
+  if tonumber(redis.pcall('HGET', SPEND, f..':h')) == hour then
+    redis.pcall('HINCRBY', SPEND, f, ms)
+  else
+    redis.pcall('HSET', SPEND, f, ms, f..':h', hour)
+  end
+end
 -- An attempt a ended now: its run time when it started, and its machine's
--- seconds from its launch when a machine ran it (one that never claimed it is not billed).
+-- seconds from its launch when a machine ran it (one that never claimed it is not billed),
+-- in total and by the hour.
 local function stat_attempt(task, a)
   local started = tonumber(a.started)
   if not started then return end
@@ -163,6 +179,7 @@ local function stat_attempt(task, a)
   stat_observe('run', task, NOW - started)  -- its sum is the task-seconds
   local c, m = math.floor(tonumber(a.cpus) or @CPUS@), math.floor(tonumber(a.mem) or @MEM@)
   stat_add('ms:'..c..':'..m..':'..task, NOW - from)
+  stat_spend(c, m, NOW - from)
 end
 -- A job ended now for good: counted by status and reason, with its queue wait (created to
 -- first start) and its time from submit to end.
