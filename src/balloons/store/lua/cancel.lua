@@ -1,3 +1,4 @@
+--!df flags=allow-undeclared-keys
 -- CANCEL: end a job as CANCELLED. The job keeps no error (an earlier attempt's is dropped):
 -- readers say it was cancelled. Its attempt counts as ended, so that the record put back is
 -- not run; a running machine learns it from its next heartbeat (the slot's cancel time).
@@ -34,4 +35,5 @@ redis.call('DEL', dk(u))
 redis.call('LPUSH', dk(u), 'CANCELLED')
 redis.call('EXPIRE', dk(u), ttl)
 redis.call('EXPIRE', J, ttl)
+hook_end(u)
 return {1, st[1], st[3] or '', st[4] or ''}

@@ -289,6 +289,11 @@ local function first_claim(u, n, payload)
   redis.call('SET', rk(u), old, 'EX', keep)
   return false
 end
+-- A job that ends with a callback (its hook record, written by the job service) is made due
+-- in its pool's outbox, where the service finds the deliveries to make.
+local function hook_end(u)
+  if redis.call('EXISTS', hk(u)) == 1 then redis.call('ZADD', OUTBOX, NOW, u) end
+end
 -- A record put back to run an attempt that already ran or ended (a replay) is not run again:
 -- the job ends FAILED, record_invalid, and its waiters are woken.
 local function refuse_replay(u)
@@ -302,6 +307,7 @@ local function refuse_replay(u)
   redis.call('DEL', dk(u))
   redis.call('LPUSH', dk(u), 'FAILED')
   redis.call('EXPIRE', dk(u), tonumber(redis.call('HGET', J, 'ttl')) or @TTL@)
+  hook_end(u)
 end
 -- End attempt n of job u: for good (status), or with a retry when retry_delay is not ''.
 -- Returns 1 (ended), 2 (retry scheduled) or a negative guard code.
@@ -373,6 +379,7 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
   redis.call('LPUSH', dk(u), status)
   redis.call('EXPIRE', J, ttl)
   redis.call('EXPIRE', dk(u), ttl)
+  hook_end(u)
   return 1
 end
 local function promote_due(limit)
