@@ -402,3 +402,24 @@ def test_an_altered_callback_record_is_never_sent(client: httpx.Client, receiver
     assert client.get(f"/v1/jobs/{job_id}").status_code == 409  # record-invalid, as for any key
     r.delete(jk.hook)
     assert client.get(f"/v1/jobs/{job_id}").json()["callback"] is None
+
+
+def test_the_deliverer_survives_any_outbox() -> None:
+    r = tasks.app.store.redis
+    ns = tasks.app.settings.namespace
+    jk = JobKeys.of(ns, "default.01jd3x9k2m8vq4t7w0c5r6y1zh")
+    waiting = JobKeys.of(ns, "default.01jd3x9k2m8vq4t7w0c5r6y1zz")
+    r.sadd(f"{ns}:pools", "default")
+    junk = {b"not-a-ulid": 0, b"\xff" * 26: 0, jk.ulid.encode(): 0, b"x" * 5000: float("inf")}
+    r.zadd(jk.pool.outbox, {**junk, waiting.ulid: float("inf")})
+    r.hset(jk.job, "status", "SUCCEEDED")  # a job whose callback record is missing
+    r.hset(waiting.job, "status", "RUNNING")  # a job yet to end
+    d = fast()
+    d.sweep()
+    assert d.step() == 0
+    assert r.zrange(jk.pool.outbox, 0, -1) == [waiting.ulid.encode()]  # the junk is dropped
+    assert callbacks.busy(tasks.app, 10.0)  # its job has yet to end
+    r.delete(waiting.job)  # expired without an end
+    d.sweep()
+    assert r.zcard(jk.pool.outbox) == 0
+    assert not callbacks.busy(tasks.app, 10.0)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import BalloonsError
 from ..store import lua
-from ..store.keys import JobKeys, PoolKeys
+from ..store.keys import ULID_RE, JobKeys, PoolKeys
 from ..untrusted import integer, number, timestamp
 from . import resources, webhooks
 from .problems import Problem
@@ -180,12 +180,12 @@ class Deliverer:
         if now - self._swept >= SWEEP:
             self._swept = now
             self.sweep()
-        due: list[tuple[PoolKeys, str]] = []
+        due: list[tuple[PoolKeys, bytes]] = []
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             with store.errors():
                 members = store.redis.zrangebyscore(pk.outbox, "-inf", now, start=0, num=BATCH)
-            due += [(pk, m.decode("ascii", "replace")) for m in members]
+            due += [(pk, m) for m in members]
         if not due:
             return 0
         with ThreadPoolExecutor(min(WORKERS, len(due))) as pool_:
@@ -213,13 +213,15 @@ class Deliverer:
                         store.redis.zadd(pk.outbox, {m: 0}, lt=True)
 
     # -------------------------------------------------------------- delivery
-    def deliver(self, pk: PoolKeys, ulid: str) -> int:
-        """Make the due delivery of one job's callback, if still due; 1 if an attempt was made."""
-        if not ulid.isascii() or len(ulid) != 26:  # not a member balloons wrote
-            with self.app.store.errors():
-                self.app.store.redis.zrem(pk.outbox, ulid)
-            return 0
+    def deliver(self, pk: PoolKeys, member: bytes) -> int:
+        """Make the due delivery of one job's callback (``member`` of the pool's outbox), if
+        still due; 1 if an attempt was made."""
         store = self.app.store
+        ulid = member.decode("ascii", "replace")
+        if not ULID_RE.match(ulid):  # not a member balloons wrote
+            with store.errors():
+                store.redis.zrem(pk.outbox, member)
+            return 0
         claim = store.eval(lua.HOOK_CLAIM, pk, ulid, self.lease, jobs=(ulid,))
         if not isinstance(claim, list) or len(claim) < 5 or claim[0] != 1:
             return 0
