@@ -5,10 +5,12 @@ of the test's own (HMAC-SHA256 of "ID.TIMESTAMP.BODY" under the secret's decoded
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -147,9 +149,12 @@ def test_a_jobs_own_secret_signs_its_event_and_a_failure_is_an_event_too(
     assert event["data"]["error"]["message"] == "no luck"  # type: ignore[index]
     with pytest.raises(AssertionError, match="does not verify"):
         verified(got, SERVICE_SECRET)
-    # The secret is nowhere in what the service shows.
+    # The secret is nowhere in what the service shows, nor in clear in Redis.
     raw = client.get(f"/v1/jobs/{job['id']}").text
     assert JOB_SECRET not in raw and JOB_SECRET[6:] not in raw
+    jk = JobKeys.of(tasks.app.settings.namespace, str(job["id"]))
+    stored = b"".join(tasks.app.store.redis.hgetall(jk.hook).values())
+    assert b"sealed" in stored and JOB_SECRET[6:].encode() not in stored
 
 
 @pytest.mark.machines
@@ -423,3 +428,49 @@ def test_the_deliverer_survives_any_outbox() -> None:
     d.sweep()
     assert r.zcard(jk.pool.outbox) == 0
     assert not callbacks.busy(tasks.app, 10.0)
+
+
+# ------------------------------------------------------------ whoever ends it
+@pytest.mark.machines
+def test_a_timeout_sends_a_failed_event(
+    client: httpx.Client, receiver: Receiver, deliverer: callbacks.Deliverer
+) -> None:
+    body = {
+        "task": "tests.tasks:sleep",
+        "args": [30],
+        "timeout": 0.5,
+        "callback": receiver.url("/timeout"),
+    }
+    job = settled(client, submit(client, body))
+    assert job["state"] == "failed" and job["reason"] == "timeout"
+    (got,) = receiver.got("/timeout")
+    event = verified(got, SERVICE_SECRET)
+    assert event["type"] == "dev.balloons.job.failed"
+    assert event["data"]["reason"] == "timeout"  # type: ignore[index]
+
+
+@pytest.mark.machines
+def test_a_job_the_supervisor_ends_sends_its_event(
+    client: httpx.Client, receiver: Receiver, deliverer: callbacks.Deliverer
+) -> None:
+    """Its machine stops heartbeating (frozen): the supervisor's step ends the job ``lost``
+    (the ``LOST`` script), which makes the callback due like any other end."""
+    body = {"task": "tests.tasks:solo_sleep", "args": [30], "callback": receiver.url("/lost")}
+    job_id = submit(client, body)
+    job = tasks.app.job(job_id)
+    wait_for(lambda: job.status().value == "RUNNING")
+    machine = job.info().machine_id or ""
+    info = tasks.app.backend.inspect(machine)
+    assert info is not None
+    pid = int(info.detail["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    sup = tasks.app.supervisor()
+    try:
+        wait_for(lambda: bool(sup.step(gc=False).reclaimed) or job.status().terminal, timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    done = settled(client, job_id)
+    assert done["state"] == "failed" and done["reason"] == "lost"
+    (got,) = receiver.got("/lost")
+    assert verified(got, SERVICE_SECRET)["data"]["reason"] == "lost"  # type: ignore[index]

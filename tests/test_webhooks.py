@@ -78,7 +78,9 @@ def test_good_callbacks_are_taken() -> None:
 
 def test_a_spec_opens_only_with_its_tag_for_its_job() -> None:
     cb = webhooks.Callback("https://example.com/h", webhooks.WebhookSecret("whsec_" + "B" * 32))
-    spec = webhooks.spec_of(cb)
+    spec = webhooks.spec_of(cb, APP_SECRET, JOB)
+    assert cb.secret is not None and cb.secret.reveal().encode() not in spec  # sealed
+    assert cb.secret.reveal()[6:].encode() not in spec
     tag = webhooks.tag_spec(APP_SECRET, JOB, spec)
     opened = webhooks.open_spec(APP_SECRET, JOB, spec, tag.encode())
     assert opened is not None and opened.url == cb.url
@@ -91,13 +93,24 @@ def test_a_spec_opens_only_with_its_tag_for_its_job() -> None:
     assert webhooks.open_spec(None, JOB, spec, tag) is None
 
 
+def test_a_sealed_secret_opens_only_for_its_job_and_app() -> None:
+    text = "whsec_" + base64.b64encode(os.urandom(40)).decode()
+    sealed = webhooks.seal(APP_SECRET, JOB, text)
+    assert text[6:] not in sealed and webhooks.seal(APP_SECRET, JOB, text) != sealed  # nonce
+    assert webhooks.unseal(APP_SECRET, JOB, sealed) == text
+    assert webhooks.unseal(APP_SECRET, "default.01jd3x9k2m8vq4t7w0c5r6y1zz", sealed) != text
+    assert webhooks.unseal(b"x" * 32, JOB, sealed) != text
+    for junk in ("", "!!", "AAAA", base64.b64encode(b"n" * 16).decode(), "x" * 1000):
+        assert webhooks.unseal(APP_SECRET, JOB, junk) is None
+
+
 HOSTILE = [None, b"", b"x", b"\xff\xfe", b"1e300", b"nan", b"-1", b"[]", b"{}", b"null", b"9" * 80]
 
 
 @pytest.mark.parametrize("field", ["spec", "sig", "state", "n", "d:1", "d:x", "d:99999999999"])
 @pytest.mark.parametrize("value", HOSTILE)
 def test_the_view_of_any_hook_record_is_well_formed(field: str, value: bytes | None) -> None:
-    spec = webhooks.spec_of(webhooks.Callback("https://example.com/h"))
+    spec = webhooks.spec_of(webhooks.Callback("https://example.com/h"), APP_SECRET, JOB)
     good = {
         b"spec": spec,
         b"sig": webhooks.tag_spec(APP_SECRET, JOB, spec).encode(),

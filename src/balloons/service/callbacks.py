@@ -85,7 +85,7 @@ async def register(app: App, job_id: str, callback: webhooks.Callback) -> None:
     secret = app.store.signing_key()
     if secret is None:  # the app refuses to submit without one: never reached
         raise BalloonsError("a callback is tagged with the app's secret, and none is set")
-    spec = webhooks.spec_of(callback)
+    spec = webhooks.spec_of(callback, secret, job_id)
     tag = webhooks.tag_spec(secret, job_id, spec)
     args = (jk.ulid, spec, tag, app.settings.record_ttl)
     await app.store.eval_async(lua.HOOK_REGISTER, jk.pool, *args, jobs=(jk.ulid,))

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -190,11 +191,12 @@ def check_url(raw: object) -> str:
     return raw
 
 
-def spec_of(callback: Callback) -> bytes:
-    """What the hook record keeps of a callback: its URL and, if given, its own secret."""
+def spec_of(callback: Callback, app_secret: bytes, job_id: str) -> bytes:
+    """What the hook record keeps of a callback: its URL and, if given, its own secret,
+    sealed (:func:`seal`)."""
     doc: dict[str, str] = {"url": callback.url}
     if callback.secret is not None:
-        doc["secret"] = callback.secret.reveal()
+        doc["sealed"] = seal(app_secret, job_id, callback.secret.reveal())
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -216,10 +218,49 @@ def open_spec(app_secret: bytes | None, job_id: str, spec: object, tag: object) 
     url = None if doc is None else doc.get("url")
     if doc is None or not isinstance(url, str):
         return None
-    secret = doc.get("secret")
-    return Callback(
-        url, WebhookSecret(secret) if isinstance(secret, str) and _key_of(secret) else None
-    )
+    sealed = doc.get("sealed")
+    secret = unseal(app_secret, job_id, sealed) if isinstance(sealed, str) else None
+    return Callback(url, WebhookSecret(secret) if secret and _key_of(secret) else None)
+
+
+# A job's own webhook secret is kept in Redis sealed: XORed with a keystream of HMAC-SHA256
+# blocks (a key derived from the app's secret for this job, a random nonce, a counter), so that
+# a reader of Redis cannot sign events for its receiver. The spec's tag covers the sealed text.
+_SEAL = b"balloons/webhook-secret/v1\n"
+
+
+def _keystream(app_secret: bytes, job_id: str, nonce: bytes, size: int) -> bytes:
+    key = hmac.digest(app_secret, _SEAL + job_id.encode(), hashlib.sha256)
+    blocks = (size + 31) // 32
+    return b"".join(
+        hmac.digest(key, nonce + i.to_bytes(4, "big"), hashlib.sha256) for i in range(blocks)
+    )[:size]
+
+
+def seal(app_secret: bytes, job_id: str, text: str) -> str:
+    """``text`` sealed for job ``job_id`` (base64 of nonce and ciphertext)."""
+    data = text.encode()
+    nonce = os.urandom(16)
+    stream = _keystream(app_secret, job_id, nonce, len(data))
+    return base64.b64encode(
+        nonce + bytes(a ^ b for a, b in zip(data, stream, strict=True))
+    ).decode()
+
+
+def unseal(app_secret: bytes, job_id: str, sealed: str) -> str | None:
+    """What :func:`seal` sealed; None for anything it could not have made."""
+    try:
+        raw = base64.b64decode(sealed[:400], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    nonce, data = raw[:16], raw[16:]
+    if len(nonce) < 16 or not data:
+        return None
+    stream = _keystream(app_secret, job_id, nonce, len(data))
+    try:
+        return bytes(a ^ b for a, b in zip(data, stream, strict=True)).decode("ascii")
+    except UnicodeDecodeError:
+        return None
 
 
 # ------------------------------------------------------------------------ OpenAPI
