@@ -6,6 +6,7 @@ own code."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float  # this host's clock when it arrived
 
 
 class Receiver:
@@ -32,7 +34,9 @@ class Receiver:
             def do_POST(self) -> None:
                 size = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(size)
-                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                got = Received(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
+                )
                 with receiver.lock:
                     receiver.requests.append(got)
                     queue = receiver.statuses[self.path]
