@@ -12,9 +12,11 @@ import json
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -475,3 +477,49 @@ def test_a_job_the_supervisor_ends_sends_its_event(
     assert done["state"] == "failed" and done["reason"] == "lost"
     (got,) = receiver.got("/lost")
     assert verified(got, SERVICE_SECRET)["data"]["reason"] == "lost"  # type: ignore[index]
+
+
+@pytest.mark.machines
+def test_an_https_receiver_is_verified_against_the_trusted_authorities(
+    client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    with Receiver(tls) as secure:
+        url = secure.url("/tls")
+        # Not trusted yet: the attempt fails on the certificate, and is retried.
+        untrusted = fast(attempts=1)
+        job_id = submit(client, {"task": "tests.tasks:add", "args": [7, 7], "callback": url})
+        tasks.app.job(job_id).result(timeout=30)
+        assert untrusted.step() == 1
+        cb = client.get(f"/v1/jobs/{job_id}").json()["callback"]
+        assert (
+            cb["state"] == "failed" and "CERTIFICATE_VERIFY_FAILED" in cb["deliveries"][0]["error"]
+        )
+        assert secure.got("/tls") == []
+        # The system's trusted authorities (here SSL_CERT_FILE) decide.
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        job_id = submit(client, {"task": "tests.tasks:add", "args": [8, 8], "callback": url})
+        tasks.app.job(job_id).result(timeout=30)
+        assert fast().step() == 1
+        (got,) = secure.got("/tls")
+        assert verified(got, SERVICE_SECRET)["data"]["result"] == 16  # type: ignore[index]
+
+
+def test_a_bad_service_secret_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from balloons.cli import main as cli
+
+    bad = "whsec_" + base64.b64encode(b"too short").decode()
+    monkeypatch.setenv("BALLOONS_WEBHOOK_SECRET", bad)
+    out = CliRunner().invoke(cli, ["serve", "--port", "0"])
+    assert out.exit_code != 0
+    assert "BALLOONS_WEBHOOK_SECRET" in out.output and "whsec_" in out.output
+    assert bad not in out.output and bad[6:] not in out.output

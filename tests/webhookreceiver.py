@@ -5,6 +5,7 @@ own code."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -24,7 +25,7 @@ class Receiver:
     """``url(path)`` is where to send; ``got(path)`` what arrived there; ``answer(path,
     500, 503)`` makes the next requests to ``path`` get those statuses."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.lock = threading.Lock()
         self.requests: list[Received] = []
         self.statuses: dict[str, list[int]] = defaultdict(list)
@@ -51,11 +52,15 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def answer(self, path: str, *statuses: int) -> None:
         with self.lock:

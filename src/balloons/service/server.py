@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..store.keys import PoolKeys
 from ..store.records import slot_entry
 from ..untrusted import number
@@ -90,7 +91,10 @@ def serve(
     from .attempts import attempt_routes
     from .webhooks import WebhookSecret
 
-    secret = WebhookSecret(webhook_secret) if webhook_secret else None
+    try:
+        secret = WebhookSecret(webhook_secret) if webhook_secret else None
+    except ConfigError as exc:
+        raise ConfigError(f"BALLOONS_WEBHOOK_SECRET: {exc}") from None
     web = create_app(app, token=token, attempt_routes=attempt_routes(app), webhook_secret=secret)
     activity: Activity = web.state.activity
     # The reconcile runs beside the server once it listens: a request woken by a platform's
