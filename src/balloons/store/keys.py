@@ -93,10 +93,11 @@ Job hash fields: ``payload`` (signed JSON: task, module, options, record TTL), `
 type, message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need``
 (``CPUS:MB``), ``compat`` (its compatibility tag, ``KEYID.VERSION``: the machines that may
 take it, :mod:`balloons.compat`), ``passed`` (the key id of a machine that left it for
-another key's), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and
-``note`` (the task's last :func:`balloons.progress`); ``rsig``, ``esig`` and ``psig`` tag the
-result, the error and the progress for one attempt, and ``grant`` permits a retry's attempt
-(:mod:`balloons.signing`).
+another key's), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1),
+``note`` (the task's last :func:`balloons.progress`) and ``hook`` (set when the job has a
+callback: the scripts that end it put it in the pool's ``outbox``); ``rsig``, ``esig`` and
+``psig`` tag the result, the error and the progress for one attempt, and ``grant`` permits a
+retry's attempt (:mod:`balloons.signing`).
 
 Fields of a pool's ``stats`` hash (``TASK`` last, as the task's name in the payload when it
 is one balloons could have written, else ``?``): ``KIND:I:TASK`` counts observations in

@@ -13,7 +13,7 @@
 local u = ARGV[3]
 local J = jk(u)
 local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl', 'payload',
-  'created', 'started')
+  'created', 'started', 'hook')
 if not st[1] then return {-1, ''} end
 if st[1] == 'SUCCEEDED' or st[1] == 'FAILED' or st[1] == 'CANCELLED' then return {-3, st[1]} end
 redis.call('ZREM', QUEUE, u)
@@ -35,5 +35,5 @@ redis.call('DEL', dk(u))
 redis.call('LPUSH', dk(u), 'CANCELLED')
 redis.call('EXPIRE', dk(u), ttl)
 redis.call('EXPIRE', J, ttl)
-hook_end(u)
+if st[9] then hook_end(u) end
 return {1, st[1], st[3] or '', st[4] or ''}

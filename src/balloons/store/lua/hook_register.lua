@@ -1,6 +1,7 @@
 --!df flags=allow-undeclared-keys
--- HOOK_REGISTER: the job service records a job's callback after its submit: the hook record
--- (tagged spec, state pending), kept as long as the job's record, and the job's outbox entry:
+-- HOOK_REGISTER: the job service records a job's callback after its submit: the job record's
+-- 'hook' field (which the scripts that end it read), the hook record (tagged spec, state
+-- pending), kept as long as the job's record, and the job's outbox entry:
 -- due now when the job has already ended, else +inf until the script that ends it makes it
 -- due (hook_end in the prelude). One script, so that no end falls between the two.
 --
@@ -12,6 +13,7 @@ local u = ARGV[3]
 local J = jk(u)
 local status = redis.call('HGET', J, 'status')
 if not status then return -1 end
+redis.call('HSET', J, 'hook', 1)
 local H = hk(u)
 redis.call('HSET', H, 'spec', ARGV[4], 'sig', ARGV[5], 'state', 'pending', 'n', 0)
 local ttl = redis.call('TTL', J)
