@@ -149,6 +149,8 @@ def test_the_event_is_a_structured_cloudevent() -> None:
         "datacontenttype": "application/json",
         "data": job,
     }
+    unknown_end = {**job, "ended_at": None}
+    assert "time" not in json.loads(webhooks.event(unknown_end, "/balloons/test"))
 
 
 def test_the_backoff_grows_exponentially_with_jitter_up_to_its_cap() -> None:

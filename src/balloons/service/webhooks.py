@@ -121,6 +121,8 @@ def event(job: dict[str, Any], source: str) -> bytes:
         "datacontenttype": "application/json",
         "data": job,
     }
+    if doc["time"] is None:  # an end time that cannot be read: the attribute is optional
+        del doc["time"]
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
