@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..errors import BalloonsError
+from ..errors import ConfigError
 from ..store import lua
 from ..store.keys import ULID_RE, JobKeys, PoolKeys
 from ..untrusted import integer, number, timestamp
@@ -64,6 +64,7 @@ WORKERS = 4
 #: Bytes of a receiver's answer read (the rest is dropped).
 MAX_ANSWER = 64 * 1024
 _TERMINAL = (b"SUCCEEDED", b"FAILED", b"CANCELLED")
+_AGENT = f"balloons/{__version__}"
 
 
 def check_secret(
@@ -84,7 +85,7 @@ async def register(app: App, job_id: str, callback: webhooks.Callback) -> None:
     jk = JobKeys.of(app.settings.namespace, job_id)
     secret = app.store.signing_key()
     if secret is None:  # the app refuses to submit without one: never reached
-        raise BalloonsError("a callback is tagged with the app's secret, and none is set")
+        raise ConfigError("a callback is tagged with the app's secret, and none is set")
     spec = webhooks.spec_of(callback, secret, job_id)
     tag = webhooks.tag_spec(secret, job_id, spec)
     args = (jk.ulid, spec, tag, app.settings.record_ttl)
@@ -116,9 +117,6 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         return answer.status
     finally:
         conn.close()
-
-
-_AGENT = f"balloons/{__version__}"
 
 
 class Deliverer:
