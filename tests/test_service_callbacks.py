@@ -523,3 +523,19 @@ def test_a_bad_service_secret_is_refused_without_showing_it(
     assert out.exit_code != 0
     assert "BALLOONS_WEBHOOK_SECRET" in out.output and "whsec_" in out.output
     assert bad not in out.output and bad[6:] not in out.output
+
+
+@pytest.mark.machines
+def test_a_service_without_the_secret_records_why_it_sent_nothing(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    """Another service process (without BALLOONS_WEBHOOK_SECRET) takes the delivery of a
+    callback that relies on the service's secret: it sends nothing and says why."""
+    job_id = submit(
+        client, {"task": "tests.tasks:add", "args": [1, 0], "callback": receiver.url("/nokey")}
+    )
+    tasks.app.job(job_id).result(timeout=30)
+    assert callbacks.Deliverer(tasks.app, None, attempts=1).step() == 1
+    cb = client.get(f"/v1/jobs/{job_id}").json()["callback"]
+    assert cb["state"] == "failed" and "BALLOONS_WEBHOOK_SECRET" in cb["deliveries"][0]["error"]
+    assert receiver.got("/nokey") == []
