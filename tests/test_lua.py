@@ -74,7 +74,12 @@ def test_a_script_is_sent_without_its_documentation_or_the_loaders_marks(name: s
 
 def test_the_finds_jobs_line_is_kept_first() -> None:
     finders = {name for name, text in SCRIPTS.items() if text.startswith(lua.FINDS_JOBS)}
-    assert finders == {"SUBMIT", "SUBMIT_MANY", "TAKE", "SCALE_UP", "PICK_MACHINE", "STRANDED"}
+    # and those that end a job (a job's callback record and its pool's outbox: hook_end), or
+    # deliver its callback
+    enders = {"CLAIM", "FINISH", "LOST", "CANCEL"}
+    hooks = {"HOOK_REGISTER", "HOOK_CLAIM", "HOOK_RECORD"}
+    submitters = {"SUBMIT", "SUBMIT_MANY"}
+    assert finders == {*submitters, "TAKE", "SCALE_UP", "PICK_MACHINE", "STRANDED", *enders, *hooks}
 
 
 def test_a_define_line_puts_the_functions_it_names_there_and_no_sooner() -> None:
@@ -136,6 +141,7 @@ def test_no_file_spells_a_key_name_of_its_own() -> None:
     pk = keys.PoolKeys("", "")
     suffixes = {getattr(pk, m)("").removeprefix(pk.tag) for _, m in keys.JOB_SCRIPT_KEYS}
     suffixes |= {getattr(pk, name).removeprefix(pk.tag) for name in keys.POOL_SCRIPT_KEYS}
+    suffixes |= {pk.hook("").removeprefix(pk.tag), pk.outbox.removeprefix(pk.tag)}
     for f in os.listdir(LUA_DIR):
         if not f.endswith(".lua"):
             continue
@@ -146,6 +152,8 @@ def test_no_file_spells_a_key_name_of_its_own() -> None:
     makers = {f"local function {fn}(u) return T..'" for fn, _ in keys.JOB_SCRIPT_KEYS}
     makers.add(f"local function {keys.IDEM_SCRIPT_KEY[0]}(u) return T..'")
     makers.add(f"local function {keys.WAKE_SCRIPT_KEY[0]}(u) return T..'")
+    makers.add(f"local function {keys.HOOK_SCRIPT_KEY[0]}(u) return T..'")
+    makers.add(f"local {keys.OUTBOX_SCRIPT_KEY[0]} = T..'")
     for name, script in SCRIPTS.items():
         for line in script.splitlines():
             if "T.." in line:

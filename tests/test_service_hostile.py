@@ -1,5 +1,5 @@
 """Whatever Redis holds, the service answers a job resource or a problem, never a 500: job
-records, their attempts and service records, log entries, index entries and idempotency
+records, their attempts, service and callback records, log entries, index entries and idempotency
 records altered in every way, read through a real service."""
 
 from __future__ import annotations
@@ -75,6 +75,11 @@ def test_every_reader_survives_any_job_record(service: Service) -> None:
             r.set(JK.meta, value)
             r.hset(JK.attempts, "1", value)
             _read_all(c, more=True)
+        for field in ("spec", "sig", "state", "n", "d:1", "d:2x"):  # the callback record
+            for value in VALUES:
+                r.hset(JK.hook, field, value)
+                _read_all(c)
+        r.delete(JK.hook)
         # Keys of the wrong type where the service expects a hash, a string, a zset.
         r.delete(JK.job, JK.meta, JK.attempts)
         r.set(JK.job, "a string")

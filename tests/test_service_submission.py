@@ -74,7 +74,6 @@ def test_a_bad_field_is_refused_naming_it(body: Any, says: str) -> None:
     ("body", "code", "says"),
     [
         ({**TASK, "machine": {"region": "ams"}}, "option-unsupported", "BALLOONS_FLY_REGION"),
-        ({**TASK, "callback": {"url": "https://x"}}, "callbacks-unavailable", "GET ?wait="),
     ],
 )
 def test_an_option_the_service_does_not_offer_is_a_422(body: Any, code: str, says: str) -> None:
@@ -82,6 +81,12 @@ def test_an_option_the_service_does_not_offer_is_a_422(body: Any, code: str, say
         parse(body)
     assert (err.value.status, err.value.code) == (422, code)
     assert says in err.value.detail
+
+
+def test_a_callback_is_read_into_the_common_fields() -> None:
+    job = parse({**TASK, "callback": {"url": "https://x"}})
+    assert job.common.callback is not None and job.common.callback.url == "https://x"
+    assert parse(TASK).common.callback is None
 
 
 def test_good_bodies_are_read_with_their_bytes_and_options() -> None:

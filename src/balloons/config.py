@@ -72,6 +72,8 @@ ENV_VARS: dict[str, str] = {
     "BALLOONS_FLY_CPU_KIND": "shared (default) or performance",
     "BALLOONS_DASHBOARD_TOKEN": "token required by the dashboard and /metrics",
     "BALLOONS_SERVICE_TOKEN": "admin key of the job service (balloons serve), for bootstrapping",
+    "BALLOONS_WEBHOOK_SECRET": "the job service's Standard Webhooks secret (whsec_...), signing "
+    "the job callbacks that give none of their own",
     "BALLOONS_PRICES": "JSON file overriding parts of the price table (balloons/prices.json)",
 }
 
@@ -99,6 +101,11 @@ def dashboard_token(env: Mapping[str, str]) -> str | None:
 def service_token(env: Mapping[str, str]) -> str | None:
     """The job service's bootstrap admin key from ``BALLOONS_SERVICE_TOKEN``, if set."""
     return env.get("BALLOONS_SERVICE_TOKEN") or None
+
+
+def webhook_secret(env: Mapping[str, str]) -> str | None:
+    """The job service's webhook secret from ``BALLOONS_WEBHOOK_SECRET``, if set."""
+    return env.get("BALLOONS_WEBHOOK_SECRET") or None
 
 
 def check_env_names(env: Mapping[str, str]) -> None:

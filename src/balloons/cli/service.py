@@ -46,7 +46,8 @@ def serve(
     """Serve the job service: the HTTP API for any language (OpenAPI at /v1/openapi.json).
 
     Requests need an API key (balloons keys create); BALLOONS_SERVICE_TOKEN, when set, is an
-    admin key for bootstrapping. On start the service reconciles what happened while it was
+    admin key for bootstrapping. BALLOONS_WEBHOOK_SECRET (whsec_...) signs job callbacks,
+    which the service delivers. On start the service reconciles what happened while it was
     down (expired leases, orphan machines, due jobs).
     """
     try:
@@ -58,13 +59,21 @@ def serve(
         raise click.ClickException(
             f"the job service needs the service extra (pip install 'balloons[service]'): {exc}"
         ) from None
-    from ..config import service_token
+    from ..config import service_token, webhook_secret
 
     app = import_app(module)
     app.store.pools()  # a wrong Redis URL is said now, before listening
     where = f"[{host}]" if ":" in host else host
     err_console.print(f"balloons service on http://{where}:{port}/v1/", highlight=False)
-    run(app, host, port, token=service_token(os.environ), idle_exit=idle_exit, supervise=supervise)
+    run(
+        app,
+        host,
+        port,
+        token=service_token(os.environ),
+        idle_exit=idle_exit,
+        supervise=supervise,
+        webhook_secret=webhook_secret(os.environ),
+    )
 
 
 @main.group()

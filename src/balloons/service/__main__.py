@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-supervise", action="store_true")
     args = ap.parse_args(argv)
     from ..app import App
-    from ..config import service_token
+    from ..config import service_token, webhook_secret
     from .server import serve
 
     app = None
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         token=service_token(os.environ),
         idle_exit=args.idle_exit,
         supervise=not args.no_supervise,
+        webhook_secret=webhook_secret(os.environ),
     )
     return 0
 

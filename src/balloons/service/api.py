@@ -39,11 +39,12 @@ from ..job import job_keys
 from ..store.queries import Query, call
 from ..store.records import read_status
 from ..untrusted import shown, timestamp
-from . import handlers, listing, logstream, openapi, resources, submission
+from . import callbacks, handlers, listing, logstream, openapi, resources, submission
 from .activity import Activity
 from .auth import CACHE_TTL, Gate, Keys
 from .idempotency import Idempotency, body_digest, check_header
 from .problems import Problem
+from .webhooks import WebhookSecret
 
 if TYPE_CHECKING:
     from ..app import App
@@ -72,12 +73,15 @@ def create_app(
     attempt_routes: Sequence[BaseRoute] = (),
     max_waiters: int = MAX_WAITERS,
     key_cache_ttl: float = CACHE_TTL,
+    webhook_secret: WebhookSecret | None = None,
 ) -> Starlette:
     """The job service of ``app`` as an ASGI app (wrapped in its :class:`Activity`, found as
     ``web.state.activity``). ``token`` is the bootstrap admin key (16+ characters), if any;
-    ``attempt_routes`` are mounted under ``/v1/attempts``."""
+    ``attempt_routes`` are mounted under ``/v1/attempts``; ``webhook_secret`` signs the
+    callbacks that bring no secret of their own (without it, such a callback is refused)."""
     api = _Api(app, Gate(Keys(app.store, app.settings.namespace), token, key_cache_ttl))
     api.max_waiters = max_waiters
+    api.webhook_secret = webhook_secret
     routes: list[BaseRoute] = [*api.routes()]
     if attempt_routes:
         routes.append(Mount("/v1/attempts", routes=list(attempt_routes)))
@@ -104,6 +108,7 @@ class _Api:
         self.gate = gate
         self.idem = Idempotency(app.store, app.settings.namespace)
         self.max_waiters = MAX_WAITERS
+        self.webhook_secret: WebhookSecret | None = None
         self.waiters = 0
         self._bound: dict[str, tuple[Any, Any]] = {}
 
@@ -166,6 +171,8 @@ class _Api:
 
     async def place(self, job: submission.TaskJob | submission.CommandJob) -> str:
         """Submit the job; its id."""
+        callback = job.common.callback
+        callbacks.check_secret(callback, self.webhook_secret)
         if isinstance(job, submission.CommandJob):
             submitted = await submit_command(self.app, job)
             kind = "command"
@@ -181,6 +188,8 @@ class _Api:
                     meta,
                     ex=self.app.settings.record_ttl,
                 )
+        if callback is not None:
+            await callbacks.register(self.app, submitted.id, callback)
         return submitted.id
 
     async def submit_task(self, job: submission.TaskJob) -> Job[Any]:

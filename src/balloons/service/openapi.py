@@ -11,6 +11,7 @@ import copy
 import functools
 from typing import Any
 
+from . import webhooks
 from .idempotency import MAX_KEY_LENGTH
 from .listing import MAX_LIMIT
 from .resources import STATES
@@ -125,15 +126,17 @@ _SCHEMAS: dict[str, Any] = {
             _ref("JobSummary"),
             {
                 "type": "object",
-                "required": ["max_attempts", "result", "error"],
+                "required": ["max_attempts", "result", "error", "callback"],
                 "properties": {
                     "max_attempts": {"type": ["integer", "null"], "minimum": 1},
                     "result": _VALUE,
                     "error": _ref("Error"),
+                    "callback": _ref("Callback"),
                 },
             },
         ]
     },
+    **webhooks.SCHEMAS,
     "Machine": {
         "type": "object",
         "additionalProperties": False,
@@ -157,10 +160,7 @@ _SCHEMAS: dict[str, Any] = {
             "at": {"type": "string", "format": "date-time"},
             "delay": {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
             "labels": _ref("Labels"),
-            "callback": {
-                "type": "null",
-                "description": "Reserved: a callback URL is answered 422 callbacks-unavailable",
-            },
+            "callback": webhooks.REQUEST_SCHEMA,
         },
     },
     "TaskJobRequest": {
@@ -284,7 +284,8 @@ _PATHS: dict[str, Any] = {
                 "415": _problem("The body is not JSON (unsupported-media-type)"),
                 "422": _problem(
                     "Unknown task, arguments that do not bind, an Idempotency-Key reused with "
-                    "another body, command jobs unavailable, an unsupported option"
+                    "another body, an unsupported option, a callback with no secret to sign it "
+                    "(callback-secret-required)"
                 ),
                 "404": _problem("A replayed key's job is gone (job-not-found)"),
                 **_AUTHED,

@@ -2,7 +2,8 @@
 
 ``{id, kind, state, attempt, max_attempts, result, error: {type, message, traceback},
 exit_code, machine_id, labels, created_at, started_at, ended_at}``, and ``pool``, ``task``,
-``reason`` and ``scheduled_at``. Times are RFC 3339 (UTC); a field that cannot be read is
+``reason``, ``scheduled_at`` and ``callback`` (:func:`balloons.service.webhooks.view`).
+Times are RFC 3339 (UTC); a field that cannot be read is
 null. A result or error is shown only once it verifies with the app's secret
 (:mod:`balloons.signing`), as for every reader.
 """
@@ -19,6 +20,7 @@ from ..info import JobStatus
 from ..store.queries import Query, call
 from ..store.records import decode_hash, job_info
 from ..untrusted import MAX_ATTEMPT, integer, json_object, number, timestamp
+from . import webhooks
 from .submission import LABEL_KEY_RE, MAX_LABEL_VALUE, MAX_LABELS, encode_value
 
 if TYPE_CHECKING:
@@ -31,26 +33,31 @@ _EXIT_RE = re.compile(r"\Aexit_code=(-?[0-9]{1,4})\Z")
 
 
 class Raw:
-    """A job's keys as read in one round trip: its hash, attempts and service record."""
+    """A job's keys as read in one round trip: its hash, attempts, service record and
+    callback record."""
 
-    __slots__ = ("attempts", "meta", "rec")
+    __slots__ = ("attempts", "hook", "meta", "rec")
 
-    def __init__(self, rec: dict[str, bytes], attempts: dict[bytes, bytes], meta: object) -> None:
+    def __init__(
+        self, rec: dict[str, bytes], attempts: dict[bytes, bytes], meta: object, hook: object = None
+    ) -> None:
         self.rec = rec
         self.attempts = attempts
         self.meta = meta
+        self.hook = hook
 
 
 def read(jk: JobKeys) -> Query[Raw | None]:
     """The job's keys (None when it has no record)."""
-    rec, attempts, meta = yield [
+    rec, attempts, meta, hook = yield [
         call("hgetall", jk.job),
         call("hgetall", jk.attempts),
         call("get", jk.meta),
+        call("hgetall", jk.hook),
     ]
     if not rec:
         return None
-    return Raw(decode_hash(rec), attempts if isinstance(attempts, dict) else {}, meta)
+    return Raw(decode_hash(rec), attempts if isinstance(attempts, dict) else {}, meta, hook)
 
 
 def meta_of(raw: object) -> tuple[str, dict[str, str]]:
@@ -138,6 +145,7 @@ def resource(app: App, job_id: str, raw: Raw) -> dict[str, Any]:
         "scheduled_at": rfc3339(due),
         "started_at": rfc3339(info.started_at),
         "ended_at": rfc3339(info.finished_at),
+        "callback": webhooks.view(app.store.signing_key(), job_id, raw.hook),
     }
 
 

@@ -7,7 +7,8 @@ serves, the supervisor runs in a thread as ``balloons supervise`` would.
 
 With ``idle_exit=S`` it exits once, for S seconds, no request was in flight (an open stream or
 long-poll counts until it ends), no connection is open, and no job of any pool has a deadline
-or a due time within the next S seconds (the Redis server's clock): a platform that starts it
+or a due time within the next S seconds (the Redis server's clock), no job callback is due
+within them and none waits for its job to end: a platform that starts it
 on the next request (Fly's proxy with ``auto_start_machines``, socket activation) then costs
 nothing while idle.
 """
@@ -19,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..store.keys import PoolKeys
 from ..store.records import slot_entry
 from ..untrusted import number
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..control.supervisor import StepReport, Supervisor
     from .activity import Activity
+    from .callbacks import Deliverer
 
 log = logging.getLogger("balloons.service")
 
@@ -78,14 +81,21 @@ def serve(
     supervise: bool = True,
     log_level: str = "warning",
     sockets: list[socket.socket] | None = None,
+    webhook_secret: str | None = None,
 ) -> None:
-    """Serve the job service of ``app`` until interrupted, or until idle for ``idle_exit``."""
+    """Serve the job service of ``app`` until interrupted, or until idle for ``idle_exit``;
+    deliver its jobs' callbacks, signed with ``webhook_secret`` when they give no secret."""
     import uvicorn
 
     from .api import create_app
     from .attempts import attempt_routes
+    from .webhooks import WebhookSecret
 
-    web = create_app(app, token=token, attempt_routes=attempt_routes(app))
+    try:
+        secret = WebhookSecret(webhook_secret) if webhook_secret else None
+    except ConfigError as exc:
+        raise ConfigError(f"BALLOONS_WEBHOOK_SECRET: {exc}") from None
+    web = create_app(app, token=token, attempt_routes=attempt_routes(app), webhook_secret=secret)
     activity: Activity = web.state.activity
     # The reconcile runs beside the server once it listens: a request woken by a platform's
     # proxy is answered without waiting for it (nor for its imports), and the service does
@@ -103,11 +113,15 @@ def serve(
         server_header=False,
     )
     supervisor: list[Supervisor] = []
+    deliverers: list[Deliverer] = []
 
     def listening() -> None:
         reconciled.start()
         if supervise:
             supervisor.append(app.start_supervisor())
+        from .callbacks import Deliverer
+
+        deliverers.append(Deliverer(app, secret).start())
 
     server = _server(config, listening)
     stop = threading.Event()
@@ -124,6 +138,8 @@ def serve(
         stop.set()
         for sup in supervisor:
             sup.stop()
+        for deliverer in deliverers:
+            deliverer.stop()
         if reconciled.ident is not None:
             reconciled.join()
 
@@ -139,6 +155,14 @@ def _server(config: Any, listening: Callable[[], None]) -> Any:
                 listening()
 
     return Server(config)
+
+
+def _callbacks_due(app: App, horizon: float) -> bool:
+    """Whether a job callback keeps the service up (:func:`.callbacks.busy`; imported when
+    first asked, off the start's path)."""
+    from .callbacks import busy
+
+    return busy(app, horizon)
 
 
 def _connections(server: object) -> int:
@@ -176,7 +200,7 @@ def _watch_idle(
         if activity.idle_for() < idle_exit or _connections(server):
             continue
         try:
-            busy = due_within(app, idle_exit)
+            busy = due_within(app, idle_exit) or _callbacks_due(app, idle_exit)
         except Exception as exc:  # Redis unreachable: stay up, and say why
             log.warning("idle exit: cannot read the jobs' deadlines: %s", exc)
             continue

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..store.keys import POOL_RE
 from ..untrusted import MAX_CPUS, MAX_MEMORY_MB, describe
+from . import webhooks
 from .problems import Problem
 
 #: Largest request body accepted, in bytes.
@@ -53,6 +54,7 @@ class Common:
     at: dt.datetime | None = None
     delay: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    callback: webhooks.Callback | None = None
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,6 @@ def parse(body: object) -> TaskJob | CommandJob:
     unknown = sorted(str(k) for k in body if k not in allowed)
     if unknown:
         raise invalid(f"unknown field(s) {unknown}: expected some of {sorted(allowed)}")
-    if body.get("callback") is not None:
-        raise Problem(
-            422,
-            "callbacks-unavailable",
-            "job callbacks are not supported by this service yet: poll with GET ?wait= instead",
-        )
     common = _common(body)
     if "task" in body:
         task = body["task"]
@@ -146,6 +142,7 @@ def _common(body: dict[str, Any]) -> Common:
         at=at,
         delay=delay,
         labels=_labels(body.get("labels")),
+        callback=webhooks.parse(body.get("callback")),
     )
 
 

@@ -72,6 +72,13 @@ key                                      type    TTL         written by
 ``NS:gc-lock``                           string  seconds     the supervisor sweeping orphans
 ``NS:{POOL}:meta:ULID``                  string  record TTL  service: the job's kind and labels
                                                              (JSON), written after its submit
+``NS:{POOL}:hook:ULID``                  hash    record TTL  service: the job's callback
+                                                             (tagged spec, its deliveries,
+                                                             ``n`` attempts, ``state``)
+``NS:{POOL}:outbox``                     zset    none        jobs with a callback -> when its
+                                                             next delivery is due (``+inf``
+                                                             until the job ends: the scripts
+                                                             that end a job make it due)
 ``NS:service:keys``                      hash    none        service: API key digest -> JSON
                                                              (name, scopes, created)
 ``NS:service:idem:SHA``                  string  24 h        service: an Idempotency-Key of one
@@ -91,10 +98,11 @@ Job hash fields: ``payload`` (signed JSON: task, module, options, record TTL), `
 type, message, traceback), ``reason``, ``ttl``, ``qscore`` (queue order), ``need``
 (``CPUS:MB``), ``compat`` (its compatibility tag, ``KEYID.VERSION``: the machines that may
 take it, :mod:`balloons.compat`), ``passed`` (the key id of a machine that left it for
-another key's), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1) and
-``note`` (the task's last :func:`balloons.progress`); ``rsig``, ``esig`` and ``psig`` tag the
-result, the error and the progress for one attempt, and ``grant`` permits a retry's attempt
-(:mod:`balloons.signing`).
+another key's), ``slot`` (the slot running it), ``due`` (when delayed), ``progress`` (0..1),
+``note`` (the task's last :func:`balloons.progress`) and ``hook`` (set when the job has a
+callback: the scripts that end it put it in the pool's ``outbox``); ``rsig``, ``esig`` and
+``psig`` tag the result, the error and the progress for one attempt, and ``grant`` permits a
+retry's attempt (:mod:`balloons.signing`).
 
 Fields of a pool's ``stats`` hash (``TASK`` last, as the task's name in the payload when it
 is one balloons could have written, else ``?``): ``KIND:I:TASK`` counts observations in
@@ -270,6 +278,15 @@ class PoolKeys(Frozen):
         """The service's record of a job it submitted: its kind and labels (JSON)."""
         return f"{self.tag}:meta:{ulid}"
 
+    def hook(self, ulid: str) -> str:
+        """The job's callback: its tagged spec and deliveries (``balloons.service.callbacks``)."""
+        return f"{self.tag}:hook:{ulid}"
+
+    @property
+    def outbox(self) -> str:
+        """The jobs with a callback, scored by when their next delivery is due."""
+        return f"{self.tag}:outbox"
+
 
 class JobKeys(Frozen):
     """The keys of one job, derived from its id."""
@@ -332,6 +349,11 @@ class JobKeys(Frozen):
     def meta(self) -> str:
         return self.pool.meta(self.ulid)
 
+    @property
+    def hook(self) -> str:
+        """The job's callback record."""
+        return self.pool.hook(self.ulid)
+
 
 #: The pool's keys every script is given first, in ``KEYS`` order: :class:`PoolKeys`
 #: properties. The scripts name them in upper case (``QUEUE = KEYS[1]``, ...).
@@ -356,6 +378,11 @@ JOB_SCRIPT_KEYS = (
 IDEM_SCRIPT_KEY = ("idem", "idem")
 #: The function that makes a compatibility tag's wake list in the scripts, and its method.
 WAKE_SCRIPT_KEY = ("wk", "wake_of")
+#: The function that makes a job's callback record in the scripts, and its method; and the
+#: name of the pool's outbox there, and its property. The scripts that end a job find both
+#: from the pool's tag (they say they find keys: ``lua.FINDS_JOBS``).
+HOOK_SCRIPT_KEY = ("hk", "hook")
+OUTBOX_SCRIPT_KEY = ("OUTBOX", "outbox")
 
 _SCRIPT_KEYS: dict[tuple[str, str], tuple[str, ...]] = {}
 _POOLS: dict[tuple[str, str], PoolKeys] = {}  # JobKeys.fresh's pools (PoolKeys is immutable)

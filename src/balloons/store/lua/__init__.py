@@ -35,8 +35,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..keys import (
+    HOOK_SCRIPT_KEY,
     IDEM_SCRIPT_KEY,
     JOB_SCRIPT_KEYS,
+    OUTBOX_SCRIPT_KEY,
     POOL_SCRIPT_KEYS,
     SPEND_HOURS,
     STAT_BUCKETS,
@@ -60,6 +62,7 @@ NAMES = (
     "SUBMIT", "CLAIM", "TAKE", "HEARTBEAT", "FINISH", "LOST", "CANCEL", "SCALE_UP", "REQUEUE",
     "CONFIRM_LAUNCH", "PICK_MACHINE", "START_FAILED", "TRIM_STANDBY", "NOTE_ATTEMPT",
     "APPEND_LOGS", "MACHINE_WANTED", "LAUNCHED", "CLOCK", "READ_STATS", "STRANDED", "SUBMIT_MANY",
+    "HOOK_REGISTER", "HOOK_CLAIM", "HOOK_RECORD",
 )  # fmt: skip
 
 # The scripts, made on first use by __getattr__ (see each file for what it does).
@@ -84,6 +87,9 @@ CLOCK: str
 READ_STATS: str
 STRANDED: str
 SUBMIT_MANY: str
+HOOK_REGISTER: str
+HOOK_CLAIM: str
+HOOK_RECORD: str
 
 _DIR = os.path.dirname(__file__)
 #: The first line of a script that makes the keys of jobs it finds in its pool.
@@ -171,7 +177,9 @@ def key_names() -> str:
     of any job of the pool from its id (``jk(u)``: the job's record, ...)."""
     lines = [f"local {name.upper()} = KEYS[{i}]\n" for i, name in enumerate(POOL_SCRIPT_KEYS, 1)]
     sample = PoolKeys("NS", "POOL")
-    for fn, method in (*JOB_SCRIPT_KEYS, IDEM_SCRIPT_KEY, WAKE_SCRIPT_KEY):
+    var, prop = OUTBOX_SCRIPT_KEY  # a key of the pool no script is given: made from its tag
+    lines.append(f"local {var} = T..'{getattr(sample, prop).removeprefix(sample.tag)}'\n")
+    for fn, method in (*JOB_SCRIPT_KEYS, IDEM_SCRIPT_KEY, WAKE_SCRIPT_KEY, HOOK_SCRIPT_KEY):
         # Each is the pool's tag, a suffix, then the id.
         suffix = getattr(sample, method)("\0").removeprefix(sample.tag).removesuffix("\0")
         lines.append(f"local function {fn}(u) return T..'{suffix}'..u end\n")

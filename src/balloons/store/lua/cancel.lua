@@ -1,3 +1,4 @@
+--!df flags=allow-undeclared-keys
 -- CANCEL: end a job as CANCELLED. The job keeps no error (an earlier attempt's is dropped):
 -- readers say it was cancelled. Its attempt counts as ended, so that the record put back is
 -- not run; a running machine learns it from its next heartbeat (the slot's cancel time).
@@ -12,7 +13,7 @@
 local u = ARGV[3]
 local J = jk(u)
 local st = redis.call('HMGET', J, 'status', 'attempt', 'slot', 'machine', 'ttl', 'payload',
-  'created', 'started')
+  'created', 'started', 'hook')
 if not st[1] then return {-1, ''} end
 if st[1] == 'SUCCEEDED' or st[1] == 'FAILED' or st[1] == 'CANCELLED' then return {-3, st[1]} end
 redis.call('ZREM', QUEUE, u)
@@ -34,4 +35,5 @@ redis.call('DEL', dk(u))
 redis.call('LPUSH', dk(u), 'CANCELLED')
 redis.call('EXPIRE', dk(u), ttl)
 redis.call('EXPIRE', J, ttl)
+if st[9] then hook_end(u) end
 return {1, st[1], st[3] or '', st[4] or ''}

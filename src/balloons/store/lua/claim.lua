@@ -1,3 +1,4 @@
+--!df flags=allow-undeclared-keys
 -- CLAIM: a machine claims its first job, the one its handoff names (slot ULID-ATTEMPT).
 --
 -- KEYS: the pool's, the job's

@@ -1,3 +1,4 @@
+--!df flags=allow-undeclared-keys
 -- FINISH: the worker records the end of an attempt, for good or with a retry scheduled (see
 -- end_attempt in the prelude).
 --

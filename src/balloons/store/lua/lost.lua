@@ -1,3 +1,4 @@
+--!df flags=allow-undeclared-keys
 -- LOST: a slot's machine is gone (it died, or its lease ran out): free the slot and end its
 -- job's attempt with the reason (a retry when the job's policy grants one).
 --

@@ -307,11 +307,17 @@ local function first_claim(u, n, payload)
   redis.call('SET', rk(u), old, 'EX', keep)
   return false
 end
+-- A job that ends with a callback (its record's 'hook' field, which the job service's
+-- HOOK_REGISTER sets beside its hook record) is made due in its pool's outbox, where the
+-- service finds the deliveries to make. The callers read the field with the record's others.
+local function hook_end(u)
+  redis.call('ZADD', OUTBOX, NOW, u)
+end
 -- A record put back to run an attempt that already ran or ended (a replay) is not run again:
 -- the job ends FAILED, record_invalid, and its waiters are woken.
 local function refuse_replay(u)
   local J = jk(u)
-  local st = redis.call('HMGET', J, 'payload', 'created', 'started')
+  local st = redis.call('HMGET', J, 'payload', 'created', 'started', 'hook')
   stat_end(stat_task(st[1]), 'FAILED', 'record_invalid', st[2], st[3])
   redis.call('ZREM', QUEUE, u)
   redis.call('ZREM', DELAYED, u)
@@ -320,6 +326,7 @@ local function refuse_replay(u)
   redis.call('DEL', dk(u))
   redis.call('LPUSH', dk(u), 'FAILED')
   redis.call('EXPIRE', dk(u), tonumber(redis.call('HGET', J, 'ttl')) or @TTL@)
+  if st[4] then hook_end(u) end
 end
 -- End attempt n of job u: for good (status), or with a retry when retry_delay is not ''.
 -- Returns 1 (ended), 2 (retry scheduled) or a negative guard code.
@@ -329,7 +336,7 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
     tag, grant)
   local J = jk(u)
   local st = redis.call('HMGET', J, 'status', 'attempt', 'machine', 'ttl', 'need', 'payload',
-    'created', 'started')
+    'created', 'started', 'hook')
   if not st[1] then return -1 end
   if tonumber(st[2]) ~= tonumber(n) then return -2 end
   if st[1] ~= 'RUNNING' and st[1] ~= 'STARTING' then return -3 end
@@ -391,6 +398,7 @@ local function end_attempt(u, n, machine, status, result, err, reason, retry_del
   redis.call('LPUSH', dk(u), status)
   redis.call('EXPIRE', J, ttl)
   redis.call('EXPIRE', dk(u), ttl)
+  if st[9] then hook_end(u) end
   return 1
 end
 local function promote_due(limit)

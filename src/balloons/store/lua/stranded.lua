@@ -69,7 +69,7 @@ end
 local u = ARGV[6]
 local J = jk(u)
 local st = redis.call('HMGET', J, 'status', 'compat', 'attempt', 'stranded', 'payload',
-  'created', 'ttl')
+  'created', 'ttl', 'hook')
 local since = tonumber(st[4])
 if st[1] ~= 'QUEUED' or tonumber(st[3]) ~= tonumber(ARGV[7]) or tag_of(st[2]) ~= ARGV[8]
     or not stranded(ARGV[8]) or not since or NOW - since < grace then
@@ -94,4 +94,5 @@ redis.call('DEL', dk(u))
 redis.call('LPUSH', dk(u), 'FAILED')
 redis.call('EXPIRE', dk(u), ttl)
 redis.call('EXPIRE', J, ttl)
+if st[8] then hook_end(u) end
 return {1}
