@@ -25,12 +25,15 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import signing
 from ..errors import ConfigError
 from ..untrusted import describe, integer, json_object, shown
 from .problems import Problem
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PREFIX = "whsec_"
 #: Bytes of a secret's key (Standard Webhooks: 24 to 64 random bytes).
@@ -225,43 +228,41 @@ def open_spec(app_secret: bytes | None, job_id: str, spec: object, tag: object) 
     return Callback(url, WebhookSecret(secret) if secret and _key_of(secret) else None)
 
 
-# A job's own webhook secret is kept in Redis sealed: XORed with a keystream of HMAC-SHA256
-# blocks (a key derived from the app's secret for this job, a random nonce, a counter), so that
-# a reader of Redis cannot sign events for its receiver. The spec's tag covers the sealed text.
-_SEAL = b"balloons/webhook-secret/v1\n"
+# A job's own webhook secret is kept in Redis sealed with AES-256-GCM (the `cryptography`
+# package), under a key derived from the app's secret, the job's id as associated data: a
+# reader of Redis can neither read it nor move it to another job. The spec's tag covers the
+# sealed text too.
+_SEAL = b"balloons/webhook-secret/v2\n"
+_NONCE = 12
 
 
-def _keystream(app_secret: bytes, job_id: str, nonce: bytes, size: int) -> bytes:
-    key = hmac.digest(app_secret, _SEAL + job_id.encode(), hashlib.sha256)
-    blocks = (size + 31) // 32
-    return b"".join(
-        hmac.digest(key, nonce + i.to_bytes(4, "big"), hashlib.sha256) for i in range(blocks)
-    )[:size]
+def _aead(app_secret: bytes) -> AESGCM:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(hmac.digest(app_secret, _SEAL, hashlib.sha256))
 
 
 def seal(app_secret: bytes, job_id: str, text: str) -> str:
     """``text`` sealed for job ``job_id`` (base64 of nonce and ciphertext)."""
-    data = text.encode()
-    nonce = os.urandom(16)
-    stream = _keystream(app_secret, job_id, nonce, len(data))
-    return base64.b64encode(
-        nonce + bytes(a ^ b for a, b in zip(data, stream, strict=True))
-    ).decode()
+    nonce = os.urandom(_NONCE)
+    sealed = _aead(app_secret).encrypt(nonce, text.encode(), job_id.encode())
+    return base64.b64encode(nonce + sealed).decode()
 
 
 def unseal(app_secret: bytes, job_id: str, sealed: str) -> str | None:
-    """What :func:`seal` sealed; None for anything it could not have made."""
+    """What :func:`seal` sealed for this job and app; None for anything else."""
+    from cryptography.exceptions import InvalidTag
+
     try:
         raw = base64.b64decode(sealed[:400], validate=True)
     except (binascii.Error, ValueError):
         return None
-    nonce, data = raw[:16], raw[16:]
-    if len(nonce) < 16 or not data:
+    if len(raw) <= _NONCE + 16:
         return None
-    stream = _keystream(app_secret, job_id, nonce, len(data))
     try:
-        return bytes(a ^ b for a, b in zip(data, stream, strict=True)).decode("ascii")
-    except UnicodeDecodeError:
+        text = _aead(app_secret).decrypt(raw[:_NONCE], raw[_NONCE:], job_id.encode())
+        return text.decode("ascii")
+    except (InvalidTag, UnicodeDecodeError):
         return None
 
 
