@@ -4,6 +4,7 @@ supervisor advancing a flow whose advance its machine missed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,3 +171,31 @@ def test_a_flow_record_altered_in_redis_is_invalid_and_never_advanced(r: redis.R
         job.result(timeout=10)
     assert failed.value.reason == "record_invalid"
     assert len(job.jobs()) == 1
+
+
+def test_balloons_status_shows_a_flow_as_one_item_with_its_members() -> None:
+    from click.testing import CliRunner
+
+    from balloons.cli import main as cli
+
+    job = balloons.chain(tasks.add.s(1, 2), tasks.fail.s(), tasks.add.s(100)).submit()
+    with pytest.raises(FlowFailed):
+        job.result(timeout=60)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["status", job.id, "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert (data["kind"], data["status"], data["reason"]) == ("chain", "FAILED", "task_error")
+    assert [m["status"] for m in data["members"]] == ["SUCCEEDED", "FAILED", None]
+    out = runner.invoke(cli, ["status", job.id], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].split() == [job.id, "chain", "FAILED"]
+    assert "reason: task_error (ValueError: 3)" in out.output
+    assert lines[-1].split()[1:] == ["tests.tasks:add", "-", "not", "submitted"]
+    assert [ln.split()[-1] for ln in lines[-3:-1]] == ["SUCCEEDED", "FAILED"]
+    out = runner.invoke(cli, ["status", "chain-nope"])
+    assert out.exit_code == 2 and "chain or group id" in out.output
+    gone = "group-" + job.id.partition("-")[2]
+    out = runner.invoke(cli, ["status", gone])
+    assert out.exit_code != 0 and "not found" in out.output
