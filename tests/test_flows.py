@@ -199,3 +199,23 @@ def test_balloons_status_shows_a_flow_as_one_item_with_its_members() -> None:
     gone = "group-" + job.id.partition("-")[2]
     out = runner.invoke(cli, ["status", gone])
     assert out.exit_code != 0 and "not found" in out.output
+
+
+def test_a_member_that_ends_before_its_id_is_recorded_still_advances_its_flow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race of a member whose job ends (and whose machine's advance finds nothing
+    recorded yet) before its advancer records its id: that advancer must see it ended."""
+    from balloons.control import flows as control
+
+    real = control.advance
+    monkeypatch.setattr(control, "advance", lambda app, flow_id: False)
+    job = balloons.chain(tasks.add.s(1, 2), tasks.add.s(10)).submit()  # stored, not started
+    monkeypatch.setattr(control, "advance", real)
+    assert job.jobs() == []
+    ulid = job.id.partition("-")[2]
+    first = tasks.add.options(key=f"chain:{ulid}:0").submit(1, 2)  # as if submitted already
+    assert first.result(timeout=60) == 3
+    assert control.advance(tasks.app, job.id) is True  # records it, sees it ended, goes on
+    assert job.jobs()[0] == first
+    assert job.result(timeout=60) == 13

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
-from ..flows import OPTIONS, FlowRecord, member_statuses, read_record
+from ..flows import MAX_MEMBERS, OPTIONS, FlowRecord, member_statuses, read_record
 from ..serialize import loads_call
 from ..states import JobStatus
 from ..store.keys import flow_index_key, flow_key, flows_key
@@ -36,7 +36,20 @@ STEP_FLOWS = 500
 def advance(app: Any, flow_id: str) -> bool:
     """Submit the members of flow ``flow_id`` that are due and end it when its members say
     so; whether it changed anything. A flow gone from Redis, invalid or ended is dropped from
-    the list of those to advance."""
+    the list of those to advance.
+
+    It reads the record again after each change until nothing changes: a member may end
+    before its job's id is recorded, and its own machine's advance then finds nothing to do;
+    the advancer that recorded the id sees it ended (whichever reads last sees both)."""
+    changed = False
+    for _ in range(MAX_MEMBERS + 3):
+        if not _advance_once(app, flow_id):
+            break
+        changed = True
+    return changed
+
+
+def _advance_once(app: Any, flow_id: str) -> bool:
     rec = read_record(app, flow_id)
     if rec is None or rec.spec is None or rec.end is not None:
         _untrack(app, flow_id)
