@@ -29,27 +29,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balloons.control.flows")
 
+#: The delay of a member a machine submits: due at once, but through the delayed set, which
+#: never takes a slot (a machine launches nothing).
+DUE_NOW = 0.001
 #: Flows a supervisor step advances at most (the oldest first).
 STEP_FLOWS = 500
 
 
-def advance(app: Any, flow_id: str) -> bool:
+def advance(app: Any, flow_id: str, *, launch: bool = True) -> bool:
     """Submit the members of flow ``flow_id`` that are due and end it when its members say
     so; whether it changed anything. A flow gone from Redis, invalid or ended is dropped from
     the list of those to advance.
 
     It reads the record again after each change until nothing changes: a member may end
     before its job's id is recorded, and its own machine's advance then finds nothing to do;
-    the advancer that recorded the id sees it ended (whichever reads last sees both)."""
+    the advancer that recorded the id sees it ended (whichever reads last sees both).
+
+    With ``launch`` false (a machine's advance) no machine is launched: a member is submitted
+    due now (through the delayed set, so it never takes a new slot), for the idle machines of
+    its pool (the advancing machine among them) or the supervisor's next launch to take."""
     changed = False
     for _ in range(MAX_MEMBERS + 3):
-        if not _advance_once(app, flow_id):
+        if not _advance_once(app, flow_id, launch):
             break
         changed = True
     return changed
 
 
-def _advance_once(app: Any, flow_id: str) -> bool:
+def _advance_once(app: Any, flow_id: str, launch: bool) -> bool:
     rec = read_record(app, flow_id)
     if rec is None or rec.spec is None or rec.end is not None:
         _untrack(app, flow_id)
@@ -57,17 +64,17 @@ def _advance_once(app: Any, flow_id: str) -> bool:
             log.warning("flow %s: its record does not verify; it is no longer advanced", flow_id)
         return False
     if rec.kind == "chain":
-        return _advance_chain(app, rec)
-    return _advance_group(app, rec)
+        return _advance_chain(app, rec, launch)
+    return _advance_group(app, rec, launch)
 
 
-def _advance_chain(app: Any, rec: FlowRecord) -> bool:
+def _advance_chain(app: Any, rec: FlowRecord, launch: bool) -> bool:
     links = rec.links()
     done = 0
     while str(done) in rec.jobs:
         done += 1
     if done == 0:
-        _submit(app, rec, "0", links[0], ())
+        _submit(app, rec, "0", links[0], (), launch)
         return True
     last = rec.jobs[str(done - 1)]
     status = member_statuses(app, [last])[0]
@@ -83,17 +90,17 @@ def _advance_chain(app: Any, rec: FlowRecord) -> bool:
         value = app.job(last).result(timeout=0)
     except JobFailed:  # its result does not verify (altered in Redis): the chain stops there
         return _end_failed(app, rec, last, "result_invalid")
-    _submit(app, rec, str(done), links[done], (value,))
+    _submit(app, rec, str(done), links[done], (value,), launch)
     return True
 
 
-def _advance_group(app: Any, rec: FlowRecord) -> bool:
+def _advance_group(app: Any, rec: FlowRecord, launch: bool) -> bool:
     assert rec.spec is not None
     links = rec.links()
     changed = False
     for i, link in enumerate(links):
         if str(i) not in rec.jobs:
-            rec.jobs[str(i)] = _submit(app, rec, str(i), link, ())
+            rec.jobs[str(i)] = _submit(app, rec, str(i), link, (), launch)
             changed = True
     ids = [rec.jobs[str(i)] for i in range(len(links))]
     statuses = member_statuses(app, list(ids))
@@ -108,7 +115,7 @@ def _advance_group(app: Any, rec: FlowRecord) -> bool:
     if not isinstance(callback, dict):
         return end(app, rec.id, JobStatus.SUCCEEDED) or changed
     if "cb" not in rec.jobs:
-        _submit(app, rec, "cb", callback, ([_outcome(app, j) for j in ids],))
+        _submit(app, rec, "cb", callback, ([_outcome(app, j) for j in ids],), launch)
         return True
     cb = rec.jobs["cb"]
     status = member_statuses(app, [cb])[0]
@@ -136,14 +143,22 @@ def _outcome(app: Any, job_id: str) -> Any:
 
 
 def _submit(
-    app: Any, rec: FlowRecord, index: str, link: dict[str, Any], extra: tuple[Any, ...]
+    app: Any,
+    rec: FlowRecord,
+    index: str,
+    link: dict[str, Any],
+    extra: tuple[Any, ...],
+    launch: bool,
 ) -> str:
     """Submit one member (its spec's call, ``extra`` appended to its positional arguments);
     record its job's id (the first recorded stands) and return the id recorded."""
     task = registry.load(str(link["task"]))
     kind, _, flow_ulid = rec.id.partition("-")
     opts = {k: v for k, v in dict(link["opts"]).items() if k in OPTIONS}
-    clone = task.options(**opts, key=f"{kind}:{flow_ulid}:{index}")
+    call: dict[str, Any] = {"key": f"{kind}:{flow_ulid}:{index}"}
+    if not launch:
+        call["delay"] = DUE_NOW
+    clone = task.options(**opts, **call)
     args, kwargs = loads_call(clone.app.serializer, base64.b64decode(link["args"]))
     job = clone.app.dispatcher.submit(clone, clone.opts, (*args, *extra), kwargs, link=rec.id)
     key = flow_key(app.settings.namespace, rec.id)

@@ -4,7 +4,9 @@ A job whose signed payload names a flow (``link``, see :mod:`balloons.flows`) is
 chain or group. Once its outcome is recorded (by this process, the one that sends ``FINISH``),
 the machine advances the flow itself, through the app its task belongs to (imported to run
 it), so the next link starts without waiting for a supervisor's step; a supervisor step makes
-any advance missed here (the machine died first, or Redis was unreachable). Only the jobs of
+any advance missed here (the machine died first, or Redis was unreachable). A machine launches
+nothing: what it submits is due at once for the idle machines of its pool, this one among
+them, as it goes on taking work (else for the supervisor's next launch). Only the jobs of
 flows come here, and the client-side modules that advancing needs are imported then:
 a machine that runs no chain never imports them.
 """
@@ -37,6 +39,6 @@ def advance(w: Worker, work: Work) -> None:
         task = registry.load(name, spec.get("main"))
         from ..control.flows import advance as advance_flow
 
-        advance_flow(task.app, flow_id)
+        advance_flow(task.app, flow_id, launch=False)
     except Exception as exc:  # the supervisor's step advances it instead
         log(f"job {job_id}: its flow was not advanced ({type(exc).__name__}: {exc})")
