@@ -4,10 +4,12 @@ supervisor advancing a flow whose advance its machine missed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,84 @@ def test_a_member_that_ends_before_its_id_is_recorded_still_advances_its_flow(
     assert control.advance(tasks.app, job.id) is True  # records it, sees it ended, goes on
     assert job.jobs()[0] == first
     assert job.result(timeout=60) == 13
+
+
+def test_a_link_may_be_a_task_alone_and_the_twins_are_awaitable() -> None:
+    async def run() -> object:
+        job = await balloons.chain(tasks.add.s(2, 3), tasks.echo).submit_async()
+        return await job.result_async(timeout=60)
+
+    assert asyncio.run(run()) == {"args": [5], "kwargs": {}}
+
+
+def test_a_link_in_a_pool_with_no_machine_waits_for_the_supervisor() -> None:
+    """A machine launches nothing: the link it submits to another pool is launched by the
+    supervisor's next step."""
+    job = balloons.chain(tasks.add.s(1, 2), tasks.add.options(pool="solo").s(10)).submit()
+    first = job.jobs()[0]
+    assert first.result(timeout=60) == 3
+    wait_for(lambda: len(job.jobs()) == 2, "the machine submits the second link")
+    second = job.jobs()[1]
+    assert second.status() is JobStatus.QUEUED and second.id.startswith("solo.")
+    sup = tasks.app.start_supervisor(interval=0.2)
+    try:
+        assert job.result(timeout=60) == 13
+    finally:
+        sup.stop()
+
+
+def test_advancers_racing_submit_each_member_once(
+    monkeypatch: pytest.MonkeyPatch, r: redis.Redis
+) -> None:
+    from balloons.control import flows as control
+
+    real = control.advance
+    monkeypatch.setattr(control, "advance", lambda app, flow_id: False)
+    job = balloons.group(*(tasks.add.s(i, i) for i in range(5)), callback=tasks.echo).submit()
+    monkeypatch.setattr(control, "advance", real)
+    barrier = threading.Barrier(4)
+
+    def race() -> None:
+        barrier.wait()
+        real(tasks.app, job.id)
+
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert job.result(timeout=60) == {"args": [[0, 2, 4, 6, 8]], "kwargs": {}}
+    stored = [k for k in r.keys("balloons:*:job:*") if b":machine:" not in k]
+    assert len(stored) == 6  # five members and one callback, whoever submitted them
+
+
+@pytest.mark.parametrize(
+    "field", ["spec", "sig", "end", "job:0", "job:1", "job:cb", "job:x", "other"]
+)
+def test_every_reader_survives_any_value_in_a_flow_record(r: redis.Redis, field: str) -> None:
+    job = balloons.chain(tasks.add.s(1, 1), tasks.add.s(1)).submit()
+    assert job.result(timeout=60) == 3
+    key = flow_key("balloons", job.id)
+    values = [
+        b"",
+        b"\xff\xfe",
+        b"nan",
+        b"{}",
+        b"[]",
+        b"x" * 100_000,
+        b'{"status":"SUCCEEDED"}',
+        b'{"status":"FAILED","reason":7,"at":1e300,"member":["x"]}',
+        b"default.nope",
+    ]
+    for value in values:
+        r.hset(key, field, value)
+        info = job.info()
+        assert info.id == job.id
+        assert job.status() in set(JobStatus)
+        for m in info.members:
+            assert m.job_id is None or m.job_id.startswith("default.")
+        tasks.app.supervisor().step(gc=False)
+        try:
+            job.result(timeout=0.5)
+        except (FlowFailed, balloons.ResultTimeout, balloons.JobFailed):
+            pass

@@ -55,6 +55,7 @@ from .ids import ulid
 from .signing import sign
 from .states import JobStatus
 from .store.keys import flow_index_key, flow_key, flows_key
+from .task import Task
 
 if TYPE_CHECKING:
     from .job import Job
@@ -214,24 +215,37 @@ class Group(Generic[R]):
         return await asyncio.to_thread(self.submit)
 
 
+#: A chain's link or a group's callback: a call, or a task called with the result alone.
+Link = Call[Any, R] | Task[Any, R]
+
+
+def _as_call(link: Any) -> Any:
+    """``link`` as a call: a task alone is a call with no arguments of its own."""
+    return Call(link, (), {}) if isinstance(link, Task) else link
+
+
 # fmt: off
 @overload
-def chain(c1: Call[Any, R], /) -> Chain[R]: ...
+def chain(c1: Link[R], /) -> Chain[R]: ...
 @overload
-def chain(c1: Call[Any, Any], c2: Call[Any, R], /) -> Chain[R]: ...
+def chain(c1: Link[Any], c2: Link[R], /) -> Chain[R]: ...
 @overload
-def chain(c1: Call[Any, Any], c2: Call[Any, Any], c3: Call[Any, R], /) -> Chain[R]: ...
+def chain(c1: Link[Any], c2: Link[Any], c3: Link[R], /) -> Chain[R]: ...
+@overload
+def chain(c1: Link[Any], c2: Link[Any], c3: Link[Any], c4: Link[R], /) -> Chain[R]: ...
 @overload
 def chain(
-    c1: Call[Any, Any], c2: Call[Any, Any], c3: Call[Any, Any], c4: Call[Any, R], /
+    c1: Link[Any], c2: Link[Any], c3: Link[Any], c4: Link[Any], c5: Link[R], /
 ) -> Chain[R]: ...
 @overload
-def chain(*calls: Call[Any, Any]) -> Chain[Any]: ...
+def chain(*calls: Link[Any]) -> Chain[Any]: ...
 # fmt: on
-def chain(*calls: Call[Any, Any]) -> Chain[Any]:
+def chain(*calls: Link[Any]) -> Chain[Any]:
     """Calls run one after another, each given the previous one's result as its last
-    positional argument (see :mod:`balloons.flows`); ``.submit()`` stores and starts it."""
-    return Chain(calls)
+    positional argument (see :mod:`balloons.flows`); ``.submit()`` stores and starts it. A
+    link may be a task alone (``b`` for ``b.s()``): mypy checks ``b.s()`` against all of
+    ``b``'s parameters, so a typed link that takes only the result is written that way."""
+    return Chain(tuple(_as_call(c) for c in calls))
 
 
 @overload
@@ -240,15 +254,15 @@ def group(
 ) -> Group[list[R]]: ...
 @overload
 def group(
-    *calls: Call[Any, Any], callback: Call[Any, T], return_exceptions: bool = False
+    *calls: Call[Any, Any], callback: Link[T], return_exceptions: bool = False
 ) -> Group[T]: ...
 def group(
-    *calls: Call[Any, Any], callback: Call[Any, Any] | None = None, return_exceptions: bool = False
+    *calls: Call[Any, Any], callback: Link[Any] | None = None, return_exceptions: bool = False
 ) -> Group[Any]:
-    """Calls run at once; with a ``callback``, it runs once they have all succeeded, given the
-    list of their results in order (see :mod:`balloons.flows` for failures);
-    ``.submit()`` stores and starts it."""
-    return Group(calls, callback, return_exceptions)
+    """Calls run at once; with a ``callback`` (a call, or a task alone), it runs once they have
+    all succeeded, given the list of their results in order (see :mod:`balloons.flows` for
+    failures); ``.submit()`` stores and starts it."""
+    return Group(calls, None if callback is None else _as_call(callback), return_exceptions)
 
 
 # ----------------------------------------------------------------- handles
@@ -308,18 +322,22 @@ class FlowJob(Generic[R]):
         :class:`~balloons.ResultTimeout` when ``timeout`` seconds pass first."""
         rec = self._wait(timeout)
         end = rec.end or {}
+        if rec.spec is None:
+            raise FlowFailed(self.id, "INVALID", "record_invalid", "", rec.problems[0])
         if end.get("status") is not JobStatus.SUCCEEDED:
-            status = str(end.get("status", JobStatus.INVALID))
-            reason = end.get("reason") or ("cancelled" if rec.spec else "record_invalid")
             raise FlowFailed(
                 self.id,
-                status,
-                reason,
+                str(end.get("status", JobStatus.INVALID)),
+                end.get("reason") or "cancelled",
                 end.get("error_type") or "",
                 end.get("error_message") or "",
                 member=end.get("member") or "",
             )
-        return self._value(rec)
+        try:
+            return self._value(rec)
+        except KeyError:  # a member's id altered after the flow ended
+            what = "a member's job id cannot be read (altered in Redis?)"
+            raise FlowFailed(self.id, "INVALID", "record_invalid", "", what) from None
 
     async def result_async(self, timeout: float | None = None) -> R:
         """:meth:`result` for asyncio (in a worker thread)."""
