@@ -358,7 +358,9 @@ class FlowJob(Generic[R]):
                 return rec
             left = None if until is None else until - time.monotonic()
             if left is not None and left <= 0:
-                raise ResultTimeout(f"{self.id} did not end within {timeout} s")
+                states = info_of(self.app, rec).members
+                said = ", ".join(f"{m.job_id or '-'} {m.status or 'not submitted'}" for m in states)
+                raise ResultTimeout(f"{self.id} did not end within {timeout} s (members: {said})")
             current = _running(self.app, rec)
             if current is not None:
                 try:
