@@ -303,3 +303,13 @@ def test_every_reader_survives_any_value_in_a_flow_record(r: redis.Redis, field:
             job.result(timeout=0.5)
         except (FlowFailed, balloons.ResultTimeout, balloons.JobFailed):
             pass
+
+
+def test_a_machine_submits_the_next_link_with_its_own_code_version() -> None:
+    """The client's code version is a digest of every task module it imported (here one
+    more than the machine imports): the link a machine submits must carry the version of the
+    machines running the chain, or none of them would take it."""
+    import tests.log_tasks  # noqa: F401  (its tasks change this process's code version)
+
+    job = balloons.chain(tasks.add.s(1, 2), tasks.add.s(10)).submit()
+    assert job.result(timeout=60) == 13

@@ -37,8 +37,12 @@ def advance(w: Worker, work: Work) -> None:
         if not isinstance(flow_id, str) or not isinstance(name, str):
             return
         task = registry.load(name, spec.get("main"))
+        from ..compat import Compat
         from ..control.flows import advance as advance_flow
 
+        # What it submits carries this machine's tag (its code version, as its launcher
+        # named it), not one worked out from the tasks this process happens to import.
+        task.app._compat = (len(registry.TASKS), Compat(w.pk.tag, "", (), False))
         advance_flow(task.app, flow_id, launch=False)
     except Exception as exc:  # the supervisor's step advances it instead
         log(f"job {job_id}: its flow was not advanced ({type(exc).__name__}: {exc})")
