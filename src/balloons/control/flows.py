@@ -159,8 +159,10 @@ def _submit(
     if not launch:
         call["delay"] = DUE_NOW
     clone = task.options(**opts, **call)
-    args, kwargs = loads_call(clone.app.serializer, base64.b64decode(link["args"]))
-    job = clone.app.dispatcher.submit(clone, clone.opts, (*args, *extra), kwargs, link=rec.id)
+    # Submitted by the advancing app (its store, secret and pools), whatever app registered
+    # the task's name last in this process.
+    args, kwargs = loads_call(app.serializer, base64.b64decode(link["args"]))
+    job = app.dispatcher.submit(clone, clone.opts, (*args, *extra), kwargs, link=rec.id)
     key = flow_key(app.settings.namespace, rec.id)
     with app.store.errors():
         pipe = app.store.redis.pipeline(transaction=False)
