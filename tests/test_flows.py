@@ -313,3 +313,18 @@ def test_a_machine_submits_the_next_link_with_its_own_code_version() -> None:
 
     job = balloons.chain(tasks.add.s(1, 2), tasks.add.s(10)).submit()
     assert job.result(timeout=60) == 13
+
+
+def test_members_are_submitted_through_the_advancing_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process may register a task's name again with another app (of another Redis): the
+    advancer submits through its own app, never through the one registered last."""
+    from balloons import registry
+
+    elsewhere = balloons.App(redis_url="redis://127.0.0.1:1/0", secret="s" * 32)
+    again = balloons.Task(elsewhere, tasks.add.fn, tasks.add.name, tasks.add.opts)
+    monkeypatch.setitem(registry.TASKS, tasks.add.name, again)
+    job = balloons.chain(tasks.add.s(1, 2), tasks.add.s(10)).submit()
+    assert job.result(timeout=60) == 13
+    elsewhere.close()
