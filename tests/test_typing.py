@@ -58,6 +58,18 @@ reveal_type(next(iter(add.starmap([(1, 2)]))))  # MAPPED
 reveal_type(next(iter(fetch.map(["x"], return_exceptions=True))))  # MAPPED_EXC
 
 
+@app.task
+def describe(n: int) -> str:
+    return str(n)
+
+
+reveal_type(balloons.chain(add.s(1, 2), describe).submit())  # CHAIN
+reveal_type(balloons.chain(add.s(1, 2), describe).submit().result())  # CHAIN_RESULT
+add.s(1)  # PARTIAL_S
+reveal_type(balloons.group(add.s(1, 2), add.s(3, 4)).submit().result())  # GROUP_LIST
+reveal_type(balloons.group(add.s(1, 2), callback=describe).submit())  # GROUP_CALLBACK
+
+
 @app.task(timeot=5)  # TYPO_AT_REGISTRATION
 def nothing() -> None:
     pass
@@ -119,3 +131,11 @@ def test_mypy_types_async_tasks_options_and_per_call_options(tmp_path: Path) -> 
     [mapped] = said["MAPPED_EXC"]
     assert "bytes" in mapped and "balloons.errors.JobFailed" in mapped, mapped
     assert any('keyword argument "timeot"' in s for s in said["TYPO_AT_REGISTRATION"]), said
+    assert said["CHAIN"] == ['note: Revealed type is "balloons.flows.ChainJob[str]"']
+    assert said["CHAIN_RESULT"] == ['note: Revealed type is "str"']
+    # A link missing the result it is given is an error to mypy (a task alone types it).
+    assert any("[call-arg]" in s for s in said["PARTIAL_S"]), said
+    assert said["GROUP_LIST"] == ['note: Revealed type is "list[int]"']
+    assert said["GROUP_CALLBACK"] == [
+        'note: Revealed type is "balloons.flows.GroupJob[str]"'
+    ]

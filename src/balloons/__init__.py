@@ -21,6 +21,7 @@ from .errors import (
     BackendError,
     BalloonsError,
     ConfigError,
+    FlowFailed,
     FlyAPIError,
     JobFailed,
     JobNotFound,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .backends.local import LocalBackend
     from .control.supervisor import Supervisor
     from .fanout import Call, Mapped, as_completed
+    from .flows import Chain, ChainJob, FlowInfo, FlowMember, Group, GroupJob, chain, group
     from .info import AttemptInfo, JobInfo, MachineInfo, MachineSpec
     from .schedules import Cron, Schedule
 
@@ -67,6 +69,10 @@ _LAZY = {
     "as_completed": "balloons.fanout",
     "Cron": "balloons.schedules",
     "Schedule": "balloons.schedules",
+    **dict.fromkeys(
+        ("Chain", "ChainJob", "FlowInfo", "FlowMember", "Group", "GroupJob", "chain", "group"),
+        "balloons.flows",
+    ),
 }
 
 
@@ -92,10 +98,17 @@ __all__ = [
     "BalloonsError",
     "Call",
     "CallOptions",
+    "Chain",
+    "ChainJob",
     "ConfigError",
     "Cron",
+    "FlowFailed",
+    "FlowInfo",
+    "FlowMember",
     "FlyAPIError",
     "FlyBackend",
+    "Group",
+    "GroupJob",
     "JSONSerializer",
     "Job",
     "JobFailed",
@@ -121,5 +134,7 @@ __all__ = [
     "WorkerError",
     "__version__",
     "as_completed",
+    "chain",
+    "group",
     "progress",
 ]

@@ -103,11 +103,17 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- submit
     def submit(
-        self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: Task[Any, R],
+        opts: TaskOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        link: str = "",
     ) -> Job[R]:
         """Store the job of this call and place it (a warm machine, a new slot, the queue or the
-        delayed set), launch its machine when it got a slot, and return its handle."""
-        jk, req = self.submit_args(task, opts, args, kwargs)
+        delayed set), launch its machine when it got a slot, and return its handle. ``link``
+        names the chain or group the job belongs to (:mod:`balloons.flows`), in its payload."""
+        jk, req = self.submit_args(task, opts, args, kwargs, link)
         pool = jk.pool.pool
         reply_of = self.app.store.submit_start(jk, req)
         spec = None
@@ -146,7 +152,12 @@ class Dispatcher:
         return job
 
     def submit_args(
-        self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: Task[Any, R],
+        opts: TaskOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        link: str = "",
     ) -> tuple[JobKeys, SubmitRequest]:
         """The job's keys and its ``SUBMIT`` request: the arguments bound to the task's
         signature, serialized and size-checked, the payload signed with them, the per-call
@@ -155,7 +166,7 @@ class Dispatcher:
         if kwargs and not SUBMIT_KWARGS.isdisjoint(kwargs):
             call = {**call, **deprecated_call_options(kwargs)}
         check_call(task, args, kwargs)
-        jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs)
+        jk, payload, data, sig, now = self._prepare(task, opts, args, kwargs, link)
         pool = self.app.get_pool(opts.pool)
         ttl = self.app.settings.record_ttl
         key = None
@@ -269,7 +280,12 @@ class Dispatcher:
         return new, opts, req
 
     def _prepare(
-        self, task: Task[Any, Any], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: Task[Any, Any],
+        opts: TaskOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        link: str = "",
     ) -> tuple[JobKeys, bytes, bytes, str, float]:
         app = self.app
         app.require_backend_installed()
@@ -295,7 +311,8 @@ class Dispatcher:
                 )
             main_path = os.path.abspath(main_file)
         head = self._payload_head(task, opts, pool, main_path)
-        payload = f'{head},"id":"{jk.job_id}","created":{now!r}}}'.encode()
+        tail = f',"link":"{link}"' if link else ""  # a flow id: letters, digits and "-"
+        payload = f'{head},"id":"{jk.job_id}","created":{now!r}{tail}}}'.encode()
         sig = sign(app.secret.encode(), payload, data)
         return jk, payload, data, sig, now
 

@@ -114,6 +114,31 @@ class JobFailed(BalloonsError):
         )
 
 
+class FlowFailed(JobFailed):
+    """A chain or group ended without a result (:mod:`balloons.flows`). ``job_id`` is the
+    chain's or group's id, ``member`` the id of the job whose end ended it (empty when it was
+    cancelled as a whole); ``status``, ``reason`` and the error are that job's."""
+
+    def __init__(
+        self,
+        job_id: str,
+        status: str,
+        reason: str,
+        error_type: str = "",
+        error_message: str = "",
+        remote_traceback: str = "",
+        member: str = "",
+    ) -> None:
+        super().__init__(job_id, status, reason, error_type, error_message, remote_traceback)
+        self.member = member
+        if member:
+            self.add_note(f"ended by its member job {member}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        cls, args = super().__reduce__()[:2]
+        return (cls, (*args, self.member))
+
+
 class ResultTimeout(BalloonsError, TimeoutError):
     """``Job.result(timeout=...)`` ran out of time before the job finished."""
 

@@ -39,14 +39,24 @@ _RECHECK_S = 5.0
 
 class Call(Generic[P, R]):
     """One call of a task, not submitted yet: ``task.s(*args, **kwargs)``. Its arguments are
-    checked against the task's signature when it is made."""
+    checked against the task's signature when it is made; one positional argument may be
+    missing (``partial``), for a chain's link or a group's callback, given it when it runs:
+    submitting such a call on its own raises ``TypeError``."""
 
-    __slots__ = ("args", "kwargs", "task")
+    __slots__ = ("args", "kwargs", "partial", "task")
 
     def __init__(self, task: Task[P, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         from .calls import check_call
 
-        check_call(task, args, kwargs)
+        self.partial = False
+        try:
+            check_call(task, args, kwargs)
+        except TypeError as exc:
+            try:  # a link of a chain, given the result before it as its last argument
+                check_call(task, (*args, None), kwargs)
+            except TypeError:
+                raise exc from None
+            self.partial = True
         self.task = task
         self.args = args
         self.kwargs = kwargs

@@ -282,3 +282,55 @@ def test_the_pools_page_fits_a_1280_pixel_window_with_grouped_headers(
         assert width <= 1280 and box is not None and box["x"] + box["width"] <= 1280, (width, box)
     finally:
         ctx.close()
+
+
+def test_a_chain_is_one_item_with_its_members_and_schedules_have_a_page(
+    context: BrowserContext, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    import redis
+
+    import balloons
+    from balloons.store.keys import schedule_key, schedules_key
+
+    flag = tmp_path / "go"
+    job = balloons.chain(dtasks.wait_for_file.s(str(flag)), tasks.echo.s("then")).submit()
+    try:
+        page = context.new_page()
+        log_in(page, dashboard, "/flows")
+        row = page.locator(f'tr[data-flow="{job.id}"]')
+        expect(row.locator(".status").first).to_have_text("RUNNING")
+        expect(row.locator(".member")).to_have_count(2)
+        row.locator("a").click()
+        page.wait_for_url(f"**/flows/{job.id}")
+        expect(page.locator("#flow-status")).to_have_text("RUNNING")
+        members = page.locator("#flow-members tr.member")
+        expect(members).to_have_count(2)
+        expect(members.nth(0)).to_contain_text("RUNNING")
+        expect(members.nth(1)).to_contain_text("not submitted")
+        release(flag, "done")
+        assert job.result(timeout=60) == {"args": ["then", "done"], "kwargs": {}}
+        page.reload()
+        expect(page.locator("#flow-status")).to_have_text("SUCCEEDED")
+        expect(members.nth(1)).to_contain_text("SUCCEEDED")
+        members.nth(1).locator("a").click()
+        expect(page.locator("#job-status")).to_have_text("SUCCEEDED")
+    finally:
+        release(flag, "done")
+    r = redis.Redis.from_url(os.environ["BALLOONS_REDIS_URL"])
+    try:
+        r.sadd(schedules_key("balloons"), "nightly", "<b>odd</b>")
+        r.hset(
+            schedule_key("balloons", "nightly"),
+            mapping={"last_due": "1700000000.0", "last_job": job.jobs()[0].id},
+        )
+        r.hset(schedule_key("balloons", "<b>odd</b>"), mapping={"last_due": "nan", "paused": "1"})
+    finally:
+        r.close()
+    page.goto("/schedules")
+    rows = page.locator("#schedules tr.schedule")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1)).to_contain_text("nightly")
+    expect(rows.nth(1)).to_contain_text("SUCCEEDED")
+    expect(rows.nth(0)).to_contain_text("<b>odd</b>")  # shown as text, never markup
+    expect(rows.nth(0)).to_contain_text("paused")
+    assert page.locator("#schedules b").count() == 0

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import JobFailed, ResultTimeout
+from ..flows import is_flow_id
 from ..info import JobInfo, JobStatus
 from ..job import Job
 from ..listing import MAX_PER_PAGE
 from ..untrusted import shown
+from . import flows
 from .common import (
     JOB_ID,
     SECONDS,
@@ -32,6 +34,7 @@ from .common import (
     styled,
 )
 from .exits import Exit, code_for
+from .flows import JOB_OR_FLOW_ID
 from .tables import Column, print_table, wide_option
 
 if TYPE_CHECKING:
@@ -180,10 +183,13 @@ def _print_result(job: Job[Any], timeout: float | None) -> None:
 
 
 @main.command()
-@click.argument("job_id", type=JOB_ID)
+@click.argument("job_id", type=JOB_OR_FLOW_ID)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job_id: str, as_json: bool) -> None:
-    """Show a job's status, attempts and error."""
+    """Show a job's status, attempts and error (a chain's or group's: its members)."""
+    if is_flow_id(job_id):
+        flows.status(load_app(), job_id, as_json)
+        return
     job = load_app().job(job_id)
     info = job.info()
     progress = job.progress()

@@ -49,6 +49,7 @@ def supervise(module: str | None, interval: float, once: bool, version_grace: fl
                     "destroyed": report.destroyed,
                     "scheduled": report.scheduled,
                     "versions": report.versions,
+                    "advanced": report.advanced,
                     "errors": report.errors,
                 }
             )

@@ -44,30 +44,7 @@ def schedules(ctx: click.Context, module: str | None, as_json: bool, wide: bool)
     if ctx.invoked_subcommand is not None:
         return
     app = import_app(module)
-    now = app.store.server_time()
-    rows: list[dict[str, Any]] = []
-    for s in app.schedules.values():
-        st = cron.state(app, s.name)
-        outcome = "-"
-        if st.last_job:
-            try:
-                outcome = app.job(st.last_job).status().value
-            except Exception:  # forgotten, expired, or no job id: said as it is
-                outcome = "gone"
-        rows.append(
-            {
-                "name": s.name,
-                "task": s.task.name,
-                "cron": f"{s.cron} ({s.tz})",
-                "catch_up": s.catch_up,
-                "paused": st.paused,
-                "next_run": None if st.paused else s.next_after(max(now, st.last_due or now)),
-                "last_run": st.last_due,
-                "last_job": st.last_job or None,
-                "last_outcome": outcome,
-                "last_missed": st.last_missed,
-            }
-        )
+    rows = cron.rows(app, app.store.server_time())
     if as_json:
         click.echo(json.dumps(rows))
         return

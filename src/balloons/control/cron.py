@@ -149,3 +149,64 @@ def set_paused(app: Control, name: str, paused: bool, now: float) -> None:
         pipe.hset(key, mapping=fields)
         pipe.sadd(schedules_key(app.settings.namespace), name)
         pipe.execute()
+
+
+def rows(app: Control, now: float, undeclared: bool = False) -> list[dict[str, Any]]:
+    """What ``balloons schedules`` and the dashboard show of each schedule the app declares
+    (next and last run, last job and its outcome, runs missed); with ``undeclared``, also the
+    schedules whose state Redis holds that this app does not declare (their cron unknown
+    here)."""
+    out: list[dict[str, Any]] = []
+    for s in app.schedules.values():
+        st = state(app, s.name)
+        out.append(
+            {
+                "name": s.name,
+                "task": s.task.name,
+                "cron": f"{s.cron} ({s.tz})",
+                "catch_up": s.catch_up,
+                "paused": st.paused,
+                "next_run": None if st.paused else s.next_after(max(now, st.last_due or now)),
+                "last_run": st.last_due,
+                "last_job": st.last_job or None,
+                "last_outcome": _outcome(app, st.last_job),
+                "last_missed": st.last_missed,
+            }
+        )
+    if undeclared:
+        with app.store.errors():
+            listed = sorted(
+                text(n) or ""
+                for n in app.store.redis.smembers(schedules_key(app.settings.namespace))
+            )
+        for name in listed:
+            if name in app.schedules or not name.isprintable() or len(name) > 200:
+                continue
+            st = state(app, name)
+            out.append(
+                {
+                    "name": name,
+                    "task": None,
+                    "cron": None,
+                    "catch_up": None,
+                    "paused": st.paused,
+                    "next_run": None,
+                    "last_run": st.last_due,
+                    "last_job": st.last_job or None,
+                    "last_outcome": _outcome(app, st.last_job),
+                    "last_missed": st.last_missed,
+                }
+            )
+    return out
+
+
+def _outcome(app: Control, job_id: str) -> str:
+    """The status of a schedule's last job, ``-`` for none, ``gone`` when it cannot be read."""
+    if not job_id:
+        return "-"
+    from ..job import Job
+
+    try:
+        return Job(app, job_id).status().value  # type: ignore[arg-type]
+    except Exception:  # forgotten, expired, or no job id: said as it is
+        return "gone"

@@ -49,6 +49,7 @@ from ..store.keys import JobKeys, PoolKeys
 from ..store.replies import Code
 from ..untrusted import MAX_ATTEMPT, integer, timestamp
 from . import commands, orphans, versions
+from .flows import plans
 from .reclaim import deadline_reason, end_slot, machine_outcome
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class StepReport:
     destroyed: list[str] = field(default_factory=list)  # orphaned machine ids
     scheduled: list[str] = field(default_factory=list)  # ids of the schedules' jobs submitted
     versions: list[tuple[str, str]] = field(default_factory=list)  # see .versions: (job, outcome)
+    advanced: list[str] = field(default_factory=list)  # ids of the chains and groups advanced
     errors: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -148,10 +150,7 @@ class Supervisor:
         ``gc_interval`` seconds when ``None``) sweep orphaned machines. Returns what it did."""
         report = StepReport()
         store = self.app.store
-        if self.app.schedules:  # see .cron: an app that declares none leaves their state be
-            from .cron import step as schedules_step
-
-            self._schedules_synced = schedules_step(self.app, self._schedules_synced, report)
+        self._schedules_synced = plans(self.app, self._schedules_synced, report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:
@@ -330,10 +329,7 @@ class Supervisor:
         reclaimed when its lease lapses, as ever."""
         report = StepReport()
         store = self.app.store
-        if self.app.schedules:  # see .cron: an app that declares none leaves their state be
-            from .cron import step as schedules_step
-
-            self._schedules_synced = schedules_step(self.app, self._schedules_synced, report)
+        self._schedules_synced = plans(self.app, self._schedules_synced, report)
         for pool in store.pools():
             pk = PoolKeys(self.app.settings.namespace, pool)
             try:

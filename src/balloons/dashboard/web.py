@@ -7,6 +7,8 @@ Routes (relative to where the app is mounted)::
     GET  /jobs/{id}                             one job; /jobs/{id}/live streams its changes
     POST /jobs/{id}/cancel, /jobs/{id}/retry    actions (CSRF token + Origin check)
     GET  /pools                                 pools; /pools/live streams it
+    GET  /flows, /flows/{id}                    chains and groups, one with its members
+    GET  /schedules                             the schedules: next and last run, last outcome
     GET  /cost                                  cost totals per pool and task, USD per hour
     GET  /metrics                               Prometheus text format
     GET  /static/...                            the stylesheet and the live-update script
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -42,7 +45,7 @@ from ..info import JobInfo, JobStatus
 from ..listing import BULK_LIMIT, Filters, find_jobs, pool_summaries, select_jobs
 from ..store.keys import JobKeys
 from ..untrusted import describe, shown
-from . import aggregates, charts, metrics, views
+from . import aggregates, charts, metrics, plans, views
 from .auth import COOKIE, SESSION_TTL, Session, TokenAuth
 from .http import SecurityHeaders, filters_of, query_of, safe_next, stream
 
@@ -185,6 +188,9 @@ class _Dashboard(_Rendering):
             Route("/jobs/{job_id}/retry", protected(self.retry), methods=["POST"], name="retry"),
             Route("/pools", protected(self.pools), name="pools"),
             Route("/pools/live", protected(self.pools_live), name="pools_live"),
+            Route("/flows", protected(partial(plans.flows_page, self)), name="flows"),
+            Route("/flows/{flow_id}", protected(partial(plans.flow_page, self)), name="flow"),
+            Route("/schedules", protected(partial(plans.schedules_page, self)), name="schedules"),
             Route("/cost", protected(self.cost), name="cost"),
             Route("/charts", protected(self.charts), name="charts"),
             Route("/metrics", protected(self.metrics_endpoint), name="metrics"),

@@ -36,7 +36,7 @@ from ..store import lua, replies
 from ..store.keys import PoolKeys, script_keys
 from ..store.replies import NO_SLOT, Code, Work
 from ..store.resp import RespClient, RespError
-from . import execute, heartbeat, isolate
+from . import execute, heartbeat, isolate, links
 from .attempt import BAD_SLOT, error_record, extend_path, log, refusal
 from .capture import LogCapture
 from .execute import (  # the exit codes are importable from here too, as they always were
@@ -377,8 +377,12 @@ class Worker:
         then gives its slot back)."""
         self.retire = work.isolation == "machine"
         if work.isolation == "process" and self.events < 0 and self.forks:
-            return isolate.run(self, work)
-        return self.run_here(work)
+            code = isolate.run(self, work)
+        else:
+            code = self.run_here(work)
+        if b'"link":"' in work.payload and self.events < 0:  # a chain's or group's member
+            links.advance(self, work)
+        return code
 
     def run_here(self, work: Work) -> int:
         """Run a job in this process."""

@@ -121,10 +121,10 @@ machines of that size, and ``CPUS:MB:I:h`` holds ``H``, where ``I`` is ``H`` mod
 :data:`SPEND_HOURS`: the first attempt to end in a new hour starts its place in the ring
 again, so the hash keeps the last :data:`SPEND_HOURS` hours and never grows past that.
 
-``NS:pools``, the machine records, the sweeper's lock and the schedules' state are not a
-pool's: no script touches them. Each is read and written by single-key commands (``SADD``
-alongside a submit, plain pipelines of the fork server), which a cluster routes to the key's
-own slot.
+``NS:pools``, the machine records, the sweeper's lock, the schedules' state and the chains'
+and groups' records are not a pool's: no script touches them. Each is read and written by
+single-key commands (``SADD`` alongside a submit, plain pipelines of the fork server,
+``HSETNX`` for a flow's members and end), which a cluster routes to the key's own slot.
 
 Scripts are given their keys in ``KEYS``, by :func:`script_keys`: the pool's keys in the order
 of :data:`POOL_SCRIPT_KEYS` (the scripts' ``QUEUE``, ``DELAYED``, ... name ``KEYS[1]``,
@@ -464,3 +464,18 @@ def schedules_key(ns: str) -> str:
 def schedule_key(ns: str, name: str) -> str:
     """One schedule's state (never its task or arguments: those are the app's code)."""
     return f"{ns}:schedule:{name}"
+
+
+def flows_key(ns: str) -> str:
+    """The chains and groups not ended yet, by creation time (the supervisor advances them)."""
+    return f"{ns}:flows"
+
+
+def flow_index_key(ns: str) -> str:
+    """Every chain and group, by creation time (listings; trimmed past the record TTL)."""
+    return f"{ns}:flows:all"
+
+
+def flow_key(ns: str, flow_id: str) -> str:
+    """One chain's or group's record (see :mod:`balloons.flows`)."""
+    return f"{ns}:flow:{flow_id}"
