@@ -8,7 +8,8 @@ Redis hung, or a dead path behind a load balancer that still accepts, would look
 client sends a command containing ``trigger`` (``b"BLMOVE"``, ``b"BLPOP"``...); from then on
 the host is silent: that command is not relayed, nothing more is relayed either way on any
 connection, and new connections are accepted and never answered. A wait under way when the
-path dropped, then, with no end of the connection ever seen.
+path dropped, then, with no end of the connection ever seen. Given a ``lag``, it holds each
+reply for that long until then, as a loaded host answers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class _Listener:
@@ -69,9 +71,10 @@ class SilentServer(_Listener):
 class MuteProxy(_Listener):
     """A relay to the Redis at unix socket ``target`` that goes silent at ``trigger``."""
 
-    def __init__(self, target: str, trigger: bytes) -> None:
+    def __init__(self, target: str, trigger: bytes, lag: float = 0.0) -> None:
         self.target = target
         self.trigger = trigger
+        self.lag = lag
         self.muted = threading.Event()
         super().__init__()
 
@@ -92,4 +95,8 @@ class MuteProxy(_Listener):
                     self.muted.set()
                 if self.muted.is_set():
                     continue  # dropped: the host is silent now
+                if self.lag and not asks:
+                    time.sleep(self.lag)
+                    if self.muted.is_set():
+                        continue
                 dst.sendall(data)

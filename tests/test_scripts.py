@@ -559,3 +559,24 @@ def test_a_worker_given_a_malformed_reply_exits_with_a_store_error(
     env = {"BALLOONS_JOB": handoff, "BALLOONS_REDIS_URL": redis_url, "BALLOONS_SECRET": secret}
     assert main(env) == EXIT_STORE
     assert f"the {script} script's reply" in capfd.readouterr().err
+
+
+def test_every_reply_name_reads_from_the_package_as_from_its_family_module() -> None:
+    import importlib
+    import inspect
+
+    families = replies._FAMILIES
+    for family in set(families.values()):
+        module = importlib.import_module(f"balloons.store.replies.{family}")
+        own = {
+            name
+            for name, value in vars(module).items()
+            if getattr(value, "__module__", None) == module.__name__
+            and (not name.startswith("_") or name == "_submit")
+            and (inspect.isclass(value) or inspect.isfunction(value))
+        }
+        assert own == {n for n, f in families.items() if f == family}
+        for name in own:
+            assert getattr(replies, name) is getattr(module, name)
+    with pytest.raises(AttributeError, match="no_such_reply"):
+        replies.no_such_reply  # type: ignore[attr-defined]  # noqa: B018

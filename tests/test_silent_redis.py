@@ -25,6 +25,8 @@ from tests.test_worker import HoldBackend, bound, run_worker
 #: A short reply timeout, so that each silence ends soon (seconds).
 SHORT = 0.2
 PASSWORD = "hunter2-not-to-be-shown"
+#: How late a loaded host's replies come (seconds): later than SHORT.
+LATE = 2 * SHORT
 
 
 @pytest.fixture
@@ -33,12 +35,13 @@ def silent() -> Iterator[SilentServer]:
         yield server
 
 
-def mute_at(redis_url: str, trigger: bytes) -> MuteProxy:
-    return MuteProxy(redis_url.removeprefix("unix://"), trigger)
+def mute_at(redis_url: str, trigger: bytes, lag: float = 0.0) -> MuteProxy:
+    return MuteProxy(redis_url.removeprefix("unix://"), trigger, lag)
 
 
 def held_app(url: str, secret: str, **kw: Any) -> App:
-    return App(redis_url=url, secret=secret, backend=HoldBackend(), redis_timeout=SHORT, **kw)
+    kw.setdefault("redis_timeout", SHORT)
+    return App(redis_url=url, secret=secret, backend=HoldBackend(), **kw)
 
 
 def test_the_timeout_is_a_setting_with_a_default() -> None:
@@ -101,9 +104,9 @@ def test_an_async_submit_to_a_host_that_never_answers_fails(
     app.close()
 
 
-def _job_on(proxy: MuteProxy, secret: str) -> tuple[App, balloons.Job[Any]]:
+def _job_on(proxy: MuteProxy, secret: str, timeout: float = SHORT) -> tuple[App, balloons.Job[Any]]:
     """A job submitted through ``proxy`` (before it goes silent), whose machine never comes."""
-    app = held_app(proxy.url, secret)
+    app = held_app(proxy.url, secret, redis_timeout=timeout)
     return app, bound(app, tasks.add).submit(1, 2)
 
 
@@ -155,16 +158,20 @@ def test_an_async_result_whose_host_goes_silent_mid_wait_fails_naming_the_wait(
 def test_the_cli_ends_when_its_host_goes_silent_mid_wait(
     redis_url: str, secret: str, command: str
 ) -> None:
-    proxy = mute_at(redis_url, b"BLMOVE")
-    app, job = _job_on(proxy, secret)
+    # The timeout holds every reply the CLI awaits, those before the silence too: a short one
+    # fails a CLI on a loaded host before it ever waits. The default, then, and replies that
+    # come later than SHORT until the silence (a loaded host), which must not matter.
+    timeout = Settings.resolve({}).redis_timeout
+    proxy = mute_at(redis_url, b"BLMOVE", lag=LATE)
+    app, job = _job_on(proxy, secret, timeout)
     try:
         env = {
             "BALLOONS_REDIS_URL": proxy.url,
             "BALLOONS_SECRET": secret,
-            "BALLOONS_REDIS_TIMEOUT": str(SHORT),
+            "BALLOONS_REDIS_TIMEOUT": str(timeout),
         }
         ran = run_cli(command, job.id, "--timeout", "30", env=env)
-        assert proxy.muted.is_set()
+        assert proxy.muted.is_set(), ran  # it got as far as the wait
         assert ran.code == 5, ran  # Redis unreachable
         assert "BLMOVE" in ran.err
         assert f"127.0.0.1:{proxy.port}" in ran.err

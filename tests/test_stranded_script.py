@@ -62,6 +62,26 @@ def test_only_queued_jobs_of_another_known_version_of_the_key_are_stranded(
     assert scan(p, mine=ANY) == [] and scan(p, mine="garbage") == []
 
 
+def test_the_scan_and_the_changes_are_decoded_by_the_store_s_replies(r: redis.Redis) -> None:
+    p = Pool(r, cap=0)
+    old, _ = submit(p, OLD)
+    scan(p)
+    (found,) = replies.stranded(scan(p))
+    assert found == replies.Stranded(old, 1)
+    assert (found.ulid, found.attempt) == (old, 1)
+    assert replies.stranded_done(change(p, "retag", old)) is True
+    assert replies.stranded_done(change(p, "retag", old)) is False  # done once
+
+
+@given(raw=st.one_of(VALUE, st.none(), st.integers(), st.lists(st.one_of(VALUE, st.integers()))))
+@example(raw=[ULID.encode(), b"1", b"not-alnum", b"1", ULID.encode(), b"0", ULID.encode()])
+@example(raw=[ULID.encode(), b"99999999999999999999", "\u00e9".encode(), b"2"])
+def test_a_hostile_stranded_reply_decodes_to_well_formed_jobs_or_none(raw: Any) -> None:
+    for found in replies.stranded(raw):
+        assert found.ulid.isalnum() and isinstance(found.attempt, int) and found.attempt >= 1
+    assert replies.stranded_done(raw) is (raw == [1])
+
+
 def test_a_machine_of_its_version_or_a_supervisor_of_it_keeps_a_job_from_being_stranded(
     r: redis.Redis,
 ) -> None:

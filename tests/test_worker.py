@@ -324,6 +324,8 @@ HEAVY = (
     "balloons.store.cluster",  # only once a server redirects: a cluster
     "balloons.store.embedded",
     "balloons.backends.base",
+    "balloons.store.replies.launch",  # the replies of scripts a machine never runs
+    "balloons.store.replies.control",
 )
 
 

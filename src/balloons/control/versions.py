@@ -24,7 +24,6 @@ launches for them). The supervisor's code decides, so run it from the same code 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,7 @@ from ..compat import ANY_VERSION, read_tag
 from ..info import Reason
 from ..registry import COMMAND_TASK, TASKS
 from ..signing import seal_error, verify
-from ..store import lua
-from ..untrusted import MAX_ATTEMPT, integer
+from ..store import lua, replies
 
 if TYPE_CHECKING:
     from ..store.keys import PoolKeys
@@ -52,7 +50,8 @@ def step(app: Control, pk: PoolKeys, grace: float, report: StepReport) -> None:
     if tag.endswith(ANY_VERSION):
         return  # a process that knows no version takes every version of its key's jobs
     store = app.store
-    for ulid, attempt in _stranded(store.eval(lua.STRANDED, pk, "scan", tag, grace)):
+    for found in replies.stranded(store.eval(lua.STRANDED, pk, "scan", tag, grace)):
+        ulid, attempt = found.ulid, found.attempt
         job_id = f"{pk.pool}.{ulid}"
         with store.errors():
             rec = store.redis.hmget(pk.job(ulid), "payload", "args", "sig", "compat")
@@ -70,7 +69,7 @@ def step(app: Control, pk: PoolKeys, grace: float, report: StepReport) -> None:
                 {"type": "", "message": message, "traceback": "", "reason": reason},
             )
             args = ("fail", tag, grace, ulid, attempt, old, reason, err, etag)
-        if _done(store.eval(lua.STRANDED, pk, *args, jobs=(ulid,))):
+        if replies.stranded_done(store.eval(lua.STRANDED, pk, *args, jobs=(ulid,))):
             outcome = reason or "rerouted"
             report.versions.append((job_id, outcome))
             lifecycle.emit(
@@ -136,22 +135,3 @@ def _unbound(app: Control, task: Any, ser_name: str, data: bytes) -> str:
     except TypeError as exc:
         return f"its arguments no longer bind ({exc})"
     return ""
-
-
-def _stranded(raw: Any) -> list[tuple[str, int]]:
-    """STRANDED's scan reply: (ulid, attempt) pairs; anything else is none."""
-    out: list[tuple[str, int]] = []
-    if not isinstance(raw, list):
-        return out
-    for ulid, attempt in zip(raw[::2], raw[1::2], strict=False):
-        with contextlib.suppress(AttributeError, UnicodeDecodeError):
-            u = ulid.decode("ascii") if isinstance(ulid, bytes) else str(ulid)
-            n = integer(attempt, 1, MAX_ATTEMPT)
-            if n is not None and u.isalnum():
-                out.append((u, n))
-    return out
-
-
-def _done(raw: Any) -> bool:
-    """STRANDED's reply to ``retag`` and ``fail``: whether the change was made."""
-    return isinstance(raw, list) and len(raw) == 1 and raw[0] == 1

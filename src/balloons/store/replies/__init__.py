@@ -1,21 +1,25 @@
 """The replies of the Lua scripts, decoded: one function per script, one record per reply.
 
 Every caller of a script (the worker, the store, the supervisor, the fork server) reads its
-reply through here, so the positions of a script's reply are known in this module only. A
+reply through this package, so the positions of a script's reply are known here only. A
 reply is read as hostile input, like anything else from Redis: one of the wrong shape (length,
 types, a code the script never returns) raises :class:`~balloons.errors.StoreError` naming the
 script and what was expected, never an ``IndexError`` or a ``ValueError``.
 
-Standard library and :mod:`balloons.errors` only: every machine imports this module.
+One module per family of scripts: this one holds the codes, the readers every decoder uses and
+the machine's scripts (``CLAIM``, ``TAKE``, ``HEARTBEAT``, ``FINISH``, ``CLOCK``);
+:mod:`.launch` the submit and launch path's, :mod:`.control` the control plane's. Their names
+are this package's as well, each module imported with the first use of one of its names: a
+machine imports this module only. Standard library and :mod:`balloons.errors` only.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 from operator import itemgetter
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 
 class Code(IntEnum):
@@ -111,78 +115,6 @@ class Beat(_Reply):
     idle: float | None = _item(3)
 
 
-class Lost(_Reply):
-    """``LOST``: the slot freed (``OK``) with the job and attempt it held and what became of
-    that attempt (``ended``: ``OK``, ``RETRY``, a guard, ``NONE`` with no job); ``NONE``
-    when there was nothing to do; ``MOVED`` when the slot moved on to another job."""
-
-    __slots__ = ()
-    code: Code = _item(0)
-    ulid: str = _item(1)
-    attempt: int = _item(2)
-    machine: str = _item(3)
-    ended: Code = _item(4)
-
-
-class Cancelled(_Reply):
-    """``CANCEL``: the job's status before (``OK``), or the guard (``GONE``, ``REFUSED`` with
-    the status it had ended in); the slot and machine it held."""
-
-    __slots__ = ()
-    code: Code = _item(0)
-    status: str = _item(1)
-    slot: str = _item(2)
-    machine: str = _item(3)
-
-
-class Grant(_Reply):
-    """A new slot, whose machine the caller launches (``SUBMIT``, ``SCALE_UP``): attempt 0 (and a
-    fresh id for ``ulid``) for a machine with no job of its own."""
-
-    __slots__ = ()
-    slot: str = _item(0)
-    ulid: str = _item(1)
-    attempt: int = _item(2)
-    cpus: int = _item(3)
-    memory_mb: int = _item(4)
-
-
-class Submitted(_Reply):
-    """``SUBMIT``: where the job went (``placed``: ``launch``, ``warm``, ``queued``,
-    ``delayed``; ``existing`` for code ``EXISTING``, whose job is ``existing``), the slot to
-    launch (``grant``: possibly for an older job of the queue), its place in the queue, and
-    whether the pool's keys were new (``new_pool``; the code is then ``OK``)."""
-
-    __slots__ = ()
-    code: Code = _item(0)
-    placed: str = _item(1)
-    grant: Grant | None = _item(2)
-    position: int | None = _item(3)
-    existing: str = _item(4)
-    new_pool: bool = _item(5)
-
-
-class Picked(_Reply):
-    """``PICK_MACHINE``: start the stopped ``machine`` (``start``), or create one (``machine``
-    ``''``), for the slot ``own``-0."""
-
-    __slots__ = ()
-    start: bool = _item(0)
-    machine: str = _item(1)
-    own: str = _item(2)
-    cpus: int = _item(3)
-    memory_mb: int = _item(4)
-
-
-class Wanted(_Reply):
-    """``MACHINE_WANTED``: whether the machine is in its pool's standby set; its slot's
-    lease."""
-
-    __slots__ = ()
-    standby: bool = _item(0)
-    lease: float | None = _item(1)
-
-
 # The members by plain names: reading ``Code.OK`` calls a descriptor of the enum, and a
 # decoder runs for every job.
 _BAD_SLOT, _EXISTING, _GONE, _MOVED = Code.BAD_SLOT, Code.EXISTING, Code.GONE, Code.MOVED
@@ -192,64 +124,6 @@ _RETRY, _STANDBY = Code.RETRY, Code.STANDBY
 
 
 # ------------------------------------------------------------------ decoders
-def submit(raw: Any) -> Submitted:
-    """``SUBMIT``'s reply: what became of the job (placed, queued, an existing job of its key)
-    and the launch to make, if any."""
-    # Every submit decodes one: the two common, well-formed replies (numbers as the script sends
-    # them: strings) are checked here at a fraction of the general path's cost.
-    n = len(raw) if raw.__class__ is list else 0
-    ok = n and raw[0].__class__ is int and raw[0] in (1, 3)  # OK, NEW_POOL
-    if ok and n == 7 and raw[1] == b"launch":
-        _, _, slot, ulid, *nums = raw
-        if slot.__class__ is ulid.__class__ is bytes and _digits(*nums):
-            text = slot.decode("utf-8", "replace"), ulid.decode("utf-8", "replace")
-            grant = _new(Grant, (*text, *map(int, nums)))
-            return _new(Submitted, (_OK, "launch", grant, None, "", raw[0] == 3))
-    elif ok and n == 3 and raw[1] == b"queued" and _digits(raw[2]):
-        return _new(Submitted, (_OK, "queued", None, int(raw[2]), "", raw[0] == 3))
-    return _submit(raw)
-
-
-def _digits(*raws: Any) -> bool:
-    """Whether each of ``raws`` is a whole number :func:`_int` reads, written without a sign."""
-    for x in raws:
-        if x.__class__ is not int and not (x.__class__ is bytes and 0 < len(x) <= 18):
-            return False
-        if x.__class__ is bytes and not x.isdigit():
-            return False
-    return True
-
-
-_new = tuple.__new__  # a record made from its items at once, without _Reply.__new__'s call
-
-
-def _submit(raw: Any) -> Submitted:
-    items = _items("SUBMIT", raw, (1, 2, 3, 7))
-    code = _code("SUBMIT", items, (_NONE, _OK, _EXISTING, _NEW_POOL))
-    if code is _NONE or code is _EXISTING:
-        _length("SUBMIT", raw, 1 if code is _NONE else 2)
-        existing = _text("SUBMIT", items[1]) if code is _EXISTING else ""
-        placed = "existing" if existing else ""
-        return Submitted(code, placed, None, None, existing, False)
-    placed = _text("SUBMIT", items[1]) if len(items) > 1 else ""
-    grant, position = None, None
-    if placed == "launch":
-        _length("SUBMIT", raw, 7)
-        grant = _grant("SUBMIT", items[2:7])
-    elif placed in ("warm", "queued", "delayed"):
-        _length("SUBMIT", raw, 3)
-        if placed == "queued":
-            position = _int("SUBMIT", items[2])
-    else:
-        raise _malformed("SUBMIT", raw, "a placement (launch, warm, queued or delayed)")
-    return Submitted(_OK, placed, grant, position, "", code is _NEW_POOL)
-
-
-def submit_many(raw: Any, n: int) -> list[Submitted]:
-    """``SUBMIT_MANY``'s reply for ``n`` jobs: one ``SUBMIT`` reply each, in order."""
-    return [submit(x) for x in _items("SUBMIT_MANY", raw, (n,))]
-
-
 def claim(raw: Any, ulid: str, attempt: int) -> Claim:
     """``CLAIM`` of ``ulid``'s ``attempt``."""
     items = _items("CLAIM", raw, (2, 6, 7, 8))
@@ -317,80 +191,6 @@ def ended(raw: Any, script: str = "FINISH") -> Code:
     guard that refused (``GONE``, ``MOVED``, ``REFUSED``, ``OTHER_MACHINE``)."""
     allowed = (_OK, _RETRY, _GONE, _MOVED, _REFUSED, _OTHER_MACHINE)
     return _code(script, [raw], allowed)
-
-
-def lost(raw: Any) -> Lost:
-    """``LOST``'s reply: the attempt ended, or why not (no such slot, or the job moved on)."""
-    items = _items("LOST", raw, (1, 5))
-    code = _code("LOST", items, (_OK, _NONE, _MOVED))
-    if code is not _OK:
-        _length("LOST", raw, 1)
-        return Lost(code, "", 0, "", _NONE)
-    _length("LOST", raw, 5)
-    return Lost(
-        code,
-        _text("LOST", items[1]),
-        _int("LOST", items[2]),
-        _text("LOST", items[3]),
-        ended(items[4], "LOST") if items[4] != 0 else _NONE,
-    )
-
-
-def cancel(raw: Any) -> Cancelled:
-    """``CANCEL``'s reply: the job's status before, or code ``REFUSED`` (it had ended) or
-    ``GONE`` (no such job)."""
-    items = _items("CANCEL", raw, (2, 4))
-    code = _code("CANCEL", items, (_OK, _GONE, _REFUSED))
-    if code is not _OK:
-        _length("CANCEL", raw, 2)
-        return Cancelled(code, _text("CANCEL", items[1]), "", "")
-    _length("CANCEL", raw, 4)
-    status, slot, machine = (_text("CANCEL", x) for x in items[1:4])
-    return Cancelled(code, status, slot, machine)
-
-
-def scale_up(raw: Any) -> list[Grant]:
-    """``SCALE_UP``: the slots taken, whose machines the caller launches."""
-    items = _items("SCALE_UP", raw, None)
-    if len(items) % 5:
-        raise _malformed("SCALE_UP", raw, "five items per slot taken")
-    return [_grant("SCALE_UP", items[i : i + 5]) for i in range(0, len(items), 5)]
-
-
-def pick_machine(raw: Any) -> Picked | None:
-    """``PICK_MACHINE``: the machine to start or create for the slot; None: nothing to launch."""
-    name = "PICK_MACHINE"
-    items = _items(name, raw, (1, 5, 6))
-    if _code(name, items, (_OK, _NONE)) is _NONE:
-        _length(name, raw, 1)
-        return None
-    action = _text(name, items[1]) if len(items) > 1 else ""
-    if action not in ("start", "create"):
-        raise _malformed(name, raw, "'start' or 'create'")
-    _length(name, raw, 6 if action == "start" else 5)
-    machine = _text(name, items[2]) if action == "start" else ""
-    own, cpus, mem = items[-3:]
-    return Picked(action == "start", machine, _text(name, own), _int(name, cpus), _int(name, mem))
-
-
-def flag(script: str, raw: Any) -> bool:
-    """The reply of a script that answers 1 (done) or 0 (not done: the slot or job moved on):
-    ``REQUEUE``, ``CONFIRM_LAUNCH``, ``START_FAILED``, ``LAUNCHED``."""
-    return _code(script, [raw], (_OK, _NONE)) is _OK
-
-
-def names(script: str, raw: Any) -> list[str]:
-    """A reply that is a list of names (``TRIM_STANDBY``: the machines dropped)."""
-    return [_text(script, x) for x in _items(script, raw, None)]
-
-
-def machine_wanted(raw: Any) -> Wanted:
-    """``MACHINE_WANTED``'s reply: whether the machine is to be kept (its slot holds it), and its
-    lease."""
-    items = _items("MACHINE_WANTED", raw, (1, 2))
-    kept = _code("MACHINE_WANTED", items, (_OK, _NONE)) is _OK
-    lease = items[1] if len(items) > 1 else None
-    return Wanted(kept, None if lease is None else _seconds("MACHINE_WANTED", lease, negative=True))
 
 
 def clock(raw: Any) -> float:
@@ -490,7 +290,71 @@ def _seconds(script: str, raw: Any, negative: bool = False) -> float:
     raise _malformed(script, raw, "a number of seconds")
 
 
-def _grant(script: str, items: list[Any]) -> Grant:
-    slot, ulid = _text(script, items[0]), _text(script, items[1])
-    numbers = [_int(script, x) for x in items[2:5]]
-    return Grant(slot, ulid, numbers[0], numbers[1], numbers[2])
+# ------------------------------------------------------------- the families
+#: Each name of a family's module -> the module, imported with the first use of one of them.
+_FAMILIES = {
+    **dict.fromkeys(
+        (
+            "Grant",
+            "Submitted",
+            "Picked",
+            "submit",
+            "_submit",
+            "submit_many",
+            "scale_up",
+            "pick_machine",
+            "flag",
+        ),
+        "launch",
+    ),
+    **dict.fromkeys(
+        (
+            "Lost",
+            "Cancelled",
+            "Wanted",
+            "Stranded",
+            "lost",
+            "cancel",
+            "names",
+            "machine_wanted",
+            "stranded",
+            "stranded_done",
+        ),
+        "control",
+    ),
+}
+
+
+if TYPE_CHECKING:
+    from .control import Cancelled as Cancelled
+    from .control import Lost as Lost
+    from .control import Stranded as Stranded
+    from .control import Wanted as Wanted
+    from .control import cancel as cancel
+    from .control import lost as lost
+    from .control import machine_wanted as machine_wanted
+    from .control import names as names
+    from .control import stranded as stranded
+    from .control import stranded_done as stranded_done
+    from .launch import Grant as Grant
+    from .launch import Picked as Picked
+    from .launch import Submitted as Submitted
+    from .launch import _submit as _submit
+    from .launch import flag as flag
+    from .launch import pick_machine as pick_machine
+    from .launch import scale_up as scale_up
+    from .launch import submit as submit
+    from .launch import submit_many as submit_many
+else:  # at run time each from its module, imported with the first use of one of its names
+
+    def __getattr__(name: str) -> Any:
+        family = _FAMILIES.get(name)
+        if family is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        module = import_module(f"{__name__}.{family}")
+        # Each name of the family becomes this module's own: read as fast as the others after.
+        members = [n for n, f in _FAMILIES.items() if f == family]
+        globals().update({n: getattr(module, n) for n in members})
+        return globals()[name]
