@@ -9,7 +9,8 @@ client sends a command containing ``trigger`` (``b"BLMOVE"``, ``b"BLPOP"``...); 
 the host is silent: that command is not relayed, nothing more is relayed either way on any
 connection, and new connections are accepted and never answered. A wait under way when the
 path dropped, then, with no end of the connection ever seen. Given a ``lag``, it holds each
-reply for that long until then, as a loaded host answers.
+reply for that long until then, as a loaded host answers; given an ``ask_lag``, each command,
+as a busy server runs them late.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ class SilentServer(_Listener):
 class MuteProxy(_Listener):
     """A relay to the Redis at unix socket ``target`` that goes silent at ``trigger``."""
 
-    def __init__(self, target: str, trigger: bytes, lag: float = 0.0) -> None:
+    def __init__(self, target: str, trigger: bytes, lag: float = 0.0, ask_lag: float = 0.0) -> None:
         self.target = target
         self.trigger = trigger
         self.lag = lag
+        self.ask_lag = ask_lag
         self.muted = threading.Event()
         super().__init__()
 
@@ -95,8 +97,8 @@ class MuteProxy(_Listener):
                     self.muted.set()
                 if self.muted.is_set():
                     continue  # dropped: the host is silent now
-                if self.lag and not asks:
-                    time.sleep(self.lag)
+                if lag := self.ask_lag if asks else self.lag:
+                    time.sleep(lag)
                     if self.muted.is_set():
                         continue
                 dst.sendall(data)

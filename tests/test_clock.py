@@ -8,6 +8,7 @@ needs no patch to be covered: what it sends (a heartbeat's deadline) is a time l
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,10 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 import balloons
 from balloons import JobStatus
+from balloons.backends.forkserver import ForkServer
 from tests import tasks
+from tests.silentredis import MuteProxy
 
 ROOT = Path(__file__).parent.parent
 SKEWS = [60.0, -60.0]
@@ -115,3 +119,26 @@ def _no_launch() -> balloons.Backend:
 def _server_now(app: balloons.App) -> float:
     sec, usec = app.store.redis.time()
     return float(sec) + float(usec) / 1e6
+
+
+def test_the_fork_servers_clock_never_runs_ahead_of_the_servers(
+    tmp_path: Path, redis_url: str, r: redis.Redis
+) -> None:
+    """A machine's ``created`` is the server's clock as its fork server carries it forward from
+    one ``TIME``. A busy server runs that ``TIME`` late: the clock carried forward may then lag
+    the server's, never lead it (a machine just launched would read younger than it is, younger
+    than none even, and a sweep with no minimum age would leave it be)."""
+    proxy = MuteProxy(redis_url.removeprefix("unix://"), b"never sent", ask_lag=1.0)
+    server = ForkServer(str(tmp_path / "fs.sock"), idle=1.0)
+    try:
+        server._now(proxy.url)  # reads TIME
+        carried = server._now(proxy.url)
+        sec, usec = r.time()
+        assert carried <= sec + usec / 1e6
+    finally:
+        server.listener.close()
+        os.close(server.wake_r)
+        os.close(server.wake_w)
+        for client in server.clients.values():
+            client.close()
+        proxy.close()

@@ -432,13 +432,15 @@ class ForkServer:
 
     def _now(self, url: str) -> float:
         """The clock of the Redis server at ``url``: its ``TIME``, read once a minute and
-        carried forward on this host's monotonic clock (this host's wall clock may be off)."""
+        carried forward on this host's monotonic clock (its wall clock may be off) from the
+        reply: it may lag, never lead (a machine's age would read short)."""
         mono = time.monotonic()
         base = self.clocks.get(url)
         if base is None or mono - base[1] > 60.0:
             try:
                 sec, usec = self._client(url).execute("TIME")
                 now = int(sec) + int(usec) / 1e6
+                mono = time.monotonic()
             except (StoreError, RespError, OSError, TypeError, ValueError):  # asked in a minute
                 now = time.time() if base is None else base[0] + mono - base[1]
             base = self.clocks[url] = (now, mono)
