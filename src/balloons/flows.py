@@ -346,6 +346,7 @@ class FlowJob(Generic[R]):
         return await asyncio.to_thread(self.result, timeout)
 
     def _value(self, rec: FlowRecord) -> R:
+        """The ended flow's value: each kind (:class:`ChainJob`, :class:`GroupJob`) says."""
         raise NotImplementedError
 
     def _wait(self, timeout: float | None) -> FlowRecord:

@@ -240,6 +240,21 @@ class FlyRig:
         app.pool("default", idle_timeout=0)
         return app
 
+    def config_of(self, job_id: str, attempt: int = 1) -> dict[str, Any]:
+        """The config the emulator received for the machine of ``job_id``'s ``attempt``."""
+        ulid = job_id.split(".")[1]
+        name = f"balloons-{ulid}-{attempt}"
+        (machine,) = [m for m in self.emulator.machines.values() if m.name == name]
+        config: dict[str, Any] = machine.config
+        return config
+
+    def supervised_app(self) -> Any:
+        """:meth:`app` with a fast supervisor running until the rig closes."""
+        app = self.app()
+        sup = app.start_supervisor(interval=0.2, boot_probe=0.5, timeout_grace=0.5)
+        self.closers.append(sup.stop)
+        return app
+
     def stats(self) -> dict[str, Any]:
         body: dict[str, Any] = self.served.client.get("/_emulator/stats").json()
         return body

@@ -4,9 +4,7 @@ with its input as a file and none of the app's secrets; the supervisor observes 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,21 +19,9 @@ WORKERS = Path(__file__).resolve().parents[2] / "examples" / "workers"
 
 
 @pytest.fixture
-def app(rig: FlyRig) -> Iterator[balloons.App]:
-    app = rig.app()
-    sup = app.start_supervisor(interval=0.2, boot_probe=0.5, timeout_grace=0.5)
-    yield app
-    sup.stop()
-    app.close()
-
-
-def _config(rig: FlyRig, job: balloons.Job[Any], attempt: int = 1) -> dict[str, Any]:
-    ulid = job.id.split(".")[1]
-    (machine,) = [
-        m for m in rig.emulator.machines.values() if m.name == f"balloons-{ulid}-{attempt}"
-    ]
-    config: dict[str, Any] = machine.config
-    return config
+def app(rig: FlyRig) -> balloons.App:
+    app: balloons.App = rig.supervised_app()
+    return app
 
 
 def test_a_passive_command_runs_on_a_machine_of_its_image(
@@ -53,7 +39,7 @@ def test_a_passive_command_runs_on_a_machine_of_its_image(
     assert job.result(timeout=60) is None
     assert json.loads(out.read_text()) == {"input": {"n": 7}, "secret": "", "redis": "",
                                            "extra": "x"}  # fmt: skip
-    config = _config(rig, job)
+    config = rig.config_of(job.id)
     assert config["image"] == IMAGE
     assert config["processes"] == [{"exec": ["sh", "-c", script], "ignore_app_secrets": True}]
     assert config["env"] == {"EXTRA": "x", "BALLOONS_INPUT_PATH": "/balloons/input.json"}
@@ -77,7 +63,7 @@ def test_a_listed_exit_code_is_retried_on_a_new_machine_of_the_image(
         job.result(timeout=60)
     assert err.value.reason == "exit_code=3"
     assert [a.reason for a in job.info().attempts] == ["exit_code=3", "exit_code=3"]
-    assert _config(rig, job, 2)["image"] == IMAGE
+    assert rig.config_of(job.id, 2)["image"] == IMAGE
 
 
 def test_an_unlisted_exit_code_fails_at_once(rig: FlyRig, app: balloons.App) -> None:
@@ -103,7 +89,7 @@ def test_a_protocol_command_reports_through_the_attempt_url(rig: FlyRig, app: ba
             timeout=60,
         )
         assert job.result(timeout=60) == {"n": 5}
-    env = _config(rig, job)["env"]
+    env = rig.config_of(job.id)["env"]
     assert env["BALLOONS_ATTEMPT_URL"] == f"{server.url}/v1/attempts/{job.id}/1"
     assert env["BALLOONS_ATTEMPT_TOKEN"].startswith("bat1.")
 

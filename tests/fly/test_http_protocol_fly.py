@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,9 @@ STORE_NAMES = ("BALLOONS_REDIS_URL", "REDIS_URL", "BALLOONS_SECRET", "FLY_API_TO
 
 
 @pytest.fixture
-def app(rig: FlyRig) -> Iterator[balloons.App]:
-    app = rig.app()
-    sup = app.start_supervisor(interval=0.2, boot_probe=0.5, timeout_grace=0.5)
-    yield app
-    sup.stop()
-    app.close()
-
-
-def _config(rig: FlyRig, job: balloons.Job[Any], attempt: int = 1) -> dict[str, Any]:
-    ulid = job.id.split(".")[1]
-    (machine,) = [
-        m for m in rig.emulator.machines.values() if m.name == f"balloons-{ulid}-{attempt}"
-    ]
-    config: dict[str, Any] = machine.config
-    return config
+def app(rig: FlyRig) -> balloons.App:
+    app: balloons.App = rig.supervised_app()
+    return app
 
 
 def on(app: balloons.App, task: balloons.Task[Any, Any]) -> balloons.Task[Any, Any]:
@@ -66,7 +53,7 @@ def test_a_python_task_of_an_http_pool_runs_on_a_machine_without_credentials(
         job = on(app, tasks.environment).submit()
         env = job.result(timeout=60)["env"]
         assert on(app, tasks.add).submit(2, 3).result(timeout=60) == 5
-    config = _config(rig, job)
+    config = rig.config_of(job.id)
     assert config["env"]["BALLOONS_ATTEMPT_URL"] == f"{server.url}/v1/attempts/{job.id}/1"
     assert config["env"]["BALLOONS_ATTEMPT_TOKEN"].startswith("bat1.")
     assert "BALLOONS_JOB" not in config["env"]
@@ -95,7 +82,7 @@ def test_a_protocol_command_gets_its_input_as_a_file_and_no_credentials(
             timeout=60,
         )
         assert job.result(timeout=60) == {"n": 21, "twice": 42}
-    config = _config(rig, job)
+    config = rig.config_of(job.id)
     env = config["env"]
     assert env["BALLOONS_ATTEMPT_URL"] == f"{server.url}/v1/attempts/{job.id}/1"
     assert env["BALLOONS_ATTEMPT_TOKEN"].startswith("bat1.")
@@ -122,7 +109,7 @@ def test_http_pool_retries_run_on_new_machines_with_new_tokens(
         died = on(app, tasks.dies_once).submit(str(tmp_path / "died"))
         assert died.result(timeout=60) == 2
     for job in (flaky, died):
-        first, second = _config(rig, job, 1)["env"], _config(rig, job, 2)["env"]
+        first, second = rig.config_of(job.id, 1)["env"], rig.config_of(job.id, 2)["env"]
         assert second["BALLOONS_ATTEMPT_URL"].endswith(f"/v1/attempts/{job.id}/2")
         assert first["BALLOONS_ATTEMPT_TOKEN"] != second["BALLOONS_ATTEMPT_TOKEN"]
         info = job.info()
