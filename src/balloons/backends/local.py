@@ -71,6 +71,9 @@ class LocalBackend:
     (default) or ``"exec"``; ``isolation`` is its former name (deprecated)."""
 
     name = "local"
+    #: A machine may launch machines (the next link of a chain): it is told the state
+    #: directory (``BALLOONS_HOME``), whose fork server forked it.
+    launches_from_machines = True
 
     def __init__(
         self,
@@ -141,6 +144,7 @@ class LocalBackend:
                 "BALLOONS_SECRET": ctx.secret,
                 "BALLOONS_NAMESPACE": ctx.namespace,
                 "BALLOONS_MACHINE_ID": machine,
+                "BALLOONS_HOME": os.path.abspath(ctx.state_dir),
             }
             if not spec.protocol  # a worker of the worker protocol holds no store credentials
             else {"BALLOONS_MACHINE_ID": machine}
