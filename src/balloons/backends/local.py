@@ -71,9 +71,6 @@ class LocalBackend:
     (default) or ``"exec"``; ``isolation`` is its former name (deprecated)."""
 
     name = "local"
-    #: A machine may launch machines (the next link of a chain): it is told the state
-    #: directory (``BALLOONS_HOME``), whose fork server forked it.
-    launches_from_machines = True
 
     def __init__(
         self,
@@ -273,6 +270,13 @@ class LocalBackend:
             return str(getattr(m, {"job": "job_id"}.get(k, k)))
 
         return [m for m in out if all(value(m, k) == v for k, v in want.items())]
+
+    @property
+    def launches_from_machines(self) -> bool:
+        """Whether a machine may launch machines here (the next link of a chain): while a fork
+        server of this code serves the state directory (a local machine is told it,
+        ``BALLOONS_HOME``), which then forks them as it forked the machine asking."""
+        return os.path.exists(self.socket_path())
 
     # ----------------------------------------------------------- fork server
     def socket_path(self) -> str:

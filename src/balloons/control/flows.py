@@ -228,9 +228,10 @@ def end(
     return bool(ended)
 
 
-def cancel(app: Any, flow_id: str) -> bool:
-    """End flow ``flow_id`` as cancelled, then cancel its members that have not ended;
-    whether it was not ended before."""
+def cancel(app: Any, flow_id: str, grace: float | None = None) -> bool:
+    """End flow ``flow_id`` as cancelled, then cancel its members that have not ended (a
+    running one's machine stopped after ``grace`` seconds, by default its job's); whether it
+    was not ended before."""
     rec = read_record(app, flow_id)
     if rec is None:
         from ..errors import JobNotFound
@@ -241,7 +242,10 @@ def cancel(app: Any, flow_id: str) -> bool:
     ids = list(rec.jobs.values())
     for job_id, status in zip(ids, member_statuses(app, ids), strict=True):
         if status is not None and not status.terminal:
-            app.job(job_id).cancel()
+            if grace is None:
+                app.job(job_id).cancel()
+            else:
+                app.job(job_id).cancel(grace=grace)
     return ended
 
 
