@@ -69,9 +69,36 @@ def advance(w: Worker, work: Work) -> Any:
         here = None if w.retire else _fits(app, w.pool, spec)
         if advance_flow(app, flow_id, launch=launch, here=here) and here is not None:
             time.sleep(2 * DUE_NOW)  # what it submitted for itself is due at its next TAKE
+        if took is not None:
+            _launch_queued(app, flow_id)
     except Exception as exc:  # the supervisor's step advances it instead
         log(f"job {job_id}: its flow was not advanced ({type(exc).__name__}: {exc})")
     return took
+
+
+def _launch_queued(app: Any, flow_id: str) -> None:
+    """The last act of a machine that gave its slot back (isolation ``"machine"``): a member
+    of the flow still queued (submitted by another advancer, the submitter among them, while
+    this machine held its pool's last slot under the cap) gets its machine launched, as a
+    client waiting on it would (``App.check_lapsed``: the pool's queued work under its cap).
+    A waiter that checked the pool a moment before has the turn for
+    :data:`~balloons.control.supervisor.POOL_CHECK_TURN` seconds: tried until it passes."""
+    from ..control.supervisor import POOL_CHECK_TURN
+    from ..flowrecords import member_statuses, read_record
+    from ..states import JobStatus
+    from ..store.keys import JobKeys
+
+    rec = read_record(app, flow_id)
+    if rec is None or rec.end is not None:
+        return
+    until = time.monotonic() + 2 * POOL_CHECK_TURN
+    for job_id in rec.jobs.values():
+        while member_statuses(app, [job_id])[0] is JobStatus.QUEUED:
+            if app.check_lapsed(JobKeys.of(app.settings.namespace, job_id)):
+                break
+            if time.monotonic() > until:
+                return
+            time.sleep(0.25)
 
 
 def _may_launch(app: Any) -> bool:
