@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balloons.control.flows")
 
-#: The delay of a member a machine submits: due at once, but through the delayed set, which
-#: never takes a slot (a machine launches nothing).
+#: The delay of a member a machine submits for itself to take, or may launch no machine for:
+#: due at once, but through the delayed set, which never takes a slot.
 DUE_NOW = 0.001
 #: A machine's test of the members it takes itself (see :func:`advance`).
 Here = Callable[[Any], bool] | None
@@ -39,9 +39,7 @@ Here = Callable[[Any], bool] | None
 STEP_FLOWS = 500
 
 
-def advance(
-    app: Any, flow_id: str, *, launch: bool = True, here: Callable[[Any], bool] | None = None
-) -> bool:
+def advance(app: Any, flow_id: str, *, launch: bool = True, here: Here = None) -> bool:
     """Submit the members of flow ``flow_id`` that are due and end it when its members say
     so; whether it changed anything. A flow gone from Redis, invalid or ended is dropped from
     the list of those to advance.
