@@ -232,22 +232,6 @@ def test_a_link_may_be_a_task_alone_and_the_twins_are_awaitable() -> None:
     assert asyncio.run(run()) == {"args": [5], "kwargs": {}}
 
 
-def test_a_link_in_a_pool_with_no_machine_waits_for_the_supervisor() -> None:
-    """A machine launches nothing: the link it submits to another pool is launched by the
-    supervisor's next step."""
-    job = balloons.chain(tasks.add.s(1, 2), tasks.add.options(pool="solo").s(10)).submit()
-    first = job.jobs()[0]
-    assert first.result(timeout=60) == 3
-    wait_for(lambda: len(job.jobs()) == 2, "the machine submits the second link")
-    second = job.jobs()[1]
-    assert second.status() is JobStatus.QUEUED and second.id.startswith("solo.")
-    sup = tasks.app.start_supervisor(interval=0.2)
-    try:
-        assert job.result(timeout=60) == 13
-    finally:
-        sup.stop()
-
-
 def test_advancers_racing_submit_each_member_once(
     monkeypatch: pytest.MonkeyPatch, r: redis.Redis
 ) -> None:

@@ -51,6 +51,7 @@ def test_machine_env_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:
         "BALLOONS_SECRET",
         "BALLOONS_NAMESPACE",
         "BALLOONS_MACHINE_ID",
+        "BALLOONS_HOME",  # the state directory: a machine may launch the next link of a chain
         "BALLOONS_PYTHONPATH",
         "BALLOONS_VERSION_FILES",  # the task modules whose source is the machine's version
     }

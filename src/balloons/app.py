@@ -249,6 +249,12 @@ class App(CommandJobs):
             self._compat = (len(registry.TASKS), new)
         return new
 
+    def pin_compat(self, compat: Compat) -> None:
+        """Give this app's jobs ``compat`` until more tasks are registered: a machine's app,
+        whose jobs (a chain's next link) carry the machine's own code version, as its launcher
+        named it, not one worked out from the task modules its process happens to import."""
+        self._compat = (len(registry.TASKS), compat)
+
     def require_backend_installed(self) -> None:
         """Raise ``ConfigError`` naming the extra to install when the backend named by the
         settings (``BALLOONS_BACKEND``) needs a library that is missing: checked before a job

@@ -307,11 +307,21 @@ def test_a_chain_is_one_item_with_its_members_and_schedules_have_a_page(
         expect(members).to_have_count(2)
         expect(members.nth(0)).to_contain_text("RUNNING")
         expect(members.nth(1)).to_contain_text("not submitted")
+        listing = context.new_page()
+        listing.goto("/flows")
+        listed = listing.locator(f'tr[data-flow="{job.id}"] .status').first
+        expect(listed).to_have_text("RUNNING")
+        # marks that survive only as long as the documents are not reloaded
+        page.evaluate("window.sameDocument = true")
+        listing.evaluate("window.sameDocument = true")
         release(flag, "done")
-        assert job.result(timeout=60) == {"args": ["then", "done"], "kwargs": {}}
-        page.reload()
         expect(page.locator("#flow-status")).to_have_text("SUCCEEDED")
         expect(members.nth(1)).to_contain_text("SUCCEEDED")
+        expect(listed).to_have_text("SUCCEEDED")
+        expect(page.locator("#flow")).to_have_attribute("data-ended", "true")
+        assert page.evaluate("window.sameDocument") is True
+        assert listing.evaluate("window.sameDocument") is True
+        assert job.result(timeout=60) == {"args": ["then", "done"], "kwargs": {}}
         members.nth(1).locator("a").click()
         expect(page.locator("#job-status")).to_have_text("SUCCEEDED")
     finally:
@@ -329,6 +339,14 @@ def test_a_chain_is_one_item_with_its_members_and_schedules_have_a_page(
     page.goto("/schedules")
     rows = page.locator("#schedules tr.schedule")
     expect(rows).to_have_count(2)
+    page.evaluate("window.sameDocument = true")
+    r = redis.Redis.from_url(os.environ["BALLOONS_REDIS_URL"])
+    try:  # a schedule's state changes: the page shows it without a reload
+        r.hset(schedule_key("balloons", "nightly"), "paused", "1")
+    finally:
+        r.close()
+    expect(rows.nth(1)).to_contain_text("paused")
+    assert page.evaluate("window.sameDocument") is True
     expect(rows.nth(1)).to_contain_text("nightly")
     expect(rows.nth(1)).to_contain_text("SUCCEEDED")
     expect(rows.nth(0)).to_contain_text("<b>odd</b>")  # shown as text, never markup

@@ -22,6 +22,11 @@ Optional capabilities, each a sub-protocol the app checks with ``isinstance``:
 * :class:`BackgroundLaunches`, ``launches_in_background``: true when ``launch`` is a remote
   call (``FlyBackend``): the app always launches from that thread, so that a submit returns at
   once.
+* :class:`MachineLaunches`, ``launches_from_machines``: true when a machine may itself
+  launch machines (``LocalBackend``: its machines run on the launcher's host, as its user, and
+  are told its state directory); a machine that advances a chain or group then launches the
+  machine of a member no idle machine will take, rather than leave it for a supervisor. A
+  Fly machine holds no API token: it has no such capability.
 * :class:`Restartable`, ``start(id)``: run a stopped machine again, its worker with the env it
   was launched with (``FlyBackend``). A backend that has it gives pools *standby* machines: a
   spec with ``keep`` set is launched so that the machine stops, rather than being destroyed,
@@ -109,6 +114,14 @@ class BackgroundLaunches(Backend, Protocol):
     when ``launches_in_background`` is true."""
 
     launches_in_background: bool
+
+
+@runtime_checkable
+class MachineLaunches(Backend, Protocol):
+    """A backend whose machines may launch machines (see :mod:`balloons.machine.links`) when
+    ``launches_from_machines`` is true."""
+
+    launches_from_machines: bool
 
 
 @runtime_checkable

@@ -141,6 +141,7 @@ class LocalBackend:
                 "BALLOONS_SECRET": ctx.secret,
                 "BALLOONS_NAMESPACE": ctx.namespace,
                 "BALLOONS_MACHINE_ID": machine,
+                "BALLOONS_HOME": os.path.abspath(ctx.state_dir),
             }
             if not spec.protocol  # a worker of the worker protocol holds no store credentials
             else {"BALLOONS_MACHINE_ID": machine}
@@ -269,6 +270,13 @@ class LocalBackend:
             return str(getattr(m, {"job": "job_id"}.get(k, k)))
 
         return [m for m in out if all(value(m, k) == v for k, v in want.items())]
+
+    @property
+    def launches_from_machines(self) -> bool:
+        """Whether a machine may launch machines here (the next link of a chain): while a fork
+        server of this code serves the state directory (a local machine is told it,
+        ``BALLOONS_HOME``), which then forks them as it forked the machine asking."""
+        return os.path.exists(self.socket_path())
 
     # ----------------------------------------------------------- fork server
     def socket_path(self) -> str:

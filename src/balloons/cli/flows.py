@@ -1,8 +1,10 @@
-"""``balloons status`` of a chain or a group: one item, with its members."""
+"""``balloons status`` of a chain or a group (one item, with its members) and
+``balloons cancel`` of one."""
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -10,6 +12,7 @@ import click
 from ..flows import FlowInfo, FlowJob, FlowMember, is_flow_id
 from ..store.keys import split_job_id
 from .common import console, safe, styled
+from .exits import Exit
 
 
 class _JobOrFlowId(click.ParamType[Any, str]):
@@ -48,6 +51,18 @@ def status(app: Any, flow_id: str, as_json: bool) -> None:
     members = list(info.members) + ([info.callback] if info.callback else [])
     for m in members:
         console.print(_member_line(m), highlight=False)
+
+
+def cancel(app: Any, flow_id: str, grace: float) -> None:
+    """Cancel a chain or group (its members not ended with ``grace``); exit 1 when it had
+    ended already."""
+    from ..control.flows import cancel as cancel_flow
+
+    if cancel_flow(app, flow_id, grace=grace):
+        click.echo(f"{flow_id} cancelled")
+        return
+    click.echo(f"{flow_id} had already ended ({FlowJob[Any](app, flow_id).status().value})")
+    sys.exit(Exit.FAILED)
 
 
 def _member_line(m: FlowMember) -> str:

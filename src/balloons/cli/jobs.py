@@ -319,7 +319,7 @@ def jobs(
 
 
 @main.command()
-@click.argument("job_id", type=JOB_ID)
+@click.argument("job_id", type=JOB_OR_FLOW_ID)
 @click.option(
     "--grace",
     type=Seconds(86400),
@@ -328,8 +328,13 @@ def jobs(
     help="Seconds a running job has to stop on its own before its machine is stopped.",
 )
 def cancel(job_id: str, grace: float) -> None:
-    """Cancel a job: a queued one never starts, a running one is stopped."""
+    """Cancel a job: a queued one never starts, a running one is stopped. A chain or group
+    (chain-ULID, group-ULID): nothing more of it starts, and its members not ended are
+    cancelled."""
     app = load_app()
+    if is_flow_id(job_id):
+        flows.cancel(app, job_id, grace)
+        return
     if app.cancel(job_id, grace=grace, wait=True):
         click.echo(f"{job_id} cancelled")
     else:

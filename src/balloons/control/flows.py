@@ -16,6 +16,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
@@ -29,14 +30,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balloons.control.flows")
 
-#: The delay of a member a machine submits: due at once, but through the delayed set, which
-#: never takes a slot (a machine launches nothing).
+#: The delay of a member a machine submits for itself to take, or may launch no machine for:
+#: due at once, but through the delayed set, which never takes a slot.
 DUE_NOW = 0.001
+#: A machine's test of the members it takes itself (see :func:`advance`).
+Here = Callable[[Any], bool] | None
 #: Flows a supervisor step advances at most (the oldest first).
 STEP_FLOWS = 500
 
 
-def advance(app: Any, flow_id: str, *, launch: bool = True) -> bool:
+def advance(app: Any, flow_id: str, *, launch: bool = True, here: Here = None) -> bool:
     """Submit the members of flow ``flow_id`` that are due and end it when its members say
     so; whether it changed anything. A flow gone from Redis, invalid or ended is dropped from
     the list of those to advance.
@@ -45,18 +48,19 @@ def advance(app: Any, flow_id: str, *, launch: bool = True) -> bool:
     before its job's id is recorded, and its own machine's advance then finds nothing to do;
     the advancer that recorded the id sees it ended (whichever reads last sees both).
 
-    With ``launch`` false (a machine's advance) no machine is launched: a member is submitted
-    due now (through the delayed set, so it never takes a new slot), for the idle machines of
-    its pool (the advancing machine among them) or the supervisor's next launch to take."""
+    With ``launch`` false (a machine that may launch nothing) a member is submitted due now
+    (through the delayed set, so it never takes a new slot), for the idle machines of its pool
+    or the supervisor's next launch to take; so is a member for which ``here`` (a machine's
+    advance: the members it takes itself) is true."""
     changed = False
     for _ in range(MAX_MEMBERS + 3):
-        if not _advance_once(app, flow_id, launch):
+        if not _advance_once(app, flow_id, launch, here):
             break
         changed = True
     return changed
 
 
-def _advance_once(app: Any, flow_id: str, launch: bool) -> bool:
+def _advance_once(app: Any, flow_id: str, launch: bool, here: Here) -> bool:
     rec = read_record(app, flow_id)
     if rec is None or rec.spec is None or rec.end is not None:
         _untrack(app, flow_id)
@@ -64,17 +68,17 @@ def _advance_once(app: Any, flow_id: str, launch: bool) -> bool:
             log.warning("flow %s: its record does not verify; it is no longer advanced", flow_id)
         return False
     if rec.kind == "chain":
-        return _advance_chain(app, rec, launch)
-    return _advance_group(app, rec, launch)
+        return _advance_chain(app, rec, launch, here)
+    return _advance_group(app, rec, launch, here)
 
 
-def _advance_chain(app: Any, rec: FlowRecord, launch: bool) -> bool:
+def _advance_chain(app: Any, rec: FlowRecord, launch: bool, here: Here) -> bool:
     links = rec.links()
     done = 0
     while str(done) in rec.jobs:
         done += 1
     if done == 0:
-        _submit(app, rec, "0", links[0], (), launch)
+        _submit(app, rec, "0", links[0], (), launch, here)
         return True
     last = rec.jobs[str(done - 1)]
     status = member_statuses(app, [last])[0]
@@ -90,17 +94,17 @@ def _advance_chain(app: Any, rec: FlowRecord, launch: bool) -> bool:
         value = app.job(last).result(timeout=0)
     except JobFailed:  # its result does not verify (altered in Redis): the chain stops there
         return _end_failed(app, rec, last, "result_invalid")
-    _submit(app, rec, str(done), links[done], (value,), launch)
+    _submit(app, rec, str(done), links[done], (value,), launch, here)
     return True
 
 
-def _advance_group(app: Any, rec: FlowRecord, launch: bool) -> bool:
+def _advance_group(app: Any, rec: FlowRecord, launch: bool, here: Here) -> bool:
     assert rec.spec is not None
     links = rec.links()
     changed = False
     for i, link in enumerate(links):
         if str(i) not in rec.jobs:
-            rec.jobs[str(i)] = _submit(app, rec, str(i), link, (), launch)
+            rec.jobs[str(i)] = _submit(app, rec, str(i), link, (), launch, here)
             changed = True
     ids = [rec.jobs[str(i)] for i in range(len(links))]
     statuses = member_statuses(app, list(ids))
@@ -115,7 +119,8 @@ def _advance_group(app: Any, rec: FlowRecord, launch: bool) -> bool:
     if not isinstance(callback, dict):
         return end(app, rec.id, JobStatus.SUCCEEDED) or changed
     if "cb" not in rec.jobs:
-        _submit(app, rec, "cb", callback, ([_outcome(app, j) for j in ids],), launch)
+        outcomes = ([_outcome(app, j) for j in ids],)
+        _submit(app, rec, "cb", callback, outcomes, launch, here)
         return True
     cb = rec.jobs["cb"]
     status = member_statuses(app, [cb])[0]
@@ -149,6 +154,7 @@ def _submit(
     link: dict[str, Any],
     extra: tuple[Any, ...],
     launch: bool,
+    here: Here = None,
 ) -> str:
     """Submit one member (its spec's call, ``extra`` appended to its positional arguments);
     record its job's id (the first recorded stands) and return the id recorded."""
@@ -156,7 +162,7 @@ def _submit(
     kind, _, flow_ulid = rec.id.partition("-")
     opts = {k: v for k, v in dict(link["opts"]).items() if k in OPTIONS}
     call: dict[str, Any] = {"key": f"{kind}:{flow_ulid}:{index}"}
-    if not launch:
+    if not launch or (here is not None and here(link)):
         call["delay"] = DUE_NOW
     clone = task.options(**opts, **call)
     # Submitted by the advancing app (its store, secret and pools), whatever app registered
@@ -220,9 +226,10 @@ def end(
     return bool(ended)
 
 
-def cancel(app: Any, flow_id: str) -> bool:
-    """End flow ``flow_id`` as cancelled, then cancel its members that have not ended;
-    whether it was not ended before."""
+def cancel(app: Any, flow_id: str, grace: float | None = None) -> bool:
+    """End flow ``flow_id`` as cancelled, then cancel its members that have not ended (a
+    running one's machine stopped after ``grace`` seconds, by default its job's); whether it
+    was not ended before."""
     rec = read_record(app, flow_id)
     if rec is None:
         from ..errors import JobNotFound
@@ -233,7 +240,10 @@ def cancel(app: Any, flow_id: str) -> bool:
     ids = list(rec.jobs.values())
     for job_id, status in zip(ids, member_statuses(app, ids), strict=True):
         if status is not None and not status.terminal:
-            app.job(job_id).cancel()
+            if grace is None:
+                app.job(job_id).cancel()
+            else:
+                app.job(job_id).cancel(grace=grace)
     return ended
 
 

@@ -7,8 +7,10 @@ Routes (relative to where the app is mounted)::
     GET  /jobs/{id}                             one job; /jobs/{id}/live streams its changes
     POST /jobs/{id}/cancel, /jobs/{id}/retry    actions (CSRF token + Origin check)
     GET  /pools                                 pools; /pools/live streams it
-    GET  /flows, /flows/{id}                    chains and groups, one with its members
-    GET  /schedules                             the schedules: next and last run, last outcome
+    GET  /flows, /flows/{id}                    chains and groups, one with its members; each
+                                                /live streams it
+    GET  /schedules                             the schedules: next and last run, last outcome;
+                                                /schedules/live streams it
     GET  /cost                                  cost totals per pool and task, USD per hour
     GET  /metrics                               Prometheus text format
     GET  /static/...                            the stylesheet and the live-update script
@@ -189,8 +191,17 @@ class _Dashboard(_Rendering):
             Route("/pools", protected(self.pools), name="pools"),
             Route("/pools/live", protected(self.pools_live), name="pools_live"),
             Route("/flows", protected(partial(plans.flows_page, self)), name="flows"),
+            Route("/flows/live", protected(partial(plans.flows_live, self)), name="flows_live"),
             Route("/flows/{flow_id}", protected(partial(plans.flow_page, self)), name="flow"),
+            Route(
+                "/flows/{flow_id}/live", protected(partial(plans.flow_live, self)), name="flow_live"
+            ),
             Route("/schedules", protected(partial(plans.schedules_page, self)), name="schedules"),
+            Route(
+                "/schedules/live",
+                protected(partial(plans.schedules_live, self)),
+                name="schedules_live",
+            ),
             Route("/cost", protected(self.cost), name="cost"),
             Route("/charts", protected(self.charts), name="charts"),
             Route("/metrics", protected(self.metrics_endpoint), name="metrics"),

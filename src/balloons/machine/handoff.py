@@ -5,7 +5,7 @@ one reader of a machine's environment; on every machine's start-up path (lean im
 
 from __future__ import annotations
 
-from ..compat import MAX_VERSION, source_version
+from ..compat import MAX_VERSION, Compat, source_version
 from ..config import check_secret
 from ..errors import ConfigError, WorkerError
 from ..frozen import Frozen
@@ -118,3 +118,15 @@ def machine_version(env: Mapping[str, str]) -> str:
     import os
 
     return source_version(files.split(os.pathsep))
+
+
+def machine_compat(tag: str, env: Mapping[str, str] | None = None) -> Compat:
+    """This machine's compatibility (its tag ``tag``) as an app's (``App.pin_compat``): what
+    it submits carries its tag, and a machine it launches is told its version as it was."""
+    import os
+
+    env = os.environ if env is None else env
+    if env.get("BALLOONS_VERSION"):
+        return Compat(tag, env["BALLOONS_VERSION"][:MAX_VERSION], (), True)
+    files = tuple(f for f in env.get("BALLOONS_VERSION_FILES", "").split(os.pathsep) if f)
+    return Compat(tag, machine_version(env), files, False)

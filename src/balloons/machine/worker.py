@@ -12,10 +12,9 @@ last job (``EXIT_*``). A machine of a pool with standby machines (``BALLOONS_STA
 0) may instead be kept in the pool's standby set as it gives its slot back: it exits 0, its
 machine stops, and a later launch starts it again under the same handoff.
 
-This module is the start-up path of every machine: it imports only the standard library and
-balloons' own lean modules (no redis-py, no CLI, web or HTTP library): its parts are
-``handoff``, ``attempt`` (a job's record, its failure), ``execute`` (one attempt run here, its
-outcome recorded), ``heartbeat``, ``watchdog``, ``replies``.
+The start-up path of every machine: the standard library and balloons' lean modules only (no
+redis-py, no CLI, web or HTTP library): ``handoff``, ``attempt`` (a job's record, its failure),
+``execute`` (one attempt run here, its outcome recorded), ``heartbeat``, ``watchdog``.
 """
 
 from __future__ import annotations
@@ -82,10 +81,8 @@ class Worker:
         self.lock = threading.Lock()
         # The reply of a TAKE sent along with the last FINISH, for run() to act on.
         self.next_take: Any = None
-        # Whether other jobs were queued when this machine took its current one: then the
-        # next TAKE rides with the FINISH (one round trip per job); else it follows the FINISH's
-        # reply, so that a waiter woken by the FINISH is not kept waiting behind a TAKE that
-        # would most likely find nothing.
+        # Whether jobs were queued when it took its current one: then the next TAKE rides
+        # with the FINISH (one round trip per job); else it follows the FINISH's reply.
         self.more = True
         self.capture = LogCapture(handoff.redis_url, self.pk, handoff.secret)
         self.job_start = _BOOT[0]  # when this machine began the current attempt
@@ -93,22 +90,19 @@ class Worker:
         # Which queued jobs this machine may take: those of its key and version.
         self.compat = compat_tag(handoff.secret, handoff.version)
         self.wake_keys = wake_keys(self.pk, self.compat)
-        # Isolation (see balloons.machine.isolate): the child running the current job (0: none, or
-        # this process runs it), the spare waiting for the next, why the heartbeat killed the
-        # child; in a child, its pipe to the parent (-1 in the parent).
+        # Isolation (balloons.machine.isolate): the child running the job (0: none), the spare,
+        # why the heartbeat killed the child; in a child, its pipe to the parent (-1: parent).
         self.child = 0
         self.spare: isolate.Child | None = None
         self.killed_for = ""
         self.events = -1
         self.beat_client: RespClient | None = None  # the heartbeat thread's connection
-        # Set once the first job's claim has told the heartbeat thread its pace (or there was
-        # none to claim): the thread starts while Redis runs the claim, and waits for it.
+        # Set once the first claim told the heartbeat thread its pace (or there was none).
         self.claimed = threading.Event()
         self.retire = False  # a machine of a pool with isolation "machine" ran its job
         # In a job's own process: the outcome to record, (ulid, FINISH's arguments), which its
-        # parent sends (see balloons.machine.isolate).
+        # parent sends (see balloons.machine.isolate); the payload that parent verified.
         self.outcome: tuple[str, tuple[Any, ...]] | None = None
-        # ... and the job's payload, verified and decoded by that parent.
         self.opened: dict[str, Any] | None = None
 
     # --------------------------------------------------------------- scripts
@@ -362,6 +356,10 @@ class Worker:
             return 3600.0  # the wait rides the outage out, or the TAKE reads the set
         return min(3600.0, max(0.01, due - now + 0.001))
 
+    def take(self, mode: str) -> Any:
+        """``TAKE`` in ``mode`` now, riding out an outage; its reply."""
+        return self._patient(lua.TAKE, *self._take_args(mode))
+
     def _take_args(self, mode: str) -> tuple[str, str, str, str, str]:
         standby = "1" if self.handoff.standby else ""
         return (self.slot, self.handoff.machine_id, mode, standby, self.compat)
@@ -376,12 +374,14 @@ class Worker:
         :mod:`balloons.machine.isolate`), or in this one (``"none"``; ``"machine"``, whose machine
         then gives its slot back)."""
         self.retire = work.isolation == "machine"
+        link = b'"link":"' in work.payload and self.events < 0  # a chain's or group's member
+        self.more = self.more and not link  # its advance (links.py) comes before a TAKE
         if work.isolation == "process" and self.events < 0 and self.forks:
             code = isolate.run(self, work)
         else:
             code = self.run_here(work)
-        if b'"link":"' in work.payload and self.events < 0:  # a chain's or group's member
-            links.advance(self, work)
+        if link:
+            self.next_take = links.advance(self, work)
         return code
 
     def run_here(self, work: Work) -> int:
