@@ -77,3 +77,16 @@ def test_command_jobs_run_inline_in_threads_at_once_each_its_own_attempt(
     assert len(jobs) == 3
     for i, job_id in jobs.items():
         assert job_id in (tmp_path / str(i)).read_text()
+
+
+def test_a_job_of_a_worker_protocol_pool_runs_inline_as_any_job() -> None:
+    """A pool whose machines speak the HTTP worker protocol: inline, its job runs here by the
+    worker's code, as any job does (nothing to call over HTTP in the caller's process)."""
+    app = App()
+    app.service_url = "http://127.0.0.1:9"
+    app.pool("web", protocol="http")
+    add = app.task(timeout=30, pool="web")(inline_tasks.add.fn)
+    with inline(app):
+        job = add.submit(2, 3)
+        assert job.result(timeout=0) == 5
+        assert [a.outcome for a in job.info().attempts] == ["SUCCEEDED"]
