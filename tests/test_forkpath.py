@@ -5,6 +5,7 @@ them (``python -m balloons.backends.forkserver --daemonize``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -98,18 +99,29 @@ def test_a_server_started_as_the_holder_drains_takes_the_path(state: Path) -> No
     wait_for(lambda: not alive(first), "the first server to exit")
 
 
-def test_a_machine_never_holds_the_path(tmp_path: Path) -> None:
-    """The lock's descriptor is closed in the server's children: the claim of a path ends
-    with its server, whatever it forked."""
+def test_a_machine_never_holds_the_path(state: Path) -> None:
+    """The lock's descriptor is closed in the server's children (the spare forked ahead of a
+    launch becomes a machine): the claim of a path ends with its server, whatever it forked."""
+    sock = str(state / "fs.sock")
+    assert start(state, sock)[0] == 0
+    spare = wait_for(lambda: _send(sock, {"op": "ping"})["spare"], "a spare to be forked")
+    server = _send(sock, {"op": "ping"})["pid"]
+
+    def holds(pid: int) -> bool:
+        found = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed meanwhile
+                found.append(os.readlink(fd))
+        return sock + ".lock" in found
+
+    assert holds(server) and not holds(spare)
+
+
+def test_a_claim_is_the_holders_until_it_lets_go(tmp_path: Path) -> None:
     claim = forkpath.PathClaim(str(tmp_path / "fs.sock"))
     assert claim.take(wait=0)
-    pid = os.fork()
-    if pid == 0:  # a child, as a machine is: it leaves the claim, the server keeps it
-        claim.leave()
-        os._exit(0)
-    os.waitpid(pid, 0)
     other = forkpath.PathClaim(claim.path)
-    assert not other.take(wait=0.2)  # still the server's
+    assert not other.take(wait=0.2)  # held, though no server listens on the path yet
     claim.release()
     assert other.take(wait=0)
     other.release()
