@@ -73,6 +73,15 @@ def environment_after(flag: str) -> dict[str, Any]:
 
 
 @app.task(timeout=30)
+def add_after(flag: str, a: int, b: int) -> int:
+    """``a + b`` once ``flag`` exists: the job holds its machine until then."""
+    deadline = time.monotonic() + 25
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return a + b
+
+
+@app.task(timeout=30)
 def unserializable_result() -> object:
     return object()
 

@@ -131,14 +131,14 @@ def test_the_fork_servers_clock_never_runs_ahead_of_the_servers(
     proxy = MuteProxy(redis_url.removeprefix("unix://"), b"never sent", ask_lag=1.0)
     server = ForkServer(str(tmp_path / "fs.sock"), idle=1.0)
     try:
-        server._now(proxy.url)  # reads TIME
-        carried = server._now(proxy.url)
+        server.records.now(proxy.url)  # reads TIME
+        carried = server.records.now(proxy.url)
         sec, usec = r.time()
         assert carried <= sec + usec / 1e6
     finally:
         server.listener.close()
         os.close(server.wake_r)
         os.close(server.wake_w)
-        for client in server.clients.values():
+        for client in server.records.clients.values():
             client.close()
         proxy.close()

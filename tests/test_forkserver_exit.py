@@ -137,8 +137,9 @@ def _close(server: ForkServer) -> None:
     server.sel.close()
     for fd in (server.wake_r, server.wake_w):
         os.close(fd)
-    for client in server.clients.values():
+    for client in server.records.clients.values():
         client.close()
+    server.claim.release()
 
 
 def _look(server: ForkServer) -> None:

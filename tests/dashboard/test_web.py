@@ -349,9 +349,16 @@ def test_pools_page_counts_jobs_by_status(dashboard: Dashboard) -> None:
             assert '<td class="num" data-standby>0/0</td>' in row.group(1)  # none kept stopped
 
 
-def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis) -> None:
-    # Submitted together, so that each gets a machine of its own (no warm reuse).
-    ok, bad = tasks.add.submit(1, 2), tasks.fail.submit("x")
+def test_metrics_read_redis_at_scrape_time(
+    dashboard: Dashboard, r: redis.Redis, tmp_path: Path
+) -> None:
+    # Each job gets a machine of its own (no warm reuse): the first holds its machine until
+    # the second is placed. (Submitted one after the other, the first could have run on a
+    # machine forked ahead and be idling there by the second's submit, which would take it.)
+    flag = tmp_path / "placed"
+    ok = tasks.add_after.submit(str(flag), 1, 2)
+    bad = tasks.fail.submit("x")
+    flag.touch()
     ok.result(timeout=30)
     with pytest.raises(Exception, match="x"):
         bad.result(timeout=30)
@@ -359,10 +366,10 @@ def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis)
     auth = {"authorization": f"Bearer {dashboard.token}"}
     with dashboard.client(headers=auth) as c:
         text = c.get("/metrics").text
-        add = 'pool="default",task="tests.tasks:add"'
+        add = 'pool="default",task="tests.tasks:add_after"'
         assert (
             'balloons_jobs_ended_total{pool="default",reason="",status="SUCCEEDED",'
-            'task="tests.tasks:add"} 1.0' in text
+            'task="tests.tasks:add_after"} 1.0' in text
         )
         assert (
             'balloons_jobs_ended_total{pool="default",reason="task_error",status="FAILED",'
@@ -379,9 +386,9 @@ def test_metrics_read_redis_at_scrape_time(dashboard: Dashboard, r: redis.Redis)
         assert 'balloons_machines{pool="default",state="stopped"} 2.0' in text
         assert 'balloons_pool_running_machines{pool="default"} 0.0' in text
         assert 'balloons_pool_machines{pool="default",state="running"} 0.0' in text
-        tasks.add.submit(3, 4).result(timeout=30)
+        tasks.add_after.submit(str(flag), 3, 4).result(timeout=30)
         again = c.get("/metrics").text
-        assert 'status="SUCCEEDED",task="tests.tasks:add"} 2.0' in again
+        assert 'status="SUCCEEDED",task="tests.tasks:add_after"} 2.0' in again
         assert f"balloons_job_run_seconds_count{{{add}}} 2.0" in again
         r.flushall()
         assert "balloons_jobs_ended_total{" not in c.get("/metrics").text

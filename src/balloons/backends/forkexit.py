@@ -92,7 +92,7 @@ def reachable(server: ForkServer, url: str) -> bool:
     if not url:
         return False
     try:
-        server._client(url).execute("PING")
+        server.records.client(url).execute("PING")
     except (StoreError, RespError, OSError, ValueError):
         return False
     return True

@@ -12,7 +12,8 @@ backend that outlives this server: :mod:`balloons.backends.identity`) and on exi
 signal, out-of-memory), fails the job's attempt with a reason when a child dies without
 recording an outcome, kills children that outlive their run timeout by a grace period, and
 stops children on request. With no children and no requests for ``idle`` seconds it exits.
-``SIGTERM`` stops its children and ends it, as does being orphaned (:mod:`.forkexit`).
+``SIGTERM`` stops its children and ends it, as does being orphaned (:mod:`.forkexit`). What it
+writes to Redis is :mod:`.forkrecords`'; it serves its socket path alone (:mod:`.forkpath`).
 
 Protocol: one JSON object per connection on a unix socket, answered with one JSON object.
 ``{"op": "ping"}``, ``{"op": "launch", ...}``, ``{"op": "stop", "machine": ID, "grace": S}``,
@@ -34,13 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import compat
-from ..control.reclaim import end_slot
 from ..errors import StoreError
-from ..info import Reason, exit_reason
 from ..machine import worker as worker_mod
 from ..store import keys
-from ..store.resp import RespClient, RespError
 from . import forked, forkexit, identity
+from .forkpath import PathClaim
+from .forkrecords import Records
 
 STOP_GRACE = 10.0
 SPARE_AFTER = 0.05  # seconds with no launch before a spare is forked beside running machines
@@ -77,9 +77,8 @@ class ForkServer:
         self.idle = idle
         self.children: dict[int, Child] = {}
         self.by_machine: dict[str, Child] = {}
-        self.clients: dict[str, RespClient] = {}
-        # Redis URL -> (the server's TIME, time.monotonic() when it was read)
-        self.clocks: dict[str, tuple[float, float]] = {}
+        self.records = Records()  # what it writes to Redis, and the clock it stamps it with
+        self.claim = PathClaim(path)  # held while it serves the path
         self.last_activity = time.monotonic()
         self.draining = False
         self.exits = forkexit.Exits(state or os.path.dirname(path))  # SIGTERM, orphaned
@@ -95,14 +94,18 @@ class ForkServer:
         self.version_files = ""  # the task modules named by the last forked machine's launch
 
     # ----------------------------------------------------------------- loop
-    def bind(self) -> None:
-        """Listen on the unix socket (mode 0600), replacing a stale one."""
+    def bind(self) -> bool:
+        """Claim the path (see :mod:`.forkpath`) and listen on its unix socket (mode 0600),
+        replacing a stale one; False, binding nothing, when another server serves it."""
+        if not self.claim.take():
+            return False
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.listener.bind(self.path)
         os.chmod(self.path, 0o600)
         self.exits.inode = os.stat(self.path).st_ino
         self.listener.listen(128)
+        return True
 
     def serve(self) -> None:
         """Serve requests and reap children until idle for ``idle`` seconds (or drained)."""
@@ -150,6 +153,7 @@ class ForkServer:
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == self.exits.inode:
                 os.unlink(self.path)
+        self.claim.release()
         # Serve anything already in the backlog, then close.
         while True:
             try:
@@ -190,7 +194,7 @@ class ForkServer:
         while self.deferred:
             child, fields, ttl, secret = self.deferred.pop(0)
             fields.update(identity.fields(secret, child.machine, fields["host"], child.pid))
-            self._record(child, fields, ttl=ttl, new=True)
+            self.records.record(child, fields, ttl=ttl, new=True)
 
     def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -298,8 +302,8 @@ class ForkServer:
         os.close(self.wake_r)
         os.close(self.wake_w)
         self.listener.close()
-        for client in self.clients.values():
-            client.close()
+        self.claim.leave()
+        self.records.close()
         if self.spare is not None:
             self.spare.close()
 
@@ -365,92 +369,7 @@ class ForkServer:
             self.by_machine.pop(child.machine, None)
             self.last_activity = time.monotonic()
             with contextlib.suppress(StoreError, OSError):
-                self._exited(child, status)
-
-    def _exited(self, child: Child, status: int) -> None:
-        code = os.waitstatus_to_exitcode(status)
-        sig = -code if code < 0 else None
-        fields: dict[str, Any] = {"state": "stopped", "exited": self._now(child.redis_url)}
-        if sig is not None:
-            fields["signal"] = sig
-        else:
-            fields["exit_code"] = code
-        if child.stop_requested:
-            fields["requested_stop"] = 1
-        self._record(child, fields)
-        if code == 0:
-            with contextlib.suppress(OSError):
-                os.unlink(child.log) if child.log != os.devnull else None
-        if child.stop_requested:
-            reason, msg = Reason.CANCELLED.value, "the machine was stopped on request"
-        elif sig is not None:
-            reason, msg = Reason.KILLED.value, f"the machine was killed by signal {sig}"
-        else:
-            reason, msg = (
-                exit_reason(code),
-                f"the machine exited with code {code} before recording a result",
-            )
-        # A worker that gave its slot back leaves nothing to do; otherwise the slot is freed
-        # and whatever it was running ends with the reason (or retries).
-        self._end_slot(child, reason, msg)
-
-    def _end_slot(self, child: Child, reason: str, message: str) -> None:
-        if not child.slot or not child.pool or not child.redis_url:
-            return
-        client = self._client(child.redis_url)
-        pk = keys.PoolKeys(child.namespace, child.pool)
-        end_slot(
-            client.execute,
-            lambda script, pk, *args, jobs=(): client.eval(
-                script, keys.script_keys(pk, *jobs), [pk.tag, time.time(), *args]
-            ),
-            pk,
-            child.slot,
-            reason,
-            message,
-            secret=child.secret,
-        )
-
-    def _record(
-        self, child: Child, fields: dict[str, Any], ttl: int = 0, new: bool = False
-    ) -> None:
-        if not child.redis_url:
-            return
-        mk = keys.machine_key(child.namespace, child.machine)
-        if new:  # a machine's age decides when a sweep may destroy it: the server's clock
-            child.started = fields["created"] = self._now(child.redis_url)
-        cmds: list[list[Any]] = [["HSET", mk, *[x for kv in fields.items() for x in kv]]]
-        if new:
-            zk = keys.machines_key(child.namespace)
-            cmds += [
-                ["EXPIRE", mk, ttl],
-                ["ZADD", zk, child.started, child.machine],
-                ["ZREMRANGEBYSCORE", zk, "-inf", child.started - ttl],
-            ]
-        with contextlib.suppress(StoreError):
-            self._client(child.redis_url).pipeline(cmds)
-
-    def _now(self, url: str) -> float:
-        """The clock of the Redis server at ``url``: its ``TIME``, read once a minute and
-        carried forward on this host's monotonic clock (its wall clock may be off) from the
-        reply: it may lag, never lead (a machine's age would read short)."""
-        mono = time.monotonic()
-        base = self.clocks.get(url)
-        if base is None or mono - base[1] > 60.0:
-            try:
-                sec, usec = self._client(url).execute("TIME")
-                now = int(sec) + int(usec) / 1e6
-                mono = time.monotonic()
-            except (StoreError, RespError, OSError, TypeError, ValueError):  # asked in a minute
-                now = time.time() if base is None else base[0] + mono - base[1]
-            base = self.clocks[url] = (now, mono)
-        return base[0] + mono - base[1]
-
-    def _client(self, url: str) -> RespClient:
-        client = self.clients.get(url)
-        if client is None:
-            client = self.clients[url] = RespClient(url, timeout=5.0)
-        return client
+                self.records.exited(child, status)
 
 
 def _exited_child() -> tuple[int, int | None]:
@@ -484,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     worker_mod.prepare()  # what every machine would make for itself, made once
     server = ForkServer(args.socket, args.idle, args.state)
-    server.bind()
+    if not server.bind():
+        print(f"fork server: {args.socket} is served by another server; exiting", file=sys.stderr)
+        return 0
     if args.daemonize and os.fork() != 0:
         # The launcher's child returns as soon as the socket listens; the server lives on,
         # re-parented to init, in its own session.

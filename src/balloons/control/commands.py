@@ -25,14 +25,14 @@ from ..untrusted import MAX_ATTEMPT, integer, timestamp
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .supervisor import Supervisor
+    from .slots import SlotChecks
 
 #: Seconds before its lease ends when a command machine's slot is looked at.
 WATCH_AHEAD = 5.0
 
 
 def watch(
-    sup: Supervisor, pk: PoolKeys, slot: str, lease: float, info: dict[str, Any], now: float
+    sup: SlotChecks, pk: PoolKeys, slot: str, lease: float, info: dict[str, Any], now: float
 ) -> bool:
     """Renew the lease of a command job's slot while its machine runs (stopping the machine
     of a cancelled or overdue job). True when it did (the slot is not to be reclaimed);
@@ -80,7 +80,7 @@ def watch(
     return True
 
 
-def _command_head(sup: Supervisor, pk: PoolKeys, ulid: str) -> dict[str, Any] | None:
+def _command_head(sup: SlotChecks, pk: PoolKeys, ulid: str) -> dict[str, Any] | None:
     """The verified payload of a command job, else None."""
     from ..commands import read_command
 

@@ -2,8 +2,8 @@
 
 It runs as ``balloons supervise``, in a thread (``app.start_supervisor()``), and in part in
 every client waiting on a job (:meth:`Supervisor.check_job`). Ending a slot whose machine is
-gone lives in :mod:`.reclaim` (the fork server runs it too), and the sweep of machines
-that nothing holds in :mod:`.orphans`.
+gone lives in :mod:`.reclaim` (the fork server runs it too), the look at each slot that
+decides it in :mod:`.slots`, and the sweep of machines that nothing holds in :mod:`.orphans`.
 
 Each :meth:`Supervisor.step` visits every pool and
 
@@ -40,17 +40,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import lifecycle
 from ..ids import ulid
-from ..info import MachineInfo, Reason
+from ..info import MachineInfo
 from ..launcher import Launch, Wiring
 from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
-from ..store.replies import Code
-from ..untrusted import MAX_ATTEMPT, integer, timestamp
-from . import commands, orphans, versions
+from ..untrusted import integer
+from . import orphans, versions
 from .flows import plans
-from .reclaim import deadline_reason, end_slot, machine_outcome
+from .slots import SlotChecks
 
 if TYPE_CHECKING:
     import asyncio
@@ -96,7 +94,7 @@ class StepReport:
         return any(v for k, v in vars(self).items() if k != "errors")
 
 
-class Supervisor:
+class Supervisor(SlotChecks):
     """Does what no machine can do for itself, for every pool (see the module's docstring): one
     :meth:`step` per ``interval`` seconds, in a thread (:meth:`start`), an asyncio task
     (:meth:`start_async`) or the caller (:meth:`run_forever`). ``cancel_grace`` and
@@ -170,119 +168,6 @@ class Supervisor:
                 report.errors.append(f"gc: {exc}")
         return report
 
-    def _reclaim(self, pk: PoolKeys, now: float, report: StepReport, ended: bool = False) -> None:
-        for slot, lease, info in self.app.store.slots(pk):
-            try:
-                self._reclaim_slot(pk, slot, lease, info, now, report, ended=ended)
-            except Exception as exc:  # one slot must not keep the others from being looked at
-                log.exception("supervisor: pool %s, slot %s: %s", pk.pool, slot, exc)
-                report.errors.append(f"{pk.pool}: slot {slot}: {exc}")
-
-    def _reclaim_slot(
-        self,
-        pk: PoolKeys,
-        slot: str,
-        lease: float,
-        info: dict[str, Any],
-        now: float,
-        report: StepReport,
-        *,
-        ended: bool = False,
-    ) -> None:
-        """Reclaim ``slot`` if its lease lapsed or its booting machine already died; stop its
-        machine if its job was cancelled or is overdue. With ``ended``, only reclaim it, and
-        only if the backend says its machine has ended, whatever the slot's state and lease
-        (:meth:`recover`)."""
-        store = self.app.store
-        if not ended and commands.watch(self, pk, slot, lease, info, now):
-            return  # a command job's own machine still runs: its lease was renewed
-        machine = _text(info.get("machine"))
-        died_booting = None
-        if ended or (
-            lease >= now
-            and info.get("state") == "starting"
-            and (info.get("job") or info.get("machine"))
-        ):
-            died_booting = self._died_booting(pk, slot, info, now, at_once=ended)
-            if ended and died_booting is None:
-                return
-        if lease < now or died_booting is not None:
-            reason, message = died_booting or self._why(pk, slot, info, now)
-            lost = end_slot(
-                lambda *cmd: store.redis.execute_command(*cmd),
-                store.eval,
-                pk,
-                slot,
-                reason,
-                message,
-                secret=self.app.secret.encode(),
-                only_if_expired=died_booting is None,
-                commands=getattr(self.app.backend, "runs_images", False),
-            )
-            if lost.code is Code.OK:
-                report.reclaimed.append((slot, reason))
-                lifecycle.emit(
-                    "machine_gone",
-                    logging.WARNING,
-                    job=f"{pk.pool}.{_text(info.get('job'))}" if info.get("job") else "-",
-                    attempt=integer(info.get("attempt"), 0, MAX_ATTEMPT) or 0,
-                    machine=machine or "-",
-                    slot=slot,
-                    reason=reason,
-                    lease_lapsed_s=now - lease,
-                    message=message,
-                )
-                if machine:
-                    self._destroy(machine)
-            return
-        if machine and info.get("job"):
-            self._stop_if_overdue(machine, info, now, report)
-
-    def _stop_if_overdue(
-        self, machine: str, info: dict[str, Any], now: float, report: StepReport
-    ) -> None:
-        """Stop the machine of a slot whose job was cancelled more than ``cancel_grace``
-        seconds ago, or is past its deadline by more than ``timeout_grace`` (at most once per
-        ``cancel_grace``)."""
-        # Times as the worker and CANCEL write them; anything else (altered) is no time at all.
-        cancelled = timestamp(info.get("cancel"))
-        deadline = timestamp(info.get("deadline"))
-        if (cancelled and now - cancelled > self.cancel_grace) or (
-            deadline and now - deadline > self.timeout_grace
-        ):
-            last = self._stopped_machines.get(machine, 0.0)
-            if now - last > self.cancel_grace:
-                self._stopped_machines[machine] = now
-                with contextlib.suppress(Exception):
-                    self.app.backend.stop(machine)
-                    report.stopped.append(machine)
-
-    def _died_booting(
-        self, pk: PoolKeys, slot: str, info: dict[str, Any], now: float, at_once: bool = False
-    ) -> tuple[str, str] | None:
-        """A slot still booting after ``boot_probe`` seconds: ask the backend (at most every
-        ``boot_probe`` seconds) whether its machine already died, rather than wait out the
-        whole boot timeout. The reason, or None while it may still come up. With ``at_once``,
-        whatever the slot's age and state."""
-        since = timestamp(info.get("since")) or now
-        probed = self._probed.get(slot, 0.0)
-        if not at_once and (now - since < self.boot_probe or now - probed < self.boot_probe):
-            return None
-        self._probed[slot] = now
-        if len(self._probed) > 10_000:
-            self._probed.clear()
-        machine = _text(info.get("machine"))
-        if machine:  # a standby machine being started: its id is known
-            m = None
-            with contextlib.suppress(Exception):
-                m = self.app.backend.inspect(machine)
-            found = [m] if m is not None else []
-        else:
-            found = self._machines_of_slot(pk, slot)
-        if not found or any(m.running for m in found):
-            return None
-        return _reason_of(found[0])
-
     def check_job(self, jk: JobKeys) -> bool:
         """What a waiter does for its own job every few seconds, so that a waited-on job never
         depends on a supervisor. A running job: if its slot's lease lapsed (its machine died
@@ -338,43 +223,6 @@ class Supervisor:
                 log.exception("supervisor: recovering pool %s: %s", pool, exc)
                 report.errors.append(f"{pool}: {exc}")
         return report
-
-    def _why(
-        self, pk: PoolKeys, slot: str, info: dict[str, Any], now: float | None = None
-    ) -> tuple[str, str]:
-        """Ask the backend why a slot's machine stopped heartbeating (``now``: the server's
-        clock, read when not given)."""
-        machine = _text(info.get("machine"))
-        if not machine:
-            found = self._machines_of_slot(pk, slot)
-            if not found:
-                return (
-                    Reason.BOOT_TIMEOUT.value,
-                    "no machine started for the job within its pool's boot timeout",
-                )
-            m = found[0]
-        else:
-            inspected = None
-            with contextlib.suppress(Exception):
-                inspected = self.app.backend.inspect(machine)
-            if inspected is None:
-                return Reason.LOST.value, f"machine {machine} is gone without a word"
-            m = inspected
-        reason, message = _reason_of(m)
-        # Stopped by a supervisor for running past its deadline, or silent past it: say which
-        # deadline (end_slot, reading the job's timeout too, says the same).
-        if now is None:
-            now = self.app.store.server_time(pk)
-        return deadline_reason(info, {}, reason, message, now)
-
-    def _machines_of_slot(self, pk: PoolKeys, slot: str) -> list[MachineInfo]:
-        with contextlib.suppress(Exception):
-            return self.app.backend.list(slot=slot)
-        return []
-
-    def _destroy(self, machine: str) -> None:
-        with contextlib.suppress(Exception):
-            self.app.backend.destroy(machine)
 
     def _fill(self, pk: PoolKeys, report: StepReport) -> None:
         store = self.app.store
@@ -472,21 +320,9 @@ class Supervisor:
         return asyncio.get_running_loop().create_task(self.run_async())
 
 
-def _reason_of(m: MachineInfo) -> tuple[str, str]:
-    found = machine_outcome(m)
-    if found is not None:
-        return found
-    return Reason.LOST.value, f"machine {m.id} stopped heartbeating while still running"
-
-
 def _int(raw: bytes | None) -> int:
     """A pool setting (a count) as the last submit wrote it; 0 when altered in Redis."""
     return integer(raw, 0, 1_000_000) or 0
-
-
-def _text(raw: object) -> str:
-    """A string field of a slot entry; ``""`` for anything else (altered in Redis)."""
-    return raw if isinstance(raw, str) else ""
 
 
 def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:

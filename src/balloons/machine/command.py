@@ -81,12 +81,12 @@ def _spec(spec: Any) -> tuple[list[str], dict[str, str], Any, list[int], str]:
 
 def _attempt() -> tuple[str, int, float | None, bytes]:
     """The job id, attempt and deadline the worker of this process is running, and its key."""
-    from .worker import _WORKER
+    from .worker import running
 
-    if not _WORKER or _WORKER[0].current is None:
+    w = running()
+    if w is None or w.current is None:
         raise WorkerError(Reason.RECORD_INVALID, "a command job runs only on a machine's worker")
-    w = _WORKER[0]
-    ulid, attempt, deadline = w.current  # type: ignore[misc]
+    ulid, attempt, deadline = w.current
     return f"{w.pool}.{ulid}", attempt, deadline, w.handoff.secret
 
 

@@ -14,7 +14,8 @@ machine stops, and a later launch starts it again under the same handoff.
 
 The start-up path of every machine: the standard library and balloons' lean modules only (no
 redis-py, no CLI, web or HTTP library): ``handoff``, ``attempt`` (a job's record, its failure),
-``execute`` (one attempt run here, its outcome recorded), ``heartbeat``, ``watchdog``.
+``execute`` (one attempt run here, its outcome recorded), ``warm`` (the queued jobs taken after
+the first), ``heartbeat``, ``watchdog``.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from ..store import lua, replies
 from ..store.keys import PoolKeys, script_keys
 from ..store.replies import NO_SLOT, Code, Work
 from ..store.resp import RespClient, RespError
-from . import execute, heartbeat, isolate, links
+from . import execute, heartbeat, isolate, warm
 from .attempt import BAD_SLOT, error_record, extend_path, log, refusal
 from .capture import LogCapture
 from .execute import (  # the exit codes are importable from here too, as they always were
-    EXIT_OK,
+    EXIT_OK,  # noqa: F401
     EXIT_REFUSED,
     EXIT_SKIPPED,
     EXIT_STORE,
@@ -286,75 +287,12 @@ class Worker:
         return "release" if self.idle <= 0 else "take"
 
     def _take_jobs(self, code: int) -> int:
-        """Take the pool's queued jobs until the slot is given back; the last job's exit code."""
-        mode = self._mode()
-        idle_until = 0.0
-        while True:
-            raw, self.next_take = self.next_take, None
-            if raw is None:
-                if self.stop:
-                    break
-                # With no job in hand, an unreachable Redis is worth waiting for only as long
-                # as the machine would have idled anyway: its slot is reclaimed once Redis is
-                # back.
-                patience = max(idle_until or time.monotonic() + self.idle, time.monotonic() + 2.0)
-                raw = self._patient(lua.TAKE, *self._take_args(mode), until=patience)
-            took = replies.take(raw)
-            if took.work is not None:
-                self.more = took.more
-                self.job_start = time.time()
-                code = self.run_job(took.work)
-                mode, idle_until = self._mode(), 0.0
-                continue
-            if took.code is Code.STANDBY:
-                # Kept stopped in the pool's standby set: a clean exit stops the machine.
-                log(f"idle: machine {self.handoff.machine_id} stops, kept on standby")
-                return EXIT_OK
-            if took.code is not Code.NONE:
-                break  # the slot was given back (idle timeout) or taken away: exit
-            now = time.monotonic()
-            if idle_until == 0.0 or mode == "release":
-                self.idle = took.idle
-                # Kept by the pool's warm floor after a release: wait a while before asking
-                # again, even with no idle timeout.
-                idle_until = now + (max(self.idle, 1.0) if mode == "release" else self.idle)
-            left = idle_until - now
-            if left <= 0:
-                mode = "release"
-                continue
-            self._wait_for_wake(left)
-            mode = "take" if time.monotonic() < idle_until else "release"
-        return code
+        """Take the pool's queued jobs until the slot is given back (see :mod:`.warm`)."""
+        return warm.take_jobs(self, code)
 
     def _wait_for_wake(self, left: float) -> None:
-        """Wait for a wake-up token (a job handed to an idle machine, or a job delayed), never
-        long, and never past the time the pool's next delayed job falls due, so that it
-        starts on time. No ``TAKE`` rides behind the wait: a machine
-        killed while it waits would have Redis hand it the job that wakes it. The watchdog
-        stays armed for the next job (arming starts a thread) unless the wait could reach
-        its time."""
-        wait, limit = min(left, 5.0, self._until_due()), self.client.timeout
-        if limit is None or time.monotonic() + wait + limit + 1.0 >= _WATCHDOG_AT[0]:
-            _unwatch()
-        try:
-            self.client.execute("BLPOP", *self.wake_keys, f"{wait:.3f}", block=wait)
-        except (StoreError, RespError) as exc:
-            log(f"waiting for work: {exc}")
-            time.sleep(min(left, 0.5))  # TAKE rides out the outage
-
-    def _until_due(self) -> float:
-        """Seconds until the pool's first delayed job falls due (by the server's clock; the
-        ``TAKE`` after it promotes the job); a long time when none is delayed. A moment at
-        least: a wait of 0 would block for ever."""
-        try:
-            first = self.client.execute("ZRANGE", self.pk.delayed, 0, 0, "WITHSCORES")
-            if not isinstance(first, list) or len(first) != 2:
-                return 3600.0
-            due = float(first[1])
-            now = replies.clock(self._eval(lua.CLOCK))
-        except (StoreError, RespError, ValueError):
-            return 3600.0  # the wait rides the outage out, or the TAKE reads the set
-        return min(3600.0, max(0.01, due - now + 0.001))
+        """Wait up to ``left`` seconds for work (see :func:`.warm.wait_for_wake`)."""
+        warm.wait_for_wake(self, left)
 
     def take(self, mode: str) -> Any:
         """``TAKE`` in ``mode`` now, riding out an outage; its reply."""
@@ -381,6 +319,8 @@ class Worker:
         else:
             code = self.run_here(work)
         if link:
+            from . import links  # only a machine that runs a flow's member needs it
+
             self.next_take = links.advance(self, work)
         return code
 
@@ -443,6 +383,18 @@ def prepare() -> None:
 
 
 _WORKER: list[Worker] = []  # the worker of this process, for the signal handler
+_INLINE = threading.local()  # a worker run in another program's thread (balloons.testing)
+
+
+def running() -> Worker | None:
+    """The worker whose job this thread runs: one run inline in this thread (by
+    :mod:`balloons.testing`), else this process's (a machine's)."""
+    here: Worker | None = getattr(_INLINE, "worker", None)
+    if here is not None:
+        return here
+    return _WORKER[0] if _WORKER else None
+
+
 _BOOT = [time.time()]  # when this process started: the first attempt's machine time begins
 
 

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BackendError, ConfigError
 from ..info import MachineInfo, MachineSpec
 from ..machine.handoff import Handoff
-from ..machine.worker import Worker, _on_alarm
+from ..machine.worker import _INLINE, Worker, _on_alarm
 from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys, script_keys, split_job_id
 from ..store.resp import RespClient
@@ -79,6 +79,16 @@ class InlineWorker(Worker):
     timeout's on the main thread) and gives its slot back after each job."""
 
     forks = False  # each job runs in the caller's thread, whatever its pool's isolation
+
+    def run(self) -> int:
+        """Run as the worker of this thread (a command job asks it for its attempt), then
+        give that place back to the one it held (a run nested in a task's)."""
+        outer = getattr(_INLINE, "worker", None)
+        _INLINE.worker = self
+        try:
+            return super().run()
+        finally:
+            _INLINE.worker = outer
 
     def arm(self, deadline: float | None, timeout: float) -> None:
         """Start the run timeout's ``SIGALRM`` timer, only on the main thread."""
