@@ -76,3 +76,22 @@ def test_login_returns_only_to_local_paths(raw: str, kept: str) -> None:
     from balloons.dashboard.http import safe_next as _safe_next
 
     assert _safe_next(raw) == kept
+
+
+@pytest.mark.slow
+def test_credentials_that_are_not_ascii_are_refused_not_failed(dashboard) -> None:  # type: ignore[no-untyped-def]
+    """``hmac.compare_digest`` raises ``TypeError`` for a ``str`` that is not ASCII: a session
+    cookie with such a MAC made every page answer 500 to anyone, and a logged-in form with
+    such a CSRF token too."""
+    with dashboard.client() as anyone:
+        for path in ("/jobs", "/pools", "/metrics", "/jobs/live"):
+            raw = [(b"cookie", "balloons_dashboard=abc.1.\u00e9\u00e9".encode())]
+            page = anyone.get(path, headers=raw)
+            assert page.status_code == 401, (path, page.status_code, page.text[:300])
+    with dashboard.login() as client:
+        page = client.post(
+            "/logout",
+            content=b"csrf=%C3%A9%C3%A9",
+            headers={"origin": dashboard.url, "content-type": "application/x-www-form-urlencoded"},
+        )
+        assert page.status_code == 403 and "CSRF" in page.text, page.text[:300]
