@@ -6,6 +6,7 @@ nor of the machine and pool listings."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -13,7 +14,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from balloons import BalloonsError
+from balloons import BalloonsError, JobStatus
 from balloons.cli import main as cli
 from balloons.store.keys import (
     JobKeys,
@@ -104,3 +105,29 @@ def test_a_machine_record_of_another_kind_is_skipped_not_the_sweep(
     assert orphan in CliRunner().invoke(cli, ["machines", "--all"]).output
     page = rig.web.get("/pools")
     assert page.status_code == 200, page.text[:500]
+
+
+def test_a_job_record_of_another_kind_is_listed_invalid_not_the_end_of_the_listing(
+    rig: Rig,
+) -> None:
+    """Before: the listing's pipelined read failed on it, so ``balloons jobs``, the dashboard's
+    jobs page and ``app.jobs()`` failed whole, for every job of every pool."""
+    rig.write(_record(status=b"RUNNING"))
+    other = "01jd3x9k2m8vq4t7w0c5r6y1zz"
+    rig.r.zadd(PK.jobs, {other: NOW + 1})
+    rig.r.rpush(PK.job(other), b"not a record")
+    listed = {info.id: info.status for info in rig.app.jobs()}
+    assert listed[f"default.{other}"] is JobStatus.INVALID and JOB in listed
+    out = CliRunner().invoke(cli, ["jobs", "--json"])
+    assert out.exit_code == 0, out.output
+    assert other in out.output and ULID in out.output
+    page = rig.web.get("/jobs")
+    assert page.status_code == 200 and other in page.text and ULID in page.text, page.text[:500]
+    assert asyncio.run(_listed_async(rig)) == listed
+
+
+async def _listed_async(rig: Rig) -> dict[str, JobStatus]:
+    try:
+        return {info.id: info.status for info in await rig.app.jobs_async()}
+    finally:
+        await rig.app.store.aclose()

@@ -200,28 +200,30 @@ class StoreReads:
             return self.eval(step.script, step.pk, *step.args, jobs=step.jobs)
         if not step:
             return []
+        tolerant = isinstance(step, queries.Tolerant)
         with self.errors():
-            if len(step) == 1:  # no pipeline's machinery for a single command
+            if len(step) == 1 and not tolerant:  # no pipeline's machinery for one command
                 method, args, kwargs = step[0]
                 return [getattr(self.redis, method)(*args, **kwargs)]
             pipe = self.redis.pipeline(transaction=False)
             for method, args, kwargs in step:
                 getattr(pipe, method)(*args, **kwargs)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=not tolerant)
 
     async def _send_async(self, step: Step) -> Any:
         if isinstance(step, Script):
             return await self.eval_async(step.script, step.pk, *step.args, jobs=step.jobs)
         if not step:
             return []
+        tolerant = isinstance(step, queries.Tolerant)
         with self.errors():
-            if len(step) == 1:
+            if len(step) == 1 and not tolerant:
                 method, args, kwargs = step[0]
                 return [await getattr(self.aredis, method)(*args, **kwargs)]
             pipe = self.aredis.pipeline(transaction=False)
             for method, args, kwargs in step:
                 getattr(pipe, method)(*args, **kwargs)
-            return await pipe.execute()
+            return await pipe.execute(raise_on_error=not tolerant)
 
     # ------------------------------------------------------------------ reads
     def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
