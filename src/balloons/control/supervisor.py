@@ -48,7 +48,7 @@ from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
 from ..store.replies import Code
 from ..untrusted import MAX_ATTEMPT, integer, timestamp
-from . import commands, orphans, versions
+from . import commands, launches, orphans, versions
 from .flows import plans
 from .reclaim import deadline_reason, end_slot, machine_outcome
 
@@ -383,6 +383,9 @@ class Supervisor:
         ids = " ".join(ulid() for _ in range(cfg_min))
         tag = self.app.compat().tag  # queued work and a floor of this app's tag only
         for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag)):
+            if why := launches.refusal(store, self.app.secret.encode(), pk, g):
+                log.warning("supervisor: no machine for slot %s: %s", g.slot, why)
+                continue
             timeout = _timeout_of(store, pk, g.ulid)
             launch = Launch(pk.pool, g.ulid, g.attempt, g.cpus, g.memory_mb, timeout, standby > 0)
             if launch.keep:
