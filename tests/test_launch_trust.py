@@ -64,3 +64,23 @@ def test_a_signed_job_gets_its_machine_and_an_altered_size_none(rig: Rig) -> Non
     before = len(_launched(rig))
     app.supervisor().step(gc=False)
     assert len(_launched(rig)) == before, rig.app.backend.calls  # type: ignore[attr-defined]
+
+
+def test_a_submit_makes_no_machine_for_a_job_written_into_redis(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``SUBMIT`` launches the first queued job no idle machine takes, which may be another
+    than the one submitted: a hash written ahead of it in the queue got a machine of the size
+    it named from every submit."""
+    app = rig.app
+    app.pool("default", max_machines=2, cpus=1, memory_mb=256)
+    add = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts).options(pool="default")
+    fake = "01jd3x9k2m8vq4t7w0c5r6y1zh"
+    rig.r.hset(PK.job(fake), mapping={"status": "QUEUED", "need": "64:262144", "attempt": 1})
+    rig.r.zadd(PK.queue, {fake: -1e15})  # ahead of any job
+    with caplog.at_level(logging.WARNING, logger="balloons"):
+        job = add.submit(1, 2)
+    assert not any(fake in name for name in _launched(rig)), rig.app.backend.calls  # type: ignore[attr-defined]
+    assert any("launch_refused" in r.getMessage() for r in caplog.records), caplog.text
+    app.supervisor().step(gc=False)  # the submitted job gets its machine
+    assert any(job.id.split(".")[1] in name for name in _launched(rig))

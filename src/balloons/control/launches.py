@@ -1,4 +1,6 @@
-"""Which of the slots a supervisor step took (``SCALE_UP``'s grants) it launches a machine for.
+"""Which slots taken for queued jobs get a machine: a supervisor step's (``SCALE_UP``'s grants),
+and a submit's that went to another queued job than its own (``SUBMIT`` launches the first one
+no idle machine takes).
 
 A job's slot gets a machine only when the job's record verifies with the app's secret and the
 machine is no larger than the job's signed options allow (its memory grown by its retries'
@@ -11,17 +13,19 @@ lease lapses and the supervisor's reclaim ends its attempt, as for any launch th
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..signing import verify
 from ..store.keys import PoolKeys
-from ..store.replies.launch import Grant
 from ..untrusted import json_object
 
 
-def refusal(store: Any, secret: bytes, pk: PoolKeys, grant: Grant) -> str | None:
-    """Why no machine is launched for ``grant``, or None to launch it. A machine of the warm
-    floor (attempt 0: no job of its own) is not checked here."""
+def refusal(store: Any, secret: bytes, pk: PoolKeys, grant: Any) -> str | None:
+    """Why no machine is launched for ``grant`` (a ``SCALE_UP`` or ``SUBMIT`` grant, or a
+    :class:`~balloons.launcher.Launch`: its ``ulid``, ``attempt``, ``cpus`` and
+    ``memory_mb``), or None to launch it. A machine of the warm floor (attempt 0: no job of
+    its own) is not checked here."""
     if grant.attempt == 0:
         return None
     with store.errors():
@@ -45,3 +49,18 @@ def refusal(store: Any, secret: bytes, pk: PoolKeys, grant: Grant) -> str | None
 
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def refused(app: Any, launch: Any) -> bool:
+    """Whether the slot of ``launch`` (a :class:`~balloons.launcher.Launch` for another queued
+    job than its submitter's) gets no machine, with a lifecycle event saying why."""
+    from .. import lifecycle
+
+    pk = PoolKeys(app.settings.namespace, launch.pool)
+    why = refusal(app.store, (app.settings.secret or "").encode(), pk, launch)
+    if why:
+        lifecycle.emit(
+            "launch_refused", logging.WARNING, pool=launch.pool,
+            slot=f"{launch.ulid}-{launch.attempt}", error=f"no machine for the slot: {why}",
+        )  # fmt: skip
+    return why is not None
