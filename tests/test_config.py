@@ -190,6 +190,7 @@ def test_resp_client_speaks_to_a_password_protected_server(tmp_path: Path) -> No
         "rediss://default:pa?55word@127.0.0.1:1",
         "redis://:pa#55word@127.0.0.1:1",
         "redis://app:123/55word@127.0.0.1:1/0",  # and the text before it reads as a port
+        "redis://app:123?55word@127.0.0.1:1",  # or its end as an option's name
     ],
 )
 def test_a_password_with_an_unencoded_delimiter_is_never_shown(url: str) -> None:

@@ -60,7 +60,11 @@ def mask_url(url: str) -> str:
         return "<unparseable URL>"
     netloc = parts.netloc
     scheme, _, rest = url.partition("://")
-    broken = "@" in parts.path + parts.fragment or not netloc.rpartition(":")[2].isdigit()
+    broken = (
+        "@" in parts.path + parts.fragment
+        or not netloc.rpartition(":")[2].isdigit()
+        or "@" in parts.query.split("&", 1)[0].split("=", 1)[0]  # no option's name has one
+    )
     if "@" not in netloc and ":" in netloc and "@" in rest and broken:
         return _mask_broken_userinfo(scheme, netloc, rest)
     if "@" not in netloc and "password=" not in parts.query:
@@ -107,16 +111,14 @@ def _read_url(url: str) -> UrlFields:
         # urllib's message quotes the text it took for the port: a password's, when a
         # '/', '?' or '#' in it ended the host early.
         reason = str(exc) if "'" not in str(exc) else "its port is not a number"
-        raise ConfigError(
-            f"malformed Redis URL {where}: {reason} (expected "
-            "redis://[USER:PASSWORD@]HOST[:PORT][/DB], any '/', '?', '#' or '@' in the user "
-            "or password percent-encoded)"
-        ) from None
+        raise ConfigError(f"malformed Redis URL {where}: {reason} ({_ENCODE})") from None
     scheme = fields[0]
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"Redis URL {where!r} must start with redis://, rediss:// or unix://")
     names = [name for name, _ in options]
     for name, value in options:
+        if "@" in name:  # a password's end after a '?' in it: not shown
+            raise ConfigError(f"malformed Redis URL {where}: {_ENCODE}")
         if name not in URL_OPTIONS:
             raise ConfigError(
                 f"Redis URL option {name!r} in {where} is not supported: a machine's Redis "
@@ -160,6 +162,10 @@ def _read_url(url: str) -> UrlFields:
     return fields
 
 
+_ENCODE = (
+    "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], any '/', '?', '#' or '@' in the user "
+    "or password percent-encoded"
+)
 _TIMEOUT_WANTED = f"a number of seconds from {TIMEOUT_RANGE[0]:g} to {TIMEOUT_RANGE[1]:g}"
 
 
