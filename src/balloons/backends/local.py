@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,8 +230,8 @@ class LocalBackend:
             return  # another host's machine, or no host at all: not ours to judge or signal
         verdict = identity.verify(record, machine_id, host, self.ctx.secret)
         if isinstance(verdict, int):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(verdict, signal.SIGTERM)
+            secret = self.ctx.secret
+            _terminate(verdict, grace, lambda: identity.verify(record, machine_id, host, secret))
             return
         log.warning("machine %s was not signalled: %s", machine_id, verdict)
         from redis.exceptions import WatchError
@@ -366,6 +366,28 @@ def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
             data += chunk
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+def _terminate(pid: int, grace: float, proved: Callable[[], int | str]) -> None:
+    """``SIGTERM`` to the machine's process group now and ``SIGKILL`` after ``grace`` seconds
+    (at once for 0), as its fork server would; the ``SIGKILL`` only while its record still
+    ``proved`` the process is the machine's (not exited, its pid not taken since)."""
+
+    def kill() -> None:
+        if proved() == pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    if grace <= 0:
+        kill()
+    else:
+        import threading
+
+        timer = threading.Timer(grace, kill)
+        timer.daemon = True
+        timer.start()
 
 
 @contextlib.contextmanager
