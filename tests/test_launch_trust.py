@@ -84,20 +84,3 @@ def test_a_submit_makes_no_machine_for_a_job_written_into_redis(
     assert any("launch_refused" in r.getMessage() for r in caplog.records), caplog.text
     app.supervisor().step(gc=False)  # the submitted job gets its machine
     assert any(job.id.split(".")[1] in name for name in _launched(rig))
-
-
-def test_the_warm_floor_is_no_larger_than_the_supervisors_app_declares(rig: Rig) -> None:
-    """The floor's count and size are the pool's stored settings (``cfg``): raised in Redis,
-    they had the supervisor keep up to the stored cap of idle machines of any size."""
-    app = rig.app
-    app.pool("default", max_machines=40, min_machines=1, cpus=1, memory_mb=256)
-    rig.r.sadd(pools_key("balloons"), "default")
-    rig.r.hset(PK.cfg, mapping={"cap": 40, "min": 20, "cpus": 1, "mem": 256})
-    app.supervisor().step(gc=False)
-    assert len(_launched(rig)) == 1  # the declared floor, not the stored one
-    for slot in rig.r.zrange(PK.slots, 0, -1):
-        rig.r.zrem(PK.slots, slot)
-        rig.r.hdel(PK.slot, slot)
-    rig.r.hset(PK.cfg, mapping={"cpus": 64, "mem": 262144})
-    app.supervisor().step(gc=False)
-    assert len(_launched(rig)) == 1  # no machine larger than declared

@@ -21,19 +21,12 @@ from ..store.keys import PoolKeys
 from ..untrusted import json_object
 
 
-def refusal(store: Any, secret: bytes, pk: PoolKeys, grant: Any, app: Any = None) -> str | None:
+def refusal(store: Any, secret: bytes, pk: PoolKeys, grant: Any) -> str | None:
     """Why no machine is launched for ``grant`` (a ``SCALE_UP`` or ``SUBMIT`` grant, or a
     :class:`~balloons.launcher.Launch`: its ``ulid``, ``attempt``, ``cpus`` and
     ``memory_mb``), or None to launch it. A machine of the warm floor (attempt 0: no job of
-    its own) is sized by the pool's stored settings: no larger than ``app`` declares the pool,
-    when it does."""
+    its own) is not checked here."""
     if grant.attempt == 0:
-        pool = _declared(app, pk.pool)
-        if pool is not None and (grant.cpus > pool.cpus or grant.memory_mb > pool.memory_mb):
-            return (
-                f"its slot asks for {grant.cpus} CPUs and {grant.memory_mb} MB where the pool "
-                f"is declared with {pool.cpus} and {pool.memory_mb}"
-            )
         return None
     with store.errors():
         payload, args, sig = store.redis.hmget(pk.job(grant.ulid), "payload", "args", "sig")
@@ -71,16 +64,3 @@ def refused(app: Any, launch: Any) -> bool:
             slot=f"{launch.ulid}-{launch.attempt}", error=f"no machine for the slot: {why}",
         )  # fmt: skip
     return why is not None
-
-
-def floor(app: Any, pool: str, stored: int) -> int:
-    """The warm floor a step keeps: the pool's stored ``min``, no more than ``app`` declares
-    (when it declares the pool)."""
-    declared = _declared(app, pool)
-    return stored if declared is None else min(stored, declared.min_machines)
-
-
-def _declared(app: Any, pool: str) -> Any:
-    """The pool as ``app`` declares it (:attr:`balloons.App.pools`), else None."""
-    pools = getattr(app, "pools", None)
-    return pools.get(pool) if isinstance(pools, dict) else None

@@ -380,10 +380,10 @@ class Supervisor:
         store = self.app.store
         with store.errors():
             cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
-        ids = " ".join(ulid() for _ in range(launches.floor(self.app, pk.pool, cfg_min)))
+        ids = " ".join(ulid() for _ in range(cfg_min))
         tag = self.app.compat().tag  # queued work and a floor of this app's tag only
         for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag)):
-            if why := launches.refusal(store, self.app.secret.encode(), pk, g, self.app):
+            if why := launches.refusal(store, self.app.secret.encode(), pk, g):
                 log.warning("supervisor: no machine for slot %s: %s", g.slot, why)
                 continue
             timeout = _timeout_of(store, pk, g.ulid)
