@@ -20,10 +20,17 @@ SAFETY_TIMEOUT = 15.0
 
 
 class AuthValkey:
-    def __init__(self, root: Path, password: str, users: Sequence[tuple[str, str]] = ()) -> None:
-        """``users``: (name, password) of ACL users with every right, besides the default
-        user's ``requirepass``."""
+    def __init__(
+        self,
+        root: Path,
+        password: str,
+        users: Sequence[tuple[str, str]] = (),
+        rules: str = "~* &* +@all",
+    ) -> None:
+        """``users``: (name, password) of ACL users with ``rules`` (default: every right),
+        besides the default user's ``requirepass``."""
         self.root, self.password, self.users = root, password, tuple(users)
+        self.rules = rules
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -43,7 +50,7 @@ class AuthValkey:
                     f"port {self.port}",
                     "bind 127.0.0.1",
                     f"requirepass {self.password}",
-                    *(f"user {name} on >{pw} ~* &* +@all" for name, pw in self.users),
+                    *(f"user {name} on >{pw} {self.rules}" for name, pw in self.users),
                     f'dir "{data}"',
                     "appendonly yes",
                     "appendfsync always",

@@ -181,3 +181,36 @@ def test_resp_client_speaks_to_a_password_protected_server(tmp_path: Path) -> No
         assert "wrong" not in str(info.value) and "refused the connection" in str(info.value)
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://app:pa/55word@127.0.0.1:1/0",  # a base64 password: '/' ends the host early
+        "rediss://default:pa?55word@127.0.0.1:1",
+        "redis://:pa#55word@127.0.0.1:1",
+        "redis://app:123/55word@127.0.0.1:1/0",  # and the text before it reads as a port
+        "redis://app:123?55word@127.0.0.1:1",  # or its end as an option's name
+    ],
+)
+def test_a_password_with_an_unencoded_delimiter_is_never_shown(url: str) -> None:
+    """urllib ends the host at the password's '/', '?' or '#': the password was shown whole
+    by ``mask_url`` (no '@' left in the host) and in part by urllib's port error."""
+    masked = mask_url(url)
+    assert "55word" not in masked and masked.endswith("@127.0.0.1:1" + url.rpartition(":1")[2])
+    for call in (
+        lambda: balloons.App(redis_url=url, secret="k" * 32),
+        lambda: RespClient(url).execute("PING"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert "55word" not in str(info.value) and "pa" not in str(info.value).split("@")[0]
+        assert "percent-encoded" in str(info.value)
+    # A path that is no database number: redis-py read it as database 0, machines as text.
+    with pytest.raises(ConfigError, match="not a database number"):
+        balloons.App(redis_url="redis://127.0.0.1:1/cache", secret="k" * 32)
+    with pytest.raises(ConfigError, match="not a database number"):
+        RespClient("redis://127.0.0.1:1/cache")
+    # A '@' in an option's value is no password.
+    plain = "rediss://127.0.0.1:6380/0?ssl_certfile=/etc/client@2.pem"
+    assert mask_url(plain) == plain

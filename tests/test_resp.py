@@ -165,9 +165,11 @@ def test_the_light_url_reader_agrees_with_urllib_or_steps_aside(scheme: str, res
 def test_plain_urls_are_read_alike_by_both_readers(scheme: str, rest: str) -> None:
     url = scheme + rest
     light = _simple_url(url)
-    assert light is not None or _read_by_urllib(url)[0] == "error" or ":" in rest
+    urllib = _read_by_urllib(url)
+    no_db = scheme != "unix://" and urllib[0] != "error" and not str(urllib[6]).isdigit()  # type: ignore[index]
+    assert light is not None or urllib[0] == "error" or ":" in rest or (no_db and urllib[6])  # type: ignore[index]
     if light is not None:
-        assert light == _read_by_urllib(url)
+        assert light == urllib
 
 
 @pytest.mark.parametrize(

@@ -96,8 +96,12 @@ def test_a_queued_job_a_jobless_machine_is_coming_for_gets_no_second_machine() -
     assert report.launched == []
     assert len(backend.specs) == 1  # type: ignore[attr-defined]
     # A second queued job beyond what that machine will take gets a machine of its own.
-    app.store.redis.zadd(pk.queue, {"x" * 26: 1e15})  # a placeholder behind the first job
-    app.store.redis.hset(pk.job("x" * 26), mapping={"status": "QUEUED", "attempt": 1})
+    r = app.store.redis
+    names = ("payload", "args", "sig")
+    signed = dict(zip(names, r.hmget(pk.job(u), *names), strict=True))
+    r.zadd(pk.queue, {"x" * 26: 1e15})  # a placeholder behind the first job
+    # (signed as the first: the supervisor launches machines only for records that verify)
+    r.hset(pk.job("x" * 26), mapping={"status": "QUEUED", "attempt": 1, **signed})
     report = app.supervisor().step(gc=False)
     assert len(report.launched) == 1
 

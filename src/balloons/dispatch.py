@@ -216,7 +216,8 @@ class Dispatcher:
         keep = self.app.get_pool(pool).standby > 0
         # Launch's fields at once (a NamedTuple's __new__ is a Python call: the submit path).
         return job, _tuple(
-            Launch, (pool, u, grant.attempt, grant.cpus, grant.memory_mb, timeout, keep)
+            Launch,
+            (pool, u, grant.attempt, grant.cpus, grant.memory_mb, timeout, keep, u != jk.ulid),
         )
 
     def resubmit(self, job_id: str) -> Job[Any]:

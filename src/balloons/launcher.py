@@ -62,6 +62,9 @@ class Launch(NamedTuple):
     memory_mb: int
     timeout: float
     keep: bool = False
+    #: The slot is another queued job's than the submitter's: its record is checked before a
+    #: machine is made for it (:mod:`balloons.control.launches`).
+    other: bool = False
 
 
 class Assigned(NamedTuple):
@@ -199,7 +202,7 @@ class SlotLauncher:
             # The machine's id reaches the record when its worker claims the attempt (or when
             # the local fork server reports its exit), so the happy path costs no extra write.
             if spec is None:
-                spec = self.spec(*launch)
+                spec = self.spec(*launch[:7])
             if attempt and self._capabilities()[2]:
                 from .commands import with_command  # a command job gets a machine of its own
 
@@ -255,6 +258,11 @@ class SlotLauncher:
         wait goes back to the queue (``REQUEUE``): the pool's first free machine takes it, and
         the slot's machine, launched with no job of its own, joins the pool. In a pool with
         standby machines, see :meth:`launch_standby`."""
+        if launch.other:
+            from .control.launches import refused  # the record of another job than the caller's
+
+            if refused(self.app, launch):
+                return
         if launch.keep:
             if self._in_background():
                 self._later(launch)  # the launcher's step starts or creates the machine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from balloons.dashboard.auth import SESSION_TTL, TokenAuth
@@ -76,3 +77,53 @@ def test_login_returns_only_to_local_paths(raw: str, kept: str) -> None:
     from balloons.dashboard.http import safe_next as _safe_next
 
     assert _safe_next(raw) == kept
+
+
+@pytest.mark.slow
+def test_credentials_that_are_not_ascii_are_refused_not_failed(dashboard) -> None:  # type: ignore[no-untyped-def]
+    """``hmac.compare_digest`` raises ``TypeError`` for a ``str`` that is not ASCII: a session
+    cookie with such a MAC made every page answer 500 to anyone, and a logged-in form with
+    such a CSRF token too."""
+    with dashboard.client() as anyone:
+        for path in ("/jobs", "/pools", "/metrics", "/jobs/live"):
+            raw = [(b"cookie", "balloons_dashboard=abc.1.\u00e9\u00e9".encode())]
+            page = anyone.get(path, headers=raw)
+            assert page.status_code == 401, (path, page.status_code, page.text[:300])
+    with dashboard.login() as client:
+        page = client.post(
+            "/logout",
+            content=b"csrf=%C3%A9%C3%A9",
+            headers={"origin": dashboard.url, "content-type": "application/x-www-form-urlencoded"},
+        )
+        assert page.status_code == 403 and "CSRF" in page.text, page.text[:300]
+
+
+@pytest.mark.slow
+def test_a_huge_form_is_refused_unread(dashboard) -> None:  # type: ignore[no-untyped-def]
+    """A POST's body was read whole before its size was checked: anyone could make the
+    dashboard hold gigabytes (``/login`` needs no token). Now it reads no further than the
+    limit."""
+    sent = [0]
+    chunk = b"token=" + b"x" * (64 * 1024 - 6)
+
+    def body():  # type: ignore[no-untyped-def]
+        for _ in range(3200):  # 200 MiB, if all of it were read
+            sent[0] += len(chunk)
+            yield chunk
+
+    with dashboard.client() as client:
+        try:
+            page = client.post(
+                "/login",
+                content=body(),
+                headers={
+                    "origin": dashboard.url,
+                    "content-type": "application/x-www-form-urlencoded",
+                },
+            )
+        except httpx.HTTPError:
+            pass  # the server answered and closed the connection while the body was on its way
+        else:
+            assert page.status_code in (401, 403, 413), page.status_code
+        assert client.get("/login").status_code == 200  # the server still serves
+    assert sent[0] < 32 * 1024 * 1024, f"{sent[0]:,} bytes were read"

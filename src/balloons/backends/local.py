@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,8 @@ class LocalBackend:
     def inspect(self, machine_id: str) -> MachineInfo | None:
         """The machine's record (launch, state, exit), read from Redis; ``None`` when there is
         none."""
-        raw = self._redis.hgetall(keys.machine_key(self.ctx.namespace, machine_id))
+        with _store_errors(self.ctx.redis_url):
+            (raw,) = _records(self._redis, [keys.machine_key(self.ctx.namespace, machine_id)])
         return _info(machine_id, raw) if raw else None
 
     def stop(self, machine_id: str, grace: float = 10.0) -> None:
@@ -218,7 +220,8 @@ class LocalBackend:
         # machine's process group ourselves, only if its record proves the process is the one
         # launched (see identity.py). A record that does not is marked gone, never signalled.
         mk = keys.machine_key(self.ctx.namespace, machine_id)
-        raw = self._redis.hgetall(mk)
+        with _store_errors(self.ctx.redis_url):
+            (raw,) = _records(self._redis, [mk])
         record = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
         if record.get("state") not in RUNNING_STATES:
             return
@@ -227,8 +230,8 @@ class LocalBackend:
             return  # another host's machine, or no host at all: not ours to judge or signal
         verdict = identity.verify(record, machine_id, host, self.ctx.secret)
         if isinstance(verdict, int):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(verdict, signal.SIGTERM)
+            secret = self.ctx.secret
+            _terminate(verdict, grace, lambda: identity.verify(record, machine_id, host, secret))
             return
         log.warning("machine %s was not signalled: %s", machine_id, verdict)
         from redis.exceptions import WatchError
@@ -250,12 +253,10 @@ class LocalBackend:
         """The newest 1,000 machines' records, filtered by ``job``, ``pool``, ``attempt`` or
         ``slot`` (any other key is a ``BackendError``)."""
         r = self._redis
-        found = r.zrevrange(keys.machines_key(self.ctx.namespace), 0, 999)
-        ids = [m.decode(errors="replace") for m in found]
-        pipe = r.pipeline(transaction=False)
-        for mid in ids:
-            pipe.hgetall(keys.machine_key(self.ctx.namespace, mid))
-        raws = pipe.execute()
+        with _store_errors(self.ctx.redis_url):
+            found = r.zrevrange(keys.machines_key(self.ctx.namespace), 0, 999)
+            ids = [m.decode(errors="replace") for m in found]
+            raws = _records(r, [keys.machine_key(self.ctx.namespace, mid) for mid in ids])
         out = [_info(mid, raw) for mid, raw in zip(ids, raws, strict=True) if raw]
         want = {k: str(v) for k, v in metadata.items()}
         for k in want:
@@ -365,6 +366,48 @@ def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
             data += chunk
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+def _terminate(pid: int, grace: float, proved: Callable[[], int | str]) -> None:
+    """``SIGTERM`` to the machine's process group now and ``SIGKILL`` after ``grace`` seconds
+    (at once for 0), as its fork server would; the ``SIGKILL`` only while its record still
+    ``proved`` the process is the machine's (not exited, its pid not taken since)."""
+
+    def kill() -> None:
+        if proved() == pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    if grace <= 0:
+        kill()
+    else:
+        import threading
+
+        timer = threading.Timer(grace, kill)
+        timer.daemon = True
+        timer.start()
+
+
+@contextlib.contextmanager
+def _store_errors(url: str) -> Iterator[None]:
+    """redis-py's errors as the store's (``StoreError`` naming the masked URL)."""
+    import redis
+
+    try:
+        yield
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        from ..store.reads import store_error
+
+        raise store_error(url, exc) from None
+
+
+def _records(r: Any, names: list[str]) -> list[dict[bytes, bytes]]:
+    """Machine records (hostile: one that is no hash reads as none, with a log line)."""
+    from ..store.reads import read_hashes
+
+    return read_hashes(r, names)
 
 
 def _info(machine_id: str, raw: dict[bytes, bytes]) -> MachineInfo:

@@ -46,7 +46,7 @@ from ..launcher import Launch, Wiring
 from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
 from ..untrusted import integer
-from . import orphans, versions
+from . import launches, orphans, versions
 from .flows import plans
 from .slots import SlotChecks
 
@@ -231,6 +231,9 @@ class Supervisor(SlotChecks):
         ids = " ".join(ulid() for _ in range(cfg_min))
         tag = self.app.compat().tag  # queued work and a floor of this app's tag only
         for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag)):
+            if why := launches.refusal(store, self.app.secret.encode(), pk, g):
+                log.warning("supervisor: no machine for slot %s: %s", g.slot, why)
+                continue
             timeout = _timeout_of(store, pk, g.ulid)
             launch = Launch(pk.pool, g.ulid, g.attempt, g.cpus, g.memory_mb, timeout, standby > 0)
             if launch.keep:

@@ -80,7 +80,7 @@ class TokenAuth:
         issued, _, mac = rest.partition(".")
         if not sid or not issued.isdigit() or not mac:
             return None
-        if not hmac.compare_digest(self._mac(f"{sid}.{issued}"), mac):
+        if not _same(self._mac(f"{sid}.{issued}"), mac):
             return None
         age = (now if now is not None else time.time()) - int(issued)
         return sid if 0 <= age <= SESSION_TTL else None
@@ -108,9 +108,15 @@ class TokenAuth:
             return "the request did not come from this dashboard (Origin check)"
         if session is None:
             return ""  # the login form: nothing to protect yet but the Origin
-        if not form_csrf or not hmac.compare_digest(form_csrf, session.csrf):
+        if not form_csrf or not _same(form_csrf, session.csrf):
             return "the form's CSRF token is missing or stale: reload the page and try again"
         return ""
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a credential sent by the client (any text: compared as
+    UTF-8, where ``compare_digest`` raises for a ``str`` that is not ASCII) and ours."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 def same_origin(conn: HTTPConnection) -> bool:

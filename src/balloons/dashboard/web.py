@@ -154,6 +154,10 @@ class _Rendering:
         """The form of a POST, and the refusal to answer instead when its CSRF token or origin
         is wrong (``None`` when it may go on)."""
         form = await _form_of(request)
+        if form is None:  # refused unread: the connection is closed rather than drained
+            too_large = self.error(request, 413, f"a form is {MAX_FORM_BYTES} bytes at most")
+            too_large.headers["connection"] = "close"
+            return {}, too_large
         session = getattr(request.state, "session", None)
         why = self.auth.post_allowed(request, session, form.get("csrf", ""))
         return form, (self.error(request, 403, why) if why else None)
@@ -463,11 +467,14 @@ class _Dashboard(_Rendering):
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-async def _form_of(request: Request) -> dict[str, str]:
-    """A POST's form fields (the first of each name); none when the body is too large."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
+async def _form_of(request: Request) -> dict[str, str] | None:
+    """A POST's form fields (the first of each name); None when the body is too large, which
+    is read no further than that (``/login`` takes a body from anyone)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
 

@@ -45,6 +45,12 @@ class Script(NamedTuple):
     jobs: tuple[str, ...] = ()
 
 
+class Tolerant(list[Call]):
+    """A step whose commands fail one by one: a command refused (a key of another kind than
+    balloons writes: ``WRONGTYPE``) gets its error as its reply, where it fails any other
+    step's query whole."""
+
+
 #: What a query yields: calls sent as one pipeline (sent a list of their replies), or a script
 #: (sent its reply).
 Step = list[Call] | Script
@@ -136,9 +142,14 @@ def recent(namespace: str, limit: int, pool: str | None, key: bytes | None) -> Q
     ]
     ranked = sorted(job_ids(names, rows), reverse=True)[:limit]
     keys = [JobKeys.of(namespace, jid) for _, jid in ranked]
-    raw = yield [call("hgetall", k) for jk in keys for k in (jk.job, jk.attempts)]
+    raw = yield Tolerant(call("hgetall", k) for jk in keys for k in (jk.job, jk.attempts))
     return [
-        job_info(jk.job_id, decode_hash(rec), attempts, key)
+        job_info(
+            jk.job_id,
+            UNREADABLE if isinstance(rec, Exception) else decode_hash(rec),
+            {} if isinstance(attempts, Exception) else attempts,
+            key,
+        )
         for jk, rec, attempts in zip(keys, raw[::2], raw[1::2], strict=True)
         if rec
     ]
@@ -170,6 +181,11 @@ def index(
 BATCH = 1000
 
 
+#: The fields of a job's record that is no hash, as :func:`fields` reads them: an ``INVALID``
+#: job, where it failed every job's read.
+UNREADABLE: dict[str, bytes] = {"status": b"(not a hash)"}
+
+
 def fields(
     namespace: str, job_ids_: Sequence[str], names: Sequence[str]
 ) -> Query[list[dict[str, bytes]]]:
@@ -177,9 +193,11 @@ def fields(
     out: list[dict[str, bytes]] = []
     for i in range(0, len(job_ids_), BATCH):
         batch = job_ids_[i : i + BATCH]
-        rows = yield [call("hmget", JobKeys.of(namespace, j).job, names) for j in batch]
+        rows = yield Tolerant(call("hmget", JobKeys.of(namespace, j).job, names) for j in batch)
         out += [
-            {n: v for n, v in zip(names, row, strict=True) if v is not None}
+            UNREADABLE
+            if isinstance(row, Exception)  # no hash: read as a record with no valid status
+            else {n: v for n, v in zip(names, row, strict=True) if v is not None}
             if row[0] is not None
             else {}
             for row in rows
@@ -192,7 +210,8 @@ def attempts_of(namespace: str, job_ids_: Sequence[str]) -> Query[list[dict[byte
     out: list[dict[bytes, bytes]] = []
     for i in range(0, len(job_ids_), BATCH):
         batch = job_ids_[i : i + BATCH]
-        out += yield [call("hgetall", JobKeys.of(namespace, j).attempts) for j in batch]
+        rows = yield Tolerant(call("hgetall", JobKeys.of(namespace, j).attempts) for j in batch)
+        out += [{} if isinstance(row, Exception) else row for row in rows]  # no hash: none
     return out
 
 

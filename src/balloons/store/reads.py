@@ -7,6 +7,7 @@ with the URL masked.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StoreError
 from ..info import JobInfo, JobStatus
-from ..untrusted import json_object, number, text
+from ..untrusted import json_object, number, shown, text
 from . import lua, queries, replies
 from .keys import (
     JobKeys,
@@ -199,28 +200,30 @@ class StoreReads:
             return self.eval(step.script, step.pk, *step.args, jobs=step.jobs)
         if not step:
             return []
+        tolerant = isinstance(step, queries.Tolerant)
         with self.errors():
-            if len(step) == 1:  # no pipeline's machinery for a single command
+            if len(step) == 1 and not tolerant:  # no pipeline's machinery for one command
                 method, args, kwargs = step[0]
                 return [getattr(self.redis, method)(*args, **kwargs)]
             pipe = self.redis.pipeline(transaction=False)
             for method, args, kwargs in step:
                 getattr(pipe, method)(*args, **kwargs)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=not tolerant)
 
     async def _send_async(self, step: Step) -> Any:
         if isinstance(step, Script):
             return await self.eval_async(step.script, step.pk, *step.args, jobs=step.jobs)
         if not step:
             return []
+        tolerant = isinstance(step, queries.Tolerant)
         with self.errors():
-            if len(step) == 1:
+            if len(step) == 1 and not tolerant:
                 method, args, kwargs = step[0]
                 return [await getattr(self.aredis, method)(*args, **kwargs)]
             pipe = self.aredis.pipeline(transaction=False)
             for method, args, kwargs in step:
                 getattr(pipe, method)(*args, **kwargs)
-            return await pipe.execute()
+            return await pipe.execute(raise_on_error=not tolerant)
 
     # ------------------------------------------------------------------ reads
     def standby(self, pk: PoolKeys) -> dict[str, dict[str, Any]]:
@@ -386,10 +389,8 @@ class StoreReads:
         """The newest machine records (``id``, ``state``, ``pool``, ...), newest first."""
         with self.errors():
             ids = self.redis.zrevrange(machines_key(self.namespace), 0, limit - 1)
-            pipe = self.redis.pipeline(transaction=False)
-            for mid in ids:
-                pipe.hgetall(machine_key(self.namespace, mid.decode()))
-            raws = pipe.execute()
+            names = [machine_key(self.namespace, mid.decode(errors="replace")) for mid in ids]
+            raws = read_hashes(self.redis, names)
         out = []
         for mid, raw in zip(ids, raws, strict=True):
             if raw:  # every value as text, whatever bytes it holds; "id" is the key's own
@@ -406,6 +407,27 @@ class StoreReads:
 
 #: The index rows' reader (see :func:`balloons.store.queries.job_ids`), by its long-standing name.
 _job_ids = queries.job_ids
+
+
+def read_hashes(redis: Any, names: Sequence[str]) -> list[dict[bytes, bytes]]:
+    """``HGETALL`` of each key, pipelined. A key that holds no hash (altered: ``WRONGTYPE``)
+    reads as no record, with a log line, where it failed every record's read."""
+    from redis.exceptions import ResponseError
+
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(raw, ResponseError):
+            logging.getLogger("balloons.store").warning(
+                "record %s cannot be read, so it is skipped: %s", shown(repr(name)), raw
+            )
+            raw = {}
+        elif isinstance(raw, BaseException):
+            raise raw
+        out.append(raw)
+    return out
 
 
 def store_error(url: str, exc: BaseException) -> StoreError:

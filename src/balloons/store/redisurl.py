@@ -59,6 +59,14 @@ def mask_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.netloc
+    scheme, _, rest = url.partition("://")
+    broken = (
+        "@" in parts.path + parts.fragment
+        or not netloc.rpartition(":")[2].isdigit()
+        or "@" in parts.query.split("&", 1)[0].split("=", 1)[0]  # no option's name has one
+    )
+    if "@" not in netloc and ":" in netloc and "@" in rest and broken:
+        return _mask_broken_userinfo(scheme, netloc, rest)
     if "@" not in netloc and "password=" not in parts.query:
         return url  # nothing to hide (and unix:/// stays as written)
     if "@" in netloc:
@@ -72,6 +80,14 @@ def mask_url(url: str) -> str:
             for q in query.split("&")
         )
     return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _mask_broken_userinfo(scheme: str, netloc: str, rest: str) -> str:
+    """A URL whose password holds an unencoded '/', '?' or '#', which ends the host early:
+    everything from the first ':' to the last '@' may be the password, so none of it is
+    shown."""
+    user = netloc.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{rest.rsplit('@', 1)[1]}"
 
 
 def check_url(url: str) -> None:
@@ -92,12 +108,17 @@ def _read_url(url: str) -> UrlFields:
         fields = _url(url)
         options = parse_qsl(urlsplit(url).query, keep_blank_values=True)
     except ValueError as exc:
-        raise ConfigError(f"malformed Redis URL {where}: {exc}") from None
+        # urllib's message quotes the text it took for the port: a password's, when a
+        # '/', '?' or '#' in it ended the host early.
+        reason = str(exc) if "'" not in str(exc) else "its port is not a number"
+        raise ConfigError(f"malformed Redis URL {where}: {reason} ({_ENCODE})") from None
     scheme = fields[0]
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"Redis URL {where!r} must start with redis://, rediss:// or unix://")
     names = [name for name, _ in options]
     for name, value in options:
+        if "@" in name:  # a password's end after a '?' in it: not shown
+            raise ConfigError(f"malformed Redis URL {where}: {_ENCODE}")
         if name not in URL_OPTIONS:
             raise ConfigError(
                 f"Redis URL option {name!r} in {where} is not supported: a machine's Redis "
@@ -119,6 +140,13 @@ def _read_url(url: str) -> UrlFields:
         }.get(name, "" if value else "a value")
         if expected:
             raise ConfigError(f"Redis URL option {name}={shown} in {where}: expected {expected}")
+    if scheme != "unix" and "db" not in names and not (fields[6].isdigit() or not fields[6]):
+        # redis-py reads such a path as database 0, a machine's client as the text; which
+        # may be a password's end (an unencoded '/' in it), so it is not shown.
+        raise ConfigError(
+            f"malformed Redis URL {where}: the path after its host is not a database number "
+            "(any '/', '?', '#' or '@' in the user or password must be percent-encoded)"
+        )
     if "ssl_keyfile" in names and "ssl_certfile" not in names:
         raise ConfigError(
             f"Redis URL option ssl_keyfile in {where} needs ssl_certfile: the client's "
@@ -134,6 +162,10 @@ def _read_url(url: str) -> UrlFields:
     return fields
 
 
+_ENCODE = (
+    "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], any '/', '?', '#' or '@' in the user "
+    "or password percent-encoded"
+)
 _TIMEOUT_WANTED = f"a number of seconds from {TIMEOUT_RANGE[0]:g} to {TIMEOUT_RANGE[1]:g}"
 
 
@@ -203,6 +235,8 @@ def _simple_url(url: str) -> UrlFields | None:
         return None  # urllib.parse's own errors, or its reading
     user, has_password, password = userinfo.partition(":")
     unix = scheme == "unix"
+    if not unix and not (slash + path).strip("/").isdigit() and path.strip("/"):
+        return None  # not a database number: _read_url refuses it
     return (
         scheme,
         host.lower() or "127.0.0.1",
