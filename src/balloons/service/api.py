@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from .. import registry
@@ -44,6 +43,7 @@ from .activity import Activity
 from .auth import CACHE_TTL, Gate, Keys
 from .idempotency import Idempotency, body_digest, check_header
 from .problems import Problem
+from .responses import JSONResponse
 from .webhooks import WebhookSecret
 
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ BLOCK = 5.0
 PING = 15.0
 #: Long-polls and streams open at once, at most (more get 429).
 MAX_WAITERS = 1000
-
-_JSON_TYPE_RE = re.compile(r"\Aapplication/([a-z0-9.+-]+\+)?json\Z")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -147,7 +145,7 @@ class _Api:
 
     # ---------------------------------------------------------------- submit
     async def submit(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await submission.read(request)
         job = submission.parse(body)
         header = request.headers.get("idempotency-key")
         claim = None
@@ -453,26 +451,6 @@ async def submit_command(app: App, job: submission.CommandJob) -> Job[Any]:
 
 
 # -------------------------------------------------------------------- helpers
-async def _json_body(request: Request) -> object:
-    ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if not _JSON_TYPE_RE.match(ctype):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            f"the body must be application/json, got {shown(ctype)[:60]!r}",
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > submission.MAX_BODY:
-            raise Problem(413, "body-too-large", f"the body is over {submission.MAX_BODY:,} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, RecursionError) as exc:
-        raise submission.invalid(f"the body is not valid JSON: {exc}"[:300]) from None
-
-
 def _wait_of(raw: str | None) -> float:
     if raw is None:
         return 0.0

@@ -126,7 +126,8 @@ def event(job: dict[str, Any], source: str) -> bytes:
     }
     if doc["time"] is None:  # an end time that cannot be read: the attribute is optional
         del doc["time"]
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    # "replace": a lone surrogate (a string altered in Redis) is sent as "?", never a crash.
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------------- submit
