@@ -79,6 +79,10 @@ def create_app(
     callbacks that bring no secret of their own (without it, such a callback is refused)."""
     api = _Api(app, Gate(Keys(app.store, app.settings.namespace), token, key_cache_ttl))
     api.max_waiters = max_waiters
+    # Each long-poll and stream blocks on a connection of its own: room for all of them and
+    # the other requests (redis-py's default of 100 made the 101st waiter, and every request
+    # beside them, a 503).
+    app.store.async_connections = max(app.store.async_connections or 0, max_waiters + 100)
     api.webhook_secret = webhook_secret
     routes: list[BaseRoute] = [*api.routes()]
     if attempt_routes:
