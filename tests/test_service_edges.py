@@ -5,6 +5,7 @@ Every answer is a job or a problem, never a 500, and nothing is stored for a ref
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from balloons.service import tokens
 from balloons.store.keys import JobKeys
 from tests import tasks
 from tests.servicehttp import Service, serving
+from tests.waiting import wait_for
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
@@ -228,3 +230,36 @@ def test_a_tampered_token_never_verifies_and_never_shows() -> None:
         assert err.value.code == "token-invalid", bad
         assert tag not in str(err.value) and tag not in repr(err.value)
     assert json.dumps(tokens.check(key, tok, job_id, 1, 1_700_000_000))
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_error_of_the_service(service: Service) -> None:
+    # A busy world's clients go away mid-upload; that is theirs, not a fault to log with a
+    # traceback at each one (a log flood anyone could cause).
+    seen = _Records()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(seen)
+    try:
+        host, _, port = service.url.removeprefix("http://").partition(":")
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(
+                    b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Authorization: Bearer {service.token}\r\n".encode()
+                    + b"Content-Length: 1000\r\n\r\n"
+                    + ADD
+                )
+                wait_for(lambda: service.activity.active == 1, "the request to be read")
+        wait_for(lambda: service.activity.active == 0, "the request to end")
+    finally:
+        logger.removeHandler(seen)
+    assert [r.getMessage() for r in seen.records if r.levelno >= logging.WARNING] == []
+    assert tasks.app.jobs(limit=5) == []

@@ -401,11 +401,12 @@ async def _body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise Problem(413, "payload-too-large", f"the body is over {limit:,} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "payload-too-large", f"the body is over {limit:,} bytes")
-        chunks.append(chunk)
+    async with submission.gone_mid_body():
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, "payload-too-large", f"the body is over {limit:,} bytes")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 import math
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect
 
 from ..store.keys import POOL_RE
 from ..untrusted import MAX_CPUS, MAX_MEMORY_MB, describe, shown
@@ -115,12 +119,23 @@ async def read(request: Request) -> object:
     ):
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise too_large
-        chunks.append(chunk)
+    async with gone_mid_body():
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_large
+            chunks.append(chunk)
     return load(b"".join(chunks))
+
+
+@contextlib.asynccontextmanager
+async def gone_mid_body() -> AsyncIterator[None]:
+    """A client that hung up before its body was read: a 400 problem nobody reads, rather
+    than an error logged with its traceback (anyone could flood the log with them)."""
+    try:
+        yield
+    except ClientDisconnect:
+        raise Problem(400, "client-disconnected", "the client went away mid-body") from None
 
 
 def load(data: bytes) -> object:
