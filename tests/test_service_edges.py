@@ -263,3 +263,39 @@ def test_a_client_that_hangs_up_mid_body_is_no_error_of_the_service(service: Ser
         logger.removeHandler(seen)
     assert [r.getMessage() for r in seen.records if r.levelno >= logging.WARNING] == []
     assert tasks.app.jobs(limit=5) == []
+
+
+def test_a_quiet_log_stream_is_pinged(
+    service: Service, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from balloons.service import api
+
+    monkeypatch.setattr(api, "PING", 0.1)  # the 15 s of the docs, made short
+    job = client.post("/v1/jobs", content=ADD + b"}", headers=JSON).json()
+    with client.stream("GET", f"/v1/jobs/{job['id']}/logs") as resp:
+        lines = resp.iter_lines()
+        assert next(lines) == ": stream open"
+        pings = 0
+        for line in lines:
+            assert line in (": ping", ""), line  # nothing but pings on a quiet stream
+            pings += line == ": ping"
+            if pings == 2:
+                break
+    wait_for(lambda: service.activity.active == 0, "the stream to close with its client")
+
+
+@pytest.mark.slow
+def test_the_module_entry_point_refuses_an_idle_exit_out_of_range() -> None:
+    import subprocess
+    import sys
+
+    from tests.ports import free_port
+
+    for raw in ("-1", "nan", "inf", "1e9", "soon"):
+        got = subprocess.run(
+            [sys.executable, "-m", "balloons.service", "--port", str(free_port()),
+             "--idle-exit", raw],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert got.returncode == 2, (raw, got.returncode, got.stderr[-500:])
+        assert "--idle-exit" in got.stderr and "expected seconds from 0" in got.stderr
