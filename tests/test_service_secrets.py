@@ -29,6 +29,7 @@ from tests.waiting import wait_for
 SERVICE_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 JOB_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 DASHBOARD = "secrets-dashboard-token-" + "d" * 12
+PASSWORD = os.urandom(12).hex()  # in a callback URL's user information
 
 
 class _Records(logging.Handler):
@@ -86,7 +87,8 @@ def test_no_secret_shows_in_a_log_an_answer_or_a_page(logged: list[str]) -> None
             ({"authorization": f"Bearer {SERVICE_SECRET}"}, body),
             ({"authorization": f"Basic {key}"}, body),
             ({}, {**body, "callback": {"url": down, "secret": near}}),
-            ({}, {**body, "callback": {"url": f"ftp://{near}@x/", "secret": JOB_SECRET}}),
+            ({}, {**body, "callback": {"url": f"ftp://u:{PASSWORD}@x/", "secret": JOB_SECRET}}),
+            ({}, {**body, "callback": {"url": f"http://u:{PASSWORD}@x:99999/"}}),
             ({}, {**body, "callback": {"url": down, "secret": 5, "x": JOB_SECRET}}),
         ]:
             keep(c.post("/v1/jobs", json=payload, headers=headers))
@@ -129,5 +131,5 @@ def test_no_secret_shows_in_a_log_an_answer_or_a_page(logged: list[str]) -> None
         for where in (shown, logged):
             leaks = [text[:200] for text in where if secret in text]
             assert leaks == [], leaks
-    # The near-miss of the job's secret is refused without being shown either.
-    assert [t[:300] for t in shown + logged if near in t] == []
+    # A near-miss of the job's secret, and a password in a URL, are refused unshown too.
+    assert [t[:300] for t in shown + logged if near in t or PASSWORD in t] == []
