@@ -202,3 +202,26 @@ def test_a_log_stream_resumed_after_any_event_sends_the_rest_exactly_once(
         for bad in ("1-", "-1", "1-2-3", "a-b", "9" * 20 + "-0", "1-" + "9" * 20, "1-1\n"):
             got = c.get(f"/v1/jobs/{job_id}/logs", params={"after": bad})
             assert got.status_code == 400 and got.json()["code"] == "invalid-request", bad
+
+
+def test_long_polls_whose_clients_went_away_end_with_them(service: Service) -> None:
+    with service.client() as c:
+        body = {"task": "tests.tasks:add", "args": [1, 1], "delay": 3600}
+        job_id = c.post("/v1/jobs", json=body).json()["id"]
+
+    async def abandon() -> None:
+        headers = {"authorization": f"Bearer {service.token}"}
+        async with httpx.AsyncClient(base_url=service.url, headers=headers, timeout=60) as ac:
+            polls = [asyncio.create_task(ac.get(f"/v1/jobs/{job_id}?wait=30")) for _ in range(50)]
+            while service.activity.active < 50:
+                await asyncio.sleep(0.02)
+            for p in polls:
+                p.cancel()
+            await asyncio.gather(*polls, return_exceptions=True)
+
+    asyncio.run(abandon())
+    # They held their places (a waiter's, a Redis connection, the idle exit) for their whole
+    # wait of 30 s; now they end with their connection (a liveness margin, not a measure).
+    wait_for(lambda: service.activity.active == 0, "the abandoned long-polls to end", 20)
+    with service.client() as c:
+        assert c.get(f"/v1/jobs/{job_id}").json()["state"] == "scheduled"

@@ -39,7 +39,7 @@ from ..store.queries import Query, call
 from ..store.records import read_status
 from ..untrusted import shown, timestamp
 from . import callbacks, handlers, listing, logstream, openapi, resources, submission
-from .activity import Activity
+from .activity import Activity, while_connected
 from .auth import CACHE_TTL, Gate, Keys
 from .idempotency import Idempotency, body_digest, check_header
 from .problems import Problem
@@ -265,7 +265,7 @@ class _Api:
             raise Problem(404, "job-not-found", f"job {jk.job_id} not found", job_id=jk.job_id)
         if wait > 0 and not _ended(raw.rec):
             async with self.waiting():
-                raw = await self.wait_end(jk, wait, raw) or raw
+                raw = await while_connected(request, self.wait_end(jk, wait, raw)) or raw
         return JSONResponse(resources.resource(self.app, jk.job_id, raw))
 
     async def wait_end(
