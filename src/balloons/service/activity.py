@@ -9,7 +9,6 @@ gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -60,10 +59,16 @@ async def while_connected(request: Request, work: Coroutine[Any, Any, T]) -> T |
     finally:
         gone.cancel()
         if not task.done():
+            # Not awaited: a call in the thread pool ends its cancellation only once its
+            # thread returns, and the request need not wait for that.
+            task.add_done_callback(_quiet)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()
+    return task.result() if task.done() and not task.cancelled() else None
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a cancelled wait's error is nobody's to see
 
 
 async def _disconnected(request: Request) -> None:
