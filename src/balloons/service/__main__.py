@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-A", "--app", dest="module", help="module defining the App and its tasks")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8280)
-    ap.add_argument("--idle-exit", type=float, default=None)
+    ap.add_argument("--idle-exit", type=_idle_seconds, default=None, metavar="S")
     ap.add_argument("--no-supervise", action="store_true")
     args = ap.parse_args(argv)
     from ..app import App
@@ -42,6 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         webhook_secret=webhook_secret(os.environ),
     )
     return 0
+
+
+def _idle_seconds(raw: str) -> float:
+    """``--idle-exit``: seconds from 0 to a week (NaN, infinity or a negative number made the
+    service exit at once, as idle)."""
+    from ..config import seconds_in
+
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not seconds_in(value, 0, 7 * 24 * 3600):
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected seconds from 0 to 604800")
+    return value
 
 
 if __name__ == "__main__":

@@ -2,14 +2,21 @@
 long-poll is one until it ends) and when the last one ended.
 
 :class:`Activity` is an ASGI middleware around the whole app; :func:`idle_for` says how long
-the service has had nothing to do.
+the service has had nothing to do. :func:`while_connected` ends a long wait whose client has
+gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+T = TypeVar("T")
 
 
 class Activity:
@@ -39,3 +46,31 @@ class Activity:
         if self.active:
             return 0.0
         return max(0.0, (time.monotonic() if now is None else now) - self.last)
+
+
+async def while_connected(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """``work``'s result; None, ``work`` cancelled, once the client hangs up first. (A
+    long-poll otherwise held its place among the waiters, a Redis connection and the idle
+    exit for its whole wait after its client had gone.) For a request whose body is read."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            # Not awaited: a call in the thread pool ends its cancellation only once its
+            # thread returns, and the request need not wait for that.
+            task.add_done_callback(_quiet)
+            task.cancel()
+    return task.result() if task.done() and not task.cancelled() else None
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a cancelled wait's error is nobody's to see
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from .. import registry
@@ -40,10 +39,11 @@ from ..store.queries import Query, call
 from ..store.records import read_status
 from ..untrusted import shown, timestamp
 from . import callbacks, handlers, listing, logstream, openapi, resources, submission
-from .activity import Activity
+from .activity import Activity, while_connected
 from .auth import CACHE_TTL, Gate, Keys
 from .idempotency import Idempotency, body_digest, check_header
 from .problems import Problem
+from .responses import JSONResponse
 from .webhooks import WebhookSecret
 
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ BLOCK = 5.0
 PING = 15.0
 #: Long-polls and streams open at once, at most (more get 429).
 MAX_WAITERS = 1000
-
-_JSON_TYPE_RE = re.compile(r"\Aapplication/([a-z0-9.+-]+\+)?json\Z")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -81,6 +79,10 @@ def create_app(
     callbacks that bring no secret of their own (without it, such a callback is refused)."""
     api = _Api(app, Gate(Keys(app.store, app.settings.namespace), token, key_cache_ttl))
     api.max_waiters = max_waiters
+    # Each long-poll and stream blocks on a connection of its own: room for all of them and
+    # the other requests (redis-py's default of 100 made the 101st waiter, and every request
+    # beside them, a 503).
+    app.store.async_connections = max(app.store.async_connections or 0, max_waiters + 100)
     api.webhook_secret = webhook_secret
     routes: list[BaseRoute] = [*api.routes()]
     if attempt_routes:
@@ -147,7 +149,7 @@ class _Api:
 
     # ---------------------------------------------------------------- submit
     async def submit(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await submission.read(request)
         job = submission.parse(body)
         header = request.headers.get("idempotency-key")
         claim = None
@@ -263,7 +265,7 @@ class _Api:
             raise Problem(404, "job-not-found", f"job {jk.job_id} not found", job_id=jk.job_id)
         if wait > 0 and not _ended(raw.rec):
             async with self.waiting():
-                raw = await self.wait_end(jk, wait, raw) or raw
+                raw = await while_connected(request, self.wait_end(jk, wait, raw)) or raw
         return JSONResponse(resources.resource(self.app, jk.job_id, raw))
 
     async def wait_end(
@@ -453,26 +455,6 @@ async def submit_command(app: App, job: submission.CommandJob) -> Job[Any]:
 
 
 # -------------------------------------------------------------------- helpers
-async def _json_body(request: Request) -> object:
-    ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if not _JSON_TYPE_RE.match(ctype):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            f"the body must be application/json, got {shown(ctype)[:60]!r}",
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > submission.MAX_BODY:
-            raise Problem(413, "body-too-large", f"the body is over {submission.MAX_BODY:,} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, RecursionError) as exc:
-        raise submission.invalid(f"the body is not valid JSON: {exc}"[:300]) from None
-
-
 def _wait_of(raw: str | None) -> float:
     if raw is None:
         return 0.0

@@ -16,11 +16,12 @@ docs/worker-protocol.md (its version: :data:`PROTOCOL_VERSION`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import StoreError
@@ -31,8 +32,9 @@ from ..states import Reason
 from ..store import lua
 from ..store.keys import JobKeys
 from ..untrusted import shown
-from . import tokens
+from . import submission, tokens
 from .problems import Problem
+from .responses import JSONResponse
 
 if TYPE_CHECKING:
     from ..app import App
@@ -190,9 +192,12 @@ class _Protocol:
     async def complete(self, request: Request) -> Response:
         """``{result}`` (JSON): the attempt succeeded. Idempotent."""
         a = await self._attempt(request, need_running=False)
-        body = _object(await _body(request, MAX_BODY))
+        raw = await _body(request, MAX_BODY)
+        body = _object(raw)
         if "result" not in body:
             raise _invalid(a, 'expected {"result": ...}')
+        if submission.lone_surrogate(raw, body):  # a string with no UTF-8 form: no result
+            raise _invalid(a, "result holds a lone surrogate (\\ud800-\\udfff not in a pair)")
         if a.status == "SUCCEEDED" and _int(a.rec.get("attempt")) == a.n:
             return JSONResponse({"state": "succeeded"})  # a repeated complete
         if a.status != "RUNNING":
@@ -396,11 +401,12 @@ async def _body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise Problem(413, "payload-too-large", f"the body is over {limit:,} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "payload-too-large", f"the body is over {limit:,} bytes")
-        chunks.append(chunk)
+    async with submission.gone_mid_body():
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, "payload-too-large", f"the body is over {limit:,} bytes")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -408,10 +414,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"{raw[:40]} is out of a number's range")
+    return value
+
+
 def _object(raw: bytes, where: str = "") -> dict[str, Any]:
-    """A JSON object (strict: no NaN or infinity), else 400 ``invalid-json``."""
+    """A JSON object (strict: no NaN, infinity or number out of range), else 400
+    ``invalid-json``."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "invalid-json", f"{where}the body is not JSON: {exc}") from None
     if not isinstance(value, dict):

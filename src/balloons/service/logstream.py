@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 #: Longest block on a job's log stream before its status is read again.
 LOG_BLOCK = 1.0
-STREAM_ID_RE = re.compile(r"\A[0-9]{1,20}-[0-9]{1,20}\Z")
+#: A stream entry id as Redis takes it: two numbers below 2**64 (up to 19 digits each, as
+#: every id Redis makes is; 20 digits let through ids Redis refuses, ending a stream in error).
+STREAM_ID_RE = re.compile(r"\A[0-9]{1,19}-[0-9]{1,19}\Z")
 
 
 def log_round(jk: JobKeys, last: str) -> Query[tuple[bool, str, list[tuple[str, dict[str, Any]]]]]:

@@ -15,9 +15,11 @@ from http import HTTPStatus
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from balloons.errors import BalloonsError
+
+from .responses import JSONResponse
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:balloons:problem:"

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
+import json
 import math
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect
 
 from ..store.keys import POOL_RE
-from ..untrusted import MAX_CPUS, MAX_MEMORY_MB, describe
+from ..untrusted import MAX_CPUS, MAX_MEMORY_MB, describe, shown
 from . import webhooks
 from .problems import Problem
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 #: Largest request body accepted, in bytes.
 MAX_BODY = 1024 * 1024
@@ -32,6 +40,8 @@ LABEL_KEY_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,62}\Z")
 MAX_LABEL_VALUE = 256
 #: How deep ``$bytes`` values are looked for (JSON nested deeper is refused).
 MAX_DEPTH = 64
+
+_JSON_TYPE_RE = re.compile(r"\Aapplication/([a-z0-9.+-]+\+)?json\Z")
 
 COMMON = frozenset(
     {"input", "pool", "timeout", "retries", "machine", "at", "delay", "labels", "callback"}
@@ -88,6 +98,103 @@ class CommandJob:
 def invalid(detail: str) -> Problem:
     """A ``400 invalid-request`` problem."""
     return Problem(400, "invalid-request", detail)
+
+
+async def read(request: Request) -> object:
+    """The request's body as JSON (see :func:`load`): 415 unless its type is JSON, 413 past
+    :data:`MAX_BODY` bytes (a body declared larger is refused unread)."""
+    ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not _JSON_TYPE_RE.match(ctype):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            f"the body must be application/json, got {shown(ctype)[:60]!r}",
+        )
+    too_large = Problem(413, "body-too-large", f"the body is over {MAX_BODY:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 9 or int(declared) > MAX_BODY)
+    ):
+        raise too_large
+    chunks, size = [], 0
+    async with gone_mid_body():
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_large
+            chunks.append(chunk)
+    return load(b"".join(chunks))
+
+
+@contextlib.asynccontextmanager
+async def gone_mid_body() -> AsyncIterator[None]:
+    """A client that hung up before its body was read: a 400 problem nobody reads, rather
+    than an error logged with its traceback (anyone could flood the log with them)."""
+    try:
+        yield
+    except ClientDisconnect:
+        raise Problem(400, "client-disconnected", "the client went away mid-body") from None
+
+
+def load(data: bytes) -> object:
+    """The request body's JSON value: UTF-8 text (no byte order mark), finite numbers (no
+    ``NaN``, ``Infinity``, nor ``1e400``), distinct names in each object (parsers disagree
+    on which of ``{"task": A, "task": B}`` counts) and no lone surrogate (``"\\ud800"``, a
+    string with no UTF-8 form); a ``400 invalid-request`` problem otherwise."""
+    try:
+        value = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_distinct,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise invalid(f"the body is not valid JSON: {exc}"[:300]) from None
+    if lone_surrogate(data, value):
+        raise invalid(
+            "the body holds a lone surrogate (\\ud800-\\udfff not in a pair): "
+            "strings must be Unicode text"
+        )
+    return value
+
+
+def lone_surrogate(data: bytes, value: object) -> bool:
+    """Whether ``value``, parsed from the JSON ``data``, holds a string with no UTF-8 form (a
+    lone surrogate, which only a ``\\uD800``-``\\uDFFF`` escape can spell)."""
+    if not _SURROGATE_ESCAPE.search(data):  # the rule: only then is the value looked at
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _distinct(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise invalid(f"the body names {shown(name)[:60]!r} twice in one object")
+            seen.add(name)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise invalid(f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise invalid(f"the body is not valid JSON: {raw[:40]} is out of a number's range")
+    return value
 
 
 def parse(body: object) -> TaskJob | CommandJob:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import math
 
 PREFIX = "bat1"
 #: Seconds a token outlives its attempt's deadline (a last call to report the outcome).
@@ -55,8 +56,9 @@ def attempt_url(service_url: str, job_id: str, attempt: int) -> str:
 
 
 def mint(secret: bytes, job_id: str, attempt: int, expires: float) -> str:
-    """The token of one attempt, valid until ``expires`` (epoch seconds)."""
-    body = _b64(f"{job_id}/{attempt}/{int(expires)}".encode())
+    """The token of one attempt, valid until ``expires`` (epoch seconds, rounded up to the
+    second: cut down, a call near the end of the grace would be refused before it ends)."""
+    body = _b64(f"{job_id}/{attempt}/{math.ceil(expires)}".encode())
     return f"{PREFIX}.{body}.{_tag(secret, body)}"
 
 
@@ -79,6 +81,6 @@ def check(secret: bytes, token: str, job_id: str, attempt: int, now: float) -> f
         raise TokenError("token-invalid", "the attempt token is malformed") from None
     if jid != job_id or got_attempt != attempt:
         raise TokenError("token-scope", "the attempt token is for another attempt's URL")
-    if now > expires:
+    if now >= expires:
         raise TokenError("token-expired", "the attempt token expired with its attempt")
     return expires

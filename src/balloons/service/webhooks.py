@@ -126,7 +126,8 @@ def event(job: dict[str, Any], source: str) -> bytes:
     }
     if doc["time"] is None:  # an end time that cannot be read: the attribute is optional
         del doc["time"]
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    # "replace": a lone surrogate (a string altered in Redis) is sent as "?", never a crash.
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------------- submit
@@ -167,11 +168,15 @@ def parse(raw: object) -> Callback | None:
     return Callback(check_url(raw["url"]), WebhookSecret(secret) if secret else None)
 
 
+_USERINFO_RE = re.compile(r"\A([^/?#@]*?:?/*)[^/?#]*@")
+
+
 def check_url(raw: object) -> str:
     """An absolute http(s) URL with a host and no credentials; a 400 problem naming it."""
     if not isinstance(raw, str):
         raise _invalid(f"callback.url must be a string, got {describe(raw)[:80]}")
-    shown_url = repr(shown(raw)[:200])
+    # Whatever comes before an '@' may be a password: never echoed, whatever else is wrong.
+    shown_url = repr(shown(_USERINFO_RE.sub(r"\1***@", raw))[:200])
     if len(raw) > MAX_URL or not raw.isprintable() or any(c.isspace() for c in raw):
         raise _invalid(
             f"callback.url must be a URL of at most {MAX_URL} printable characters without "

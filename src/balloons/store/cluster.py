@@ -313,9 +313,18 @@ def redis_client(url: str, connect_timeout: float, timeout: float) -> Any:
     return RedisCluster.from_url(url, **options)
 
 
-def async_redis_client(url: str, connect_timeout: float, timeout: float, cluster: bool) -> Any:
-    """The asyncio counterpart of :func:`redis_client`, ``cluster`` as it found."""
+def async_redis_client(
+    url: str,
+    connect_timeout: float,
+    timeout: float,
+    cluster: bool,
+    max_connections: int | None = None,
+) -> Any:
+    """The asyncio counterpart of :func:`redis_client`, ``cluster`` as it found, opening at
+    most ``max_connections`` (None: redis-py's default; a cluster's: per node)."""
     options = _options(url, connect_timeout, timeout, asyncio=True)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     if cluster:
         from redis.asyncio.cluster import RedisCluster
 

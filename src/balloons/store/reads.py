@@ -59,6 +59,9 @@ class StoreReads:
         #: Seconds a reply may take (a blocking wait's: its block time and this), the URL's
         #: ``socket_timeout`` option first (see :data:`balloons.store.redisurl.DEFAULT_TIMEOUT`).
         self.timeout = timeout_of(url, timeout)
+        #: Connections an asyncio client opens at most (None: redis-py's default, 100). A
+        #: server holding one per blocked waiter (the job service's long-polls) raises it.
+        self.async_connections: int | None = None
         self._key = key  # the app's signing key, read when first needed
         self._sync: Any = None  # redis.Redis; redis-py's own annotations are too loose to help
         # Made once for all threads: a second client, built beside it and dropped, would close
@@ -100,7 +103,7 @@ class StoreReads:
             # Cluster or not, as the sync client found (a round trip once per store).
             cluster = isinstance(self.redis, RedisCluster)
             client = self._async[loop] = async_redis_client(
-                self.url, _CONNECT_TIMEOUT, self.timeout, cluster
+                self.url, _CONNECT_TIMEOUT, self.timeout, cluster, self.async_connections
             )
         return client
 
