@@ -160,3 +160,87 @@ def test_a_server_that_is_not_there_is_a_store_error() -> None:
             await client.pipeline([["PING"]])
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------- the asyncio submit on it
+def _submit_read(app: object, reads: bool) -> tuple[object, list[object]]:
+    import balloons
+    from tests import tasks
+
+    assert isinstance(app, balloons.App)
+
+    async def go() -> tuple[object, list[object]]:
+        task = tasks.add
+        jk, req = app._submit_args(task, task.opts, (1, 2), {})
+        try:
+            got, replies = await app.store.submit_read_async(
+                jk, req, [["HGET", jk.job, "status"], ["HGET", jk.pool.jobs, "x"]] if reads else []
+            )
+        finally:
+            await app.store.aclose()
+        return (got.placed, jk), replies
+
+    return asyncio.run(go())
+
+
+def test_the_async_submit_reads_behind_it_and_survives_a_flushed_script_cache_and_a_kill(
+    redis_url: str, secret: str, r: object
+) -> None:
+    import redis
+
+    import balloons
+    from tests import tasks
+
+    assert isinstance(r, redis.Redis)
+    r.delete("balloons:pools")
+    app = balloons.App(redis_url=redis_url, secret=secret, record_ttl=60)
+    try:
+        (placed, jk), replies = _submit_read(app, reads=True)
+        # The reads run after the script, in the same write: they see the job it stored.
+        assert replies[0] == b"STARTING" and placed == "launch"
+        assert isinstance(replies[1], RespError) and "WRONGTYPE" in str(replies[1])
+        assert r.sismember("balloons:pools", "default")
+        r.script_flush()
+        (placed, jk), replies = _submit_read(app, reads=True)  # NOSCRIPT: sent with EVAL
+        assert replies[0] is not None and r.hget(jk.job, "status") == replies[0]  # type: ignore[attr-defined]
+
+        async def across_a_kill() -> bool:
+            task = tasks.add
+            try:
+                for i in range(2):
+                    jk, req = app._submit_args(task, task.opts, (1, 2), {})
+                    await app.store.submit_async(jk, req)
+                    if i == 0:  # the server closes the connection: the next call makes one
+                        conn = app.store._aresp[asyncio.get_running_loop()]._conn
+                        await asyncio.to_thread(r.client_kill_filter, _type="normal", skipme=True)
+                        for _ in range(500):
+                            if conn.transport is None:
+                                break
+                            await asyncio.sleep(0.01)
+                        assert conn.transport is None
+            finally:
+                await app.store.aclose()
+            return bool(r.exists(jk.job))
+
+        assert asyncio.run(across_a_kill())
+    finally:
+        app.close()
+
+
+def test_the_reads_behind_a_submit_become_the_resource_only_when_they_are_whole() -> None:
+    from balloons.service.resources import Raw, raw_of
+
+    rec = [b"status", b"QUEUED", b"attempt", b"1"]
+    got = raw_of([rec, [], None, []])
+    assert isinstance(got, Raw) and got.rec == {"status": b"QUEUED", "attempt": b"1"}
+    assert got.attempts == {} and got.meta is None and got.hook == {}
+    assert raw_of([[], [], None, []]) is None  # no record: the job is not there
+    for bad in (
+        [rec, [], None],  # a reply missing
+        [RespError("WRONGTYPE"), [], None, []],  # a key of another type
+        [rec, [b"1"], None, []],  # an odd hash
+        [rec, [], 7, []],  # a meta that is no string
+        [rec, [], None, [b"k", 7]],  # a field that is no string
+        [b"x", [], None, []],
+    ):
+        assert raw_of(bad) is False, bad
