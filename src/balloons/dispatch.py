@@ -140,10 +140,11 @@ class Dispatcher:
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
         """:meth:`submit` for asyncio: the store's asyncio client places the job, and a launch is
-        made in a worker thread (:func:`balloons.dispatch_async.submit_read`)."""
-        from .dispatch_async import submit_read
+        made in a worker thread (:func:`balloons.dispatch_async.place`)."""
+        from .dispatch_async import place
 
-        return (await submit_read(self, task, opts, args, kwargs, None))[0]
+        jk, req = self.submit_args(task, opts, args, kwargs)  # here: a warning's stack level
+        return (await place(self, task.name, opts, jk, req, []))[0]
 
     def submit_args(
         self,
