@@ -465,3 +465,42 @@ def test_the_launchers_scripts_touch_only_their_keys_on_every_node(
         "LOST",
     ):
         assert audit.calls.get(name, 0) >= 3, (name, audit.calls)
+
+
+def test_the_service_submits_and_answers_on_a_cluster(
+    cluster: ValkeyCluster, app: balloons.App
+) -> None:
+    """The job service on a cluster: the first redirect turns its asyncio submit to redis-py's
+    cluster client, and each 201 is still the resource a GET gives, labels and all."""
+    pytest.importorskip("starlette")
+    import httpx
+
+    from balloons.service.api import create_app
+    from tests.asgiserver import ServerThread
+
+    token = "cluster-service-token-" + "x" * 8
+    web = create_app(app, token=token, key_cache_ttl=0)
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await web(scope, receive, send)
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await app.store.aclose()  # the loop's connections, closed before it ends
+        await send({"type": "lifespan.shutdown.complete"})
+        return None
+
+    served = ServerThread(asgi, lifespan="on")
+    served.start()
+    headers = {"authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=served.url, headers=headers, timeout=60) as c:
+            for pool in pools_on_each_node(cluster) * 2:
+                body = {"task": "tests.tasks:add", "args": [1, 2], "pool": pool, "delay": 3600}
+                made = c.post("/v1/jobs", json={**body, "labels": {"p": pool}})
+                assert made.status_code == 201, made.text
+                read = c.get(made.headers["location"])
+                assert made.content == read.content
+                assert made.json()["labels"] == {"p": pool}
+    finally:
+        served.stop()

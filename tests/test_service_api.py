@@ -100,6 +100,75 @@ def test_a_delayed_job_is_scheduled(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
+    "extra",
+    [
+        {"task": "tests.tasks:add", "args": [1, 2], "delay": 3600},
+        {
+            "task": "tests.tasks:echo",
+            "args": [1, "zwei"],
+            "input": {"x": [1, 2]},
+            "pool": "svcpool",
+            "timeout": 20,
+            "retries": 2,
+            "machine": {"cpus": 1, "memory_mb": 256},
+            "labels": {"team": "a", "env": "test"},
+            "delay": 60,
+        },
+    ],
+)
+def test_the_201_is_the_resource_a_get_gives_right_after(
+    client: httpx.Client, extra: dict[str, object]
+) -> None:
+    made = client.post("/v1/jobs", json=extra)
+    assert made.status_code == 201, made.text
+    read = client.get(made.headers["location"])
+    assert read.status_code == 200, read.text
+    assert made.content == read.content  # byte for byte
+    assert made.headers["content-type"] == read.headers["content-type"] == "application/json"
+    assert made.json()["state"] == "scheduled"
+
+
+def test_a_submit_is_one_round_trip_to_redis(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job is stored, placed and read back for the answer in one write to Redis, on the
+    service's own RESP client; redis-py's asyncio client is not used."""
+    import redis.asyncio.client as redis_async
+
+    from balloons.store import aresp
+
+    body = {"task": "tests.tasks:add", "args": [1, 2], "delay": 3600}
+    assert client.post("/v1/jobs", json=body).status_code == 201  # connections made
+    writes: list[int] = []
+    redis_py: list[str] = []
+    call, execute, command = (
+        aresp._Connection.call,
+        redis_async.Pipeline.execute,
+        redis_async.Redis.execute_command,
+    )
+
+    def counted(self: aresp._Connection, data: bytes, n: int) -> object:
+        writes.append(n)
+        return call(self, data, n)
+
+    async def pipeline(self: redis_async.Pipeline, *a: object, **k: object) -> object:
+        redis_py.append("pipeline")
+        return await execute(self, *a, **k)
+
+    async def single(self: redis_async.Redis, *a: object, **k: object) -> object:
+        redis_py.append(str(a[0]))
+        return await command(self, *a, **k)
+
+    monkeypatch.setattr(aresp._Connection, "call", counted)
+    monkeypatch.setattr(redis_async.Pipeline, "execute", pipeline)
+    monkeypatch.setattr(redis_async.Redis, "execute_command", single)
+    made = client.post("/v1/jobs", json=body)
+    assert made.status_code == 201, made.text
+    assert len(writes) == 1 and redis_py == [], (writes, redis_py)
+    assert made.json()["state"] == "scheduled"
+
+
+@pytest.mark.parametrize(
     ("body", "status", "code"),
     [
         ([1], 400, "invalid-request"),

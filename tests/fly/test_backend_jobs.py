@@ -214,7 +214,7 @@ def test_async_submit_and_result(rig: FlyRig) -> None:
         try:
             return list(await asyncio.gather(*(j.result_async(timeout=30) for j in jobs)))
         finally:
-            await app.store.aredis.aclose()
+            await app.store.aclose()  # the loop's connections: redis-py's and the submit's
 
     assert asyncio.run(main()) == [0, 2, 4]
     # At most one create per job. Creates are made from the launcher thread: a job submitted

@@ -33,7 +33,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from .. import registry
-from ..errors import ConfigError, JobNotFound, SerializationError, StoreError
+from ..errors import JobNotFound, StoreError
 from ..job import job_keys
 from ..store.queries import Query, call
 from ..store.records import read_status
@@ -44,11 +44,11 @@ from .auth import CACHE_TTL, Gate, Keys
 from .idempotency import Idempotency, body_digest, check_header
 from .problems import Problem
 from .responses import JSONResponse
+from .submitting import submit_command, submit_task
 from .webhooks import WebhookSecret
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..job import Job
     from ..store.keys import JobKeys
 
 #: Longest ``?wait=`` of ``GET /v1/jobs/{id}``, in seconds.
@@ -161,7 +161,7 @@ class _Api:
                 return await self.job_response(got, 200)
             claim = got
         try:
-            job_id = await self.place(job)
+            job_id, raw = await self.place(job)
         except BaseException:
             if claim is not None:
                 with contextlib.suppress(StoreError):
@@ -169,69 +169,40 @@ class _Api:
             raise
         if claim is not None:
             await self.idem.finish(claim, job_id)
-        return await self.job_response(job_id, 201, location=True)
+        if raw is None:
+            return await self.job_response(job_id, 201, location=True)
+        return self.resource_response(job_id, raw, 201, location=True)
 
-    async def place(self, job: submission.TaskJob | submission.CommandJob) -> str:
-        """Submit the job; its id."""
+    async def place(
+        self, job: submission.TaskJob | submission.CommandJob
+    ) -> tuple[str, resources.Raw | None]:
+        """Submit the job; its id, and its keys as read right after (None: not read yet)."""
         callback = job.common.callback
         callbacks.check_secret(callback, self.webhook_secret)
+        labels = job.common.labels
         if isinstance(job, submission.CommandJob):
             submitted = await submit_command(self.app, job)
-            kind = "command"
-        else:
-            submitted = await self.submit_task(job)
-            kind = "task"
-        labels = job.common.labels
-        if labels or kind != "task":
-            meta = resources.meta_record(kind, labels)
             with self.store.errors():
                 await self.store.aredis.set(
                     job_keys(self.app.settings.namespace, submitted.id).meta,
-                    meta,
+                    resources.meta_record("command", labels),
                     ex=self.app.settings.record_ttl,
                 )
+            raw = None
+        else:
+            task = self.task_of(job.task)
+            if task is None:
+                raise Problem(
+                    422,
+                    "unknown-task",
+                    f"no task {job.task[:200]!r} is registered in this service's app: "
+                    "GET /v1/tasks lists them",
+                )
+            meta = resources.meta_record("task", labels) if labels else None
+            submitted, raw = await submit_task(self.app, task, job, meta, callback is None)
         if callback is not None:
             await callbacks.register(self.app, submitted.id, callback)
-        return submitted.id
-
-    async def submit_task(self, job: submission.TaskJob) -> Job[Any]:
-        task = self.task_of(job.task)
-        if task is None:
-            raise Problem(
-                422,
-                "unknown-task",
-                f"no task {job.task[:200]!r} is registered in this service's app: "
-                "GET /v1/tasks lists them",
-            )
-        c = job.common
-        options: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("pool", c.pool),
-                ("timeout", c.timeout),
-                ("retries", c.retries),
-                ("cpus", c.cpus),
-                ("memory_mb", c.memory_mb),
-                ("at", c.at),
-                ("delay", c.delay),
-            )
-            if value is not None
-        }
-        kwargs = job.kwargs
-        if c.has_input:
-            if "input" in kwargs:
-                raise submission.invalid("give the task's input as 'input' or kwargs.input")
-            kwargs = {**kwargs, "input": c.input}
-        try:
-            bound = task.options(**options) if options else task
-            submitted: Job[Any] = await bound.submit_async(*job.args, **kwargs)
-        except TypeError as exc:
-            raise Problem(422, "invalid-arguments", str(exc)) from None
-        except SerializationError as exc:
-            raise Problem(422, "invalid-arguments", str(exc)) from None
-        except ConfigError as exc:
-            raise Problem(422, "invalid-options", str(exc)) from None
-        return submitted
+        return submitted.id, raw
 
     def task_of(self, name: str) -> Any:
         """The registered task ``name``, submitted through this service's app (a task the
@@ -253,6 +224,11 @@ class _Api:
         raw = await self.store.run_async(resources.read(jk))
         if raw is None:
             raise Problem(404, "job-not-found", f"job {job_id} not found", job_id=job_id)
+        return self.resource_response(job_id, raw, status, location)
+
+    def resource_response(
+        self, job_id: str, raw: resources.Raw, status: int, location: bool = False
+    ) -> Response:
         body = resources.resource(self.app, job_id, raw)
         headers = {"Location": f"/v1/jobs/{job_id}"} if location else None
         return JSONResponse(body, status_code=status, headers=headers)
@@ -423,35 +399,6 @@ class _Api:
             return [self.store.pool_stats(p) for p in self.store.pools()]
 
         return JSONResponse({"pools": await run_in_threadpool(read)})
-
-
-async def submit_command(app: App, job: submission.CommandJob) -> Job[Any]:
-    """Hand a checked command job to the command-job code (``App.submit_command_async``)."""
-    c = job.common
-    options: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("image", job.command.image),
-            ("env", job.command.env or None),
-            ("pool", c.pool),
-            ("timeout", c.timeout),
-            ("retries", c.retries),
-            ("retry_on_exit_codes", job.retry_on_exit_codes or None),
-            ("cpus", c.cpus),
-            ("memory_mb", c.memory_mb),
-            ("delay", c.delay),
-        )
-        if value is not None
-    }
-    if c.at is not None:  # the command-job call takes a delay: from this host's clock
-        options["delay"] = max(0.0, c.at.timestamp() - time.time())
-    if c.has_input:
-        options["input"] = c.input
-    try:
-        submitted: Job[Any] = await app.submit_command_async(job.command.cmd, **options)
-    except (ConfigError, SerializationError) as exc:
-        raise Problem(422, "invalid-options", str(exc)) from None
-    return submitted
 
 
 # -------------------------------------------------------------------- helpers

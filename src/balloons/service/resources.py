@@ -60,6 +60,36 @@ def read(jk: JobKeys) -> Query[Raw | None]:
     return Raw(decode_hash(rec), attempts if isinstance(attempts, dict) else {}, meta, hook)
 
 
+def read_commands(jk: JobKeys) -> list[list[Any]]:
+    """:func:`read`'s commands, for the RESP client that answers a submit
+    (:func:`balloons.dispatch_async.submit_read`)."""
+    return [["HGETALL", jk.job], ["HGETALL", jk.attempts], ["GET", jk.meta], ["HGETALL", jk.hook]]
+
+
+def raw_of(replies: list[Any]) -> Raw | bool | None:
+    """What :func:`read` makes of the same keys, from the replies of :func:`read_commands`
+    (each hash a flat list, as RESP sends it); False when a reply is not of the shape those
+    commands have (an error, such as a key of another type), for the caller to read again
+    with :func:`read` (and answer its error as any read's)."""
+    if len(replies) != 4:
+        return False
+    rec, attempts, meta, hook = replies
+    if meta is not None and meta.__class__ is not bytes:
+        return False
+    hashes = []
+    for flat in (rec, attempts, hook):
+        if flat.__class__ is not list or len(flat) % 2:
+            return False
+        it = iter(flat)
+        pairs = dict(zip(it, it, strict=True))
+        if not all(k.__class__ is bytes and v.__class__ is bytes for k, v in pairs.items()):
+            return False
+        hashes.append(pairs)
+    if not hashes[0]:
+        return None
+    return Raw(decode_hash(hashes[0]), hashes[1], meta, hashes[2])
+
+
 def meta_of(raw: object) -> tuple[str, dict[str, str]]:
     """A job's kind and labels from its service record (``task`` and none when unreadable)."""
     d = json_object(raw) if isinstance(raw, bytes | str) else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -135,6 +136,10 @@ class Store(StoreReads):
         self._waiting: list[RespClient] = []  # connections of waits on results, not in use
         self._pid = os.getpid()
         self._listed: dict[str, float] = {}  # pool -> when a submit last added it to the set
+        # The asyncio submit's own RESP clients, one per event loop (:mod:`.asubmit`); off for
+        # good once the server turned out to be a cluster node.
+        self._aresp: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._aresp_off = False
 
     def close(self) -> None:
         """Close the pooled submit connections and those of waits on results."""
@@ -142,6 +147,15 @@ class Store(StoreReads):
         for client in (*idle, *waiting):
             client.close()
         super().close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's asyncio clients (redis-py's and the submit's)."""
+        import asyncio
+
+        lean = self._aresp.pop(asyncio.get_running_loop(), None)
+        if lean is not None:
+            lean.close()
+        await super().aclose()
 
     def _own_connections(self) -> None:
         """After a fork, the idle connections belong to the parent: this process makes its
@@ -306,7 +320,21 @@ class Store(StoreReads):
         return [["SADD", pools_key(self.namespace), pool]]
 
     async def submit_async(self, jk: JobKeys, req: SubmitRequest) -> Submitted:
-        """:meth:`submit` for asyncio, on redis-py's asyncio client."""
+        """:meth:`submit` for asyncio, on balloons' own asyncio RESP client
+        (:mod:`balloons.store.asubmit`)."""
+        return (await self.submit_read_async(jk, req, []))[0]
+
+    async def submit_read_async(
+        self, jk: JobKeys, req: SubmitRequest, reads: list[list[Any]]
+    ) -> tuple[Submitted, list[Any]]:
+        """:meth:`submit_async`, with ``reads`` (commands) answered in the same round trip:
+        SUBMIT's reply and theirs (see :func:`balloons.store.asubmit.submit_read`)."""
+        from .asubmit import submit_read
+
+        return await submit_read(self, jk, req, reads)
+
+    async def _submit_redis_py(self, jk: JobKeys, req: SubmitRequest) -> Submitted:
+        """:meth:`submit_async` on redis-py's asyncio client (a cluster's)."""
         import redis as redis_mod
 
         k, a = self._submit_cmd(jk, req)
