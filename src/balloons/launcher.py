@@ -359,8 +359,9 @@ class SlotLauncher:
         if reply is None:
             return False
         got = assigned(reply)
+        size = (launch.cpus, launch.memory_mb)  # a create's: never a standby record's size
         if got.action == "create":
-            return Launch(pool, got.ulid, 0, got.cpus, got.memory_mb, DEFAULT_TIMEOUT, True)
+            return Launch(pool, got.ulid, 0, *size, DEFAULT_TIMEOUT, True)
         machine = got.machine
         began = time.monotonic()
         try:
@@ -381,7 +382,7 @@ class SlotLauncher:
 
                 with contextlib.suppress(Exception):
                     self.app.backend.destroy(machine)
-            return Launch(pool, fresh, 0, got.cpus, got.memory_mb, DEFAULT_TIMEOUT, True)
+            return Launch(pool, fresh, 0, *size, DEFAULT_TIMEOUT, True)
         events.emit(
             "launched",
             job="-",
