@@ -134,3 +134,17 @@ def test_standby_written_into_redis_keeps_no_stopped_machine(rig: Rig) -> None:
         r.hset(PK.standby, f"m{i}", rec)
     rig.app.supervisor().collect_orphans()
     assert r.hlen(PK.standby) == 0
+
+
+def test_settings_that_verify_again_are_warned_about_again_once_altered(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    _declare(rig)
+    signed = rig.r.hget(PK.cfg, "conf")
+    assert signed is not None
+    sup = rig.app.supervisor()
+    with caplog.at_level(logging.WARNING, logger="balloons.control.poolconf"):
+        for conf in (signed + b"0", signed, signed + b"0"):
+            rig.r.hset(PK.cfg, "conf", conf)
+            sup.step(gc=False)
+    assert len(_warnings(caplog)) == 2, _warnings(caplog)

@@ -11,7 +11,8 @@ largest machine, and the supervisor kept that many idle machines of that size, a
 expense. Settings that do not verify (altered in Redis, or written by another secret) and
 settings with no signature (written by a version before signatures) count as the defaults: no
 floor, no standby machines, the default size; a warning names the pool, once per process and
-kind. The next submit of this version writes them again, signed.
+kind until they verify again. The next submit of this version writes them again, signed (and
+an older client's submit unsigned: upgrade clients and supervisors together).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def floor_of(store: Any, secret: bytes, pk: PoolKeys) -> Floor:
     if not verify_pool(secret, pk.pool, body, sig):
         _warn(pk, "forged", "its stored settings do not verify with the app's secret")
         return NONE
+    for kind in ("unsigned", "forged"):  # warned again should they stop verifying
+        _TOLD.discard((pk.ns, pk.pool, kind))
     words = body.split()
     given = dict(zip(words[::2], words[1::2], strict=False))
     cap = integer(given.get("cap"), 1, MAX_MACHINES) or 1
