@@ -375,7 +375,7 @@ class SlotLauncher:
                 error=f"could not start standby machine {machine}: {exc}",
             )
             fresh = ulid()
-            if not self.app.store.start_failed(pk, f"{got.ulid}-0", machine, fresh):
+            if not self.app.store.start_failed(pk, f"{got.ulid}-0", machine, fresh, size):
                 return False  # the machine did start after all, and took its slot
             if getattr(exc, "status", None) != 404:
                 import contextlib

@@ -393,3 +393,7 @@ def test_a_standby_record_written_into_redis_sizes_no_machine(
     assert calls(rig).get(CREATE) == 1
     (made,) = rig.machines()
     assert made["config"]["guest"]["cpus"] == 1 and made["config"]["guest"]["memory_mb"] == 256
+    # Its slot said so too: the machine is kept on standby as the size it has.
+    wait_for(lambda: made["id"] in app.store.standby(pk(app)), "the new machine on standby")
+    kept = app.store.standby(pk(app))[made["id"]]
+    assert (kept.get("cpus"), kept.get("mem")) == (1, 256), kept
