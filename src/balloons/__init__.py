@@ -28,6 +28,7 @@ from .errors import (
     PartiallySubmitted,
     ResultTimeout,
     SerializationError,
+    StoreDataError,
     StoreError,
     WorkerError,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "Schedule",
     "SerializationError",
     "Serializer",
+    "StoreDataError",
     "StoreError",
     "Supervisor",
     "Task",

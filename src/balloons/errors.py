@@ -40,6 +40,11 @@ class StoreError(BalloonsError):
     """Redis could not be reached or gave an unexpected answer."""
 
 
+class StoreDataError(StoreError):
+    """Redis answered, but a key holds another kind of value than balloons writes there
+    (``WRONGTYPE``: altered in Redis): not a connection problem."""
+
+
 class PartiallySubmitted(StoreError):
     """``task.submit_many`` failed after some of its jobs were stored.
 

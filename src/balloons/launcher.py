@@ -359,8 +359,9 @@ class SlotLauncher:
         if reply is None:
             return False
         got = assigned(reply)
+        size = (launch.cpus, launch.memory_mb)  # a create's: never a standby record's size
         if got.action == "create":
-            return Launch(pool, got.ulid, 0, got.cpus, got.memory_mb, DEFAULT_TIMEOUT, True)
+            return Launch(pool, got.ulid, 0, *size, DEFAULT_TIMEOUT, True)
         machine = got.machine
         began = time.monotonic()
         try:
@@ -374,14 +375,14 @@ class SlotLauncher:
                 error=f"could not start standby machine {machine}: {exc}",
             )
             fresh = ulid()
-            if not self.app.store.start_failed(pk, f"{got.ulid}-0", machine, fresh):
+            if not self.app.store.start_failed(pk, f"{got.ulid}-0", machine, fresh, size):
                 return False  # the machine did start after all, and took its slot
             if getattr(exc, "status", None) != 404:
                 import contextlib
 
                 with contextlib.suppress(Exception):
                     self.app.backend.destroy(machine)
-            return Launch(pool, fresh, 0, got.cpus, got.memory_mb, DEFAULT_TIMEOUT, True)
+            return Launch(pool, fresh, 0, *size, DEFAULT_TIMEOUT, True)
         events.emit(
             "launched",
             job="-",

@@ -62,6 +62,7 @@ class Pool:
     given (``ConfigError`` naming it)."""
 
     __slots__ = (
+        "_signed",
         "boot_timeout",
         "cpus",
         "heartbeat",
@@ -139,6 +140,7 @@ class Pool:
         self.standby = standby
         self.isolation = isolation
         self.protocol = protocol
+        self._signed: tuple[bytes, str, str] | None = None  # the last signed_config's
 
     def __repr__(self) -> str:
         return (
@@ -155,6 +157,21 @@ class Pool:
             f"min {self.min_machines} hb {self.heartbeat:g} cpus {self.cpus} mem {self.memory_mb} "
             f"standby {self.standby} iso {self.isolation}"
         )
+
+    def signed_config(self, secret: bytes, extra: str = "") -> str:
+        """:meth:`redis_config` and ``extra`` (``name value`` pairs: the code version's), then
+        ``sig HEX``: their signature with the app's secret (:func:`balloons.signing.sign_pool`),
+        without which a supervisor keeps no warm floor of the pool
+        (:mod:`balloons.control.poolconf`). Made once per secret and ``extra``."""
+        last = self._signed
+        if last is not None and last[0] == secret and last[1] == extra:
+            return last[2]
+        from .signing import sign_pool
+
+        conf = self.redis_config() + extra
+        signed = f"{conf} sig {sign_pool(secret, self.name, conf)}"
+        self._signed = (secret, extra, signed)
+        return signed
 
 
 def _positive_int(what: str, value: object, low: int, high: int) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 _DOMAIN = b"balloons/job/v1\n"
 _OUTCOME = b"balloons/outcome/v1\n"
+_POOL = b"balloons/pool/v1\n"
 #: A payload's record TTL when it names none (one written before payloads did).
 DEFAULT_TTL = 24 * 3600
 #: Characters of an error's message kept with its attempt (``summary``, tagged on its own).
@@ -37,6 +38,19 @@ def verify(secret: bytes, payload: bytes, args: bytes, signature: bytes | str) -
     altered into any bytes at all is refused, never an error."""
     sig = signature if isinstance(signature, bytes) else signature.encode("utf-8", "replace")
     return hmac.compare_digest(sign(secret, payload, args).encode(), sig)
+
+
+def sign_pool(secret: bytes, pool: str, conf: str) -> str:
+    """Hex signature binding a pool's settings (``conf``, the ``name value`` pairs a submit
+    stores in its ``cfg`` hash) to the pool's name, so that settings copied to another pool,
+    or written into Redis, do not verify."""
+    message = b"".join((_POOL, pool.encode(), b"\n", conf.encode()))
+    return hmac.digest(secret, message, "sha256").hex()
+
+
+def verify_pool(secret: bytes, pool: str, conf: str, signature: str) -> bool:
+    """Constant-time check of :func:`sign_pool`'s output (never an error)."""
+    return hmac.compare_digest(sign_pool(secret, pool, conf).encode(), signature.encode())
 
 
 def sign_outcome(secret: bytes, kind: str, job_id: str, attempt: int, data: bytes) -> str:

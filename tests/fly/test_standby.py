@@ -375,3 +375,25 @@ def test_standby_machines_are_started_several_at_once(
     assert [j.result(timeout=SAFETY_TIMEOUT) for j in jobs] == [0.5] * 3
     assert {j.info().machine_id for j in jobs} <= machines
     assert calls(rig) == {START: 3}  # started, none created
+
+
+def test_a_standby_record_written_into_redis_sizes_no_machine(
+    rig: FlyRig, cleanup: list[tuple[FlyRig, balloons.App]]
+) -> None:
+    """A launch picks the standby record that fits the slot; when its machine cannot be
+    started (here: none exists), the machine created in its place is the launch's size, not
+    the size the record names."""
+    app = standby_app(rig, standby=1, cap=2)
+    cleanup.append((rig, app))
+    rec = {"slot": "01jd3x9k2m8vq4t7w0c5r6y1zh", "cpus": 8, "mem": 16384, "since": 0}
+    app.store.redis.hset(pk(app).standby, "d8e7f6a5b4c3d2", json.dumps(rec))
+    rig.reset_stats()
+    job = on(app, tasks.add).submit(1, 2)
+    assert job.result(timeout=SAFETY_TIMEOUT) == 3
+    assert calls(rig).get(CREATE) == 1
+    (made,) = rig.machines()
+    assert made["config"]["guest"]["cpus"] == 1 and made["config"]["guest"]["memory_mb"] == 256
+    # Its slot said so too: the machine is kept on standby as the size it has.
+    wait_for(lambda: made["id"] in app.store.standby(pk(app)), "the new machine on standby")
+    kept = app.store.standby(pk(app))[made["id"]]
+    assert (kept.get("cpus"), kept.get("mem")) == (1, 256), kept

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from ..errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, StoreError
+from ..errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, StoreDataError, StoreError
 
 
 class Exit(enum.IntEnum):
@@ -47,6 +47,8 @@ def code_for(exc: BaseException) -> Exit:
         return Exit.TIMEOUT
     if isinstance(exc, JobNotFound):
         return Exit.NOT_FOUND
+    if isinstance(exc, StoreDataError):  # Redis answered: a key altered in it
+        return Exit.FAILED
     if isinstance(exc, StoreError):
         return Exit.UNREACHABLE
     if isinstance(exc, JobFailed):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import StoreDataError
 from ..store.keys import PoolKeys
 from .common import clock, console, err_console, load_app, main
 from .tables import Column, print_table, wide_option
@@ -63,23 +64,35 @@ COST_COLUMNS = cost_columns("task")
 @wide_option(POOL_COLUMNS)
 def pools(as_json: bool, wide: bool) -> None:
     """Each pool's cap, its machines (starting, running, idle, stopped on standby) and queued
-    jobs."""
+    jobs. A pool whose keys cannot be read (altered in Redis) is listed among the others as
+    unreadable, and the command then exits 1 naming the key."""
     from ..listing import pool_summaries
 
     app = load_app()
-    rows = [app.store.pool_stats(p) for p in app.store.pools()]
+    names, problem = app.store.pool_index()
+    rows = [app.store.pool_stats(p) for p in names]
     by_pool = {s.name: s for s in pool_summaries(app.store)}
     for r in rows:
         found = by_pool.get(r["pool"])
         r["jobs"] = dict(found.by_status) if found is not None else {}
     if as_json:
         click.echo(json.dumps(rows))
-        return
+    else:
+        _pool_table(rows, wide)
+    problems = [problem] if problem else []
+    problems += [f"pool {r['pool']}: {r['unreadable']}" for r in rows if r["unreadable"]]
+    if problems:
+        raise StoreDataError("; ".join(problems))
+
+
+def _pool_table(rows: list[dict[str, Any]], wide: bool) -> None:
     print_table(
         console,
         POOL_COLUMNS,
         [
-            [
+            [f"{r['pool']} (unreadable)", *["?"] * 8]
+            if r["unreadable"]
+            else [
                 r["pool"],
                 str(r["max_machines"]),
                 str(r["min_machines"]),

@@ -18,16 +18,18 @@ from ..ids import ulid
 from ..info import MachineInfo
 from ..store import lua, replies
 from ..store.keys import PoolKeys, gc_lock_key, machines_key
-from ..untrusted import integer, timestamp
+from ..untrusted import timestamp
+from . import poolconf
 
 if TYPE_CHECKING:
     from ..launcher import Wiring
+    from .supervisor import Control
 
 log = logging.getLogger("balloons.control.supervisor")
 
 
 def collect(
-    app: Wiring,
+    app: Control,
     destroyed: list[str],
     *,
     gc_interval: float,
@@ -66,21 +68,21 @@ def _lock(app: Wiring, lock: str, token: str, gc_interval: float) -> bool:
 
 
 def _sweep(
-    app: Wiring, destroyed: list[str], dry_run: bool, standby: bool, min_age: float
+    app: Control, destroyed: list[str], dry_run: bool, standby: bool, min_age: float
 ) -> list[MachineInfo]:
     store = app.store
     ns = app.settings.namespace
     shed: set[str] = set()
     for pool in store.pools():
         pk = PoolKeys(ns, pool)
+        # The standby count of the pool's signed settings (none when they do not verify).
+        keep = 0 if standby else poolconf.floor_of(store, app.secret.encode(), pk).standby
         if dry_run:
             kept = store.standby(pk)
-            with store.errors():
-                keep = 0 if standby else _int(store.redis.hget(pk.cfg, "standby"))
             ordered = sorted(kept, key=lambda k: -(timestamp(kept[k].get("since")) or 0))
             shed.update(ordered[keep:])
         else:
-            shed.update(store.trim_standby(pk, 0 if standby else None))
+            shed.update(store.trim_standby(pk, keep))
     orphans = []
     now = store.server_time()
     from ..backends.base import Restartable
@@ -131,8 +133,3 @@ def expire(app: Wiring, now: float) -> None:
             pipe.zremrangebyscore(PoolKeys(app.settings.namespace, pool).jobs, "-inf", now - ttl)
         pipe.zremrangebyscore(machines_key(app.settings.namespace), "-inf", now - ttl)
         pipe.execute()
-
-
-def _int(raw: bytes | None) -> int:
-    """A pool setting (a count) as the last submit wrote it; 0 when altered in Redis."""
-    return integer(raw, 0, 1_000_000) or 0

@@ -45,8 +45,7 @@ from ..info import MachineInfo
 from ..launcher import Launch, Wiring
 from ..store import lua, replies
 from ..store.keys import JobKeys, PoolKeys
-from ..untrusted import integer
-from . import launches, orphans, versions
+from . import launches, orphans, poolconf, versions
 from .flows import plans
 from .slots import SlotChecks
 
@@ -226,16 +225,17 @@ class Supervisor(SlotChecks):
 
     def _fill(self, pk: PoolKeys, report: StepReport) -> None:
         store = self.app.store
-        with store.errors():
-            cfg_min, standby = (_int(x) for x in store.redis.hmget(pk.cfg, "min", "standby"))
-        ids = " ".join(ulid() for _ in range(cfg_min))
+        floor = poolconf.floor_of(store, self.app.secret.encode(), pk)  # signed, else none
+        ids = " ".join(ulid() for _ in range(floor.min_machines))
         tag = self.app.compat().tag  # queued work and a floor of this app's tag only
-        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag)):
+        size = (floor.cpus, floor.memory_mb)
+        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag, *size)):
             if why := launches.refusal(store, self.app.secret.encode(), pk, g):
                 log.warning("supervisor: no machine for slot %s: %s", g.slot, why)
                 continue
             timeout = _timeout_of(store, pk, g.ulid)
-            launch = Launch(pk.pool, g.ulid, g.attempt, g.cpus, g.memory_mb, timeout, standby > 0)
+            keep = floor.standby > 0
+            launch = Launch(pk.pool, g.ulid, g.attempt, g.cpus, g.memory_mb, timeout, keep)
             if launch.keep:
                 launched = self.app.dispatcher.launch_standby(launch, background=False)
             else:
@@ -321,11 +321,6 @@ class Supervisor(SlotChecks):
         import asyncio
 
         return asyncio.get_running_loop().create_task(self.run_async())
-
-
-def _int(raw: bytes | None) -> int:
-    """A pool setting (a count) as the last submit wrote it; 0 when altered in Redis."""
-    return integer(raw, 0, 1_000_000) or 0
 
 
 def _timeout_of(store: Any, pk: PoolKeys, u: str) -> float:

@@ -37,9 +37,10 @@ key                                      type    TTL         written by
 ``NS:{POOL}:wake:TAG``                   list    1 day       the same, for the idle machines of
                                                              one compatibility tag
 ``NS:{POOL}:cfg``                        hash    none        cap, idle timeout, floor, boot
-                                                             timeout, heartbeat (last submit);
-                                                             ``v:KEYID``: the current version
-                                                             of that key's jobs
+                                                             timeout, heartbeat (last submit;
+                                                             ``conf``: them all, signed, ``sig
+                                                             HEX`` last); ``v:KEYID``: the
+                                                             current version of that key's jobs
 ``NS:{POOL}:seq``                        string  none        submit: arrival counter for queue
                                                              order
 ``NS:{POOL}:key:SHA``                    string  record TTL  idempotency key -> job ULID

@@ -11,6 +11,7 @@ Queries compose with ``yield from``. Replies are hostile input: they are decoded
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -128,10 +129,28 @@ def cancel(jk: JobKeys) -> Query[Cancelled]:
 # ------------------------------------------------------------------ listings
 def pools(namespace: str) -> Query[list[str]]:
     """The namespace's pool names, sorted; members that are no pool name (not written by
-    balloons) are left out."""
-    (found,) = yield [call("smembers", pools_key(namespace))]
+    balloons) are left out. An index of another kind than a set (altered in Redis) reads as
+    no pool, with a warning naming it (once per process)."""
+    names, problem = yield from pool_index(namespace)
+    if problem and problem not in _TOLD:
+        _TOLD.add(problem)
+        logging.getLogger("balloons.store").warning("%s", problem)
+    return names
+
+
+def pool_index(namespace: str) -> Query[tuple[list[str], str]]:
+    """The namespace's pool names, sorted, and ``''``; or no name and why the index cannot be
+    read (a key of another kind than a set: altered in Redis)."""
+    key = pools_key(namespace)
+    (found,) = yield Tolerant([call("smembers", key)])
+    if isinstance(found, Exception):  # another kind of key (WRONGTYPE), say
+        return [], f"the pools index {key} cannot be read (altered in Redis?): {found}"
     # Only names a pool can have: anything else in the set was not written by balloons.
-    return sorted(n for n in (p.decode("utf-8", "replace") for p in found) if POOL_RE.match(n))
+    return sorted(n for n in (p.decode("utf-8", "replace") for p in found) if POOL_RE.match(n)), ""
+
+
+#: The unreadable pools indexes already warned about.
+_TOLD: set[str] = set()
 
 
 def recent(namespace: str, limit: int, pool: str | None, key: bytes | None) -> Query[list[JobInfo]]:

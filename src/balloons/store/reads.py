@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import StoreError
+from ..errors import StoreDataError, StoreError
 from ..info import JobInfo, JobStatus
 from ..untrusted import json_object, number, shown, text
 from . import lua, queries, replies
@@ -256,16 +256,22 @@ class StoreReads:
         return out
 
     def pool_stats(self, pool: str) -> dict[str, Any]:
-        """Cap, machines (starting, running, idle), queued and delayed counts of one pool."""
+        """Cap, machines (starting, running, idle), queued and delayed counts of one pool;
+        ``unreadable``: None, or which of its keys holds another kind of value than balloons
+        writes (altered in Redis), the counts then 0."""
         pk = PoolKeys(self.namespace, pool)
+        keys = (pk.cfg, pk.slot, pk.queue, pk.delayed, pk.standby)
         with self.errors():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hgetall(pk.cfg)
-            pipe.hvals(pk.slot)
-            pipe.zcard(pk.queue)
-            pipe.zcard(pk.delayed)
-            pipe.hlen(pk.standby)
-            cfg, infos, queued, delayed, standby = pipe.execute()
+            for key, method in zip(
+                keys, ("hgetall", "hvals", "zcard", "zcard", "hlen"), strict=True
+            ):
+                getattr(pipe, method)(key)
+            got = pipe.execute(raise_on_error=False)
+            bad = [key for key, reply in zip(keys, got, strict=True) if _wrong_type(reply)]
+        if bad:
+            got = [{}, [], 0, 0, 0]
+        cfg, infos, queued, delayed, standby = got
         states = [slot_entry(raw).get("state", "?") for raw in infos]
 
         def setting(name: str) -> float:
@@ -287,6 +293,11 @@ class StoreReads:
             "idle": states.count("idle"),
             "queued": int(queued),
             "delayed": int(delayed),
+            "unreadable": (
+                f"{', '.join(bad)}: another kind of value than balloons writes (altered in Redis?)"
+                if bad
+                else None
+            ),
         }
 
     def queue_position(self, jk: JobKeys) -> int | None:
@@ -338,8 +349,14 @@ class StoreReads:
         return min(seconds, self.timeout / 2)
 
     def pools(self) -> list[str]:
-        """The names of the namespace's pools."""
+        """The names of the namespace's pools (none, with a warning, when their index holds
+        another kind of value than a set: altered in Redis)."""
         return self.run(queries.pools(self.namespace))
+
+    def pool_index(self) -> tuple[list[str], str]:
+        """The names of the namespace's pools and ``''``, or none and why their index cannot be
+        read."""
+        return self.run(queries.pool_index(self.namespace))
 
     def recent(self, limit: int = 50, pool: str | None = None) -> list[JobInfo]:
         """The newest jobs, across pools unless one is named."""
@@ -412,6 +429,16 @@ class StoreReads:
 _job_ids = queries.job_ids
 
 
+def _wrong_type(reply: object) -> bool:
+    """Whether a pipelined reply is the refusal of a key of another kind (``WRONGTYPE``); any
+    other error is raised (and said as :meth:`StoreReads.errors` says it)."""
+    if isinstance(reply, BaseException):
+        if "WRONGTYPE" not in str(reply):
+            raise reply
+        return True
+    return False
+
+
 def read_hashes(redis: Any, names: Sequence[str]) -> list[dict[bytes, bytes]]:
     """``HGETALL`` of each key, pipelined. A key that holds no hash (altered: ``WRONGTYPE``)
     reads as no record, with a log line, where it failed every record's read."""
@@ -443,7 +470,8 @@ def store_error(url: str, exc: BaseException) -> StoreError:
             f"the server at {where} does not speak the Redis protocol (is it a Redis URL?): {exc}"
         )
     if isinstance(exc, redis_mod.ResponseError):
-        return StoreError(f"Redis at {where} refused a command: {exc}")
+        kind = StoreDataError if "WRONGTYPE" in str(exc) else StoreError
+        return kind(f"Redis at {where} refused a command: {exc}")
     if isinstance(
         exc,
         redis_mod.ConnectionError

@@ -396,10 +396,14 @@ class Store(StoreReads):
         is nothing to launch."""
         return replies.pick_machine(self.eval(lua.PICK_MACHINE, pk, slot, fresh))
 
-    def start_failed(self, pk: PoolKeys, slot: str, machine: str, fresh: str) -> bool:
+    def start_failed(
+        self, pk: PoolKeys, slot: str, machine: str, fresh: str, size: tuple[int, int] | None = None
+    ) -> bool:
         """A standby machine failed to start: its slot, renamed ``FRESH-0``, waits for a new
-        machine. False when the slot has moved on (the machine started after all)."""
-        return replies.flag("START_FAILED", self.eval(lua.START_FAILED, pk, slot, machine, fresh))
+        machine (of ``size``, CPUs and MB, when given). False when the slot has moved on (the
+        machine started after all)."""
+        raw = self.eval(lua.START_FAILED, pk, slot, machine, fresh, *(size or ()))
+        return replies.flag("START_FAILED", raw)
 
     def trim_standby(self, pk: PoolKeys, keep: int | None = None) -> list[str]:
         """Drop standby machines beyond ``keep`` (default: the pool's standby setting) from the

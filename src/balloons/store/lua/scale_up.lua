@@ -7,9 +7,11 @@
 -- so old machines never hold the cap against new work, and the floor follows the version.
 --
 -- KEYS: the pool's
--- ARGV: 1 tag, 2 now (not read), 3 fresh floor ids (ULIDs, space separated), 4 the caller's
---       compatibility tag (KEYID.VERSION; '' = none: every job and machine counts), which is
---       also recorded as its key's current version (cfg 'v:KEYID')
+-- ARGV: 1 tag, 2 now (not read), 3 fresh floor ids (ULIDs, space separated: as many as the
+--       pool's warm floor, from its signed settings: the cfg hash's 'min' is not read), 4 the
+--       caller's compatibility tag (KEYID.VERSION; '' = none: every job and machine counts),
+--       which is also recorded as its key's current version (cfg 'v:KEYID'), 5 and 6 the CPUs
+--       and MB of a floor machine (its signed settings' too; the defaults when absent)
 -- Returns a flat list of launches, five items each: slot, ulid (a fresh id and attempt 0 for a
 -- floor machine), attempt, cpus, memory_mb; {} when there is nothing to launch.
 
@@ -51,15 +53,17 @@ for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 999)) do
     end
   end
 end
-local floor = math.min(cfg('min', @MIN@), cap)
-for id in string.gmatch(ARGV[3], '%S+') do
+local ids, fc, fm = {}, tonumber(ARGV[5]) or @CPUS@, tonumber(ARGV[6]) or @MEM@
+for id in string.gmatch(ARGV[3], '%S+') do table.insert(ids, id) end
+local floor = math.min(#ids, cap)
+for _, id in ipairs(ids) do
   if (tag == '' and redis.call('ZCARD', SLOTS) or mine) >= floor or not room(true) then break end
   local slot = id..'-0'
   redis.call('ZADD', SLOTS, NOW + cfg('boot', @BOOT@), slot)
-  slot_put(slot, {job='', attempt=0, cpus=cfg('cpus', @CPUS@), mem=cfg('mem', @MEM@), state='starting',
-    since=NOW, machine='', compat=tag})
+  slot_put(slot, {job='', attempt=0, cpus=fc, mem=fm, state='starting', since=NOW, machine='',
+    compat=tag})
   mine = mine + 1
-  for _, x in ipairs({slot, id, '0', tostring(cfg('cpus', @CPUS@)), tostring(cfg('mem', @MEM@))}) do
+  for _, x in ipairs({slot, id, '0', tostring(fc), tostring(fm)}) do
     table.insert(out, x)
   end
 end
