@@ -49,6 +49,18 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def service_env(url: str, state: Path) -> dict[str, str]:
+    """The service process's environment: this Valkey, the state directory, the bench's
+    signing key and admin token."""
+    return {
+        **os.environ,
+        "BALLOONS_REDIS_URL": url,
+        "BALLOONS_SECRET": SECRET,
+        "BALLOONS_HOME": str(state),
+        "BALLOONS_SERVICE_TOKEN": TOKEN,
+    }
+
+
 def start_service(
     env: dict[str, str], port: int
 ) -> tuple[subprocess.Popen[bytes], float, float, float]:
@@ -178,13 +190,7 @@ def main() -> int:
     args = ap.parse_args()
     print(_common.header("balloons serve against the library"))
     with valkey_server() as url, temp_state_dir() as state:
-        env = {
-            **os.environ,
-            "BALLOONS_REDIS_URL": url,
-            "BALLOONS_SECRET": SECRET,
-            "BALLOONS_HOME": str(state),
-            "BALLOONS_SERVICE_TOKEN": TOKEN,
-        }
+        env = service_env(url, state)
         starts, firsts, start_cpu = [], [], []
         for _ in range(args.starts):
             port = free_port()

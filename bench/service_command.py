@@ -23,7 +23,7 @@ import time
 
 import _common
 from _common import SECRET, temp_state_dir, valkey_server
-from service import HEADERS, TOKEN, free_port, start_service
+from service import HEADERS, free_port, service_env, start_service
 
 import balloons
 
@@ -63,13 +63,7 @@ def main() -> int:
     args = ap.parse_args()
     print(_common.header("a passive command job: the service against the library"))
     with valkey_server() as url, temp_state_dir() as state:
-        env = {
-            **os.environ,
-            "BALLOONS_REDIS_URL": url,
-            "BALLOONS_SECRET": SECRET,
-            "BALLOONS_HOME": str(state),
-            "BALLOONS_SERVICE_TOKEN": TOKEN,
-        }
+        env = service_env(url, state)
         port = free_port()
         proc, _, _, _ = start_service(env, port)
         app = balloons.App(redis_url=url, secret=SECRET, state_dir=state)

@@ -15,6 +15,17 @@ from tests import tasks
 from tests.asgiserver import ServerThread
 
 TOKEN = "service-test-token-" + "x" * 12
+PROBLEM = "application/problem+json"
+
+
+def problem(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
+    """The RFC 9457 body of ``resp``, checked to be the problem ``code`` with ``status``."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    body = resp.json()
+    assert body["code"] == code and body["status"] == status, body
+    assert body["type"] == f"urn:balloons:problem:{code}"
+    return body  # type: ignore[no-any-return]
 
 
 @dataclass

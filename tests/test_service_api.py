@@ -15,10 +15,8 @@ pytest.importorskip("starlette")
 
 from balloons.service.idempotency import Idempotency, body_digest
 from tests import tasks
-from tests.servicehttp import Service, serving
+from tests.servicehttp import PROBLEM, Service, problem, serving
 from tests.waiting import wait_for
-
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +29,6 @@ def service() -> Iterator[Service]:
 def client(service: Service) -> Iterator[httpx.Client]:
     with service.client() as c:
         yield c
-
-
-def problem(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == PROBLEM
-    body = resp.json()
-    assert body["code"] == code and body["status"] == status, body
-    assert body["type"] == f"urn:balloons:problem:{code}"
-    return body  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ submit and read

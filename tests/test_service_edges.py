@@ -17,10 +17,9 @@ pytest.importorskip("starlette")
 from balloons.service import tokens
 from balloons.store.keys import JobKeys
 from tests import tasks
-from tests.servicehttp import Service, serving
+from tests.servicehttp import Service, problem, serving
 from tests.waiting import wait_for
 
-PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
 ADD = b'{"task": "tests.tasks:add", "args": [1, 2], "delay": 3600'
 
@@ -35,14 +34,6 @@ def service() -> Iterator[Service]:
 def client(service: Service) -> Iterator[httpx.Client]:
     with service.client() as c:
         yield c
-
-
-def _problem(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == PROBLEM
-    body: dict[str, object] = resp.json()
-    assert body["code"] == code, body
-    return body
 
 
 def _raw(url: str, request: bytes) -> bytes:
@@ -82,7 +73,7 @@ def _raw(url: str, request: bytes) -> bytes:
 def test_a_body_that_is_not_plain_json_text_is_refused_and_stores_nothing(
     client: httpx.Client, body: bytes, says: str
 ) -> None:
-    got = _problem(client.post("/v1/jobs", content=body, headers=JSON), 400, "invalid-request")
+    got = problem(client.post("/v1/jobs", content=body, headers=JSON), 400, "invalid-request")
     assert says in str(got["detail"])
     assert tasks.app.jobs(limit=5) == []
 
@@ -117,7 +108,7 @@ def test_a_body_declared_too_large_is_refused_unread(service: Service) -> None:
 )
 def test_a_body_of_another_type_is_415(client: httpx.Client, ctype: str) -> None:
     resp = client.post("/v1/jobs", content=ADD + b"}", headers={"content-type": ctype})
-    _problem(resp, 415, "unsupported-media-type")
+    problem(resp, 415, "unsupported-media-type")
 
 
 # ---------------------------------------------------------------- query strings
@@ -126,7 +117,7 @@ def test_a_body_of_another_type_is_415(client: httpx.Client, ctype: str) -> None
 )
 def test_a_wait_out_of_range_is_400(client: httpx.Client, wait: str) -> None:
     job = client.post("/v1/jobs", content=ADD + b"}", headers=JSON).json()
-    got = _problem(client.get(f"/v1/jobs/{job['id']}", params={"wait": wait}), 400,
+    got = problem(client.get(f"/v1/jobs/{job['id']}", params={"wait": wait}), 400,
                    "invalid-request")  # fmt: skip
     assert "wait must be a number of seconds from 0 to 30" in str(got["detail"])
 
@@ -135,23 +126,23 @@ def test_a_wait_out_of_range_is_400(client: httpx.Client, wait: str) -> None:
     "cursor", ["x", "a" * 5000, "\x00", "%ff", "eyJ4IjoxfQ", "!!!", "\u202e", "\ud7ff"]
 )
 def test_a_cursor_the_service_never_gave_is_400(client: httpx.Client, cursor: str) -> None:
-    _problem(client.get("/v1/jobs", params={"cursor": cursor}), 400, "invalid-cursor")
+    problem(client.get("/v1/jobs", params={"cursor": cursor}), 400, "invalid-cursor")
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "1e2", "100000", "\u0663", " 5", "0x10"])
 def test_a_limit_out_of_range_is_400(client: httpx.Client, limit: str) -> None:
-    _problem(client.get("/v1/jobs", params={"limit": limit}), 400, "invalid-request")
+    problem(client.get("/v1/jobs", params={"limit": limit}), 400, "invalid-request")
 
 
 def test_headers_answered_carry_nothing_a_request_sent(client: httpx.Client) -> None:
     # A pool name is checked before it can reach an id, hence Location; Retry-After is a number.
     bad = client.post("/v1/jobs", content=ADD + b', "pool": "a\\r\\nX-Evil: 1"}', headers=JSON)
-    _problem(bad, 400, "invalid-request")
+    problem(bad, 400, "invalid-request")
     assert "x-evil" not in bad.headers
     made = client.post("/v1/jobs", content=ADD + b', "pool": "default"}', headers=JSON)
     assert made.headers["location"] == f"/v1/jobs/{made.json()['id']}"
     weird = client.get("/v1/jobs/%0d%0aX-Evil:%201")
-    _problem(weird, 404, "job-not-found")
+    problem(weird, 404, "job-not-found")
     assert "x-evil" not in weird.headers and "\r" not in weird.text
 
 

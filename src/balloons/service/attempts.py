@@ -16,7 +16,6 @@ docs/worker-protocol.md (its version: :data:`PROTOCOL_VERSION`).
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -410,22 +409,13 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value):
-        raise ValueError(f"{raw[:40]} is out of a number's range")
-    return value
-
-
 def _object(raw: bytes, where: str = "") -> dict[str, Any]:
     """A JSON object (strict: no NaN, infinity or number out of range), else 400
     ``invalid-json``."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(
+            raw, parse_constant=submission.no_constant, parse_float=submission.finite
+        )
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "invalid-json", f"{where}the body is not JSON: {exc}") from None
     if not isinstance(value, dict):

@@ -147,8 +147,8 @@ def load(data: bytes) -> object:
         value = json.loads(
             data.decode("utf-8"),
             object_pairs_hook=_distinct,
-            parse_constant=_no_constant,
-            parse_float=_finite,
+            parse_constant=no_constant,
+            parse_float=finite,
         )
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise invalid(f"the body is not valid JSON: {exc}"[:300]) from None
@@ -186,14 +186,17 @@ def _distinct(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise invalid(f"the body is not valid JSON: {name} is not a JSON number")
+def no_constant(name: str) -> Any:
+    """``json.loads``' ``parse_constant``: ``NaN`` and the infinities are no JSON numbers."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite(raw: str) -> float:
+def finite(raw: str) -> float:
+    """``json.loads``' ``parse_float``: a number out of a float's range (``1e400``) is
+    refused, not read as infinity."""
     value = float(raw)
     if not math.isfinite(value):
-        raise invalid(f"the body is not valid JSON: {raw[:40]} is out of a number's range")
+        raise ValueError(f"{raw[:40]} is out of a number's range")
     return value
 
 
