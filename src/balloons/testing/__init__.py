@@ -215,7 +215,7 @@ class InlineBackend:
     ) -> list[tuple[str, str, int]]:
         from ..control.poolconf import verified
 
-        # Under the cap of the pool's signed settings, as the supervisor's step (none: one).
+        # Under the cap of the pool's signed settings, as the supervisor's step (none: no slot).
         cap = verified(client.execute("HGET", pk.cfg, "conf"), None, secret, pk).max_machines
         args = [pk.tag, time.time(), "", "", "", "", cap]
         raw = client.eval(lua.SCALE_UP, script_keys(pk), args)
