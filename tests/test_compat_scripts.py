@@ -46,7 +46,7 @@ class Tagged(Pool):
         return replies.take(self.run(lua.TAKE, slot, machine, mode, standby, tag))
 
     def scale_up(self, tag: str, *fresh: str) -> list[replies.Grant]:
-        return replies.scale_up(self.run(lua.SCALE_UP, " ".join(fresh), tag))
+        return replies.scale_up(self.run(lua.SCALE_UP, " ".join(fresh), tag, "", "", self.cap))
 
     def idle_machine(self, tag: str, machine: str) -> str:
         """A machine of ``tag`` that ran a job on its own slot and now waits for work: its
@@ -142,7 +142,7 @@ def test_scale_up_launches_for_queued_work_of_its_tag_only(r: redis.Redis) -> No
     k1, _ = p.submit_as(K)
     b1, _ = p.submit_as(B)
     a1, _ = p.submit_as(A)
-    r.hset(p.pk.cfg, "cap", 5)
+    p.cap = 5  # the supervisor's (signed) cap, raised
     grants = p.scale_up(A)
     assert [g.ulid for g in grants] == [a1]
     assert r.zrange(p.pk.queue, 0, -1) == [k1.encode(), b1.encode()]

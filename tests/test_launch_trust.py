@@ -28,7 +28,9 @@ def test_jobs_written_into_redis_get_no_machine(rig: Rig, caplog: pytest.LogCapt
     r = rig.r
     r.flushall()
     r.sadd(pools_key("balloons"), "default")
-    r.hset(PK.cfg, mapping={"cap": 40})
+    pool = rig.app.pool("default", max_machines=40, idle_timeout=10)
+    signed = pool.signed_config(rig.app.secret.encode(), rig.app.compat().conf)
+    r.hset(PK.cfg, mapping={"conf": signed, "cap": 40})  # the cap as the app declared it
     for i in range(30):
         u = f"01jd3x9k2m8vq4t7w0c5r6{i:04d}"
         r.hset(PK.job(u), mapping={"status": "QUEUED", "need": "64:262144", "attempt": 1})

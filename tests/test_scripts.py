@@ -37,6 +37,7 @@ class Pool:
         self.r = r
         self.pk = PoolKeys(NS, name)
         self.hb = hb
+        self.cap = cap  # the cap the supervisor passes SCALE_UP (its signed settings')
         settings = {"cap": cap, "boot": 60, "idle": 10, "min": 0, "hb": hb, "cpus": 1}
         settings.update({"mem": 256, "standby": 0, **cfg})
         self.conf = " ".join(f"{k} {v:g}" for k, v in settings.items())
@@ -215,7 +216,7 @@ def test_fill_takes_slots_for_queued_work_and_the_floor_never_past_the_cap(
         r.hset(p.pk.job(u), "status", "QUEUED")
         r.zadd(p.pk.queue, {u: place})
     floor = [new_ulid() for _ in range(5)]
-    grants = replies.scale_up(p.run(lua.SCALE_UP, " ".join(floor)))
+    grants = replies.scale_up(p.run(lua.SCALE_UP, " ".join(floor), "", "", "", 3))
     assert [g.ulid for g in grants[:2]] == jobs and [g.attempt for g in grants] == [1, 1, 0]
     assert grants[2] == replies.Grant(f"{floor[0]}-0", floor[0], 0, 1, 256)
     assert r.zcard(p.pk.slots) == 3
@@ -236,7 +237,7 @@ def test_the_cap_holds_under_concurrent_submitters(redis_url: str, r: redis.Redi
                 _, got = p.submit()
                 grants = [got.grant] if got.grant is not None else []
                 if i % 5 == 0:  # the supervisor's step, at the same time (with a warm floor)
-                    grants += replies.scale_up(p.run(lua.SCALE_UP, new_ulid()))
+                    grants += replies.scale_up(p.run(lua.SCALE_UP, new_ulid(), "", "", "", cap))
                 launched.extend(g.slot for g in grants)
                 with_job.extend(g.ulid for g in grants if g.attempt > 0)
                 seen.append(client.zcard(p.pk.slots))

@@ -1,6 +1,6 @@
-"""A pool's warm floor and standby count as the app wrote them: the settings a supervisor acts on
-without a job to justify the machine (``min_machines`` idle machines of the pool's size, and the
-stopped machines it keeps).
+"""A pool's cap, warm floor and standby count as the app wrote them: the settings a supervisor
+acts on without a submit to vouch for them (the most machines it takes slots for, queued work's
+and the floor's; ``min_machines`` idle machines of the pool's size; the stopped machines it keeps).
 
 Every submit stores its pool's settings in the pool's ``cfg`` hash, as ``name value`` pairs
 (``conf``) signed with the app's secret (``sig HEX`` last:
@@ -8,11 +8,15 @@ Every submit stores its pool's settings in the pool's ``cfg`` hash, as ``name va
 A supervisor reads them from ``conf`` only when the signature verifies, never from the hash's
 other fields: without this, a Redis writer set a pool's floor to its cap and its size to the
 largest machine, and the supervisor kept that many idle machines of that size, at the app's
-expense. Settings that do not verify (altered in Redis, or written by another secret) and
+expense; and a cap raised in the hash had it run that many machines at once for queued jobs.
+Settings that do not verify (altered in Redis, or written by another secret) and
 settings with no signature (written by a version before signatures) count as the defaults: no
-floor, no standby machines, the default size; a warning names the pool, once per process and
-kind until they verify again. The next submit of this version writes them again, signed (and
-an older client's submit unsigned: upgrade clients and supervisors together).
+floor, no standby machines, the default size, and a cap of none: the supervisor takes no slot
+for the pool's queued work (its machines still take it, and the next submit of this app, which
+writes the settings again, signed, places under its own declared cap); a warning names the
+pool, once per process and kind until they verify again. The next submit of this version
+writes them again, signed (and an older client's submit unsigned: upgrade clients and
+supervisors together).
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ _TOLD_MAX = 10_000
 
 @dataclass(frozen=True)
 class Floor:
-    """The settings of a pool a supervisor acts on without a job: ``min_machines``, ``standby``
-    and the size of a floor machine. ``signed``: read from settings that verify."""
+    """The settings of a pool a supervisor acts on without a submit: ``max_machines``,
+    ``min_machines``, ``standby`` and the size of a floor machine. ``signed``: read from settings
+    that verify."""
 
+    max_machines: int = 0  # unsigned: no slot taken for queued work
     min_machines: int = 0
     standby: int = 0
     cpus: int = DEFAULT_CPUS
@@ -53,6 +59,11 @@ def floor_of(store: Any, secret: bytes, pk: PoolKeys) -> Floor:
     ``secret``, else :data:`NONE` (with a warning naming the pool, once)."""
     with store.errors():
         conf_b, min_b = store.redis.hmget(pk.cfg, "conf", "min")
+    return verified(conf_b, min_b, secret, pk)
+
+
+def verified(conf_b: Any, min_b: Any, secret: bytes, pk: PoolKeys) -> Floor:
+    """:func:`floor_of` from the hash's ``conf`` and ``min`` fields as read (bytes or None)."""
     if conf_b is None:
         if min_b is not None:
             _warn(pk, "unsigned", "its stored settings carry no signature")
@@ -71,6 +82,7 @@ def floor_of(store: Any, secret: bytes, pk: PoolKeys) -> Floor:
     given = dict(zip(words[::2], words[1::2], strict=False))
     cap = integer(given.get("cap"), 1, MAX_MACHINES) or 1
     return Floor(
+        max_machines=cap,
         min_machines=integer(given.get("min"), 0, cap) or 0,
         standby=integer(given.get("standby"), 0, cap) or 0,
         cpus=integer(given.get("cpus"), 1, MAX_CPUS) or DEFAULT_CPUS,
@@ -87,8 +99,8 @@ def _warn(pk: PoolKeys, kind: str, why: str) -> None:
         _TOLD.clear()
     _TOLD.add(told)
     log.warning(
-        "pool %s: %s: ignored (no warm floor, no standby machines, the default size) until a "
-        "submit of this app writes them again",
+        "pool %s: %s: ignored (no warm floor, no standby machines, the default size, no slot "
+        "for queued work) until a submit of this app writes them again",
         pk.pool,
         why,
     )

@@ -229,7 +229,8 @@ class Supervisor(SlotChecks):
         ids = " ".join(ulid() for _ in range(floor.min_machines))
         tag = self.app.compat().tag  # queued work and a floor of this app's tag only
         size = (floor.cpus, floor.memory_mb)
-        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag, *size)):
+        signed = (*size, floor.max_machines)  # the cap too: never the hash's own field
+        for g in replies.scale_up(store.eval(lua.SCALE_UP, pk, ids, tag, *signed)):
             if why := launches.refusal(store, self.app.secret.encode(), pk, g):
                 log.warning("supervisor: no machine for slot %s: %s", g.slot, why)
                 continue

@@ -206,12 +206,19 @@ class InlineBackend:
                     return []  # left queued, as a job waiting for a machine is
                 if wait > 0:
                     time.sleep(wait + 0.01)
-            return self._scale_up(client, pk)
+            return self._scale_up(client, pk, ctx.secret.encode())
         finally:
             client.close()
 
-    def _scale_up(self, client: RespClient, pk: PoolKeys) -> list[tuple[str, str, int]]:
-        raw = client.eval(lua.SCALE_UP, script_keys(pk), [pk.tag, time.time(), ""])
+    def _scale_up(
+        self, client: RespClient, pk: PoolKeys, secret: bytes
+    ) -> list[tuple[str, str, int]]:
+        from ..control.poolconf import verified
+
+        # Under the cap of the pool's signed settings, as the supervisor's step (none: no slot).
+        cap = verified(client.execute("HGET", pk.cfg, "conf"), None, secret, pk).max_machines
+        args = [pk.tag, time.time(), "", "", "", "", cap]
+        raw = client.eval(lua.SCALE_UP, script_keys(pk), args)
         out = []
         for grant in replies.scale_up(raw):
             if grant.attempt:

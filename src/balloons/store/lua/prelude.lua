@@ -257,8 +257,10 @@ local function enqueue(u)
 end
 -- Give job u a new slot (a machine to be launched for it, of the job's tag, else of tag t).
 -- The caller checked the cap. Returns what the launcher needs: {slot, ulid, attempt, cpus,
--- memory_mb}.
+-- memory_mb}. An attempt that is not a number (a record altered in Redis) counts as 1: its
+-- launch is refused when its record does not verify, as any altered record's.
 local function take_slot(u, attempt, t)
+  attempt = string.match(tostring(attempt), '^%d+$') or '1'
   local slot = u..'-'..attempt
   local c, m = need_of(u)
   local jt = job_tag(u)

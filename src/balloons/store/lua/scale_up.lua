@@ -11,7 +11,10 @@
 --       pool's warm floor, from its signed settings: the cfg hash's 'min' is not read), 4 the
 --       caller's compatibility tag (KEYID.VERSION; '' = none: every job and machine counts),
 --       which is also recorded as its key's current version (cfg 'v:KEYID'), 5 and 6 the CPUs
---       and MB of a floor machine (its signed settings' too; the defaults when absent)
+--       and MB of a floor machine (its signed settings' too; the defaults when absent), 7 the
+--       cap (the signed settings' max_machines, 0 when they do not verify: no slot taken at
+--       all; the cfg hash's 'cap' is not read: a cap raised there launched more machines than
+--       declared)
 -- Returns a flat list of launches, five items each: slot, ulid (a fresh id and attempt 0 for a
 -- floor machine), attempt, cpus, memory_mb; {} when there is nothing to launch.
 
@@ -21,7 +24,7 @@ if tag ~= '' and string.sub(tag, 14) ~= '000000000000' then
 end
 promote_due(1000)
 local out = {}
-local cap = cfg('cap', @CAP@)
+local cap = tonumber(ARGV[7]) or @CAP@
 local spare, mine = 0, 0
 for _, s in ipairs(redis.call('ZRANGE', SLOTS, 0, -1)) do
   local info = slot_get(s)
@@ -36,7 +39,7 @@ for _, s in ipairs(redis.call('ZRANGE', SLOTS, 0, -1)) do
   end
 end
 local function room(same_key)
-  return redis.call('ZCARD', SLOTS) < cap or retire_idle(tag, same_key)
+  return cap > 0 and (redis.call('ZCARD', SLOTS) < cap or retire_idle(tag, same_key))
 end
 local seen = 0
 for _, u in ipairs(redis.call('ZRANGE', QUEUE, 0, 999)) do

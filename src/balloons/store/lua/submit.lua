@@ -10,7 +10,9 @@
 --
 -- KEYS: the pool's, the new job's, the idempotency key (when ARGV[13] is not '')
 -- ARGV: 1 tag, 2 now (not read), 3 ulid, 4 payload, 5 args, 6 sig, 7 ttl, 8 pool config
---       ('name value ...': cap, boot, idle, min, hb, cpus, mem, standby), 9 due ('' = now,
+--       ('name value ...': cap, boot, idle, min, hb, cpus, mem, standby; its cap is the one
+--       this submit places under, never the cfg hash's field, which any Redis writer may
+--       raise), 9 due ('' = now,
 --       '+SECONDS' = from now, else an epoch time), 10 priority, 11 cpus, 12 memory_mb,
 --       13 idempotency digest ('' = none), 14 the job's compatibility tag (KEYID.VERSION:
 --       only idle machines of that tag are counted, the queued job launched for is one of
@@ -46,14 +48,17 @@ end
 -- The pool's index of jobs, which is also the guard against an id in use.
 if redis.call('ZADD', JOBS, 'NX', NOW, u) == 0 then return {0} end
 -- The pool's settings: the latest submitter's, written only when they changed.
-local cur = redis.call('HMGET', CFG, 'conf', 'cap', 'boot')
-local cap, boot = tonumber(cur[2]) or @CAP@, tonumber(cur[3]) or @BOOT@
+-- The cap is the caller's own (its pool's as it declared it: 'cap' comes first in the pool's
+-- config), whatever the hash holds.
+local cap = tonumber(string.match(conf, '^cap (%d+)') or string.match(conf, ' cap (%d+)'))
+  or @CAP@
+local cur = redis.call('HMGET', CFG, 'conf', 'boot')
+local boot = tonumber(cur[2]) or @BOOT@
 if cur[1] ~= conf then
   local settings = {'conf', conf}
   for name, value in string.gmatch(conf, '(%S+) (%S+)') do
     settings[#settings + 1] = name
     settings[#settings + 1] = value
-    if name == 'cap' then cap = tonumber(value) or cap end
     if name == 'boot' then boot = tonumber(value) or boot end
   end
   redis.call('HSET', CFG, unpack(settings))
