@@ -382,7 +382,7 @@ class LocalBackend:
         """Ask the fork server to exit once its machines have; False if none was running."""
         try:
             _send(self.socket_path(), {"op": "shutdown"})
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError):  # none, or not a fork server
             return False
         return True
 
