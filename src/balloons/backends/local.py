@@ -50,6 +50,21 @@ from .base import BackendContext
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 START_METHODS = ("fork", "exec")
 DEFAULT_IDLE = 30.0
+#: Seconds a fork server started on first use has to listen on its socket.
+START_TIMEOUT = 30.0
+#: What a request fails with when no fork server serves it: no socket at the path, none
+#: listening there, the connection closed with no reply, or reset (or its pipe broken) before
+#: the request was read: the listening socket was closed with the connection in its backlog.
+#: A server killed (or draining) closes it; so does a child it forked a moment before, which
+#: holds a copy of the socket until it closes the server's descriptors, and so may close it
+#: after the server has died.
+UNSERVED = (
+    FileNotFoundError,
+    ConnectionRefusedError,
+    ConnectionResetError,
+    BrokenPipeError,
+    EOFError,
+)
 RUNNING_STATES = ("created", "starting", "started")
 #: Record fields a machine's ``detail`` shows; ``gone`` says why one was found not running.
 DETAIL = ("pid", "host", "memory_mb", "cpus", "exited", "slot", "gone")
@@ -294,14 +309,23 @@ class LocalBackend:
         return self._sock
 
     def _request(self, req: dict[str, Any], start: bool = True) -> dict[str, Any]:
+        """Send ``req`` to the fork server (started first when none serves its path, unless
+        not ``start``: then none found reads ``{"found": False}``); its reply. A failure is a
+        ``BackendError`` naming the request and the socket."""
         path = self.socket_path()
         try:
-            reply = _send(path, req)
-        except (FileNotFoundError, ConnectionRefusedError, EOFError):
-            if not start:
-                return {"ok": True, "found": False}
-            self._start_server()
-            reply = _send(path, req)
+            try:
+                reply = _send(path, req)
+            except UNSERVED:
+                if not start:
+                    return {"ok": True, "found": False}
+                self._start_server()
+                reply = _send(path, req)
+        except (OSError, EOFError, ValueError) as exc:
+            raise BackendError(
+                f"local fork server: {req.get('op')!r} on {path} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
         if not reply.get("ok"):
             raise BackendError(f"local fork server refused {req.get('op')}: {reply.get('error')}")
         return reply
@@ -328,17 +352,27 @@ class LocalBackend:
                 argv = [sys.executable, "-m", "balloons.backends.forkserver"]
                 argv += ["--socket", path, "--idle", str(idle), "--daemonize"]
                 argv += ["--state", str(state.resolve())]
-                subprocess.run(
-                    argv,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                    close_fds=True,
-                    timeout=30,
-                    check=False,
-                )
+                try:
+                    subprocess.run(
+                        argv,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                        close_fds=True,
+                        timeout=START_TIMEOUT,
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired:
+                    raise BackendError(
+                        f"the local fork server did not listen on {path} within "
+                        f"{START_TIMEOUT:g}s; see {state / 'forkserver.log'}"
+                    ) from None
+                except OSError as exc:
+                    raise BackendError(
+                        f"could not start the local fork server ({sys.executable}): {exc}"
+                    ) from None
             with contextlib.suppress(OSError, EOFError):
                 if _send(path, {"op": "ping"}).get("ok"):
                     return
@@ -348,7 +382,7 @@ class LocalBackend:
         """Ask the fork server to exit once its machines have; False if none was running."""
         try:
             _send(self.socket_path(), {"op": "shutdown"})
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError):  # none, or not a fork server
             return False
         return True
 
@@ -364,7 +398,9 @@ def _send(path: str, req: dict[str, Any]) -> dict[str, Any]:
             if not chunk:
                 raise EOFError("fork server closed the connection")
             data += chunk
-    reply: dict[str, Any] = json.loads(data)
+    reply = json.loads(data)
+    if not isinstance(reply, dict):
+        raise ValueError(f"expected a JSON object, got {type(reply).__name__}")
     return reply
 
 
