@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import balloons
 from balloons.backends import forkpath
-from balloons.backends.local import _send
+from balloons.backends.local import LocalBackend, _send
+from tests import tasks
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.machines
@@ -125,3 +127,44 @@ def test_a_claim_is_the_holders_until_it_lets_go(tmp_path: Path) -> None:
     claim.release()
     assert other.take(wait=0)
     other.release()
+
+
+def _unix_paths(pid: int) -> set[str]:
+    """The paths of the unix sockets process ``pid`` holds (an accepted connection shows its
+    listener's path in /proc/net/unix)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    paths = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes:
+            paths.add(fields[7])
+    return paths
+
+
+def test_a_machine_holds_no_connection_of_its_fork_server(tmp_path: Path) -> None:
+    """A machine forked while the server answers its launch closes the server's end of that
+    launch's connection (it held it for its whole life, and so did the task's code)."""
+    app = balloons.App(state_dir=tmp_path / "state")
+    app.pool("default", isolation="none", max_machines=3)  # the task's pid is the machine's
+    task = balloons.Task(app, tasks.pid_then_sleep.fn, tasks.pid_then_sleep.name,
+                         tasks.pid_then_sleep.opts)  # fmt: skip
+    files = [tmp_path / f"m{i}" for i in range(3)]
+    jobs = [task.submit(str(f), 60) for f in files]  # at once: the spare takes one at most
+    try:
+        pids = [int(wait_for(lambda f=f: f.exists() and f.read_text())) for f in files]
+        backend = app.backend
+        assert isinstance(backend, LocalBackend)
+        path = backend.socket_path()
+        server = _send(path, {"op": "ping"})["pid"]
+        assert path in _unix_paths(server)  # the check sees the listener's path
+        for pid in pids:
+            assert path not in _unix_paths(pid), pid
+    finally:
+        for job in jobs:
+            job.cancel()
+        app.close()

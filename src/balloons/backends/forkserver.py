@@ -89,6 +89,7 @@ class ForkServer:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.wake_r, self.wake_w = os.pipe()
         self.spare: forked.Spare | None = None  # the next forked machine, waiting for its launch
+        self.conn: socket.socket | None = None  # the request being answered
         self.launched = 0.0  # time.monotonic() of the last launch
         self.refill_at = 0.0  # no spare is forked before then (time.monotonic()): a fork failed
         self.version_files = ""  # the task modules named by the last forked machine's launch
@@ -173,6 +174,7 @@ class ForkServer:
 
     def _handle(self, conn: socket.socket) -> None:
         self.last_activity = time.monotonic()
+        self.conn = conn  # a machine forked meanwhile closes its copy (_leave)
         with conn:
             conn.setblocking(True)
             conn.settimeout(5.0)
@@ -189,6 +191,7 @@ class ForkServer:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode() + b"\n")
+        self.conn = None
         # Launch records are written after the reply, off the submitter's critical path but
         # before this loop can reap (and record the exit of) the same child.
         while self.deferred:
@@ -294,7 +297,8 @@ class ForkServer:
 
     def _leave(self) -> None:
         """In a child: a session of its own, default signals, none of the server's
-        descriptors (its socket, its wake-up pipe, its Redis connections, the spare's pipe)."""
+        descriptors (its socket, the connection of the launch it answers, its wake-up pipe,
+        its Redis connections, the spare's pipe)."""
         os.setsid()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -302,6 +306,8 @@ class ForkServer:
         os.close(self.wake_r)
         os.close(self.wake_w)
         self.listener.close()
+        if self.conn is not None:  # the launch's connection: the launcher's, not the machine's
+            self.conn.close()
         self.claim.leave()
         self.records.close()
         if self.spare is not None:
