@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -155,8 +156,10 @@ def test_a_machine_holds_no_connection_of_its_fork_server(tmp_path: Path) -> Non
                          tasks.pid_then_sleep.opts)  # fmt: skip
     files = [tmp_path / f"m{i}" for i in range(3)]
     jobs = [task.submit(str(f), 60) for f in files]  # at once: the spare takes one at most
+    pids: list[int] = []
     try:
-        pids = [int(wait_for(lambda f=f: f.exists() and f.read_text())) for f in files]
+        for f in files:
+            pids.append(int(wait_for(lambda f=f: f.exists() and f.read_text())))
         backend = app.backend
         assert isinstance(backend, LocalBackend)
         path = backend.socket_path()
@@ -165,6 +168,9 @@ def test_a_machine_holds_no_connection_of_its_fork_server(tmp_path: Path) -> Non
         for pid in pids:
             assert path not in _unix_paths(pid), pid
     finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for job in jobs:
             job.cancel()
         app.close()
