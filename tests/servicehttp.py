@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
 from balloons.service.api import create_app
 from balloons.service.auth import Keys
@@ -58,3 +59,17 @@ def serving(**options: Any) -> Iterator[Service]:
         yield Service(served.url, options["token"] or "", served)
     finally:
         served.stop()
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[Service]:
+    """The service of ``tests.tasks``'s app, one per test module that imports this fixture."""
+    with serving() as s:
+        yield s
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[httpx.Client]:
+    """An authenticated client of :func:`service`."""
+    with service.client() as c:
+        yield c

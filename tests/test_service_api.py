@@ -16,19 +16,9 @@ pytest.importorskip("starlette")
 from balloons.service.idempotency import Idempotency, body_digest
 from tests import tasks
 from tests.servicehttp import PROBLEM, Service, problem, serving
+from tests.servicehttp import client as client
+from tests.servicehttp import service as service
 from tests.waiting import wait_for
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[Service]:
-    with serving() as s:
-        yield s
-
-
-@pytest.fixture
-def client(service: Service) -> Iterator[httpx.Client]:
-    with service.client() as c:
-        yield c
 
 
 # ------------------------------------------------------------------ submit and read

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,17 +17,12 @@ pytest.importorskip("starlette")
 
 from balloons.service import openapi
 from tests import tasks
-from tests.servicehttp import Service, serving
+from tests.servicehttp import Service
+from tests.servicehttp import service as service
 from tests.waiting import wait_for
 
 SCOPES = ("jobs:read", "jobs:write")
 JOB = "default.01jd3x9k2m8vq4t7w0c5r6y1zh"
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[Service]:
-    with serving() as s:
-        yield s
 
 
 def _fds() -> int:

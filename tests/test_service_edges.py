@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,23 +16,13 @@ pytest.importorskip("starlette")
 from balloons.service import tokens
 from balloons.store.keys import JobKeys
 from tests import tasks
-from tests.servicehttp import Service, problem, serving
+from tests.servicehttp import Service, problem
+from tests.servicehttp import client as client
+from tests.servicehttp import service as service
 from tests.waiting import wait_for
 
 JSON = {"content-type": "application/json"}
 ADD = b'{"task": "tests.tasks:add", "args": [1, 2], "delay": 3600'
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[Service]:
-    with serving() as s:
-        yield s
-
-
-@pytest.fixture
-def client(service: Service) -> Iterator[httpx.Client]:
-    with service.client() as c:
-        yield c
 
 
 def _raw(url: str, request: bytes) -> bytes:

@@ -5,7 +5,6 @@ records altered in every way, read through a real service."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,7 +13,8 @@ pytest.importorskip("starlette")
 
 from balloons.store.keys import JobKeys
 from tests import tasks
-from tests.servicehttp import Service, serving
+from tests.servicehttp import Service
+from tests.servicehttp import service as service
 
 JOB_ID = "default.01jd3x9k2m8vq4t7w0c5r6y1zh"
 JK = JobKeys.of(tasks.app.settings.namespace, JOB_ID)
@@ -29,12 +29,6 @@ FIELDS = [
     "status", "payload", "args", "sig", "attempt", "machine", "created", "started", "finished",
     "result", "rsig", "error", "esig", "reason", "due", "progress", "note", "compat", "ttl",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[Service]:
-    with serving() as s:
-        yield s
 
 
 def _check(resp: httpx.Response) -> None:

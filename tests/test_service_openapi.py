@@ -19,7 +19,8 @@ from schemathesis.checks import (
 )
 
 from balloons.service import openapi
-from tests.servicehttp import TOKEN, Service, serving
+from tests.servicehttp import TOKEN, Service
+from tests.servicehttp import service as service
 
 schema = schemathesis.openapi.from_dict(openapi.document())
 CHECKS = [
@@ -45,12 +46,6 @@ def _no_lambda_sources() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(lambda_sources, "lambda_description", lambda f: "lambda")
         yield
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[Service]:
-    with serving() as s:
-        yield s
 
 
 def test_the_document_is_openapi_3_1_and_served(service: Service) -> None:
